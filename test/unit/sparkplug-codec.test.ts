@@ -133,6 +133,30 @@ describe('Sparkplug B codec', () => {
     assert.throws(() => decodePayload(Buffer.alloc(LIMITS.sparkplugPayloadMaxBytes + 1)), refusedWith('SPARKPLUG_PAYLOAD_INVALID'));
   });
 
+  it('refuses a string that is not UTF-8 (a value, a name, a template member\'s, a property key), at any depth', () => {
+    // Written with a marker, then its middle byte made 0xFC: "Tür" in Latin-1, not UTF-8.
+    const latin1 = (payload: Record<string, unknown>) => {
+      const bytes = Buffer.from(encodeWire(payload));
+      const at = bytes.indexOf(Buffer.from('TXr'));
+      assert.ok(at >= 0);
+      bytes[at + 1] = 0xfc;
+      return bytes;
+    };
+    const cases: Record<string, unknown>[] = [
+      { seq: '1', metrics: [{ name: 'Door', datatype: DATA_TYPES.String, stringValue: 'TXr offen' }] },
+      { seq: '1', metrics: [{ name: 'TXr', datatype: DATA_TYPES.Int32, intValue: 1 }] },
+      { seq: '1', metrics: [{ name: 'T', datatype: DATA_TYPES.Template, templateValue: { metrics: [{ name: 'TXr', datatype: DATA_TYPES.Int32, intValue: 1 }] } }] },
+      { seq: '1', metrics: [{ name: 'x', datatype: DATA_TYPES.Int32, intValue: 1, properties: { keys: ['TXr'], values: [{ type: DATA_TYPES.Int32, intValue: 1 }] } }] },
+    ];
+    for (const c of cases) {
+      assert.throws(() => decodePayload(latin1(c)), (err: unknown) => refusedWith('SPARKPLUG_PAYLOAD_INVALID')(err) && /UTF-8/.test((err as Error).message), JSON.stringify(c));
+    }
+    // UTF-8 itself, letters of two, three and four bytes, is taken as written.
+    const p = decodePayload(encodeWire({ seq: '1', metrics: [{ name: 'Tür/°C', datatype: DATA_TYPES.String, stringValue: 'Tür offen 🚪' }] }));
+    assert.equal(p.metrics[0]?.name, 'Tür/°C');
+    assert.equal(valueOf(p, 0), 'Tür offen 🚪');
+  });
+
   it('refuses a value whose protobuf member contradicts its data type, or out of its range', () => {
     const p = decodePayload(
       encodeWire({

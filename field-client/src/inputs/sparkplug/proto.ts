@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer';
 import protobuf from 'protobufjs';
 
 /**
@@ -233,7 +234,8 @@ const STOP = Symbol('scan stopped');
  * length-delimited): with any other, protobufjs skips it as unknown, and so does this.
  * Recursion is at most `maxDepth` deep (checked before descending); unknown groups are skipped by
  * protobufjs's skipType, itself bounded at its Reader.recursionLimit (100). Stops, with the count
- * that passed its bound one past it, as soon as one does. Throws on malformed wire data.
+ * that passed its bound one past it, as soon as one does. Throws on malformed wire data, and on a
+ * string field (at any depth) whose bytes are not UTF-8.
  */
 export function scanWire(bytes: Uint8Array, bounds: WireBounds): WireCounts {
   const counts: WireCounts = { topLevelMetrics: 0, elements: 0, depth: 0 };
@@ -282,6 +284,10 @@ export function scanWire(bytes: Uint8Array, bounds: WireBounds): WireCounts {
         reader.pos = end;
       } else {
         if (field.repeated) element(1); // a string of `columns` or `keys`
+        // A protobuf string is UTF-8 text (protobuf language guide, scalar types; Sparkplug 3.0.0
+        // §6.4.16: String and Text are UTF-8 strings). protobufjs decodes one that is not with each
+        // bad byte replaced by U+FFFD: "Tür" sent in Latin-1 was stored as "T\uFFFDr", never told.
+        if (field.type === 'string' && !isUtf8(bytes.subarray(reader.pos, end))) throw new RangeError(`field ${field.name} is not UTF-8`);
         reader.pos = end;
       }
     }
