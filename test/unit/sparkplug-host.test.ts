@@ -913,6 +913,38 @@ describe('Sparkplug session: STATE and reorder through the input', () => {
     await session.onMessage('spBv1.0/Plant1/NDATA/Line4', data(7, 10), now + 10_000);
     assert.equal(session.stats.refusedByCode.SPARKPLUG_SEQ_GAP, 1);
   });
+
+  it('takes the seq of an NDATA or DDATA it cannot decode: the messages after it are read, no gap, no rebirth', async () => {
+    const { queued, client } = sink();
+    const sent: string[] = [];
+    const session = new SparkplugSession(client, (topic) => sent.push(topic), silent);
+    const now = Date.now();
+    const dbirth = (seq: number) => bytes({ timestamp: String(T0), seq: String(seq), metrics: [{ name: 'Level', alias: '5', datatype: T.Double, doubleValue: 1 }, { name: 'Notes', alias: '6', datatype: T.String, stringValue: 'ok' }] });
+    const ddata = (seq: number, v: number, notes?: string) =>
+      bytes({ timestamp: String(T0 + seq), seq: String(seq), metrics: [{ alias: '5', doubleValue: v }, ...(notes === undefined ? [] : [{ alias: '6', stringValue: notes }])] });
+    const long = 'x'.repeat(LIMITS.stringMaxChars + 1);
+    await session.onMessage('spBv1.0/Plant1/NBIRTH/Line4', birth(0), now);
+    await session.onMessage('spBv1.0/Plant1/DBIRTH/Line4/Tank', dbirth(1), now);
+    // A note longer than a String value may be: refused while decoding, its seq (2, then 4) unread.
+    const unreadable = ddata(2, 2, long);
+    await session.onMessage('spBv1.0/Plant1/DDATA/Line4/Tank', unreadable, now);
+    // The same bytes again at once (sent again without DUP): a duplicate, its seq not taken twice.
+    await session.onMessage('spBv1.0/Plant1/DDATA/Line4/Tank', unreadable, now);
+    await session.onMessage('spBv1.0/Plant1/NDATA/Line4', data(3, 9), now);
+    await session.onMessage('spBv1.0/Plant1/NDATA/Line4', bytes({ timestamp: String(T0 + 4), seq: '4', metrics: [{ alias: '1', datatype: T.String, stringValue: long }] }), now);
+    await session.onMessage('spBv1.0/Plant1/DDATA/Line4/Tank', ddata(5, 3), now);
+    assert.equal(session.stats.refusedByCode.SPARKPLUG_PAYLOAD_INVALID, 2);
+    assert.equal(session.stats.refusedByCode.SPARKPLUG_DUPLICATE, 1);
+    assert.equal(session.stats.refusedByCode.SPARKPLUG_SEQ_GAP, undefined);
+    assert.equal(session.host.session('Plant1', 'Line4')?.stale, false);
+    assert.deepEqual(sent, []);
+    const values = queued.filter((q) => q.dataType === 'timeseries').map((q) => q.payload as Record<string, unknown>);
+    assert.deepEqual(values.map((v) => v['Plant1.Line4.Inputs.Temp']).filter((v) => v !== undefined), [1, 9]);
+    assert.deepEqual(values.map((v) => v['Plant1.Line4.Tank.Level']).filter((v) => v !== undefined), [1, 3]);
+    // Another message lost after them is a gap, as any.
+    await session.onMessage('spBv1.0/Plant1/NDATA/Line4', data(7, 10), now + 10_000);
+    assert.equal(session.stats.refusedByCode.SPARKPLUG_SEQ_GAP, 1);
+  });
 });
 
 /**

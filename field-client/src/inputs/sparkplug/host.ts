@@ -249,11 +249,11 @@ export class SparkplugHost {
    * Not for a publish flagged DUP while a session is current: sent again (MQTT 3.1.1 §3.3.1.1), it
    * may have come before and ended its session then, and its timestamp unread, nothing places it
    * after the current birth (resend.ts places what is sent again by it), whether that birth came on
-   * a connection or was itself sent again. A DBIRTH that could not be decoded
-   * takes its seq in its session (sequenced.ts, unreadableDeviceBirth).
+   * a connection or was itself sent again. A DBIRTH, NDATA or DDATA that could not be decoded
+   * takes its seq in its session (sequenced.ts, unreadable).
    */
   unreadableBirth(t: SparkplugTopic, err: FieldStreamError, now: number, via?: Via, digest?: Digest): HostOutcome {
-    if (t.type === 'DBIRTH') return this.unreadableDeviceBirth(t, err, now, via, digest);
+    if (t.type === 'DBIRTH' || t.type === 'NDATA' || t.type === 'DDATA') return this.unreadableSequenced(t, err, now, via, digest);
     const k = key(t.group, t.edge);
     const out = emptyOutcome();
     out.refused = err;
@@ -273,8 +273,8 @@ export class SparkplugHost {
     return out;
   }
 
-  /** A DBIRTH whose payload could not be decoded: refused with `err`, its seq taken (sequenced.ts); only refused when sent again (resend.ts). */
-  private unreadableDeviceBirth(t: SparkplugTopic, err: FieldStreamError, now: number, via: Via | undefined, digest: Digest | undefined): HostOutcome {
+  /** A DBIRTH, NDATA or DDATA whose payload could not be decoded: refused with `err`, its seq taken (sequenced.ts); only refused when sent again (resend.ts). */
+  private unreadableSequenced(t: SparkplugTopic, err: FieldStreamError, now: number, via: Via | undefined, digest: Digest | undefined): HostOutcome {
     const k = key(t.group, t.edge);
     const out = emptyOutcome();
     out.refused = err;
@@ -282,7 +282,7 @@ export class SparkplugHost {
     this.held.expirePrevious(now, k);
     const before = snapshot(this.sessions, this.previous, this.held.boundaries, k, t);
     try {
-      this.sequenced.unreadableDeviceBirth(t, err, now, out, digest);
+      this.sequenced.unreadable(t, err, now, out, digest);
     } finally {
       this.recountAfter(t, out);
     }

@@ -106,18 +106,20 @@ export class SequencedMessages {
   }
 
   /**
-   * A DBIRTH whose payload could not be decoded (payload.ts refused it: malformed, past a bound such
-   * as a String value too long), refused with `err` (in `out`). Within a current session that awaits
-   * no rebirth, its seq, unknown, is taken as the next one, the seq the edge node gave it (§6.4.2,
-   * tck-id-payloads-sequence-num-incrementing: each message after the NBIRTH carries one more than
-   * the last): untaken, the message after it was a gap, and the rebirth the gap asked for at the
-   * usual pace brought the same DBIRTH again, every 5 s for as long as the edge node ran, its other
-   * data refused meanwhile. Were it another seq (out of order), the next message is a gap all the
-   * same, and asks at once. Then it is a DBIRTH refused for what it holds (take): the device's
-   * definitions dropped, its DDATA refused as not born, and a rebirth asked, less and less often while
-   * it comes back the same (rebirth.ts). The bytes of the message read last are a duplicate.
+   * A DBIRTH, NDATA or DDATA whose payload could not be decoded (payload.ts refused it: malformed,
+   * past a bound such as a String value too long, a string not UTF-8), refused with `err` (in `out`).
+   * Within a current session that awaits no rebirth, its seq, unknown, is taken as the next one, the
+   * seq the edge node gave it (§6.4.2, tck-id-payloads-sequence-num-incrementing: each message after
+   * the NBIRTH carries one more than the last): untaken, the message after it was a gap, the session
+   * stale and every message of the edge node refused until the NBIRTH the gap asked for, and for a
+   * DBIRTH that rebirth brought the same DBIRTH again, every 5 s for as long as the edge node ran.
+   * Were it another seq (out of order), the next message is a gap all the same, and asks at once.
+   * Data is then refused alone, as one whose value contradicts its data type is (values.ts). A DBIRTH
+   * is one refused for what it holds (take): the device's definitions dropped, its DDATA refused as
+   * not born, and a rebirth asked, less and less often while it comes back the same (rebirth.ts).
+   * The bytes of the message read last are a duplicate.
    */
-  unreadableDeviceBirth(t: SparkplugTopic, err: FieldStreamError, now: number, out: HostOutcome, digest: Digest | undefined): void {
+  unreadable(t: SparkplugTopic, err: FieldStreamError, now: number, out: HostOutcome, digest: Digest | undefined): void {
     const k = key(t.group, t.edge);
     const s = this.o.sessions.get(k);
     if (!s || s.stale) return;
@@ -128,9 +130,11 @@ export class SequencedMessages {
     const seq = (s.seq + 1) % 256;
     s.seq = seq;
     s.digests.set(seq, digest);
-    s.devices.delete(t.device as string);
-    this.o.rebirths.refused(k, now, false);
-    if (!this.o.rebirths.heldOff(k, now)) this.o.rebirths.ask(t.group, t.edge, now, err.message, out);
+    if (t.type === 'DBIRTH') {
+      s.devices.delete(t.device as string);
+      this.o.rebirths.refused(k, now, false);
+      if (!this.o.rebirths.heldOff(k, now)) this.o.rebirths.ask(t.group, t.edge, now, err.message, out);
+    }
     this.o.reorder.release(k, now, out);
   }
 

@@ -142,8 +142,9 @@ export class SparkplugSession {
         payload = decodePayload(bytes);
       } catch (err) {
         // A birth that cannot be read still changes its edge node's session: an NBIRTH ends it, a
-        // DBIRTH takes its seq and drops its device's birth (host.ts, unreadableBirth).
-        if ((t.type !== 'NBIRTH' && t.type !== 'DBIRTH') || !isFieldStreamError(err)) throw err;
+        // DBIRTH takes its seq and drops its device's birth; an NDATA or DDATA takes its seq
+        // (host.ts, unreadableBirth; sequenced.ts, unreadable).
+        if ((t.type !== 'NBIRTH' && t.type !== 'DBIRTH' && t.type !== 'NDATA' && t.type !== 'DDATA') || !isFieldStreamError(err)) throw err;
         payload = err;
       }
       outcome = payload instanceof FieldStreamError ? this.host.unreadableBirth(t, payload, now, via, digestOf(bytes)) : this.host.handle(t, payload, now, via, digestOf(bytes));
