@@ -79,14 +79,23 @@ describe('Sparkplug B input, end to end with sparkplug-client on Mosquitto', () 
     await eventually(() => (stats.refusedByCode.SPARKPLUG_STATE_INVALID === 1 ? true : undefined), 15_000, 'the bad STATE refused');
     assert.deepEqual([sp.session.peers.get('scada-backup')?.online, sp.session.peers.get('scada-backup')?.timestamp], [true, 2000]);
     await raw.publishAsync('spBv1.0/STATE/fieldstream-test', JSON.stringify({ online: false, timestamp: 1 }), { qos: 1, retain: true });
-    await eventually(async () => {
+    // The retained STATE as a client connecting now finds it (undefined: none within a second).
+    const retainedState = async () => {
       const w = await connectAsync(broker.url, { clientId: 'state-watcher-2' });
-      const retained = new Promise<string>((resolve) => w.on('message', (_t, p) => resolve(p.toString())));
+      const retained = new Promise<string | undefined>((resolve) => {
+        w.on('message', (_t, p) => resolve(p.toString()));
+        setTimeout(() => resolve(undefined), 1000);
+      });
       await w.subscribeAsync('spBv1.0/STATE/fieldstream-test', { qos: 1 });
-      const st = JSON.parse(await retained) as { online: boolean };
+      const text = await retained;
       await w.endAsync();
-      return st.online ? true : undefined;
-    }, 15_000, 'our STATE online again');
+      return text === undefined || text === '' ? undefined : (JSON.parse(text) as { online: boolean });
+    };
+    await eventually(async () => ((await retainedState())?.online ? true : undefined), 15_000, 'our STATE online again');
+    // Our retained STATE removed (an empty retained publish): an edge node connecting after it
+    // would wait for its primary host. Published online again.
+    await raw.publishAsync('spBv1.0/STATE/fieldstream-test', Buffer.alloc(0), { qos: 1, retain: true });
+    await eventually(async () => ((await retainedState())?.online ? true : undefined), 15_000, 'our STATE online again after it was removed');
     assert.equal(sp.session.peers.get('fieldstream-test'), undefined);
     assert.match(await (await fetch(`${field.metricsUrl}/metrics`)).text(), /^fieldstream_field_sparkplug_peer_hosts\{state="online",service="field-client"\} 1$/m);
 

@@ -711,7 +711,7 @@ describe('Sparkplug session: STATE and reorder through the input', () => {
   it('counts a bad STATE by its code and goes on; keeps peers; answers our own offline STATE', async () => {
     const { client } = sink();
     const own: number[] = [];
-    const session = new SparkplugSession(client, () => undefined, silent, [], { hostId: 'us', onOwnOffline: (s) => own.push(s.timestamp) });
+    const session = new SparkplugSession(client, () => undefined, silent, [], { hostId: 'us', onOwnOffline: (s) => own.push(s?.timestamp ?? -1) });
     await session.onMessage('spBv1.0/STATE/scada', state('OFFLINE'));
     await session.onMessage('spBv1.0/STATE/scada', state({ online: true, timestamp: 7 }));
     await session.onMessage('spBv1.0/STATE/us', state({ online: false, timestamp: 3 }));
@@ -721,6 +721,17 @@ describe('Sparkplug session: STATE and reorder through the input', () => {
     assert.equal(session.peers.get('us'), undefined);
     assert.deepEqual(own, [3]);
     assert.equal(session.stats.messages, 4);
+  });
+
+  it('answers our own retained STATE removed (an empty publish) as our STATE offline: edge nodes connecting later wait for it', async () => {
+    const { client } = sink();
+    const own: Array<number | undefined> = [];
+    const session = new SparkplugSession(client, () => undefined, silent, [], { hostId: 'us', onOwnOffline: (s) => own.push(s?.timestamp) });
+    await session.onMessage('spBv1.0/STATE/us', new Uint8Array());
+    // Another host's removed is only forgotten.
+    await session.onMessage('spBv1.0/STATE/scada', new Uint8Array());
+    assert.deepEqual(own, [undefined]);
+    assert.equal(session.stats.accepted, 2);
   });
 
   it('queues held data in seq order, and on timeout counts the discarded messages and sends the rebirth NCMD', async () => {

@@ -47,8 +47,8 @@ export interface SparkplugSessionOptions {
   hostId?: string | undefined;
   /** milliseconds a message ahead of its seq waits for the missing ones (§5.9); 0 (default): none */
   reorderTimeoutMs?: number | undefined;
-  /** our own STATE was delivered with online=false (an old will, or someone else's publish) */
-  onOwnOffline?: ((state: StatePayload) => void) | undefined;
+  /** our own STATE was delivered with online=false (an old will, or someone else's publish), or removed (undefined: an empty retained publish) */
+  onOwnOffline?: ((state: StatePayload | undefined) => void) | undefined;
   /**
    * Publishers send again what they got no PUBACK for (the local MQTT input, QoS 1): each edge node's
    * previous session is kept for what it sends again (HostOptions.resends).
@@ -311,6 +311,11 @@ export class SparkplugSession {
         return;
       case 'cleared':
         this.log.info({ hostId }, `Sparkplug host application ${hostId}: its retained STATE was removed`);
+        // Ours removed (someone's empty retained publish on our topic): an edge node connecting from
+        // now on finds no STATE of its primary host and waits for it before its NBIRTH
+        // (tck-id-operational-behavior-edge-node-birth-sequence-wait), for as long as we stay
+        // connected. Answered as our STATE delivered offline is (case 'own').
+        if (hostId === this.options.hostId) this.options.onOwnOffline?.(undefined);
         return;
       case 'full':
         this.stats.peerHostsNotKept++;

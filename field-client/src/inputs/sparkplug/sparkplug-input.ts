@@ -56,8 +56,9 @@ export type SparkplugInput = LocalInput & {
  * follows it (tck-id-message-flow-phid-sparkplug-state-publish-payload-timestamp), so an edge node
  * can tell a late will of an older connection (older timestamp) from the current one. STATE/+ is
  * subscribed before our STATE is published (tck-id-message-flow-phid-sparkplug-subscription): the
- * other hosts' STATE is kept (session.peers), and our own delivered as offline is answered with
- * online again (tck-id-message-flow-hid-sparkplug-state-message-delivered).
+ * other hosts' STATE is kept (session.peers), and our own delivered as offline, or removed (an
+ * empty retained publish), is answered with online again
+ * (tck-id-message-flow-hid-sparkplug-state-message-delivered).
  */
 export function sparkplugInput(client: FieldClient, o: SparkplugInputOptions, log: Logger): SparkplugInput {
   const slog = log.child({ input: 'sparkplug' });
@@ -86,7 +87,7 @@ export function sparkplugInput(client: FieldClient, o: SparkplugInputOptions, lo
       onOwnOffline: (st) => {
         // Our own death at a clean stop comes back to us too: not answered then.
         if (closing || !mqtt?.connected) return;
-        slog.info({ hostId: o.hostId, timestamp: st.timestamp, current: connectAt }, 'own Sparkplug STATE seen offline; published online again');
+        slog.info({ hostId: o.hostId, timestamp: st?.timestamp, current: connectAt }, `own Sparkplug STATE ${st ? 'seen offline' : 'removed'}; published online again`);
         publishBirth(mqtt);
       },
     },
