@@ -61,6 +61,17 @@ describe('Sparkplug B codec', () => {
     assert.equal(p.metrics[16]?.isNull, true);
   });
 
+  it('reads a Float as the decimal its publisher wrote, not the 32-bit float widened to a double (21.4, not 21.399999618530273)', () => {
+    const written = [21.4, 0.1, -7.3, 1e-7, 3.4028235e38, 16_777_217, 1.5, 0];
+    const bytes = tahu.encodePayload({ timestamp: 1_700_000_000_000, seq: 1, metrics: written.map((value, i) => ({ name: `f${i}`, type: 'Float', value })) });
+    const p = decodePayload(bytes);
+    // 16,777,217 is not a 32-bit float: its nearest one is 16,777,216.
+    assert.deepEqual(p.metrics.map((_, i) => valueOf(p, i)), [21.4, 0.1, -7.3, 1e-7, 3.4028235e38, 16_777_216, 1.5, 0]);
+    // Each still the same 32-bit float; a Float sent in double_value (a publisher's choice) kept as sent.
+    for (const [i, v] of p.metrics.map((_, j) => valueOf(p, j)).entries()) assert.equal(Math.fround(v as number), Math.fround(written[i] as number));
+    assert.deepEqual(metricValue(DATA_TYPES.Float, { kind: 'double', v: 21.399999618530273 }, false), { value: 21.399999618530273 });
+  });
+
   it('round-trips through its own encoder, 64-bit values exact, negative small integers in either two\'s complement', () => {
     const bytes = encodeWire({
       timestamp: '1700000000000',

@@ -14,7 +14,8 @@ import type { RawValue } from './payload.ts';
  *   publishers: both are read). They become numbers: exact up to 2^53, rounded beyond, as every
  *   number in a reading is a double.
  * - Float and Double become numbers, Boolean a boolean, String/Text/UUID a string, DateTime its
- *   epoch milliseconds.
+ *   epoch milliseconds. A value carried in `float_value` (32 bits) becomes the shortest decimal
+ *   that reads back as the same float (float32Decimal).
  * A value whose member contradicts its data type is refused (SPARKPLUG_PAYLOAD_INVALID). The rest
  * (null values, NaN and infinities, DataSet, Bytes, File, Template, property sets, arrays) has no
  * place in a flat reading: it is skipped and counted, with the reason.
@@ -56,6 +57,21 @@ function longOf(datatype: number, raw: RawValue): bigint {
   throw invalid(datatype, raw);
 }
 
+/**
+ * A 32-bit float (§6.4.16 Float, protobuf `float`: what `float_value` carries) as the shortest
+ * decimal that reads back as the same float, as a publisher's 21.4 was meant and as other Sparkplug
+ * hosts show it. protobuf hands the float widened to a double, its exact value: 21.4 came as
+ * 21.399999618530273, and was stored and shown so, a query for 21.4 finding nothing. Nine
+ * significant digits always read back (IEEE 754: 9 for binary32), so the loop ends by then.
+ */
+function float32Decimal(v: number): number {
+  for (let digits = 1; digits < 9; digits++) {
+    const d = Number(v.toPrecision(digits));
+    if (Math.fround(d) === v) return d;
+  }
+  return Number(v.toPrecision(9));
+}
+
 export function metricValue(datatype: number, raw: RawValue, isNull: boolean): MetricValue {
   if (isNull || raw.kind === 'none') return { skip: 'null value' };
   switch (datatype) {
@@ -77,7 +93,8 @@ export function metricValue(datatype: number, raw: RawValue, isNull: boolean): M
     case T.Float:
     case T.Double: {
       if (raw.kind !== 'float' && raw.kind !== 'double') throw invalid(datatype, raw);
-      return Number.isFinite(raw.v) ? { value: raw.v } : { skip: 'NaN or infinite' };
+      if (!Number.isFinite(raw.v)) return { skip: 'NaN or infinite' };
+      return { value: raw.kind === 'float' ? float32Decimal(raw.v) : raw.v };
     }
     case T.Boolean:
       if (raw.kind !== 'boolean') throw invalid(datatype, raw);
