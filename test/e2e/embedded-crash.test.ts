@@ -77,10 +77,15 @@ class EmbeddedProcess {
     );
   }
 
-  /** Starts it; resolves once it printed that it runs. */
-  async start(): Promise<number> {
+  /**
+   * Starts it; resolves once it printed that it runs. `viaNpm`: as a user does, `npm start` (the
+   * repository's own script, run in the repository), in a process group of its own.
+   */
+  async start(o: { viaNpm?: boolean } = {}): Promise<number> {
     const t0 = Date.now();
-    const p = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), join(REPO_ROOT, 'scripts', 'start-embedded.ts')], { cwd: this.dir, env: this.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = o.viaNpm
+      ? spawn('npm', ['--prefix', REPO_ROOT, '--silent', 'start'], { cwd: REPO_ROOT, env: this.env, stdio: ['ignore', 'pipe', 'pipe'], detached: true })
+      : spawn(process.execPath, ['--import', import.meta.resolve('tsx'), join(REPO_ROOT, 'scripts', 'start-embedded.ts')], { cwd: this.dir, env: this.env, stdio: ['ignore', 'pipe', 'pipe'] });
     this.child = p;
     let out = '';
     let exited: string | undefined;
@@ -98,6 +103,11 @@ class EmbeddedProcess {
       return out.includes('FieldStream is running') ? true : undefined;
     }, 45_000, 'the embedded pipeline ready');
     return Date.now() - t0;
+  }
+
+  /** the process it spawned: node, or npm with `viaNpm` (then also its process group's id) */
+  get pid(): number | undefined {
+    return this.child?.pid;
   }
 
   /** SIGKILL: the broker's memory, the distributor's pending writes and the device's timers go with it. */
@@ -380,6 +390,50 @@ describe('npm start (embedded) on a port another program holds', () => {
       }
     } finally {
       holder.close();
+    }
+  });
+});
+
+/**
+ * A process manager, a container's init or `kill` stops `npm start` with SIGTERM to npm itself.
+ * npm passes the signal to the shell that runs the script; that shell died of it and left the
+ * pipeline running on, orphaned, every port still held.
+ */
+describe('npm start (embedded) stopped with SIGTERM to npm', () => {
+  const work = tempDir('embedded-npm-sigterm');
+  after(() => work.cleanup());
+
+  it('stops the pipeline cleanly and leaves no process behind', async () => {
+    const pipeline = await EmbeddedProcess.create(join(work.dir, 'pipeline'), {
+      CONSOLE_PORT: 'off',
+      GATEWAY_METRICS_PORT: 'off',
+      DISTRIBUTOR_METRICS_PORT: 'off',
+      COMMAND_API_METRICS_PORT: 'off',
+      FIELD_METRICS_PORT: 'off',
+      FIELD_SIMULATE: 'false',
+      EMBEDDED_HOST: '127.0.0.1',
+      npm_config_update_notifier: 'false',
+      npm_config_cache: join(work.dir, 'npm-cache'),
+    });
+    await pipeline.start({ viaNpm: true });
+    const group = pipeline.pid;
+    assert.ok(group !== undefined);
+    const alive = () => {
+      try {
+        process.kill(-group, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    try {
+      process.kill(group, 'SIGTERM');
+      await pipeline.exited();
+      await eventually(() => (alive() ? undefined : true), 20_000, 'every process of npm start gone').catch(() => assert.fail(`processes of npm start still run after npm exited; stderr: ${pipeline.stderr}`));
+      assert.match(pipeline.stderr, /fieldstream: SIGTERM, stopping/);
+      assert.doesNotMatch(pipeline.stderr, /error/i);
+    } finally {
+      if (alive()) process.kill(-group, 'SIGKILL');
     }
   });
 });
