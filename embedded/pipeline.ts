@@ -1,4 +1,7 @@
+import { X509Certificate } from 'node:crypto';
+import { isIP } from 'node:net';
 import { join, resolve } from 'node:path';
+import { FieldStreamError } from '../shared/errors.ts';
 import type { Logger } from '../shared/logger.ts';
 import { pkiPaths } from '../pki/layout.ts';
 import { readPemSetting } from '../shared/tls-files.ts';
@@ -59,6 +62,12 @@ export interface EmbeddedPipeline {
 export async function startEmbeddedPipeline(o: EmbeddedOptions): Promise<EmbeddedPipeline> {
   const p = pkiPaths(o.certsDir);
   const dmzBroker = p.service('dmz/mosquitto');
+  // Where the pipeline's own clients dial, by a name its certificates hold: checked before anything
+  // listens, since a client that cannot verify its server only retries, and npm start would wait on.
+  const dial = dialHost(o.host);
+  const gatewayName = dial === '127.0.0.1' ? 'localhost' : dial;
+  assertCertificateNames(o.host, dmzBroker.cert, dial, 'the embedded broker');
+  assertCertificateNames(o.host, p.service('dmz/edge').cert, gatewayName, 'the gateway');
   const broker = await startEmbeddedBroker({
     host: o.host,
     port: o.brokerPort,
@@ -70,7 +79,7 @@ export async function startEmbeddedPipeline(o: EmbeddedOptions): Promise<Embedde
     },
     logger: o.logger.child({ component: 'broker' }),
   });
-  const mqttUrl = `mqtts://${o.host}:${broker.port}`;
+  const mqttUrl = `mqtts://${dial}:${broker.port}`;
   // The embedded broker speaks MQTT 3.1.1 and has no shared subscriptions. It presents the DMZ
   // broker's certificate, which its clients verify as the DMZ broker's clients do: with that
   // broker's anchor (pki/dmz-anchor.ts), the CA itself until a --renew-dmz.
@@ -146,7 +155,7 @@ export async function startEmbeddedPipeline(o: EmbeddedOptions): Promise<Embedde
             CONSOLE_METRICS_HOST: o.host,
             CONSOLE_METRICS_PORT: metricsPort(o.metricsPorts?.console),
             COMMAND_API_TOKEN: o.commandApiToken,
-            CONSOLE_COMMAND_API_URL: `http://${o.host}:${commandApi.port}`,
+            CONSOLE_COMMAND_API_URL: `http://${dial}:${commandApi.port}`,
             CONSOLE_DEVICE_KEYS_DIR: join(o.certsDir, 'internal', 'device-keys'),
             CONSOLE_REVOKED_DEVICES_FILE: join(o.certsDir, 'internal', 'revoked-devices.txt'),
             CONSOLE_DEVICE_TOKENS_FILE: join(o.certsDir, 'dmz', 'tokens', 'device-tokens.json'),
@@ -166,7 +175,7 @@ export async function startEmbeddedPipeline(o: EmbeddedOptions): Promise<Embedde
           { scorer: new AnomalyScorer(), processMetrics: false },
         );
 
-  const gatewayUrl = `wss://${o.host === '127.0.0.1' ? 'localhost' : o.host}:${gateway.port}/ws`;
+  const gatewayUrl = `wss://${gatewayName}:${gateway.port}/ws`;
 
   let field: RunningFieldClient | undefined;
   if (o.simulatedDeviceId) {
@@ -197,6 +206,27 @@ export async function startEmbeddedPipeline(o: EmbeddedOptions): Promise<Embedde
       await broker.close();
     },
   };
+}
+
+/**
+ * The address that reaches a server listening on `host`: `host` itself, or loopback where `host`
+ * is every address (0.0.0.0, ::), which no certificate names and which is no address to dial.
+ */
+export function dialHost(host: string): string {
+  return host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host;
+}
+
+/** Throws CONFIG_INVALID, naming EMBEDDED_HOST, unless the certificate in `certFile` is valid for `name`. */
+function assertCertificateNames(host: string, certFile: string, name: string, what: string): void {
+  const cert = new X509Certificate(readPemSetting('CERTS_DIR', certFile));
+  const named = isIP(name) ? cert.checkIP(name) : cert.checkHost(name);
+  if (named !== undefined) return;
+  throw new FieldStreamError(
+    'CONFIG_INVALID',
+    `EMBEDDED_HOST=${host}: the certificate of ${what} (${certFile}) does not name ${name}, so the pipeline's own clients could not verify it. ` +
+      'Use 127.0.0.1 (the default), 0.0.0.0 (every address; the pipeline dials loopback) or certificates that name it.',
+    { variable: 'EMBEDDED_HOST', host, certFile },
+  );
 }
 
 export function resolveDataPaths(env: Env): { files: string; timeseries: string; deadLetters: string } {

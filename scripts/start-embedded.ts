@@ -10,7 +10,7 @@ import { pkiPaths } from '../pki/layout.ts';
 import { runService } from '../shared/service.ts';
 import { loadEmbeddedConfig, SEED_DEVICE_IDS } from '../embedded/config.ts';
 import { ensureDevelopmentPki } from '../embedded/dev-pki.ts';
-import { resolveDataPaths, startEmbeddedPipeline } from '../embedded/pipeline.ts';
+import { dialHost, resolveDataPaths, startEmbeddedPipeline } from '../embedded/pipeline.ts';
 
 loadDotenv();
 runService('fieldstream', loadEmbeddedConfig, async (config) => {
@@ -34,7 +34,9 @@ runService('fieldstream', loadEmbeddedConfig, async (config) => {
     consolePort: config.CONSOLE_PORT,
   });
   const token = config.COMMAND_API_TOKEN ? '$COMMAND_API_TOKEN' : pipeline.commandApiToken;
-  const apiUrl = `http://${config.EMBEDDED_HOST}:${pipeline.commandApi.port}`;
+  // Addresses to type: loopback where it listens on every address.
+  const host = dialHost(config.EMBEDDED_HOST);
+  const apiUrl = `http://${host}:${pipeline.commandApi.port}`;
   const data = resolveDataPaths(process.env);
   const p = pkiPaths(certsDir);
   const rel = (path: string) => path.replace(`${process.cwd()}/`, '');
@@ -47,7 +49,7 @@ runService('fieldstream', loadEmbeddedConfig, async (config) => {
 FieldStream is running (embedded pipeline, Ctrl-C to stop)
 
   gateway (WSS)      ${pipeline.gatewayUrl}          client certificate required
-  MQTT broker        mqtts://${config.EMBEDDED_HOST}:${pipeline.broker.port}   embedded, mTLS, stands in for both Mosquittos
+  MQTT broker        mqtts://${host}:${pipeline.broker.port}   embedded, mTLS, stands in for both Mosquittos
   time series        ${timeseries}
   files              ${rel(data.files)}/
   dead letters       ${rel(data.deadLetters)}/

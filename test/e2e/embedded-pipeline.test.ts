@@ -7,7 +7,9 @@ import { connectAsync } from 'mqtt';
 import { SEED_DEVICE_OF, SEED_MESSAGES } from '../fixtures/seed-messages.ts';
 import { eventually, RawDevice } from '../helpers/ws-device.ts';
 import { startEmbeddedFixture, type EmbeddedFixture } from '../helpers/embedded.ts';
-import { foreignDeviceCert } from '../helpers/pki.ts';
+import { foreignDeviceCert, makeTestPki, tempDir } from '../helpers/pki.ts';
+import { createLogger } from '../../shared/logger.ts';
+import { startEmbeddedPipeline } from '../../embedded/pipeline.ts';
 import { CommandEnvelopeSchema, ENVELOPE_VERSION } from '../../shared/contract/envelope.ts';
 import { commandTopic } from '../../shared/contract/topics.ts';
 import type { RunningFieldClient } from '../../field-client/src/start.ts';
@@ -284,5 +286,56 @@ describe('the embedded pipeline over real WSS, MQTT and disk', () => {
   it('never wrote outside its folders', () => {
     assert.deepEqual(readdirSync(fx.data.root).sort(), ['commands.jsonl', 'dead-letter', 'distributor-state', 'files', 'timeseries']);
     assert.deepEqual(readdirSync(fx.data.files).sort(), ['camera-001']);
+  });
+});
+
+/**
+ * EMBEDDED_HOST is where the pipeline listens; its own clients (the services on the broker, the
+ * simulated device on the gateway) must still reach and verify it. With 0.0.0.0 they dialled
+ * 0.0.0.0, which no certificate names, and with an address the certificates lack they retried
+ * forever: npm start printed nothing more and never said why.
+ */
+describe('the embedded pipeline on an EMBEDDED_HOST other than 127.0.0.1', () => {
+  /** startEmbeddedPipeline, failing the test instead of hanging it */
+  const within = <T>(p: Promise<T>, ms: number) =>
+    Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`not settled within ${ms} ms`)), ms).unref())]);
+
+  it('0.0.0.0 (every address): starts, its clients dialling loopback, and a device is answered', { timeout: 60_000 }, async () => {
+    const fx = await within(startEmbeddedFixture(['sensor-001'], {}, { host: '0.0.0.0' }), 30_000);
+    try {
+      assert.match(fx.pipeline.gatewayUrl, /^wss:\/\/localhost:\d+\/ws$/);
+      const d = await RawDevice.connect(fx.pipeline.gatewayUrl, RawDevice.tlsFor(fx.pki.paths, 'sensor-001'));
+      d.send(JSON.stringify({ deviceId: 'sensor-001', dataType: 'timeseries', payload: { temperature: 1 } }));
+      assert.equal((await d.next()).type, 'ack');
+      d.close();
+    } finally {
+      await fx.stop();
+    }
+  });
+
+  it('an address its certificates do not name: stops at once with CONFIG_INVALID naming EMBEDDED_HOST', { timeout: 60_000 }, async () => {
+    const pki = makeTestPki([]);
+    const data = tempDir('embedded-host');
+    try {
+      const started = startEmbeddedPipeline({
+        env: { FILE_STORAGE_PATH: join(data.dir, 'files'), TIMESERIES_LOCAL_PATH: join(data.dir, 'ts'), DEAD_LETTER_PATH: join(data.dir, 'dl'), COMMAND_STATE_PATH: join(data.dir, 'c.jsonl'), DISTRIBUTOR_STATE_DIR: join(data.dir, 'ds') },
+        logger: createLogger('test', 'silent'),
+        certsDir: pki.dir,
+        host: '127.0.0.2',
+        gatewayPort: 0,
+        brokerPort: 0,
+        commandApiPort: 0,
+        commandApiToken: 'embedded-test-token-0123456789abcdef',
+        simulatedDeviceId: undefined,
+      });
+      await assert.rejects(within(started, 20_000), (err: Error & { code?: string }) => {
+        assert.equal(err.code, 'CONFIG_INVALID', err.message);
+        assert.match(err.message, /EMBEDDED_HOST=127\.0\.0\.2/);
+        return true;
+      });
+    } finally {
+      pki.cleanup();
+      data.cleanup();
+    }
   });
 });

@@ -44,7 +44,7 @@ export interface EmbeddedFixture {
 }
 
 /** The embedded pipeline on loopback with ports picked by the OS and its own certificates and data folders. */
-export async function startEmbeddedFixture(deviceIds: readonly string[], extraEnv: Record<string, string> = {}, opts: { console?: boolean } = {}): Promise<EmbeddedFixture> {
+export async function startEmbeddedFixture(deviceIds: readonly string[], extraEnv: Record<string, string> = {}, opts: { console?: boolean; host?: string } = {}): Promise<EmbeddedFixture> {
   const pki = makeTestPki(deviceIds);
   const tmp = tempDir('data');
   const data = { root: tmp.dir, files: join(tmp.dir, 'files'), timeseries: join(tmp.dir, 'timeseries'), deadLetters: join(tmp.dir, 'dead-letter') };
@@ -62,7 +62,7 @@ export async function startEmbeddedFixture(deviceIds: readonly string[], extraEn
     env,
     logger: logs.logger,
     certsDir: pki.dir,
-    host: '127.0.0.1',
+    host: opts.host ?? '127.0.0.1',
     gatewayPort: 0,
     brokerPort: 0,
     commandApiPort: 0,
