@@ -681,6 +681,29 @@ ${series}    alert_rule_test:
 `);
   });
 
+  it('FieldStreamBrokerDropping fires on messages a broker dropped, naming the broker, and not on the other', () => {
+    // As the broker exporter exposes them (its $SYS counter read per broker), the DMZ broker's queue
+    // for a bridge away too long overflowing.
+    const at = (dropped: number) => `fieldstream_mosquitto_dropped_total{broker="dmz",service="broker-exporter"} ${dropped}
+fieldstream_mosquitto_dropped_total{broker="internal",service="broker-exporter"} 0
+`;
+    const series = scrapedSeries([{ text: at(0), times: 20 }, { text: at(120), times: 20 }], ['fieldstream_mosquitto_dropped_total']);
+    promtoolTestRules(`  - interval: 15s
+    input_series:
+${series}    alert_rule_test:
+      - eval_time: 4m
+        alertname: FieldStreamBrokerDropping
+        exp_alerts: []
+      - eval_time: 6m
+        alertname: FieldStreamBrokerDropping
+        exp_alerts:
+          - exp_labels: {severity: warning, broker: dmz}
+            exp_annotations:
+              summary: "The dmz Mosquitto dropped messages"
+              description: "The dmz Mosquitto dropped 120 PUBLISH messages in 10 minutes: a client's queue at its limit (a distributor, the bridge or a gateway too slow, or away past max_queued_messages). A device's messages so dropped are sent again by the device when their commit receipt does not come (FIELD_COMMIT_TIMEOUT_MS): late, and at a cost to its link; a command so dropped ends expired. Find the subscriber that falls behind (fieldstream_mosquitto_clients_connected, fieldstream_distributor_oldest_in_progress_seconds) before raising the broker's queue limits."
+`);
+  });
+
   it('FieldStreamBridgeDown fires once the bridge to a DMZ broker that hangs has read down for 2 minutes', () => {
     // As the broker exporter exposes a hang (test/e2e/broker-exporter.test.ts): the bridge up,
     // then down once its heartbeat (the DMZ broker's uptime) has stopped for BROKER_EXPORTER_STALE_S.
