@@ -563,6 +563,11 @@ export const ERRORS = {
     transient: false,
     description: "A service's own certificate (named by the logged setting) has expired; its peers will refuse the TLS handshake. Issue a new one (scripts/generate-certificates.sh DOMAIN --renew) and restart the service.",
   },
+  SERVICE_STOP_FORCED: {
+    http: 500,
+    transient: false,
+    description: 'A second SIGINT or SIGTERM came while the service was stopping: it exited at once (status 130 or 143) without waiting for its stop to finish.',
+  },
   LISTEN_FAILED: { http: 500, transient: false, description: 'A server could not listen on its address (port in use?).' },
   HTTP_MALFORMED: { http: 400, transient: false, description: 'The request is not valid HTTP/1.1 (its request line or a header could not be parsed); the connection is closed.' },
   HTTP_HEADERS_TOO_LARGE: { http: 431, transient: false, description: 'The request\'s headers are larger than the server reads (16 KiB, Node\'s limit); the connection is closed.' },

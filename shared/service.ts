@@ -1,8 +1,16 @@
+import { pino } from 'pino';
 import { isFieldStreamError } from './errors.ts';
+import { createLogger } from './logger.ts';
+
+/** The exit status of a forced stop: 128 + the signal's number, as a shell reports a process it ended. */
+const FORCED_EXIT_STATUS = { SIGINT: 130, SIGTERM: 143 } as const;
 
 /**
  * Runs one service as a process: parse its configuration (a bad setting exits with status 78,
  * EX_CONFIG, and a message naming the variable), start it, and stop it cleanly on SIGINT/SIGTERM.
+ * A second SIGINT/SIGTERM while it stops forces the stop: a stop that hangs (a broker or database
+ * not answering) ends at once, with status 130 (SIGINT) or 143 (SIGTERM). That is safe: nothing a
+ * service acknowledged depends on its stop finishing, since it must survive SIGKILL at any instant.
  */
 export function runService<C>(name: string, loadConfig: () => C, start: (config: C) => Promise<{ close(): Promise<void> }>): void {
   let config: C;
@@ -14,8 +22,15 @@ export function runService<C>(name: string, loadConfig: () => C, start: (config:
   start(config).then(
     (service) => {
       let stopping = false;
-      const stop = (signal: string) => {
-        if (stopping) return;
+      const stop = (signal: keyof typeof FORCED_EXIT_STATUS) => {
+        if (stopping) {
+          // Written synchronously: process.exit does not wait for an asynchronous destination.
+          createLogger(name, 'info', pino.destination({ dest: 1, sync: true })).warn(
+            { code: 'SERVICE_STOP_FORCED', signal },
+            `${signal} again while stopping: the stop is forced, without waiting for it to finish`,
+          );
+          process.exit(FORCED_EXIT_STATUS[signal]);
+        }
         stopping = true;
         process.stderr.write(`${name}: ${signal}, stopping\n`);
         service.close().then(
