@@ -453,7 +453,7 @@ export const ERRORS = {
   CONSOLE_PRECONDITION_FAILED: { http: 412, transient: false, description: "A conditional request (If-Match, If-Unmodified-Since) whose condition the file does not meet." },
   CONSOLE_RANGE_NOT_SATISFIABLE: { http: 416, transient: false, description: 'A Range request for bytes the file does not have.' },
   CONSOLE_UNKNOWN_DEVICE: { http: 404, transient: false, description: 'The console knows no device of that id.' },
-  CONSOLE_COMMAND_API_FAILED: { http: 502, transient: true, description: 'The command API did not answer, or answered with an error it gives in the details.' },
+  CONSOLE_COMMAND_API_FAILED: { http: 502, transient: true, description: 'The command API did not answer in time, answered with a server error (5xx) or with something the console does not understand; its own code, when it gave one, is in the details.' },
   CONSOLE_HISTORY_FAILED: { http: 502, transient: true, description: 'The time-series store could not be read for the history asked for.' },
   CONSOLE_TOO_MANY_STREAMS: { http: 503, transient: true, description: 'The console has as many live streams open as it serves (CONSOLE.maxLiveStreams); close a tab or try later.' },
   CONSOLE_TOO_MANY_USER_STREAMS: { http: 429, transient: true, description: 'This user (one credential, all its logins together) has as many live streams open as one user may (CONSOLE.maxLiveStreamsPerUser); close a tab.' },
@@ -470,7 +470,7 @@ export const ERRORS = {
   MANAGE_NOT_FOUND: { http: 404, transient: false, description: 'The management API has no such endpoint.' },
   MANAGE_UNKNOWN_DEVICE: { http: 404, transient: false, description: 'The console knows no device of that id (not registered, never heard of).' },
   MANAGE_DEVICE_REVOKED: { http: 409, transient: false, description: 'The device is revoked: no test event is sent to it.' },
-  MANAGE_COMMAND_API_FAILED: { http: 502, transient: true, description: 'The command API did not take the test event; its own code is in the details.' },
+  MANAGE_COMMAND_API_FAILED: { http: 502, transient: true, description: 'The command API did not answer in time, answered with a server error (5xx) or with something the console does not understand; its own code, when it gave one, is in the details.' },
   MANAGE_INTERNAL: { http: 500, transient: false, description: 'The management API failed in a way it does not expect; the cause is in the console log.' },
 
   // -- Security (recorded as security events, never written as data) -----------------------------

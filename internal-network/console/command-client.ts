@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { FieldStreamError } from '../../shared/errors.ts';
+import { ERRORS, FieldStreamError, type ErrorCode } from '../../shared/errors.ts';
 import { TIMINGS } from '../../shared/limits.ts';
 import { JsonValueSchema } from '../../shared/contract/payloads.ts';
 import { CommandViewSchema as CommandViewSchemaOfApi } from '../command-api/schemas.ts';
@@ -25,10 +25,42 @@ const ListSchema = z.object({ commands: z.array(CommandViewSchema) });
  */
 const IssuedSchema = z.object({ params: JsonValueSchema.optional(), commands: z.array(CommandFieldsSchema) });
 const ErrorSchema = z.object({ code: z.string().max(100), message: z.string().max(2000) });
+/** A refusal of the command API's own: one of its codes (API_*, of the registry this console knows). */
+const RefusalSchema = z.object({
+  code: z.enum(Object.keys(ERRORS).filter((c) => c.startsWith('API_')) as [ErrorCode, ...ErrorCode[]]),
+  message: z.string().max(2000),
+});
+/**
+ * 4xx answers that are about the console as the command API's client, not about what its caller
+ * asked: a method it does not take (CONSOLE_COMMAND_API_URL pointing at something else) and its
+ * throttle of the console's address (every operator's). These stay gateway failures.
+ */
+const NOT_THE_CALLERS = new Set([405, 429]);
 export type ConsoleCommand = z.infer<typeof CommandViewSchema>;
 
-/** Every code the client throws, so that its callers can map each to their own (the management
- * API answers MANAGE_* codes only): a new one fails their type check until it is mapped. */
+/**
+ * The command API refused the request for its caller's reason (a 4xx: no signing key for the
+ * device, no such command, a body too large): passed on with the command API's own code and
+ * status, since a gateway failure (502) would send the caller looking for a fault that is none.
+ */
+export class CommandApiRefusal extends FieldStreamError {
+  constructor(
+    code: ErrorCode,
+    message: string,
+    /** the status the command API answered (4xx) */
+    readonly status: number,
+  ) {
+    super(code, message);
+  }
+
+  override get httpStatus(): number {
+    return this.status;
+  }
+}
+
+/** Every code the client throws but a CommandApiRefusal's, so that its callers can map each to their
+ * own (the management API answers MANAGE_* codes, and those refusals as they are): a new one fails
+ * their type check until it is mapped. */
 export type CommandClientCode = 'CONSOLE_UNAUTHORIZED' | 'CONSOLE_FORBIDDEN' | 'CONSOLE_INVALID_REQUEST' | 'CONSOLE_COMMAND_API_FAILED';
 const fail = (code: CommandClientCode, message: string, details?: Record<string, unknown>) => new FieldStreamError(code, message, details);
 
@@ -86,6 +118,8 @@ export class CommandClient {
       }
       if (res.status === 403) throw fail('CONSOLE_FORBIDDEN', e.success ? e.data.message : 'The command API refused this credential.');
       if (res.status === 400 && e.success) throw fail('CONSOLE_INVALID_REQUEST', e.data.message, { commandApiCode: e.data.code });
+      const refusal = RefusalSchema.safeParse(body);
+      if (res.status >= 400 && res.status < 500 && !NOT_THE_CALLERS.has(res.status) && refusal.success) throw new CommandApiRefusal(refusal.data.code, refusal.data.message, res.status);
       throw fail('CONSOLE_COMMAND_API_FAILED', `The command API answered ${res.status}${e.success ? ` ${e.data.code}: ${e.data.message}` : ''}`, e.success ? { commandApiCode: e.data.code } : undefined);
     }
     const parsed = schema.safeParse(body);

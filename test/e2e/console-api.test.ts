@@ -221,6 +221,9 @@ describe('the operator console API', () => {
     }
     const invalid = await op.request('/api/devices/meter-1/commands', { method: 'POST', body: { command: 'bad name with spaces' } });
     assert.equal(invalid.status, 400);
+    // Refused by the command API for the caller's reason: its own status and code, not a gateway failure (502).
+    const noKey = await op.request('/api/devices/no-key-1/commands', { method: 'POST', body: { command: 'ping' } });
+    assert.deepEqual([noKey.status, noKey.body.error.code], [409, 'API_DEVICE_KEY_MISSING'], JSON.stringify(noKey.body));
   });
 
   it("shows the pipeline from the services' own health and counters: ready, no write failure, readings per second", async () => {

@@ -7,7 +7,7 @@ import { CONSOLE, LIMITS, MANAGE } from '../../../shared/limits.ts';
 import type { Logger } from '../../../shared/logger.ts';
 import { throttleSource, TokenThrottle } from '../../../shared/security/throttle.ts';
 import { roleAllows, type Credentials, type Principal } from '../../shared/credentials.ts';
-import type { CommandClient, CommandClientCode, ConsoleCommand } from '../command-client.ts';
+import { CommandApiRefusal, type CommandClient, type CommandClientCode, type ConsoleCommand } from '../command-client.ts';
 import type { Fleet } from '../fleet/fleet.ts';
 import { DEVICE_STATES, type DeviceRow } from '../fleet/types.ts';
 import { noManageAuthFailures, type ManageAuthFailures } from '../metrics.ts';
@@ -249,7 +249,7 @@ export function manageRoutes(d: ManageDeps) {
           try {
             record = await d.commands.get(commandId, token);
           } catch (err) {
-            if (isFieldStreamError(err) && err.details?.commandApiCode === 'API_NOT_FOUND') throw new FieldStreamError('MANAGE_NOT_FOUND', `No test event ${commandId}.`);
+            if (isFieldStreamError(err, 'API_NOT_FOUND')) throw new FieldStreamError('MANAGE_NOT_FOUND', `No test event ${commandId}.`);
             throw err;
           }
           // The command API answers for every command; this endpoint only for test events.
@@ -264,10 +264,13 @@ export function manageRoutes(d: ManageDeps) {
 
 /** Any error as one of the management API's codes. */
 function managementError(err: unknown): FieldStreamError {
+  // The command API's refusal of what the caller asked (a 4xx with its own code) is the caller's to fix.
+  if (err instanceof CommandApiRefusal) return err;
   if (isFieldStreamError(err)) {
     const mapped = (FROM_CONSOLE as Partial<Record<ErrorCode, { code: ErrorCode; message?: string }>>)[err.code];
     if (mapped) return new FieldStreamError(mapped.code, mapped.message ?? err.message, err.details);
-    // Any other console code reaching here is a fault of this API's (it answers MANAGE_* codes only).
+    // Any other console code reaching here is a fault of this API's (it answers MANAGE_* codes only,
+    // and the command API's refusals above).
     return err.code.startsWith('MANAGE_') ? err : new FieldStreamError('MANAGE_INTERNAL', undefined, undefined, { cause: err });
   }
   const e = err as { code?: string; statusCode?: number; message?: string };
