@@ -33,7 +33,9 @@ export interface DeviceTokensOptions {
  * A token past its expiresAt is refused (GATEWAY_TOKEN_EXPIRED) and, at the first look after it
  * expired, its open connections are closed the same way. An entry without expiresAt (a file from
  * before tokens expired) never expires.
- * A damaged file is logged (TOKENS_FILE_INVALID) and the last good one stays in force.
+ * A damaged file is logged (TOKENS_FILE_INVALID) and the last good one stays in force; so does it
+ * when the file is gone while the gateway runs (CONFIG_FILE_UNREADABLE, once): it is taken again
+ * when back. Started without the file, the gateway accepts no token until it is there.
  *
  * The tooling never takes a revocation back, nor a token a rotation replaced: a file that brings
  * one back as active is an older copy (pushed again, restored, crossing a newer one), and is not
@@ -190,13 +192,23 @@ export class DeviceTokens {
     let stamp: string;
     try {
       stamp = stampOf(this.o.path);
-    } catch {
+    } catch (err) {
       if (this.stamp === MISSING) return;
-      this.o.log.warn({ path: this.o.path }, 'device tokens file missing: no device token is accepted');
+      const problem = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+      if (this.stamp === undefined) {
+        // Never there since the start (token devices not set up yet): nothing to keep in force.
+        this.o.log.warn({ code: 'CONFIG_FILE_UNREADABLE', path: this.o.path, problem }, 'device tokens file missing: no device token is accepted until it is there');
+        this.stamp = MISSING;
+        this.file = { version: 1, devices: {} };
+        this.nextExpiryMs = Number.POSITIVE_INFINITY;
+        this.o.onChange?.();
+        return;
+      }
+      // Gone while running: most often for a moment (a copy that removes it first, an editor's save,
+      // rsync replacing it), and dropping every token then closed every token device's connection.
+      // The last good file stays in force, as for a damaged one; the file is taken again when back.
+      this.o.log.warn({ code: 'CONFIG_FILE_UNREADABLE', path: this.o.path, problem }, 'device tokens file gone: the last good one stays in force until it is back');
       this.stamp = MISSING;
-      this.file = { version: 1, devices: {} };
-      this.nextExpiryMs = Number.POSITIVE_INFINITY;
-      this.o.onChange?.();
       return;
     }
     if (stamp === this.stamp) return;

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -18,6 +18,7 @@ import { isFieldStreamError } from '../../shared/errors.ts';
 import { TIMINGS } from '../../shared/limits.ts';
 import { makeTestPki } from '../helpers/pki.ts';
 import { eventually } from '../helpers/ws-device.ts';
+import { captureLogs } from '../helpers/gateway-fixture.ts';
 
 const silent = pino({ level: 'silent' });
 const codeOf = async (p: Promise<unknown>) => p.then(() => 'ok', (e: unknown) => (isFieldStreamError(e) ? e.code : String(e)));
@@ -538,6 +539,67 @@ describe('the gateway side: a revoked token retried', () => {
         // Guesses from the address are still counted.
         for (let i = 0; i < 3; i++) assert.equal(await codeOf(tokens.verify(generateToken('tok-here'), '10.6.0.1')), 'GATEWAY_TOKEN_INVALID');
         assert.equal(await codeOf(tokens.verify(token('tok-gone'), '10.6.0.1')), 'GATEWAY_TOKEN_THROTTLED');
+      } finally {
+        tokens.close();
+      }
+    } finally {
+      pki.cleanup();
+    }
+  });
+});
+
+/**
+ * A copy that is not atomic (cp over it after removing it, an editor's save, rsync without
+ * --inplace replacing it) leaves the tokens file gone for a moment. The gateway took that as a file
+ * with no tokens: every token refused and every token device's connection closed, though the
+ * console's role tokens keep the last good set in the same case.
+ */
+describe('the gateway side: the tokens file gone for a while', () => {
+  it('keeps the last good file in force, says so with a code, and takes the file again when it is back', async () => {
+    const pki = makeTestPki([]);
+    try {
+      for (const id of ['tok-g', 'tok-h']) await issueDeviceToken(pki.dir, id);
+      const file = tokenPaths(pki.dir).file;
+      const token = (id: string) => readFileSync(tokenPaths(pki.dir, id).token, 'utf8').trim();
+      const { lines, logger } = captureLogs();
+      let changes = 0;
+      const tokens = new DeviceTokens({ path: file, maxFailures: 100, failureWindowMs: 60_000, log: logger, onChange: () => changes++ });
+      try {
+        const g = await tokens.verify(token('tok-g'), '10.7.0.1');
+        const seen = changes;
+        renameSync(file, `${file}.away`);
+        await new Promise((res) => setTimeout(res, TIMINGS.deviceTokensReloadMs * 2 + 500));
+        assert.equal(changes, seen, 'no connection closed');
+        assert.equal(tokens.isCurrent(g), true);
+        assert.equal((await tokens.verify(token('tok-h'), '10.7.0.2')).deviceId, 'tok-h');
+        const warned = lines.filter((l) => l.code === 'CONFIG_FILE_UNREADABLE' && l.path === file);
+        assert.equal(warned.length, 1, JSON.stringify(lines));
+
+        // Back, with tok-g revoked meanwhile: taken.
+        renameSync(`${file}.away`, file);
+        revokeDevice(pki.dir, 'tok-g');
+        await eventually(() => (tokens.isCurrent(g) ? undefined : true), 10_000, 'the file taken again');
+        assert.equal(await codeOf(tokens.verify(token('tok-g'), '10.7.0.3')), 'GATEWAY_TOKEN_REVOKED');
+      } finally {
+        tokens.close();
+      }
+    } finally {
+      pki.cleanup();
+    }
+  });
+
+  it('started without the file: no token is accepted until it is there', async () => {
+    const pki = makeTestPki([]);
+    try {
+      await issueDeviceToken(pki.dir, 'tok-i');
+      const file = tokenPaths(pki.dir).file;
+      renameSync(file, `${file}.away`);
+      const tokens = new DeviceTokens({ path: file, maxFailures: 100, failureWindowMs: 60_000, log: silent });
+      try {
+        const t = readFileSync(tokenPaths(pki.dir, 'tok-i').token, 'utf8').trim();
+        assert.equal(await codeOf(tokens.verify(t, '10.7.1.1')), 'GATEWAY_TOKEN_UNKNOWN_DEVICE');
+        renameSync(`${file}.away`, file);
+        await eventually(async () => ((await codeOf(tokens.verify(t, '10.7.1.2'))) === 'ok' ? true : undefined), 10_000, 'the file taken when it appears');
       } finally {
         tokens.close();
       }
