@@ -5,8 +5,9 @@ import { z } from 'zod';
 import { readTokensFile } from '../../pki/device-tokens.ts';
 import { pkiPaths } from '../../pki/layout.ts';
 import { readRevokedDevices } from '../../pki/onboarding.ts';
-import { deviceAuth, tokenEntry, tokenStanding } from '../../shared/security/device-token.ts';
+import { deviceAuth, tokenEntry, tokenStanding, type TokensFile } from '../../shared/security/device-token.ts';
 import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
+import { isFieldStreamError, type FieldStreamError } from '../../shared/errors.ts';
 import { DAY_MS } from '../../shared/limits.ts';
 
 /**
@@ -32,8 +33,9 @@ export const DeviceCertificateSchema = z.object({
 
 export const DeviceSummarySchema = z.object({
   id: DeviceIdSchema,
-  /** how it authenticates to the gateways (shared/security/device-token.ts, deviceAuth) */
-  auth: z.enum(['certificate', 'token']),
+  /** how it authenticates to the gateways (shared/security/device-token.ts, deviceAuth); unknown: the
+   * tokens file cannot be read, which alone tells */
+  auth: z.enum(['certificate', 'token', 'unknown']),
   /** when that credential expires (ISO 8601): the certificate's notAfter or the token's expiresAt; null: no
    * expiry known (no certificate on this machine, a revoked token, or a token from before expiry dates) */
   expiresAt: z.string().nullable(),
@@ -50,11 +52,13 @@ export const DeviceSummarySchema = z.object({
   bundle: z.string().optional(),
   /** every certificate the CA issued to it, oldest first */
   issued: z.array(z.object({ serial: z.string(), notAfter: z.string(), revoked: z.boolean() })),
-  /** its device token (the DMZ tokens file): active since and until (null: never), or revoked when; absent: none */
+  /** its device token (the DMZ tokens file): active since and until (null: never), or revoked when;
+   * unreadable: the tokens file cannot be read (listDevicesDespiteTokens); absent: none */
   token: z
     .union([
       z.object({ state: z.literal('active'), issuedAt: z.string(), expiresAt: z.string().nullable(), expired: z.boolean() }),
       z.object({ state: z.literal('revoked'), revokedAt: z.string() }),
+      z.object({ state: z.literal('unreadable') }),
     ])
     .optional(),
 });
@@ -111,13 +115,33 @@ function describe(certPem: Buffer, now: number): z.infer<typeof DeviceCertificat
   };
 }
 
-/** Every device the certificates folder knows, sorted by id. */
+/** Every device the certificates folder knows, sorted by id; throws TOKENS_FILE_INVALID when the tokens file cannot be read. */
 export function listDevices(certsDir: string, now = Date.now()): DeviceSummary[] {
+  return summarize(certsDir, readTokensFile(certsDir), now);
+}
+
+/**
+ * Every device the certificates folder knows, even when the tokens file cannot be read (damaged):
+ * then every device's token is `unreadable` and its auth `unknown`, and `tokensError` says why. A
+ * damaged tokens file has nothing to do with the certificates, keys and revocations the other
+ * sources hold, and a listing that answered nothing hid the whole fleet until it was repaired.
+ */
+export function listDevicesDespiteTokens(certsDir: string, now = Date.now()): { devices: DeviceSummary[]; tokensError?: FieldStreamError } {
+  try {
+    return { devices: summarize(certsDir, readTokensFile(certsDir), now) };
+  } catch (err) {
+    if (!isFieldStreamError(err) || err.code !== 'TOKENS_FILE_INVALID') throw err;
+    return { devices: summarize(certsDir, undefined, now), tokensError: err };
+  }
+}
+
+/** `file` undefined: the tokens file could not be read. */
+function summarize(certsDir: string, file: TokensFile | undefined, now: number): DeviceSummary[] {
   const p = pkiPaths(certsDir);
   const issued = readLog(join(p.caDir, 'issued.jsonl'), IssuedLineSchema);
   const revokedLog = readLog(join(p.caDir, 'revoked.jsonl'), RevokedLineSchema);
   const revokedIds = readRevokedIds(certsDir);
-  const tokens = readTokensFile(certsDir).devices;
+  const tokens = file?.devices ?? {};
   const ids = new Set<string>([
     ...Object.keys(tokens).filter(isDeviceId),
     ...listDir(join(certsDir, 'devices')).filter(isDeviceId),
@@ -141,12 +165,12 @@ export function listDevices(certsDir: string, now = Date.now()): DeviceSummary[]
       certificate = undefined; // not a certificate: shown as none, `devices renew` replaces it
     }
     const entry = tokenEntry(tokens, id);
-    const token = entry ? tokenStanding(entry, now) : undefined;
-    const auth = deviceAuth(entry);
+    const token: DeviceSummary['token'] = !file ? { state: 'unreadable' } : entry ? tokenStanding(entry, now) : undefined;
+    const auth = file ? deviceAuth(entry) : 'unknown';
     return DeviceSummarySchema.parse({
       id,
       auth,
-      expiresAt: auth === 'token' ? (token?.state === 'active' ? token.expiresAt : null) : (certificate?.notAfter ?? null),
+      expiresAt: auth === 'certificate' ? (certificate?.notAfter ?? null) : token?.state === 'active' ? token.expiresAt : null,
       ...(certificate ? { certificate } : {}),
       revoked: revokedIds.has(id),
       ...(revokedAt ? { revokedAt } : {}),

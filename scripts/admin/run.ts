@@ -11,7 +11,7 @@ import { terminalText } from '../../shared/terminal-text.ts';
 import { DAY_MS, LIMITS, TIMINGS } from '../../shared/limits.ts';
 import { createBackup } from './backup.ts';
 import { columns } from './columns.ts';
-import { findDevice, listDevices, type DeviceSummary } from './devices.ts';
+import { findDevice, listDevicesDespiteTokens, type DeviceSummary } from './devices.ts';
 import { listDeadLetters, replayDeadLetters } from './dead-letters.ts';
 import { COMPOSE_COMMAND_STATE, REPO_ROOT, resolveAdminPaths, resolveDeadLetterPaths, type AdminPaths } from './paths.ts';
 import { restoreBackup } from './restore.ts';
@@ -48,7 +48,8 @@ options for every command:
   --command-state FILE   the command journal (COMMAND_STATE_PATH; default data/commands.jsonl, or
                          data/command-api/commands.jsonl of docker-compose.internal.yml when only its folder is there)
   --dead-letters DIR     the dead-letter folder (DEAD_LETTER_PATH; default data/dead-letter)
-exit codes: 0 done, 1 failed, 2 usage, 3 not found, 4 in the way (exists, revoked, other state)
+exit codes: 0 done, 1 failed (devices list: also when the tokens file cannot be read; every device is listed,
+            its token unreadable), 2 usage, 3 not found, 4 in the way (exists, revoked, other state)
 `;
 
 /** The exit codes, documented in the usage and in docs/operations.md. */
@@ -165,7 +166,7 @@ const daysUntil = (iso: string, now = Date.now()) => Math.floor((Date.parse(iso)
 /** The EXPIRES column: the certificate's notAfter, or the token's expiresAt ("never": a token from before expiry dates). */
 function expiryText(d: DeviceSummary): string {
   if (d.auth === 'certificate') return d.expiresAt ?? '(no certificate here)';
-  if (d.token?.state !== 'active') return '-';
+  if (d.auth === 'unknown' || d.token?.state !== 'active') return '-';
   return d.expiresAt === null ? 'never' : `${d.expiresAt}${d.token.expired ? ' (expired)' : ''}`;
 }
 
@@ -192,6 +193,8 @@ function details(d: DeviceSummary): string {
     ? '(none)'
     : t.state === 'revoked'
       ? `revoked ${t.revokedAt}`
+      : t.state === 'unreadable'
+        ? 'unreadable (the tokens file cannot be read)'
       : t.expiresAt === null
         ? `active since ${t.issuedAt}, expires never (issued before tokens expired; renew --token gives it an expiry date)`
         : `active since ${t.issuedAt}, expires ${t.expiresAt} (${t.expired ? 'expired: the gateways refuse it; renew --token' : `${daysUntil(t.expiresAt)} days left`})`;
@@ -271,9 +274,12 @@ async function execute(command: string, args: string[], values: Values, io: Io):
   const paths = resolveAdminPaths(values, io.env, io.cwd, io.repoRoot);
   switch (command) {
     case 'devices list': {
-      const devices = listDevices(paths.certsDir);
-      if (values.json) return io.out(JSON.stringify(devices, null, 2) + '\n');
-      return io.out(devices.length === 0 ? `No devices in ${paths.certsDir}.\n` : table(devices));
+      // A damaged tokens file leaves the rest of the fleet to show: listed, then failed as any partial answer.
+      const { devices, tokensError } = listDevicesDespiteTokens(paths.certsDir);
+      if (values.json) io.out(JSON.stringify(devices, null, 2) + '\n');
+      else io.out(devices.length === 0 ? `No devices in ${paths.certsDir}.\n` : table(devices));
+      if (tokensError) throw new FieldStreamError(tokensError.code, `${tokensError.message} Every device is listed, its token information unreadable; put a good copy of the tokens file back (docs/errors.md).`);
+      return;
     }
     case 'devices show': {
       const d = known(paths, deviceId(args[0]!));

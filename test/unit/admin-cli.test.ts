@@ -173,6 +173,40 @@ describe('fieldstream-admin devices', () => {
     }
   });
 
+  // `devices list` read the tokens file before anything else, and a damaged one made it answer
+  // nothing but TOKENS_FILE_INVALID: the fleet could not be looked at until the file was repaired.
+  it('lists every device when the tokens file is damaged, its token information unreadable, the coded error once and exit 1', async () => {
+    const own = makeTestPki(['dev-u', 'dev-v']);
+    try {
+      const tokens = join(own.dir, 'dmz', 'tokens', 'device-tokens.json');
+      mkdirSync(dirname(tokens), { recursive: true });
+      writeFileSync(tokens, '{"devices": {"dev-u": ');
+      for (const json of [true, false]) {
+        let out = '';
+        let err = '';
+        const code = await runAdmin(['devices', 'list', ...(json ? ['--json'] : [])], { out: (t) => void (out += t), err: (t) => void (err += t), env: { CERTS_DIR: own.dir }, cwd: REPO_ROOT });
+        assert.equal(code, EXIT.failed, err);
+        assert.equal(err.match(/TOKENS_FILE_INVALID/g)?.length, 1, err);
+        assert.match(err, /^error TOKENS_FILE_INVALID: /);
+        if (json) {
+          const devices = JSON.parse(out) as DeviceSummary[];
+          assert.deepEqual(devices.map((d) => d.id), ['dev-u', 'dev-v']);
+          for (const d of devices) {
+            assert.deepEqual(d.token, { state: 'unreadable' });
+            assert.ok(d.certificate, 'what the other sources say is there');
+          }
+        } else {
+          assert.match(out, /\ndev-u\s.*\sunreadable\s/);
+          assert.match(out, /\ndev-v\s.*\sunreadable\s/);
+        }
+      }
+      assert.ok(USAGE.includes('devices list'));
+      assert.match(USAGE, /1 failed \(devices list: also when the tokens file cannot be read/);
+    } finally {
+      own.cleanup();
+    }
+  });
+
   it('a revoked list edited by hand (CRLF, blanks around an id) still refuses to renew, add or re-register the revoked device', async () => {
     const list_ = join(pki.dir, 'internal', 'revoked-devices.txt');
     // What an editor on Windows, or a hand that indents, leaves: the distributor and `devices list` read it as revoked.
