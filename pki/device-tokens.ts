@@ -5,7 +5,7 @@ import { DeviceIdSchema } from '../shared/contract/primitives.ts';
 import { makeDirDurablySync, replaceFileDurablySync } from '../shared/durable-fs.ts';
 import { FieldStreamError } from '../shared/errors.ts';
 import { DAY_MS, LIMITS, TIMINGS } from '../shared/limits.ts';
-import { withDirLock } from '../shared/dir-lock.ts';
+import { withPkiLock } from './pki-lock.ts';
 import { generateToken, hashTokenSecret, parseToken, readTokensFileAt, tokenEntry, TokensFileSchema, type TokensFile } from '../shared/security/device-token.ts';
 import { pkiPaths, refuseReservedDeviceId } from './layout.ts';
 import { isRevoked, readPkiMeta } from './onboarding.ts';
@@ -100,7 +100,7 @@ function changeTokens<T>(root: string, change: (tokens: TokensFile) => { changed
   mkdirSync(root, { recursive: true });
   const lock = pkiPaths(root).tokensLock;
   const busy = () => new FieldStreamError('PKI_BUSY', `${lock} stayed in place for ${TIMINGS.adminLockWaitMs} ms: another fieldstream-admin command is changing the tokens file.`);
-  return withDirLock(lock, TIMINGS.adminLockWaitMs, busy, () => {
+  return withPkiLock(root, lock, TIMINGS.adminLockWaitMs, busy, () => {
     refuseWhileRestoring(root);
     const tokens = readTokensFile(root);
     const { changed, result } = change(tokens);

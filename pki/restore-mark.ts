@@ -2,7 +2,7 @@ import { mkdirSync, readFileSync, rmdirSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { z } from 'zod';
-import { withDirLock } from '../shared/dir-lock.ts';
+import { withPkiLock } from './pki-lock.ts';
 import { removeFileDurablySync, replaceFileDurablySync } from '../shared/durable-fs.ts';
 import { FieldStreamError } from '../shared/errors.ts';
 import { TIMINGS } from '../shared/limits.ts';
@@ -152,7 +152,7 @@ export function markRestoring(root: string, onWait?: (lock: string) => void): ()
   const p = pkiPaths(root);
   const busy = (lock: string) => () =>
     new FieldStreamError('PKI_BUSY', `${lock} stayed in place for ${TIMINGS.adminLockWaitMs} ms: another command is revoking a device, issuing a certificate or changing the tokens file; nothing was restored: restore again once it is done.`);
-  const locked = (lock: string, fn: () => void) => withDirLock(lock, TIMINGS.adminLockWaitMs, busy(lock), fn, () => onWait?.(lock));
+  const locked = (lock: string, fn: () => void) => withPkiLock(root, lock, TIMINGS.adminLockWaitMs, busy(lock), fn, () => onWait?.(lock));
   try {
     locked(p.revocationsLock, () =>
       locked(p.tokensLock, () => {

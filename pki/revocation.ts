@@ -5,7 +5,7 @@ import { z } from 'zod';
 import { replaceFileDurablySync } from '../shared/durable-fs.ts';
 import { DeviceIdSchema } from '../shared/contract/primitives.ts';
 import { FieldStreamError } from '../shared/errors.ts';
-import { withDirLock } from '../shared/dir-lock.ts';
+import { withPkiLock } from './pki-lock.ts';
 import { TIMINGS } from '../shared/limits.ts';
 import { appendLinesSync } from '../shared/line-file.ts';
 import { BACKDATE_MINUTES, createCrl } from './certificates.ts';
@@ -129,7 +129,7 @@ export function underRevocationLock<T>(root: string, fn: () => T): T {
   mkdirSync(root, { recursive: true });
   const lock = pkiPaths(root).revocationsLock;
   const busy = () => new FieldStreamError('PKI_BUSY', `${lock} stayed in place for ${TIMINGS.adminLockWaitMs} ms: another command is revoking a device or publishing the revocations.`);
-  return withDirLock(lock, TIMINGS.adminLockWaitMs, busy, () => {
+  return withPkiLock(root, lock, TIMINGS.adminLockWaitMs, busy, () => {
     refuseWhileRestoring(root);
     return fn();
   });
@@ -147,7 +147,7 @@ export function underPkiLocks<T>(root: string, fn: () => T, onWait?: (lock: stri
   const p = pkiPaths(root);
   const busy = (lock: string) => () =>
     new FieldStreamError('PKI_BUSY', `${lock} stayed in place for ${TIMINGS.adminLockWaitMs} ms: another command is revoking a device, issuing a certificate, changing the tokens file, backing up or restoring.`);
-  const locked = <R>(lock: string, inner: () => R) => withDirLock(lock, TIMINGS.adminLockWaitMs, busy(lock), inner, () => onWait?.(lock));
+  const locked = <R>(lock: string, inner: () => R) => withPkiLock(root, lock, TIMINGS.adminLockWaitMs, busy(lock), inner, () => onWait?.(lock));
   mkdirSync(root, { recursive: true });
   return locked(p.revocationsLock, () =>
     locked(p.tokensLock, () => {

@@ -395,6 +395,25 @@ describe('the onboarding scripts', () => {
     }
   });
 
+  it('says a certificates folder this user may not write is that, and whose it is, instead of a stack trace', { skip: asNobody ? false : 'needs root and runuser (file modes do not hold for root)' }, () => {
+    // revoke-device.sh takes its lock (a folder in certs/) first: run by a user who cannot write
+    // certs/ (the set made with sudo, the command run without), it died on mkdir with EACCES and a
+    // stack trace.
+    const scratch = tempDir('scripts-certs-unwritable');
+    const certs = join(scratch.dir, 'certs');
+    try {
+      setupPki(certs, { domain: 'example.org' });
+      chmodSync(scratch.dir, 0o755);
+      const r = spawnSync('runuser', ['-u', 'nobody', '--', 'env', `CERTS_DIR=${certs}`, `PATH=${process.env.PATH}`, join(repoRoot, 'scripts', 'revoke-device.sh'), 'dev-1'], { encoding: 'utf8' });
+      assert.equal(r.status, 65, r.stderr);
+      assert.match(r.stderr, /^error CONFIG_FILE_UNREADABLE: .*EACCES.*owner of /m, r.stderr);
+      assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+      assert.doesNotMatch(r.stderr, /\n +at /, r.stderr);
+    } finally {
+      scratch.cleanup();
+    }
+  });
+
   it('say when the CA ends before the certificates issued would: they end with it, and --new-ca is what mends it', () => {
     // A certificate is never issued past its CA's end; near that end, generate-certificates.sh
     // --renew (CERT_EXPIRING_SOON's advice) and generate-client-cert.sh issued certificates of days
