@@ -8,9 +8,9 @@ import { buildTokenBundle, hasToken, issueDeviceToken } from '../../pki/device-t
 import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
 import { ERRORS, FieldStreamError, isFieldStreamError, type ErrorCode } from '../../shared/errors.ts';
 import { terminalText } from '../../shared/terminal-text.ts';
-import { DAY_MS, LIMITS, TIMINGS } from '../../shared/limits.ts';
+import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import { createBackup } from './backup.ts';
-import { columns } from './columns.ts';
+import { deviceDetails, deviceTable } from './device-text.ts';
 import { findDevice, listDevicesDespiteTokens, type DeviceSummary } from './devices.ts';
 import { listDeadLetters, replayDeadLetters } from './dead-letters.ts';
 import { COMPOSE_COMMAND_STATE, REPO_ROOT, resolveAdminPaths, resolveDeadLetterPaths, type AdminPaths } from './paths.ts';
@@ -158,60 +158,6 @@ function days(raw: string | undefined): number | undefined {
   return n;
 }
 
-const yesNo = (b: boolean) => (b ? 'yes' : 'no');
-
-/** Whole days until an ISO date (negative once past), as a certificate's daysLeft. */
-const daysUntil = (iso: string, now = Date.now()) => Math.floor((Date.parse(iso) - now) / DAY_MS);
-
-/** The EXPIRES column: the certificate's notAfter, or the token's expiresAt ("never": a token from before expiry dates). */
-function expiryText(d: DeviceSummary): string {
-  if (d.auth === 'certificate') return d.expiresAt ?? '(no certificate here)';
-  if (d.auth === 'unknown' || d.token?.state !== 'active') return '-';
-  return d.expiresAt === null ? 'never' : `${d.expiresAt}${d.token.expired ? ' (expired)' : ''}`;
-}
-
-function table(devices: DeviceSummary[]): string {
-  const rows = [['ID', 'AUTH', 'EXPIRES', 'DAYS LEFT', 'TOKEN', 'REVOKED', 'SIGNING KEY']];
-  for (const d of devices) {
-    rows.push([
-      d.id,
-      d.auth,
-      expiryText(d),
-      d.expiresAt === null ? '-' : String(daysUntil(d.expiresAt)),
-      d.token ? d.token.state : '-',
-      d.revoked ? `yes${d.revokedAt ? ` (${d.revokedAt})` : ''}` : 'no',
-      d.signingKeyRegistered ? 'registered' : 'not registered',
-    ]);
-  }
-  return columns(rows);
-}
-
-function details(d: DeviceSummary): string {
-  const c = d.certificate;
-  const t = d.token;
-  const tokenText = !t
-    ? '(none)'
-    : t.state === 'revoked'
-      ? `revoked ${t.revokedAt}`
-      : t.state === 'unreadable'
-        ? 'unreadable (the tokens file cannot be read)'
-      : t.expiresAt === null
-        ? `active since ${t.issuedAt}, expires never (issued before tokens expired; renew --token gives it an expiry date)`
-        : `active since ${t.issuedAt}, expires ${t.expiresAt} (${t.expired ? 'expired: the gateways refuse it; renew --token' : `${daysUntil(t.expiresAt)} days left`})`;
-  return [
-    `device ${d.id}`,
-    `  auth:          ${d.auth === 'token' ? 'device token' : 'client certificate'}, expires ${d.expiresAt ?? (d.auth === 'token' && t?.state === 'active' ? 'never' : '-')}`,
-    `  certificate:   ${c ? `serial ${c.serial}, valid ${c.notBefore} to ${c.notAfter} (${c.daysLeft} days left)` : '(none on this machine)'}`,
-    ...(c ? [`  subject:       ${c.subject}`] : []),
-    `  token:         ${tokenText}`,
-    `  revoked:       ${d.revoked ? `yes${d.revokedAt ? `, ${d.revokedAt}` : ''}` : 'no'}`,
-    `  signing key:   ${d.signingKeyRegistered ? 'registered on the internal side' : 'not registered (its messages are refused)'}`,
-    `  device files:  client key ${yesNo(d.deviceFiles.clientKey)}, signing key ${yesNo(d.deviceFiles.signingKey)}`,
-    `  bundle:        ${d.bundle ?? '(none)'}`,
-    `  issued:        ${d.issued.length === 0 ? '(no record)' : d.issued.map((i) => `${i.serial} until ${i.notAfter}${i.revoked ? ' (revoked)' : ''}`).join('\n                 ')}`,
-  ].join('\n') + '\n';
-}
-
 function known(paths: AdminPaths, id: string): DeviceSummary {
   const d = findDevice(paths.certsDir, id);
   if (!d || (!d.certificate && d.issued.length === 0 && !hasToken(paths.certsDir, id))) {
@@ -277,13 +223,13 @@ async function execute(command: string, args: string[], values: Values, io: Io):
       // A damaged tokens file leaves the rest of the fleet to show: listed, then failed as any partial answer.
       const { devices, tokensError } = listDevicesDespiteTokens(paths.certsDir);
       if (values.json) io.out(JSON.stringify(devices, null, 2) + '\n');
-      else io.out(devices.length === 0 ? `No devices in ${paths.certsDir}.\n` : table(devices));
+      else io.out(devices.length === 0 ? `No devices in ${paths.certsDir}.\n` : deviceTable(devices));
       if (tokensError) throw new FieldStreamError(tokensError.code, `${tokensError.message} Every device is listed, its token information unreadable; put a good copy of the tokens file back (docs/errors.md).`);
       return;
     }
     case 'devices show': {
       const d = known(paths, deviceId(args[0]!));
-      return io.out(values.json ? JSON.stringify(d, null, 2) + '\n' : details(d));
+      return io.out(values.json ? JSON.stringify(d, null, 2) + '\n' : deviceDetails(d));
     }
     case 'devices add':
       if (values.token) return io.out(await issueToken(paths, deviceId(args[0]!), days(values.days), false, io));

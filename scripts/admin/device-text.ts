@@ -1,0 +1,59 @@
+import { DAY_MS } from '../../shared/limits.ts';
+import { columns } from './columns.ts';
+import type { DeviceSummary } from './devices.ts';
+
+/** How fieldstream-admin shows devices: `devices list` as a table, `devices show` in detail. */
+
+const yesNo = (b: boolean) => (b ? 'yes' : 'no');
+
+/** Whole days until an ISO date (negative once past), as a certificate's daysLeft. */
+const daysUntil = (iso: string, now = Date.now()) => Math.floor((Date.parse(iso) - now) / DAY_MS);
+
+/** The EXPIRES column: the certificate's notAfter, or the token's expiresAt ("never": a token from before expiry dates). */
+function expiryText(d: DeviceSummary): string {
+  if (d.auth === 'certificate') return d.expiresAt ?? '(no certificate here)';
+  if (d.auth === 'unknown' || d.token?.state !== 'active') return '-';
+  return d.expiresAt === null ? 'never' : `${d.expiresAt}${d.token.expired ? ' (expired)' : ''}`;
+}
+
+export function deviceTable(devices: DeviceSummary[]): string {
+  const rows = [['ID', 'AUTH', 'EXPIRES', 'DAYS LEFT', 'TOKEN', 'REVOKED', 'SIGNING KEY']];
+  for (const d of devices) {
+    rows.push([
+      d.id,
+      d.auth,
+      expiryText(d),
+      d.expiresAt === null ? '-' : String(daysUntil(d.expiresAt)),
+      d.token ? d.token.state : '-',
+      d.revoked ? `yes${d.revokedAt ? ` (${d.revokedAt})` : ''}` : 'no',
+      d.signingKeyRegistered ? 'registered' : 'not registered',
+    ]);
+  }
+  return columns(rows);
+}
+
+export function deviceDetails(d: DeviceSummary): string {
+  const c = d.certificate;
+  const t = d.token;
+  const tokenText = !t
+    ? '(none)'
+    : t.state === 'revoked'
+      ? `revoked ${t.revokedAt}`
+      : t.state === 'unreadable'
+        ? 'unreadable (the tokens file cannot be read)'
+      : t.expiresAt === null
+        ? `active since ${t.issuedAt}, expires never (issued before tokens expired; renew --token gives it an expiry date)`
+        : `active since ${t.issuedAt}, expires ${t.expiresAt} (${t.expired ? 'expired: the gateways refuse it; renew --token' : `${daysUntil(t.expiresAt)} days left`})`;
+  return [
+    `device ${d.id}`,
+    `  auth:          ${d.auth === 'token' ? 'device token' : 'client certificate'}, expires ${d.expiresAt ?? (d.auth === 'token' && t?.state === 'active' ? 'never' : '-')}`,
+    `  certificate:   ${c ? `serial ${c.serial}, valid ${c.notBefore} to ${c.notAfter} (${c.daysLeft} days left)` : '(none on this machine)'}`,
+    ...(c ? [`  subject:       ${c.subject}`] : []),
+    `  token:         ${tokenText}`,
+    `  revoked:       ${d.revoked ? `yes${d.revokedAt ? `, ${d.revokedAt}` : ''}` : 'no'}`,
+    `  signing key:   ${d.signingKeyRegistered ? 'registered on the internal side' : 'not registered (its messages are refused)'}`,
+    `  device files:  client key ${yesNo(d.deviceFiles.clientKey)}, signing key ${yesNo(d.deviceFiles.signingKey)}`,
+    `  bundle:        ${d.bundle ?? '(none)'}`,
+    `  issued:        ${d.issued.length === 0 ? '(no record)' : d.issued.map((i) => `${i.serial} until ${i.notAfter}${i.revoked ? ' (revoked)' : ''}`).join('\n                 ')}`,
+  ].join('\n') + '\n';
+}
