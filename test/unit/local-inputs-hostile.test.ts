@@ -32,6 +32,15 @@ function scaled(table: object, values: Record<string, number>): () => void {
  * sends wrong is refused as its own error (FIELD_INPUT_INVALID, final), never taken for the device's
  * failure, and never queued. A real queue, outbox and servers; no gateway (nothing is sent).
  */
+/** A queue slow to take what is submitted: each submission waits `ms` before it is queued. */
+function slowQueue(client: Pick<FieldClient, 'submitMany'>, ms = 300): void {
+  const submitMany = client.submitMany.bind(client);
+  client.submitMany = async (items) => {
+    await new Promise((r) => setTimeout(r, ms));
+    return submitMany(items);
+  };
+}
+
 describe('local inputs: a hostile or broken producer', () => {
   const tmp = tempDir('local-inputs-hostile');
   after(() => tmp.cleanup());
@@ -423,12 +432,7 @@ describe('local inputs: a hostile or broken producer', () => {
     const d = await device('mqtt-close');
     const input = mqttInput(d.client, '127.0.0.1', 0, 'fieldstream/local', d.logs.logger);
     await input.start();
-    // A queue slow to take it (an fsync on an SD card).
-    const submitMany = d.client.submitMany.bind(d.client);
-    d.client.submitMany = async (items) => {
-      await new Promise((r) => setTimeout(r, 300));
-      return submitMany(items);
-    };
+    slowQueue(d.client); // an fsync on an SD card
     let closed = false;
     try {
       const c = await mqtt.connectAsync(`mqtt://127.0.0.1:${input.port}`, { reconnectPeriod: 0, clientId: 'sensor-at-stop' });
@@ -601,12 +605,7 @@ describe('local inputs: a hostile or broken producer', () => {
 
   it('HTTP: a request being queued as the input closes is answered (202), not cut off to be sent again as a copy; one still arriving is cut', async () => {
     const { d, input, port, end } = await withHttpInput('http-close');
-    // A queue slow to take it (an fsync on an SD card; a large file hashed and synced).
-    const submitMany = d.client.submitMany.bind(d.client);
-    d.client.submitMany = async (items) => {
-      await new Promise((r) => setTimeout(r, 300));
-      return submitMany(items);
-    };
+    slowQueue(d.client); // an fsync on an SD card; a large file hashed and synced
     let closed = false;
     try {
       const reading = JSON.stringify({ temperature: 21.5 });
