@@ -173,6 +173,16 @@ export const ERRORS = {
     description:
       "A web page (a browser's request: it carried an Origin header, or Sec-Fetch-Site other than none) used the local HTTP input, which takes readings, events, files and health values from programs on the device only; nothing was taken.",
   },
+  FIELD_INPUT_KEY_IN_PROGRESS: {
+    http: 409,
+    transient: true,
+    description: 'A request with this Idempotency-Key is being taken by the local HTTP input now (the first of a retried request); nothing more was taken. Sent again shortly, it is answered as the first was.',
+  },
+  FIELD_INPUT_KEY_REUSED: {
+    http: 422,
+    transient: false,
+    description: 'The local HTTP input took another request (another endpoint, target or body) with this Idempotency-Key; nothing was taken. A key names one request: use a new key for a new request.',
+  },
   FIELD_STORAGE_FAILED: {
     http: 503,
     transient: true,

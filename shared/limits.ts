@@ -565,6 +565,13 @@ export const LIMITS = {
    * client sends again is what was in flight when its connection broke (Paho keeps at most 20 in
    * flight by default), sent again as it reconnects: room for that of many clients at once. */
   localMqttTakenPublishesMax: 4_096,
+  /** requests. Most answers the local HTTP input keeps for requests sent with an Idempotency-Key, to
+   * answer a producer's retry as the request was answered (inputs/http-resends.ts); the oldest
+   * forgotten first. A producer retries what it sent last, within seconds: room for many. */
+  localInputKeysKeptMax: 10_000,
+  /** bytes. Most those answers hold in all (each its key, a digest and its JSON: some 40 bytes per
+   * message id, up to localInputMaxItems of them): an answer over it alone is not kept. */
+  localInputKeptAnswersMaxBytes: 16 * 1024 * 1024,
   /** values. Most values local programs may report with the health message (battery, signal, ...):
    * each becomes a database field, and the message goes out every interval. */
   healthLocalMaxValues: 32,
@@ -1138,6 +1145,9 @@ export const TIMINGS = {
    * synced may take longer, and is then cut off unanswered all the same. The local MQTT input waits
    * as long for the readings and events it is appending to be acknowledged. */
   localInputCloseGraceMs: 10_000,
+  /** milliseconds. How long the local HTTP input keeps a request's answer for its Idempotency-Key
+   * (inputs/http-resends.ts): a retry later than this is taken as a new request. */
+  localInputKeyKeptMs: 24 * 60 * 60 * 1000,
   /** milliseconds. The field client's local MQTT input: the longest a packet begun may pause (no byte
    * arriving) before its connection is closed. Up to LIMITS.localMqttMaxPacketBytes of a packet is
    * held until it is whole, and MQTT lets a client ask for no keep-alive: a sensor that froze or lost

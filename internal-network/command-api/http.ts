@@ -5,12 +5,13 @@ import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
 import { listenFailed } from '../../shared/listen-failed.ts';
 import { terminalText } from '../../shared/terminal-text.ts';
 import { readJsonBody } from '../../shared/http-body.ts';
+import { idempotencyKey } from '../../shared/idempotency-key.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { throttleSource, TokenThrottle } from '../../shared/security/throttle.ts';
 import { describeIssues, DeviceIdSchema } from '../../shared/contract/primitives.ts';
 import type { CommandDispatcher } from './dispatcher.ts';
-import { CommandRequestSchema, IdempotencyKeySchema, type CommandRecord, type CommandView, type IssuedAnswer } from './schemas.ts';
+import { CommandRequestSchema, type CommandRecord, type CommandView, type IssuedAnswer } from './schemas.ts';
 import { roleAllows, type Credentials, type Principal } from '../shared/credentials.ts';
 import type { CommandStore } from './store.ts';
 import { answerClientError } from '../../shared/http-client-error.ts';
@@ -119,7 +120,7 @@ export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: n
     if (url.pathname === '/v1/commands') {
       if (req.method === 'POST') {
         if (!roleAllows(who.role, 'operator')) throw new FieldStreamError('API_FORBIDDEN', `${who.name} (${who.role}) may not send commands; that needs the operator role.`);
-        const key = idempotencyKey(req);
+        const key = idempotencyKey(req, 'API_IDEMPOTENCY_KEY_INVALID');
         const body = await readJson(req, res);
         let request: CommandRecord['request'];
         if (key !== undefined) {
@@ -214,23 +215,6 @@ function requestUrl(req: IncomingMessage): URL {
   } catch {
     throw new FieldStreamError('API_INVALID_REQUEST', 'The request target is not a valid path.');
   }
-}
-
-/**
- * The request's Idempotency-Key, if it has one: a Structured Fields String (RFC 8941 §3.3.3,
- * `"..."` with `\\"` and `\\\\` escaped), or, as many clients send it, the bare key without quotes
- * (no space, comma or quote then: two header lines, which Node joins with ", ", are refused).
- */
-function idempotencyKey(req: IncomingMessage): string | undefined {
-  const raw = req.headers['idempotency-key'];
-  if (raw === undefined) return undefined;
-  const value = (Array.isArray(raw) ? raw.join(', ') : raw).trim();
-  const quoted = /^"((?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\])*)"$/.exec(value);
-  const key = quoted ? (quoted[1] ?? '').replace(/\\(["\\])/g, '$1') : /^[\x21\x23-\x2b\x2d-\x7e]+$/.test(value) ? value : undefined;
-  if (key === undefined || !IdempotencyKeySchema.safeParse(key).success) {
-    throw new FieldStreamError('API_IDEMPOTENCY_KEY_INVALID', 'The Idempotency-Key header must be 1–255 printable ASCII characters: a quoted string ("…"), or a key without spaces, commas or quotes.');
-  }
-  return key;
 }
 
 /**

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { CommandNameSchema } from '../../shared/contract/downlink.ts';
 import { COMMAND_RESPONSE_STATUSES, JsonValueSchema } from '../../shared/contract/payloads.ts';
 import { DeviceIdSchema, MessageIdSchema } from '../../shared/contract/primitives.ts';
+import { IdempotencyKeySchema } from '../../shared/idempotency-key.ts';
 import { LIMITS } from '../../shared/limits.ts';
 
 /** Most devices one request may address. */
@@ -25,11 +26,6 @@ export type CommandRequest = z.infer<typeof CommandRequestSchema>;
 
 export const GroupsFileSchema = z.record(z.string().regex(/^[A-Za-z0-9._-]{1,64}$/), z.array(DeviceIdSchema).min(1).max(MAX_TARGETS));
 
-/**
- * An Idempotency-Key (draft-ietf-httpapi-idempotency-key-header: a Structured Fields String, RFC 8941
- * §3.3.3): printable ASCII, at most 255 characters here, without its quotes and escapes.
- */
-export const IdempotencyKeySchema = z.string().regex(/^[\x20-\x7e]{1,255}$/);
 
 export const COMMAND_STATES = ['queued', 'sent', ...COMMAND_RESPONSE_STATUSES, 'expired'] as const;
 

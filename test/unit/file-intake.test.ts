@@ -6,14 +6,11 @@ import { request } from 'node:http';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { CommandHandlers } from '../../field-client/src/commands.ts';
-import { FieldClient } from '../../field-client/src/field-client.ts';
 import { FileOutbox } from '../../field-client/src/files/file-outbox.ts';
 import { dropFilesOf } from '../../field-client/src/files/file-records.ts';
 import { FileTransferRecordSchema, type FileTransferRecord } from '../../field-client/src/files/transfer-record.ts';
 import { recoverOutbox } from '../../field-client/src/files/outbox-recovery.ts';
 import { FILE_TRANSFER, FileTransfers } from '../../field-client/src/files/transfers.ts';
-import { GatewayConnection } from '../../field-client/src/gateway-connection.ts';
 import { folderInput } from '../../field-client/src/inputs/folder-watch.ts';
 import { KeptFiles } from '../../field-client/src/inputs/kept-files.ts';
 import { httpInput } from '../../field-client/src/inputs/http-input.ts';
@@ -23,6 +20,7 @@ import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import { createLogger } from '../../shared/logger.ts';
 import { chunkAcker } from '../helpers/chunk-acks.ts';
 import { LogCapture } from '../helpers/embedded.ts';
+import { localDevice } from '../helpers/local-device.ts';
 import { tempDir } from '../helpers/pki.ts';
 import { chattr, chattrReason } from '../helpers/chattr.ts';
 import { eventually } from '../helpers/ws-device.ts';
@@ -62,20 +60,11 @@ describe('files taken within the bound', () => {
   const acrossFileSystems = () => ({ skip: existsSync('/dev/shm') && statSync('/dev/shm').dev !== statSync(tmp.dir).dev ? false : 'needs /dev/shm on another file system' });
 
   async function device(name: string, maxBytes: number, sync: SyncPolicy = { mode: 'always' }) {
-    const dir = join(tmp.dir, name);
-    const logs = new LogCapture();
-    const queue = await DurableQueue.open({ dir: join(dir, 'queue'), maxBytes, segmentBytes: 256 * 1024, fullPolicy: 'reject', sync, log: logs.logger });
-    const outbox = new FileOutbox(dir, 64 * 1024);
-    const connection = new GatewayConnection({ url: 'wss://127.0.0.1:9/ws', tls: { ca: '', cert: '', key: '' }, reconnectInitialMs: 100, reconnectMaxMs: 100, idleTimeoutMs: 1000 }, logs.logger);
-    const commands = new CommandHandlers({ deviceId: 'd1', key: undefined, allowUnsigned: false, maxAgeMs: 1000, skewMs: 1000 });
-    const client = new FieldClient({ deviceId: 'd1', batchMax: 100, window: 100, fileWindow: 1, maxBytes, dataDir: dir }, queue, outbox, connection, commands, logs.logger);
+    const d = await localDevice(join(tmp.dir, name), maxBytes, sync);
+    const { dir, queue } = d;
     const queued = () => queue.find((m) => m.dataType === FILE_TRANSFER).map((m) => FileTransferRecordSchema.parse(m.payload));
     const outgoing = () => readdirSync(join(dir, 'outgoing'));
-    const close = async () => {
-      client.stop();
-      await queue.close();
-    };
-    return { dir, logs, queue, outbox, connection, client, queued, outgoing, close };
+    return { ...d, queued, outgoing };
   }
 
   it('takes a burst of files in the watched folder only as far as the bound, stranding none in the outbox', async () => {

@@ -5,17 +5,12 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import mqtt from 'mqtt';
 import mqttPacket from 'mqtt-packet';
-import { CommandHandlers } from '../../field-client/src/commands.ts';
-import { FieldClient } from '../../field-client/src/field-client.ts';
-import { FileOutbox } from '../../field-client/src/files/file-outbox.ts';
-import { GatewayConnection } from '../../field-client/src/gateway-connection.ts';
 import { folderInput } from '../../field-client/src/inputs/folder-watch.ts';
 import { httpInput } from '../../field-client/src/inputs/http-input.ts';
 import { mqttInput } from '../../field-client/src/inputs/mqtt-input.ts';
-import { DurableQueue } from '../../field-client/src/queue/durable-queue.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
-import { LogCapture } from '../helpers/embedded.ts';
 import { rawRequest } from '../helpers/http-from.ts';
+import { localDevice, slowQueue } from '../helpers/local-device.ts';
 import { tempDir } from '../helpers/pki.ts';
 import { eventually } from '../helpers/ws-device.ts';
 
@@ -32,33 +27,11 @@ function scaled(table: object, values: Record<string, number>): () => void {
  * sends wrong is refused as its own error (FIELD_INPUT_INVALID, final), never taken for the device's
  * failure, and never queued. A real queue, outbox and servers; no gateway (nothing is sent).
  */
-/** A queue slow to take what is submitted: each submission waits `ms` before it is queued. */
-function slowQueue(client: Pick<FieldClient, 'submitMany'>, ms = 300): void {
-  const submitMany = client.submitMany.bind(client);
-  client.submitMany = async (items) => {
-    await new Promise((r) => setTimeout(r, ms));
-    return submitMany(items);
-  };
-}
-
 describe('local inputs: a hostile or broken producer', () => {
   const tmp = tempDir('local-inputs-hostile');
   after(() => tmp.cleanup());
 
-  async function device(name: string, maxBytes = 64 * 1024 * 1024) {
-    const dir = join(tmp.dir, name);
-    const logs = new LogCapture();
-    const queue = await DurableQueue.open({ dir: join(dir, 'queue'), maxBytes, segmentBytes: 256 * 1024, fullPolicy: 'reject', sync: { mode: 'always' }, log: logs.logger });
-    const outbox = new FileOutbox(dir, 64 * 1024);
-    const connection = new GatewayConnection({ url: 'wss://127.0.0.1:9/ws', tls: { ca: '', cert: '', key: '' }, reconnectInitialMs: 100, reconnectMaxMs: 100, idleTimeoutMs: 1000 }, logs.logger);
-    const commands = new CommandHandlers({ deviceId: 'd1', key: undefined, allowUnsigned: false, maxAgeMs: 1000, skewMs: 1000 });
-    const client = new FieldClient({ deviceId: 'd1', batchMax: 100, window: 100, fileWindow: 1, maxBytes, dataDir: dir }, queue, outbox, connection, commands, logs.logger);
-    const close = async () => {
-      client.stop();
-      await queue.close();
-    };
-    return { dir, logs, queue, client, close };
-  }
+  const device = (name: string, maxBytes?: number) => localDevice(join(tmp.dir, name), maxBytes);
 
   /**
    * A device with its HTTP input listening, some of LIMITS and TIMINGS set for the test first (read

@@ -1,17 +1,20 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID, type Hash } from 'node:crypto';
 import { createWriteStream, mkdirSync, rmSync } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { Writable } from 'node:stream';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { unsafeFilenameReason } from '../../../shared/contract/filename.ts';
 import { FilePayloadSchema } from '../../../shared/contract/payloads.ts';
 import { FieldStreamError, isFieldStreamError } from '../../../shared/errors.ts';
 import { readJsonBody } from '../../../shared/http-body.ts';
+import { idempotencyKey } from '../../../shared/idempotency-key.ts';
 import { LimitedLog } from '../../../shared/limited-log.ts';
 import { LIMITS, TIMINGS } from '../../../shared/limits.ts';
 import type { Logger } from '../../../shared/logger.ts';
 import type { FieldClient } from '../field-client.ts';
 import type { HealthReporter } from '../health.ts';
+import { KeyedRequests, type KeptAnswer } from './http-resends.ts';
 import { capConnections, type LocalInput } from './input.ts';
 import { toLocalValuesUpdate, toSubmissions } from './validate.ts';
 
@@ -26,6 +29,8 @@ import { toLocalValuesUpdate, toSubmissions } from './validate.ts';
  *   PUT  /v1/health       values for the health message, {"battery": 87}; null removes one → 200
  *   GET  /v1/health       those values and the last health message queued
  *   GET  /status          connection, queue depth, oldest unsent reading, last ack, last health message
+ *
+ * A POST with an Idempotency-Key is taken once: its retries are answered as it was (http-resends.ts).
  */
 export function httpInput(client: FieldClient, host: string, port: number, dataDir: string, log: Logger, health?: HealthReporter): LocalInput {
   const incoming = join(dataDir, 'incoming');
@@ -76,14 +81,18 @@ export function httpInput(client: FieldClient, host: string, port: number, dataD
     if (url.pathname === '/v1/health') return healthRoute(req, res);
     if (req.method !== 'POST') throw new FieldStreamError('FIELD_INPUT_INVALID', 'Use POST /v1/timeseries, /v1/events, /v1/files, PUT /v1/health or GET /status.');
     if (url.pathname === '/v1/timeseries' || url.pathname === '/v1/events') {
+      const held = holdKey(req);
       const release = holdJson(req, LIMITS.localInputJsonMaxBytes);
       try {
         goOn(req, res);
         const body = await readJsonBody(req, res, { maxBytes: LIMITS.localInputJsonMaxBytes, tooLarge: 'FIELD_INPUT_INVALID', invalid: 'FIELD_INPUT_INVALID' });
+        const fingerprint = held && requestFingerprint(req, url, JSON.stringify(body));
+        if (answeredAsRetry(res, held, fingerprint)) return;
         const accepted = await client.submitMany(toSubmissions(url.pathname === '/v1/events' ? 'event' : 'timeseries', body));
-        return send(res, 202, { accepted: accepted.length, messageIds: accepted.map((m) => m.messageId) });
+        return accept(res, held, fingerprint, { accepted: accepted.length, messageIds: accepted.map((m) => m.messageId) });
       } finally {
         release();
+        unhold(held);
       }
     }
     if (url.pathname === '/v1/files') {
@@ -105,21 +114,30 @@ export function httpInput(client: FieldClient, host: string, port: number, dataD
       // fileTransferMaxBytes, each upload at once) before the bound is looked at.
       const announced = Number(req.headers['content-length'] ?? 0);
       if (Number.isSafeInteger(announced) && announced > LIMITS.fileTransferMaxBytes) throw new FieldStreamError('FIELD_INPUT_INVALID', 'The file is too large.');
-      const reservation = client.reserveFileRoom((Number.isSafeInteger(announced) && announced > 0 ? announced : 0) + LIMITS.fileRecordRoomBytes);
+      const held = holdKey(req);
+      let reservation: ReturnType<FieldClient['reserveFileRoom']> | undefined;
       const tmp = join(incoming, randomUUID());
       let size = 0;
       try {
+        // A retry of a file taken is only compared with it (its digest): it needs no room, nor a copy on disk.
+        const room = held?.kept === undefined ? client.reserveFileRoom((Number.isSafeInteger(announced) && announced > 0 ? announced : 0) + LIMITS.fileRecordRoomBytes) : undefined;
+        reservation = room;
         goOn(req, res);
-        size = await receiveBody(req, tmp, (n) => {
+        // The body's digest, for the request's fingerprint, as it arrives: only for a keyed request.
+        const digest = held && createHash('sha256');
+        size = await receiveBody(req, room ? tmp : undefined, (n) => {
           if (n > LIMITS.fileTransferMaxBytes) throw new FieldStreamError('FIELD_INPUT_INVALID', 'The file is too large.');
-          const more = n + LIMITS.fileRecordRoomBytes - reservation.bytes;
-          if (more > 0) client.reserveFileRoom(more, reservation);
-        });
+          const more = n + LIMITS.fileRecordRoomBytes - (room?.bytes ?? Infinity);
+          if (room && more > 0) client.reserveFileRoom(more, room);
+        }, digest);
+        const fingerprint = digest && requestFingerprint(req, url, digest.digest('hex'));
+        if (answeredAsRetry(res, held, fingerprint)) return;
         const m = await client.submitFile(tmp, { filename, contentType, move: true, reservation });
-        return send(res, 202, { accepted: 1, messageIds: [m.messageId], bytes: size });
+        return accept(res, held, fingerprint, { accepted: 1, messageIds: [m.messageId], bytes: size });
       } finally {
-        reservation.release();
+        reservation?.release();
         rmSync(tmp, { force: true });
+        unhold(held);
       }
     }
     throw new FieldStreamError('FIELD_INPUT_INVALID', `No endpoint ${url.pathname}.`);
@@ -138,6 +156,38 @@ export function httpInput(client: FieldClient, host: string, port: number, dataD
     } finally {
       release();
     }
+  }
+
+  const keyed = new KeyedRequests();
+
+  /**
+   * A POST's Idempotency-Key, if it has one (refused, FIELD_INPUT_INVALID, when malformed), with the
+   * answer kept for it; held for this request when there is none (KeyedRequests.begin): give it back
+   * with unhold once the request is answered. A PUT of health values is idempotent as it is.
+   */
+  function holdKey(req: IncomingMessage): { key: string; kept: KeptAnswer | undefined } | undefined {
+    const key = idempotencyKey(req, 'FIELD_INPUT_INVALID');
+    return key === undefined ? undefined : { key, kept: keyed.begin(key) };
+  }
+
+  /** A keyed request the input has an answer for: answered with it, nothing taken (true). */
+  function answeredAsRetry(res: ServerResponse, held: { key: string; kept: KeptAnswer | undefined } | undefined, fingerprint: string | undefined): boolean {
+    if (held?.kept === undefined) return false;
+    const kept = keyed.same(held.kept, fingerprint as string);
+    log.info({ idempotencyKey: held.key.slice(0, 64) }, 'a request sent again with its Idempotency-Key: answered as it was, nothing queued again');
+    sendText(res, kept.status, kept.text);
+    return true;
+  }
+
+  /** The request was taken (202): answered, and its answer kept for its key's retries. */
+  function accept(res: ServerResponse, held: { key: string } | undefined, fingerprint: string | undefined, body: unknown): void {
+    const text = JSON.stringify(body);
+    if (held) keyed.accepted(held.key, { fingerprint: fingerprint as string, status: 202, text });
+    sendText(res, 202, text);
+  }
+
+  function unhold(held: { key: string; kept: KeptAnswer | undefined } | undefined): void {
+    if (held && held.kept === undefined) keyed.released(held.key);
   }
 
   /** bytes of JSON bodies being read or queued now (see holdJson) */
@@ -209,9 +259,10 @@ export function httpInput(client: FieldClient, host: string, port: number, dataD
  * would, destroying the request): node discards the rest once the answer is sent, so the client
  * reads why (507, 400) instead of a reset.
  */
-function receiveBody(req: IncomingMessage, path: string, check: (bytes: number) => void): Promise<number> {
+function receiveBody(req: IncomingMessage, path: string | undefined, check: (bytes: number) => void, digest?: Hash): Promise<number> {
   return new Promise((resolve, reject) => {
-    const out = createWriteStream(path, { mode: 0o600 });
+    // Without a path only read (and digested): a retry compared with the file it repeats.
+    const out = path === undefined ? new Writable({ write: (_chunk, _encoding, done) => done() }) : createWriteStream(path, { mode: 0o600 });
     let size = 0;
     let done = false;
     const fail = (err: unknown) => {
@@ -228,6 +279,7 @@ function receiveBody(req: IncomingMessage, path: string, check: (bytes: number) 
       } catch (err) {
         return fail(err);
       }
+      digest?.update(chunk);
       if (!out.write(chunk)) {
         req.pause();
         out.once('drain', () => req.resume());
@@ -324,13 +376,24 @@ function goOn(req: IncomingMessage, res: ServerResponse): void {
   if (awaitingContinue.delete(req)) res.writeContinue();
 }
 
+/**
+ * What a keyed request is, to tell its retry from another request under its key: its method, target
+ * and the digest (or text) of its body.
+ */
+function requestFingerprint(req: IncomingMessage, url: URL, body: string): string {
+  return createHash('sha256').update(`${req.method} ${url.pathname}${url.search}\n`).update(body).digest('base64');
+}
+
 function send(res: ServerResponse, status: number, body: unknown): void {
+  sendText(res, status, JSON.stringify(body));
+}
+
+function sendText(res: ServerResponse, status: number, text: string): void {
   // A request cut off (guardBody) was answered already: the route's own failure then has nobody to tell.
   if (res.headersSent) return;
   // Answered before it was told to go on: its body does not come (RFC 9110 §10.1.1), and the
   // connection, whose next bytes could yet be it, is closed after the answer.
   if (awaitingContinue.delete(res.req)) res.shouldKeepAlive = false;
-  const text = JSON.stringify(body);
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
   res.end(text);
 }

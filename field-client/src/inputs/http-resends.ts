@@ -1,0 +1,96 @@
+import { FieldStreamError } from '../../../shared/errors.ts';
+import { LIMITS, TIMINGS } from '../../../shared/limits.ts';
+
+/** The answer a request with an Idempotency-Key was given, kept for that key. */
+export interface KeptAnswer {
+  /** what the request was (its method, target and body's digest): another under the key is refused */
+  fingerprint: string;
+  status: number;
+  /** the answer's JSON */
+  text: string;
+}
+
+/**
+ * The answers the local HTTP input gave to requests with an `Idempotency-Key`
+ * (draft-ietf-httpapi-idempotency-key-header), to tell a producer's retry from a new request. A
+ * producer that did not see its 202 (its own timeout while the device's storage was slow to sync, a
+ * connection that broke) sends the request again: without a key it is queued again, and a reading
+ * without a timestamp (stamped as it is queued) becomes a second point, an event a second row, a
+ * file a second file. With the key, the retry is answered with the first request's answer and
+ * nothing is queued again. As the draft says: a retry while the first is still being taken is
+ * refused (409, FIELD_INPUT_KEY_IN_PROGRESS: send it again shortly), and the same key on another
+ * request (another endpoint, target or body) is refused (422, FIELD_INPUT_KEY_REUSED). Only an
+ * accepted request's answer is kept: one refused or failed is taken anew when sent again.
+ *
+ * Kept in memory, as the MQTT input's record of publishes (mqtt-resends.ts): a retry after the field
+ * client restarted is queued again. At most LIMITS.localInputKeysKeptMax answers of at most
+ * LIMITS.localInputKeptAnswersMaxBytes in all, each for TIMINGS.localInputKeyKeptMs; the oldest
+ * forgotten first. The input asks for no credentials, so keys are the device's, not a producer's:
+ * two programs on the device choosing the same key are one producer to it (a random key, a UUID,
+ * never meets another).
+ */
+export class KeyedRequests {
+  /** oldest first */
+  private readonly kept = new Map<string, KeptAnswer & { at: number; bytes: number }>();
+  private readonly taking = new Set<string>();
+  private bytes = 0;
+
+  constructor(private readonly now: () => number = Date.now) {}
+
+  /**
+   * A request with `key` arrives: the answer kept for the key, to be compared with the request once
+   * its body is in (same), or undefined, and the key is held for this request until `accepted` or
+   * `released`. Throws FIELD_INPUT_KEY_IN_PROGRESS while another request of the key is being taken.
+   */
+  begin(key: string): KeptAnswer | undefined {
+    this.forgetExpired();
+    if (this.taking.has(key)) {
+      throw new FieldStreamError('FIELD_INPUT_KEY_IN_PROGRESS', 'A request with this Idempotency-Key is being taken now: send it again shortly, to be answered as it was.');
+    }
+    const kept = this.kept.get(key);
+    if (kept) return kept;
+    this.taking.add(key);
+    return undefined;
+  }
+
+  /** The answer a retry of `kept` gets: `kept`'s, or FIELD_INPUT_KEY_REUSED for another request. */
+  same(kept: KeptAnswer, fingerprint: string): KeptAnswer {
+    if (kept.fingerprint !== fingerprint) {
+      throw new FieldStreamError('FIELD_INPUT_KEY_REUSED', 'Another request was taken with this Idempotency-Key: nothing was taken. Use a new key for a new request.');
+    }
+    return kept;
+  }
+
+  /** The request holding `key` (begin) was accepted with this answer: kept for the key's retries. */
+  accepted(key: string, answer: KeptAnswer): void {
+    if (!this.taking.delete(key)) return;
+    const bytes = key.length + answer.fingerprint.length + answer.text.length;
+    if (bytes > LIMITS.localInputKeptAnswersMaxBytes) return;
+    this.kept.set(key, { ...answer, at: this.now(), bytes });
+    this.bytes += bytes;
+    while (this.kept.size > LIMITS.localInputKeysKeptMax || this.bytes > LIMITS.localInputKeptAnswersMaxBytes) this.forgetOldest();
+  }
+
+  /** The request holding `key` was not accepted (refused, failed, cut off): the key is free again. */
+  released(key: string): void {
+    this.taking.delete(key);
+  }
+
+  get size(): number {
+    return this.kept.size;
+  }
+
+  private forgetExpired(): void {
+    const before = this.now() - TIMINGS.localInputKeyKeptMs;
+    for (const k of this.kept.values()) {
+      if (k.at > before) return;
+      this.forgetOldest();
+    }
+  }
+
+  private forgetOldest(): void {
+    const [key, k] = this.kept.entries().next().value as [string, { bytes: number }];
+    this.kept.delete(key);
+    this.bytes -= k.bytes;
+  }
+}
