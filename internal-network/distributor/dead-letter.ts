@@ -144,6 +144,17 @@ export class DeadLetters {
   }
 
   /**
+   * Bytes the folder holds, measured again when last measured TIMINGS.deadLetterRescanMs ago or
+   * more (what distributor_dead_letter_bytes reads at a scrape). Measured only at the start and when
+   * a letter would pass a bound, the gauge kept what a folder an operator cleared held before, and
+   * the alert on it firing, until the next letter.
+   */
+  async measuredBytes(): Promise<number> {
+    if (Date.now() - this.measuredAt >= TIMINGS.deadLetterRescanMs) await this.measure();
+    return this.bytes;
+  }
+
+  /**
    * Keeps a letter. Resolves with what became of it; throws DISTRIBUTOR_DEAD_LETTERS_FULL for a
    * letter with data past the bound, DISTRIBUTOR_DEAD_LETTER_TOO_LARGE for one larger than the
    * whole bound, and an I/O error for a letter with data that could not be written (all three: do

@@ -40,7 +40,7 @@ export class DistributorMetrics {
   readonly feedPoints;
   readonly feedDropped;
   readonly endToEnd;
-  private deadLetterHeld: () => number | undefined = () => undefined;
+  private deadLetterHeld: () => Promise<number> | undefined = () => undefined;
   private live: { connected: () => readonly boolean[]; oldestStartedAt: () => number | undefined } = { connected: () => [], oldestStartedAt: () => undefined };
 
   constructor(readonly metrics: ServiceMetrics = new ServiceMetrics('distributor', { processMetrics: false })) {
@@ -65,8 +65,8 @@ export class DistributorMetrics {
       'distributor_dead_letters_not_kept_total',
       'Invalid payloads (not a valid envelope) acknowledged without being kept: past their share of DEAD_LETTER_MAX_BYTES, or not writable.',
     );
-    this.deadLetterBytes = metrics.gauge('distributor_dead_letter_bytes', 'Bytes the dead-letter folder holds on disk (as last measured; bounded by DEAD_LETTER_MAX_BYTES).', [], function () {
-      const held = self.deadLetterHeld();
+    this.deadLetterBytes = metrics.gauge('distributor_dead_letter_bytes', 'Bytes the dead-letter folder holds on disk (measured at the scrape, at most a second old; bounded by DEAD_LETTER_MAX_BYTES).', [], async function () {
+      const held = await self.deadLetterHeld();
       if (held !== undefined) this.set(held);
     });
     this.securityEvents = metrics.counter('distributor_security_events_total', 'Device messages refused by the security checks, by error code (duplicates are counted apart).', ['reason']);
@@ -119,7 +119,7 @@ export class DistributorMetrics {
     );
   }
 
-  bindDeadLetters(held: () => number | undefined): void {
+  bindDeadLetters(held: () => Promise<number> | undefined): void {
     this.deadLetterHeld = held;
   }
 

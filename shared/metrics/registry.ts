@@ -50,7 +50,7 @@ export class ServiceMetrics {
     return this.made(new Counter({ name: METRIC_PREFIX + name, help, labelNames, registers: this.registers() }));
   }
 
-  gauge<L extends string = never>(name: string, help: string, labelNames: readonly L[] = [], collect?: (this: Gauge<L>) => void): Gauge<L> {
+  gauge<L extends string = never>(name: string, help: string, labelNames: readonly L[] = [], collect?: (this: Gauge<L>) => void | Promise<void>): Gauge<L> {
     return this.made(new Gauge({ name: METRIC_PREFIX + name, help, labelNames, registers: this.registers(), ...(collect && this.counting ? { collect } : {}) }));
   }
 

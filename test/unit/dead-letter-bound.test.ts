@@ -124,6 +124,29 @@ describe('the dead-letter folder under a flood', () => {
     await dead.close();
   });
 
+  it('distributor_dead_letter_bytes follows the folder: letters an operator moved away are no longer counted at the next scrape', async () => {
+    // Measured only at the start and when a letter would pass the bound, the gauge stayed at what the
+    // folder held before it was cleared (FieldStreamDeadLetters kept firing) until the next letter.
+    const dir = join(tmp.dir, 'cleared');
+    const dead = new DeadLetters(dir, 1, { maxBytes: 1024 * 1024 });
+    const metrics = new DistributorMetrics();
+    metrics.bindDeadLetters(() => dead.measuredBytes());
+    const gauge = async () => Number(/^fieldstream_distributor_dead_letter_bytes\{[^}]*\} (\S+)$/m.exec(await metrics.metrics.registry.metrics())?.[1]);
+    assert.equal(await dead.put('t/a', Buffer.alloc(8 * 1024, 1), rejected), 'whole');
+    assert.equal(await gauge(), held(dir));
+    assert.ok(held(dir) > 8 * 1024);
+    await dead.close();
+    for (const f of readdirSync(dir)) rmSync(join(dir, f));
+    await sleep(1_100);
+    assert.equal(await gauge(), 0, 'the folder is empty');
+    // A letter another replica (slot 2) writes is seen too.
+    const other = new DeadLetters(dir, 2, { maxBytes: 1024 * 1024 });
+    assert.equal(await other.put('t/b', Buffer.alloc(1024, 2), rejected), 'whole');
+    await other.close();
+    await sleep(1_100);
+    assert.equal(await gauge(), held(dir));
+  });
+
   it('does not acknowledge a valid envelope the database refused while the folder is full, and acknowledges junk past the bound', async () => {
     const dir = join(tmp.dir, 'consumer');
     const dead = new DeadLetters(join(dir, 'letters'), 1, { maxBytes: 64 * 1024 });

@@ -1053,7 +1053,7 @@ describe("monitoring: the services' metrics say what their names say", () => {
       writeFileSync(join(tmp.dir, '2026-01-15.jsonl'), kept);
       const metrics = new DistributorMetrics();
       const dead = new DeadLetters(tmp.dir);
-      metrics.bindDeadLetters(() => dead.heldBytes); // as distributor.ts binds it
+      metrics.bindDeadLetters(() => dead.measuredBytes()); // as distributor.ts binds it
       assert.equal(parseSamples(await metrics.metrics.registry.metrics()).get('fieldstream_distributor_dead_letter_bytes{service="distributor"}'), Buffer.byteLength(kept));
     } finally {
       tmp.cleanup();
