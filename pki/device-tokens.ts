@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { DeviceIdSchema } from '../shared/contract/primitives.ts';
 import { makeDirDurablySync, replaceFileDurablySync } from '../shared/durable-fs.ts';
@@ -97,7 +97,6 @@ export async function issueDeviceToken(root: string, deviceId: string, options: 
  * writes the folder (restore-mark.ts), which would put its own tokens file over this one's change.
  */
 function changeTokens<T>(root: string, change: (tokens: TokensFile) => { changed: boolean; result: T }): T {
-  mkdirSync(root, { recursive: true });
   const lock = pkiPaths(root).tokensLock;
   const busy = () => new FieldStreamError('PKI_BUSY', `${lock} stayed in place for ${TIMINGS.adminLockWaitMs} ms: another fieldstream-admin command is changing the tokens file.`);
   return withPkiLock(root, lock, TIMINGS.adminLockWaitMs, busy, () => {

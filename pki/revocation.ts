@@ -126,7 +126,6 @@ function readLines<S extends z.ZodType>(path: string, schema: S): z.infer<S>[] {
  * Nothing while a restore writes the folder (restore-mark.ts): PKI_RESTORE_RUNNING.
  */
 export function underRevocationLock<T>(root: string, fn: () => T): T {
-  mkdirSync(root, { recursive: true });
   const lock = pkiPaths(root).revocationsLock;
   const busy = () => new FieldStreamError('PKI_BUSY', `${lock} stayed in place for ${TIMINGS.adminLockWaitMs} ms: another command is revoking a device or publishing the revocations.`);
   return withPkiLock(root, lock, TIMINGS.adminLockWaitMs, busy, () => {
@@ -148,7 +147,6 @@ export function underPkiLocks<T>(root: string, fn: () => T, onWait?: (lock: stri
   const busy = (lock: string) => () =>
     new FieldStreamError('PKI_BUSY', `${lock} stayed in place for ${TIMINGS.adminLockWaitMs} ms: another command is revoking a device, issuing a certificate, changing the tokens file, backing up or restoring.`);
   const locked = <R>(lock: string, inner: () => R) => withPkiLock(root, lock, TIMINGS.adminLockWaitMs, busy(lock), inner, () => onWait?.(lock));
-  mkdirSync(root, { recursive: true });
   return locked(p.revocationsLock, () =>
     locked(p.tokensLock, () => {
       refuseWhileRestoring(root);

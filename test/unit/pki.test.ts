@@ -404,11 +404,16 @@ describe('the onboarding scripts', () => {
     try {
       setupPki(certs, { domain: 'example.org' });
       chmodSync(scratch.dir, 0o755);
-      const r = spawnSync('runuser', ['-u', 'nobody', '--', 'env', `CERTS_DIR=${certs}`, `PATH=${process.env.PATH}`, join(repoRoot, 'scripts', 'revoke-device.sh'), 'dev-1'], { encoding: 'utf8' });
-      assert.equal(r.status, 65, r.stderr);
-      assert.match(r.stderr, /^error CONFIG_FILE_UNREADABLE: .*EACCES.*owner of /m, r.stderr);
-      assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
-      assert.doesNotMatch(r.stderr, /\n +at /, r.stderr);
+      // And a folder that is not there, in one this user may not write (CERTS_DIR mistyped, or a
+      // path of the server's): the folder was made before the lock was taken, outside what tells
+      // EACCES so, and the command died on that mkdir with a stack trace.
+      for (const folder of [certs, join(scratch.dir, 'elsewhere', 'certs')]) {
+        const r = spawnSync('runuser', ['-u', 'nobody', '--', 'env', `CERTS_DIR=${folder}`, `PATH=${process.env.PATH}`, join(repoRoot, 'scripts', 'revoke-device.sh'), 'dev-1'], { encoding: 'utf8' });
+        assert.equal(r.status, 65, r.stderr);
+        assert.match(r.stderr, /^error CONFIG_FILE_UNREADABLE: .*EACCES.*owner of /m, r.stderr);
+        assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+        assert.doesNotMatch(r.stderr, /\n +at /, r.stderr);
+      }
     } finally {
       scratch.cleanup();
     }
