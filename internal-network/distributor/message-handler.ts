@@ -14,7 +14,7 @@ import { parseTopic, TOPIC_ROOT, uplinkTopic } from '../../shared/contract/topic
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
 import type { FileStore } from './file-store.ts';
 import { boundEventTags, type EventTagAdmissions } from './event-tags.ts';
-import { dataPoints, filePoint, readingPoints, transferKey, type StoredPoint } from './points.ts';
+import { dataPoints, filePoint, readingPoints, transferKey, type StoredFileInfo, type StoredPoint } from './points.ts';
 import type { PointSink } from './sinks/sink.ts';
 import { devicePresencePoint, gatewayPresencePoint, gatewayReportPoints } from './dmz-word-points.ts';
 import type { MessageVerifier, Verdict } from './security/verifier.ts';
@@ -191,7 +191,15 @@ export class MessageHandler {
     const verdict = this.verifier.check(env);
     let points: StoredPoint[];
     try {
-      points = verdict.accepted ? await this.pointsOf(verdict.accepted, verdict.keys) : [];
+      const filed = verdict.accepted ? await this.pointsOf(verdict.accepted, verdict.keys) : { points: [] };
+      points = filed.points;
+      if (filed.refused) {
+        // The envelope goes whole to the dead letters, and every message of it is receipted: the
+        // records of the files stored beside the refused one are written first (a record without
+        // its letter is a duplicate at worst, a letter without the record a file nothing names).
+        if (points.length > 0) await this.sink.write(points);
+        throw filed.refused;
+      }
       await this.sink.write(joined(points, verdict.events));
       verdict.commit();
     } catch (err) {
@@ -348,19 +356,35 @@ export class MessageHandler {
     return receipts;
   }
 
-  /** `keys`: each message's key, in its order (Verdict.keys). */
-  private async pointsOf(env: UplinkEnvelope, keys: readonly string[]): Promise<StoredPoint[]> {
+  /**
+   * `keys`: each message's key, in its order (Verdict.keys). `refused`: the first file the storage
+   * refused for good (its checksum, its name), the envelope's other files stored all the same.
+   */
+  private async pointsOf(env: UplinkEnvelope, keys: readonly string[]): Promise<{ points: StoredPoint[]; refused?: FieldStreamError }> {
     if (env.dataType !== 'file') {
       const points = dataPoints(env, keys);
       if (env.dataType === 'event' && this.eventTags !== undefined) boundEventTags(points, this.eventTags, (tag) => this.metrics.eventTagsOverflow.labels(tag).inc());
-      return points;
+      return { points };
     }
     // Files first, then their records: a record never points at a file that is not there.
     const points: StoredPoint[] = [];
+    let refused: FieldStreamError | undefined;
     for (const [i, m] of env.messages.entries()) {
       const { transfer } = m.payload;
       const receivedAt = m.receivedAt ?? env.receivedAt;
-      const stored = transfer ? await this.files.storeChunk(env.deviceId, { ...m.payload, transfer }, receivedAt) : await this.files.store(env.deviceId, m.payload);
+      // A file refused for good makes the envelope a dead letter, receipted whole: each other file
+      // in it (the gateway joins a device's files and chunks into one envelope) is stored still, or
+      // its device deletes it unstored (a chunk after the refused one: its transfer never completes,
+      // the file lost but for the letter's bytes). A transient failure retries the whole envelope,
+      // what was stored answered again as stored.
+      let stored: StoredFileInfo | undefined;
+      try {
+        stored = transfer ? await this.files.storeChunk(env.deviceId, { ...m.payload, transfer }, receivedAt) : await this.files.store(env.deviceId, m.payload);
+      } catch (err) {
+        if (!isFinal(err)) throw err;
+        refused ??= err;
+        continue;
+      }
       // A chunked file's record is written again by any chunk that comes after the file was whole
       // (a resend after a lost receipt: its record may not have been written before a crash; or a
       // replay once the transfer's epoch left the replay windows): keyed by the transfer, so every
@@ -372,7 +396,7 @@ export class MessageHandler {
       // when the device gave none), so a later chunk does not make a second row at its own arrival.
       if (stored) points.push(filePoint(env.deviceId, receivedAt, stored, transfer ? transferKey(transfer.id) : keys[i]));
     }
-    return points;
+    return refused ? { points, refused } : { points };
   }
 }
 

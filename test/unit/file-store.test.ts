@@ -133,6 +133,49 @@ describe('file storage', () => {
     assert.deepEqual(files.map((p) => p.time), [now - 1000, now - 1000]);
   });
 
+  it("a file refused for good makes its envelope a dead letter, receipted whole: the envelope's other files are stored and recorded all the same", async () => {
+    // The gateway joins a device's messages of one kind into one envelope (uplink-publisher.ts): a
+    // chunk whose transfer fails its checksum beside a file sent whole, or the last chunk of
+    // another transfer. The letter's messages are all receipted and their device deletes them.
+    const dir = join(tmp.dir, 'refused-beside');
+    const key = randomBytes(32);
+    mkdirSync(join(dir, 'keys'), { recursive: true });
+    writeFileSync(join(dir, 'keys', 'd2.key'), key.toString('hex'));
+    const log = createLogger('test', 'silent');
+    const verifier = new MessageVerifier(new DeviceKeyRegistry(join(dir, 'keys'), join(dir, 'revoked.txt')), new ReplayWindows(join(dir, 'replay')), { requireSignatures: true, freshnessMs: 30_000, maxDelayMs: 86_400_000 }, log);
+    const written: StoredPoint[] = [];
+    const sink = { description: 'memory', write: async (points: readonly StoredPoint[]) => void written.push(...points), close: async () => {} };
+    const handler = new MessageHandler(sink, new FileStore(join(dir, 'files')), verifier);
+    const dead = new DeadLetters(join(dir, 'letters'));
+    const receipts: ReceiptRequest[] = [];
+    const mqtt = { reschedulePing: () => undefined, on: () => undefined, options: {} } as unknown as MqttClient;
+    const consumer = new Consumer(mqtt, handler, dead, { initialMs: 10, maxMs: 20 }, { add: (r: ReceiptRequest) => receipts.push(r) } as unknown as ReceiptPublisher, log);
+    const now = Date.now();
+    const data = Buffer.from('0123456789');
+    const good = (index: number) => ({ filename: 'good.bin', data: data.subarray(index * 5, index * 5 + 5).toString('base64'), transfer: { id: 'good', index, count: 2, size: 10, sha256: createHash('sha256').update(data).digest('hex') } });
+    const bad = { filename: 'bad.bin', data: b64('xyz'), transfer: { id: 'bad', index: 0, count: 1, size: 3, sha256: 'a'.repeat(64) } };
+    const whole = { filename: 'whole.jpg', data: b64('a photo') };
+    // A chunk's epoch is its transfer, its sequence number its index; each message signed on its own.
+    const message = (epoch: string, seq: number, payload: unknown) => ({ messageId: `${epoch}.${seq}`, seq, payload, auth: signGroup(key, { deviceId: 'd2', dataType: 'file', epoch, ts: now }, [{ seq, payload }]) });
+    const send = (...messages: unknown[]) => {
+      const envelope = { v: 1, deviceId: 'd2', dataType: 'file', gatewayId: 'gw', receivedAt: now, messages };
+      return new Promise<void>((resolve) => mqtt.handleMessage({ cmd: 'publish', topic: uplinkTopic('d2', 'file'), payload: Buffer.from(JSON.stringify(envelope)), qos: 1, dup: false, retain: false } as IPublishPacket, () => resolve()));
+    };
+    try {
+      await send(message('good', 0, good(0)));
+      await send(message('bad', 0, bad), message('good', 1, good(1)), message('w', 1, whole));
+      assert.equal(consumer.stats.deadLetters, 1, 'the envelope is kept whole as a dead letter');
+      assert.deepEqual(receipts.flatMap((r) => r.ids.map((i) => `${i.epoch}.${i.seq}`)).sort(), ['bad.0', 'good.0', 'good.1', 'w.1'], 'every message of it receipted');
+      assert.ok(readFileSync(join(dir, 'files', 'd2', 'good.bin')).equals(data), 'the transfer its last chunk completed is stored');
+      assert.equal(readFileSync(join(dir, 'files', 'd2', 'whole.jpg'), 'utf8'), 'a photo', 'the file sent whole is stored');
+      assert.deepEqual(written.filter((p) => p.measurement === 'files').map((p) => p.fields.filename).sort(), ['good.bin', 'whole.jpg'], 'and both recorded');
+      assert.ok(!existsSync(join(dir, 'files', 'd2', 'bad.bin')));
+    } finally {
+      consumer.stop();
+      await dead.close();
+    }
+  });
+
   it('keeps devices apart and leaves no temporary files behind', async () => {
     await store.store('cam-2', { filename: 'img.jpg', data: b64('other device') });
     assert.equal(readFileSync(join(root, 'cam-1', 'img.jpg'), 'utf8'), 'first');
