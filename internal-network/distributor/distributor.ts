@@ -260,8 +260,9 @@ export function startDistributor(
     sweeping ??= files
       .sweep({ signal: stopping.signal })
       .then(
-        (swept) => {
+        ({ skipped, firstSkipped, ...swept }) => {
           if (swept.tempFiles > 0 || swept.doneFolders > 0) fileLog.info({ ...swept, path: config.FILE_STORAGE_PATH }, 'removed what stopped distributors left in file storage');
+          if (skipped > 0) fileLog.warn({ skipped, first: firstSkipped, path: config.FILE_STORAGE_PATH }, 'the file storage sweep left what it could not list or remove; the rest was swept');
         },
         (err: unknown) => fileLog.warn({ err }, 'sweeping file storage failed; tried again at the next sweep'),
       )

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { spawn, spawnSync } from 'node:child_process';
-import fs, { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import fs, { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { syncBuiltinESMExports } from 'node:module';
 import { basename, join, relative } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -432,7 +432,7 @@ describe('file storage: the sweep of what killed distributors leave', () => {
     const info = await store.store('cam-1', message); // the broker delivers it again
     assert.ok(readFileSync(join(root, info.path)).equals(file));
     // Fresh, it may be a live writer's (on this machine or another sharing the storage): kept.
-    assert.deepEqual(await store.sweep(), { tempFiles: 0, tempBytes: 0, doneFolders: 0 });
+    assert.deepEqual(await store.sweep(), { tempFiles: 0, tempBytes: 0, doneFolders: 0, skipped: 0 });
     assert.deepEqual(incoming(dev), [left]);
     hoursAgo(join(dev, left), TIMINGS.fileTempStaleMs / 3_600_000 + 1);
     writeFileSync(join(dev, '.incoming-live'), 'a live writer'); // fresh: stays
@@ -445,7 +445,7 @@ describe('file storage: the sweep of what killed distributors leave', () => {
     mkdirSync(join(root, '.failed', 'cam-1'), { recursive: true });
     writeFileSync(join(root, '.failed', 'cam-1', '.incoming-killed-verdict'), 'x'.repeat(5));
     hoursAgo(join(root, '.failed', 'cam-1', '.incoming-killed-verdict'), 100);
-    assert.deepEqual(await store.sweep(), { tempFiles: 3, tempBytes: file.length + 15, doneFolders: 0 });
+    assert.deepEqual(await store.sweep(), { tempFiles: 3, tempBytes: file.length + 15, doneFolders: 0, skipped: 0 });
     assert.deepEqual(incoming(dev), ['.incoming-live']);
     assert.deepEqual(readdirSync(partial), ['0.chunk'], 'the receipted chunk kept');
     assert.deepEqual(readdirSync(join(root, '.failed', 'cam-1')), []);
@@ -462,11 +462,46 @@ describe('file storage: the sweep of what killed distributors leave', () => {
     const partial = join(root, '.partial', 'cam-1', 'stored');
     assert.deepEqual(readdirSync(partial).sort(), ['0.chunk', '1.chunk', '2.chunk'], 'the chunks left behind');
     assert.ok(existsSync(`${partial}.done.json`));
-    assert.deepEqual(await store.sweep(), { tempFiles: 0, tempBytes: 0, doneFolders: 1 });
+    assert.deepEqual(await store.sweep(), { tempFiles: 0, tempBytes: 0, doneFolders: 1, skipped: 0 });
     assert.ok(!existsSync(partial));
     const info = await store.storeChunk('cam-1', chunks[0]!); // a chunk again: answered by the marker
     assert.ok(readFileSync(join(root, info!.path)).equals(file));
     assert.ok(!existsSync(partial), 'no folder made again');
+  });
+
+  it("a folder it may not list (the root-owned lost+found of a disk mounted as the storage) is left alone, and the rest is swept", async (t) => {
+    if (process.getuid?.() !== 0) return t.skip('needs root, to run the sweep as another user');
+    const repo = join(import.meta.dirname, '..', '..');
+    const readable = spawnSync(process.execPath, ['-e', `require('fs').accessSync(${JSON.stringify(join(repo, 'node_modules', 'tsx', 'package.json'))})`], { uid: 65534, gid: 65534 });
+    if (readable.status !== 0) return t.skip(`the repository (${repo}) is not readable by nobody`);
+    // The distributor runs as a user of its own (the image's `node`); mkfs makes lost+found, 0700 root's.
+    const top = fs.mkdtempSync('/tmp/fieldstream-sweep-unreadable-');
+    try {
+      fs.chmodSync(top, 0o755);
+      const root = join(top, 'files');
+      const store = new FileStore(root);
+      const chunks = chunksOf(Buffer.from('a file of three chunks, stored just before the kill'), 20, 'stored');
+      for (const c of chunks) await store.storeChunk('cam-1', c);
+      const partial = join(root, '.partial', 'cam-1', 'stored');
+      mkdirSync(partial); // as a kill between the done marker and the folder's removal leaves it
+      writeFileSync(join(partial, '0.chunk'), 'a chunk');
+      writeFileSync(join(root, 'cam-1', '.incoming-killed'), 'x'.repeat(10));
+      hoursAgo(join(root, 'cam-1', '.incoming-killed'), 100);
+      spawnSync('chown', ['-R', '65534:65534', root]);
+      mkdirSync(join(root, 'lost+found'), { mode: 0o700 });
+      const code = `
+        const { FileStore } = await import(${storeUrl});
+        try { console.log(JSON.stringify(await new FileStore(process.env.ROOT).sweep())); }
+        catch (err) { console.log(JSON.stringify({ failed: err.code })); }`;
+      const out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], { uid: 65534, gid: 65534, cwd: repo, env: { ...process.env, ROOT: root, TSX_DISABLE_CACHE: '1', HOME: top }, encoding: 'utf8' });
+      const swept = JSON.parse(out.trim().split('\n').at(-1)!) as Record<string, unknown>;
+      assert.deepEqual({ ...swept, firstSkipped: undefined }, { tempFiles: 1, tempBytes: 10, doneFolders: 1, skipped: 1, firstSkipped: undefined });
+      assert.equal((swept.firstSkipped as { path?: string } | undefined)?.path, join(root, 'lost+found'), 'named, for the log');
+      assert.ok(!existsSync(partial) && !existsSync(join(root, 'cam-1', '.incoming-killed')), 'what it may sweep, swept');
+      assert.ok(existsSync(join(root, 'lost+found')));
+    } finally {
+      rmSync(top, { recursive: true, force: true });
+    }
   });
 
   it("never removes receipted chunks of a file not stored yet, stored files, what is set aside, or what a link points at, however old", async () => {
@@ -486,7 +521,7 @@ describe('file storage: the sweep of what killed distributors leave', () => {
     const everything = (dir: string): string[] => readdirSync(dir, { recursive: true }).map(String).sort();
     const before = everything(root);
     for (const f of before) hoursAgo(join(root, f), 100);
-    assert.deepEqual(await store.sweep(), { tempFiles: 0, tempBytes: 0, doneFolders: 0 });
+    assert.deepEqual(await store.sweep(), { tempFiles: 0, tempBytes: 0, doneFolders: 0, skipped: 0 });
     assert.deepEqual(everything(root), before);
     assert.ok(existsSync(join(outside, '.incoming-not-ours')));
     assert.equal(await store.storeChunk('cam-2', chunksOf(file, 20, 'waiting')[1]!).then((i) => i?.sha256), sha(file));
