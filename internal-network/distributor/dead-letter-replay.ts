@@ -9,7 +9,7 @@ import type { DeadLetter } from './dead-letter.ts';
 import type { EnvelopeOf } from '../../shared/contract/envelope.ts';
 import { boundEventTags, EVENT_DEVICE_TAGS, type EventDeviceTag, type EventTagAdmissions } from './event-tags.ts';
 import type { FileStore } from './file-store.ts';
-import { dataPoints, filePoint, transferKey, uplinkKey, type StoredPoint } from './points.ts';
+import { dataPoints, filePoint, transferKey, uplinkKey, type StoredFileInfo, type StoredPoint } from './points.ts';
 import type { PointSink } from './sinks/sink.ts';
 import { arrivedInTime } from './security/verifier.ts';
 import { refuseOutOfRange } from './write-batcher.ts';
@@ -153,23 +153,24 @@ export async function replayLetters(o: ReplayOptions): Promise<ReplayReport> {
         problem(r, 'DEAD_LETTER_NOT_REPLAYABLE', `none of its ${data.messages} messages can be written: ${leftOutText(data.leftOut)}`);
         continue;
       }
+      /** a file of the letter the file storage refuses for good: its other files are stored and recorded all the same */
+      let refusedFile: FieldStreamError | undefined;
       if (data.files.length > 0) {
         // Files first, then their records, as the distributor: a record never names a file not there.
         let records: StoredPoint[];
         try {
-          records = await fileRecords(data.files, o);
+          ({ points: records, refused: refusedFile } = await fileRecords(data.files, o));
         } catch (err) {
           if (isFieldStreamError(err, 'DEAD_LETTER_NOT_REPLAYABLE')) {
             problem(r, err.code, err.message);
             continue;
           }
-          // A verdict on the file itself, final as it was when the distributor gave it.
-          if (isFieldStreamError(err, 'DISTRIBUTOR_FILE_CHECKSUM') || isFieldStreamError(err, 'DISTRIBUTOR_FILE_NAME_TAKEN') || isFieldStreamError(err, 'DISTRIBUTOR_UNSAFE_FILENAME')) {
-            problem(r, 'DEAD_LETTER_NOT_REPLAYABLE', `the file storage refuses it (${err.code}): ${err.message}`);
-            continue;
-          }
           report.stoppedBy = isFieldStreamError(err) ? err : new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', String(err), {}, { cause: err });
           return report;
+        }
+        if (refusedFile && records.length === 0) {
+          problem(r, 'DEAD_LETTER_NOT_REPLAYABLE', `the file storage refuses it (${refusedFile.code}): ${refusedFile.message}`);
+          continue;
         }
         data.points.push(...records);
       }
@@ -202,6 +203,11 @@ export async function replayLetters(o: ReplayOptions): Promise<ReplayReport> {
       report.points += data.points.length;
       for (const tag of EVENT_DEVICE_TAGS) report.overflowed[tag] += overflowed[tag];
       for (const [why, n] of Object.entries(data.leftOut) as Array<[LeftOut, number]>) report.leftOut[why] += n;
+      if (refusedFile) {
+        // Not recorded as replayed: a run again finds the same verdict, and writes the others' records again (the same points).
+        problem(r, 'DEAD_LETTER_NOT_REPLAYABLE', `the file storage refuses one of its files (${refusedFile.code}): ${refusedFile.message}. Its other files ${o.dryRun ? 'would be' : 'were'} stored and recorded`);
+        continue;
+      }
       if (missing > 0) {
         report.partly++;
         problem(r, 'DEAD_LETTER_PARTLY_REPLAYED', `${data.messages - leftOut} of its ${data.messages} messages ${o.dryRun ? 'would be' : 'were'} written; left out: ${leftOutText(data.leftOut)}. Not recorded as replayed: a run again writes it again`);
@@ -246,11 +252,17 @@ interface FileToStore {
  * Stores each file (a dry run only looks) and returns the records to write: what the distributor's
  * message handler does (message-handler.ts pointsOf). A chunk that leaves its transfer incomplete
  * is stored and has no record, as there: the chunk that completes it writes it.
+ *
+ * `refused`: the first file the storage refuses for good, a verdict on the file itself, final as it
+ * was when the distributor gave it (its checksum, its name). The letter's other files are stored
+ * still: distributors before it stored them, a letter of an envelope the gateway joined held files
+ * after the refused one that were receipted, and deleted by their device, never stored.
  */
-async function fileRecords(files: FileToStore[], o: Pick<ReplayOptions, 'files' | 'dryRun'>): Promise<StoredPoint[]> {
+async function fileRecords(files: FileToStore[], o: Pick<ReplayOptions, 'files' | 'dryRun'>): Promise<{ points: StoredPoint[]; refused?: FieldStreamError }> {
   const store = o.files;
   if (!store) throw notReplayable('a file, and no file storage given (FILE_STORAGE_PATH): its record names where it is stored');
   const points: StoredPoint[] = [];
+  let refused: FieldStreamError | undefined;
   for (const f of files) {
     const { transfer } = f.message.payload;
     if (o.dryRun) {
@@ -261,10 +273,17 @@ async function fileRecords(files: FileToStore[], o: Pick<ReplayOptions, 'files' 
       if (record) points.push(filePoint(f.deviceId, f.receivedAt, record, transfer ? transferKey(transfer.id) : f.key));
       continue;
     }
-    const stored = transfer ? await store.storeChunk(f.deviceId, { ...f.message.payload, transfer }, f.receivedAt) : await store.store(f.deviceId, f.message.payload);
+    let stored: StoredFileInfo | undefined;
+    try {
+      stored = transfer ? await store.storeChunk(f.deviceId, { ...f.message.payload, transfer }, f.receivedAt) : await store.store(f.deviceId, f.message.payload);
+    } catch (err) {
+      if (!(isFieldStreamError(err, 'DISTRIBUTOR_FILE_CHECKSUM') || isFieldStreamError(err, 'DISTRIBUTOR_FILE_NAME_TAKEN') || isFieldStreamError(err, 'DISTRIBUTOR_UNSAFE_FILENAME'))) throw err;
+      refused ??= err;
+      continue;
+    }
     if (stored) points.push(filePoint(f.deviceId, f.receivedAt, stored, transfer ? transferKey(transfer.id) : f.key));
   }
-  return points;
+  return refused ? { points, refused } : { points };
 }
 
 interface LetterData {

@@ -6,6 +6,8 @@ import { after, describe, it } from 'node:test';
 import type { IPublishPacket, MqttClient } from 'mqtt';
 import { Consumer } from '../../internal-network/distributor/consumer.ts';
 import { DeadLetters } from '../../internal-network/distributor/dead-letter.ts';
+import { replayLetters } from '../../internal-network/distributor/dead-letter-replay.ts';
+import { admittedEventTags } from '../../internal-network/distributor/event-tags.ts';
 import { FileStore } from '../../internal-network/distributor/file-store.ts';
 import { MessageHandler } from '../../internal-network/distributor/message-handler.ts';
 import type { StoredPoint } from '../../internal-network/distributor/points.ts';
@@ -174,6 +176,34 @@ describe('file storage', () => {
       consumer.stop();
       await dead.close();
     }
+  });
+
+  it("a letter refused for one of its files (as distributors kept them before that file's neighbours were stored) replays the others: stored and recorded, the letter reported not replayable", async () => {
+    const dir = join(tmp.dir, 'replay-beside');
+    const key = randomBytes(32);
+    mkdirSync(join(dir, 'keys'), { recursive: true });
+    writeFileSync(join(dir, 'keys', 'd3.key'), key.toString('hex'));
+    const now = Date.now();
+    const message = (epoch: string, seq: number, payload: unknown) => ({ messageId: `${epoch}.${seq}`, seq, payload, auth: signGroup(key, { deviceId: 'd3', dataType: 'file', epoch, ts: now }, [{ seq, payload }]) });
+    const bad = { filename: 'bad.bin', data: b64('xyz'), transfer: { id: 'bad', index: 0, count: 1, size: 3, sha256: 'a'.repeat(64) } };
+    const whole = { filename: 'whole.jpg', data: b64('a photo') };
+    const envelope = { v: 1, deviceId: 'd3', dataType: 'file', gatewayId: 'gw', receivedAt: now, messages: [message('bad', 0, bad), message('w', 1, whole)] };
+    const dead = new DeadLetters(join(dir, 'letters'));
+    await dead.put(uplinkTopic('d3', 'file'), Buffer.from(JSON.stringify(envelope)), new FieldStreamError('DISTRIBUTOR_FILE_CHECKSUM', 'the checksum of bad.bin'));
+    await dead.close();
+    const written: StoredPoint[] = [];
+    const sink = { description: 'memory', write: async (points: readonly StoredPoint[]) => void written.push(...points), close: async () => {} };
+    const log = createLogger('test', 'silent');
+    const replay = () =>
+      replayLetters({ dir: join(dir, 'letters'), sink, keys: new DeviceKeyRegistry(join(dir, 'keys')), eventTags: admittedEventTags(join(dir, 'state'), log), requireSignatures: true, freshnessMs: 30_000, files: new FileStore(join(dir, 'files')) });
+    const report = await replay();
+    assert.ok(existsSync(join(dir, 'files', 'd3', 'whole.jpg')), 'the file beside it stored');
+    assert.equal(readFileSync(join(dir, 'files', 'd3', 'whole.jpg'), 'utf8'), 'a photo');
+    assert.deepEqual(written.filter((p) => p.measurement === 'files').map((p) => p.fields.filename), ['whole.jpg'], 'and recorded');
+    assert.deepEqual(report.problems.map((p) => [p.code, p.message.replace(/:.*/, '')]), [['DEAD_LETTER_NOT_REPLAYABLE', 'the file storage refuses one of its files (DISTRIBUTOR_FILE_CHECKSUM)']]);
+    assert.equal(report.replayed, 0, 'not recorded as replayed');
+    await replay(); // a run again: the same record, one point
+    assert.deepEqual(new Set(written.map((p) => JSON.stringify(p))).size, 1);
   });
 
   it('keeps devices apart and leaves no temporary files behind', async () => {
