@@ -131,7 +131,6 @@ export class FileStore {
     const t = payload.transfer;
     await this.makeDir(partial);
     const data = Buffer.from(payload.data, 'base64');
-    if (data.length > t.size) throw new FieldStreamError('DISTRIBUTOR_FILE_CHECKSUM', `Chunk ${t.index} of ${t.id} is larger than the whole file.`);
     const chunkTmp = await writeTemp(partial, data);
     const chunkPath = join(partial, `${t.index}.chunk`);
     await io(chunkPath, () => rename(chunkTmp, chunkPath));
@@ -141,6 +140,16 @@ export class FileStore {
     // in the folder set aside or answered with the transfer's verdict (and set aside with it).
     const failed = await readFailed(this.failedMarker(deviceId, t.id));
     if (failed) throw await this.failedAgain(deviceId, t.id, partial, failed);
+    // A chunk larger than the whole file: the transfer can never pass its checksum. Failed for good
+    // now, as at its join: refused alone (no verdict kept), the chunks after it were receipted into
+    // a folder that never completes, and the chunks before it never set aside.
+    if (data.length > t.size) {
+      throw await this.setAside(deviceId, t.id, partial, (aside) => ({
+        code: 'DISTRIBUTOR_FILE_CHECKSUM',
+        message: `File ${t.id} (${payload.filename}) from ${deviceId}: chunk ${t.index} is ${data.length} bytes, larger than the whole file the device declared (${t.size} bytes). Not stored; its chunks, as received, are kept in ${aside}.`,
+        details: { transferId: t.id, chunksKeptIn: aside },
+      }));
+    }
     // Complete when every index below `count` is there: not when enough files are (chunks of one id
     // that disagree on `count` would be counted, and the join would miss one on every redelivery).
     // Known from what this process saw (chunks-present.ts): a listing of the folder at each arrival

@@ -251,6 +251,22 @@ describe('file storage: chunked files', () => {
     assert.deepEqual(readdirSync(join(root, '.failed', 'cam-7')).sort(), [basename(kept), 'failed-once.json'].sort(), 'the verdict kept beside the chunks');
   });
 
+  it('a chunk larger than the whole file it declares fails the transfer for good: its chunks set aside with the verdict, the chunks after it refused the same way, never receipted into a transfer that cannot complete', async () => {
+    const file = Buffer.from('three chunks, the first larger than the size they declare');
+    const cuts = [0, 40, 50, file.length];
+    const chunks = [0, 1, 2].map((i) => ({ filename: 'file.bin', data: file.subarray(cuts[i], cuts[i + 1]).toString('base64'), transfer: { id: 'oversize', index: i, count: 3, size: 30, sha256: sha(file) } }));
+    assert.equal(await store.storeChunk('cam-20', chunks[1]!), undefined);
+    const first = await store.storeChunk('cam-20', chunks[0]!).then(() => assert.fail('receipted'), (e: unknown) => e as FieldStreamError);
+    assert.ok(coded('DISTRIBUTOR_FILE_CHECKSUM')(first), String(first));
+    const later = await store.storeChunk('cam-20', chunks[2]!).then(() => assert.fail('a chunk after the verdict receipted into a transfer that can never complete'), (e: unknown) => e as FieldStreamError);
+    assert.ok(coded('DISTRIBUTOR_FILE_CHECKSUM')(later), String(later));
+    assert.ok(existsSync(join(root, '.failed', 'cam-20', 'oversize.json')), 'the verdict kept');
+    const kept = first.details?.chunksKeptIn as string;
+    assert.deepEqual(readdirSync(kept).sort(), ['0.chunk', '1.chunk'], 'the chunks as received, the larger one too');
+    assert.ok(readFileSync(join(kept, '0.chunk')).equals(file.subarray(0, 40)));
+    assert.deepEqual(readdirSync(join(root, '.partial', 'cam-20')), [], 'nothing left in .partial');
+  });
+
   it('a distributor SIGKILLed between the verdict and the move of the chunks: the chunk delivered again moves them, with the same error', { skip: !strace && 'strace is not available' }, async () => {
     const file = Buffer.from('two chunks, killed while they are set aside');
     const chunks = chunksOf(file, 30, 'killed', { sha256: 'c'.repeat(64) });
