@@ -173,7 +173,7 @@ function issue(paths: AdminPaths, id: string, validityDays: number | undefined, 
   const bundle = buildDeviceBundle(paths.certsDir, id, join(REPO_ROOT, 'field-client', 'docker-compose.yml'));
   const d = findDevice(paths.certsDir, id);
   return `${issued.caEnd ? `${caEndWarning(issued.caEnd, validityDays ?? VALIDITY_DAYS.device)}\n` : ''}${renew ? 'Renewed' : 'Added'} device ${id}
-  certificate: ${issued.cert} (serial ${d?.certificate?.serial ?? '?'}, valid until ${d?.certificate?.notAfter ?? '?'}, ${validityDays ?? VALIDITY_DAYS.device} days)
+  certificate: ${issued.cert} (serial ${d?.certificate?.serial ?? '?'}, valid until ${d?.certificate?.notAfter ?? '?'}, ${issued.caEnd ? `${Math.floor((issued.caEnd.getTime() - Date.now()) / 86_400_000)} days, cut short at the CA's end` : `${validityDays ?? VALIDITY_DAYS.device} days`})
   key:         ${issued.key} (mode 0600)
   signing key: ${renew ? 'kept (what the device has queued stays valid)' : 'new'}, registered in ${join(paths.certsDir, 'internal', 'device-keys')}
   bundle:      ${bundle} (mode 0600)

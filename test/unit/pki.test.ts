@@ -438,6 +438,12 @@ describe('the onboarding scripts', () => {
         assert.match(r.stderr, new RegExp(`Warning: the CA expires on ${end.replace(/[.]/g, '\\.')}`), `${script}: ${r.stderr}`);
         assert.match(r.stderr, /--new-ca/, script);
       }
+      // fieldstream-admin says so too, and gives the days the certificate has, not the 730 asked for.
+      const admin = spawnSync(join(repoRoot, 'bin', 'fieldstream-admin'), ['devices', 'add', 'dev-3'], { env, encoding: 'utf8' });
+      assert.equal(admin.status, 0, admin.stderr);
+      assert.match(admin.stdout, /Warning: the CA expires on/, admin.stdout);
+      assert.doesNotMatch(admin.stdout, /, 730 days\)/, admin.stdout);
+      assert.match(admin.stdout, /, (19|20) days, cut short at the CA's end\)/, admin.stdout);
       // Days the CA still covers: not a word.
       const quiet = spawnSync(join(repoRoot, 'scripts', 'generate-client-cert.sh'), ['dev-2', '--days', '10'], { env, encoding: 'utf8' });
       assert.equal(quiet.status, 0, quiet.stderr);
