@@ -102,4 +102,20 @@ export const TokensFileSchema = z
       sha256: z.string().regex(/^[0-9a-f]{64}$/),
     }),
   )
-  .max(1000);
+  .max(1000)
+  // One token, one name, one role: of a token listed twice the last entry won (a role quietly
+  // changed), and a name listed twice told two holders apart in no log line. COMMAND_API_TOKEN is
+  // the name of that variable's token (credentials.ts).
+  .superRefine((entries, ctx) => {
+    const names = new Map<string, number>();
+    const digests = new Map<string, number>();
+    for (const [i, e] of entries.entries()) {
+      if (e.name === 'COMMAND_API_TOKEN') ctx.addIssue({ code: 'custom', path: [i, 'name'], message: 'the name "COMMAND_API_TOKEN" is the variable\'s token\'s: choose another' });
+      const name = names.get(e.name);
+      if (name !== undefined) ctx.addIssue({ code: 'custom', path: [i, 'name'], message: `the name ${JSON.stringify(e.name)} is listed twice (entries ${name} and ${i}): one name, one token` });
+      const digest = digests.get(e.sha256);
+      if (digest !== undefined) ctx.addIssue({ code: 'custom', path: [i, 'sha256'], message: `the same token is listed twice (entries ${digest} and ${i}): one token, one name and role` });
+      names.set(e.name, i);
+      digests.set(e.sha256, i);
+    }
+  });

@@ -1,6 +1,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { readJsonSetting } from '../../shared/config.ts';
-import { isFieldStreamError } from '../../shared/errors.ts';
+import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
 import { TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { ReloadedFile } from '../../shared/reloaded-file.ts';
@@ -27,7 +27,8 @@ export class Credentials {
 
   /** COMMAND_API_TOKEN (operator) and the tokens file, as the command API reads them (at start). */
   static fromSettings(s: CredentialSettings): Credentials {
-    return new Credentials([...tokenEntry(s.token), ...(s.tokensFile ? fileEntries(s.tokensFile) : [])]);
+    const token = tokenEntry(s.token);
+    return new Credentials([...token, ...(s.tokensFile ? fileEntries(s.tokensFile, token) : [])]);
   }
 
   get size(): number {
@@ -52,9 +53,16 @@ function tokenEntry(token: string | undefined): Array<[string, Principal]> {
   return token === undefined ? [] : [[sha256Hex(token), { name: 'COMMAND_API_TOKEN', role: 'operator' }]];
 }
 
-/** The tokens file's entries, checked against its schema (zod): throws CONFIG_FILE_UNREADABLE or CONFIG_INVALID. */
-function fileEntries(path: string): Array<[string, Principal]> {
-  return readJsonSetting('COMMAND_API_TOKENS_FILE', path, TokensFileSchema).map((t) => [t.sha256, { name: t.name, role: t.role }]);
+/**
+ * The tokens file's entries, checked against its schema (zod): throws CONFIG_FILE_UNREADABLE or
+ * CONFIG_INVALID; CONFIG_INVALID too for an entry of COMMAND_API_TOKEN's token (`token`), which would
+ * give that token the entry's name and role.
+ */
+function fileEntries(path: string, token: ReadonlyArray<[string, Principal]>): Array<[string, Principal]> {
+  const entries = readJsonSetting('COMMAND_API_TOKENS_FILE', path, TokensFileSchema);
+  const clash = entries.find((t) => token.some(([digest]) => digest === t.sha256));
+  if (clash) throw new FieldStreamError('CONFIG_INVALID', `COMMAND_API_TOKENS_FILE=${path}: the entry ${JSON.stringify(clash.name)} is COMMAND_API_TOKEN's token: one token, one name and role (give it a token of its own).`);
+  return entries.map((t) => [t.sha256, { name: t.name, role: t.role }]);
 }
 
 /**
@@ -86,7 +94,7 @@ export class ReloadingCredentials {
     this.file = new ReloadedFile({
       path,
       recheckMs: TIMINGS.roleTokensReloadMs,
-      read: (p) => new Credentials([...token, ...fileEntries(p)]),
+      read: (p) => new Credentials([...token, ...fileEntries(p, token)]),
       // Removed, it is not taken to mean "no one": a deploy or an editor replacing it may remove it
       // for a moment, and the console would not start without it either.
       whenMissing: 'keep',

@@ -166,4 +166,37 @@ describe('ReloadingCredentials', () => {
       tmp.cleanup();
     }
   });
+
+  it('a file that names one token twice, a name twice, or COMMAND_API_TOKEN\'s token or name is refused: one token, one name, one role', () => {
+    // The last entry of a token found won: the operator token listed again as a viewer's made its
+    // holder a viewer, a token listed under two names logged under either, and two "alice" entries
+    // were told apart by nothing in the logs.
+    const tmp = tempDir('role-credentials-ambiguous');
+    try {
+      const path = join(tmp.dir, 'tokens.json');
+      const { log } = capture();
+      for (const [entries, why] of [
+        [[entry('alice', 'admin', ALICE), entry('alice-viewer', 'viewer', ALICE)], /token .*twice/],
+        [[entry('alice', 'admin', ALICE), entry('alice', 'viewer', BOB)], /"alice".*twice/],
+        [[entry('reader', 'viewer', TOKEN)], /COMMAND_API_TOKEN's token/],
+        [[entry('COMMAND_API_TOKEN', 'viewer', BOB)], /COMMAND_API_TOKEN/],
+      ] as const) {
+        writeFileSync(path, JSON.stringify(entries));
+        assert.throws(
+          () => new ReloadingCredentials({ token: TOKEN, tokensFile: path }, log),
+          (err) => isFieldStreamError(err, 'CONFIG_INVALID') && why.test(err.message),
+          JSON.stringify(entries),
+        );
+      }
+      // Read again while running: the last valid set stays.
+      writeFileSync(path, JSON.stringify([entry('alice', 'admin', ALICE)]));
+      const creds = new ReloadingCredentials({ token: TOKEN, tokensFile: path }, log);
+      replace(path, JSON.stringify([entry('alice', 'admin', ALICE), entry('mallory', 'viewer', TOKEN)]));
+      const t = Date.now() + TIMINGS.roleTokensReloadMs;
+      assert.deepEqual(creds.verify(TOKEN, t), { name: 'COMMAND_API_TOKEN', role: 'operator' });
+      assert.deepEqual(creds.verify(ALICE, t), { name: 'alice', role: 'admin' });
+    } finally {
+      tmp.cleanup();
+    }
+  });
 });
