@@ -481,6 +481,10 @@ export const LIMITS = {
    * where terminal controls are escaped): commandListMax of them made an answer of hundreds of
    * megabytes, built in memory and held there while the caller read it. */
   commandListMaxBytes: 16 * 1024 * 1024,
+  /** bytes. Most of one answer of the command API the console reads (its list is at most
+   * commandListMaxBytes): past it the answer is dropped, CONSOLE_COMMAND_API_FAILED, rather than an
+   * answer without end read into the console's memory. */
+  consoleCommandApiAnswerMaxBytes: 32 * 1024 * 1024,
   /** lines. The command journal is compacted when it holds more than twice as many lines as
    * commands plus these: a small journal is not rewritten at every change. */
   commandJournalSlackLines: 10_000,

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { ERRORS, FieldStreamError, type ErrorCode } from '../../shared/errors.ts';
-import { TIMINGS } from '../../shared/limits.ts';
+import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import { JsonValueSchema } from '../../shared/contract/payloads.ts';
 import { CommandViewSchema as CommandViewSchemaOfApi } from '../command-api/schemas.ts';
 
@@ -108,7 +108,7 @@ export class CommandClient {
     } catch (err) {
       throw fail('CONSOLE_COMMAND_API_FAILED', `The command API did not answer: ${(err as Error).message}`);
     }
-    const body: unknown = await res.json().catch(() => undefined);
+    const body = await boundedJson(res);
     if (!res.ok) {
       const e = ErrorSchema.safeParse(body);
       // The command API's own refusals keep their meaning: its credential check, its role check and its validation.
@@ -125,5 +125,33 @@ export class CommandClient {
     const parsed = schema.safeParse(body);
     if (!parsed.success) throw fail('CONSOLE_COMMAND_API_FAILED', 'The command API answered something the console does not understand.');
     return parsed.data;
+  }
+}
+
+/**
+ * The answer's JSON, undefined when it is none; read up to LIMITS.consoleCommandApiAnswerMaxBytes,
+ * past which it is dropped (CONSOLE_COMMAND_API_FAILED): read whole, an answer without end (a
+ * command API gone wrong, another server at CONSOLE_COMMAND_API_URL) filled the console's memory.
+ */
+async function boundedJson(res: Response): Promise<unknown> {
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  try {
+    for await (const chunk of res.body ?? []) {
+      size += chunk.length;
+      if (size > LIMITS.consoleCommandApiAnswerMaxBytes) {
+        await res.body?.cancel().catch(() => undefined);
+        throw fail('CONSOLE_COMMAND_API_FAILED', `The command API's answer is longer than ${LIMITS.consoleCommandApiAnswerMaxBytes} bytes (LIMITS.consoleCommandApiAnswerMaxBytes): not read.`);
+      }
+      chunks.push(chunk);
+    }
+  } catch (err) {
+    if (err instanceof FieldStreamError) throw err;
+    throw fail('CONSOLE_COMMAND_API_FAILED', `The command API's answer was cut off: ${(err as Error).message}`);
+  }
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown;
+  } catch {
+    return undefined;
   }
 }

@@ -556,6 +556,35 @@ test("the console reads a command sent with its params, given once beside the co
   }
 });
 
+test('the console reads at most LIMITS.consoleCommandApiAnswerMaxBytes of an answer of the command API, and says so past it', async () => {
+  // An answer was read whole into memory, however large: a command API gone wrong (or another
+  // server at CONSOLE_COMMAND_API_URL) streaming without end filled the console's memory.
+  const limits = LIMITS as unknown as Record<string, number>;
+  const saved = limits.consoleCommandApiAnswerMaxBytes as number;
+  limits.consoleCommandApiAnswerMaxBytes = 64 * 1024;
+  let sent = 0;
+  const endless = createServer((_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.write('{"commands": [');
+    const more = (): void => {
+      while (sent < 64 * 1024 * 1024 && res.write(`${' '.repeat(16 * 1024)}`)) sent += 16 * 1024;
+      if (sent < 64 * 1024 * 1024 && !res.destroyed) res.once('drain', more);
+      else res.end(']}');
+    };
+    more();
+  });
+  await new Promise<void>((r) => endless.listen(0, '127.0.0.1', r));
+  try {
+    const client = new CommandClient(`http://127.0.0.1:${(endless.address() as AddressInfo).port}`);
+    await assert.rejects(client.list('pump-1', TOKEN, 10), (err: Error & { code?: string }) => err.code === 'CONSOLE_COMMAND_API_FAILED' && /longer than 65536 bytes/.test(err.message));
+    assert.ok(sent < 16 * 1024 * 1024, `${sent} bytes sent: the answer was not read on`);
+  } finally {
+    limits.consoleCommandApiAnswerMaxBytes = saved;
+    endless.closeAllConnections();
+    await new Promise((r) => endless.close(r));
+  }
+});
+
 test("a device's result is answered with its DEL, C1 and bidi controls as JSON escapes: read with curl, it never drives the operator's terminal", async () => {
   const tmp = tempDir('command-api-terminal');
   const log = createLogger('command-api', 'silent');
