@@ -133,6 +133,12 @@ export const ERRORS = {
   },
   DISTRIBUTOR_FILE_CHECKSUM: { http: 400, transient: false, description: 'A file reassembled from chunks does not match its SHA-256; it was not stored.' },
   DISTRIBUTOR_FILE_NAME_TAKEN: { http: 409, transient: false, description: "Every name the distributor tries for a device's file holds other content already; it was not stored." },
+  DISTRIBUTOR_FILE_MARKER_DAMAGED: {
+    http: 500,
+    transient: false,
+    description:
+      "A chunked transfer's marker in the file storage (its stored file's record, .partial/DEVICE/ID.done.json, or its verdict, .failed/DEVICE/ID.json) is not what it should be: damaged, or edited by hand. The chunk was not stored; it is kept whole as a dead letter.",
+  },
   // -- Field client ---------------------------------------------------------------------------------
   FIELD_QUEUE_FULL: { http: 507, transient: true, description: 'The local queue is full (FIELD_QUEUE_MAX_BYTES) and its policy is to refuse new data.' },
   FIELD_QUEUE_DROPPED_OLDEST: { http: 507, transient: false, description: 'The local queue was full; its oldest segment was dropped to make room (policy drop-oldest), with what it held that was not yet committed.' },

@@ -269,7 +269,14 @@ async function fileRecords(files: FileToStore[], o: Pick<ReplayOptions, 'files' 
       // Nothing written: a chunk's record is counted when its transfer's is there (its done
       // marker), a whole file's always, at the time each would be written.
       const { filename, metadata } = f.message.payload;
-      const record = transfer ? await store.recordOf(f.deviceId, transfer.id) : { filename, path: '', size: 0, sha256: '', contentType: '', timestamp: metadata?.timestamp };
+      let record: StoredFileInfo | undefined;
+      try {
+        record = transfer ? await store.recordOf(f.deviceId, transfer.id) : { filename, path: '', size: 0, sha256: '', contentType: '', timestamp: metadata?.timestamp };
+      } catch (err) {
+        if (!isFieldStreamError(err, 'DISTRIBUTOR_FILE_MARKER_DAMAGED')) throw err;
+        refused ??= err;
+        continue;
+      }
       if (record) points.push(filePoint(f.deviceId, f.receivedAt, record, transfer ? transferKey(transfer.id) : f.key));
       continue;
     }
@@ -277,7 +284,9 @@ async function fileRecords(files: FileToStore[], o: Pick<ReplayOptions, 'files' 
     try {
       stored = transfer ? await store.storeChunk(f.deviceId, { ...f.message.payload, transfer }, f.receivedAt) : await store.store(f.deviceId, f.message.payload);
     } catch (err) {
-      if (!(isFieldStreamError(err, 'DISTRIBUTOR_FILE_CHECKSUM') || isFieldStreamError(err, 'DISTRIBUTOR_FILE_NAME_TAKEN') || isFieldStreamError(err, 'DISTRIBUTOR_UNSAFE_FILENAME'))) throw err;
+      // A damaged marker (DISTRIBUTOR_FILE_MARKER_DAMAGED) is no verdict on the file, but final until
+      // an operator puts it right: the letter stays, to be replayed then.
+      if (!(isFieldStreamError(err, 'DISTRIBUTOR_FILE_CHECKSUM') || isFieldStreamError(err, 'DISTRIBUTOR_FILE_NAME_TAKEN') || isFieldStreamError(err, 'DISTRIBUTOR_UNSAFE_FILENAME') || isFieldStreamError(err, 'DISTRIBUTOR_FILE_MARKER_DAMAGED'))) throw err;
       refused ??= err;
       continue;
     }

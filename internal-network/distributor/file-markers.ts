@@ -14,7 +14,14 @@ export function readDone(marker: string): Promise<StoredFileInfo | undefined> {
   return readMarker(marker, StoredFileInfoSchema, "a stored file's record");
 }
 
-/** A marker file read back and checked (`what` it should be), or undefined when there is none. */
+/**
+ * A marker file read back and checked (`what` it should be), or undefined when there is none.
+ * One that cannot be read is DISTRIBUTOR_WRITE_FAILED (retried: a failing disk may answer later).
+ * One read whole that is not what it should be (edited by hand, damaged on disk: a marker is linked
+ * into place only once written and fsync'ed) is DISTRIBUTOR_FILE_MARKER_DAMAGED, final: it reads
+ * the same at every retry, and retried, each chunk of the transfer stalled its consumer connection
+ * for good. Its chunk is then kept whole as a dead letter, and receipted.
+ */
 async function readMarker<T>(marker: string, schema: z.ZodType<T>, what: string): Promise<T | undefined> {
   let text: string;
   try {
@@ -26,7 +33,7 @@ async function readMarker<T>(marker: string, schema: z.ZodType<T>, what: string)
   try {
     return schema.parse(JSON.parse(text));
   } catch (err) {
-    throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `${marker} is not ${what}: ${(err as Error).message}`, { path: marker });
+    throw new FieldStreamError('DISTRIBUTOR_FILE_MARKER_DAMAGED', `${marker} is not ${what} (damaged, or edited by hand): ${(err as Error).message}. The chunk is kept whole as a dead letter; put the marker right, then replay it.`, { path: marker });
   }
 }
 

@@ -251,6 +251,37 @@ describe('file storage: chunked files', () => {
     assert.deepEqual(readdirSync(join(root, '.failed', 'cam-7')).sort(), [basename(kept), 'failed-once.json'].sort(), 'the verdict kept beside the chunks');
   });
 
+  it("a damaged marker (a torn or hand-edited file) is a final verdict on the transfer's chunks, DISTRIBUTOR_FILE_MARKER_DAMAGED (a dead letter, receipted), not a retry for ever", async () => {
+    // Read back as DISTRIBUTOR_WRITE_FAILED, every chunk of the transfer was retried unacknowledged
+    // for good: its consumer connection stalled on it, and the broker handed it on at each restart.
+    const file = Buffer.from('two chunks, and a done marker damaged after');
+    const chunks = chunksOf(file, 25, 'marked');
+    assert.equal(await store.storeChunk('cam-14', chunks[0]!), undefined);
+    const info = await store.storeChunk('cam-14', chunks[1]!);
+    const done = join(root, '.partial', 'cam-14', 'marked.done.json');
+    const record = readFileSync(done, 'utf8');
+    for (const damaged of [record.slice(0, 30), JSON.stringify({ ...JSON.parse(record), size: 'many' })]) {
+      writeFileSync(done, damaged);
+      for (const c of chunks) {
+        const err = await store.storeChunk('cam-14', c).then(() => assert.fail('answered'), (e: unknown) => e as FieldStreamError);
+        assert.ok(coded('DISTRIBUTOR_FILE_MARKER_DAMAGED')(err), String(err));
+        assert.equal(err.details?.path, done, 'the marker named');
+      }
+      await assert.rejects(store.recordOf('cam-14', 'marked'), coded('DISTRIBUTOR_FILE_MARKER_DAMAGED'), 'the dry run of a replay');
+    }
+    assert.deepEqual(readdirSync(join(root, '.partial', 'cam-14')), ['marked.done.json'], 'no new transfer begun');
+    writeFileSync(done, record); // put right by hand
+    assert.equal((await store.storeChunk('cam-14', chunks[0]!))?.path, info?.path, 'answered from the marker again');
+
+    const bad = chunksOf(file, 25, 'judged', { sha256: 'c'.repeat(64) });
+    assert.equal(await store.storeChunk('cam-14', bad[0]!), undefined);
+    await assert.rejects(store.storeChunk('cam-14', bad[1]!), coded('DISTRIBUTOR_FILE_CHECKSUM'));
+    const verdict = join(root, '.failed', 'cam-14', 'judged.json');
+    writeFileSync(verdict, '{"code":"DISTRIBUTOR_FILE_CHE');
+    for (const c of bad) await assert.rejects(store.storeChunk('cam-14', c), coded('DISTRIBUTOR_FILE_MARKER_DAMAGED'));
+    assert.deepEqual(readdirSync(join(root, '.partial', 'cam-14')), ['marked.done.json'], 'no new transfer begun');
+  });
+
   it('a chunk larger than the whole file it declares fails the transfer for good: its chunks set aside with the verdict, the chunks after it refused the same way, never receipted into a transfer that cannot complete', async () => {
     const file = Buffer.from('three chunks, the first larger than the size they declare');
     const cuts = [0, 40, 50, file.length];

@@ -178,6 +178,60 @@ describe('file storage', () => {
     }
   });
 
+  it("a chunk whose transfer's done marker is damaged is a dead letter, kept whole and receipted: its consumer connection moves on", async () => {
+    // Answered DISTRIBUTOR_WRITE_FAILED, the chunk was retried unacknowledged for ever: the
+    // connection, handed its next message only after this one, stalled for good.
+    const dir = join(tmp.dir, 'damaged-marker');
+    const key = randomBytes(32);
+    mkdirSync(join(dir, 'keys'), { recursive: true });
+    writeFileSync(join(dir, 'keys', 'd4.key'), key.toString('hex'));
+    const log = createLogger('test', 'silent');
+    const verifier = new MessageVerifier(new DeviceKeyRegistry(join(dir, 'keys'), join(dir, 'revoked.txt')), new ReplayWindows(join(dir, 'replay')), { requireSignatures: true, freshnessMs: 30_000, maxDelayMs: 86_400_000 }, log);
+    const sink = { description: 'memory', write: async () => {}, close: async () => {} };
+    const files = new FileStore(join(dir, 'files'));
+    const handler = new MessageHandler(sink, files, verifier);
+    const dead = new DeadLetters(join(dir, 'letters'));
+    const receipts: ReceiptRequest[] = [];
+    const mqtt = { reschedulePing: () => undefined, on: () => undefined, options: {} } as unknown as MqttClient;
+    const consumer = new Consumer(mqtt, handler, dead, { initialMs: 10, maxMs: 20 }, { add: (r: ReceiptRequest) => receipts.push(r) } as unknown as ReceiptPublisher, log);
+    const now = Date.now();
+    const data = Buffer.from('0123456789');
+    const chunk = (index: number) => ({ filename: 'c.bin', data: data.subarray(index * 5, index * 5 + 5).toString('base64'), transfer: { id: 'tm', index, count: 2, size: 10, sha256: createHash('sha256').update(data).digest('hex') } });
+    const message = (seq: number, payload: unknown) => ({ messageId: `tm.${seq}`, seq, payload, auth: signGroup(key, { deviceId: 'd4', dataType: 'file', epoch: 'tm', ts: now }, [{ seq, payload }]) });
+    const send = (...messages: unknown[]) => {
+      const envelope = { v: 1, deviceId: 'd4', dataType: 'file', gatewayId: 'gw', receivedAt: now, messages };
+      return new Promise<void>((resolve) => mqtt.handleMessage({ cmd: 'publish', topic: uplinkTopic('d4', 'file'), payload: Buffer.from(JSON.stringify(envelope)), qos: 1, dup: false, retain: false } as IPublishPacket, () => resolve()));
+    };
+    try {
+      await send(message(0, chunk(0)));
+      // The last chunk stored by a distributor killed before its message was acknowledged; its
+      // transfer's marker then damaged (edited by hand); the broker delivers the chunk again.
+      assert.equal((await files.storeChunk('d4', chunk(1)))?.path, join('d4', 'c.bin'));
+      const marker = join(dir, 'files', '.partial', 'd4', 'tm.done.json');
+      const record = readFileSync(marker, 'utf8');
+      writeFileSync(marker, '{"filename":"c.bin","pa');
+      const acked = await Promise.race([send(message(1, chunk(1))).then(() => true), new Promise<false>((r) => setTimeout(() => r(false), 3_000))]);
+      assert.ok(acked, `acknowledged (after ${consumer.stats.retries} retries)`);
+      assert.equal(consumer.stats.deadLetters, 1, 'kept whole as a dead letter');
+      assert.deepEqual(receipts.flatMap((r) => r.ids.map((i) => `${i.epoch}.${i.seq}`)).sort(), ['tm.0', 'tm.1'], 'receipted');
+      assert.ok(readFileSync(join(dir, 'files', 'd4', 'c.bin')).equals(data), 'the stored file untouched');
+      // The replay leaves the letter until the marker is put right, and goes on with the others.
+      const written: StoredPoint[] = [];
+      const replay = () =>
+        replayLetters({ dir: join(dir, 'letters'), sink: { description: 'memory', write: async (p: readonly StoredPoint[]) => void written.push(...p), close: async () => {} }, keys: new DeviceKeyRegistry(join(dir, 'keys')), eventTags: admittedEventTags(join(dir, 'state'), log), requireSignatures: true, freshnessMs: 30_000, files });
+      await dead.close();
+      const refused = await replay();
+      assert.equal(refused.stoppedBy, undefined);
+      assert.deepEqual(refused.problems.map((p) => [p.code, /DISTRIBUTOR_FILE_MARKER_DAMAGED/.test(p.message)]), [['DEAD_LETTER_NOT_REPLAYABLE', true]]);
+      writeFileSync(marker, record);
+      assert.equal((await replay()).replayed, 1, 'replayed once the marker is put right');
+      assert.deepEqual(written.map((p) => p.fields.path), [join('d4', 'c.bin')]);
+    } finally {
+      consumer.stop();
+      await dead.close();
+    }
+  });
+
   it("a letter refused for one of its files (as distributors kept them before that file's neighbours were stored) replays the others: stored and recorded, the letter reported not replayable", async () => {
     const dir = join(tmp.dir, 'replay-beside');
     const key = randomBytes(32);
