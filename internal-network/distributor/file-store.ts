@@ -156,12 +156,19 @@ export class FileStore {
     // was quadratic, some two billion entries read for a file of 65,536 chunks.
     if (!(await io(partial, () => this.present.add(partial, t.index, t.count)))) return undefined;
 
-    const joined = await this.joinChunks(partial, t.count);
+    const joined = await this.joinChunks(partial, t.count, t.size);
     if (!joined) {
       // A chunk known present is gone: the transfer completed or set aside elsewhere meanwhile (the
       // markers answer), or its folder moved away by hand: listed again at the retry.
       this.present.forget(partial);
       throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `A chunk of ${t.id} from ${deviceId} left ${partial} while it was joined; retried.`, { path: partial });
+    }
+    if ('passed' in joined) {
+      throw await this.setAside(deviceId, t.id, partial, (aside) => ({
+        code: 'DISTRIBUTOR_FILE_CHECKSUM',
+        message: `File ${t.id} (${payload.filename}) from ${deviceId}: its chunks 0 to ${joined.passed.index} hold ${joined.passed.bytes} bytes, more than the whole file the device declared (${t.size} bytes). Not stored; its chunks, as received, are kept in ${aside}.`,
+        details: { transferId: t.id, chunksKeptIn: aside },
+      }));
     }
     const { tmp, sha256, size } = joined;
     if (sha256 !== t.sha256 || size !== t.size) {
@@ -212,18 +219,22 @@ export class FileStore {
 
   /**
    * Joins the chunks in order into one temporary file, hashing as it goes: one chunk in memory at a
-   * time. undefined when a chunk is missing (another consumer completed the transfer).
+   * time. undefined when a chunk is missing (another consumer completed the transfer); `passed` (the
+   * join removed) as soon as the chunks hold more than the `declared` size: they can never pass the
+   * check, and joined whole first, chunks each no larger than a small file declared, but many (up to
+   * the contract's count), made a temporary file as large as all of them.
    *
    * The join is made in the chunks' own folder (linked from there to its name, on the same file
    * system): a distributor killed while joining leaves its copy, as large as the whole file, where
    * the transfer's end removes it, the folder going once the file is stored or set aside with its
    * verdict, rather than in the device's folder until a sweep finds it stale.
    */
-  private async joinChunks(partial: string, count: number): Promise<{ tmp: string; sha256: string; size: number } | undefined> {
+  private async joinChunks(partial: string, count: number, declared: number): Promise<{ tmp: string; sha256: string; size: number } | { passed: { index: number; bytes: number } } | undefined> {
     const hash = createHash('sha256');
     let size = 0;
     const tmp = join(partial, `.incoming-${randomUUID()}`);
     let complete = true;
+    let passed: { index: number; bytes: number } | undefined;
     try {
       const fh = await open(tmp, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o640);
       try {
@@ -236,11 +247,15 @@ export class FileStore {
             complete = false;
             break;
           }
+          if (size + chunk.length > declared) {
+            passed = { index: i, bytes: size + chunk.length };
+            break;
+          }
           hash.update(chunk);
           size += chunk.length;
           await fh.writeFile(chunk); // writes on after a short write(2), until all of it is in or the disk errs
         }
-        if (complete) {
+        if (complete && !passed) {
           await fh.sync();
           await checkSize(fh, size);
         }
@@ -251,9 +266,9 @@ export class FileStore {
       await unlink(tmp).catch(() => undefined);
       throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `Cannot join the chunks of ${partial} into ${tmp}: ${(err as Error).message}`, { path: partial }, { cause: err });
     }
-    if (!complete) {
+    if (!complete || passed) {
       await unlink(tmp).catch(() => undefined);
-      return undefined;
+      return passed ? { passed } : undefined;
     }
     return { tmp, sha256: hash.digest('hex'), size };
   }

@@ -298,6 +298,38 @@ describe('file storage: chunked files', () => {
     assert.deepEqual(readdirSync(join(root, '.partial', 'cam-20')), [], 'nothing left in .partial');
   });
 
+  it('chunks adding up to more than the file they declare fail the transfer for good once their join passes that size, never joined whole', async () => {
+    // Each chunk no larger than the file (refused at once otherwise), but many of them: joined whole
+    // before the size was compared, a device declaring 1 KiB could have 65,536 chunks of 1 KiB (or
+    // of 10 GiB, declaring that) copied into one temporary file first.
+    const declared = 1000;
+    const file = randomBytes(declared * 40);
+    const chunks = chunksOf(file, declared, 'overflow').map((c) => ({ ...c, transfer: { ...c.transfer, size: declared } }));
+    for (const c of chunks.slice(0, -1)) assert.equal(await store.storeChunk('cam-21', c), undefined);
+    // The join's writes counted (FileHandle.writeFile is the join's alone).
+    const fh = await fs.promises.open(process.execPath, 'r');
+    const proto = Object.getPrototypeOf(fh) as { writeFile: (data: Buffer, ...rest: unknown[]) => Promise<void> };
+    await fh.close();
+    const original = proto.writeFile;
+    let joined = 0;
+    proto.writeFile = function (data, ...rest) {
+      joined += data.length;
+      return original.call(this, data, ...rest);
+    };
+    let err: FieldStreamError;
+    try {
+      err = await store.storeChunk('cam-21', chunks.at(-1)!).then(() => assert.fail('stored'), (e: unknown) => e as FieldStreamError);
+    } finally {
+      proto.writeFile = original;
+    }
+    assert.ok(coded('DISTRIBUTOR_FILE_CHECKSUM')(err), String(err));
+    assert.ok(joined <= declared, `${joined} bytes joined for a file of ${declared}`);
+    const kept = err.details?.chunksKeptIn as string;
+    assert.equal(readdirSync(kept).length, chunks.length, 'every chunk kept as received');
+    assert.ok(existsSync(join(root, '.failed', 'cam-21', 'overflow.json')), 'the verdict kept');
+    await assert.rejects(store.storeChunk('cam-21', chunks[0]!), coded('DISTRIBUTOR_FILE_CHECKSUM'), 'a chunk again: the verdict');
+  });
+
   it('a distributor SIGKILLed between the verdict and the move of the chunks: the chunk delivered again moves them, with the same error', { skip: !strace && 'strace is not available' }, async () => {
     const file = Buffer.from('two chunks, killed while they are set aside');
     const chunks = chunksOf(file, 30, 'killed', { sha256: 'c'.repeat(64) });
