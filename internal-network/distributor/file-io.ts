@@ -1,6 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { constants, type Dirent } from 'node:fs';
-import { lstat, open, opendir, unlink, type FileHandle } from 'node:fs/promises';
+import { lstat, open, opendir, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FieldStreamError } from '../../shared/errors.ts';
 
@@ -53,8 +53,26 @@ export async function exists(path: string): Promise<boolean> {
   }
 }
 
+/**
+ * Whether the file at `path` holds content of `size` bytes with SHA-256 `sha256`; undefined when
+ * there is none. Sizes first: a file of another size (a device's large file under the name of a
+ * small one) is never read, where hashing each name tried read all of it.
+ */
+export async function holds(path: string, sha256: string, size: number): Promise<boolean | undefined> {
+  let found: number;
+  try {
+    found = (await stat(path)).size;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `Cannot look at ${path}: ${(err as Error).message}`, { path }, { cause: err });
+  }
+  if (found !== size) return false;
+  const hash = await hashOf(path);
+  return hash === undefined ? undefined : hash === sha256;
+}
+
 /** SHA-256 of a file, read in a stream (files can be large); undefined when it does not exist. */
-export async function hashOf(path: string): Promise<string | undefined> {
+async function hashOf(path: string): Promise<string | undefined> {
   const h = createHash('sha256');
   try {
     const fh = await open(path, 'r');

@@ -3,7 +3,7 @@ import { relative, resolve, sep } from 'node:path';
 import type { FilePayload } from '../../shared/contract/payloads.ts';
 import { syncDir } from '../../shared/durable-fs.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
-import { hashOf, io } from './file-io.ts';
+import { holds, io } from './file-io.ts';
 import { candidateNames } from './file-names.ts';
 import type { StoredFileInfo } from './points.ts';
 
@@ -17,7 +17,7 @@ export async function placeFile(root: string, dir: string, tmp: string, sha256: 
   try {
     for (const name of candidateNames(payload.filename, sha256)) {
       const target = inside(dir, name);
-      if (await linkOurs(dir, tmp, target, sha256)) {
+      if (await linkOurs(dir, tmp, target, sha256, size)) {
         return {
           filename: payload.filename,
           path: relative(root, target),
@@ -54,17 +54,17 @@ function inside(dir: string, name: string): string {
  * have been linked by a process killed before its sync (whose message was never acknowledged, so
  * this is its redelivery), and this answer is what gets the message receipted.
  */
-async function linkOurs(dir: string, tmp: string, target: string, sha256: string): Promise<boolean> {
+async function linkOurs(dir: string, tmp: string, target: string, sha256: string, size: number): Promise<boolean> {
   let ours: boolean;
-  const existing = await hashOf(target);
-  if (existing !== undefined) ours = existing === sha256;
+  const existing = await holds(target, sha256, size);
+  if (existing !== undefined) ours = existing;
   else {
     try {
       await link(tmp, target); // atomic, and refuses to replace an existing name
       ours = true;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `Cannot store ${target}: ${(err as Error).message}`, {}, { cause: err });
-      ours = (await hashOf(target)) === sha256;
+      ours = (await holds(target, sha256, size)) === true;
     }
   }
   if (ours) await io(dir, () => syncDir(dir));

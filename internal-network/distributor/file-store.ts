@@ -25,8 +25,8 @@ export type { FileStoreSweep } from './file-sweep.ts';
  *   resolve inside the device's folder; anything else is refused with DISTRIBUTOR_UNSAFE_FILENAME.
  * - Nothing is ever overwritten: the file is written to a temporary name, fsync'ed, then linked to
  *   its final name, which fails if that name exists. The same content arriving again (a
- *   redelivery) is recognised by its SHA-256 and stored once; different content under a taken
- *   name is stored as NAME.SHA8.EXT, then NAME.SHA256.EXT, NAME.SHA256-2.EXT … (candidateNames),
+ *   redelivery) is recognised by its size and SHA-256 and stored once; different content under a
+ *   taken name is stored as NAME.SHA8.EXT, then NAME.SHA256.EXT, NAME.SHA256-2.EXT … (candidateNames),
  *   each within the file system's 255-byte limit; when all hold other content, the file is a dead
  *   letter (DISTRIBUTOR_FILE_NAME_TAKEN; file-placement.ts).
  * - What a killed process leaves (temporary `.incoming-*` files, the chunks of a file stored just

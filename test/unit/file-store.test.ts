@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import fs, { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import type { IPublishPacket, MqttClient } from 'mqtt';
@@ -53,6 +54,37 @@ describe('file storage', () => {
     assert.match(b.path, /^cam-1\/img\.[0-9a-f]{8}\.jpg$/);
     assert.equal(readFileSync(join(root, 'cam-1', 'img.jpg'), 'utf8'), 'first');
     assert.equal(readFileSync(join(root, b.path), 'utf8'), 'second');
+  });
+
+  it('tells a taken name holds other content by its size before reading it: a file of another size is never read', async () => {
+    // Each name tried was hashed whole to compare it: a device sending small files under the name of
+    // a large one of its own had the distributor read all of that one for each of them.
+    const large = randomBytes(4 * 1024 * 1024);
+    await store.store('cam-6', { filename: 'video.bin', data: large.toString('base64') });
+    const taken = join(root, 'cam-6', 'video.bin');
+    const fsp = fs.promises as unknown as { open: (...a: unknown[]) => Promise<unknown> };
+    const original = fsp.open;
+    let reads = 0;
+    fsp.open = (...a) => {
+      if (a[0] === taken) reads++;
+      return original(...a);
+    };
+    syncBuiltinESMExports();
+    try {
+      const small = await store.store('cam-6', { filename: 'video.bin', data: b64('small') });
+      assert.match(small.path, /^cam-6\/video\.[0-9a-f]{8}\.bin$/, 'a name of its own');
+      assert.equal(reads, 0, 'the large file was read');
+    } finally {
+      fsp.open = original;
+      syncBuiltinESMExports();
+    }
+    // Of the same size, the content tells: hashed as before.
+    const same = Buffer.from(large);
+    same[0] = same[0]! ^ 1;
+    const other = await store.store('cam-6', { filename: 'video.bin', data: same.toString('base64') });
+    assert.notEqual(other.path, join('cam-6', 'video.bin'));
+    assert.ok(readFileSync(taken).equals(large), 'never overwritten');
+    assert.equal((await store.store('cam-6', { filename: 'video.bin', data: large.toString('base64') })).path, join('cam-6', 'video.bin'), 'the same file again: found');
   });
 
   describe('files in chunks', () => {
