@@ -191,7 +191,7 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
       );
       metrics.connectionsRefused.inc({ code: coded.code });
       if (isGatewaySecurityCode(coded.code) && typeof deviceId === 'string') options.securityReports?.note(deviceId, coded.code);
-      if (!socket.destroyed) refuseUpgrade(socket, coded);
+      if (!socket.destroyed) refuseUpgrade(socket, toTheDevice(coded));
       return;
     }
     // The device may have gone while its token was checked.
@@ -294,6 +294,16 @@ function pathOf(target: string | undefined): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * What a refused upgrade is told: what it was refused for, but that no token was issued to the
+ * device a token names, which is answered as a wrong token (GATEWAY_TOKEN_INVALID, its words): told
+ * apart, the answer said to anyone which device ids have tokens (their hashes take as long, the
+ * decoy's: DeviceTokens.check). The log and the metrics keep the difference, for the operator.
+ */
+function toTheDevice(err: FieldStreamError): FieldStreamError {
+  return err.code === 'GATEWAY_TOKEN_UNKNOWN_DEVICE' ? new FieldStreamError('GATEWAY_TOKEN_INVALID') : err;
 }
 
 /**

@@ -77,10 +77,10 @@ describe('the failed-token budget of a source: an IPv6 network, not each of its 
   }
 
   it('refuses, unchecked, guesses from further addresses of an IPv6 /64 whose budget is spent; another /64 is checked', async () => {
-    for (let i = 1; i <= 3; i++) assert.equal(await guess(`2001:db8:1:2::${i}`, `ghost-${i}`), 'HTTP/1.1 401 GATEWAY_TOKEN_UNKNOWN_DEVICE');
+    for (let i = 1; i <= 3; i++) assert.equal(await guess(`2001:db8:1:2::${i}`, `ghost-${i}`), 'HTTP/1.1 401 GATEWAY_TOKEN_INVALID');
     assert.equal(await guess('2001:db8:1:2:8000:0:0:4', 'ghost-4'), 'HTTP/1.1 429 GATEWAY_TOKEN_THROTTLED');
     assert.equal(await guess('2001:db8:1:2:ffff:ffff:ffff:ffff', 'ghost-5'), 'HTTP/1.1 429 GATEWAY_TOKEN_THROTTLED');
-    assert.equal(await guess('2001:db8:1:3::1', 'ghost-6'), 'HTTP/1.1 401 GATEWAY_TOKEN_UNKNOWN_DEVICE');
+    assert.equal(await guess('2001:db8:1:3::1', 'ghost-6'), 'HTTP/1.1 401 GATEWAY_TOKEN_INVALID');
   });
 
   // The refusal is logged with the device's address as Caddy forwards it: the connection's own
@@ -96,8 +96,8 @@ describe('the failed-token budget of a source: an IPv6 network, not each of its 
   });
 
   it('counts an IPv4 address written IPv4-mapped as that address', async () => {
-    for (let i = 1; i <= 3; i++) assert.equal(await guess('198.51.100.5', `spirit-${i}`), 'HTTP/1.1 401 GATEWAY_TOKEN_UNKNOWN_DEVICE');
+    for (let i = 1; i <= 3; i++) assert.equal(await guess('198.51.100.5', `spirit-${i}`), 'HTTP/1.1 401 GATEWAY_TOKEN_INVALID');
     assert.equal(await guess('::ffff:198.51.100.5', 'spirit-4'), 'HTTP/1.1 429 GATEWAY_TOKEN_THROTTLED');
-    assert.equal(await guess('198.51.100.6', 'spirit-5'), 'HTTP/1.1 401 GATEWAY_TOKEN_UNKNOWN_DEVICE');
+    assert.equal(await guess('198.51.100.6', 'spirit-5'), 'HTTP/1.1 401 GATEWAY_TOKEN_INVALID');
   });
 });
