@@ -442,6 +442,15 @@ export const LIMITS = {
    * per address gave one attacker 2^64 of them (at the gateway, each of GATEWAY_TOKEN_MAX_FAILURES
    * slow hashes). A multiple of 16. */
   tokenFailureIpv6PrefixBits: 64,
+  /** bits. The gateway also keeps a budget of failed device tokens per IPv6 site, the network of
+   * this long a prefix (a site is given a /48 or a /56, RFC 6177): each of its /64s within its own
+   * budget, one holder of a site had 65,536 of them, enough slow hashes to keep every check slot
+   * (deviceTokenChecksMax) busy. A multiple of 16, shorter than tokenFailureIpv6PrefixBits. */
+  tokenFailureSitePrefixBits: 48,
+  /** A site's budget, in budgets of one source (GATEWAY_TOKEN_MAX_FAILURES each): the token devices
+   * of a site's many networks with a wrong token (a renewal not yet copied) are not refused
+   * together at once. */
+  tokenFailureSiteFactor: 16,
   /** characters. Longest Authorization header the gateway looks at; longer is not a device token. */
   deviceTokenMaxChars: 256,
   /** days. Default lifetime of a device token (fieldstream-admin devices add/renew ID --token

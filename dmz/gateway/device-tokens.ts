@@ -4,7 +4,7 @@ import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { stampOf } from '../../shared/reloaded-file.ts';
 import { hashTokenSecret, isTokenExpired, parseToken, tokenEntry, TokensFileSchema, tokenExpiryMs, verifyTokenSecret, type TokenHash, type TokensFile } from '../../shared/security/device-token.ts';
-import { throttleSource, TokenThrottle } from './token-throttle.ts';
+import { throttleKeys, TokenThrottle } from './token-throttle.ts';
 
 const MISSING = 'missing';
 
@@ -113,8 +113,9 @@ export class DeviceTokens {
     // the proxy's (on the Unix socket, none), which says nothing of who was guessing.
     const refused = (code: ErrorCode, message?: string, details: Record<string, unknown> = {}) =>
       new FieldStreamError(code, message, { ...(parsed ? { deviceId: parsed.deviceId } : {}), source, ...details });
-    // An IPv6 source is budgeted as its /64 (throttleSource): a host holds all of it.
-    const keys = [`addr:${throttleSource(source)}`];
+    // An IPv6 source is budgeted as its /64 (throttleSource): a host holds all of it; and its
+    // site, a /48, with a larger budget (throttleKeys): one holder has 65,536 /64s of it.
+    const keys = throttleKeys(source);
     if (this.throttle.blocked(keys)) throw refused('GATEWAY_TOKEN_THROTTLED');
     if (!parsed) {
       this.throttle.fail(keys);

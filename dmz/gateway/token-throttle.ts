@@ -1,1 +1,1 @@
-export { throttleSource, TokenThrottle } from '../../shared/security/throttle.ts';
+export { throttleKeys, throttleSource, TokenThrottle } from '../../shared/security/throttle.ts';

@@ -19,6 +19,21 @@ export function throttleSource(address: string, prefixBits: number = LIMITS.toke
   return `${words.slice(0, prefixBits / 16).map((w) => w.toString(16)).join(':')}::/${prefixBits}`;
 }
 
+/** The prefix of a key kept for an IPv6 site (throttleKeys), whose budget is larger. */
+const SITE = 'site:';
+
+/**
+ * The keys of the budgets an address counts against: its source (throttleSource), and for an IPv6
+ * address its site too, the network of LIMITS.tokenFailureSitePrefixBits (`site:2001:db8:7::/48`),
+ * whose budget is LIMITS.tokenFailureSiteFactor sources' (TokenThrottle). An IPv4 address has no
+ * site: one address is what a site behind NAT has.
+ */
+export function throttleKeys(address: string): string[] {
+  const source = throttleSource(address);
+  if (!source.endsWith(`/${LIMITS.tokenFailureIpv6PrefixBits}`)) return [`addr:${source}`];
+  return [`addr:${source}`, `${SITE}${throttleSource(address, LIMITS.tokenFailureSitePrefixBits)}`];
+}
+
 /** The eight 16-bit words of a valid IPv6 address (net.isIPv6), `::` and a dotted IPv4 tail expanded. */
 function ipv6Words(address: string): number[] {
   let rest = address;
@@ -50,6 +65,8 @@ function ipv6Words(address: string): number[] {
  * a guesser holding one valid token cannot slip it between guesses to reset the count. Nothing is
  * kept per device or role: a budget for the identity a token names is spent by whoever names it,
  * and would refuse its holder's right token (see DeviceTokens.verify).
+ *
+ * A site's key (throttleKeys: `site:…`) has LIMITS.tokenFailureSiteFactor times the budget.
  *
  * Memory is bounded: at most `maxKeys` keys; when full, the key written longest ago is forgotten
  * (a Map iterates in insertion order, and a key is moved to the end on every failure).
@@ -113,6 +130,6 @@ export class TokenThrottle {
       this.failures.delete(k);
       return false;
     }
-    return f.count >= this.maxFailures;
+    return f.count >= (k.startsWith(SITE) ? this.maxFailures * LIMITS.tokenFailureSiteFactor : this.maxFailures);
   }
 }

@@ -15,7 +15,7 @@ import { revokeDevice } from '../../pki/revocation.ts';
 import { runAdmin, EXIT } from '../../scripts/admin/run.ts';
 import { readDeviceToken } from '../../field-client/src/gateway-connection.ts';
 import { isFieldStreamError } from '../../shared/errors.ts';
-import { TIMINGS } from '../../shared/limits.ts';
+import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import { makeTestPki } from '../helpers/pki.ts';
 import { eventually } from '../helpers/ws-device.ts';
 import { captureLogs } from '../helpers/gateway-fixture.ts';
@@ -248,6 +248,36 @@ describe('the gateway side: guesses in parallel', () => {
       const codes = await Promise.all(Array.from({ length: 12 }, () => codeOf(tokens.verify(generateToken('tok-p'), '10.1.0.1'))));
       assert.equal(codes.filter((c) => c === 'GATEWAY_TOKEN_INVALID').length, 3);
       assert.equal(codes.filter((c) => c === 'GATEWAY_TOKEN_THROTTLED').length, 9);
+    } finally {
+      tokens.close();
+      pki.cleanup();
+    }
+  });
+});
+
+describe('the gateway side: guesses from many networks of one IPv6 site', () => {
+  it(`are bounded per /${LIMITS.tokenFailureSitePrefixBits} too (LIMITS.tokenFailureSiteFactor budgets of a /64): one holder of a site cannot keep every check busy`, async () => {
+    // Each /64 had its own budget and nothing more: one attacker given a /48 (65,536 /64s) sent
+    // GATEWAY_TOKEN_MAX_FAILURES slow hashes from each, enough to keep all 64 check slots full and
+    // every token device out (503) for as long as it cared to.
+    const pki = makeTestPki([]);
+    await issueDeviceToken(pki.dir, 'tok-s');
+    const right = readFileSync(tokenPaths(pki.dir, 'tok-s').token, 'utf8').trim();
+    const max = 2;
+    const tokens = new DeviceTokens({ path: tokenPaths(pki.dir).file, maxFailures: max, failureWindowMs: 60_000, log: silent });
+    try {
+      const site = max * LIMITS.tokenFailureSiteFactor;
+      const codes: string[] = [];
+      for (let net = 0; net < LIMITS.tokenFailureSiteFactor + 2; net++) {
+        for (let i = 0; i < max; i++) codes.push(await codeOf(tokens.verify(generateToken('tok-s'), `2001:db8:7:${net.toString(16)}::${i + 1}`)));
+      }
+      assert.equal(codes.filter((c) => c === 'GATEWAY_TOKEN_INVALID').length, site, 'checked: the site\'s budget');
+      assert.equal(codes.filter((c) => c === 'GATEWAY_TOKEN_THROTTLED').length, codes.length - site);
+      // Another site is checked; the right token is taken from anywhere but a spent site.
+      assert.equal(await codeOf(tokens.verify(generateToken('tok-s'), '2001:db8:8::1')), 'GATEWAY_TOKEN_INVALID');
+      assert.equal((await tokens.verify(right, '2001:db8:9::1')).deviceId, 'tok-s');
+      // IPv4 addresses have no site: each keeps its own budget only.
+      for (let a = 1; a <= LIMITS.tokenFailureSiteFactor + 2; a++) assert.equal(await codeOf(tokens.verify(generateToken('tok-s'), `10.9.${a}.1`)), 'GATEWAY_TOKEN_INVALID');
     } finally {
       tokens.close();
       pki.cleanup();
