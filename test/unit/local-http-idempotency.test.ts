@@ -102,6 +102,18 @@ describe('local HTTP input: requests sent again with their Idempotency-Key', () 
       const fixed = await post('/v1/timeseries', '{"rain_mm": 0.4}', { 'idempotency-key': '"k-fixed"' });
       assert.equal(fixed.status, 202, JSON.stringify(fixed.body));
       assert.equal(d.queue.depth, 2);
+
+      // Refused as busy (the bodies read at once are bounded): its key is not held either.
+      const limits = LIMITS as unknown as Record<string, number>;
+      const held = limits.localInputJsonHeldMaxBytes as number;
+      limits.localInputJsonHeldMaxBytes = 8;
+      try {
+        const busy = await post('/v1/timeseries', '{"rain_mm": 0.6}', { 'idempotency-key': '"k-busy"' });
+        assert.equal(busy.body.code, 'FIELD_INPUT_BUSY');
+      } finally {
+        limits.localInputJsonHeldMaxBytes = held;
+      }
+      assert.equal((await post('/v1/timeseries', '{"rain_mm": 0.6}', { 'idempotency-key': '"k-busy"' })).status, 202);
     } finally {
       await end();
     }

@@ -81,9 +81,10 @@ export function httpInput(client: FieldClient, host: string, port: number, dataD
     if (url.pathname === '/v1/health') return healthRoute(req, res);
     if (req.method !== 'POST') throw new FieldStreamError('FIELD_INPUT_INVALID', 'Use POST /v1/timeseries, /v1/events, /v1/files, PUT /v1/health or GET /status.');
     if (url.pathname === '/v1/timeseries' || url.pathname === '/v1/events') {
-      const held = holdKey(req);
       const release = holdJson(req, LIMITS.localInputJsonMaxBytes);
+      let held: HeldKey | undefined;
       try {
+        held = holdKey(req);
         goOn(req, res);
         const body = await readJsonBody(req, res, { maxBytes: LIMITS.localInputJsonMaxBytes, tooLarge: 'FIELD_INPUT_INVALID', invalid: 'FIELD_INPUT_INVALID' });
         const fingerprint = held && requestFingerprint(req, url, JSON.stringify(body));
@@ -165,13 +166,13 @@ export function httpInput(client: FieldClient, host: string, port: number, dataD
    * answer kept for it; held for this request when there is none (KeyedRequests.begin): give it back
    * with unhold once the request is answered. A PUT of health values is idempotent as it is.
    */
-  function holdKey(req: IncomingMessage): { key: string; kept: KeptAnswer | undefined } | undefined {
+  function holdKey(req: IncomingMessage): HeldKey | undefined {
     const key = idempotencyKey(req, 'FIELD_INPUT_INVALID');
     return key === undefined ? undefined : { key, kept: keyed.begin(key) };
   }
 
   /** A keyed request the input has an answer for: answered with it, nothing taken (true). */
-  function answeredAsRetry(res: ServerResponse, held: { key: string; kept: KeptAnswer | undefined } | undefined, fingerprint: string | undefined): boolean {
+  function answeredAsRetry(res: ServerResponse, held: HeldKey | undefined, fingerprint: string | undefined): boolean {
     if (held?.kept === undefined) return false;
     const kept = keyed.same(held.kept, fingerprint as string);
     log.info({ idempotencyKey: held.key.slice(0, 64) }, 'a request sent again with its Idempotency-Key: answered as it was, nothing queued again');
@@ -186,7 +187,7 @@ export function httpInput(client: FieldClient, host: string, port: number, dataD
     sendText(res, 202, text);
   }
 
-  function unhold(held: { key: string; kept: KeptAnswer | undefined } | undefined): void {
+  function unhold(held: HeldKey | undefined): void {
     if (held && held.kept === undefined) keyed.released(held.key);
   }
 
@@ -374,6 +375,12 @@ const awaitingContinue = new WeakSet<IncomingMessage>();
 /** The producer waiting to send its body is told to (100 Continue): the endpoint reads it now. */
 function goOn(req: IncomingMessage, res: ServerResponse): void {
   if (awaitingContinue.delete(req)) res.writeContinue();
+}
+
+/** A request's Idempotency-Key, with the answer kept for it (none: the key is held for this request). */
+interface HeldKey {
+  key: string;
+  kept: KeptAnswer | undefined;
 }
 
 /**
