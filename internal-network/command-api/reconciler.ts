@@ -1,3 +1,4 @@
+import { ResponsePayloadSchema } from '../../shared/contract/payloads.ts';
 import { isFieldStreamError } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { DeviceKeyRegistry } from '../shared/device-keys.ts';
@@ -5,6 +6,15 @@ import type { Response } from './believed-responses.ts';
 import { isFinal, type CommandRecord } from './schemas.ts';
 import type { CommandStore } from './store.ts';
 import type { ResponseLedger, StoredResponse, Wanted } from './stored-responses.ts';
+
+/**
+ * What a stored response must be to be taken: a status and a result a response carries (the
+ * contract's own schema). The database is read, not trusted to hold only what the distributor
+ * checked: a result nested deeper than LIMITS.jsonMaxDepth, with a "__proto__" key or too large,
+ * recorded as it was, made the journal line holding it fail the journal's schema at the next start,
+ * and the answer (after a compaction, the whole command, and its Idempotency-Key) was lost.
+ */
+const StoredAnswerSchema = ResponsePayloadSchema.pick({ status: true, result: true });
 
 /**
  * Looks up the responses the distributor stored (the ledger: PostgreSQL or InfluxDB) for commands
@@ -67,14 +77,26 @@ export class Reconciler {
       const found: StoredResponse[] = await this.ledger.find(wanted);
       if (this.closed()) return;
       let answered = 0;
+      const invalid: string[] = [];
       for (const f of found) {
         const record = this.store.get(f.commandId);
         // Known already (an acceptance found again at each look-up while the command runs): unchanged.
         if (!record || record.deviceId !== f.deviceId || record.response?.status === f.status) continue;
-        if (this.answer(record, { status: f.status, ...(f.result !== undefined ? { result: f.result as CommandRecord['params'] } : {}) })) {
+        const stored = StoredAnswerSchema.safeParse({ status: f.status, result: f.result });
+        if (!stored.success) {
+          invalid.push(f.commandId);
+          continue;
+        }
+        if (this.answer(record, { status: stored.data.status, ...(stored.data.result !== undefined ? { result: stored.data.result } : {}) })) {
           answered++;
           this.log.info({ commandId: record.commandId, deviceId: record.deviceId, state: f.status }, 'command answered: its response found among those the distributor stored');
         }
+      }
+      if (invalid.length > 0) {
+        this.log.warn(
+          { code: 'CONTRACT_INVALID_MESSAGE', commandIds: invalid.slice(0, 20), count: invalid.length },
+          'stored responses whose result no response carries were not taken; their commands wait for an answer, or expire',
+        );
       }
       // Journaled as every change is (store.put), synced by the end of this turn.
       if (answered > 0) this.log.info({ answered, lookedUp: wanted.length }, 'commands answered from the responses the distributor stored');

@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { z } from 'zod';
-import { COMMAND_RESPONSE_STATUSES } from '../../shared/contract/payloads.ts';
+import { COMMAND_RESPONSE_STATUSES, CommandResultSchema } from '../../shared/contract/payloads.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { LIMITS } from '../../shared/limits.ts';
 import { poolConfig, type PostgresConnection } from '../shared/postgres-settings.ts';
@@ -135,21 +135,27 @@ export class PostgresResponses implements ResponseLedger {
  * A result as the database holds it back as the device gave it. The distributor writes a string as
  * it is, any other value as its JSON, and no result as '' (points.ts resultFields), and says which
  * in `result_type` (`string`, `json`, `none`). Rows written before `result_type` existed have none:
- * then '' is none, the JSON of an object or an array is that value, and anything else is the string
+ * then '' is none, the JSON of an object or an array is that value (unless it is no result a device
+ * can give: then the device gave that text, a string), and anything else is the string
  * (a number or a boolean the device gave comes back as its text: `result` alone cannot tell 42 from
  * "42").
  */
 export function storedResult(text: string, type?: string | null): unknown {
   if (type === 'string') return text;
   if (type === 'none') return undefined;
-  if (type !== 'json') {
+  const legacy = type !== 'json';
+  if (legacy) {
     // Written before result_type (or with a type this version does not know).
     if (text === '') return undefined;
     if (!text.startsWith('{') && !text.startsWith('[')) return text;
   }
+  let value: unknown;
   try {
-    return JSON.parse(text) as unknown;
+    value = JSON.parse(text) as unknown;
   } catch {
     return text;
   }
+  // An old row's text that spells no result (nested too deep, a "__proto__" key, too many values)
+  // was the device's string: no device's result is such a value.
+  return legacy && !CommandResultSchema.safeParse(value).success ? text : value;
 }

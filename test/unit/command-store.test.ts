@@ -9,7 +9,7 @@ import mqtt, { type IPublishPacket, type MqttClient } from 'mqtt';
 import { CommandDispatcher } from '../../internal-network/command-api/dispatcher.ts';
 import type { CommandRecord } from '../../internal-network/command-api/schemas.ts';
 import { CommandStore } from '../../internal-network/command-api/store.ts';
-import { PostgresResponses, storedResult } from '../../internal-network/command-api/stored-responses.ts';
+import { PostgresResponses, storedResult, type ResponseLedger } from '../../internal-network/command-api/stored-responses.ts';
 import { resultFields } from '../../internal-network/distributor/points.ts';
 import { DeviceKeyRegistry } from '../../internal-network/shared/device-keys.ts';
 import { isFieldStreamError } from '../../shared/errors.ts';
@@ -344,6 +344,44 @@ describe('the dispatcher', () => {
       const f = resultFields(result);
       assert.deepEqual(storedResult(f.result, f.result_type), result, JSON.stringify(result));
     }
+  });
+
+  it('takes a stored response only with a result a response may carry: what it records is read back at the next start, and the command is not lost', async () => {
+    // A row written before `result_type` holds a device's string result as its text; one that looks
+    // like JSON is read back as the value it spells (storedResult), which need not be a result at all
+    // (nested deeper than LIMITS.jsonMaxDepth, a "__proto__" key). Recorded unchecked, the journal
+    // line holding it failed the journal's own schema at the next start: the answered command was
+    // skipped, gone with its Idempotency-Key, and a retry of the request made it, and ran it, again.
+    const path = join(tmp, 'ledger-results.jsonl');
+    const s = new CommandStore(path, log);
+    const deep = `${'['.repeat(LIMITS.jsonMaxDepth + 1)}${']'.repeat(LIMITS.jsonMaxDepth + 1)}`;
+    const deepOne = record('sent', { deviceId: 'pump-1' });
+    const protoOne = record('sent', { deviceId: 'pump-1' });
+    const forged = record('sent', { deviceId: 'pump-1' });
+    s.add([deepOne, protoOne, forged]);
+    const results: Record<string, unknown> = {
+      [deepOne.commandId]: storedResult(deep, null),
+      [protoOne.commandId]: storedResult('{"__proto__":{"admin":true}}', null),
+      // A value no response carries, whatever the row says of its type.
+      [forged.commandId]: JSON.parse(deep) as unknown,
+    };
+    const ledger: ResponseLedger = {
+      description: 'rows of old',
+      find: (wanted) => Promise.resolve(wanted.map((w) => ({ commandId: w.commandId, deviceId: w.deviceId, status: 'completed' as const, result: results[w.commandId] }))),
+      close: () => Promise.resolve(),
+    };
+    const d = new CommandDispatcher(client, s, log, { keys: new DeviceKeyRegistry(join(tmp, 'keys')), allowUnsigned: true }, ledger);
+    try {
+      await d.settled();
+    } finally {
+      d.close();
+    }
+    const again = new CommandStore(path, log);
+    for (const r of [deepOne, protoOne, forged]) assert.deepEqual(again.get(r.commandId), s.get(r.commandId), `${r.commandId} read back as recorded`);
+    // A legacy row's text is the device's string result when the value it spells is none.
+    assert.equal(s.get(deepOne.commandId)?.response?.result, deep);
+    assert.equal(s.get(protoOne.commandId)?.response?.result, '{"__proto__":{"admin":true}}');
+    assert.equal(s.get(forged.commandId)?.state, 'sent', 'a result no response carries is not taken');
   });
 
   it('expires an accepted command its device never finished, keeping the acceptance', () => {
