@@ -11,7 +11,7 @@ import type { Logger } from '../../shared/logger.ts';
 import { throttleSource, TokenThrottle } from '../../shared/security/throttle.ts';
 import { describeIssues, DeviceIdSchema } from '../../shared/contract/primitives.ts';
 import type { CommandDispatcher } from './dispatcher.ts';
-import { CommandRequestSchema, type CommandRecord, type CommandView, type IssuedAnswer } from './schemas.ts';
+import { CommandRequestSchema, type CommandRecord, type CommandRequest, type CommandView, type IssuedAnswer } from './schemas.ts';
 import { roleAllows, type Credentials, type Principal } from '../shared/credentials.ts';
 import type { CommandStore } from './store.ts';
 import { answerClientError } from '../../shared/http-client-error.ts';
@@ -122,6 +122,10 @@ export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: n
         if (!roleAllows(who.role, 'operator')) throw new FieldStreamError('API_FORBIDDEN', `${who.name} (${who.role}) may not send commands; that needs the operator role.`);
         const key = idempotencyKey(req, 'API_IDEMPOTENCY_KEY_INVALID');
         const body = await readJson(req, res);
+        // Checked before anything is made of it: JSON.parse takes a body nested thousands of levels
+        // deep, which JSON.stringify (the key's fingerprint, below) cannot write (a RangeError, answered
+        // as the API's own failure, 500 API_INTERNAL, for the caller's mistake).
+        const command = commandRequest(body);
         let request: CommandRecord['request'];
         if (key !== undefined) {
           // A client that did not get its answer (a timeout, a dropped connection) sends the request
@@ -137,7 +141,7 @@ export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: n
             return send(res, 202, issuedAnswer(earlier));
           }
         }
-        const records = create(body, who, request);
+        const records = create(command, who, request);
         o.logger.info({ by: who.name, role: who.role, commands: records.map((r) => r.commandId) }, 'commands sent');
         return send(res, 202, issuedAnswer(records));
       }
@@ -154,13 +158,7 @@ export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: n
     throw new FieldStreamError('API_NOT_FOUND');
   }
 
-  function create(body: unknown, who: Principal, request: CommandRecord['request']): CommandRecord[] {
-    const parsed = CommandRequestSchema.safeParse(body);
-    if (!parsed.success) {
-      const { first, issues } = describeIssues(parsed.error, '(body)');
-      throw new FieldStreamError('API_INVALID_BODY', `Invalid command — ${first}`, { issues });
-    }
-    const r = parsed.data;
+  function create(r: CommandRequest, who: Principal, request: CommandRecord['request']): CommandRecord[] {
     const params = r.command === TEST_COMMAND ? testEventParams(r.params, who) : r.params;
     let targets: readonly string[];
     if (r.group !== undefined) {
@@ -203,6 +201,16 @@ export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: n
         server.close(() => resolve());
       }),
   };
+}
+
+/** A POST's body as a command request (CommandRequestSchema), or API_INVALID_BODY naming what is wrong. */
+function commandRequest(body: unknown): CommandRequest {
+  const parsed = CommandRequestSchema.safeParse(body);
+  if (!parsed.success) {
+    const { first, issues } = describeIssues(parsed.error, '(body)');
+    throw new FieldStreamError('API_INVALID_BODY', `Invalid command — ${first}`, { issues });
+  }
+  return parsed.data;
 }
 
 /**

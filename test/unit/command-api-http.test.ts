@@ -145,11 +145,20 @@ test("a caller's mistake is still API_INVALID_BODY (400), and is not logged as a
     assert.equal(((await res.json()) as { code: string }).code, 'API_INVALID_BODY');
     // params nested deep enough (30,000 levels, 60 KB: the body limit is 64 KiB) to overflow a recursive check: a bad
     // request like any other, not an internal error
-    const deep = await post(api.port, `{"deviceId":"pump-1","command":"reboot","params":${'['.repeat(30_000)}${']'.repeat(30_000)}}`);
+    const deepBody = `{"deviceId":"pump-1","command":"reboot","params":${'['.repeat(30_000)}${']'.repeat(30_000)}}`;
+    const deep = await post(api.port, deepBody);
     assert.equal(deep.status, 400);
     const answer = (await deep.json()) as { code: string; message: string };
     assert.equal(answer.code, 'API_INVALID_BODY');
     assert.match(answer.message, /deeper than 32 levels/);
+    // The same with an Idempotency-Key: the body is checked before anything (its fingerprint) is made of it.
+    const keyed = await fetch(`http://127.0.0.1:${api.port}/v1/commands`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json', 'idempotency-key': '"deep-1"' },
+      body: deepBody,
+    });
+    assert.equal(keyed.status, 400);
+    assert.equal(((await keyed.json()) as { code: string }).code, 'API_INVALID_BODY');
     assert.equal(lines.filter((l) => l.code === 'API_INTERNAL').length, 0);
   } finally {
     await api.close();
