@@ -494,6 +494,11 @@ export const LIMITS = {
    * commandListMaxBytes): past it the answer is dropped, CONSOLE_COMMAND_API_FAILED, rather than an
    * answer without end read into the console's memory. */
   consoleCommandApiAnswerMaxBytes: 32 * 1024 * 1024,
+  /** bytes. An answer of the command API longer than this is written in pieces of it, each when the
+   * one before has gone: a client reading it slowly shows its progress to TIMINGS.commandApiIdleTimeoutMs
+   * at each piece. Written at once, Node counts a write's progress only until the kernel has taken
+   * all of it: a 16 MiB listing read at 250 kB/s was cut off as idle with megabytes still to read. */
+  commandApiAnswerPieceBytes: 64 * 1024,
   /** lines. The command journal is compacted when it holds more than twice as many lines as
    * commands plus these: a small journal is not rewritten at every change. */
   commandJournalSlackLines: 10_000,
@@ -1138,6 +1143,13 @@ export const TIMINGS = {
    * (Node's connectionsCheckingInterval): its default, 30 s, let a client trickling its headers hold
    * its connection six times headersTimeout. */
   commandApiConnectionsCheckMs: 1_000,
+  /** milliseconds. Longest a command API connection may go without a write to its client getting
+   * under way (Node's server.timeout; an answer goes in pieces of LIMITS.commandApiAnswerPieceBytes,
+   * each a write): past it the connection is closed. The request timeouts end once a request is
+   * in; a client that then read nothing (requests pipelined, one big listing) held its connection,
+   * and every answer and request the server had made for it, for ever: a thousand of them, no
+   * token needed, took every connection (LIMITS.commandApiMaxConnections) and gigabytes. */
+  commandApiIdleTimeoutMs: 15_000,
   /** milliseconds. The window of LIMITS.apiAuthMaxFailures (5 minutes, as MANAGE.authFailureWindowMs). */
   apiAuthFailureWindowMs: 5 * 60_000,
   /** milliseconds. The field client's local HTTP input: the time a JSON body (a reading, an event,

@@ -109,6 +109,9 @@ export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: n
   server.maxConnections = LIMITS.commandApiMaxConnections;
   server.requestTimeout = TIMINGS.commandApiRequestTimeoutMs;
   server.headersTimeout = TIMINGS.commandApiHeadersTimeoutMs;
+  // Those end once a request is in. A connection whose client reads none of its answers (pipelined
+  // requests, a listing) is closed once no write to it has got under way for this long.
+  server.timeout = TIMINGS.commandApiIdleTimeoutMs;
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = requestUrl(req);
@@ -298,7 +301,24 @@ function send(res: ServerResponse, status: number, body: unknown, headers: Recor
 /** An answer of JSON text, its terminal controls escaped already (terminalText, as send() does). */
 function sendText(res: ServerResponse, status: number, text: string, headers: Record<string, string> = {}): void {
   res.writeHead(status, { ...headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
-  res.end(text);
+  if (text.length <= LIMITS.commandApiAnswerPieceBytes / 3) {
+    res.end(text);
+    return;
+  }
+  // In pieces, the next once the one before has gone (server.timeout: a slow reader's progress).
+  const body = Buffer.from(text, 'utf8');
+  let at = 0;
+  const next = (): void => {
+    while (at < body.length) {
+      const piece = body.subarray(at, (at += LIMITS.commandApiAnswerPieceBytes));
+      if (!res.write(piece)) {
+        res.once('drain', next);
+        return;
+      }
+    }
+    res.end();
+  };
+  next();
 }
 
 async function readJson(req: IncomingMessage, res: ServerResponse): Promise<unknown> {

@@ -342,6 +342,76 @@ test(`a client trickling its headers is cut off at the headers timeout, not up t
   }
 });
 
+test(`a client that reads none of its answers loses its connection once nothing is written to it for TIMINGS.commandApiIdleTimeoutMs; one reading a large listing slowly gets all of it`, async () => {
+  // The request timeouts end once a request is in. A client pipelining requests (no token needed:
+  // each is answered 401) and reading none of the answers held its connection, and the answers and
+  // requests the server had made for it (megabytes), for ever: a thousand such clients took every
+  // connection of the API and gigabytes of its memory.
+  const tmp = tempDir('command-idle');
+  const log = createLogger('command-api', 'silent');
+  const api = await issuingApi(join(tmp.dir, 'commands.jsonl'), log);
+  const open = (): Promise<{ socket: ReturnType<typeof connect>; closed: Promise<number> }> =>
+    new Promise((resolve, reject) => {
+      const socket = connect(api.port, '127.0.0.1');
+      socket.on('error', () => undefined);
+      const closed = new Promise<number>((r) => socket.once('close', () => r(performance.now())));
+      socket.once('connect', () => resolve({ socket, closed }));
+      socket.once('error', reject);
+    });
+  const sockets: ReturnType<typeof connect>[] = [];
+  try {
+    // A listing of about 8 MB: read at 300 kB/s it takes longer than the idle timeout.
+    const now = Date.now();
+    const big = 'p'.repeat(63_000);
+    const records = Array.from({ length: 130 }, (_, i) => ({ commandId: `cmd-big-${i}`, deviceId: 'pump-1', command: 'reboot', params: big, issuedAt: now, expiresAt: now + 60_000, state: 'sent' as const, attempts: 1, updatedAt: now }));
+    for (const r of records) api.store.add([r]);
+
+    const stalled = await open();
+    sockets.push(stalled.socket);
+    stalled.socket.pause(); // reads nothing
+    const start = performance.now();
+    for (let i = 0; i < 100; i++) stalled.socket.write('GET /v1/commands HTTP/1.1\r\nHost: api\r\n\r\n'.repeat(1000));
+
+    const reader = await open();
+    sockets.push(reader.socket);
+    reader.socket.pause();
+    reader.socket.write(`GET /v1/commands?limit=1000 HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer ${TOKEN}\r\n\r\n`);
+    const got: Buffer[] = [];
+    let size = 0;
+    let expected: number | undefined;
+    const readerStart = performance.now();
+    while (expected === undefined || size < expected) {
+      const c = reader.socket.read() as Buffer | null;
+      // At most about 300 kB/s.
+      await new Promise((r) => setTimeout(r, c === null ? 50 : c.length / 300));
+      if (c !== null) {
+        got.push(c);
+        size += c.length;
+      }
+      const head = Buffer.concat(got).toString('latin1');
+      const end = head.indexOf('\r\n\r\n');
+      if (expected === undefined && end >= 0) expected = end + 4 + Number(/\r\ncontent-length: (\d+)/i.exec(head)?.[1]);
+      if (performance.now() - readerStart > 120_000) assert.fail(`the listing was not all read within 2 minutes: ${size} bytes of ${expected}`);
+      assert.ok(!reader.socket.destroyed || (expected !== undefined && size >= expected), `the slow reader was cut off after ${size} bytes of ${expected}`);
+    }
+    const text = Buffer.concat(got).toString('utf8');
+    const listing = JSON.parse(text.slice(text.indexOf('\r\n\r\n') + 4)) as { commands: unknown[]; truncated?: boolean };
+    assert.equal(listing.commands.length, 130, 'the whole listing, intact');
+    assert.ok(performance.now() - readerStart > TIMINGS.commandApiIdleTimeoutMs, 'read for longer than the idle timeout');
+
+    // Node looks at a connection's idleness once per timeout, and takes a write still going (its
+    // queue changed since the last look) as progress: closed at twice the timeout, give or take.
+    const bound = 3 * TIMINGS.commandApiIdleTimeoutMs;
+    const cut = await Promise.race([stalled.closed, new Promise<undefined>((r) => setTimeout(r, Math.max(0, start + bound - performance.now())))]);
+    assert.ok(cut !== undefined, `a connection whose client read nothing was still open after ${bound} ms`);
+    assert.equal((await fetch(`http://127.0.0.1:${api.port}/healthz`)).status, 200);
+  } finally {
+    for (const s of sockets) s.destroy();
+    await api.close();
+    tmp.cleanup();
+  }
+});
+
 test('a request target the URL parser refuses is 400 API_INVALID_REQUEST before any credential is looked at, not an internal error', async () => {
   const { api, lines } = await failingApi();
   try {
