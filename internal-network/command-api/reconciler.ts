@@ -1,5 +1,6 @@
 import { ResponsePayloadSchema } from '../../shared/contract/payloads.ts';
 import { isFieldStreamError } from '../../shared/errors.ts';
+import { LIMITS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { DeviceKeyRegistry } from '../shared/device-keys.ts';
 import type { Response } from './believed-responses.ts';
@@ -74,27 +75,32 @@ export class Reconciler {
         wanted.push({ commandId: r.commandId, deviceId: r.deviceId, signedOnly: keyed });
       }
       if (wanted.length === 0) return;
-      const found: StoredResponse[] = await this.ledger.find(wanted);
-      if (this.closed()) return;
       let answered = 0;
-      const invalid: string[] = [];
-      for (const f of found) {
-        const record = this.store.get(f.commandId);
-        // Known already (an acceptance found again at each look-up while the command runs): unchanged.
-        if (!record || record.deviceId !== f.deviceId || record.response?.status === f.status) continue;
-        const stored = StoredAnswerSchema.safeParse({ status: f.status, result: f.result });
-        if (!stored.success) {
-          invalid.push(f.commandId);
-          continue;
-        }
-        if (this.answer(record, { status: stored.data.status, ...(stored.data.result !== undefined ? { result: stored.data.result } : {}) })) {
-          answered++;
-          this.log.info({ commandId: record.commandId, deviceId: record.deviceId, state: f.status }, 'command answered: its response found among those the distributor stored');
+      /** stored responses not taken (StoredAnswerSchema): how many, and the first ids */
+      const invalid = { count: 0, commandIds: [] as string[] };
+      // A batch at a time, each recorded before the next is read: a result may be 64 K characters,
+      // and those of every waiting command (up to LIMITS.commandMaxLive) read at once made gigabytes.
+      for (let i = 0; i < wanted.length; i += LIMITS.commandReconcileBatch) {
+        const found: StoredResponse[] = await this.ledger.find(wanted.slice(i, i + LIMITS.commandReconcileBatch));
+        if (this.closed()) return;
+        for (const f of found) {
+          const record = this.store.get(f.commandId);
+          // Known already (an acceptance found again at each look-up while the command runs): unchanged.
+          if (!record || record.deviceId !== f.deviceId || record.response?.status === f.status) continue;
+          const stored = StoredAnswerSchema.safeParse({ status: f.status, result: f.result });
+          if (!stored.success) {
+            if (invalid.count++ < 20) invalid.commandIds.push(f.commandId);
+            continue;
+          }
+          if (this.answer(record, { status: stored.data.status, ...(stored.data.result !== undefined ? { result: stored.data.result } : {}) })) {
+            answered++;
+            this.log.info({ commandId: record.commandId, deviceId: record.deviceId, state: f.status }, 'command answered: its response found among those the distributor stored');
+          }
         }
       }
-      if (invalid.length > 0) {
+      if (invalid.count > 0) {
         this.log.warn(
-          { code: 'CONTRACT_INVALID_MESSAGE', commandIds: invalid.slice(0, 20), count: invalid.length },
+          { code: 'CONTRACT_INVALID_MESSAGE', ...invalid },
           'stored responses whose result no response carries were not taken; their commands wait for an answer, or expire',
         );
       }

@@ -384,6 +384,34 @@ describe('the dispatcher', () => {
     assert.equal(s.get(forged.commandId)?.state, 'sent', 'a result no response carries is not taken');
   });
 
+  it(`holds the stored responses of at most ${LIMITS.commandReconcileBatch} commands at once, however many wait, and records each batch's before the next is read`, async () => {
+    // Each result may be 64 K characters: the responses of every waiting command (up to
+    // LIMITS.commandMaxLive) read before any was recorded made gigabytes, at each start.
+    const s = new CommandStore(join(tmp, 'ledger-batches.jsonl'), log);
+    const waiting = Array.from({ length: 2 * LIMITS.commandReconcileBatch + 500 }, () => record('sent', { deviceId: 'pump-1' }));
+    for (let i = 0; i < waiting.length; i += 1000) s.add(waiting.slice(i, i + 1000));
+    const asked: number[] = [];
+    const answeredBefore: number[] = [];
+    const ledger: ResponseLedger = {
+      description: 'a large fleet answered',
+      find: (wanted) => {
+        asked.push(wanted.length);
+        answeredBefore.push(waiting.filter((r) => s.get(r.commandId)?.state === 'completed').length);
+        return Promise.resolve(wanted.map((w) => ({ commandId: w.commandId, deviceId: w.deviceId, status: 'completed' as const, result: 'r'.repeat(1000) })));
+      },
+      close: () => Promise.resolve(),
+    };
+    const d = new CommandDispatcher(client, s, log, { keys: new DeviceKeyRegistry(join(tmp, 'keys')), allowUnsigned: true }, ledger);
+    try {
+      await d.settled();
+    } finally {
+      d.close();
+    }
+    assert.equal(waiting.filter((r) => s.get(r.commandId)?.state === 'completed').length, waiting.length);
+    assert.ok(Math.max(...asked) <= LIMITS.commandReconcileBatch, `asked for ${asked.join(', ')} commands at once`);
+    assert.deepEqual(answeredBefore, asked.map((_, i) => asked.slice(0, i).reduce((a, b) => a + b, 0)), 'each batch recorded before the next is read');
+  });
+
   it('expires an accepted command its device never finished, keeping the acceptance', () => {
     const path = join(tmp, 'accepted.jsonl');
     const s = new CommandStore(path, log);
