@@ -322,7 +322,10 @@ function sendText(res: ServerResponse, status: number, text: string, headers: Re
 }
 
 async function readJson(req: IncomingMessage, res: ServerResponse): Promise<unknown> {
-  if (!/^application\/json\b/.test(req.headers['content-type'] ?? '')) {
+  // The media type alone, whatever its parameters, in any case (RFC 9110 §8.3.1): `Application/JSON`
+  // was refused, and `application/json-seq`, which only begins like it, taken.
+  const type = (req.headers['content-type'] ?? '').split(';', 1)[0]?.trim().toLowerCase();
+  if (type !== 'application/json') {
     throw new FieldStreamError('API_INVALID_BODY', 'Send the body as application/json.');
   }
   return readJsonBody(req, res, { maxBytes: LIMITS.apiBodyMaxBytes, tooLarge: 'API_BODY_TOO_LARGE', invalid: 'API_INVALID_BODY' });

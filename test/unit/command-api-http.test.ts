@@ -412,6 +412,32 @@ test(`a client that reads none of its answers loses its connection once nothing 
   }
 });
 
+test('a body is taken as JSON by its media type, in any case and with parameters (RFC 9110 §8.3.1); another type, one that merely begins with application/json too, is 400 API_INVALID_BODY', async () => {
+  const tmp = tempDir('command-content-type');
+  const api = await issuingApi(join(tmp.dir, 'commands.jsonl'), createLogger('command-api', 'silent'));
+  const postAs = (type: string) =>
+    fetch(`http://127.0.0.1:${api.port}/v1/commands`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${TOKEN}`, 'content-type': type },
+      body: JSON.stringify({ deviceId: 'pump-1', command: 'reboot' }),
+    });
+  try {
+    for (const type of ['application/json', 'Application/JSON', 'application/json; charset=utf-8', 'APPLICATION/JSON;charset="UTF-8"', ' application/json ']) {
+      const res = await postAs(type);
+      assert.equal(res.status, 202, type);
+    }
+    for (const type of ['application/json-seq', 'application/jsonx', 'application/json+zip', 'text/plain', 'application/x-www-form-urlencoded']) {
+      const res = await postAs(type);
+      assert.equal(res.status, 400, type);
+      assert.equal(((await res.json()) as { code: string }).code, 'API_INVALID_BODY', type);
+    }
+    assert.equal([...api.store.all()].length, 5, 'a command for each body taken, none for the others');
+  } finally {
+    await api.close();
+    tmp.cleanup();
+  }
+});
+
 test('a request target the URL parser refuses is 400 API_INVALID_REQUEST before any credential is looked at, not an internal error', async () => {
   const { api, lines } = await failingApi();
   try {
