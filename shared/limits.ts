@@ -499,6 +499,11 @@ export const LIMITS = {
    * at each piece. Written at once, Node counts a write's progress only until the kernel has taken
    * all of it: a 16 MiB listing read at 250 kB/s was cut off as idle with megabytes still to read. */
   commandApiAnswerPieceBytes: 64 * 1024,
+  /** bytes. Most the listings (GET /v1/commands) being written to their callers at once may hold:
+   * a listing is built whole (up to commandListMaxBytes) and held until its caller has read it. Past
+   * it a listing is refused, API_BUSY (503, Retry-After), rather than 1,000 connections not reading
+   * theirs holding 16 GiB. Sixteen of the largest, or thousands of the usual. */
+  commandApiListingsHeldMaxBytes: 256 * 1024 * 1024,
   /** lines. The command journal is compacted when it holds more than twice as many lines as
    * commands plus these: a small journal is not rewritten at every change. */
   commandJournalSlackLines: 10_000,

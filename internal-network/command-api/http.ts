@@ -113,6 +113,9 @@ export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: n
   // requests, a listing) is closed once no write to it has got under way for this long.
   server.timeout = TIMINGS.commandApiIdleTimeoutMs;
 
+  /** bytes of listings being written to their callers now (LIMITS.commandApiListingsHeldMaxBytes) */
+  let listingsHeld = 0;
+
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = requestUrl(req);
     if (url.pathname === '/healthz') {
@@ -148,7 +151,18 @@ export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: n
         o.logger.info({ by: who.name, role: who.role, commands: records.map((r) => r.commandId) }, 'commands sent');
         return send(res, 202, issuedAnswer(records));
       }
-      if (req.method === 'GET') return sendText(res, 200, listAnswer(list(url.searchParams)));
+      if (req.method === 'GET') {
+        // Each listing is held whole until its caller has read it: any credential not reading one on
+        // each of its connections held up to commandListMaxBytes on each.
+        if (listingsHeld + LIMITS.commandListMaxBytes > LIMITS.commandApiListingsHeldMaxBytes) {
+          throw new FieldStreamError('API_BUSY', `Listings of ${listingsHeld} bytes are being written to their callers now; try again shortly.`, { retryAfterS: 1 });
+        }
+        const text = listAnswer(list(url.searchParams));
+        const bytes = Buffer.byteLength(text);
+        listingsHeld += bytes;
+        res.once('close', () => (listingsHeld -= bytes));
+        return sendText(res, 200, text);
+      }
       throw new FieldStreamError('API_METHOD_NOT_ALLOWED');
     }
     const m = /^\/v1\/commands\/([A-Za-z0-9._:-]{1,128})$/.exec(url.pathname);

@@ -748,6 +748,41 @@ test(`a list is answered within LIMITS.commandListMaxBytes: the newest commands 
   }
 });
 
+test('listings being written at once hold at most LIMITS.commandApiListingsHeldMaxBytes: past it 503 API_BUSY with Retry-After, and room comes back as they go', async () => {
+  // Each listing was built whole (up to LIMITS.commandListMaxBytes) and held until its caller read
+  // it: any credential, a viewer's, not reading a listing on each of 1,000 connections held 16 GiB.
+  const tmp = tempDir('command-api-listings-held');
+  const log = createLogger('command-api', 'silent');
+  const store = new CommandStore(join(tmp.dir, 'commands.jsonl'), log);
+  const now = Date.now();
+  for (let i = 0; i < 130; i++) store.put({ commandId: `cmd-held-${i}`, deviceId: 'pump-1', command: 'reboot', params: { blob: 'p'.repeat(63_000) }, issuedAt: now, expiresAt: now + 60_000, state: 'sent', attempts: 1, updatedAt: now + i });
+  store.flush();
+  const limits = LIMITS as unknown as Record<string, number>;
+  const saved = limits.commandApiListingsHeldMaxBytes as number;
+  limits.commandApiListingsHeldMaxBytes = LIMITS.commandListMaxBytes + 1;
+  const api = await operatorApi({} as unknown as CommandDispatcher, store, log);
+  const reader = connect(api.port, '127.0.0.1');
+  reader.on('error', () => undefined);
+  try {
+    reader.pause(); // reads nothing: its listing stays held
+    reader.write(`GET /v1/commands?limit=1000 HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer ${TOKEN}\r\n\r\n`);
+    const list = () => fetch(`http://127.0.0.1:${api.port}/v1/commands?limit=1`, { headers: { authorization: `Bearer ${TOKEN}` } });
+    const busy = await eventually(async () => {
+      const r = await list();
+      return r.status === 503 ? r : undefined;
+    });
+    assert.equal(((await busy.json()) as { code: string }).code, 'API_BUSY');
+    assert.ok(Number(busy.headers.get('retry-after')) >= 1, 'Retry-After');
+    reader.destroy();
+    await eventually(async () => (await list()).status === 200);
+  } finally {
+    limits.commandApiListingsHeldMaxBytes = saved;
+    reader.destroy();
+    await api.close();
+    tmp.cleanup();
+  }
+});
+
 test('a listing serialises each command once, and answers the very JSON of the listing as a whole: escaped, truncated or not', async () => {
   // Each command was serialised to measure it against LIMITS.commandListMaxBytes, then all again to
   // be sent: up to 16 MiB of JSON made twice per answer.
