@@ -430,6 +430,21 @@ describe('Kubernetes manifests', () => {
           assert.ok(limit >= needed, `distributor: memory limit ${Math.round(limit / MiB)} MiB < ${Math.round(needed / MiB)} MiB of ${consumers} consumers' messages, with a margin and its request`);
         });
 
+        it("the distributors' file storage is one volume every replica mounts, as compose's shared folder: a transfer's chunks reach any replica", () => {
+          // Each chunk is receipted (its device deletes it) once it is in FILE_STORAGE_PATH/.partial/,
+          // and the replica whose chunk completes the set joins them from there (file-store.ts). On a
+          // claim of each replica's own, the chunks of one file are spread over several volumes and
+          // no replica ever holds them all: the file is lost, every chunk of it acknowledged.
+          const d = named('StatefulSet', 'distributor');
+          const c = containersOf(d)[0] ?? assert.fail('distributor');
+          const files = containerEnv(objects(), c).FILE_STORAGE_PATH ?? assert.fail('FILE_STORAGE_PATH');
+          const mount = (c.volumeMounts ?? []).filter((m) => files === m.mountPath || files.startsWith(`${m.mountPath}/`)).sort((a, b) => b.mountPath.length - a.mountPath.length)[0];
+          assert.ok(mount && !mount.readOnly, `FILE_STORAGE_PATH=${files} is on a writable mount`);
+          assert.ok(!(d.spec.volumeClaimTemplates ?? []).some((t) => t.metadata.name === mount.name), `FILE_STORAGE_PATH=${files} is on ${mount.name}, a claim of each replica's own`);
+          const claim = podSpecOf(d).volumes?.find((v) => v.name === mount.name)?.persistentVolumeClaim?.claimName ?? assert.fail(`${mount.name}: a PersistentVolumeClaim`);
+          assert.ok(objects().some((o) => o.kind === 'PersistentVolumeClaim' && o.metadata.name === claim), `the claim ${claim} is rendered`);
+        });
+
         it('the firewall table: consoles and APIs from the operators only, out to the DMZ on 8883 and 9091 only, the database', () => {
           const policies = objects().filter((o) => o.kind === 'NetworkPolicy');
           const pods = (name: string): Record<string, string> => workloadLabels(workloads().find((w) => w.metadata.name === name) ?? assert.fail(name));
