@@ -454,10 +454,20 @@ describe('Kubernetes manifests', () => {
             for (const p of peers) assert.match(p, /^(ipBlock:(?!0\.0\.0\.0\/0).*|namespace:.+|pod:.+)$/, `${name}:${port} from ${p}`);
           }
           const outside = (p: Peer): boolean => p === 'any' || p.startsWith('ipBlock:');
+          // Who may leave the cluster, and to which port: docs/kubernetes.md's firewall table, the rows
+          // of the internal tier to the DMZ and the databases ("| internal | InfluxDB | distributor, ... | 8086 |").
+          const table = readFileSync(join(repoRoot, 'docs', 'kubernetes.md'), 'utf8');
+          const may: Record<number, string[]> = { 443: [] };
+          for (const [port, to] of [[8883, 'the DMZ broker'], [9091, 'the DMZ Prometheus'], [8086, 'InfluxDB'], [5432, 'PostgreSQL']] as const) {
+            const row = table.split('\n').find((l) => l.startsWith(`| internal | ${to}`) && l.trimEnd().endsWith(`| ${port} |`)) ?? assert.fail(`docs/kubernetes.md: no row "| internal | ${to} ... | ${port} |"`);
+            const from = row.split('|')[3] ?? assert.fail(row);
+            may[port] = from.replace(/\([^)]*\)/g, '').split(',').map((n) => n.trim().toLowerCase().replace(/ /g, '-'));
+          }
           for (const w of workloads()) {
-            for (const port of [8883, 9091, 8086, 443]) {
+            const leaves = Object.keys(may).map(Number).filter((port) => allowedPeers(policies, workloadLabels(w), 'egress', port).some(outside));
+            assert.deepEqual(leaves, Object.keys(may).map(Number).filter((port) => may[port]?.includes(w.metadata.name)), `${w.metadata.name}: the ports docs/kubernetes.md's firewall table lets it out to`);
+            for (const port of Object.keys(may).map(Number)) {
               const out = allowedPeers(policies, workloadLabels(w), 'egress', port).filter(outside);
-              const may: Record<number, string[]> = { 8883: ['internal-mosquitto', 'broker-exporter'], 9091: ['prometheus'], 8086: ['distributor', 'command-api', 'console', 'grafana'], 443: [] };
               if (may[port]?.includes(w.metadata.name)) assertCorporateOnly(out, `${w.metadata.name} → ${port}`);
               else assert.deepEqual(out, [], `${w.metadata.name} may not leave the cluster on ${port}`);
             }
