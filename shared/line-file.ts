@@ -11,7 +11,10 @@ import { makeDirDurablySync, syncDir, syncDirSync, writeWholeSync } from './dura
  * - starts on a line of its own. A crash or a failed write in the middle of an append leaves a torn
  *   last line without its newline; the next append, glued to it, would make one line no parser
  *   reads, and lose what was acknowledged after the crash. The torn line is lost either way (it was
- *   never acknowledged), the next one is not.
+ *   never acknowledged), the next one is not. The file's last byte is looked at before every append,
+ *   not remembered from the last one: other processes may append to the same file (the compose
+ *   files mount one local store into the distributor, the console and each --scale replica), and
+ *   one of them cut short (a full disk, killed) leaves its torn line after ours.
  * - is written whole: a write may take fewer bytes than asked and report no error (a full disk, a
  *   file size limit; write(2)), so the rest is written again.
  * - makes a new file's name durable: a new directory entry survives a power cut only once its
@@ -24,8 +27,6 @@ import { makeDirDurablySync, syncDir, syncDirSync, writeWholeSync } from './dura
 interface Held {
   path: string;
   fh: FileHandle;
-  /** the file ends with a whole line (known after an append of ours) */
-  whole: boolean;
   ino: number;
   dev: number;
 }
@@ -79,18 +80,16 @@ export class LineFile {
         return open(path, 'a+', this.mode);
       });
       const { ino, dev } = await fh.stat();
-      this.handle = { path, fh, whole: false, ino, dev };
+      this.handle = { path, fh, ino, dev };
     }
     const h = this.handle;
-    const text = Buffer.from(h.whole || (await endsWithNewline(h.fh)) ? lines : `\n${lines}`, 'utf8');
-    h.whole = false; // until this append is whole
+    const text = Buffer.from((await endsWithNewline(h.fh)) ? lines : `\n${lines}`, 'utf8');
     for (let at = 0; at < text.length; ) {
       const { bytesWritten } = await h.fh.write(text, at, text.length - at);
       if (bytesWritten <= 0) throw new Error(`the disk took none of the bytes of ${path}`);
       at += bytesWritten;
     }
     await h.fh.datasync();
-    h.whole = true;
     if (!this.named.has(path)) {
       await syncDir(dirname(path));
       this.named.add(path);

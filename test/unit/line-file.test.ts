@@ -48,6 +48,29 @@ describe('files of lines holding acknowledged data', () => {
     assert.equal(readFileSync(file, 'utf8').split('\n').filter((l) => l !== '').length, 6, 'the torn part stays a line of its own');
   });
 
+  it('a local store two writers share (compose mounts one folder into the distributor and the console, and into each --scale replica): a line the other left torn does not swallow the next batch', async () => {
+    const dir = join(tmp.dir, 'shared-store');
+    mock.timers.enable({ apis: ['Date'], now: Date.UTC(2026, 0, 15, 12) });
+    const distributor = new LocalPointStore(dir);
+    const other = new LocalPointStore(dir);
+    const file = join(dir, '2026-01-15.jsonl');
+    try {
+      await distributor.write([point(1)]);
+      // The other writer's batch cut short by the disk: its torn line ends the file.
+      await withFileSizeLimit(statSync(file).size + 30, () => assert.rejects(other.write([point(2), point(3)])));
+      // The distributor's next batch, acknowledged to the broker once this resolves.
+      await distributor.write([point(4)]);
+      await distributor.close();
+      await other.close();
+    } finally {
+      mock.timers.reset();
+    }
+    assert.deepEqual(
+      readLocalStore(dir).map((p) => p.fields.v),
+      [1, 4],
+    );
+  });
+
   it('the field client sets refused messages aside on lines of their own after a torn one', () => {
     const rejected = new RejectedMessages(join(tmp.dir));
     writeFileSync(rejected.path, '{"at":"2024-01-01T00:00:00.000Z","code":"CONTRACT_INVA');
