@@ -201,6 +201,18 @@ describe("the anomaly detectors' state across a restart", () => {
     assert.deepEqual(restored, { restored: 0, refused: 1 });
   });
 
+  it('takes a count of rows kept out past forestAdaptAfter (saved under a larger one, or edited) as forestAdaptAfter', () => {
+    // The count goes down by one a row taken: taken as saved, 2^40 rows kept out would have let
+    // every anomalous row into the buffer for good, as if the device had a new normal.
+    const scorer = new AnomalyScorer();
+    for (let k = 0; k < 100; k++) scorer.score({ device: 'd', time: 1.7e12 + k * 60_000, fields: { a: k % 7 } });
+    const saved = scorer.devicesState()[0]?.toState();
+    assert.ok(saved);
+    const back = new AnomalyScorer();
+    assert.equal(back.restoreDevice({ ...saved, keptOut: 2 ** 40 }), undefined);
+    assert.equal(back.devicesState()[0]?.toState().keptOut, back.params.forestAdaptAfter);
+  });
+
   it("has room in Kubernetes's volume for the largest file the defaults allow, and the one that replaces it", () => {
     // maxDevices devices of maxFieldsPerDevice fields, every window full, a full buffer, names of
     // 128 characters. The saved file and the one written aside are on the volume together: on a

@@ -289,6 +289,27 @@ describe('the Isolation Forest of a device', () => {
     assert.ok(first.a.score > 0.6 && first.a.score < 1);
   });
 
+  it('takes a lasting change for the new normal within about a day, though some of its readings go unflagged', () => {
+    // Two bound fields (y = 2x) until day 5, then bound the other way for good (y = 40 - 2x). The
+    // forest flags most readings of the new relation, not all: a reading it let pass, one row in
+    // thirty, ended the run of rows kept out before it reached forestAdaptAfter, so the device never
+    // took its new normal, nor trained again, and every reading was flagged for six days.
+    const rng = new Mulberry32(3);
+    const scorer = new AnomalyScorer();
+    const DAY = 1440;
+    const change = 5 * DAY;
+    const flags = new Uint32Array(9);
+    for (let i = 0; i < 9 * DAY; i++) {
+      const x = 10 + 3 * Math.sin((2 * Math.PI * (i % DAY)) / DAY) + 0.2 * rng.normal();
+      const y = (i < change ? 2 * x : 40 - 2 * x) + 0.2 * rng.normal();
+      const forest = scorer.score({ device: 'd', time: T0 + i * MINUTE, fields: { x, y } }).filter((a) => a.detector === 'iforest');
+      flags[Math.floor(i / DAY)] = (flags[Math.floor(i / DAY)] as number) + forest.length;
+    }
+    assert.ok((flags[5] as number) > DAY / 2, `${flags[5]} readings flagged on the day of the change`);
+    // A day and a half on: at most the forest's usual false alarms.
+    for (const day of [7, 8]) assert.ok((flags[day] as number) < 30, `${flags[day]} readings flagged on day ${day}, ${day - 5} days after the change: ${flags.join(', ')}`);
+  });
+
   it('trains no more often for readings whose times jump back and forth: a row per forestSampleIntervalMs of the device\'s time, not per step back', () => {
     // Four days of a reading a minute; the same readings with every second one dated half an hour
     // back (a device with two clocks, or a hostile one). A row at every step back made a row of

@@ -27,8 +27,9 @@ const KIND_OF_FEATURE = { drift: 'drift', pair: 'correlation' } as const satisfi
  * The buffer takes at most one row per forestSampleIntervalMs (reading time), and only once the
  * daily baselines are a day old. A row of a reading that was anomalous (by any detector) is kept
  * out, and teaches the daily baselines nothing, so a drift does not teach the forest that drifting
- * is normal; after forestAdaptAfter such rows in a row the device is taken to have a new normal and
- * its rows are taken again. The forest is trained once the buffer holds forestMinTrain rows and
+ * is normal; once such rows outnumber the rows taken since by forestAdaptAfter (forestAdaptAfter of
+ * them in a row, or more among a few taken) the device is taken to have a new normal and its rows
+ * are taken again. The forest is trained once the buffer holds forestMinTrain rows and
  * again after every forestRetrainEvery new rows, with a seed from the scorer's seed, the device id
  * and the training's number: the same stream gives the same forests. Each forest gets its own
  * threshold from the scores of its training rows (train()).
@@ -109,7 +110,10 @@ export class DeviceModel {
     d.lastSampleTime = s.lastSampleTime ?? -Infinity;
     d.rowsSinceTrain = s.rowsSinceTrain;
     d.regrow = s.forest;
-    d.keptOut = s.keptOut;
+    // At most forestAdaptAfter, as live: it goes down by one a row taken, and a larger count (saved
+    // under a larger forestAdaptAfter, which may change across a restart) let anomalous rows into
+    // the buffer until as many rows had been taken.
+    d.keptOut = Math.min(s.keptOut, p.forestAdaptAfter);
     d.trainings = s.trainings;
     if (s.buffer !== null) {
       d.buffer = decodeArray(Float32Array, s.buffer.rows) as Float32Array;
@@ -246,11 +250,19 @@ export class DeviceModel {
     if (fields === 0) return;
     const row = new Float64Array(2 * fields);
     this.rawRow(fields, reading, time, row);
-    if (anomalous && this.keptOut < p.forestAdaptAfter) {
-      this.keptOut++;
-      return;
-    }
-    if (!anomalous) this.keptOut = 0;
+    // keptOut: the rows kept out, less the rows taken since (never below 0). Reset by any row taken,
+    // it was a run: a lasting change (a relation inverted for good) is flagged on most readings, not
+    // all, and the one row in thirty let pass started the run again, so the device never took its
+    // new normal, nor trained again (only taken rows count towards forestRetrainEvery), and was
+    // flagged at nearly every reading for six days (tested). Counted net, a change flagged on most
+    // rows is taken after about forestAdaptAfter of them; one flagged on fewer than half never
+    // is, and its rows taken meanwhile teach the forest anyway.
+    if (anomalous) {
+      if (this.keptOut < p.forestAdaptAfter) {
+        this.keptOut++;
+        return;
+      }
+    } else if (this.keptOut > 0) this.keptOut--;
     // The daily baselines learn after the row is taken (it holds what scoring saw), and only from
     // what is not kept out.
     let complete = true;

@@ -89,8 +89,11 @@ export const AnomalyParamsSchema = z
     /** rows. The forest is trained again after this many new rows (12 h by default): often enough
      * to follow a device's slow changes; training costs a few milliseconds (bench/anomaly.ts). */
     forestRetrainEvery: z.number().int().min(1),
-    /** rows. A device whose rows were kept out of the buffer (they were anomalous) this many times
-     * in a row is taken to have a new normal: its rows enter the buffer again (12 h by default). */
+    /** rows. A device whose rows kept out of the buffer (they were anomalous) outnumber the rows
+     * taken since by this many (12 h of anomalous rows in a row, by default) is taken to have a new
+     * normal: its rows enter the buffer again. Counted net, not in a row: a lasting change is
+     * flagged on most readings, rarely all, and one row let pass ended the run, so the device
+     * never adapted (device.ts). */
     forestAdaptAfter: z.number().int().min(1),
     /** fields. The forest looks at a device's first fields only (in the order first seen). */
     forestMaxFields: z.number().int().min(1).max(64),
