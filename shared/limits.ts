@@ -1470,6 +1470,12 @@ export const CONSOLE = {
   /** readings waiting to be scored for anomalies; past it readings are skipped and counted, never
    * slowing what feeds them */
   anomalyQueueMax: 200_000,
+  /** values. Most numeric values (fields of the readings) waiting to be scored, all readings
+   * together; past it readings are skipped and counted as past anomalyQueueMax. A reading may hold
+   * LIMITS.readingMaxFields (256) values: anomalyQueueMax of those were some 1.25 GB of heap, past
+   * the console's container (768 MiB), where readings of a few fields are some 40 MB. 2,000,000 is
+   * anomalyQueueMax readings of 10 fields, some 50 MB of readings of 256 (test/unit/anomaly.test.ts). */
+  anomalyQueueMaxValues: 2_000_000,
   /** milliseconds. Most one turn of anomaly scoring holds the event loop (also at most 500
    * readings a turn): a forest grown costs some 3.5 ms, and after a restart each restored device
    * grows its own at its first row, 500 of them a turn held the console's pages for 1.75 s. */

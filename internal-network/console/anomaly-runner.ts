@@ -24,13 +24,16 @@ const CHUNK = 500;
 /**
  * Scores readings off every write path: the stored feed hands them over (already written), they
  * wait in a bounded queue and are scored a chunk at a time between the console's other work. When
- * more arrive than can be scored, the newest beyond CONSOLE.anomalyQueueMax are skipped and counted.
+ * more arrive than can be scored, the newest beyond CONSOLE.anomalyQueueMax readings, or
+ * CONSOLE.anomalyQueueMaxValues values (their fields, all together), are skipped and counted.
  */
 export class AnomalyRunner {
   private queue: Reading[] = [];
   /** index of the next reading to score (the array is compacted now and then, not shifted each time) */
   private head = 0;
   private scheduled = false;
+  /** values (fields) of the readings waiting: bounded too, as a reading holds up to 256 of them */
+  private values = 0;
   skipped = 0;
   /** readings scored (not those of devices the scorer refused: `unscored`) */
   scored = 0;
@@ -45,10 +48,12 @@ export class AnomalyRunner {
   ) {}
 
   offer(r: Reading): void {
-    if (this.pending >= CONSOLE.anomalyQueueMax) {
-      if (this.skipped++ === 0) this.log.warn({ queued: this.queue.length }, 'anomaly scoring behind: readings skipped (counted)');
+    const values = valuesOf(r);
+    if (this.pending >= CONSOLE.anomalyQueueMax || this.values + values > CONSOLE.anomalyQueueMaxValues) {
+      if (this.skipped++ === 0) this.log.warn({ queued: this.pending, values: this.values }, 'anomaly scoring behind: readings skipped (counted)');
       return;
     }
+    this.values += values;
     this.queue.push(r);
     if (!this.scheduled) {
       this.scheduled = true;
@@ -72,6 +77,7 @@ export class AnomalyRunner {
     let n = 0;
     while (this.head < last) {
       const r = this.queue[this.head++] as Reading;
+      this.values -= valuesOf(r);
       n++;
       try {
         for (const a of this.scorer.score(r)) this.found(a);
@@ -83,6 +89,7 @@ export class AnomalyRunner {
     if (this.head === this.queue.length) {
       this.queue = [];
       this.head = 0;
+      this.values = 0;
     } else if (this.head > CONSOLE.anomalyQueueMax / 2) {
       this.queue = this.queue.slice(this.head);
       this.head = 0;
@@ -93,4 +100,11 @@ export class AnomalyRunner {
     if (this.pending > 0) setImmediate(() => this.run());
     else this.scheduled = false;
   }
+}
+
+/** The values a reading holds (its fields): what its place in the queue costs. */
+function valuesOf(r: Reading): number {
+  let n = 0;
+  for (const _ in r.fields) n++;
+  return n;
 }

@@ -75,7 +75,7 @@ export function consoleMetrics(
   collectedCounter(m, 'console_unregistered_points_total', 'Presences and security events naming a device neither registered nor seen in verified data: no fleet row made for it.', [], () => fleet.unregistered);
   collectedCounter(m, 'console_readings_scored_total', 'Readings scored for anomalies.', [], () => runner?.scored ?? 0);
   collectedCounter(m, 'console_readings_unscored_total', 'Readings not scored because the scorer holds as many devices as it may (maxDevices, 10,000 by default) and none has been idle for an hour: their devices have no anomaly detection.', [], () => runner?.unscored ?? 0);
-  collectedCounter(m, 'console_readings_skipped_total', 'Readings not scored because scoring was behind (CONSOLE.anomalyQueueMax).', [], () => runner?.skipped ?? 0);
+  collectedCounter(m, 'console_readings_skipped_total', 'Readings not scored because scoring was behind (CONSOLE.anomalyQueueMax readings, or anomalyQueueMaxValues values, were waiting).', [], () => runner?.skipped ?? 0);
   // Every one found, not the fleet list's sequence: that list takes a device's first few a minute only.
   collectedCounter(m, 'console_anomalies_total', 'Anomalies found (every one; the fleet-wide list shows at most CONSOLE.fleetAnomaliesPerDevicePerMinute of a device a minute).', [], () => fleet.anomaliesFound);
   collectedCounter(m, 'console_points_written_total', "Points of the console's own (device states, anomalies) written to the time-series store.", [], () => own.written);

@@ -16,7 +16,7 @@ import { AnomalyRunner } from '../../internal-network/console/anomaly-runner.ts'
 import { Fleet } from '../../internal-network/console/fleet/fleet.ts';
 import { consoleMetrics, noFeedRefusals, noManageAuthFailures } from '../../internal-network/console/metrics.ts';
 import type { OwnPointsWriter } from '../../internal-network/console/own-points.ts';
-import { CONSOLE } from '../../shared/limits.ts';
+import { CONSOLE, LIMITS } from '../../shared/limits.ts';
 import { createLogger } from '../../shared/logger.ts';
 import { parseExposition } from '../helpers/exposition.ts';
 
@@ -457,6 +457,23 @@ describe('bounded memory', () => {
     assert.equal(runner.scored, 60);
     const most = Math.max(...perTurn.values());
     assert.ok(most <= Math.ceil(CONSOLE.anomalyTurnMaxMs / 5) + 1, `${most} readings of 5 ms scored in one turn`);
+  });
+
+  it('holds at most CONSOLE.anomalyQueueMaxValues values waiting to be scored, whatever the readings\' size', async () => {
+    // Readings of the contract's most fields, offered faster than they are scored (a turn of the
+    // event loop each time): anomalyQueueMax of them were 51 million values, some 1.25 GB of heap.
+    const runner = new AnomalyRunner({ score: () => [] }, () => {}, createLogger('test', 'silent'));
+    const fields = Object.fromEntries(Array.from({ length: LIMITS.readingMaxFields }, (_, k) => [`f${k}`, k]));
+    const fit = Math.floor(CONSOLE.anomalyQueueMaxValues / LIMITS.readingMaxFields);
+    for (let i = 0; i < fit + 1000; i++) runner.offer({ device: 'd', time: T0 + i, fields });
+    assert.equal(runner.pending, fit);
+    assert.equal(runner.skipped, 1000);
+    while (runner.pending > 0) await new Promise((r) => setImmediate(r));
+    assert.equal(runner.scored, fit);
+    // Scored, they leave room: readings are taken again.
+    for (let i = 0; i < 3; i++) runner.offer({ device: 'd', time: T0 + i, fields: { x: i } });
+    assert.equal(runner.pending, 3);
+    assert.equal(runner.skipped, 1000);
   });
 
   it("the console's metrics tell the readings of devices past maxDevices (not scored) from those scored", async () => {
