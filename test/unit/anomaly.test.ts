@@ -185,6 +185,21 @@ describe('spike and stuck detectors', () => {
     assert.match(String(line), / score=1000000000,value=1\.7976931348623157e\+308 /);
   });
 
+  it('judge values against a window of values near DBL_MAX: its median is no Infinity', () => {
+    // The two middle values of an even window, summed before they were halved, overflowed: the
+    // median was Infinity, every distance from it too, and no value was a spike, however far.
+    const w = RollingWindow.of(4, [1.7e308, 1.6e308, 1.7e308, 1.6e308]);
+    assert.ok(Math.abs(w.median() - 1.65e308) < 1e294, `median ${w.median()}`);
+    const values: number[] = Array.from({ length: 64 }, (_, i) => (i % 2 ? 1.6e308 : 1.7e308));
+    values.push(0);
+    const found = feed(new AnomalyScorer(), values).flat();
+    assert.deepEqual(
+      found.map((a) => [a.detector, a.value]),
+      [['mad', 0]],
+    );
+    assert.ok(Number.isFinite(found[0]?.score) && (found[0]?.score as number) > 7, JSON.stringify(found));
+  });
+
   it('with MAD = 0, take the field’s resolution as the least scale; leave a never-changing field’s first change unjudged', () => {
     // A whole-number sensor reading 10, with an 11 every fifth reading: the MAD is 0.
     const values: number[] = Array.from({ length: 200 }, (_, i) => (i % 5 === 0 ? 11 : 10));

@@ -91,11 +91,16 @@ export class RollingWindow {
   }
 }
 
-/** The median of s[0..n), sorted ascending (NaN when empty). */
+/**
+ * The median of s[0..n), sorted ascending (NaN when empty). The two middle values of an even count
+ * are halved before they are added: their sum overflows for values past 9e307 (a field near
+ * DBL_MAX, which the contract allows), and an Infinity median made every value's distance from it
+ * Infinity, no value a spike. Halving is exact, so the result is the same as (a + b) / 2 otherwise.
+ */
 export function sortedMedian(s: Float64Array, n: number): number {
   if (n === 0) return NaN;
   const h = n >> 1;
-  return n & 1 ? (s[h] as number) : ((s[h - 1] as number) + (s[h] as number)) / 2;
+  return n & 1 ? (s[h] as number) : (s[h - 1] as number) / 2 + (s[h] as number) / 2;
 }
 
 /**
