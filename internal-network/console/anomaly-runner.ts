@@ -8,6 +8,21 @@ export interface Reading {
   fields: Record<string, number>;
 }
 
+/**
+ * The reading to score of a point the stored feed brought: a device's readings, their numeric
+ * fields; undefined for anything else, or a reading with none. Its fields are an object without a
+ * prototype: a field a device named "__proto__" (the contract takes any name), copied into a plain
+ * object, set its prototype instead, and was never scored.
+ */
+export function readingOf(p: { measurement: string; tags: Record<string, string>; fields: Record<string, unknown>; time: number }): Reading | undefined {
+  const device = p.tags.device;
+  if (p.measurement !== 'readings' || device === undefined) return undefined;
+  const fields = Object.create(null) as Record<string, number>;
+  let n = 0;
+  for (const [k, v] of Object.entries(p.fields)) if (typeof v === 'number') (fields[k] = v), n++;
+  return n > 0 ? { device, time: p.time, fields } : undefined;
+}
+
 /** What scores readings (internal-network/console/anomaly/). */
 export interface ReadingScorer {
   score(reading: Reading): Anomaly[];

@@ -11,7 +11,7 @@ import { DeviceKeyRegistry } from '../shared/device-keys.ts';
 import { STORED_FEED_REFUSALS, STORED_FEED_TOPIC, StoredFeedReader, type StoredFeedRefusal } from '../shared/stored-feed.ts';
 import { readStoredFeedKey } from '../shared/stored-feed-auth.ts';
 import { AnomalyScorer } from './anomaly/scorer.ts';
-import { AnomalyRunner, type ReadingScorer } from './anomaly-runner.ts';
+import { AnomalyRunner, readingOf, type ReadingScorer } from './anomaly-runner.ts';
 import { AnomalyStateSaver, loadAnomalyState } from './anomaly-state-file.ts';
 import { CommandClient } from './command-client.ts';
 import type { ConsoleConfig } from './config.ts';
@@ -124,12 +124,8 @@ export async function startConsole(config: Readonly<ConsoleConfig>, logger: Logg
     stats.feedDropped += msg.dropped;
     for (const p of msg.points) {
       fleet.apply(p);
-      if (runner && p.measurement === 'readings' && p.tags.device !== undefined) {
-        const fields: Record<string, number> = {};
-        let n = 0;
-        for (const [k, v] of Object.entries(p.fields)) if (typeof v === 'number') (fields[k] = v), n++;
-        if (n > 0) runner.offer({ device: p.tags.device, time: p.time, fields });
-      }
+      const reading = runner && readingOf(p);
+      if (reading) runner.offer(reading);
     }
   });
 

@@ -12,7 +12,7 @@ import { AnomalyScorer } from '../../internal-network/console/anomaly/scorer.ts'
 import { MAX_SPIKE_SCORE } from '../../internal-network/console/anomaly/field.ts';
 import { toLine } from '../../internal-network/distributor/sinks/line-protocol.ts';
 import type { Anomaly } from '../../internal-network/console/anomaly/types.ts';
-import { AnomalyRunner } from '../../internal-network/console/anomaly-runner.ts';
+import { AnomalyRunner, readingOf } from '../../internal-network/console/anomaly-runner.ts';
 import { Fleet } from '../../internal-network/console/fleet/fleet.ts';
 import { consoleMetrics, noFeedRefusals, noManageAuthFailures } from '../../internal-network/console/metrics.ts';
 import type { OwnPointsWriter } from '../../internal-network/console/own-points.ts';
@@ -603,6 +603,20 @@ describe('bounded memory', () => {
     const w = new RollingWindow(DEFAULT_ANOMALY_PARAMS.windowSize);
     for (let i = 0; i < 1000; i++) w.push(i);
     assert.equal(w.count, DEFAULT_ANOMALY_PARAMS.windowSize);
+  });
+});
+
+describe('the readings scored', () => {
+  it('are the stored feed\'s readings with their numeric fields, a field named "__proto__" too', () => {
+    // The fields were copied into a plain object: a field a device named "__proto__" (the contract
+    // takes any name) set its prototype instead, and was never scored.
+    const fields = JSON.parse('{"__proto__": 41.5, "temperature": 20, "label": "x"}') as Record<string, number | string>;
+    const r = readingOf({ measurement: 'readings', tags: { device: 'd1' }, fields, time: 1_000 });
+    assert.ok(r);
+    assert.deepEqual(Object.entries(r.fields), [['__proto__', 41.5], ['temperature', 20]]);
+    assert.equal(readingOf({ measurement: 'events', tags: { device: 'd1' }, fields: { x: 1 }, time: 1 }), undefined);
+    assert.equal(readingOf({ measurement: 'readings', tags: {}, fields: { x: 1 }, time: 1 }), undefined);
+    assert.equal(readingOf({ measurement: 'readings', tags: { device: 'd1' }, fields: { label: 'x' }, time: 1 }), undefined);
   });
 });
 
