@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { isFieldStreamError } from '../../shared/errors.ts';
@@ -603,6 +604,23 @@ describe('bounded memory', () => {
     const w = new RollingWindow(DEFAULT_ANOMALY_PARAMS.windowSize);
     for (let i = 0; i < 1000; i++) w.push(i);
     assert.equal(w.count, DEFAULT_ANOMALY_PARAMS.windowSize);
+  });
+});
+
+describe('npm run anomaly:eval', () => {
+  it('says a wrong argument in one line with its code (exit 64), before the data set is made', () => {
+    // --params that was no JSON, or no valid parameters, died with a stack trace, after the data set.
+    for (const [args, why] of [
+      [['--params', '{'], /--params: .*JSON/],
+      [['--params', '{"windowSize": -1}'], /--params: Invalid anomaly parameters — windowSize/],
+      [['--days', 'x'], /--days must be a positive integer/],
+    ] as const) {
+      const r = spawnSync(process.execPath, ['--import', 'tsx', 'scripts/anomaly-eval.ts', ...args], { encoding: 'utf8' });
+      assert.equal(r.status, 64, r.stderr);
+      assert.match(r.stderr, /^error CONFIG_INVALID: /, r.stderr);
+      assert.match(r.stderr, why);
+      assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+    }
   });
 });
 
