@@ -1476,6 +1476,9 @@ export const CONSOLE = {
    * the console's container (768 MiB), where readings of a few fields are some 40 MB. 2,000,000 is
    * anomalyQueueMax readings of 10 fields, some 50 MB of readings of 256 (test/unit/anomaly.test.ts). */
   anomalyQueueMaxValues: 2_000_000,
+  /** log lines. Most the console writes per TIMINGS.floodLogIntervalMs about readings its anomaly
+   * scoring failed for (none is known to: a fault of its own); those left out are counted in the next. */
+  anomalyFailureLogMaxPerWindow: 5,
   /** milliseconds. Most one turn of anomaly scoring holds the event loop (also at most 500
    * readings a turn): a forest grown costs some 3.5 ms, and after a restart each restored device
    * grows its own at its first row, 500 of them a turn held the console's pages for 1.75 s. */

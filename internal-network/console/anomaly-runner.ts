@@ -1,4 +1,5 @@
-import { CONSOLE } from '../../shared/limits.ts';
+import { LimitedLog } from '../../shared/limited-log.ts';
+import { CONSOLE, TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { Anomaly } from './fleet/types.ts';
 
@@ -56,11 +57,15 @@ export class AnomalyRunner {
    * fleet larger than its maxDevices had no anomaly detection */
   unscored = 0;
 
+  private readonly failures: LimitedLog;
+
   constructor(
     private readonly scorer: ReadingScorer,
     private readonly found: (a: Anomaly) => void,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.failures = new LimitedLog(log, { level: 'error', maxPerWindow: CONSOLE.anomalyFailureLogMaxPerWindow, windowMs: TIMINGS.floodLogIntervalMs, what: 'readings anomaly scoring failed for' });
+  }
 
   offer(r: Reading): void {
     const values = valuesOf(r);
@@ -97,7 +102,8 @@ export class AnomalyRunner {
       try {
         for (const a of this.scorer.score(r)) this.found(a);
       } catch (err) {
-        this.log.error({ err, deviceId: r.device }, 'anomaly scoring failed for a reading');
+        // Limited: were the scorer to fail on every reading, a line each at the feed's rate.
+        this.failures.write({ code: 'CONSOLE_INTERNAL', err, deviceId: r.device }, 'anomaly scoring failed for a reading');
       }
       if (performance.now() - started >= CONSOLE.anomalyTurnMaxMs) break;
     }

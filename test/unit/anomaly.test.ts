@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { Writable } from 'node:stream';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { isFieldStreamError } from '../../shared/errors.ts';
@@ -473,6 +474,19 @@ describe('bounded memory', () => {
     assert.equal(runner.scored, 60);
     const most = Math.max(...perTurn.values());
     assert.ok(most <= Math.ceil(CONSOLE.anomalyTurnMaxMs / 5) + 1, `${most} readings of 5 ms scored in one turn`);
+  });
+
+  it('logs a scorer failing on every reading at most CONSOLE.anomalyFailureLogMaxPerWindow times a window, with its code, and goes on', async () => {
+    // Each failure was a line of its own, without a code: at the feed's rate, the log's whole volume.
+    const lines: Array<Record<string, unknown>> = [];
+    const log = createLogger('test', 'info', new Writable({ write: (chunk: Buffer, _e, cb) => (lines.push(...chunk.toString().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>)), cb()) }));
+    const runner = new AnomalyRunner({ score: () => { throw new Error('a fault of the scorer'); } }, () => {}, log);
+    for (let i = 0; i < 200; i++) runner.offer({ device: `d${i}`, time: T0, fields: { x: 1 } });
+    while (runner.pending > 0) await new Promise((r) => setImmediate(r));
+    await new Promise((r) => setImmediate(r));
+    const failures = lines.filter((l) => l.msg === 'anomaly scoring failed for a reading');
+    assert.equal(failures.length, CONSOLE.anomalyFailureLogMaxPerWindow);
+    assert.ok(failures.every((l) => l.code === 'CONSOLE_INTERNAL'));
   });
 
   it('holds at most CONSOLE.anomalyQueueMaxValues values waiting to be scored, whatever the readings\' size', async () => {
