@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
-import type { ServerResponse } from 'node:http';
+import { createServer, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -390,6 +391,40 @@ describe("the pipeline page's count of refused feed messages", () => {
     refused = 3;
     assert.equal((await poller.poll()).feedRefused, 3);
     assert.equal((await new PipelinePoller([], createLogger('test', 'silent')).poll()).feedRefused, null);
+  });
+});
+
+describe("the pipeline page's looks", () => {
+  it('are one at a time: a look still waiting for a slow service is not joined by the next', async () => {
+    // A look asks /readyz then /metrics, each allowed CONSOLE.pipelineRequestTimeoutMs: past
+    // CONSOLE.pipelinePollMs in all, the next look began beside it, and a service slow to answer
+    // was asked ever more at once, the older look's view written over the newer one's.
+    const consoleTable = CONSOLE as unknown as Record<string, number>;
+    const saved = consoleTable.pipelinePollMs as number;
+    consoleTable.pipelinePollMs = 100;
+    let open = 0;
+    let most = 0;
+    const slow = createServer((req, res) => {
+      open++;
+      most = Math.max(most, open);
+      setTimeout(() => {
+        open--;
+        res.writeHead(req.url === '/readyz' ? 200 : 404, { 'content-type': 'application/json' }).end('{"status":"ready"}');
+      }, 300);
+    });
+    await new Promise<void>((r) => slow.listen(0, '127.0.0.1', r));
+    const poller = new PipelinePoller([{ name: 'slow', url: `http://127.0.0.1:${(slow.address() as AddressInfo).port}` }], createLogger('test', 'silent'));
+    try {
+      poller.start();
+      await new Promise((r) => setTimeout(r, 1_500));
+      await poller.stop();
+      assert.equal(most, 1, `${most} requests at once`);
+      assert.equal(poller.current().services[0]?.ready, true);
+    } finally {
+      consoleTable.pipelinePollMs = saved;
+      slow.closeAllConnections();
+      await new Promise((r) => slow.close(r));
+    }
   });
 });
 

@@ -41,11 +41,17 @@ export class PipelinePoller {
   ) {}
 
   start(): void {
+    let busy = false;
     const poll = () => {
+      // One look at a time: a look waiting for a slow service (its two requests may take longer
+      // than the interval) is not joined by the next, which asked that service ever more at once and
+      // could write an older view over a newer one. The interval's look comes after it, not beside.
+      if (busy) return;
+      busy = true;
       this.running = this.poll().then(
         () => undefined,
         (err: unknown) => this.log.warn({ err }, 'pipeline poll failed'),
-      );
+      ).finally(() => (busy = false));
     };
     poll();
     this.timer = setInterval(poll, CONSOLE.pipelinePollMs);
