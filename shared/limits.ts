@@ -1052,6 +1052,12 @@ export const TIMINGS = {
   deviceTransitMaxMs: 15 * 60_000,
 
   // -- Housekeeping -----------------------------------------------------------------------------
+  /** milliseconds. A SIGINT/SIGTERM this soon after the one that began a stop is a copy of it, not a
+   * second Ctrl-C (shared/service.ts): the terminal signals the whole process group (npm, tsx and
+   * the service) at one key press, and npm and tsx each pass theirs on as well, within milliseconds
+   * (tsx after waiting 30 ms to see whether the service got one). Long enough for those copies on a
+   * loaded machine, short against a person pressing Ctrl-C again at a stop that hangs. */
+  stopSignalCopyMs: 1_000,
   /** milliseconds. Each service with process metrics sets a timer this often and records how late
    * it fired (`fieldstream_event_loop_delay_seconds`, shared/metrics/event-loop.ts): often enough
    * that a stall of a tenth of a second is seen, rarely enough to cost nothing (ten callbacks a

@@ -1,5 +1,6 @@
 import { pino } from 'pino';
 import { isFieldStreamError } from './errors.ts';
+import { TIMINGS } from './limits.ts';
 import { createLogger } from './logger.ts';
 
 /** The exit status of a forced stop: 128 + the signal's number, as a shell reports a process it ended. */
@@ -11,6 +12,8 @@ const FORCED_EXIT_STATUS = { SIGINT: 130, SIGTERM: 143 } as const;
  * A second SIGINT/SIGTERM while it stops forces the stop: a stop that hangs (a broker or database
  * not answering) ends at once, with status 130 (SIGINT) or 143 (SIGTERM). That is safe: nothing a
  * service acknowledged depends on its stop finishing, since it must survive SIGKILL at any instant.
+ * A second one, not a copy of the first: one within TIMINGS.stopSignalCopyMs of it is the same
+ * Ctrl-C, passed on by npm or tsx.
  */
 export function runService<C>(name: string, loadConfig: () => C, start: (config: C) => Promise<{ close(): Promise<void> }>): void {
   let config: C;
@@ -21,9 +24,12 @@ export function runService<C>(name: string, loadConfig: () => C, start: (config:
   }
   start(config).then(
     (service) => {
-      let stopping = false;
+      let stoppingSince: number | undefined;
       const stop = (signal: keyof typeof FORCED_EXIT_STATUS) => {
-        if (stopping) {
+        if (stoppingSince !== undefined) {
+          // One Ctrl-C arrives more than once: from the terminal, to every process of the group,
+          // and again from npm and tsx, which pass on the one each got. Only a later one is a second.
+          if (performance.now() - stoppingSince < TIMINGS.stopSignalCopyMs) return;
           // Written synchronously: process.exit does not wait for an asynchronous destination.
           createLogger(name, 'info', pino.destination({ dest: 1, sync: true })).warn(
             { code: 'SERVICE_STOP_FORCED', signal },
@@ -31,7 +37,7 @@ export function runService<C>(name: string, loadConfig: () => C, start: (config:
           );
           process.exit(FORCED_EXIT_STATUS[signal]);
         }
-        stopping = true;
+        stoppingSince = performance.now();
         process.stderr.write(`${name}: ${signal}, stopping\n`);
         service.close().then(
           () => process.exit(0),

@@ -96,6 +96,8 @@ describe('the command API, a second SIGINT while it stops', () => {
       await fx.broker.process.pause();
       child.kill('SIGINT');
       await eventually(() => (/command-api: SIGINT, stopping/.test(err) ? true : undefined), 5_000, 'the stop begun');
+      // Sooner, it would be taken for a copy of the first (npm and tsx pass on the one Ctrl-C too).
+      await new Promise((r) => setTimeout(r, TIMINGS.stopSignalCopyMs + 100));
       const second = Date.now();
       child.kill('SIGINT');
       const code = await within(exited, 2 * TIMINGS.closeGraceMs + 5_000, 'the exit');

@@ -36,6 +36,8 @@ class EmbeddedProcess {
   private readonly log: WriteStream;
   /** what it wrote to stderr, over every start */
   stderr = '';
+  /** what it wrote to stdout (its log lines, its banner), over every start */
+  stdout = '';
   private constructor(
     private readonly dir: string,
     private readonly env: Record<string, string | undefined>,
@@ -91,6 +93,7 @@ class EmbeddedProcess {
     let exited: string | undefined;
     p.stdout?.on('data', (d: Buffer) => {
       out += d.toString();
+      this.stdout += d.toString();
       this.log.write(d);
     });
     p.stderr?.on('data', (d: Buffer) => {
@@ -434,6 +437,52 @@ describe('npm start (embedded) stopped with SIGTERM to npm', () => {
       assert.doesNotMatch(pipeline.stderr, /error/i);
     } finally {
       if (alive()) process.kill(-group, 'SIGKILL');
+    }
+  });
+});
+
+/**
+ * Ctrl-C in the terminal signals the whole foreground process group: npm, tsx and the pipeline
+ * each get one SIGINT, and npm and tsx pass theirs on as well. One key press reached the pipeline
+ * two or three times within milliseconds, and it took the copies for a second Ctrl-C: the stop was
+ * forced (SERVICE_STOP_FORCED, exit 130) every time, never clean.
+ */
+describe('npm start (embedded) stopped with one Ctrl-C', () => {
+  const work = tempDir('embedded-npm-ctrl-c');
+  after(() => work.cleanup());
+
+  it('stops cleanly, not forced, with status 0', async () => {
+    const pipeline = await EmbeddedProcess.create(join(work.dir, 'pipeline'), {
+      CONSOLE_PORT: 'off',
+      GATEWAY_METRICS_PORT: 'off',
+      DISTRIBUTOR_METRICS_PORT: 'off',
+      COMMAND_API_METRICS_PORT: 'off',
+      FIELD_METRICS_PORT: 'off',
+      // A reading every second: the stop has something in flight to finish, as in a first `npm start`.
+      FIELD_SIMULATE: 'true',
+      npm_config_update_notifier: 'false',
+      npm_config_cache: join(work.dir, 'npm-cache'),
+    });
+    await pipeline.start({ viaNpm: true });
+    const group = pipeline.pid;
+    assert.ok(group !== undefined);
+    try {
+      // Connected and sending: the stop has a device, a gateway and a broker to close.
+      await eventually(async () => ((await pipeline.status().catch(() => undefined))?.queue !== undefined ? true : undefined), 10_000, 'the device answers');
+      await new Promise((r) => setTimeout(r, 1000));
+      // What the terminal does at Ctrl-C: SIGINT to every process of the foreground group.
+      process.kill(-group, 'SIGINT');
+      const status = await pipeline.exited();
+      assert.ok(!pipeline.stdout.includes('SERVICE_STOP_FORCED'), `one Ctrl-C forced the stop (SERVICE_STOP_FORCED); stderr: ${pipeline.stderr}`);
+      assert.match(pipeline.stderr, /fieldstream: SIGINT, stopping/);
+      assert.equal(status, 0, `stderr: ${pipeline.stderr}`);
+    } finally {
+      try {
+        process.kill(-group, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+      await pipeline.stop();
     }
   });
 });
