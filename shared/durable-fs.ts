@@ -1,4 +1,4 @@
-import { closeSync, constants, fchmodSync, fsyncSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, constants, fchmodSync, fsyncSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { open, rename } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 
@@ -36,7 +36,7 @@ export async function syncDir(dir: string): Promise<void> {
  * its mkdir and that sync leaves a folder the next start finds and would otherwise trust.
  */
 export function makeDirDurablySync(dir: string, mode?: number): void {
-  const made = mkdirSync(dir, { recursive: true, ...(mode === undefined ? {} : { mode }) });
+  const made = makeDirsSync(dir, mode);
   if (made === undefined) {
     // Found, not made: its parent may be one this process may not read (a home folder of mode 711),
     // and a folder found there was made by a process that could.
@@ -51,6 +51,32 @@ export function makeDirDurablySync(dir: string, mode?: number): void {
     syncDirSync(dirname(d));
     if (d === resolve(made) || dirname(d) === d) break;
   }
+}
+
+/**
+ * `mkdir -p`, a folder at a time: the first folder it made (the one nearest the root), or undefined
+ * when `dir` was there. Not mkdirSync's recursive mode: where mkdir(2) refuses the folder, that looks
+ * the path up again and throws what the look-up says, so a read-only disk (EROFS) is reported as
+ * ENOENT, "no such file or directory", which sends the reader after the wrong fault; and where
+ * mkdir(2) says ENOENT under a folder that exists (/proc) it tries again for ever.
+ */
+function makeDirsSync(dir: string, mode?: number): string | undefined {
+  const missing: string[] = [];
+  for (let d = resolve(dir); statSync(d, { throwIfNoEntry: false }) === undefined; d = dirname(d)) {
+    missing.push(d);
+    if (dirname(d) === d) break;
+  }
+  for (const d of missing.reverse()) {
+    try {
+      mkdirSync(d, mode);
+    } catch (err) {
+      // Made meanwhile by another process: as good as made here.
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || !statSync(d).isDirectory()) throw err;
+    }
+  }
+  // `dir` that is there but no folder: what mkdirSync's recursive mode throws for it too.
+  if (missing.length === 0 && !statSync(dir).isDirectory()) mkdirSync(dir, mode);
+  return missing[0];
 }
 
 /**

@@ -585,6 +585,11 @@ export const ERRORS = {
     transient: false,
     description: 'A second SIGINT or SIGTERM came while the service was stopping: it exited at once (status 130 or 143) without waiting for its stop to finish.',
   },
+  SERVICE_START_FAILED: {
+    http: 500,
+    transient: false,
+    description: 'The service could not start: the system refused an operation on a file or folder its settings name (a read-only or full disk, its owner or permissions, an immutable flag). The message names the operation, the path and the system\'s code (EROFS, ENOSPC, EACCES, EPERM ...).',
+  },
   LISTEN_FAILED: { http: 500, transient: false, description: 'A server could not listen on its address (port in use?).' },
   HTTP_MALFORMED: { http: 400, transient: false, description: 'The request is not valid HTTP/1.1 (its request line or a header could not be parsed); the connection is closed.' },
   HTTP_HEADERS_TOO_LARGE: { http: 431, transient: false, description: 'The request\'s headers are larger than the server reads (16 KiB, Node\'s limit); the connection is closed.' },

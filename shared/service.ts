@@ -1,5 +1,5 @@
 import { pino } from 'pino';
-import { isFieldStreamError } from './errors.ts';
+import { FieldStreamError, isFieldStreamError } from './errors.ts';
 import { TIMINGS } from './limits.ts';
 import { createLogger } from './logger.ts';
 
@@ -47,7 +47,25 @@ export function runService<C>(name: string, loadConfig: () => C, start: (config:
       process.on('SIGINT', () => stop('SIGINT'));
       process.on('SIGTERM', () => stop('SIGTERM'));
     },
-    (err: unknown) => fail(name, err),
+    (err: unknown) => fail(name, startFailure(err)),
+  );
+}
+
+/**
+ * What a start that failed on a file or folder is reported as: the system's refusal (a read-only,
+ * full or failing disk, a permission, an immutable folder) as SERVICE_START_FAILED, whose one line
+ * names the operation, the path and the system's code. Its stack, through the service's insides,
+ * says nothing a user can act on. Any other error as it is.
+ */
+function startFailure(err: unknown): unknown {
+  if (!(err instanceof Error) || isFieldStreamError(err)) return err;
+  const { code, syscall, path } = err as NodeJS.ErrnoException;
+  if (typeof code !== 'string' || !/^E[A-Z0-9]+$/.test(code) || typeof syscall !== 'string' || typeof path !== 'string') return err;
+  return new FieldStreamError(
+    'SERVICE_START_FAILED',
+    `${err.message}: a file or folder of its settings it cannot make, write or read (a read-only or full disk, its owner or permissions, an immutable flag); it did not start.`,
+    { code, syscall, path },
+    { cause: err },
   );
 }
 

@@ -8,6 +8,7 @@ import { after, describe, it } from 'node:test';
 import { readLocalStore } from '../../internal-network/distributor/sinks/local-store.ts';
 import { InfluxV1 } from '../../scripts/local-stack/databases.ts';
 import { freePort } from '../../scripts/local-stack/ports.ts';
+import { chattr, chattrReason } from '../helpers/chattr.ts';
 import { tempDir } from '../helpers/pki.ts';
 import { REPO_ROOT, influxSettings } from '../helpers/stack.ts';
 import { eventually } from '../helpers/ws-device.ts';
@@ -483,6 +484,51 @@ describe('npm start (embedded) stopped with one Ctrl-C', () => {
         /* gone */
       }
       await pipeline.stop();
+    }
+  });
+});
+
+/**
+ * A data folder the pipeline cannot write (a read-only disk, a permission, an immutable folder):
+ * `npm start` ended with the system's error and a stack trace of the pipeline's insides, and no
+ * code. It stops with SERVICE_START_FAILED, on one line naming the operation and the folder.
+ */
+describe('npm start (embedded) with a data folder it cannot write', () => {
+  const work = tempDir('embedded-unwritable');
+  const skip = chattrReason('i');
+  after(() => work.cleanup());
+
+  it('stops with SERVICE_START_FAILED naming the folder, on one line, no stack trace', { skip }, async () => {
+    const dir = join(work.dir, 'pipeline');
+    const locked = join(dir, 'locked');
+    mkdirSync(locked, { recursive: true });
+    const under = (name: string) => join(locked, name);
+    const pipeline = await EmbeddedProcess.create(dir, {
+      CONSOLE_PORT: 'off',
+      GATEWAY_METRICS_PORT: 'off',
+      DISTRIBUTOR_METRICS_PORT: 'off',
+      COMMAND_API_METRICS_PORT: 'off',
+      FIELD_METRICS_PORT: 'off',
+      TIMESERIES_LOCAL_PATH: under('timeseries'),
+      FILE_STORAGE_PATH: under('files'),
+      DEAD_LETTER_PATH: under('dead-letter'),
+      COMMAND_STATE_PATH: under('commands.jsonl'),
+      DISTRIBUTOR_STATE_DIR: under('distributor-state'),
+      FIELD_DATA_DIR: under('field'),
+      FIELD_WATCH_DIR: under('outbox'),
+    });
+    // Nothing may be made in it, by root too.
+    chattr(locked, '+i');
+    try {
+      await assert.rejects(pipeline.start(), /exited 1 before it was ready/);
+      await pipeline.stop();
+      const lines = pipeline.stderr.split('\n').filter((l) => l.trim() !== '');
+      assert.equal(lines.length, 1, `one line, no stack trace:\n${pipeline.stderr}`);
+      assert.match(lines[0] as string, /^fieldstream: error SERVICE_START_FAILED: /);
+      assert.ok(lines[0]?.includes(locked), `names the folder: ${lines[0]}`);
+      assert.match(lines[0] as string, /\bEPERM\b/, 'says what the system answered');
+    } finally {
+      chattr(locked, '-i');
     }
   });
 });

@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
+import { fullDiskSkip, moduleUrl, runOnSmallDisk } from '../helpers/full-disk.ts';
 import { tempDir } from '../helpers/pki.ts';
 
 /**
@@ -304,5 +305,39 @@ describe('the folders of what is acknowledged are synced', { skip: !strace && 's
     });
     assert.equal(child.status, 0, child.stderr);
     assert.equal(child.stdout.trim(), 'refused EIO, 0 bytes');
+  });
+});
+
+/**
+ * A folder that cannot be made is reported with the system's own answer. mkdirSync's recursive
+ * mode looks the path up again after mkdir(2) refused it and throws what that says: a read-only
+ * disk came out as ENOENT, "no such file or directory", and under /proc it tried for ever.
+ */
+describe('a folder that cannot be made', () => {
+  const work = tempDir('make-dir');
+  after(() => work.cleanup());
+  const attempt = (path: string) =>
+    `import { makeDirDurablySync } from ${moduleUrl('shared/durable-fs.ts')};
+     try { makeDirDurablySync(${path}); console.log('made'); } catch (err) { console.log(err.code, err.message); }`;
+
+  it('on a read-only disk: EROFS, naming the first folder to be made', { skip: fullDiskSkip }, () => {
+    const mnt = join(work.dir, 'ro');
+    mkdirSync(mnt);
+    const r = runOnSmallDisk(mnt, attempt('process.env.MNT + "/timeseries/2026"'), 64, { readOnly: true });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /^EROFS .*mkdir '[^']*\/ro\/timeseries'/, r.stdout);
+  });
+
+  it('where mkdir says ENOENT under a folder that exists (/proc): that, at once', () => {
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', attempt('"/proc/fieldstream-no-such/x"')], { encoding: 'utf8', timeout: 10_000 });
+    assert.equal(r.signal, null, 'it did not end by itself');
+    assert.match(r.stdout, /^ENOENT .*mkdir '\/proc\/fieldstream-no-such'/, r.stdout + r.stderr);
+  });
+
+  it('a folder already there, or made a level at a time with its parents', () => {
+    const deep = join(work.dir, 'a', 'b', 'c');
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', `${attempt(JSON.stringify(deep))}\n${attempt(JSON.stringify(deep)).split('\n')[1]}`], { encoding: 'utf8', timeout: 10_000 });
+    assert.equal(r.stdout, 'made\nmade\n', r.stderr);
+    assert.ok(statSync(deep).isDirectory());
   });
 });
