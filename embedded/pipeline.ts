@@ -79,7 +79,7 @@ export async function startEmbeddedPipeline(o: EmbeddedOptions): Promise<Embedde
     },
     logger: o.logger.child({ component: 'broker' }),
   });
-  const mqttUrl = `mqtts://${dial}:${broker.port}`;
+  const mqttUrl = `mqtts://${urlHost(dial)}:${broker.port}`;
   // The embedded broker speaks MQTT 3.1.1 and has no shared subscriptions. It presents the DMZ
   // broker's certificate, which its clients verify as the DMZ broker's clients do: with that
   // broker's anchor (pki/dmz-anchor.ts), the CA itself until a --renew-dmz.
@@ -155,7 +155,7 @@ export async function startEmbeddedPipeline(o: EmbeddedOptions): Promise<Embedde
             CONSOLE_METRICS_HOST: o.host,
             CONSOLE_METRICS_PORT: metricsPort(o.metricsPorts?.console),
             COMMAND_API_TOKEN: o.commandApiToken,
-            CONSOLE_COMMAND_API_URL: `http://${dial}:${commandApi.port}`,
+            CONSOLE_COMMAND_API_URL: `http://${urlHost(dial)}:${commandApi.port}`,
             CONSOLE_DEVICE_KEYS_DIR: join(o.certsDir, 'internal', 'device-keys'),
             CONSOLE_REVOKED_DEVICES_FILE: join(o.certsDir, 'internal', 'revoked-devices.txt'),
             CONSOLE_DEVICE_TOKENS_FILE: join(o.certsDir, 'dmz', 'tokens', 'device-tokens.json'),
@@ -175,7 +175,7 @@ export async function startEmbeddedPipeline(o: EmbeddedOptions): Promise<Embedde
           { scorer: new AnomalyScorer(), processMetrics: false },
         );
 
-  const gatewayUrl = `wss://${gatewayName}:${gateway.port}/ws`;
+  const gatewayUrl = `wss://${urlHost(gatewayName)}:${gateway.port}/ws`;
 
   let field: RunningFieldClient | undefined;
   if (o.simulatedDeviceId) {
@@ -214,6 +214,14 @@ export async function startEmbeddedPipeline(o: EmbeddedOptions): Promise<Embedde
  */
 export function dialHost(host: string): string {
   return host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host;
+}
+
+/**
+ * `host` as a URL writes it: an IPv6 address in brackets (RFC 3986 §3.2.2). `mqtts://::1:8883` is
+ * no URL, and the service given it stops on a setting (MQTT_URL) the user never set.
+ */
+export function urlHost(host: string): string {
+  return isIP(host) === 6 ? `[${host}]` : host;
 }
 
 /** Throws CONFIG_INVALID, naming EMBEDDED_HOST, unless the certificate in `certFile` is valid for `name`. */

@@ -10,7 +10,7 @@ import { pkiPaths } from '../pki/layout.ts';
 import { runService } from '../shared/service.ts';
 import { loadEmbeddedConfig, SEED_DEVICE_IDS } from '../embedded/config.ts';
 import { ensureDevelopmentPki } from '../embedded/dev-pki.ts';
-import { dialHost, resolveDataPaths, startEmbeddedPipeline } from '../embedded/pipeline.ts';
+import { dialHost, resolveDataPaths, startEmbeddedPipeline, urlHost } from '../embedded/pipeline.ts';
 
 loadDotenv();
 runService('fieldstream', loadEmbeddedConfig, async (config) => {
@@ -34,8 +34,8 @@ runService('fieldstream', loadEmbeddedConfig, async (config) => {
     consolePort: config.CONSOLE_PORT,
   });
   const token = config.COMMAND_API_TOKEN ? '$COMMAND_API_TOKEN' : pipeline.commandApiToken;
-  // Addresses to type: loopback where it listens on every address.
-  const host = dialHost(config.EMBEDDED_HOST);
+  // Addresses to type: loopback where it listens on every address; an IPv6 one in brackets.
+  const host = urlHost(dialHost(config.EMBEDDED_HOST));
   const apiUrl = `http://${host}:${pipeline.commandApi.port}`;
   const data = resolveDataPaths(process.env);
   const p = pkiPaths(certsDir);
@@ -78,7 +78,7 @@ Connect another device (a real one, or this machine as one, with a data folder a
     FIELD_SIGNING_KEY_FILE=${rel(my.signingKey)} FIELD_DATA_DIR=data/my-device FIELD_HTTP_PORT=8082 FIELD_MQTT_PORT=1885 npm run field-client
 
 Inspect the TLS endpoint:
-  openssl s_client -connect localhost:${pipeline.gateway.port} -CAfile ${rel(p.publicCa)} -cert ${rel(dev.cert)} -key ${rel(dev.key)} </dev/null
+  openssl s_client -connect ${new URL(pipeline.gatewayUrl).host} -CAfile ${rel(p.publicCa)} -cert ${rel(dev.cert)} -key ${rel(dev.key)} </dev/null
 
 `);
   return pipeline;

@@ -313,6 +313,22 @@ describe('the embedded pipeline on an EMBEDDED_HOST other than 127.0.0.1', () =>
     }
   });
 
+  // An IPv6 address is put in brackets in a URL: `mqtts://::1:8883` is none, and npm start stopped
+  // with CONFIG_INVALID naming MQTT_URL, a setting the user never set, for an address its
+  // development certificates name. With the console, which reaches the command API by URL too.
+  it('::1 (IPv6 loopback, which the development certificates name): starts, and a device is answered', { timeout: 60_000 }, async () => {
+    const fx = await within(startEmbeddedFixture(['sensor-001'], {}, { host: '::1', console: true }), 30_000);
+    try {
+      assert.match(fx.pipeline.gatewayUrl, /^wss:\/\/\[::1\]:\d+\/ws$/);
+      const d = await RawDevice.connect(fx.pipeline.gatewayUrl, RawDevice.tlsFor(fx.pki.paths, 'sensor-001'));
+      d.send(JSON.stringify({ deviceId: 'sensor-001', dataType: 'timeseries', payload: { temperature: 1 } }));
+      assert.equal((await d.next()).type, 'ack');
+      d.close();
+    } finally {
+      await fx.stop();
+    }
+  });
+
   it('an address its certificates do not name: stops at once with CONFIG_INVALID naming EMBEDDED_HOST', { timeout: 60_000 }, async () => {
     const pki = makeTestPki([]);
     const data = tempDir('embedded-host');
