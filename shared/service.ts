@@ -60,14 +60,24 @@ export function runService<C>(name: string, loadConfig: () => C, start: (config:
 function startFailure(err: unknown): unknown {
   if (!(err instanceof Error) || isFieldStreamError(err)) return err;
   const { code, syscall, path } = err as NodeJS.ErrnoException;
-  if (typeof code !== 'string' || !/^E[A-Z0-9]+$/.test(code) || typeof syscall !== 'string' || typeof path !== 'string') return err;
+  if (typeof code !== 'string' || !/^E[A-Z0-9]+$/.test(code) || typeof syscall !== 'string' || !FILE_SYSCALLS.has(syscall)) return err;
   return new FieldStreamError(
     'SERVICE_START_FAILED',
     `${err.message}: a file or folder of its settings it cannot make, write or read (a read-only or full disk, its owner or permissions, an immutable flag); it did not start.`,
-    { code, syscall, path },
+    { code, syscall, ...(path === undefined ? {} : { path }) },
     { cause: err },
   );
 }
+
+/**
+ * The system calls on files and folders, as Node names them in its errors. A write or an fsync
+ * refused by a full disk names no path (it is made on a file already open): the code says it all.
+ * Not the network's (connect, listen: a server not there is no fault of a folder).
+ */
+const FILE_SYSCALLS: ReadonlySet<string> = new Set([
+  'open', 'mkdir', 'mkdtemp', 'write', 'read', 'fsync', 'fdatasync', 'close', 'rename', 'unlink', 'rmdir', 'rm', 'link', 'symlink',
+  'stat', 'lstat', 'fstat', 'access', 'chmod', 'fchmod', 'chown', 'fchown', 'ftruncate', 'truncate', 'copyfile', 'opendir', 'scandir', 'readlink', 'realpath', 'utime', 'futime',
+]);
 
 function fail(name: string, err: unknown): never {
   if (isFieldStreamError(err)) {

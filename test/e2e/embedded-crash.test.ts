@@ -9,6 +9,7 @@ import { readLocalStore } from '../../internal-network/distributor/sinks/local-s
 import { InfluxV1 } from '../../scripts/local-stack/databases.ts';
 import { freePort } from '../../scripts/local-stack/ports.ts';
 import { chattr, chattrReason } from '../helpers/chattr.ts';
+import { fullDiskSkip, moduleUrl, runOnSmallDisk } from '../helpers/full-disk.ts';
 import { tempDir } from '../helpers/pki.ts';
 import { REPO_ROOT, influxSettings } from '../helpers/stack.ts';
 import { eventually } from '../helpers/ws-device.ts';
@@ -530,5 +531,39 @@ describe('npm start (embedded) with a data folder it cannot write', () => {
     } finally {
       chattr(locked, '-i');
     }
+  });
+
+  it('on a full disk: SERVICE_START_FAILED with ENOSPC, on one line, no stack trace', { skip: fullDiskSkip }, async () => {
+    const dir = join(work.dir, 'full');
+    const disk = join(dir, 'disk');
+    mkdirSync(disk, { recursive: true });
+    const free = async () => String(await freePort());
+    // The pipeline, started as npm start starts it, on a disk filled first; its certificates elsewhere.
+    const script = `import { fillDisk } from ${moduleUrl('test/helpers/full-disk.ts')};
+      const { code } = fillDisk(process.env.MNT);
+      if (code !== 'ENOSPC') throw new Error('the disk did not fill: ' + code);
+      for (const [k, v] of Object.entries({ TIMESERIES_LOCAL_PATH: 'timeseries', FILE_STORAGE_PATH: 'files', DEAD_LETTER_PATH: 'dead-letter', COMMAND_STATE_PATH: 'commands.jsonl', DISTRIBUTOR_STATE_DIR: 'distributor-state', CONSOLE_STATE_DIR: 'console-state', FIELD_DATA_DIR: 'field', FIELD_WATCH_DIR: 'outbox' })) process.env[k] = process.env.MNT + '/' + v;
+      await import(${moduleUrl('scripts/start-embedded.ts')});`;
+    const r = runOnSmallDisk(disk, script, 256, {
+      timeoutMs: 60_000,
+      env: {
+        FIELDSTREAM_ENV_FILE: '/dev/null',
+        CERTS_DIR: join(dir, 'certs'),
+        GATEWAY_PORT: await free(),
+        EMBEDDED_MQTT_PORT: await free(),
+        COMMAND_API_PORT: await free(),
+        CONSOLE_PORT: 'off',
+        GATEWAY_METRICS_PORT: 'off',
+        DISTRIBUTOR_METRICS_PORT: 'off',
+        COMMAND_API_METRICS_PORT: 'off',
+        FIELD_METRICS_PORT: 'off',
+        FIELD_HTTP_PORT: await free(),
+        FIELD_MQTT_PORT: 'off',
+      },
+    });
+    assert.equal(r.status, 1, `stdout:\n${r.stdout}\nstderr:\n${r.stderr}`);
+    const lines = r.stderr.split('\n').filter((l) => l.trim() !== '');
+    assert.equal(lines.length, 1, `one line, no stack trace:\n${r.stderr}`);
+    assert.match(lines[0] as string, /^fieldstream: error SERVICE_START_FAILED: ENOSPC\b/);
   });
 });

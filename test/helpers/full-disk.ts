@@ -23,9 +23,10 @@ const ROOT = new URL('../..', import.meta.url).pathname;
 /**
  * Runs `script` (an ES module; it may import this repository's files by their file URLs, see
  * `moduleUrl`) with node and tsx, MNT in its environment naming a tmpfs of `sizeKiB` mounted on
- * `mountPoint` (an empty folder) for it alone, read-only with `readOnly`. Returns its exit status and output.
+ * `mountPoint` (an empty folder) for it alone, read-only with `readOnly`; `env` over this process's
+ * environment; killed (SIGTERM) after `timeoutMs`. Returns its exit status and output.
  */
-export function runOnSmallDisk(mountPoint: string, script: string, sizeKiB = 256, o: { readOnly?: boolean } = {}): { status: number | null; stdout: string; stderr: string } {
+export function runOnSmallDisk(mountPoint: string, script: string, sizeKiB = 256, o: { readOnly?: boolean; env?: Record<string, string>; timeoutMs?: number } = {}): { status: number | null; stdout: string; stderr: string } {
   const r = spawnSync(
     'unshare',
     [
@@ -37,7 +38,7 @@ export function runOnSmallDisk(mountPoint: string, script: string, sizeKiB = 256
       // Unmounted explicitly too, whatever the script's outcome (the namespace would drop it with the child).
       `mount -t tmpfs -o size=${sizeKiB}k${o.readOnly ? ',ro' : ''} tmpfs "$MNT" || exit 90; "$NODE" --import tsx --input-type=module -e "$SCRIPT"; rc=$?; umount "$MNT"; exit $rc`,
     ],
-    { env: { ...process.env, MNT: mountPoint, NODE: process.execPath, SCRIPT: script }, encoding: 'utf8', cwd: ROOT },
+    { env: { ...process.env, ...o.env, MNT: mountPoint, NODE: process.execPath, SCRIPT: script }, encoding: 'utf8', cwd: ROOT, ...(o.timeoutMs === undefined ? {} : { timeout: o.timeoutMs }) },
   );
   return { status: r.status, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
 }
