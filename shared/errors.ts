@@ -595,6 +595,11 @@ export const ERRORS = {
   HTTP_HEADERS_TOO_LARGE: { http: 431, transient: false, description: 'The request\'s headers are larger than the server reads (16 KiB, Node\'s limit); the connection is closed.' },
   HTTP_REQUEST_TIMEOUT: { http: 408, transient: true, description: 'The request was not in within the server\'s time for it; the connection is closed.' },
   HTTP_REQUEST_ABORTED: { http: 400, transient: true, description: 'The client closed the connection before its request body was in; nothing was done and no answer was sent.' },
+  MQTT_PACKET_TOO_LARGE: {
+    http: 500,
+    transient: true,
+    description: 'A broker began an MQTT packet larger than the service reads from it (LIMITS.brokerExporterMaxPacketBytes for the broker exporter): the connection was closed as soon as the packet\'s length was read, before its bytes were buffered, and is made again. Our brokers send nothing that large; a DMZ broker that does is not one of ours.',
+  },
   MQTT_PUBLISH_REFUSED: {
     http: 500,
     transient: false,

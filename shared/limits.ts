@@ -547,6 +547,12 @@ export const LIMITS = {
    * publish): taken in one append, one fsync. Ten batches of batchMaxMessages; far more than fit in
    * localInputJsonMaxBytes at any useful size, and the bound were they tiny. */
   localInputMaxItems: 10_000,
+  /** bytes. Largest MQTT packet the broker exporter reads from a broker (its remaining length):
+   * Mosquitto's $SYS messages are a topic and a number, a few dozen bytes, the longest a version
+   * string. Checked as the packet's length arrives (shared/mqtt/packet-limit.ts), so a larger one
+   * is never buffered: the DMZ broker, which the exporter dials and which is not trusted, could
+   * otherwise send one of MQTT's 256 MB, more than the exporter's container has (mem_limit 256m). */
+  brokerExporterMaxPacketBytes: 64 * 1024,
   /** bytes. Largest MQTT packet the local MQTT input reads (its remaining length): the largest payload
    * an input takes (localInputJsonMaxBytes, above sparkplugPayloadMaxBytes) and 64 KiB for the topic
    * and header. Checked as the packet's length arrives, so a larger one is never buffered (MQTT

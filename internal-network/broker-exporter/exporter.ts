@@ -3,7 +3,8 @@ import type { Logger } from '../../shared/logger.ts';
 import { collectedCounter } from '../../shared/metrics/collected.ts';
 import { ServiceMetrics } from '../../shared/metrics/registry.ts';
 import { startMetricsServer, type MetricsServer } from '../../shared/metrics/server.ts';
-import { TIMINGS } from '../../shared/limits.ts';
+import { LIMITS, TIMINGS } from '../../shared/limits.ts';
+import { limitIncomingPackets } from '../../shared/mqtt/packet-limit.ts';
 import { connectMqtt, endMqtt, endMqttWithin, subscribeOnEveryConnect } from '../../shared/mqtt/connect.ts';
 import { readMqttTls } from '../../shared/mqtt/settings.ts';
 import { readPemSetting } from '../../shared/tls-files.ts';
@@ -177,6 +178,8 @@ export async function startBrokerExporter(config: Readonly<BrokerExporterConfig>
       log.child({ broker: name }),
       { resubscribe: false },
     );
+    // The DMZ broker is not trusted; nothing $SYS carries comes near the bound, from either broker.
+    limitIncomingPackets(client, LIMITS.brokerExporterMaxPacketBytes, log.child({ broker: name }));
     subscribeOnEveryConnect(client, [SYS_FILTER], { qos: 0 }, log.child({ broker: name }));
     return new BrokerWatch(name, client, staleMs, expected);
   };

@@ -1,9 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { createServer as createTlsServer, type Server } from 'node:tls';
 import { connectAsync } from 'mqtt';
+import mqttPacket from 'mqtt-packet';
 import type { LocalStack } from '../../scripts/local-stack/stack.ts';
 import { makeTestPki, tempDir } from '../helpers/pki.ts';
 import { startTestStack } from '../helpers/stack.ts';
@@ -14,6 +17,7 @@ import { freezableBroker } from '../helpers/freezable-broker.ts';
 import { loadBrokerExporterConfig } from '../../internal-network/broker-exporter/config.ts';
 import { startBrokerExporter, type BrokerExporter } from '../../internal-network/broker-exporter/exporter.ts';
 import { createLogger } from '../../shared/logger.ts';
+import { LogCapture } from '../helpers/embedded.ts';
 
 /**
  * The broker exporter on the real stack: the real Mosquittos (2.0) publish $SYS, the exporter reads
@@ -327,5 +331,93 @@ describe('the broker exporter reports the bridge to a DMZ broker that hangs as d
     await until('fieldstream-bridge', downWithinMs, 'the bridge to the frozen DMZ broker reported down');
     await watched.broker.process.resume();
     await until(undefined, 90_000, 'the bridge reported up again once the DMZ broker answers');
+  });
+});
+
+/**
+ * The exporter dials the DMZ broker itself, and the DMZ is not trusted (SECURITY.md): whoever holds
+ * the DMZ server can answer that connection with a broker of their own. mqtt.js buffers a packet
+ * whole, up to MQTT's 256 MB, before anything looks at it; one PUBLISH that large took more than the
+ * exporter's container has (mem_limit 256m), and it was killed, again at each reconnect. The
+ * connection is closed as soon as such a packet's length is read.
+ */
+describe('the broker exporter facing a DMZ broker that sends a packet larger than any $SYS message', () => {
+  const fx = freezableBroker('exporter-big-packet', [], 'internal/mosquitto');
+  const logs = new LogCapture();
+  const PACKET_BYTES = 64 * 1024 * 1024;
+  let exporter: BrokerExporter | undefined;
+  let rogue: Server | undefined;
+  /** per connection: the bytes of the large packet written before it closed, and whether all were */
+  const sent: Array<Promise<{ written: number; whole: boolean }>> = [];
+
+  before(async () => {
+    const p = fx.pki.paths;
+    const dmz = p.service('dmz/mosquitto');
+    rogue = createTlsServer({ key: readFileSync(dmz.key), cert: readFileSync(dmz.cert) }, (sock) => {
+      const parser = mqttPacket.parser({ protocolVersion: 5 });
+      sock.on('error', () => undefined);
+      parser.on('packet', (packet) => {
+        const v5 = { protocolVersion: 5 } as const;
+        if (packet.cmd === 'connect') sock.write(mqttPacket.generate({ cmd: 'connack', reasonCode: 0, sessionPresent: false }, v5));
+        if (packet.cmd !== 'subscribe') return;
+        sock.write(mqttPacket.generate({ cmd: 'suback', messageId: packet.messageId, granted: packet.subscriptions.map(() => 0) }, v5));
+        // A PUBLISH on a topic the exporter reads, its payload sent a piece at a time for as long as the connection stands.
+        const topic = Buffer.from('$SYS/broker/uptime');
+        const body = PACKET_BYTES - 2 - topic.length - 1;
+        const lengthBytes: number[] = [];
+        for (let n = PACKET_BYTES; ; ) {
+          const b = n % 128;
+          n = Math.floor(n / 128);
+          lengthBytes.push(n > 0 ? b | 0x80 : b);
+          if (n === 0) break;
+        }
+        sent.push(
+          (async () => {
+            let closed = false;
+            sock.once('close', () => (closed = true));
+            // MQTT 5: the topic, then the properties' length (none), then the payload.
+            sock.write(Buffer.concat([Buffer.from([0x30, ...lengthBytes]), Buffer.from([topic.length >> 8, topic.length & 0xff]), topic, Buffer.from([0])]));
+            const piece = Buffer.alloc(64 * 1024, 0x31);
+            let written = 0;
+            while (written < body && !closed) {
+              const n = Math.min(piece.length, body - written);
+              written += n;
+              if (!sock.write(piece.subarray(0, n))) await new Promise((r) => (sock.once('drain', r), sock.once('close', r)));
+            }
+            return { written, whole: written >= body && !closed };
+          })(),
+        );
+      });
+      sock.on('data', (d: Buffer) => parser.parse(d));
+    });
+    await new Promise<void>((resolve) => (rogue as Server).listen(0, '127.0.0.1', resolve));
+    const m = p.service('internal/monitor');
+    exporter = await startBrokerExporter(
+      loadBrokerExporterConfig({
+        MQTT_URL: fx.broker.tlsUrl,
+        MQTT_CA_FILE: p.publicCa,
+        MQTT_CERT_FILE: m.cert,
+        MQTT_KEY_FILE: m.key,
+        DMZ_MQTT_URL: `mqtts://localhost:${((rogue as Server).address() as AddressInfo).port}`,
+        DMZ_MQTT_CA_FILE: p.dmzBrokerCa.internal,
+        BROKER_EXPORTER_CLIENT_ID: 'exporter-big-packet-test',
+        BROKER_EXPORTER_METRICS_PORT: '0',
+      }),
+      logs.logger,
+    );
+  });
+  after(async () => {
+    await exporter?.close();
+    rogue?.close();
+  });
+
+  it('closes the connection as soon as the packet\'s length is read (MQTT_PACKET_TOO_LARGE), never reading it whole, and reports that broker down', async () => {
+    await eventually(() => (sent.length > 0 ? true : undefined), 20_000, 'the exporter subscribed on the rogue DMZ broker');
+    const first = await (sent[0] as Promise<{ written: number; whole: boolean }>);
+    assert.equal(first.whole, false, `the exporter read all ${first.written} bytes of the packet`);
+    assert.ok(first.written < PACKET_BYTES / 4, `closed after ${first.written} bytes`);
+    assert.ok(logs.codes().includes('MQTT_PACKET_TOO_LARGE'), `logged: ${JSON.stringify(logs.codes())}`);
+    const text = await (await fetch(`${(exporter as BrokerExporter).metricsUrl}/metrics`)).text();
+    assert.equal(parseExposition(text).get('fieldstream_mosquitto_up{broker="dmz",service="broker-exporter"}'), 0);
   });
 });

@@ -8,6 +8,7 @@ import { describe, it } from 'node:test';
 import type { MqttClient } from 'mqtt';
 import { BrokerWatch, SYS } from '../../internal-network/broker-exporter/exporter.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
+import { packetLengths } from '../../shared/mqtt/packet-limit.ts';
 import { bridgeStateNames, expectedBridges, loadBrokerExporterConfig } from '../../internal-network/broker-exporter/config.ts';
 
 /**
@@ -154,5 +155,47 @@ describe('the broker exporter expects the bridges render-bridges.sh renders', ()
       assert.throws(() => rendered({ DMZ_BROKER_HOSTS: bad }), /Command failed/, bad);
       assert.throws(() => loadBrokerExporterConfig({ ...base, DMZ_BROKER_HOSTS: bad }), (err: unknown) => err instanceof FieldStreamError && err.code === 'CONFIG_INVALID' && /DMZ_BROKER_HOSTS/.test(err.message), bad);
     }
+  });
+});
+
+/**
+ * The framing read beside mqtt.js to refuse a packet too large before it is buffered
+ * (shared/mqtt/packet-limit.ts): remaining lengths of one to four bytes, packets split anywhere
+ * across reads, and the bound exact.
+ */
+describe('packetLengths: the MQTT framing read to bound what a broker sends the exporter', () => {
+  /** A packet: its type byte, its remaining length as MQTT writes it, then that many bytes. */
+  const packet = (length: number) => {
+    const len: number[] = [];
+    for (let n = length; ; ) {
+      const b = n % 128;
+      n = Math.floor(n / 128);
+      len.push(n > 0 ? b | 0x80 : b);
+      if (n === 0) break;
+    }
+    return Buffer.concat([Buffer.from([0x30, ...len]), Buffer.alloc(length, 0xff)]);
+  };
+  const refusals = (bytes: Buffer, max: number, pieceBytes: number) => {
+    const refused: number[] = [];
+    const read = packetLengths(max, (n) => refused.push(n));
+    for (let i = 0; i < bytes.length; i += pieceBytes) read(bytes.subarray(i, i + pieceBytes));
+    return refused;
+  };
+
+  it('lets through packets up to the bound, whatever their length bytes and however they are split', () => {
+    const max = 20_000;
+    // 0, 127 (one length byte), 128, 16383 (two), 16384 (three), max itself; their bodies of 0xff look like length bytes to a reader that lost its place.
+    const stream = Buffer.concat([0, 127, 128, 16_383, 16_384, max, 2].map(packet));
+    for (const piece of [1, 2, 3, 7, 4096, stream.length]) assert.deepEqual(refusals(stream, max, piece), [], `pieces of ${piece}`);
+  });
+
+  it('refuses the first packet past the bound, once, as its length arrives', () => {
+    for (const piece of [1, 5, 1 << 20]) assert.deepEqual(refusals(Buffer.concat([packet(10), packet(64 * 1024 + 1), packet(10)]), 64 * 1024, piece), [64 * 1024 + 1]);
+    // MQTT's largest, told by its length alone: no byte of its body needs to come.
+    assert.deepEqual(refusals(Buffer.from([0x30, 0xff, 0xff, 0xff, 0x7f]), 64 * 1024, 1).length, 1);
+  });
+
+  it('refuses a remaining length of more than four bytes (malformed)', () => {
+    assert.equal(refusals(Buffer.from([0x30, 0x80, 0x80, 0x80, 0x80, 0x01]), Number.MAX_SAFE_INTEGER, 1).length, 1);
   });
 });
