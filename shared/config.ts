@@ -1,6 +1,7 @@
 import { config as dotenvConfig } from 'dotenv';
 import { z } from 'zod';
 import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { FieldStreamError } from './errors.ts';
 import { TIMINGS } from './limits.ts';
 
@@ -8,10 +9,31 @@ import { TIMINGS } from './limits.ts';
  * Settings come from the environment only, read once at start-up: `.env` (dotenv) fills in what
  * the real environment does not set, then a strict zod schema parses the result. A wrong or
  * missing setting stops the service with a message naming the variable.
+ *
+ * The file is FIELDSTREAM_ENV_FILE's, else the working directory's `.env`; one that cannot be read
+ * (not there when named, a folder, no permission) stops the program at once with
+ * CONFIG_FILE_UNREADABLE and status 78.
  */
 export function loadDotenv(path?: string): void {
+  const named = path ?? (process.env.FIELDSTREAM_ENV_FILE?.trim() || undefined);
+  const file = named ?? '.env';
   // quiet: dotenv would otherwise print a banner on stdout, which is not a log line.
-  dotenvConfig({ path: path ?? process.env.FIELDSTREAM_ENV_FILE ?? '.env', quiet: true });
+  const { error } = dotenvConfig({ path: file, quiet: true });
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  // No .env in the working directory is the usual case (a fresh clone, a container): none. Any
+  // other failure was once passed over in silence, and the program ran on its defaults, every
+  // setting of the file ignored (npm start writing to data/ instead of the InfluxDB it named).
+  if (error === undefined || (named === undefined && code === 'ENOENT')) return;
+  const err = new FieldStreamError(
+    'CONFIG_FILE_UNREADABLE',
+    `${named === undefined ? `${resolve(file)} (the working directory's .env)` : `FIELDSTREAM_ENV_FILE=${file}`} cannot be read: ${error.message}. ` +
+      (named === undefined ? 'Make it a file this user can read, or remove it.' : 'Name a file this user can read (/dev/null: none).'),
+    { file, ...(code === undefined ? {} : { errno: code }) },
+  );
+  // At the first line of every program, before anything else: one line, as a setting at fault
+  // stops a service (shared/service.ts), with EX_CONFIG.
+  process.stderr.write(`fieldstream: error ${err.code}: ${err.message}\n`);
+  process.exit(78);
 }
 
 type Env = Record<string, string | undefined>;

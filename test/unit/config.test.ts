@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { describe, it } from 'node:test';
 import type { z } from 'zod';
@@ -170,7 +171,7 @@ describe('configuration', () => {
     it(`stops the ${service} process with a message naming ${variable}`, () => {
       const r = spawnSync(join(repoRoot, 'node_modules', '.bin', 'tsx'), [join(repoRoot, entry)], {
         cwd: repoRoot,
-        env: { PATH: process.env.PATH, FIELDSTREAM_ENV_FILE: '/nonexistent', ...env },
+        env: { PATH: process.env.PATH, FIELDSTREAM_ENV_FILE: '/dev/null', ...env },
         encoding: 'utf8',
         timeout: 20_000,
       });
@@ -180,6 +181,35 @@ describe('configuration', () => {
       assert.equal(r.stderr.trimEnd().split('\n').length, 1, r.stderr);
       assert.doesNotMatch(r.stderr, /^\s+at /m);
       if (variable !== 'MQTT_CA_FILE') assert.equal(r.status, 78);
+    });
+  }
+
+  // A .env that cannot be read was passed over in silence: the program ran on its defaults, every
+  // setting of that file ignored (npm start wrote to data/ instead of the InfluxDB the file named).
+  // None in the working directory is the usual case (a fresh clone, a container), and means none.
+  for (const [what, envFile, makeDotenvFolder, named] of [
+    ['a FIELDSTREAM_ENV_FILE that is not there', '/nonexistent/site.env', false, /FIELDSTREAM_ENV_FILE=\/nonexistent\/site\.env/],
+    ['a FIELDSTREAM_ENV_FILE that is a folder', '/tmp', false, /FIELDSTREAM_ENV_FILE=\/tmp\b/],
+    ['a .env in the working directory that is a folder', undefined, true, /\.env\b/],
+  ] as const) {
+    it(`stops npm start at once on ${what} (CONFIG_FILE_UNREADABLE, one line)`, () => {
+      const cwd = mkdtempSync(join(tmpdir(), 'fieldstream-dotenv-'));
+      try {
+        if (makeDotenvFolder) mkdirSync(join(cwd, '.env'));
+        const r = spawnSync(join(repoRoot, 'node_modules', '.bin', 'tsx'), [join(repoRoot, 'scripts', 'start-embedded.ts')], {
+          cwd,
+          env: { PATH: process.env.PATH, CERTS_DIR: join(cwd, 'certs'), ...(envFile === undefined ? {} : { FIELDSTREAM_ENV_FILE: envFile }) },
+          encoding: 'utf8',
+          timeout: 20_000,
+        });
+        assert.equal(r.status, 78, r.stderr);
+        assert.equal(r.stderr.trimEnd().split('\n').length, 1, r.stderr);
+        assert.match(r.stderr, /error CONFIG_FILE_UNREADABLE: /);
+        assert.match(r.stderr, named);
+        assert.equal(existsSync(join(cwd, 'certs')), false, 'nothing made before');
+      } finally {
+        rmSync(cwd, { recursive: true, force: true });
+      }
     });
   }
 
