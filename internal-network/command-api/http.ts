@@ -157,7 +157,8 @@ export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: n
         if (listingsHeld + LIMITS.commandListMaxBytes > LIMITS.commandApiListingsHeldMaxBytes) {
           throw new FieldStreamError('API_BUSY', `Listings of ${listingsHeld} bytes are being written to their callers now; try again shortly.`, { retryAfterS: 1 });
         }
-        const text = listAnswer(list(url.searchParams));
+        const { records, total } = list(url.searchParams);
+        const text = listAnswer(records, total);
         const bytes = Buffer.byteLength(text);
         listingsHeld += bytes;
         res.once('close', () => (listingsHeld -= bytes));
@@ -191,7 +192,8 @@ export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: n
     return records;
   }
 
-  function list(q: URLSearchParams): CommandRecord[] {
+  /** The commands asked for, newest first, and how many the API keeps of those (`limit` aside). */
+  function list(q: URLSearchParams): { records: CommandRecord[]; total: number } {
     const deviceId = q.get('deviceId');
     if (deviceId !== null && !DeviceIdSchema.safeParse(deviceId).success) throw new FieldStreamError('API_INVALID_BODY', 'deviceId is not a device id.');
     // A limit that is no whole number in range is refused: put in its place (limit=0 listed 100), it
@@ -201,7 +203,8 @@ export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: n
     if (!(limit >= 1 && limit <= LIMITS.commandListMax)) {
       throw new FieldStreamError('API_INVALID_BODY', `limit must be a whole number from 1 to ${LIMITS.commandListMax} (default ${LIMITS.commandListDefault}).`);
     }
-    return [...o.store.all()].filter((r) => deviceId === null || r.deviceId === deviceId).slice(-limit).reverse();
+    const kept = [...o.store.all()].filter((r) => deviceId === null || r.deviceId === deviceId);
+    return { records: kept.slice(-limit).reverse(), total: kept.length };
   }
 
   await new Promise<void>((resolve, reject) => {
@@ -285,12 +288,13 @@ function issuedAnswer(records: readonly CommandRecord[]): IssuedAnswer {
  * The listed commands, newest first, as many as fit in LIMITS.commandListMaxBytes as answered (one at
  * least), and `truncated` when some were left out: each is listed whole, params and result, and a
  * thousand of them made an answer of hundreds of megabytes, held in memory while the caller read it.
- * The answer's text, as send() would write `{commands, truncated?}`, put together from each command's
+ * `total`: how many commands the API keeps of those asked for (a device's, or all), listed or not.
+ * The answer's text, as send() would write `{commands, truncated?, total}`, put together from each command's
  * JSON, made once: to measure it and to send it (it was made twice, up to 16 MiB of JSON each time).
  */
-function listAnswer(records: readonly CommandRecord[]): string {
+function listAnswer(records: readonly CommandRecord[], total: number): string {
   const pieces: string[] = [];
-  let bytes = Buffer.byteLength('{"commands":[],"truncated":true}');
+  let bytes = Buffer.byteLength(`{"commands":[],"truncated":true,"total":${total}}`);
   let truncated = false;
   for (const r of records) {
     // terminalText escapes character by character, so the pieces escaped add up to the whole escaped.
@@ -303,7 +307,7 @@ function listAnswer(records: readonly CommandRecord[]): string {
     pieces.push(piece);
     bytes += size;
   }
-  return `{"commands":[${pieces.join(',')}]${truncated ? ',"truncated":true' : ''}}`;
+  return `{"commands":[${pieces.join(',')}]${truncated ? ',"truncated":true' : ''},"total":${total}}`;
 }
 
 function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {

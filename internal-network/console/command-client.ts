@@ -17,7 +17,7 @@ const withUpdatedAt = <C extends z.infer<typeof CommandFieldsSchema>>(c: C) => (
 const CommandViewSchema = CommandFieldsSchema.transform(withUpdatedAt);
 
 /** What the command API answers, read as untrusted as any other network answer. */
-const ListSchema = z.object({ commands: z.array(CommandViewSchema) });
+const ListSchema = z.object({ commands: z.array(CommandViewSchema), total: z.number().int().nonnegative().optional() });
 /**
  * What it answers a command sent (IssuedAnswerSchema): the request's params once, beside the
  * commands. A command API of before that gave each command its params: read too, so that either
@@ -76,11 +76,13 @@ export class CommandClient {
     private readonly onRefused: (token: string) => void = () => undefined,
   ) {}
 
-  async list(deviceId: string, token: string, limit: number): Promise<ConsoleCommand[]> {
+  /** A device's newest commands, `limit` at most, and how many the command API keeps of the device's (a version before said not). */
+  async list(deviceId: string, token: string, limit: number): Promise<{ commands: ConsoleCommand[]; total?: number }> {
     const url = new URL('/v1/commands', this.baseUrl);
     url.searchParams.set('deviceId', deviceId);
     url.searchParams.set('limit', String(limit));
-    return (await this.call(url, { method: 'GET' }, token, ListSchema)).commands;
+    const { commands, total } = await this.call(url, { method: 'GET' }, token, ListSchema);
+    return total === undefined ? { commands } : { commands, total };
   }
 
   /** One command by its id (the management API's test events). */

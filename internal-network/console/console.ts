@@ -159,15 +159,17 @@ export async function startConsole(config: Readonly<ConsoleConfig>, logger: Logg
     const detail = fleet.detail(id);
     if (!detail) return undefined;
     let list: unknown[] = [];
+    let total: number | undefined;
     try {
-      list = await commands.list(id, token, CONSOLE.deviceCommandsListed);
+      ({ commands: list, total } = await commands.list(id, token, CONSOLE.deviceCommandsListed));
     } catch (err) {
       // The login's token refused by the command API: the request is refused (and the login ends),
       // not answered as a device without commands. Any other failure leaves the page without them.
       if (isFieldStreamError(err, 'CONSOLE_UNAUTHORIZED')) throw err;
       log.warn({ err: (err as Error).message, deviceId: id }, 'commands of a device not read');
     }
-    return { ...detail, commands: list };
+    // How many the command API keeps, listed or not: the page says how many more there are.
+    return { ...detail, commands: list, ...(total !== undefined ? { totals: { ...detail.totals, commands: total } } : {}) };
   };
   // A stream lasts as long as its login: logged out, expired, dropped, or its token refused since.
   const loginAlive = (id: string): boolean => {

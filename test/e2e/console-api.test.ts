@@ -219,6 +219,11 @@ describe('the operator console API', () => {
     } finally {
       live.close();
     }
+    // How many commands the command API keeps for the device, beside those listed: the page says how
+    // many more there are than it shows (`totals`, as of events), which it could not before.
+    const detail = await op.request('/api/devices/meter-1');
+    assert.equal(detail.body.totals.commands, detail.body.commands.length, JSON.stringify(detail.body.totals));
+    assert.ok(detail.body.totals.commands >= 1);
     const invalid = await op.request('/api/devices/meter-1/commands', { method: 'POST', body: { command: 'bad name with spaces' } });
     assert.equal(invalid.status, 400);
     // Refused by the command API for the caller's reason: its own status and code, not a gateway failure (502).

@@ -9,7 +9,10 @@ import { deviceEventText } from './live-device.ts';
 import { boundedEvents, liveRow, securityEvents, snapshotTexts } from './live-snapshot.ts';
 
 /** What a device page is sent (docs/console.md): the fleet's view of it and its commands. */
-export type DeviceDetail = NonNullable<ReturnType<Fleet['detail']>> & { commands: unknown[] };
+type FleetDetail = NonNullable<ReturnType<Fleet['detail']>>;
+/** A device's page: the fleet's detail, its commands as the command API lists them, and in `totals`
+ * how many commands it keeps of the device, when it says (listed or not). */
+export type DeviceDetail = Omit<FleetDetail, 'totals'> & { commands: unknown[]; totals: FleetDetail['totals'] & { commands?: number } };
 
 export interface LiveSources {
   fleet: Fleet;
