@@ -142,6 +142,12 @@ export const ERRORS = {
   // -- Field client ---------------------------------------------------------------------------------
   FIELD_QUEUE_FULL: { http: 507, transient: true, description: 'The local queue is full (FIELD_QUEUE_MAX_BYTES) and its policy is to refuse new data.' },
   FIELD_QUEUE_DROPPED_OLDEST: { http: 507, transient: false, description: 'The local queue was full; its oldest segment was dropped to make room (policy drop-oldest), with what it held that was not yet committed.' },
+  FIELD_DATA_DIR_IN_USE: {
+    http: 409,
+    transient: false,
+    description:
+      'Another field client holds FIELD_DATA_DIR (its field-client.lock names it, renewed every 2 s): two on one folder would append to one queue and delete what the other still sends. Stop the other, or give each its own FIELD_DATA_DIR. A lock whose holder is gone (killed, the machine restarted) is taken over at once on the same machine, after 15 s from another.',
+  },
   FIELD_QUEUE_CORRUPT: { http: 500, transient: false, description: 'A damaged record was found in the local queue (e.g. after a power cut); the readable data was kept.' },
   FIELD_QUEUE_WRITE_FAILED: {
     http: 507,

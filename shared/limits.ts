@@ -1187,6 +1187,15 @@ export const TIMINGS = {
    * synced may take longer, and is then cut off unanswered all the same. The local MQTT input waits
    * as long for the readings and events it is appending to be acknowledged. */
   localInputCloseGraceMs: 10_000,
+  /** milliseconds. How often the field client renews its lock of FIELD_DATA_DIR (data-dir-lock.ts),
+   * and looks whether another took it over meanwhile (it was stalled past fieldDataLockExpiryMs). */
+  fieldDataLockRenewMs: 2_000,
+  /** milliseconds. A lock of FIELD_DATA_DIR not renewed for this long is its holder's no more: how
+   * long a start waits for one left by a holder it cannot see (on another host, in another
+   * container) before taking it over. Well past a renewal missed by a loaded device. */
+  fieldDataLockExpiryMs: 15_000,
+  /** milliseconds. How often a start waiting for that looks at the lock again. */
+  fieldDataLockPollMs: 500,
   /** milliseconds. How long the local HTTP input keeps a request's answer for its Idempotency-Key
    * (inputs/http-resends.ts): a retry later than this is taken as a new request. */
   localInputKeyKeptMs: 24 * 60 * 60 * 1000,

@@ -6,4 +6,12 @@ import { loadFieldClientConfig } from './config.ts';
 import { startFieldClient } from './start.ts';
 
 loadDotenv();
-runService('field-client', loadFieldClientConfig, async (config) => startFieldClient(config, createLogger('field-client', config.LOG_LEVEL)));
+runService('field-client', loadFieldClientConfig, async (config) =>
+  startFieldClient(config, createLogger('field-client', config.LOG_LEVEL), {
+    // Stopped already; exiting lets the supervisor (compose's restart policy) start it afresh.
+    onDataDirLost: (err) => {
+      process.stderr.write(`field-client: error ${err.code}: ${err.message}\n`);
+      process.exit(1);
+    },
+  }),
+);

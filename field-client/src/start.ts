@@ -23,6 +23,7 @@ import { mqttInput } from './inputs/mqtt-input.ts';
 import { sparkplugInput, type SparkplugInput, type SparkplugInputOptions } from './inputs/sparkplug/sparkplug-input.ts';
 import { FieldNames } from './inputs/sparkplug/names.ts';
 import type { SparkplugSession } from './inputs/sparkplug/session.ts';
+import { lockDataDir } from './data-dir-lock.ts';
 import { DurableQueue } from './queue/durable-queue.ts';
 import { Simulator } from './simulator.ts';
 import { fieldClientMetrics } from './metrics.ts';
@@ -62,6 +63,8 @@ export interface StartOptions {
    * down to run in seconds (test/e2e/field-slow-link.test.ts); no setting reaches it.
    */
   sendAheadMs?: number;
+  /** Called once the client stopped because another took FIELD_DATA_DIR over (data-dir-lock.ts). */
+  onDataDirLost?: (err: FieldStreamError) => void;
 }
 
 export async function startFieldClient(config: Readonly<FieldClientConfig>, logger: Logger, options: StartOptions = {}): Promise<RunningFieldClient> {
@@ -84,7 +87,21 @@ export async function startFieldClient(config: Readonly<FieldClientConfig>, logg
   }
   const commandsFile = config.FIELD_COMMANDS_FILE ? readJsonSetting('FIELD_COMMANDS_FILE', config.FIELD_COMMANDS_FILE, CommandsFileSchema) : undefined;
   makeDirDurablySync(config.FIELD_DATA_DIR, 0o700);
-  const queue = await DurableQueue.open({
+  // One field client per folder, before anything in it is opened (data-dir-lock.ts).
+  let running: RunningFieldClient | undefined;
+  const lock = await lockDataDir(config.FIELD_DATA_DIR, (err) => {
+    log.error({ code: err.code, err: err.message }, 'lost FIELD_DATA_DIR to another field client; stopping');
+    void (running?.close() ?? Promise.resolve()).finally(() => options.onDataDirLost?.(err));
+  });
+  let queue: DurableQueue;
+  try {
+    queue = await openQueue();
+  } catch (err) {
+    lock.release();
+    throw err;
+  }
+  function openQueue(): Promise<DurableQueue> {
+    return DurableQueue.open({
     dir: join(config.FIELD_DATA_DIR, 'queue'),
     maxBytes: config.FIELD_QUEUE_MAX_BYTES,
     segmentBytes: Math.min(config.FIELD_QUEUE_SEGMENT_BYTES, Math.floor(config.FIELD_QUEUE_MAX_BYTES / 4)),
@@ -93,7 +110,8 @@ export async function startFieldClient(config: Readonly<FieldClientConfig>, logg
     // Receipts are verified with the signing key: without one, the gateway's ack is the end.
     receipts: signingKey !== undefined && options.receipts !== false,
     log: log.child({ subsystem: 'queue' }),
-  });
+    });
+  }
   const outbox = new FileOutbox(config.FIELD_DATA_DIR, config.FIELD_FILE_CHUNK_BYTES);
   await recoverOutbox(outbox, queue, log.child({ subsystem: 'outbox' }));
   const connection = new GatewayConnection(
@@ -185,7 +203,7 @@ export async function startFieldClient(config: Readonly<FieldClientConfig>, logg
     if (simulator) closers.push(() => simulator.stop());
     health?.start();
     if (health) closers.push(() => health.stop());
-    return {
+    running = {
       client,
       connection,
       commands,
@@ -201,11 +219,14 @@ export async function startFieldClient(config: Readonly<FieldClientConfig>, logg
         client.stop();
         await connection.stop();
         await queue.close();
+        lock.release();
       },
     };
+    return running;
   } catch (err) {
     for (const c of closers.reverse()) await c();
     await queue.close();
+    lock.release();
     throw err;
   }
 }
