@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { closeSync, fstatSync, futimesSync, openSync, readFileSync, renameSync, rmSync, statSync, unlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { z } from 'zod';
 import { processRuns, syncDirSync, writeWholeSync } from '../../shared/durable-fs.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
@@ -12,6 +12,9 @@ import { bootId } from './queue/queue-epochs.ts';
 export const DATA_DIR_LOCK = 'field-client.lock';
 const LockSchema = z.object({ owner: z.string(), pid: z.number().int().positive(), host: z.string(), bootId: z.string().optional(), startedAt: z.string() });
 type Lock = z.infer<typeof LockSchema>;
+
+/** The locks this process holds, by path: a lock naming this process's id is one of these, or left by an earlier process of that id. */
+const heldHere = new Set<string>();
 
 export interface DataDirLock {
   /** Stops renewing and removes the lock, if it is still this one's. */
@@ -36,10 +39,12 @@ export interface DataDirLock {
  * lock's name is no longer its file (renamed away by the taker), and `onLost` stops it.
  */
 export async function lockDataDir(dir: string, onLost: (err: FieldStreamError) => void): Promise<DataDirLock> {
-  const path = join(dir, DATA_DIR_LOCK);
+  const path = resolve(dir, DATA_DIR_LOCK);
   const mine: Lock = { owner: randomUUID(), pid: process.pid, host: hostname(), bootId: bootId(), startedAt: new Date().toISOString() };
   const deadline = Date.now() + TIMINGS.fieldDataLockExpiryMs + TIMINGS.fieldDataLockRenewMs;
   for (;;) {
+    // Two clients of one process (npm start's devices) on one folder: refused as any other.
+    if (heldHere.has(path)) throw inUse(dir, read(path)?.lock);
     const fd = create(path, mine);
     if (fd !== undefined) return held(path, fd, onLost);
     const seen = read(path);
@@ -73,7 +78,7 @@ function create(path: string, lock: Lock): number | undefined {
   }
   try {
     writeWholeSync(fd, Buffer.from(`${JSON.stringify(lock)}\n`), path);
-    syncDirSync(join(path, '..'));
+    syncDirSync(dirname(path));
   } catch (err) {
     closeSync(fd);
     rmSync(path, { force: true });
@@ -102,12 +107,15 @@ function held(path: string, fd: number, onLost: (err: FieldStreamError) => void)
     }
     lost = true;
     clearInterval(renew);
+    heldHere.delete(path);
     onLost(new FieldStreamError('FIELD_DATA_DIR_IN_USE', `${path} was taken over by another field client while this one was stalled past ${TIMINGS.fieldDataLockExpiryMs} ms; this one stops.`, { path }));
   }, TIMINGS.fieldDataLockRenewMs);
   renew.unref();
+  heldHere.add(path);
   return {
     release() {
       clearInterval(renew);
+      heldHere.delete(path);
       try {
         if (!lost && stillOurs()) unlinkSync(path);
       } catch {
@@ -149,6 +157,8 @@ function gone(lock: Lock | undefined, ageMs: number): string | undefined {
   const boot = bootId();
   if (lock.host === hostname() && boot !== undefined && lock.bootId !== undefined && lock.bootId !== boot) return 'the machine restarted';
   if (!onThisMachine(lock)) return undefined;
+  // This process's id, and not one of its own locks (heldHere): a process before it of that id (a
+  // container started again: pid 1 each time), gone.
   if (lock.pid === process.pid) return 'its process id is this one';
   return processRuns(lock.pid) ? undefined : 'its process runs no more';
 }

@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, renameSync, utimesSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { DATA_DIR_LOCK, lockDataDir } from '../../field-client/src/data-dir-lock.ts';
+import { bootId } from '../../field-client/src/queue/queue-epochs.ts';
 import { isFieldStreamError, type FieldStreamError } from '../../shared/errors.ts';
 import { TIMINGS } from '../../shared/limits.ts';
 import { tempDir } from '../helpers/pki.ts';
@@ -83,6 +85,18 @@ describe('the lock of FIELD_DATA_DIR', () => {
     } finally {
       restore();
     }
+  });
+
+  it('refuses a second client of this very process on the folder; takes a lock naming this process id that none of its clients holds (a container started again)', async () => {
+    const dir = join(tmp.dir, 'same-process');
+    mkdirSync(dir, { recursive: true });
+    const lock = await lockDataDir(dir, () => {});
+    await assert.rejects(lockDataDir(dir, () => {}), (err: unknown) => isFieldStreamError(err, 'FIELD_DATA_DIR_IN_USE'));
+    lock.release();
+    writeFileSync(join(dir, DATA_DIR_LOCK), JSON.stringify({ owner: 'before', pid: process.pid, host: hostname(), bootId: bootId(), startedAt: new Date().toISOString() }));
+    const again = await lockDataDir(dir, () => {});
+    assert.notEqual((JSON.parse(readFileSync(join(dir, DATA_DIR_LOCK), 'utf8')) as { owner: string }).owner, 'before');
+    again.release();
   });
 
   it('a holder whose lock was taken over while it was stalled learns it at its next renewal', async () => {
