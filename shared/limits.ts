@@ -1455,6 +1455,14 @@ export const CONSOLE = {
    * connection between two requests (keepAliveTimeout), but not one that sends nothing at all: each
    * such held a file descriptor for ever, and enough of them left none for the operators. */
   connectionIdleBeforeRequestMs: 10_000,
+  /** milliseconds. A connection whose answers have been stuck this long, its client taking none of
+   * them, is closed (between one and two of it; shared/stalled-answers.ts): a client that pipelined
+   * requests, or asked for a device list of megabytes, and read nothing held its connection, the
+   * answers and the requests read meanwhile (a 64 KiB read of pipelined requests is a thousand
+   * answers and more) for ever, as no timeout of Node's watches a request once it is in, and the
+   * socket's own counts what the client sends. A request the console is still working on (a
+   * history read waiting its turn) has nothing stuck; a slow reader takes some at every look. */
+  answerStallMs: 30_000,
   /** connections the console holds at once (Node's server.maxConnections); one more is closed as it
    * is accepted. The timeouts bound how long each lasts, not how many there are: without it, enough
    * of them took every file descriptor. Room for every live stream (maxLiveStreams) and the

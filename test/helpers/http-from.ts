@@ -97,3 +97,74 @@ export async function oversizedChunkedThenNext(port: number, head: string, maxBy
   socket.destroy();
   return { first, answered: text, closed: outcome };
 }
+
+/**
+ * A client that pipelines `request` `times` times on one connection and reads none of the answers.
+ * `closed`: the milliseconds from the last request written until the server closed the connection.
+ */
+export async function pipelinedUnread(port: number, request: string, times: number): Promise<{ closed: Promise<number>; destroy(): void }> {
+  const socket = connect(port, '127.0.0.1');
+  socket.on('error', () => undefined);
+  await new Promise<void>((resolve, reject) => {
+    socket.once('connect', () => resolve());
+    socket.once('error', reject);
+  });
+  socket.pause();
+  // Written in reads' worth (64 KiB), as a client would; the server takes them as it answers.
+  const perBatch = Math.max(1, Math.floor(65_536 / request.length));
+  for (let sent = 0; sent < times; sent += perBatch) socket.write(request.repeat(Math.min(perBatch, times - sent)));
+  const start = performance.now();
+  // A socket reading nothing does not see the server close it (its reset) until it writes: an empty
+  // line, which a server reading its requests skips (RFC 9112 §2.2), every 100 ms.
+  const poke = setInterval(() => socket.write('\r\n'), 100);
+  const closed = new Promise<number>((resolve) =>
+    socket.once('close', () => {
+      clearInterval(poke);
+      resolve(performance.now() - start);
+    }),
+  );
+  return {
+    closed,
+    destroy: () => {
+      clearInterval(poke);
+      socket.destroy();
+    },
+  };
+}
+
+/**
+ * One request whose answer is read at about `bytesPerSecond`, a piece every 100 ms: resolves with the
+ * bytes of the answer (head and body) read until it was whole (by its Content-Length) or the server
+ * closed the connection, and whether it was whole.
+ */
+export async function readSlowly(port: number, request: string, bytesPerSecond: number): Promise<{ bytes: number; whole: boolean; ms: number }> {
+  const socket = connect(port, '127.0.0.1');
+  socket.on('error', () => undefined);
+  await new Promise<void>((resolve, reject) => {
+    socket.once('connect', () => resolve());
+    socket.once('error', reject);
+  });
+  socket.pause();
+  socket.write(request);
+  const start = performance.now();
+  let head = '';
+  let expected: number | undefined;
+  let bytes = 0;
+  try {
+    while (expected === undefined || bytes < expected) {
+      await new Promise((r) => setTimeout(r, 100));
+      if (socket.destroyed && socket.readableLength === 0) break;
+      const piece = socket.read(Math.min(socket.readableLength, Math.ceil(bytesPerSecond / 10))) as Buffer | null;
+      if (piece === null) continue;
+      bytes += piece.length;
+      if (expected === undefined) {
+        head += piece.toString('latin1');
+        const end = head.indexOf('\r\n\r\n');
+        if (end >= 0) expected = end + 4 + Number(/\r\ncontent-length: *(\d+)/i.exec(head.slice(0, end))?.[1] ?? NaN);
+      }
+    }
+  } finally {
+    socket.destroy();
+  }
+  return { bytes, whole: expected !== undefined && bytes >= expected, ms: performance.now() - start };
+}

@@ -13,7 +13,7 @@ import pino from 'pino';
 import { issueDeviceToken, revokeDeviceToken, tokenPaths } from '../../pki/device-tokens.ts';
 import { CONSOLE, DAY_MS, MANAGE } from '../../shared/limits.ts';
 import { makeTestPki } from '../helpers/pki.ts';
-import { oversizedChunkedThenNext } from '../helpers/http-from.ts';
+import { oversizedChunkedThenNext, pipelinedUnread, readSlowly } from '../helpers/http-from.ts';
 import { startWebServer } from '../../internal-network/console/web/server.ts';
 import { BoundedSessionStore } from '../../internal-network/console/web/session-store.ts';
 import { MANAGE_PREFIX, manageRoutes } from '../../internal-network/console/manage/routes.ts';
@@ -248,6 +248,53 @@ describe("the console's HTTP server (the management API's routes are on it)", ()
         assert.equal(res.headers.get('x-frame-options'), 'DENY', path);
       }
     } finally {
+      await web.close();
+    }
+  });
+});
+
+describe("the console's HTTP server and clients that stop reading", () => {
+  it('closes a connection whose answers its client does not read once one has been stuck for CONSOLE.answerStallMs; a request the console works on longer, and a client reading slowly, are answered whole', async () => {
+    // Pipelined requests, each answered with a device list's worth, read by nobody: Node's own
+    // timeouts end once a request is in, and the connection, its answers and the requests read
+    // meanwhile were held for ever.
+    const limits = CONSOLE as unknown as Record<string, number>;
+    const saved = limits.answerStallMs as number;
+    limits.answerStallMs = 1_000;
+    const big = 'd'.repeat(4 * 1024 * 1024);
+    const web = await startWebServer({
+      host: '127.0.0.1',
+      port: 0,
+      setting: 'CONSOLE_PORT',
+      secure: false,
+      sessionTtlMs: 60_000,
+      sessions: new BoundedSessionStore(60_000),
+      trustedProxies: undefined,
+      logger: pino({ level: 'silent' }),
+      routes: (app) => {
+        app.get(`${MANAGE_PREFIX}/devices`, async () => ({ devices: big }));
+        app.get(`${MANAGE_PREFIX}/status`, async () => {
+          await new Promise((r) => setTimeout(r, 2_500));
+          return { ok: true };
+        });
+      },
+    });
+    const stalled = await pipelinedUnread(web.port, `GET ${MANAGE_PREFIX}/devices HTTP/1.1\r\nHost: console\r\n\r\n`, 20);
+    try {
+      const slow = fetch(`http://127.0.0.1:${web.port}${MANAGE_PREFIX}/status`);
+      // Some 4 MB read at 1 MB/s: far longer than the stall bound, never stuck.
+      const reader = await readSlowly(web.port, `GET ${MANAGE_PREFIX}/devices HTTP/1.1\r\nHost: console\r\n\r\n`, 1024 * 1024);
+      assert.ok(reader.whole, `a client reading slowly was cut off after ${reader.bytes} bytes`);
+      assert.ok(reader.ms > 2 * limits.answerStallMs, 'read for longer than the bound');
+      const res = await slow;
+      assert.equal(res.status, 200, 'a request the console worked on for longer than the bound is answered');
+      await res.arrayBuffer();
+      const bound = 5 * limits.answerStallMs;
+      const closed = await Promise.race([stalled.closed, new Promise<undefined>((r) => setTimeout(r, bound))]);
+      assert.ok(closed !== undefined, `a connection whose client read none of its answers was still open ${reader.ms.toFixed(0)} + ${bound} ms after its requests`);
+    } finally {
+      limits.answerStallMs = saved;
+      stalled.destroy();
       await web.close();
     }
   });

@@ -16,6 +16,7 @@ import { terminalText } from '../../../shared/terminal-text.ts';
 import { CONSOLE, TIMINGS } from '../../../shared/limits.ts';
 import type { Logger } from '../../../shared/logger.ts';
 import { answerClientError } from '../../../shared/http-client-error.ts';
+import { closeStalledConnections } from '../../../shared/stalled-answers.ts';
 import { MANAGE_PREFIX } from '../manage/routes.ts';
 import type { BoundedSessionStore } from './session-store.ts';
 
@@ -80,6 +81,9 @@ export async function startWebServer(o: WebOptions): Promise<{ app: FastifyInsta
   // How many there may be at once: one more is closed as it is accepted (Node's maxConnections).
   app.server.maxConnections = CONSOLE.maxConnections;
   app.server.on('request', (req: IncomingMessage) => void req.socket.setTimeout(0));
+  // A client that stops reading its answers (requests pipelined, a device list of megabytes, a live
+  // stream) is no such wait: its connection is closed once they have been stuck for CONSOLE.answerStallMs.
+  closeStalledConnections(app.server, () => CONSOLE.answerStallMs);
   // Headers trickled in a byte at a time are never silence: they must all be in within this, or 408.
   app.server.headersTimeout = CONSOLE.headersTimeoutMs;
 

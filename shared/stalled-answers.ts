@@ -1,0 +1,49 @@
+import type { Server, Socket } from 'node:net';
+
+/** What Node's stream handle says of a socket's writes (net.Socket keeps it as `_handle`). */
+interface WriteCounts {
+  /** bytes handed to libuv so far */
+  bytesWritten?: number;
+  /** of those, bytes libuv has not yet written to the kernel */
+  writeQueueSize?: number;
+}
+
+/** Bytes of what was written to the socket that the kernel has taken so far: grows while the client reads. */
+function taken(socket: Socket): number {
+  const handle = (socket as unknown as { _handle?: WriteCounts | null })._handle;
+  return (handle?.bytesWritten ?? 0) - (handle?.writeQueueSize ?? 0);
+}
+
+/**
+ * Closes each connection of `server` whose answers its client has stopped taking: bytes waiting to
+ * be written, none of them taken by the kernel, at two looks `stallMs()` apart (so once stuck for
+ * between one and two of it). A client that pipelined requests (each answered at once) or asked for
+ * a large answer, then read nothing, otherwise held its connection, the answers and the requests
+ * read meanwhile for ever: Node's headersTimeout and requestTimeout end once a request is in, its
+ * keepAliveTimeout starts only once every answer is written, and a socket's own timeout counts the
+ * bytes the client sends too (an empty line every few seconds kept it open).
+ *
+ * A server working on an answer (a database read, a large file taken) has nothing waiting to be
+ * written, however long that takes; a client reading slowly has its bytes taken at every look.
+ * Neither is closed. `stallMs` is read at every look.
+ */
+export function closeStalledConnections(server: Server, stallMs: () => number): void {
+  server.on('connection', (socket: Socket) => {
+    let seen = taken(socket);
+    let waiting = false;
+    let timer: NodeJS.Timeout | undefined;
+    const look = (): void => {
+      const now = taken(socket);
+      const stuck = socket.writableLength > 0 && now === seen;
+      if (stuck && waiting) {
+        socket.destroy();
+        return;
+      }
+      waiting = stuck;
+      seen = now;
+      timer = setTimeout(look, stallMs()).unref();
+    };
+    timer = setTimeout(look, stallMs()).unref();
+    socket.once('close', () => clearTimeout(timer));
+  });
+}
