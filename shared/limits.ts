@@ -1463,6 +1463,11 @@ export const CONSOLE = {
    * socket's own counts what the client sends. A request the console is still working on (a
    * history read waiting its turn) has nothing stuck; a slow reader takes some at every look. */
   answerStallMs: 30_000,
+  /** requests. Most requests pipelined on one connection that wait for the answers before theirs
+   * (each is answered in its turn: shared/pipelined-requests.ts) before the console reads no more
+   * of it. Browsers never pipeline; answered all at once, a client's thousand pipelined requests
+   * for device lists of megabytes, read by nobody, were gigabytes made at once. */
+  pipelinedRequestsMaxWaiting: 16,
   /** connections the console holds at once (Node's server.maxConnections); one more is closed as it
    * is accepted. The timeouts bound how long each lasts, not how many there are: without it, enough
    * of them took every file descriptor. Room for every live stream (maxLiveStreams) and the

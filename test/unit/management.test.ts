@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { connect } from 'node:net';
 import { describe, it } from 'node:test';
 import { loadConsoleConfig } from '../../internal-network/console/config.ts';
 import { deviceCredential, DeviceTokensView, manageStatus } from '../../internal-network/console/manage/status.ts';
@@ -294,6 +295,62 @@ describe("the console's HTTP server and clients that stop reading", () => {
       assert.ok(closed !== undefined, `a connection whose client read none of its answers was still open ${reader.ms.toFixed(0)} + ${bound} ms after its requests`);
     } finally {
       limits.answerStallMs = saved;
+      stalled.destroy();
+      await web.close();
+    }
+  });
+});
+
+describe("the console's HTTP server and pipelined requests", () => {
+  it('answers the requests pipelined on a connection one at a time, in order: a client that reads none of its answers has a few made, not one per request it sent', async () => {
+    // Answered as they were parsed, the thousand requests of one 64 KiB read each had its answer
+    // (here 256 KiB, a device list can be megabytes) made and held at once.
+    const big = 'd'.repeat(256 * 1024);
+    let made = 0;
+    const web = await startWebServer({
+      host: '127.0.0.1',
+      port: 0,
+      setting: 'CONSOLE_PORT',
+      secure: false,
+      sessionTtlMs: 60_000,
+      sessions: new BoundedSessionStore(60_000),
+      trustedProxies: undefined,
+      logger: pino({ level: 'silent' }),
+      routes: (app) => {
+        app.get(`${MANAGE_PREFIX}/devices`, async () => {
+          made++;
+          return { devices: big };
+        });
+        // Each waits a while, the later ones less: answered as they are done, they would come out of order.
+        app.get(`${MANAGE_PREFIX}/devices/:n`, async (req) => {
+          const n = Number((req.params as { n: string }).n);
+          await new Promise((r) => setTimeout(r, 40 - n));
+          return { n };
+        });
+      },
+    });
+    const stalled = await pipelinedUnread(web.port, `GET ${MANAGE_PREFIX}/devices HTTP/1.1\r\nHost: console\r\n\r\n`, 2_000);
+    try {
+      await new Promise((r) => setTimeout(r, 1_500));
+      assert.ok(made <= 64, `${made} answers of 256 KiB made for a client that read none of them`);
+
+      // A client that pipelines and reads gets every answer, in order.
+      const text = await new Promise<string>((resolve, reject) => {
+        const socket = connect(web.port, '127.0.0.1');
+        let got = '';
+        socket.setEncoding('utf8');
+        socket.on('data', (c: string) => {
+          got += c;
+          if ((got.match(/\r\n\r\n\{"n":\d+\}/g) ?? []).length === 40) {
+            socket.destroy();
+            resolve(got);
+          }
+        });
+        socket.on('error', reject);
+        socket.write(Array.from({ length: 40 }, (_, n) => `GET ${MANAGE_PREFIX}/devices/${n} HTTP/1.1\r\nHost: console\r\n\r\n`).join(''));
+      });
+      assert.deepEqual([...text.matchAll(/\{"n":(\d+)\}/g)].map((m) => Number(m[1])), Array.from({ length: 40 }, (_, n) => n));
+    } finally {
       stalled.destroy();
       await web.close();
     }

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
@@ -16,6 +16,7 @@ import { terminalText } from '../../../shared/terminal-text.ts';
 import { CONSOLE, TIMINGS } from '../../../shared/limits.ts';
 import type { Logger } from '../../../shared/logger.ts';
 import { answerClientError } from '../../../shared/http-client-error.ts';
+import { oneRequestAtATime } from '../../../shared/pipelined-requests.ts';
 import { closeStalledConnections } from '../../../shared/stalled-answers.ts';
 import { MANAGE_PREFIX } from '../manage/routes.ts';
 import type { BoundedSessionStore } from './session-store.ts';
@@ -73,6 +74,13 @@ export async function startWebServer(o: WebOptions): Promise<{ app: FastifyInsta
     clientErrorHandler: (err, socket) => answerClientError(err, socket, (code, message) => ({ error: { code, message } })),
   });
 
+  // fastify's own handler, run for one request of a connection at a time (pipelined ones wait for
+  // the answer before theirs): a client pipelining requests for device lists, reading none, had a
+  // thousand of them made at once.
+  const [fastifyHandler] = app.server.listeners('request') as Array<(req: IncomingMessage, res: ServerResponse) => void>;
+  if (fastifyHandler === undefined) throw new Error("fastify's server has no request handler");
+  app.server.removeListener('request', fastifyHandler);
+  app.server.on('request', oneRequestAtATime(fastifyHandler, CONSOLE.pipelinedRequestsMaxWaiting));
   // A connection that sends nothing is watched by none of Node's timeouts (headersTimeout starts
   // with a request's first byte): closed once silent for CONSOLE.connectionIdleBeforeRequestMs.
   // Its first request lifts the limit: a request's own wait (a history read, a live stream that
