@@ -543,6 +543,11 @@ export const LIMITS = {
    * opening them without end took every file descriptor of the field client, its link's and queue's
    * included. Room for every sensor and program of a device many times over, as localMqttMaxConnections. */
   localHttpMaxConnections: 256,
+  /** requests. Most requests pipelined on one connection to a service's metrics server that wait
+   * for the answers before theirs (each made in its turn: shared/pipelined-requests.ts) before the
+   * server reads no more of it: answered at once, the thousand pipelined requests of one read had
+   * the metrics collected for each (100 KB and more) and held until read, by a client reading none. */
+  metricsPipelinedRequestsMaxWaiting: 16,
   /** items. Most readings or events in one submission to a local input (an HTTP body, an MQTT
    * publish): taken in one append, one fsync. Ten batches of batchMaxMessages; far more than fit in
    * localInputJsonMaxBytes at any useful size, and the bound were they tiny. */
@@ -1069,6 +1074,17 @@ export const TIMINGS = {
    * that a stall of a tenth of a second is seen, rarely enough to cost nothing (ten callbacks a
    * second). */
   eventLoopProbeMs: 100,
+  /** milliseconds a request's headers may take to come in to a service's metrics server (Node's
+   * headersTimeout, 60 s by default): Prometheus and the probes send them at once. */
+  metricsHeadersTimeoutMs: 5_000,
+  /** milliseconds a whole request to a metrics server may take (it reads no body). */
+  metricsRequestTimeoutMs: 10_000,
+  /** milliseconds. A metrics server's connection whose answers have been stuck this long, its
+   * client taking none of them, is closed (between one and two of it; shared/stalled-answers.ts):
+   * Node's request timeouts end once a request is in, and a client that pipelined requests and
+   * read nothing held its connection, and the metrics collected for it, for ever. An answer is
+   * made in milliseconds: nothing is stuck that long for a client that reads. */
+  metricsAnswerStallMs: 15_000,
   /** milliseconds. A device's rate-limit buckets are forgotten once it was silent this long (looked
    * at when more than LIMITS.rateLimitTrackedDevices are tracked). */
   rateLimitIdleMs: 600_000,

@@ -1,6 +1,9 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { LIMITS, TIMINGS } from '../limits.ts';
 import { listenFailed } from '../listen-failed.ts';
+import { oneRequestAtATime } from '../pipelined-requests.ts';
+import { closeStalledConnections } from '../stalled-answers.ts';
 import type { Logger } from '../logger.ts';
 import { probeEventLoop } from './event-loop.ts';
 import type { ServiceMetrics } from './registry.ts';
@@ -39,7 +42,10 @@ export async function startMetricsServer(o: {
   checks?: readonly ReadinessCheck[];
   log: Logger;
 }): Promise<MetricsServer> {
-  const server: Server = createServer((req, res) => {
+  // One request of a connection at a time, and a connection whose answers are stuck closed: a
+  // client pipelining requests and reading none had the metrics collected and held for each of the
+  // thousand requests of one read, and its connection for ever.
+  const server: Server = createServer(oneRequestAtATime((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     const send = (status: number, type: string, body: string) => {
       res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store' });
@@ -65,9 +71,10 @@ export async function startMetricsServer(o: {
       return;
     }
     send(404, 'text/plain', 'not found: /metrics, /healthz, /readyz\n');
-  });
-  server.headersTimeout = 5_000;
-  server.requestTimeout = 10_000;
+  }, LIMITS.metricsPipelinedRequestsMaxWaiting));
+  closeStalledConnections(server, () => TIMINGS.metricsAnswerStallMs);
+  server.headersTimeout = TIMINGS.metricsHeadersTimeoutMs;
+  server.requestTimeout = TIMINGS.metricsRequestTimeoutMs;
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err) => reject(listenFailed(`Metrics of ${o.metrics.service}`, `${o.host}:${o.port}`, o.setting, err)));
     server.listen(o.port, o.host, () => resolve());

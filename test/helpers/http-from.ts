@@ -133,11 +133,13 @@ export async function pipelinedUnread(port: number, request: string, times: numb
 }
 
 /**
- * One request whose answer is read at about `bytesPerSecond`, a piece every 100 ms: resolves with the
- * bytes of the answer (head and body) read until it was whole (by its Content-Length) or the server
- * closed the connection, and whether it was whole.
+ * Requests (one, or several pipelined) whose answers are read at about `bytesPerSecond`, a piece
+ * every 100 ms: resolves with the bytes read until `answers` answers were whole (each by its
+ * Content-Length, or a chunked one at its last chunk, which is taken to be the first `0` chunk
+ * after a CRLF: for bodies without CRLFs of their own) or the server closed the connection, and
+ * whether they all were.
  */
-export async function readSlowly(port: number, request: string, bytesPerSecond: number): Promise<{ bytes: number; whole: boolean; ms: number }> {
+export async function readSlowly(port: number, requests: string, bytesPerSecond: number, answers = 1): Promise<{ bytes: number; whole: boolean; ms: number }> {
   const socket = connect(port, '127.0.0.1');
   socket.on('error', () => undefined);
   await new Promise<void>((resolve, reject) => {
@@ -145,26 +147,51 @@ export async function readSlowly(port: number, request: string, bytesPerSecond: 
     socket.once('error', reject);
   });
   socket.pause();
-  socket.write(request);
+  socket.write(requests);
   const start = performance.now();
-  let head = '';
-  let expected: number | undefined;
   let bytes = 0;
+  /** where the answer being read ends, once its head is in (Infinity: chunked, until its last chunk) */
+  let end: number | undefined;
+  let head = '';
+  /** the last bytes of a chunked body */
+  let tail = '';
+  let whole = 0;
   try {
-    while (expected === undefined || bytes < expected) {
+    while (whole < answers) {
       await new Promise((r) => setTimeout(r, 100));
       if (socket.destroyed && socket.readableLength === 0) break;
       const piece = socket.read(Math.min(socket.readableLength, Math.ceil(bytesPerSecond / 10))) as Buffer | null;
       if (piece === null) continue;
-      bytes += piece.length;
-      if (expected === undefined) {
-        head += piece.toString('latin1');
-        const end = head.indexOf('\r\n\r\n');
-        if (end >= 0) expected = end + 4 + Number(/\r\ncontent-length: *(\d+)/i.exec(head.slice(0, end))?.[1] ?? NaN);
+      let at = 0;
+      while (at < piece.length && whole < answers) {
+        if (end === undefined) {
+          // The head, read a byte at a time (it is small), up to its blank line.
+          head += String.fromCharCode(piece[at] as number);
+          at++;
+          bytes++;
+          if (head.endsWith('\r\n\r\n')) {
+            end = /\r\ntransfer-encoding: *chunked\r\n/i.test(head) ? Infinity : bytes + Number(/\r\ncontent-length: *(\d+)/i.exec(head)?.[1] ?? NaN);
+            head = '';
+            tail = '\r\n';
+          }
+        } else if (end === Infinity) {
+          tail = (tail + String.fromCharCode(piece[at] as number)).slice(-7);
+          at++;
+          bytes++;
+          if (tail === '\r\n0\r\n\r\n') end = bytes;
+        } else {
+          const take = Math.min(piece.length - at, end - bytes);
+          at += take;
+          bytes += take;
+        }
+        if (end !== undefined && bytes >= end) {
+          whole++;
+          end = undefined;
+        }
       }
     }
   } finally {
     socket.destroy();
   }
-  return { bytes, whole: expected !== undefined && bytes >= expected, ms: performance.now() - start };
+  return { bytes, whole: whole >= answers, ms: performance.now() - start };
 }

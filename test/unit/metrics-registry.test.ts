@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { TIMINGS } from '../../shared/limits.ts';
 import { createLogger } from '../../shared/logger.ts';
 import { probeEventLoop } from '../../shared/metrics/event-loop.ts';
 import { ServiceMetrics } from '../../shared/metrics/registry.ts';
 import { startMetricsServer } from '../../shared/metrics/server.ts';
+import { pipelinedUnread, readSlowly } from '../helpers/http-from.ts';
 
 describe('ServiceMetrics', () => {
   const exercise = (m: ServiceMetrics) => {
@@ -72,6 +74,43 @@ describe('the event-loop probe', () => {
       assert.equal(await over(), 1);
       assert.equal(await over(), 1, 'a second scrape still sees it');
     } finally {
+      await server.close();
+    }
+  });
+});
+
+describe('the metrics server and clients that stop reading', () => {
+  it('makes the answers to requests pipelined on a connection one at a time, and closes a connection whose client reads none of them once they have been stuck for TIMINGS.metricsAnswerStallMs', async () => {
+    // Answered as they were parsed, the thousand requests of one 64 KiB read each had the service's
+    // metrics collected and held at once, and the connection, reading nothing, stayed for ever.
+    const timings = TIMINGS as unknown as Record<string, number>;
+    const saved = timings.metricsAnswerStallMs as number;
+    timings.metricsAnswerStallMs = 500;
+    const m = new ServiceMetrics('svc', { processMetrics: false });
+    // Some 200 KB of metrics.
+    const g = m.gauge('level', 'Level.', ['kind']);
+    for (let i = 0; i < 2_000; i++) g.set({ kind: `kind-${i}` }, i);
+    let collected = 0;
+    const metrics = m.registry.metrics.bind(m.registry);
+    m.registry.metrics = () => {
+      collected++;
+      return metrics();
+    };
+    const server = await startMetricsServer({ metrics: m, host: '127.0.0.1', port: 0, setting: 'GATEWAY_METRICS_PORT', log: createLogger('test', 'silent') });
+    const stalled = await pipelinedUnread(server.port, 'GET /metrics HTTP/1.1\r\nHost: svc\r\n\r\n', 2_000);
+    try {
+      const bound = 5 * timings.metricsAnswerStallMs;
+      const closed = await Promise.race([stalled.closed, sleep(bound)]);
+      assert.ok(closed !== undefined, `a connection whose client read none of its answers was still open ${bound} ms after its requests`);
+      assert.ok(collected <= 100, `${collected} answers of 200 KB made for a client that read none of them`);
+      // Some 2 MB read at 1 MB/s, for longer than the bound: never stuck.
+      const reader = await readSlowly(server.port, 'GET /metrics HTTP/1.1\r\nHost: svc\r\n\r\n'.repeat(10), 1024 * 1024, 10);
+      assert.ok(reader.ms > 2 * timings.metricsAnswerStallMs, 'read for longer than the bound');
+      assert.ok(reader.whole, `a client reading slowly was cut off after ${reader.bytes} bytes`);
+      assert.equal((await fetch(`${server.url}/healthz`)).status, 200);
+    } finally {
+      timings.metricsAnswerStallMs = saved;
+      stalled.destroy();
       await server.close();
     }
   });
