@@ -1194,6 +1194,13 @@ export const TIMINGS = {
    * byte arriving) before it is cut off, its upload's room within FIELD_QUEUE_MAX_BYTES given back: a
    * producer that froze, or lost its power or link mid-upload (no FIN), would otherwise hold it. */
   localInputIdleTimeoutMs: 60_000,
+  /** milliseconds. The field client's local HTTP input closes a connection whose answers have been
+   * stuck this long, its program taking none of them (between one and two of it;
+   * shared/stalled-answers.ts): once a request's body is in nothing else watches it, and a program
+   * that pipelined requests and read nothing held its connection, one of
+   * LIMITS.localHttpMaxConnections, for ever. A request the device is still taking (a large file
+   * hashed and synced, minutes) has no answer waiting yet, and is never cut off by this. */
+  localInputAnswerStallMs: 60_000,
   /** milliseconds. The field client's local HTTP input headersTimeout, and how often Node looks for
    * requests past it (its default, 30 s, lets them linger). */
   localInputHeadersTimeoutMs: 30_000,

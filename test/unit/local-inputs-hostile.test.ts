@@ -9,7 +9,7 @@ import { folderInput } from '../../field-client/src/inputs/folder-watch.ts';
 import { httpInput } from '../../field-client/src/inputs/http-input.ts';
 import { mqttInput } from '../../field-client/src/inputs/mqtt-input.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
-import { rawRequest } from '../helpers/http-from.ts';
+import { pipelinedUnread, rawRequest } from '../helpers/http-from.ts';
 import { localDevice, slowQueue } from '../helpers/local-device.ts';
 import { tempDir } from '../helpers/pki.ts';
 import { eventually } from '../helpers/ws-device.ts';
@@ -599,6 +599,26 @@ describe('local inputs: a hostile or broken producer', () => {
     } finally {
       if (closed) await d.close();
       else await end();
+    }
+  });
+
+  it('HTTP: a connection whose program reads none of its answers is closed once they have been stuck for TIMINGS.localInputAnswerStallMs; a request the device takes longer to queue is answered', async () => {
+    // Requests pipelined (GET /status), none of the answers read: the connection, one of the
+    // LIMITS.localHttpMaxConnections, was held for ever, as nothing of Node's watches a request once
+    // it is in; enough such programs kept every other producer out (FIELD_INPUT_BUSY).
+    const { d, port, end } = await withHttpInput('http-unread', { timings: { localInputAnswerStallMs: 500 } });
+    slowQueue(d.client, 1_500); // an fsync on an SD card; a large file hashed and synced
+    const stalled = await pipelinedUnread(port, 'GET /status HTTP/1.1\r\nHost: x\r\n\r\n', 40_000);
+    try {
+      const reading = JSON.stringify({ temperature: 21.5 });
+      const queued = await rawRequest(port, `POST /v1/timeseries HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${reading.length}\r\nConnection: close\r\n\r\n${reading}`);
+      assert.equal(queued.status, 202, `taken after three times the bound: ${JSON.stringify(queued.body)}`);
+      const bound = 5 * TIMINGS.localInputAnswerStallMs;
+      const closed = await Promise.race([stalled.closed, new Promise<undefined>((r) => setTimeout(r, bound))]);
+      assert.ok(closed !== undefined, `a connection whose program read none of its answers was still open 1.5 s + ${bound} ms after its requests`);
+    } finally {
+      stalled.destroy();
+      await end();
     }
   });
 
