@@ -1181,7 +1181,9 @@ export const TIMINGS = {
    * each a write): past it the connection is closed. The request timeouts end once a request is
    * in; a client that then read nothing (requests pipelined, one big listing) held its connection,
    * and every answer and request the server had made for it, for ever: a thousand of them, no
-   * token needed, took every connection (LIMITS.commandApiMaxConnections) and gigabytes. */
+   * token needed, took every connection (LIMITS.commandApiMaxConnections) and gigabytes. Node
+   * counts what the client sends as activity too: a connection whose answers have had nothing
+   * taken for as long is closed all the same, whatever it sends (shared/stalled-answers.ts). */
   commandApiIdleTimeoutMs: 15_000,
   /** milliseconds. The window of LIMITS.apiAuthMaxFailures (5 minutes, as MANAGE.authFailureWindowMs). */
   apiAuthFailureWindowMs: 5 * 60_000,

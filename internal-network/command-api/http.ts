@@ -15,6 +15,7 @@ import { CommandRequestSchema, type CommandRecord, type CommandRequest, type Com
 import { roleAllows, type Credentials, type Principal } from '../shared/credentials.ts';
 import type { CommandStore } from './store.ts';
 import { answerClientError } from '../../shared/http-client-error.ts';
+import { closeStalledConnections } from '../../shared/stalled-answers.ts';
 import { TEST_COMMAND, TestCommandParamsSchema, type TestCommandParams } from '../../shared/contract/test-command.ts';
 
 export interface CommandHttpOptions {
@@ -112,6 +113,10 @@ export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: n
   // Those end once a request is in. A connection whose client reads none of its answers (pipelined
   // requests, a listing) is closed once no write to it has got under way for this long.
   server.timeout = TIMINGS.commandApiIdleTimeoutMs;
+  // That timeout counts what the client sends too: one that keeps sending (an empty line every few
+  // seconds, which the parser skips) and reads none of its answers is closed once nothing of them
+  // has been taken for as long.
+  closeStalledConnections(server, () => TIMINGS.commandApiIdleTimeoutMs);
 
   /** bytes of listings being written to their callers now (LIMITS.commandApiListingsHeldMaxBytes) */
   let listingsHeld = 0;

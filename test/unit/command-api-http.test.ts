@@ -16,7 +16,7 @@ import { ERRORS } from '../../shared/errors.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import { createLogger } from '../../shared/logger.ts';
 import { terminalText } from '../../shared/terminal-text.ts';
-import { oversizedChunkedThenNext, rawRequest, requestFrom } from '../helpers/http-from.ts';
+import { oversizedChunkedThenNext, pipelinedUnread, rawRequest, requestFrom } from '../helpers/http-from.ts';
 import { ipv6Networks, ipv6NetworksUnavailable } from '../helpers/ipv6-network.ts';
 import { eventually } from '../helpers/ws-device.ts';
 
@@ -407,6 +407,33 @@ test(`a client that reads none of its answers loses its connection once nothing 
     assert.equal((await fetch(`http://127.0.0.1:${api.port}/healthz`)).status, 200);
   } finally {
     for (const s of sockets) s.destroy();
+    await api.close();
+    tmp.cleanup();
+  }
+});
+
+test(`a client that reads none of a listing but keeps sending bytes (empty lines) loses its connection all the same, once nothing of it has been taken for TIMINGS.commandApiIdleTimeoutMs`, async () => {
+  // Node's server.timeout counts what the client sends as activity: an empty line every few seconds
+  // (which the parser skips) kept a connection whose listing nobody read, and the listing, for ever.
+  const timings = TIMINGS as unknown as Record<string, number>;
+  const saved = timings.commandApiIdleTimeoutMs as number;
+  timings.commandApiIdleTimeoutMs = 1_000;
+  const tmp = tempDir('command-stuck');
+  const log = createLogger('command-api', 'silent');
+  const api = await issuingApi(join(tmp.dir, 'commands.jsonl'), log);
+  let stalled: Awaited<ReturnType<typeof pipelinedUnread>> | undefined;
+  try {
+    // A listing of about 8 MB, more than the kernel's buffers take.
+    const now = Date.now();
+    const big = 'p'.repeat(63_000);
+    for (let i = 0; i < 130; i++) api.store.add([{ commandId: `cmd-big-${i}`, deviceId: 'pump-1', command: 'reboot', params: big, issuedAt: now, expiresAt: now + 60_000, state: 'sent' as const, attempts: 1, updatedAt: now }]);
+    stalled = await pipelinedUnread(api.port, `GET /v1/commands?limit=1000 HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer ${TOKEN}\r\n\r\n`, 1);
+    const bound = 5 * timings.commandApiIdleTimeoutMs;
+    const closed = await Promise.race([stalled.closed, new Promise<undefined>((r) => setTimeout(r, bound))]);
+    assert.ok(closed !== undefined, `a connection whose client read none of its listing was still open ${bound} ms later`);
+  } finally {
+    timings.commandApiIdleTimeoutMs = saved;
+    stalled?.destroy();
     await api.close();
     tmp.cleanup();
   }
