@@ -548,6 +548,11 @@ export const LIMITS = {
    * server reads no more of it: answered at once, the thousand pipelined requests of one read had
    * the metrics collected for each (100 KB and more) and held until read, by a client reading none. */
   metricsPipelinedRequestsMaxWaiting: 16,
+  /** connections a service's metrics server holds at once (Node's maxConnections); one more is
+   * closed as it is accepted. Its timeouts bound how long each lasts, not how many there are: opened
+   * without end, they took the file descriptors the service needs for its devices, broker and files.
+   * Room for Prometheus, the orchestrator's probes and the console's looks many times over. */
+  metricsMaxConnections: 256,
   /** items. Most readings or events in one submission to a local input (an HTTP body, an MQTT
    * publish): taken in one append, one fsync. Ten batches of batchMaxMessages; far more than fit in
    * localInputJsonMaxBytes at any useful size, and the bound were they tiny. */
@@ -1085,6 +1090,12 @@ export const TIMINGS = {
    * read nothing held its connection, and the metrics collected for it, for ever. An answer is
    * made in milliseconds: nothing is stuck that long for a client that reads. */
   metricsAnswerStallMs: 15_000,
+  /** milliseconds a connection to a metrics server may stay silent before its first request; past
+   * it it is closed. Node times out a request once it has begun, and a connection between two
+   * requests (keepAliveTimeout), but not one that sends nothing at all: each such was held for ever,
+   * a file descriptor of the service (the gateway's, the distributor's) each. Prometheus and the
+   * probes send their request at once. */
+  metricsIdleBeforeRequestMs: 10_000,
   /** milliseconds. A device's rate-limit buckets are forgotten once it was silent this long (looked
    * at when more than LIMITS.rateLimitTrackedDevices are tracked). */
   rateLimitIdleMs: 600_000,

@@ -1,5 +1,5 @@
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
 import { LIMITS, TIMINGS } from '../limits.ts';
 import { listenFailed } from '../listen-failed.ts';
 import { oneRequestAtATime } from '../pipelined-requests.ts';
@@ -73,6 +73,13 @@ export async function startMetricsServer(o: {
     send(404, 'text/plain', 'not found: /metrics, /healthz, /readyz\n');
   }, LIMITS.metricsPipelinedRequestsMaxWaiting));
   closeStalledConnections(server, () => TIMINGS.metricsAnswerStallMs);
+  // A connection that sends nothing is watched by none of Node's timeouts (headersTimeout starts with
+  // a request's first byte): closed once silent for metricsIdleBeforeRequestMs. Its first request
+  // lifts the limit (a /readyz check's wait is no silence); between requests keepAliveTimeout takes over.
+  server.on('connection', (socket: Socket) => void socket.setTimeout(TIMINGS.metricsIdleBeforeRequestMs));
+  server.on('request', (req: IncomingMessage) => void req.socket.setTimeout(0));
+  // How many there may be at once: one more is closed as it is accepted.
+  server.maxConnections = LIMITS.metricsMaxConnections;
   server.headersTimeout = TIMINGS.metricsHeadersTimeoutMs;
   server.requestTimeout = TIMINGS.metricsRequestTimeoutMs;
   await new Promise<void>((resolve, reject) => {

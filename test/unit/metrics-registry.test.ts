@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
+import { connect, type Socket } from 'node:net';
 import { describe, it } from 'node:test';
-import { TIMINGS } from '../../shared/limits.ts';
+import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import { createLogger } from '../../shared/logger.ts';
 import { probeEventLoop } from '../../shared/metrics/event-loop.ts';
 import { ServiceMetrics } from '../../shared/metrics/registry.ts';
@@ -111,6 +112,43 @@ describe('the metrics server and clients that stop reading', () => {
     } finally {
       timings.metricsAnswerStallMs = saved;
       stalled.destroy();
+      await server.close();
+    }
+  });
+});
+
+describe('the metrics server and connections that send nothing', () => {
+  it('closes a connection silent before its first request after TIMINGS.metricsIdleBeforeRequestMs, holds at most LIMITS.metricsMaxConnections, and serves once one has gone', async () => {
+    // Node's headersTimeout starts with a request's first byte: a connection that sent nothing was
+    // held for ever, and the server took any number of them, each a file descriptor of the service.
+    const timings = TIMINGS as unknown as Record<string, number>;
+    const limits = LIMITS as unknown as Record<string, number>;
+    const saved = [timings.metricsIdleBeforeRequestMs as number, limits.metricsMaxConnections as number] as const;
+    timings.metricsIdleBeforeRequestMs = 500;
+    limits.metricsMaxConnections = 3;
+    const server = await startMetricsServer({ metrics: new ServiceMetrics('svc', { processMetrics: false }), host: '127.0.0.1', port: 0, setting: 'GATEWAY_METRICS_PORT', log: createLogger('test', 'silent') });
+    const sockets: Socket[] = [];
+    const open = async () => {
+      const s = connect(server.port, '127.0.0.1');
+      s.on('error', () => undefined);
+      sockets.push(s);
+      await new Promise<void>((resolve) => s.once('connect', () => resolve()));
+      const start = performance.now();
+      return { closed: new Promise<number>((resolve) => s.once('close', () => resolve(performance.now() - start))) };
+    };
+    const within = (p: Promise<number>, ms: number): Promise<number | undefined> => Promise.race([p, sleep(ms).then(() => undefined)]);
+    try {
+      const silent = [await open(), await open(), await open()];
+      assert.ok((await within((await open()).closed, 300)) !== undefined, 'one past the bound is closed as it is accepted');
+      for (const { closed } of silent) {
+        const ms = await within(closed, 3_000);
+        assert.ok(ms !== undefined, 'a connection that sent nothing was still open 3 s later');
+        assert.ok(ms >= 400, `closed after ${ms} ms, before its time`);
+      }
+      assert.equal((await fetch(`${server.url}/healthz`)).status, 200, 'served again once they have gone');
+    } finally {
+      [timings.metricsIdleBeforeRequestMs, limits.metricsMaxConnections] = saved;
+      for (const s of sockets) s.destroy();
       await server.close();
     }
   });
