@@ -8,10 +8,15 @@ interface WriteCounts {
   writeQueueSize?: number;
 }
 
-/** Bytes of what was written to the socket that the kernel has taken so far: grows while the client reads. */
-function taken(socket: Socket): number {
+/**
+ * Bytes of what was written to the socket that the kernel has taken so far: grows while the client
+ * reads. Undefined where the handle does not say (it is Node's own, not a documented interface; a
+ * Node that changed it): then no connection is judged stuck, rather than a slow reader cut off.
+ */
+function taken(socket: Socket): number | undefined {
   const handle = (socket as unknown as { _handle?: WriteCounts | null })._handle;
-  return (handle?.bytesWritten ?? 0) - (handle?.writeQueueSize ?? 0);
+  if (typeof handle?.bytesWritten !== 'number' || typeof handle.writeQueueSize !== 'number') return undefined;
+  return handle.bytesWritten - handle.writeQueueSize;
 }
 
 /**
@@ -34,7 +39,7 @@ export function closeStalledConnections(server: Server, stallMs: () => number): 
     let timer: NodeJS.Timeout | undefined;
     const look = (): void => {
       const now = taken(socket);
-      const stuck = socket.writableLength > 0 && now === seen;
+      const stuck = now !== undefined && socket.writableLength > 0 && now === seen;
       if (stuck && waiting) {
         socket.destroy();
         return;
