@@ -25,6 +25,10 @@ import { commandTopic, gatewayPresenceTopic, gatewayUplinkTopic, gatewaySecurity
 
 /** The management API's parts that need no network: topics, the pipeline's state, the test event's answer, the device list's pages. */
 
+/** The console's web server on a free port, without TLS or a proxy, serving `routes` (and its pages). */
+const testWebServer = (routes: Parameters<typeof startWebServer>[0]['routes'], sessions = new BoundedSessionStore(60_000)) =>
+  startWebServer({ host: '127.0.0.1', port: 0, setting: 'CONSOLE_PORT', secure: false, sessionTtlMs: 60_000, sessions, trustedProxies: undefined, logger: pino({ level: 'silent' }), routes });
+
 const view = (over: Partial<PipelineView> = {}): PipelineView => ({
   at: Date.UTC(2026, 0, 1),
   services: [],
@@ -193,20 +197,9 @@ describe('management API: how a device authenticates', () => {
 
 describe("the console's HTTP server (the management API's routes are on it)", () => {
   it('closes a keep-alive connection, saying so, after refusing a body as too large while it arrived (chunked)', async () => {
-    const sessions = new BoundedSessionStore(60_000);
-    const web = await startWebServer({
-      host: '127.0.0.1',
-      port: 0,
-      setting: 'CONSOLE_PORT',
-      secure: false,
-      sessionTtlMs: 60_000,
-      sessions,
-      trustedProxies: undefined,
-      logger: pino({ level: 'silent' }),
-      routes: (app) => {
-        app.post(`${MANAGE_PREFIX}/echo`, async (req) => ({ got: req.body }));
-        app.get(`${MANAGE_PREFIX}/echo`, async () => ({ ok: true }));
-      },
+    const web = await testWebServer((app) => {
+      app.post(`${MANAGE_PREFIX}/echo`, async (req) => ({ got: req.body }));
+      app.get(`${MANAGE_PREFIX}/echo`, async () => ({ ok: true }));
     });
     try {
       const head = `POST ${MANAGE_PREFIX}/echo HTTP/1.1\r\nHost: console\r\nContent-Type: application/json\r\n`;
@@ -223,18 +216,8 @@ describe("the console's HTTP server (the management API's routes are on it)", ()
   });
 
   it("answers every page, file, API answer and error with the security headers docs/console.md names, framing refused outright as the CSP's frame-ancestors 'none' says", async () => {
-    const web = await startWebServer({
-      host: '127.0.0.1',
-      port: 0,
-      setting: 'CONSOLE_PORT',
-      secure: false,
-      sessionTtlMs: 60_000,
-      sessions: new BoundedSessionStore(60_000),
-      trustedProxies: undefined,
-      logger: pino({ level: 'silent' }),
-      routes: (app) => {
-        app.get('/api/session', async () => ({ authenticated: false }));
-      },
+    const web = await testWebServer((app) => {
+      app.get('/api/session', async () => ({ authenticated: false }));
     });
     try {
       const csp = "default-src 'self';script-src 'self';style-src 'self';img-src 'self' data:;connect-src 'self';font-src 'self';object-src 'none';base-uri 'none';form-action 'self';frame-ancestors 'none'";
@@ -263,22 +246,12 @@ describe("the console's HTTP server and clients that stop reading", () => {
     const saved = limits.answerStallMs as number;
     limits.answerStallMs = 1_000;
     const big = 'd'.repeat(4 * 1024 * 1024);
-    const web = await startWebServer({
-      host: '127.0.0.1',
-      port: 0,
-      setting: 'CONSOLE_PORT',
-      secure: false,
-      sessionTtlMs: 60_000,
-      sessions: new BoundedSessionStore(60_000),
-      trustedProxies: undefined,
-      logger: pino({ level: 'silent' }),
-      routes: (app) => {
-        app.get(`${MANAGE_PREFIX}/devices`, async () => ({ devices: big }));
-        app.get(`${MANAGE_PREFIX}/status`, async () => {
-          await new Promise((r) => setTimeout(r, 2_500));
-          return { ok: true };
-        });
-      },
+    const web = await testWebServer((app) => {
+      app.get(`${MANAGE_PREFIX}/devices`, async () => ({ devices: big }));
+      app.get(`${MANAGE_PREFIX}/status`, async () => {
+        await new Promise((r) => setTimeout(r, 2_500));
+        return { ok: true };
+      });
     });
     const stalled = await pipelinedUnread(web.port, `GET ${MANAGE_PREFIX}/devices HTTP/1.1\r\nHost: console\r\n\r\n`, 20);
     try {
@@ -307,27 +280,17 @@ describe("the console's HTTP server and pipelined requests", () => {
     // (here 256 KiB, a device list can be megabytes) made and held at once.
     const big = 'd'.repeat(256 * 1024);
     let made = 0;
-    const web = await startWebServer({
-      host: '127.0.0.1',
-      port: 0,
-      setting: 'CONSOLE_PORT',
-      secure: false,
-      sessionTtlMs: 60_000,
-      sessions: new BoundedSessionStore(60_000),
-      trustedProxies: undefined,
-      logger: pino({ level: 'silent' }),
-      routes: (app) => {
-        app.get(`${MANAGE_PREFIX}/devices`, async () => {
-          made++;
-          return { devices: big };
-        });
-        // Each waits a while, the later ones less: answered as they are done, they would come out of order.
-        app.get(`${MANAGE_PREFIX}/devices/:n`, async (req) => {
-          const n = Number((req.params as { n: string }).n);
-          await new Promise((r) => setTimeout(r, 40 - n));
-          return { n };
-        });
-      },
+    const web = await testWebServer((app) => {
+      app.get(`${MANAGE_PREFIX}/devices`, async () => {
+        made++;
+        return { devices: big };
+      });
+      // Each waits a while, the later ones less: answered as they are done, they would come out of order.
+      app.get(`${MANAGE_PREFIX}/devices/:n`, async (req) => {
+        const n = Number((req.params as { n: string }).n);
+        await new Promise((r) => setTimeout(r, 40 - n));
+        return { n };
+      });
     });
     const stalled = await pipelinedUnread(web.port, `GET ${MANAGE_PREFIX}/devices HTTP/1.1\r\nHost: console\r\n\r\n`, 2_000);
     try {
