@@ -3,6 +3,7 @@
  * Embedded broker, gateway (WSS), distributor and a simulated field device, on loopback.
  */
 import { randomBytes } from 'node:crypto';
+import { createServer } from 'node:net';
 import { resolve } from 'node:path';
 import { loadDotenv } from '../shared/config.ts';
 import { createLogger } from '../shared/logger.ts';
@@ -42,6 +43,10 @@ runService('fieldstream', loadEmbeddedConfig, async (config) => {
   const rel = (path: string) => path.replace(`${process.cwd()}/`, '');
   const dev = p.device('sensor-001');
   const my = p.device('my-device');
+  // The other device's local inputs beside the simulated device's, on ports free now: fixed ones
+  // (8082, 1885) were the simulated device's own, or another service's, when those were moved.
+  const otherHttp = await freePortFrom((pipeline.field?.httpPort ?? 8081) + 1);
+  const otherMqtt = await freePortFrom((pipeline.field?.mqttPort ?? 1884) + 1);
   const metricsOf = (s: { url: string } | undefined) => (s ? `${s.url}/metrics   (${s.url}/healthz, ${s.url}/readyz)` : 'off');
   const distributorMetrics = await pipeline.distributor.metricsServer;
   const timeseries = process.env.INFLUXDB_URL ? `${pipeline.distributor.sink.description}` : `${rel(data.timeseries)}/  (read it: npm run readings)`;
@@ -75,7 +80,7 @@ Connect another device (a real one, or this machine as one, with a data folder a
   scripts/generate-client-cert.sh my-device
   DEVICE_ID=my-device GATEWAY_URL=${pipeline.gatewayUrl} FIELD_CA_FILE=${rel(p.publicCa)} \\
     FIELD_CERT_FILE=${rel(my.cert)} FIELD_KEY_FILE=${rel(my.key)} \\
-    FIELD_SIGNING_KEY_FILE=${rel(my.signingKey)} FIELD_DATA_DIR=data/my-device FIELD_HTTP_PORT=8082 FIELD_MQTT_PORT=1885 npm run field-client
+    FIELD_SIGNING_KEY_FILE=${rel(my.signingKey)} FIELD_DATA_DIR=data/my-device FIELD_HTTP_PORT=${otherHttp} FIELD_MQTT_PORT=${otherMqtt} npm run field-client
 
 Inspect the TLS endpoint:
   openssl s_client -connect ${new URL(pipeline.gatewayUrl).host} -CAfile ${rel(p.publicCa)} -cert ${rel(dev.cert)} -key ${rel(dev.key)} </dev/null
@@ -83,3 +88,16 @@ Inspect the TLS endpoint:
 `);
   return pipeline;
 });
+
+/** The first port from `port` on that can be listened on now (loopback), for a command printed to run next. */
+async function freePortFrom(port: number): Promise<number> {
+  for (let p = port; p < Math.min(port + 100, 65_536); p++) {
+    const free = await new Promise<boolean>((resolveFree) => {
+      const probe = createServer();
+      probe.once('error', () => resolveFree(false));
+      probe.listen(p, '127.0.0.1', () => probe.close(() => resolveFree(true)));
+    });
+    if (free) return p;
+  }
+  return port;
+}

@@ -471,6 +471,12 @@ describe('npm start (embedded) stopped with one Ctrl-C', () => {
     try {
       // Connected and sending: the stop has a device, a gateway and a broker to close.
       await eventually(async () => ((await pipeline.status().catch(() => undefined))?.queue !== undefined ? true : undefined), 10_000, 'the device answers');
+      // The banner's other device takes local ports beside the simulated device's that are free now:
+      // 8082 fixed was the simulated device's own when FIELD_HTTP_PORT was 8082.
+      const other = /FIELD_HTTP_PORT=(\d+) FIELD_MQTT_PORT=(\d+) npm run field-client/.exec(pipeline.stdout);
+      assert.ok(other, pipeline.stdout);
+      assert.ok(Number(other[1]) > pipeline.httpPort, `${other[1]} beside ${pipeline.httpPort}`);
+      assert.notEqual(Number(other[1]), pipeline.httpPort);
       await new Promise((r) => setTimeout(r, 1000));
       // What the terminal does at Ctrl-C: SIGINT to every process of the foreground group.
       process.kill(-group, 'SIGINT');
