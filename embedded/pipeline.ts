@@ -11,6 +11,8 @@ import { loadDistributorConfig } from '../internal-network/distributor/config.ts
 import { startDistributor, type Distributor } from '../internal-network/distributor/distributor.ts';
 import { loadFieldClientConfig } from '../field-client/src/config.ts';
 import { startFieldClient, type RunningFieldClient } from '../field-client/src/start.ts';
+import { lockDataDir, type DataDirLock } from '../field-client/src/data-dir-lock.ts';
+import { makeDirDurablySync } from '../shared/durable-fs.ts';
 import { loadCommandApiConfig } from '../internal-network/command-api/config.ts';
 import { startCommandApi, type CommandApi } from '../internal-network/command-api/command-api.ts';
 import { startEmbeddedBroker, type EmbeddedBroker } from './broker.ts';
@@ -68,6 +70,27 @@ export async function startEmbeddedPipeline(o: EmbeddedOptions): Promise<Embedde
   const gatewayName = dial === '127.0.0.1' ? 'localhost' : dial;
   assertCertificateNames(o.host, dmzBroker.cert, dial, 'the embedded broker');
   assertCertificateNames(o.host, p.service('dmz/edge').cert, gatewayName, 'the gateway');
+  // The simulated device's folder before anything starts: a second npm start on the same folders
+  // (other ports) stops here (FIELD_DATA_DIR_IN_USE), before its distributor takes the first's state
+  // folder over and its field client the first's queue (field-client/src/data-dir-lock.ts).
+  let dataDirLock: DataDirLock | undefined;
+  if (o.simulatedDeviceId) {
+    const dir = resolve(orDefault(o.env.FIELD_DATA_DIR, SIMULATED_DATA_DIR));
+    makeDirDurablySync(dir, 0o700);
+    dataDirLock = await lockDataDir(dir, (err) => o.logger.error({ code: err.code, err: err.message }, 'lost the simulated device\'s FIELD_DATA_DIR to another field client'));
+  }
+  try {
+    return await startStages(o, { dial, gatewayName, dataDirLock });
+  } catch (err) {
+    dataDirLock?.release();
+    throw err;
+  }
+}
+
+async function startStages(o: EmbeddedOptions, at: { dial: string; gatewayName: string; dataDirLock: DataDirLock | undefined }): Promise<EmbeddedPipeline> {
+  const p = pkiPaths(o.certsDir);
+  const dmzBroker = p.service('dmz/mosquitto');
+  const { dial, gatewayName } = at;
   const broker = await startEmbeddedBroker({
     host: o.host,
     port: o.brokerPort,
@@ -182,8 +205,8 @@ export async function startEmbeddedPipeline(o: EmbeddedOptions): Promise<Embedde
     field = await startFieldClient(
       loadFieldClientConfig(simulatedDeviceSettings(o.env, { certsDir: o.certsDir, deviceId: o.simulatedDeviceId, gatewayUrl, host: o.host })),
       o.logger,
-      // One process: the gateway's registry carries the process metrics.
-      { processMetrics: false },
+      // One process: the gateway's registry carries the process metrics. Its folder's lock, taken above.
+      { processMetrics: false, ...(at.dataDirLock ? { dataDirLock: at.dataDirLock } : {}) },
     );
   }
 
@@ -245,6 +268,9 @@ export function resolveDataPaths(env: Env): { files: string; timeseries: string;
   };
 }
 
+/** npm start's simulated device's FIELD_DATA_DIR, unless set. */
+const SIMULATED_DATA_DIR = './data/field';
+
 /**
  * A setting of `env`, or npm start's own default where it is unset or empty: `FOO=` in a .env (as
  * .env.example has many) means "the default" to every service (shared/config.ts, parseConfig), so
@@ -266,7 +292,7 @@ export function simulatedDeviceSettings(env: Env, o: { certsDir: string; deviceI
     FIELD_CERT_FILE: device.cert,
     FIELD_KEY_FILE: device.key,
     FIELD_SIGNING_KEY_FILE: device.signingKey,
-    FIELD_DATA_DIR: orDefault(env.FIELD_DATA_DIR, './data/field'),
+    FIELD_DATA_DIR: orDefault(env.FIELD_DATA_DIR, SIMULATED_DATA_DIR),
     FIELD_SIMULATE: orDefault(env.FIELD_SIMULATE, 'true'),
     // 1884, not 1883: a Mosquitto of the machine's own often holds 1883.
     FIELD_MQTT_PORT: orDefault(env.FIELD_MQTT_PORT, '1884'),

@@ -112,8 +112,12 @@ function held(path: string, fd: number, onLost: (err: FieldStreamError) => void)
   }, TIMINGS.fieldDataLockRenewMs);
   renew.unref();
   heldHere.add(path);
+  let released = false;
   return {
     release() {
+      // Once: the client releases it at its close, and npm start where its start failed.
+      if (released) return;
+      released = true;
       clearInterval(renew);
       heldHere.delete(path);
       try {

@@ -23,7 +23,7 @@ import { mqttInput } from './inputs/mqtt-input.ts';
 import { sparkplugInput, type SparkplugInput, type SparkplugInputOptions } from './inputs/sparkplug/sparkplug-input.ts';
 import { FieldNames } from './inputs/sparkplug/names.ts';
 import type { SparkplugSession } from './inputs/sparkplug/session.ts';
-import { lockDataDir } from './data-dir-lock.ts';
+import { lockDataDir, type DataDirLock } from './data-dir-lock.ts';
 import { DurableQueue } from './queue/durable-queue.ts';
 import { Simulator } from './simulator.ts';
 import { fieldClientMetrics } from './metrics.ts';
@@ -65,6 +65,12 @@ export interface StartOptions {
   sendAheadMs?: number;
   /** Called once the client stopped because another took FIELD_DATA_DIR over (data-dir-lock.ts). */
   onDataDirLost?: (err: FieldStreamError) => void;
+  /**
+   * FIELD_DATA_DIR's lock, taken already by the caller (npm start takes it before anything else
+   * starts, so that a second npm start on the same folders stops before its services disturb the
+   * first's); released with the client. Its loss is the caller's to handle.
+   */
+  dataDirLock?: DataDirLock;
 }
 
 export async function startFieldClient(config: Readonly<FieldClientConfig>, logger: Logger, options: StartOptions = {}): Promise<RunningFieldClient> {
@@ -89,10 +95,12 @@ export async function startFieldClient(config: Readonly<FieldClientConfig>, logg
   makeDirDurablySync(config.FIELD_DATA_DIR, 0o700);
   // One field client per folder, before anything in it is opened (data-dir-lock.ts).
   let running: RunningFieldClient | undefined;
-  const lock = await lockDataDir(config.FIELD_DATA_DIR, (err) => {
-    log.error({ code: err.code, err: err.message }, 'lost FIELD_DATA_DIR to another field client; stopping');
-    void (running?.close() ?? Promise.resolve()).finally(() => options.onDataDirLost?.(err));
-  });
+  const lock =
+    options.dataDirLock ??
+    (await lockDataDir(config.FIELD_DATA_DIR, (err) => {
+      log.error({ code: err.code, err: err.message }, 'lost FIELD_DATA_DIR to another field client; stopping');
+      void (running?.close() ?? Promise.resolve()).finally(() => options.onDataDirLost?.(err));
+    }));
   let queue: DurableQueue;
   try {
     queue = await openQueue();

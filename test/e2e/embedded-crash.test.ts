@@ -400,6 +400,35 @@ describe('npm start (embedded) on a port another program holds', () => {
 });
 
 /**
+ * A second `npm start` on the same folders, with ports of its own: its distributor took the first's
+ * state folder over (the first's stopped) and its device appended to the first device's queue.
+ */
+describe('npm start (embedded) twice on the same folders', () => {
+  const work = tempDir('embedded-twice');
+  after(() => work.cleanup());
+
+  it('the second stops at once with FIELD_DATA_DIR_IN_USE, naming the first; the first runs on', async () => {
+    const dir = join(work.dir, 'pipeline');
+    const off = { CONSOLE_PORT: 'off', GATEWAY_METRICS_PORT: 'off', DISTRIBUTOR_METRICS_PORT: 'off', COMMAND_API_METRICS_PORT: 'off', FIELD_METRICS_PORT: 'off' };
+    const first = await EmbeddedProcess.create(dir, off);
+    await first.start();
+    try {
+      const second = await EmbeddedProcess.create(dir, off); // the same folders, other ports
+      await assert.rejects(second.start(), /exited 1 before it was ready/);
+      await second.stop();
+      assert.match(second.stderr, new RegExp(`FIELD_DATA_DIR_IN_USE.*process ${first.pid}`), second.stderr);
+      assert.doesNotMatch(second.stderr, /\n +at /, 'one line, no stack trace');
+      // The first's device, distributor and all go on: a reading still reaches its store.
+      await first.post(1);
+      await eventually(async () => ((await first.status()).queue.depth === 0 ? true : undefined), 20_000, "the first's reading stored");
+      assert.doesNotMatch(first.stdout, /DISTRIBUTOR_STATE_LEASE/, "the first's distributor kept its state folder");
+    } finally {
+      await first.stop();
+    }
+  });
+});
+
+/**
  * A process manager, a container's init or `kill` stops `npm start` with SIGTERM to npm itself.
  * npm passes the signal to the shell that runs the script; that shell died of it and left the
  * pipeline running on, orphaned, every port still held.
