@@ -9,6 +9,7 @@ import type { DeadLetter } from './dead-letter.ts';
 import type { EnvelopeOf } from '../../shared/contract/envelope.ts';
 import { boundEventTags, EVENT_DEVICE_TAGS, type EventDeviceTag, type EventTagAdmissions } from './event-tags.ts';
 import type { FileStore } from './file-store.ts';
+import { storeFiles, type FileToStore } from './file-records.ts';
 import { dataPoints, filePoint, transferKey, uplinkKey, type StoredFileInfo, type StoredPoint } from './points.ts';
 import type { PointSink } from './sinks/sink.ts';
 import { arrivedInTime } from './security/verifier.ts';
@@ -238,61 +239,41 @@ export function leftOutText(leftOut: Record<LeftOut, number>): string {
 
 const notReplayable = (why: string) => new FieldStreamError('DEAD_LETTER_NOT_REPLAYABLE', why);
 
-/** A file message of a letter that passed the checks: stored, then its record written (fileRecords). */
-interface FileToStore {
-  deviceId: string;
-  message: EnvelopeOf<'file'>['messages'][number];
-  /** its arrival (epoch ms), as the distributor took it */
-  receivedAt: number;
-  /** its message key (a whole file's record) */
-  key: string;
-}
-
 /**
- * Stores each file (a dry run only looks) and returns the records to write: what the distributor's
- * message handler does (message-handler.ts pointsOf). A chunk that leaves its transfer incomplete
- * is stored and has no record, as there: the chunk that completes it writes it.
- *
- * `refused`: the first file the storage refuses for good, a verdict on the file itself, final as it
- * was when the distributor gave it (its checksum, its name). The letter's other files are stored
- * still: distributors before it stored them, a letter of an envelope the gateway joined held files
- * after the refused one that were receipted, and deleted by their device, never stored.
+ * Stores a letter's files (a dry run only looks) and returns the records to write, as the
+ * distributor's message handler does (file-records.ts storeFiles, the one both use). `refused`: the
+ * first file the storage refuses for good (refusedFile); the letter's other files are stored still.
  */
 async function fileRecords(files: FileToStore[], o: Pick<ReplayOptions, 'files' | 'dryRun'>): Promise<{ points: StoredPoint[]; refused?: FieldStreamError }> {
   const store = o.files;
   if (!store) throw notReplayable('a file, and no file storage given (FILE_STORAGE_PATH): its record names where it is stored');
+  if (!o.dryRun) return storeFiles(store, files, refusedFile);
+  // Nothing written: a chunk's record is counted when its transfer's is there (its done marker), a
+  // whole file's always, at the time each would be written.
   const points: StoredPoint[] = [];
   let refused: FieldStreamError | undefined;
   for (const f of files) {
-    const { transfer } = f.message.payload;
-    if (o.dryRun) {
-      // Nothing written: a chunk's record is counted when its transfer's is there (its done
-      // marker), a whole file's always, at the time each would be written.
-      const { filename, metadata } = f.message.payload;
-      let record: StoredFileInfo | undefined;
-      try {
-        record = transfer ? await store.recordOf(f.deviceId, transfer.id) : { filename, path: '', size: 0, sha256: '', contentType: '', timestamp: metadata?.timestamp };
-      } catch (err) {
-        if (!isFieldStreamError(err, 'DISTRIBUTOR_FILE_MARKER_DAMAGED')) throw err;
-        refused ??= err;
-        continue;
-      }
-      if (record) points.push(filePoint(f.deviceId, f.receivedAt, record, transfer ? transferKey(transfer.id) : f.key));
-      continue;
-    }
-    let stored: StoredFileInfo | undefined;
+    const { transfer, filename, metadata } = f.message.payload;
+    let record: StoredFileInfo | undefined;
     try {
-      stored = transfer ? await store.storeChunk(f.deviceId, { ...f.message.payload, transfer }, f.receivedAt) : await store.store(f.deviceId, f.message.payload);
+      record = transfer ? await store.recordOf(f.deviceId, transfer.id) : { filename, path: '', size: 0, sha256: '', contentType: '', timestamp: metadata?.timestamp };
     } catch (err) {
-      // A damaged marker (DISTRIBUTOR_FILE_MARKER_DAMAGED) is no verdict on the file, but final until
-      // an operator puts it right: the letter stays, to be replayed then.
-      if (!(isFieldStreamError(err, 'DISTRIBUTOR_FILE_CHECKSUM') || isFieldStreamError(err, 'DISTRIBUTOR_FILE_NAME_TAKEN') || isFieldStreamError(err, 'DISTRIBUTOR_UNSAFE_FILENAME') || isFieldStreamError(err, 'DISTRIBUTOR_FILE_MARKER_DAMAGED'))) throw err;
+      if (!isFieldStreamError(err, 'DISTRIBUTOR_FILE_MARKER_DAMAGED')) throw err;
       refused ??= err;
       continue;
     }
-    if (stored) points.push(filePoint(f.deviceId, f.receivedAt, stored, transfer ? transferKey(transfer.id) : f.key));
+    if (record) points.push(filePoint(f.deviceId, f.receivedAt, record, transfer ? transferKey(transfer.id) : f.key));
   }
   return refused ? { points, refused } : { points };
+}
+
+/**
+ * What the storage refuses a letter's file for, for good as when the distributor gave it: a verdict
+ * on the file (its checksum, its name), or a damaged marker (no verdict on the file, but final until
+ * an operator puts it right: the letter stays, to be replayed then).
+ */
+function refusedFile(err: unknown): err is FieldStreamError {
+  return ['DISTRIBUTOR_FILE_CHECKSUM', 'DISTRIBUTOR_FILE_NAME_TAKEN', 'DISTRIBUTOR_UNSAFE_FILENAME', 'DISTRIBUTOR_FILE_MARKER_DAMAGED'].some((code) => isFieldStreamError(err, code as ErrorCode));
 }
 
 interface LetterData {

@@ -14,7 +14,8 @@ import { parseTopic, TOPIC_ROOT, uplinkTopic } from '../../shared/contract/topic
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
 import type { FileStore } from './file-store.ts';
 import { boundEventTags, type EventTagAdmissions } from './event-tags.ts';
-import { dataPoints, filePoint, readingPoints, transferKey, type StoredFileInfo, type StoredPoint } from './points.ts';
+import { dataPoints, readingPoints, type StoredPoint } from './points.ts';
+import { storeFiles } from './file-records.ts';
 import type { PointSink } from './sinks/sink.ts';
 import { devicePresencePoint, gatewayPresencePoint, gatewayReportPoints } from './dmz-word-points.ts';
 import type { MessageVerifier, Verdict } from './security/verifier.ts';
@@ -366,37 +367,9 @@ export class MessageHandler {
       if (env.dataType === 'event' && this.eventTags !== undefined) boundEventTags(points, this.eventTags, (tag) => this.metrics.eventTagsOverflow.labels(tag).inc());
       return { points };
     }
-    // Files first, then their records: a record never points at a file that is not there.
-    const points: StoredPoint[] = [];
-    let refused: FieldStreamError | undefined;
-    for (const [i, m] of env.messages.entries()) {
-      const { transfer } = m.payload;
-      const receivedAt = m.receivedAt ?? env.receivedAt;
-      // A file refused for good makes the envelope a dead letter, receipted whole: each other file
-      // in it (the gateway joins a device's files and chunks into one envelope) is stored still, or
-      // its device deletes it unstored (a chunk after the refused one: its transfer never completes,
-      // the file lost but for the letter's bytes). A transient failure retries the whole envelope,
-      // what was stored answered again as stored.
-      let stored: StoredFileInfo | undefined;
-      try {
-        stored = transfer ? await this.files.storeChunk(env.deviceId, { ...m.payload, transfer }, receivedAt) : await this.files.store(env.deviceId, m.payload);
-      } catch (err) {
-        if (!isFinal(err)) throw err;
-        refused ??= err;
-        continue;
-      }
-      // A chunked file's record is written again by any chunk that comes after the file was whole
-      // (a resend after a lost receipt: its record may not have been written before a crash; or a
-      // replay once the transfer's epoch left the replay windows): keyed by the transfer, so every
-      // copy is the one record, not one per chunk.
-      // Its own arrival, as every other kind's point (points.ts): a message of a later frame the
-      // gateway joined into the envelope carries one, and at the envelope's time two records of a
-      // device without timestamps were one point in InfluxDB, the second overwriting the first.
-      // A chunked file's time is its record's (storeChunk keeps the completing chunk's arrival there
-      // when the device gave none), so a later chunk does not make a second row at its own arrival.
-      if (stored) points.push(filePoint(env.deviceId, receivedAt, stored, transfer ? transferKey(transfer.id) : keys[i]));
-    }
-    return refused ? { points, refused } : { points };
+    // Files first, then their records; the envelope's other files stored beside one refused (file-records.ts).
+    const files = env.messages.map((message, i) => ({ deviceId: env.deviceId, message, receivedAt: message.receivedAt ?? env.receivedAt, key: keys[i] }));
+    return storeFiles(this.files, files, isFinal);
   }
 }
 
