@@ -74,7 +74,9 @@ function create(path: string, lock: Lock): number | undefined {
     fd = openSync(path, 'wx', 0o600);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'EEXIST') return undefined;
-    throw new FieldStreamError('FIELD_STORAGE_FAILED', `Cannot make ${path}: ${(err as Error).message}`, { path }, { cause: err });
+    // The system's refusal as it is (a read-only or full disk, a permission): a start reports it as
+    // SERVICE_START_FAILED with its code and path (shared/service.ts), as for every other folder.
+    throw err;
   }
   try {
     writeWholeSync(fd, Buffer.from(`${JSON.stringify(lock)}\n`), path);
@@ -82,7 +84,7 @@ function create(path: string, lock: Lock): number | undefined {
   } catch (err) {
     closeSync(fd);
     rmSync(path, { force: true });
-    throw new FieldStreamError('FIELD_STORAGE_FAILED', `Cannot write ${path}: ${(err as Error).message}`, { path }, { cause: err });
+    throw err;
   }
   return fd;
 }
