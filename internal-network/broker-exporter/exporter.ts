@@ -49,6 +49,12 @@ export const BRIDGE_STATE = /^\$SYS\/broker\/connection\/([^/]+)\/state$/;
  */
 export const BRIDGE_HEARTBEAT = /^\$SYS\/broker\/connection\/([^/]+)\/remote\/uptime$/;
 
+/**
+ * How Mosquitto writes every value of SYS: a count, in decimal digits. `Number()` alone took an empty
+ * payload as 0 and "0x10", " 7 " or "1e3" as numbers Mosquitto never writes.
+ */
+const COUNT = /^\d{1,16}$/;
+
 /** The $SYS topics kept (SYS); any other is not looked at. */
 const READ: ReadonlySet<string> = new Set(Object.values(SYS));
 
@@ -104,8 +110,8 @@ export class BrokerWatch {
         return;
       }
       if (!READ.has(topic)) return;
-      const v = Number(payload.toString());
-      if (Number.isFinite(v)) this.values.set(topic, v);
+      const text = payload.toString();
+      if (COUNT.test(text)) this.values.set(topic, Number(text));
     });
     // Nothing is reported from a broker we are not connected to: its last values would be stale.
     client.on('close', () => {

@@ -29,6 +29,17 @@ describe('the broker exporter keeps only the $SYS it reads', () => {
     assert.deepEqual([...w.values], [[SYS.clientsConnected, 3]]);
   });
 
+  it('takes a value only as Mosquitto writes it, a count in decimal digits', () => {
+    const { client, w } = watch();
+    client.emit('message', SYS.clientsConnected, Buffer.from('3'));
+    for (const odd of ['', ' ', '0x10', ' 7 ', '1e3', '-1', '2.5', 'Infinity', '12345678901234567']) {
+      client.emit('message', SYS.clientsConnected, Buffer.from(odd));
+      assert.equal(w.values.get(SYS.clientsConnected), 3, `"${odd}" is not a count`);
+    }
+    client.emit('message', SYS.clientsConnected, Buffer.from('40'));
+    assert.equal(w.values.get(SYS.clientsConnected), 40);
+  });
+
   it('keeps the states of the expected bridges only: invented names are counted, crowd none out, and raise no alarm', () => {
     const client = Object.assign(new EventEmitter(), { connected: true });
     const w = new BrokerWatch('internal', client as unknown as MqttClient, 60_000, ['fieldstream-bridge', 'fieldstream-bridge-2']);
