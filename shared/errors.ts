@@ -600,6 +600,7 @@ export const ERRORS = {
   HTTP_MALFORMED: { http: 400, transient: false, description: 'The request is not valid HTTP/1.1 (its request line or a header could not be parsed); the connection is closed.' },
   HTTP_HEADERS_TOO_LARGE: { http: 431, transient: false, description: 'The request\'s headers are larger than the server reads (16 KiB, Node\'s limit); the connection is closed.' },
   HTTP_REQUEST_TIMEOUT: { http: 408, transient: true, description: 'The request was not in within the server\'s time for it; the connection is closed.' },
+  HTTP_CLIENT_NOT_READING: { http: 408, transient: true, description: "The client stopped reading the server's answers (they stayed unsent for the server's stall time); its connection was closed." },
   HTTP_REQUEST_ABORTED: { http: 400, transient: true, description: 'The client closed the connection before its request body was in; nothing was done and no answer was sent.' },
   MQTT_PACKET_TOO_LARGE: {
     http: 500,

@@ -594,6 +594,10 @@ export const LIMITS = {
    * as long as the connection lasts: unbounded, a program subscribing in a loop took the device's
    * memory. A command handler's listener or an edge node needs a few. */
   localMqttMaxSubscriptions: 1_000,
+  /** log lines. Most each HTTP server (console, command API, a metrics port, the field client's HTTP
+   * input) writes per TIMINGS.floodLogIntervalMs about connections it closed as their clients stopped
+   * reading their answers (shared/stalled-answers.ts); the line after says how many more. */
+  stalledAnswersLogMaxPerWindow: 10,
   /** log lines. Most each local input (HTTP, MQTT) writes per TIMINGS.floodLogIntervalMs about
    * connections it closed as busy (localHttpMaxConnections; localMqttMaxConnections,
    * localMqttHeldMaxBytes); the rest are counted in the next. */

@@ -1,4 +1,7 @@
 import type { Server, Socket } from 'node:net';
+import { LIMITS, TIMINGS } from './limits.ts';
+import { LimitedLog } from './limited-log.ts';
+import type { Logger } from './logger.ts';
 
 /** What Node's stream handle says of a socket's writes (net.Socket keeps it as `_handle`). */
 interface WriteCounts {
@@ -30,9 +33,13 @@ function taken(socket: Socket): number | undefined {
  *
  * A server working on an answer (a database read, a large file taken) has nothing waiting to be
  * written, however long that takes; a client reading slowly has its bytes taken at every look.
- * Neither is closed. `stallMs` is read at every look.
+ * Neither is closed. `stallMs` is read at every look. Each connection closed is logged
+ * (HTTP_CLIENT_NOT_READING, with the client's address and what was left unsent): a flood of them is a
+ * client holding connections on purpose, one now and then a program that hung (at most
+ * LIMITS.stalledAnswersLogMaxPerWindow lines a window, the rest counted in the next).
  */
-export function closeStalledConnections(server: Server, stallMs: () => number): void {
+export function closeStalledConnections(server: Server, stallMs: () => number, logger: Logger): void {
+  const log = new LimitedLog(logger, { maxPerWindow: LIMITS.stalledAnswersLogMaxPerWindow, windowMs: TIMINGS.floodLogIntervalMs, what: 'connections closed as their clients stopped reading' });
   server.on('connection', (socket: Socket) => {
     let seen = taken(socket);
     let waiting = false;
@@ -41,6 +48,10 @@ export function closeStalledConnections(server: Server, stallMs: () => number): 
       const now = taken(socket);
       const stuck = now !== undefined && socket.writableLength > 0 && now === seen;
       if (stuck && waiting) {
+        log.write(
+          { code: 'HTTP_CLIENT_NOT_READING', remoteAddress: socket.remoteAddress, unsentBytes: socket.writableLength, stallMs: stallMs() },
+          'closed a connection whose client had stopped reading its answers',
+        );
         socket.destroy();
         return;
       }

@@ -116,7 +116,7 @@ export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: n
   // That timeout counts what the client sends too: one that keeps sending (an empty line every few
   // seconds, which the parser skips) and reads none of its answers is closed once nothing of them
   // has been taken for as long.
-  closeStalledConnections(server, () => TIMINGS.commandApiIdleTimeoutMs);
+  closeStalledConnections(server, () => TIMINGS.commandApiIdleTimeoutMs, o.logger);
 
   /** bytes of listings being written to their callers now (LIMITS.commandApiListingsHeldMaxBytes) */
   let listingsHeld = 0;

@@ -72,7 +72,7 @@ export async function startMetricsServer(o: {
     }
     send(404, 'text/plain', 'not found: /metrics, /healthz, /readyz\n');
   }, LIMITS.metricsPipelinedRequestsMaxWaiting));
-  closeStalledConnections(server, () => TIMINGS.metricsAnswerStallMs);
+  closeStalledConnections(server, () => TIMINGS.metricsAnswerStallMs, o.log);
   // A connection that sends nothing is watched by none of Node's timeouts (headersTimeout starts with
   // a request's first byte): closed once silent for metricsIdleBeforeRequestMs. Its first request
   // lifts the limit (a /readyz check's wait is no silence); between requests keepAliveTimeout takes over.

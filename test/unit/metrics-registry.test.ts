@@ -6,6 +6,7 @@ import { createLogger } from '../../shared/logger.ts';
 import { probeEventLoop } from '../../shared/metrics/event-loop.ts';
 import { ServiceMetrics } from '../../shared/metrics/registry.ts';
 import { startMetricsServer } from '../../shared/metrics/server.ts';
+import { LogCapture } from '../helpers/embedded.ts';
 import { pipelinedUnread, readSlowly } from '../helpers/http-from.ts';
 
 describe('ServiceMetrics', () => {
@@ -81,7 +82,7 @@ describe('the event-loop probe', () => {
 });
 
 describe('the metrics server and clients that stop reading', () => {
-  it('makes the answers to requests pipelined on a connection one at a time, and closes a connection whose client reads none of them once they have been stuck for TIMINGS.metricsAnswerStallMs', async () => {
+  it('makes the answers to requests pipelined on a connection one at a time, and closes a connection whose client reads none of them once they have been stuck for TIMINGS.metricsAnswerStallMs, and logs it', async () => {
     // Answered as they were parsed, the thousand requests of one 64 KiB read each had the service's
     // metrics collected and held at once, and the connection, reading nothing, stayed for ever.
     const timings = TIMINGS as unknown as Record<string, number>;
@@ -97,17 +98,25 @@ describe('the metrics server and clients that stop reading', () => {
       collected++;
       return metrics();
     };
-    const server = await startMetricsServer({ metrics: m, host: '127.0.0.1', port: 0, setting: 'GATEWAY_METRICS_PORT', log: createLogger('test', 'silent') });
+    const logs = new LogCapture();
+    const server = await startMetricsServer({ metrics: m, host: '127.0.0.1', port: 0, setting: 'GATEWAY_METRICS_PORT', log: logs.logger });
     const stalled = await pipelinedUnread(server.port, 'GET /metrics HTTP/1.1\r\nHost: svc\r\n\r\n', 2_000);
     try {
       const bound = 5 * timings.metricsAnswerStallMs;
       const closed = await Promise.race([stalled.closed, sleep(bound)]);
       assert.ok(closed !== undefined, `a connection whose client read none of its answers was still open ${bound} ms after its requests`);
       assert.ok(collected <= 100, `${collected} answers of 200 KB made for a client that read none of them`);
+      // Told, with whose connection it was and what it left unsent: without a line a client holding
+      // connections on purpose, or a scraper that hung, showed only as gaps.
+      const told = logs.lines.filter((l) => l.code === 'HTTP_CLIENT_NOT_READING');
+      assert.equal(told.length, 1, 'the closing logged once');
+      assert.equal(told[0]?.remoteAddress, '127.0.0.1');
+      assert.ok(Number(told[0]?.unsentBytes) > 0);
       // Some 2 MB read at 1 MB/s, for longer than the bound: never stuck.
       const reader = await readSlowly(server.port, 'GET /metrics HTTP/1.1\r\nHost: svc\r\n\r\n'.repeat(10), 1024 * 1024, 10);
       assert.ok(reader.ms > 2 * timings.metricsAnswerStallMs, 'read for longer than the bound');
       assert.ok(reader.whole, `a client reading slowly was cut off after ${reader.bytes} bytes`);
+      assert.equal(logs.lines.filter((l) => l.code === 'HTTP_CLIENT_NOT_READING').length, 1, 'the slow reader is not logged as stuck');
       assert.equal((await fetch(`${server.url}/healthz`)).status, 200);
     } finally {
       timings.metricsAnswerStallMs = saved;

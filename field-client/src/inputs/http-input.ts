@@ -70,7 +70,7 @@ export function httpInput(client: FieldClient, host: string, port: number, dataD
   capConnections(server, LIMITS.localHttpMaxConnections, new LimitedLog(log, { maxPerWindow: LIMITS.localInputBusyLogMaxPerWindow, windowMs: TIMINGS.floodLogIntervalMs, what: 'local HTTP connections refused as busy' }), 'HTTP');
   // Once a body is in, nothing above watches its connection: one whose program reads none of its
   // answers (requests pipelined) is closed once they have been stuck for localInputAnswerStallMs.
-  closeStalledConnections(server, () => TIMINGS.localInputAnswerStallMs);
+  closeStalledConnections(server, () => TIMINGS.localInputAnswerStallMs, log);
   // A producer that asks before it sends its body (Expect: 100-continue; curl does for bodies over
   // 1 MiB) is told to go on only once the endpoint reads it (goOn). Node's own answer, 100 at once,
   // had a file the device refuses by its length (507, 400) sent whole, up to 10 GiB, to be discarded.

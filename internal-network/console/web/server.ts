@@ -91,7 +91,7 @@ export async function startWebServer(o: WebOptions): Promise<{ app: FastifyInsta
   app.server.on('request', (req: IncomingMessage) => void req.socket.setTimeout(0));
   // A client that stops reading its answers (requests pipelined, a device list of megabytes, a live
   // stream) is no such wait: its connection is closed once they have been stuck for CONSOLE.answerStallMs.
-  closeStalledConnections(app.server, () => CONSOLE.answerStallMs);
+  closeStalledConnections(app.server, () => CONSOLE.answerStallMs, o.logger);
   // Headers trickled in a byte at a time are never silence: they must all be in within this, or 408.
   app.server.headersTimeout = CONSOLE.headersTimeoutMs;
 
