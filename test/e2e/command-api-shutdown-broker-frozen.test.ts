@@ -6,7 +6,7 @@ import type { CommandApi } from '../../internal-network/command-api/command-api.
 import { CommandStore } from '../../internal-network/command-api/store.ts';
 import { freePort } from '../../scripts/local-stack/ports.ts';
 import { TIMINGS } from '../../shared/limits.ts';
-import { startTestCommandApi } from '../helpers/command-api.ts';
+import { issueTestCommand, startTestCommandApi } from '../helpers/command-api.ts';
 import { LogCapture } from '../helpers/embedded.ts';
 import { freezableBroker } from '../helpers/freezable-broker.ts';
 import { eventually, within } from '../helpers/ws-device.ts';
@@ -34,18 +34,12 @@ describe('the command API stops while its broker is frozen', () => {
     const a = api as CommandApi;
     await eventually(() => (a.mqtt.connected ? true : undefined), 10_000, 'the broker connection');
     await fx.broker.process.pause();
-    const res = await fetch(`http://127.0.0.1:${a.port}/v1/commands`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ deviceId: 'pump-1', command: 'reboot' }),
-    });
-    assert.equal(res.status, 202);
-    const { commands } = (await res.json()) as { commands: { commandId: string }[] };
+    const id = await issueTestCommand(a.port, token, { deviceId: 'pump-1', command: 'reboot' });
     await eventually(() => (Object.keys(a.mqtt.outgoing).length > 0 ? true : undefined), 5_000, 'the command published, unacknowledged');
     const bound = 2 * TIMINGS.closeGraceMs + 5_000;
     await within(a.close(), bound, "the command API's close");
     assert.equal(a.mqtt.connected, false);
-    const record = new CommandStore(statePath, logs.logger).get(commands[0]?.commandId ?? '');
+    const record = new CommandStore(statePath, logs.logger).get(id);
     assert.equal(record?.state, 'queued', 'sent again at the next start');
   });
 });

@@ -9,7 +9,7 @@ import { CommandStore } from '../../internal-network/command-api/store.ts';
 import { commandTopic, statusTopic } from '../../shared/contract/topics.ts';
 import { TIMINGS } from '../../shared/limits.ts';
 import type { ManagedProcess } from '../../scripts/local-stack/process.ts';
-import { startTestCommandApi } from '../helpers/command-api.ts';
+import { issueTestCommand, startTestCommandApi } from '../helpers/command-api.ts';
 import { LogCapture } from '../helpers/embedded.ts';
 import { makeTestPki, tempDir } from '../helpers/pki.ts';
 import { startMosquitto } from '../helpers/sparkplug.ts';
@@ -60,13 +60,7 @@ describe('a flood of presences for a device with a command waiting', () => {
       if (topic === commandTopic(DEVICE)) handed.push(performance.now());
     });
     const auth = { authorization: `Bearer ${token}` };
-    const res = await fetch(`http://127.0.0.1:${a.port}/v1/commands`, {
-      method: 'POST',
-      headers: { ...auth, 'content-type': 'application/json' },
-      body: JSON.stringify({ deviceId: DEVICE, command: 'reboot', params: { note: 'x'.repeat(1000) }, ttlSeconds: 3600 }),
-    });
-    assert.equal(res.status, 202);
-    const id = ((await res.json()) as { commands: { commandId: string }[] }).commands[0]?.commandId as string;
+    const id = await issueTestCommand(a.port, token, { deviceId: DEVICE, command: 'reboot', params: { note: 'x'.repeat(1000) }, ttlSeconds: 3600 });
     const view = async () => (await (await fetch(`http://127.0.0.1:${a.port}/v1/commands/${id}`, { headers: auth })).json()) as CommandView;
     await eventually(async () => ((await view()).state === 'sent' ? true : undefined), 10_000, 'the command sent');
     await eventually(() => (readFileSync(journal, 'utf8').includes('"state":"sent"') ? true : undefined), 5_000, 'its sending journaled');

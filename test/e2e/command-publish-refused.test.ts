@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { CommandApi } from '../../internal-network/command-api/command-api.ts';
 import type { ManagedProcess } from '../../scripts/local-stack/process.ts';
-import { startTestCommandApi } from '../helpers/command-api.ts';
+import { issueTestCommand, startTestCommandApi, testCommandState } from '../helpers/command-api.ts';
 import { LogCapture } from '../helpers/embedded.ts';
 import { makeTestPki, tempDir } from '../helpers/pki.ts';
 import { startMosquitto } from '../helpers/sparkplug.ts';
@@ -41,20 +41,12 @@ describe('a command the broker refuses', () => {
   it('logs MQTT_PUBLISH_REFUSED with the reason code, and the command stays queued', async () => {
     const a = api as CommandApi;
     await eventually(() => (a.mqtt.connected ? true : undefined), 10_000, 'the broker connection');
-    const auth = { authorization: `Bearer ${token}` };
-    const res = await fetch(`http://127.0.0.1:${a.port}/v1/commands`, {
-      method: 'POST',
-      headers: { ...auth, 'content-type': 'application/json' },
-      body: JSON.stringify({ deviceId: 'pump-1', command: 'reboot' }),
-    });
-    assert.equal(res.status, 202);
-    const { commands } = (await res.json()) as { commands: { commandId: string }[] };
+    const id = await issueTestCommand(a.port, token, { deviceId: 'pump-1', command: 'reboot' });
     const line = await eventually(() => logs.lines.find((l) => l.code === 'MQTT_PUBLISH_REFUSED'), 10_000, 'the refusal logged');
     assert.equal(line.reasonCode, 0x87, 'Not authorized (MQTT 5 §2.4)');
     assert.equal(line.level, 50, 'at error: nothing goes through until the policy is fixed');
-    assert.equal(line.commandId, commands[0]?.commandId);
+    assert.equal(line.commandId, id);
     assert.ok(!logs.lines.some((l) => typeof l.msg === 'string' && l.msg.includes('will retry')), 'no promise of a retry');
-    const state = await fetch(`http://127.0.0.1:${a.port}/v1/commands/${commands[0]?.commandId}`, { headers: auth });
-    assert.equal(((await state.json()) as { state: string }).state, 'queued');
+    assert.equal(await testCommandState(a.port, token, id), 'queued');
   });
 });

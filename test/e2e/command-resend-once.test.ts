@@ -4,7 +4,7 @@ import { after, before, describe, it } from 'node:test';
 import mqtt from 'mqtt';
 import type { CommandApi } from '../../internal-network/command-api/command-api.ts';
 import { commandTopic } from '../../shared/contract/topics.ts';
-import { startTestCommandApi } from '../helpers/command-api.ts';
+import { issueTestCommand, startTestCommandApi, testCommandState } from '../helpers/command-api.ts';
 import { freezableBroker } from '../helpers/freezable-broker.ts';
 import { LogCapture } from '../helpers/embedded.ts';
 import { TcpRelay } from '../helpers/tcp-relay.ts';
@@ -46,24 +46,13 @@ describe('a command cut off before its PUBACK', () => {
     const a = api as CommandApi;
     const r = relay as TcpRelay;
     await eventually(() => (a.mqtt.connected ? true : undefined), 10_000, 'the broker connection');
-    const auth = { authorization: `Bearer ${token}` };
     r.hold('down');
-    const res = await fetch(`http://127.0.0.1:${a.port}/v1/commands`, {
-      method: 'POST',
-      headers: { ...auth, 'content-type': 'application/json' },
-      body: JSON.stringify({ deviceId: 'pump-1', command: 'reboot' }),
-    });
-    assert.equal(res.status, 202);
-    const { commands } = (await res.json()) as { commands: { commandId: string }[] };
-    const id = commands[0]?.commandId ?? '';
+    const id = await issueTestCommand(a.port, token, { deviceId: 'pump-1', command: 'reboot' });
     await eventually(() => (copies.length === 1 ? true : undefined), 10_000, 'the command at the broker, its PUBACK held');
     await r.cut();
     r.release('down');
     await r.restore();
-    await eventually(async () => {
-      const state = await fetch(`http://127.0.0.1:${a.port}/v1/commands/${id}`, { headers: auth });
-      return ((await state.json()) as { state: string }).state === 'sent' ? true : undefined;
-    }, 20_000, 'the command acknowledged after the reconnection');
+    await eventually(async () => ((await testCommandState(a.port, token, id)) === 'sent' ? true : undefined), 20_000, 'the command acknowledged after the reconnection');
     // Whatever else was in flight has had time to arrive.
     await sleep(1_000);
     assert.equal(copies.length, 2, `the first copy and the MQTT client's resend, nothing more: ${copies.length} copies`);

@@ -29,3 +29,22 @@ export function startTestCommandApi(o: { brokerUrl: string; pki: ReturnType<type
     { processMetrics: false },
   );
 }
+
+/** POSTs one command to the API at `port` with `token` and returns its id (the answer must be 202). */
+export async function issueTestCommand(port: number, token: string, body: Record<string, unknown>): Promise<string> {
+  const res = await fetch(`http://127.0.0.1:${port}/v1/commands`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  if (res.status !== 202) throw new Error(`the command API answered ${res.status}: ${await res.text()}`);
+  const id = ((await res.json()) as { commands: { commandId: string }[] }).commands[0]?.commandId;
+  if (id === undefined) throw new Error('the command API answered 202 with no command');
+  return id;
+}
+
+/** The state of command `id` as the API at `port` tells it. */
+export async function testCommandState(port: number, token: string, id: string): Promise<string> {
+  const res = await fetch(`http://127.0.0.1:${port}/v1/commands/${id}`, { headers: { authorization: `Bearer ${token}` } });
+  return ((await res.json()) as { state: string }).state;
+}
