@@ -594,7 +594,7 @@ export const ERRORS = {
   SERVICE_START_FAILED: {
     http: 500,
     transient: false,
-    description: 'The service could not start: the system refused an operation on a file or folder its settings name (a read-only or full disk, its owner or permissions, an immutable flag). The message names the operation, the path (where the system gives one) and the system\'s code (EROFS, ENOSPC, EACCES, EPERM ...).',
+    description: 'The service could not start: the system refused an operation on a file or folder its settings name (a read-only or full disk, its owner or permissions, an immutable flag). The message names the operation, the path (where the system gives one) and the system\'s code (EROFS, ENOSPC, EACCES, EPERM ...). npm run stack: a program it runs (caddy, mosquitto) cannot be run (ENOENT: not installed or not on the PATH).',
   },
   LISTEN_FAILED: { http: 500, transient: false, description: 'A server could not listen on its address (port in use?).' },
   HTTP_MALFORMED: { http: 400, transient: false, description: 'The request is not valid HTTP/1.1 (its request line or a header could not be parsed); the connection is closed.' },

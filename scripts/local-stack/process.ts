@@ -108,6 +108,16 @@ export class ManagedProcess {
     const [command, args] = this.spec.netns ? ['ip', ['netns', 'exec', this.spec.netns, this.spec.command, ...this.spec.args]] : [this.spec.command, this.spec.args];
     const child = spawn(command, args, { cwd: this.spec.cwd, env: this.spec.env as NodeJS.ProcessEnv, stdio: ['ignore', fd, fd], detached: true });
     closeSync(fd);
+    if (child.pid === undefined) {
+      // Not run at all (not installed, not on the PATH, not executable): Node tells it in an 'error'
+      // event, and no 'exit' follows. Unheard, that event would end this process, every component
+      // with it; heard, it is this start's failure, which a supervised restart tries again later.
+      const failed = await new Promise<NodeJS.ErrnoException>((resolve) => child.once('error', resolve));
+      const code = failed.code ?? 'EUNKNOWN';
+      throw new FieldStreamError('SERVICE_START_FAILED', `${this.name} cannot start: the program "${command}" cannot be run (${code}): is it installed, and on the PATH?`, { program: command, code });
+    }
+    // A signal it cannot be sent (it is gone): the exit that follows, or came before, says what happened.
+    child.on('error', (err) => this.spec.supervisor?.warn({ component: this.name, err: err.message }, `${this.name}: ${err.message}`));
     this.child = child;
     this.startedAt = Date.now();
     live.add(child);
