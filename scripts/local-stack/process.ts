@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { accessSync, closeSync, constants, existsSync, mkdirSync, openSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { FieldStreamError } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { portInUse, waitForPort } from './ports.ts';
@@ -21,6 +21,38 @@ process.once('exit', () => {
   for (const child of live) child.kill('SIGKILL');
 });
 
+/** The executable file `command` names (a path, or a name looked up in `path`, as execvp does), or undefined. */
+export function findProgram(command: string, path: string | undefined): string | undefined {
+  const executable = (file: string) => {
+    try {
+      accessSync(file, constants.X_OK);
+      return statSync(file).isFile();
+    } catch {
+      return false;
+    }
+  };
+  if (command.includes('/')) return executable(command) ? command : undefined;
+  for (const dir of (path ?? '').split(':')) {
+    const file = join(dir || '.', command);
+    if (executable(file)) return file;
+  }
+  return undefined;
+}
+
+/**
+ * The exit handler above does not run when this process is killed with SIGKILL (the OOM killer,
+ * kill -9): its processes, each in a process group of its own, would run on without it, holding
+ * the stack's ports. util-linux's setpriv asks the kernel to send each SIGKILL when the process that
+ * started it dies (PR_SET_PDEATHSIG, prctl(2)), then execs it: its pid stays the process's own.
+ * Without setpriv (not Linux) processes are started as they are.
+ */
+let deathSignalWrapper: string[] | undefined;
+function withDeathSignal(command: string, args: readonly string[]): [string, string[]] {
+  deathSignalWrapper ??= ((setpriv) => (setpriv ? [setpriv, '--pdeathsig', 'KILL', '--'] : []))(findProgram('setpriv', process.env.PATH));
+  const [wrapper, ...rest] = deathSignalWrapper;
+  return wrapper ? [wrapper, [...rest, command, ...args]] : [command, [...args]];
+}
+
 /** `host`: where the port is probed (default 127.0.0.1), inside the process's network namespace if it has one */
 export type ReadyCheck = { port: number; host?: string } | { logLine: RegExp } | { file: string };
 
@@ -38,7 +70,8 @@ export interface ProcessSpec {
   /** restart the process when it exits unless stop()/kill() asked for it, logging to this */
   supervisor?: Logger;
   /**
-   * Run it inside this network namespace: spawned as `ip netns exec <netns> <command> <args>`.
+   * Run it inside this network namespace: spawned as `ip netns exec <netns> <command> <args>`
+   * (behind setpriv, see withDeathSignal, which execs it too).
    * ip(8) enters the namespace and then execs the command in the same process (no fork outside its
    * batch mode), so the pid we hold, and its process group, are the command's own: stop, kill, pause
    * and the supervisor's SIGKILL reach it directly.
@@ -105,7 +138,14 @@ export class ManagedProcess {
     // detached (a process group of its own): Ctrl-C in the terminal reaches only the runner, which
     // stops each process in order, instead of every process at once as if they had all crashed.
     if (this.intent !== 'run') throw new Error('stopped while starting');
-    const [command, args] = this.spec.netns ? ['ip', ['netns', 'exec', this.spec.netns, this.spec.command, ...this.spec.args]] : [this.spec.command, this.spec.args];
+    const [inner, innerArgs] = this.spec.netns ? ['ip', ['netns', 'exec', this.spec.netns, this.spec.command, ...this.spec.args]] : [this.spec.command, this.spec.args];
+    // Looked up here, as setpriv would only say in the log that it found nothing to run.
+    const program = findProgram(this.spec.command, this.spec.env.PATH ?? '/usr/bin:/bin');
+    if (!program) {
+      closeSync(fd);
+      throw new FieldStreamError('SERVICE_START_FAILED', `${this.name} cannot start: the program "${this.spec.command}" cannot be run (ENOENT): is it installed, and on the PATH?`, { program: this.spec.command, errno: 'ENOENT' });
+    }
+    const [command, args] = withDeathSignal(inner, innerArgs);
     const child = spawn(command, args, { cwd: this.spec.cwd, env: this.spec.env as NodeJS.ProcessEnv, stdio: ['ignore', fd, fd], detached: true });
     closeSync(fd);
     if (child.pid === undefined) {
@@ -114,7 +154,7 @@ export class ManagedProcess {
       // with it; heard, it is this start's failure, which a supervised restart tries again later.
       const failed = await new Promise<NodeJS.ErrnoException>((resolve) => child.once('error', resolve));
       const code = failed.code ?? 'EUNKNOWN';
-      throw new FieldStreamError('SERVICE_START_FAILED', `${this.name} cannot start: the program "${command}" cannot be run (${code}): is it installed, and on the PATH?`, { program: command, code });
+      throw new FieldStreamError('SERVICE_START_FAILED', `${this.name} cannot start: the program "${command}" cannot be run (${code}): is it installed, and on the PATH?`, { program: command, errno: code });
     }
     // A signal it cannot be sent (it is gone): the exit that follows, or came before, says what happened.
     child.on('error', (err) => this.spec.supervisor?.warn({ component: this.name, err: err.message }, `${this.name}: ${err.message}`));

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { chmodSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -53,5 +54,44 @@ describe('the local stack supervisor and a program it cannot run', () => {
     const retried = await eventually(() => logs.lines.find((l) => l.component === 'gone' && /did not come back/.test(String(l.msg))), 10_000, 'a failed restart logged');
     assert.match(String(retried.err), /ENOENT/);
     assert.equal(proc.running, false);
+  });
+});
+
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+/** The supervisor itself killed with SIGKILL (the OOM killer, kill -9): no exit handler of its runs. */
+describe('the local stack supervisor killed with SIGKILL', () => {
+  const work = tempDir('stack-orphans');
+  let orphan: number | undefined;
+  after(() => {
+    if (orphan !== undefined && alive(orphan)) process.kill(orphan, 'SIGKILL');
+    work.cleanup();
+  });
+
+  it('takes the processes it started with it, leaving none holding the ports of the next start', async () => {
+    const script = `
+      import { ManagedProcess } from ${JSON.stringify(join(import.meta.dirname, '..', '..', 'scripts', 'local-stack', 'process.ts'))};
+      const proc = new ManagedProcess({ name: 'component', command: 'sh', args: ['-c', 'echo ready; exec sleep 600'], env: { PATH: process.env.PATH },
+        cwd: ${JSON.stringify(work.dir)}, logFile: ${JSON.stringify(join(work.dir, 'component.log'))}, ready: { logLine: /ready/ } });
+      await proc.start();
+      process.stdout.write(String(proc.pid) + '\\n');
+      setInterval(() => {}, 1000);
+    `;
+    const supervisor = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const pid = await new Promise<number>((resolve, reject) => {
+      supervisor.stdout.once('data', (d: Buffer) => resolve(Number(String(d).trim())));
+      supervisor.once('exit', (code) => reject(new Error(`the supervisor exited (${code})`)));
+    });
+    orphan = pid;
+    assert.ok(alive(pid), 'the component runs');
+    supervisor.kill('SIGKILL');
+    await eventually(() => (alive(pid) ? undefined : true), 5000, `the component (pid ${pid}) to end with its supervisor`);
   });
 });
