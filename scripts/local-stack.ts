@@ -36,7 +36,7 @@ const StackConfigSchema = z
   .refine((c) => c.EDGE_HOP === 'mtls' || c.STACK_GATEWAYS === 1, { path: ['EDGE_HOP'], message: 'EDGE_HOP=unix takes one gateway per DMZ server (STACK_GATEWAYS=1)' });
 
 /**
- * A port of the stack another program holds stops it before anything listens (process.ts): the
+ * A port of the stack another program holds stops it before anything listens (startInStages): the
  * message names the setting that chooses that port, as npm start's LISTEN_FAILED does, so the
  * operator knows what to change. Ports picked at start (a second DMZ server's, the metrics ports) have
  * none: another start picks others.

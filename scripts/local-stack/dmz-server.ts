@@ -123,7 +123,7 @@ export async function createDmzServer(o: DmzServerOptions): Promise<DmzServer> {
       MQTT_CERT_FILE: p.service('dmz/gateway-client').cert,
       MQTT_KEY_FILE: p.service('dmz/gateway-client').key,
       // Ready by its log line, not by the file: a socket a killed gateway left stays for its restart to deal with.
-    }, socket ? { logLine: /"msg":"gateway listening on a Unix socket/ } : { port: gp, host: local.connect });
+    }, socket ? { logLine: /"msg":"gateway listening on a Unix socket/ } : { port: gp, host: local.connect }, [mp]);
   };
   const gateways: ManagedProcess[] = [];
   for (const [i, at] of [...ports.gateways, ...sockets].entries()) gateways.push(await gateway(named(`gateway-${i + 1}`), at, 'proxy'));
@@ -159,6 +159,7 @@ export async function createDmzServer(o: DmzServerOptions): Promise<DmzServer> {
     logFile: w('logs', 'caddy.log'),
     // Caddy binds every address of its namespace (the Caddyfile has no bind): probed on loopback.
     ready: { port: ports.https, host: '127.0.0.1' },
+    alsoListens: [ports.http, ports.tokenHttps, ports.caddyAdmin].filter((pt) => pt !== undefined).map((pt) => ({ port: pt, host: '127.0.0.1' })),
     supervisor,
     netns: o.netns,
   });

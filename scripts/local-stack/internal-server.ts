@@ -109,7 +109,7 @@ export async function createInternalServer(o: InternalServerOptions): Promise<In
     DEAD_LETTER_PATH: dataDir.deadLetters,
     // Touched once every consumer is subscribed: readiness that does not depend on the log level.
     DISTRIBUTOR_HEALTH_FILE: w('distributor.healthy'),
-  }, { file: w('distributor.healthy') });
+  }, { file: w('distributor.healthy') }, [metricsPorts.distributor]);
   const commandApi = nodeProcess(m, 'command-api', 'internal-network/command-api/main.ts', {
     COMMAND_API_METRICS_HOST: bind,
     COMMAND_API_METRICS_PORT: String(metricsPorts.commandApi),
@@ -121,7 +121,7 @@ export async function createInternalServer(o: InternalServerOptions): Promise<In
     COMMAND_API_CLIENT_ID: 'command-api-1',
     COMMAND_DEVICE_KEYS_DIR: join(o.certsDir, 'internal', 'device-keys'),
     COMMAND_REVOKED_DEVICES_FILE: join(o.certsDir, 'internal', 'revoked-devices.txt'),
-  }, { port: ports.commandApi, host: local.connect });
+  }, { port: ports.commandApi, host: local.connect }, [metricsPorts.commandApi]);
   // Dials out to a DMZ broker as the bridge does, with the monitor certificate.
   const monitored = o.monitorDmzBroker ?? o.dmzBrokers[0];
   const brokerExporter = nodeProcess(m, 'broker-exporter', 'internal-network/broker-exporter/main.ts', {
@@ -151,7 +151,7 @@ export async function createInternalServer(o: InternalServerOptions): Promise<In
     CONSOLE_PIPELINE_TARGETS: `distributor=${metrics.distributor},command-api=${metrics.commandApi},broker-exporter=${metrics.brokerExporter}`,
     TIMESERIES_LOCAL_PATH: dataDir.timeseries,
     CONSOLE_STATE_DIR: w('console-state'),
-  }, { port: ports.console, host: local.connect });
+  }, { port: ports.console, host: local.connect }, [metricsPorts.console]);
 
   const all = [mosquitto, distributor, commandApi, brokerExporter, operatorConsole];
   return {

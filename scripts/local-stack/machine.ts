@@ -85,8 +85,8 @@ export function mosquittoProcess(m: Machine, name: string, tier: 'dmz' | 'intern
   });
 }
 
-/** A Node service of the stack (its main.ts), with its own log file. */
-export function nodeProcess(m: Machine, name: string, entry: string, env: Record<string, string>, ready: ReadyCheck): ManagedProcess {
+/** A Node service of the stack (its main.ts), with its own log file; `alsoListens`: its ports besides `ready`'s (ProcessSpec). */
+export function nodeProcess(m: Machine, name: string, entry: string, env: Record<string, string>, ready: ReadyCheck, alsoListens: readonly number[] = []): ManagedProcess {
   return new ManagedProcess({
     name,
     command: process.execPath,
@@ -95,6 +95,7 @@ export function nodeProcess(m: Machine, name: string, entry: string, env: Record
     cwd: m.repoRoot,
     logFile: w(m, 'logs', `${name}.log`),
     ready,
+    alsoListens: alsoListens.map((port) => ({ port, host: localHostOf(m.bind).connect })),
     supervisor: m.supervisor,
     netns: m.netns,
   });
@@ -109,6 +110,8 @@ export function nodeProcess(m: Machine, name: string, entry: string, env: Record
  * is thrown.
  */
 export async function startInStages(stages: readonly (readonly ManagedProcess[])[]): Promise<void> {
+  // Every port first: one another program holds stops the start before anything of it listens.
+  for (const proc of stages.flat()) await proc.assertPortsFree();
   const started: ManagedProcess[] = [];
   for (const stage of stages) {
     const results = await Promise.allSettled(stage.map(async (proc) => {

@@ -65,6 +65,12 @@ export interface ProcessSpec {
   /** stdout and stderr are appended here */
   logFile: string;
   ready: ReadyCheck;
+  /**
+   * The other TCP ports it listens on (Caddy's HTTP port, a service's metrics port): checked free
+   * before each start as a readiness port is, so another program holding one is LISTEN_FAILED naming
+   * it, not a start that fails with the reason in the process's log alone.
+   */
+  alsoListens?: readonly { port: number; host?: string }[];
   /** run before each start (e.g. render a configuration template) */
   prepare?: () => void;
   /** restart the process when it exits unless stop()/kill() asked for it, logging to this */
@@ -122,13 +128,23 @@ export class ManagedProcess {
     }
   }
 
+  /**
+   * Throws LISTEN_FAILED naming the first of its ports (readiness, `alsoListens`) something
+   * accepts connections on: a leftover process on the readiness port would pass the readiness check
+   * in its stead, and on another it stops the process after it started.
+   */
+  async assertPortsFree(): Promise<void> {
+    const ports = [...('port' in this.spec.ready ? [this.spec.ready] : []), ...(this.spec.alsoListens ?? [])];
+    for (const { port, host = '127.0.0.1' } of ports) {
+      if (await portInUse(port, host, this.spec.netns)) {
+        throw new FieldStreamError('LISTEN_FAILED', `${this.name} cannot start: ${host}:${port} is already in use (another program, or a stack still running)`, { host, port });
+      }
+    }
+  }
+
   private async startChild(timeoutMs = 30_000): Promise<void> {
     if (this.running) return;
-    // A leftover process on our port would pass the readiness check in our stead.
-    if ('port' in this.spec.ready && (await portInUse(this.spec.ready.port, this.spec.ready.host, this.spec.netns))) {
-      const { port, host = '127.0.0.1' } = this.spec.ready;
-      throw new FieldStreamError('LISTEN_FAILED', `${this.name} cannot start: ${host}:${port} is already in use (another program, or a stack still running)`, { host, port });
-    }
+    await this.assertPortsFree();
     this.spec.prepare?.();
     if ('file' in this.spec.ready) rmSync(this.spec.ready.file, { force: true });
     mkdirSync(dirname(this.spec.logFile), { recursive: true });

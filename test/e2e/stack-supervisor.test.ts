@@ -109,35 +109,38 @@ describe('the local stack refuses a port another program holds', () => {
   const work = tempDir('stack-port');
   after(() => work.cleanup());
 
-  it('stops at once with LISTEN_FAILED naming the address and the STACK_* setting, one line, no stack trace', async () => {
-    const held = createServer();
-    await new Promise<void>((resolve) => held.listen(0, '127.0.0.1', resolve));
-    const heldPort = (held.address() as { port: number }).port;
-    const ports: Record<string, string> = {};
-    for (const name of ['STACK_HTTPS_PORT', 'STACK_HTTP_PORT', 'STACK_INTERNAL_MQTT_PORT', 'STACK_GATEWAY_PORT', 'STACK_COMMAND_API_PORT', 'STACK_CONSOLE_PORT']) {
-      ports[name] = String(await freePort());
-    }
-    try {
-      const r = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
-        const repo = join(import.meta.dirname, '..', '..');
-        const child = execFile(process.execPath, ['--import', 'tsx', join(repo, 'scripts', 'local-stack.ts')], {
-          cwd: repo,
-          timeout: 120_000,
-          env: {
-            PATH: process.env.PATH,
-            FIELDSTREAM_ENV_FILE: '/dev/null',
-            CERTS_DIR: join(work.dir, 'certs'),
-            STACK_DIR: join(work.dir, 'stack'),
-            ...ports,
-            STACK_DMZ_MQTT_PORT: String(heldPort),
-          },
-        }, (_err, _stdout, stderr) => resolve({ code: child.exitCode, stderr }));
-      });
-      assert.equal(r.code, 1, r.stderr);
-      assert.match(r.stderr, new RegExp(`^stack: error LISTEN_FAILED: .*127\\.0\\.0\\.1:${heldPort}.*\\(STACK_DMZ_MQTT_PORT\\)`, 'm'));
-      assert.doesNotMatch(r.stderr, /^\s+at /m, 'no stack trace');
-    } finally {
-      held.close();
-    }
-  });
+  // The DMZ broker's port is one a readiness check waits on; Caddy's HTTP port is not (its HTTPS one is).
+  for (const setting of ['STACK_DMZ_MQTT_PORT', 'STACK_HTTP_PORT']) {
+    it(`stops at once with LISTEN_FAILED naming the address and the STACK_* setting, one line, no stack trace (${setting})`, async () => {
+      const held = createServer();
+      await new Promise<void>((resolve) => held.listen(0, '127.0.0.1', resolve));
+      const heldPort = (held.address() as { port: number }).port;
+      const ports: Record<string, string> = {};
+      for (const name of ['STACK_HTTPS_PORT', 'STACK_HTTP_PORT', 'STACK_DMZ_MQTT_PORT', 'STACK_INTERNAL_MQTT_PORT', 'STACK_GATEWAY_PORT', 'STACK_COMMAND_API_PORT', 'STACK_CONSOLE_PORT']) {
+        ports[name] = String(await freePort());
+      }
+      ports[setting] = String(heldPort);
+      try {
+        const r = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
+          const repo = join(import.meta.dirname, '..', '..');
+          const child = execFile(process.execPath, ['--import', 'tsx', join(repo, 'scripts', 'local-stack.ts')], {
+            cwd: repo,
+            timeout: 120_000,
+            env: {
+              PATH: process.env.PATH,
+              FIELDSTREAM_ENV_FILE: '/dev/null',
+              CERTS_DIR: join(work.dir, 'certs'),
+              STACK_DIR: join(work.dir, 'stack'),
+              ...ports,
+            },
+          }, (_err, _stdout, stderr) => resolve({ code: child.exitCode, stderr }));
+        });
+        assert.equal(r.code, 1, r.stderr);
+        assert.match(r.stderr, new RegExp(`^stack: error LISTEN_FAILED: .*127\\.0\\.0\\.1:${heldPort}.*\\(${setting}\\)`, 'm'));
+        assert.doesNotMatch(r.stderr, /^\s+at /m, 'no stack trace');
+      } finally {
+        held.close();
+      }
+    });
+  }
 });

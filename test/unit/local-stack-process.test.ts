@@ -1,9 +1,12 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { chmodSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { ManagedProcess } from '../../scripts/local-stack/process.ts';
+import { startInStages } from '../../scripts/local-stack/machine.ts';
+import { freePort } from '../../scripts/local-stack/ports.ts';
 import { isFieldStreamError } from '../../shared/errors.ts';
 import { LogCapture } from '../helpers/embedded.ts';
 import { tempDir } from '../helpers/pki.ts';
@@ -93,5 +96,45 @@ describe('the local stack supervisor killed with SIGKILL', () => {
     assert.ok(alive(pid), 'the component runs');
     supervisor.kill('SIGKILL');
     await eventually(() => (alive(pid) ? undefined : true), 5000, `the component (pid ${pid}) to end with its supervisor`);
+  });
+});
+
+/** Caddy listens on its HTTP port besides its HTTPS one (readiness), each service on its metrics port too. */
+describe('the local stack and a port other than the readiness one that another program holds', () => {
+  const work = tempDir('stack-ports');
+  after(() => work.cleanup());
+
+  it('refuses with LISTEN_FAILED naming that port before anything of the stack starts', async () => {
+    const held = createServer();
+    await new Promise<void>((resolve) => held.listen(0, '127.0.0.1', resolve));
+    const heldPort = (held.address() as { port: number }).port;
+    const started = (name: string) => join(work.dir, `${name}.started`);
+    const proc = (name: string, ports: number[]) =>
+      new ManagedProcess({
+        name,
+        command: 'sh',
+        args: ['-c', `touch ${started(name)}; echo ready; exec sleep 600`],
+        env: { PATH: process.env.PATH },
+        cwd: work.dir,
+        logFile: join(work.dir, `${name}.log`),
+        ready: { logLine: /ready/ },
+        alsoListens: ports.map((port) => ({ port })),
+      });
+    const broker = proc('broker', [await freePort()]);
+    const caddy = proc('caddy', [await freePort(), heldPort]);
+    try {
+      await assert.rejects(startInStages([[broker], [caddy]]), (err: unknown) => {
+        assert.ok(isFieldStreamError(err, 'LISTEN_FAILED'), String(err));
+        assert.equal(err.details?.port, heldPort);
+        assert.match(err.message, new RegExp(`caddy cannot start: 127\\.0\\.0\\.1:${heldPort} is already in use`));
+        return true;
+      });
+      assert.equal(existsSync(started('caddy')), false, 'caddy was not started');
+      assert.equal(existsSync(started('broker')), false, 'nor anything before it');
+    } finally {
+      await broker.kill();
+      await caddy.kill();
+      held.close();
+    }
   });
 });
