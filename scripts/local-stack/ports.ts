@@ -1,9 +1,80 @@
-import { readFileSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
 import { execFile } from 'node:child_process';
 import { createServer, connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 /** Ports handed out by this process: never twice, though the first may not be listening yet. */
 const handedOut = new Set<number>();
+
+/**
+ * Ports handed out by every process on this machine, one file per port holding the pid of the
+ * process that took it: a port one process picked is free until its server binds it, and another
+ * process picking then (two stacks started at once: npm test runs two end-to-end files side by side)
+ * would be handed it too. A file whose process is gone is taken over; this process's files are
+ * removed as it exits.
+ */
+const RESERVATIONS_DIR = join(tmpdir(), 'fieldstream-ports');
+process.once('exit', () => {
+  for (const port of handedOut) {
+    try {
+      if (readFileSync(join(RESERVATIONS_DIR, String(port)), 'utf8') === String(process.pid)) unlinkSync(join(RESERVATIONS_DIR, String(port)));
+    } catch {
+      // not reserved by a file (the folder could not be made), or gone already
+    }
+  }
+});
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'; // alive, another user's
+  }
+}
+
+/**
+ * True when this process now holds the port's reservation (made, or taken over from a process
+ * that is gone). Where reservations cannot be made at all (the folder is another user's), every
+ * port counts as reserved: this process's own set still applies.
+ */
+function reserve(port: number): boolean {
+  const file = join(RESERVATIONS_DIR, String(port));
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      mkdirSync(RESERVATIONS_DIR, { recursive: true, mode: 0o1777 });
+      const fd = openSync(file, 'wx', 0o644);
+      writeSync(fd, String(process.pid));
+      closeSync(fd);
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') return true;
+    }
+    let holder: number;
+    try {
+      holder = Number(readFileSync(file, 'utf8'));
+    } catch {
+      continue; // removed meanwhile: try again
+    }
+    // An empty file is one being written: taken.
+    if (!Number.isInteger(holder) || holder <= 0 || holder === process.pid || processAlive(holder)) return false;
+    try {
+      unlinkSync(file);
+    } catch {
+      return false;
+    }
+  }
+  return false;
+}
+
+function release(port: number): void {
+  try {
+    unlinkSync(join(RESERVATIONS_DIR, String(port)));
+  } catch {
+    // not there
+  }
+}
 /** How many random ports are tried before falling back to one the OS picks. */
 const PORT_ATTEMPTS = 100;
 
@@ -33,19 +104,20 @@ function canBind(port: number, host: string): Promise<boolean> {
 
 /**
  * A port free right now on every address (servers such as Caddy bind all of them), below the
- * ephemeral range so no outgoing connection takes it meanwhile, and never handed out twice by this
- * process. Falls back to one the OS picks.
+ * ephemeral range so no outgoing connection takes it meanwhile, and never handed out twice, by
+ * this process or by another one picking meanwhile (the reservations above). Falls back to one the OS picks.
  */
 export async function freePort(host = '127.0.0.1'): Promise<number> {
   const low = 1024 + Math.floor((ephemeralLow() - 1024) / 2);
   const high = ephemeralLow() - 1;
   for (let i = 0; i < PORT_ATTEMPTS; i++) {
     const port = low + Math.floor(Math.random() * (high - low));
-    if (handedOut.has(port)) continue;
+    if (handedOut.has(port) || !reserve(port)) continue;
     if ((await canBind(port, '0.0.0.0')) && (await canBind(port, host))) {
       handedOut.add(port);
       return port;
     }
+    release(port);
   }
   return new Promise((resolve, reject) => {
     const srv = createServer();
