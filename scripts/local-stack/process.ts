@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, closeSync, constants, existsSync, mkdirSync, openSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { accessSync, closeSync, constants, existsSync, fstatSync, mkdirSync, openSync, readSync, rmSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { FieldStreamError } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
@@ -313,9 +313,10 @@ export class ManagedProcess {
     await this.start();
   }
 
+  /** Its log's last lines, from at most its last LOG_TAIL_WINDOW_BYTES. */
   tail(lines = 40): string {
     try {
-      return readFileSync(this.spec.logFile, 'utf8').split('\n').slice(-lines).join('\n');
+      return readLog(this.spec.logFile, 0, LOG_TAIL_WINDOW_BYTES).toString('utf8').split('\n').slice(-lines).join('\n');
     } catch {
       return '(no log)';
     }
@@ -331,9 +332,36 @@ export class ManagedProcess {
 
   private logSince(offset: number): string {
     try {
-      return readFileSync(this.spec.logFile).subarray(offset).toString('utf8');
+      return readLog(this.spec.logFile, offset).toString('utf8');
     } catch {
       return '';
     }
+  }
+}
+
+/** bytes: the end of a log that tail() reads its lines from */
+const LOG_TAIL_WINDOW_BYTES = 4 * 1024 * 1024;
+
+/**
+ * The bytes of a log from `offset` to its end (only the last `maxBytes` of them), read without the
+ * ones before: a component's log grows for as long as the stack runs, and a read of the whole file
+ * fails past 2 GiB (ERR_FS_FILE_TOO_LARGE): a process ready by a line of its log would never be
+ * found ready again, each restart killed at its timeout.
+ */
+function readLog(file: string, offset: number, maxBytes = Number.POSITIVE_INFINITY): Buffer {
+  const fd = openSync(file, 'r');
+  try {
+    const size = fstatSync(fd).size;
+    const start = Math.max(offset, size - maxBytes, 0);
+    const buf = Buffer.alloc(Math.max(size - start, 0));
+    let filled = 0;
+    while (filled < buf.length) {
+      const n = readSync(fd, buf, filled, buf.length - filled, start + filled);
+      if (n === 0) break;
+      filled += n;
+    }
+    return buf.subarray(0, filled);
+  } finally {
+    closeSync(fd);
   }
 }

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { chmodSync, existsSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -135,6 +135,34 @@ describe('the local stack and a port other than the readiness one that another p
       await broker.kill();
       await caddy.kill();
       held.close();
+    }
+  });
+});
+
+/** A component that has logged for long: its log past what one read of a whole file takes (2 GiB). */
+describe('the local stack and a log file of more than 2 GiB', () => {
+  const work = tempDir('stack-big-log');
+  after(() => work.cleanup());
+
+  it('a process ready by a line of its log is still found ready, and its tail read', async () => {
+    const logFile = join(work.dir, 'gateway.log');
+    writeFileSync(logFile, '');
+    truncateSync(logFile, 2 ** 31 + 4096); // sparse: no disk space taken
+    const proc = new ManagedProcess({
+      name: 'gateway',
+      command: 'sh',
+      args: ['-c', 'echo "gateway listening"; exec sleep 600'],
+      env: { PATH: process.env.PATH },
+      cwd: work.dir,
+      logFile,
+      ready: { logLine: /gateway listening/ },
+    });
+    try {
+      await proc.start(5000);
+      assert.match(proc.tail(2), /gateway listening/);
+      assert.match(proc.logSinceStart(), /^gateway listening\n$/);
+    } finally {
+      await proc.kill();
     }
   });
 });
