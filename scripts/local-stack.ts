@@ -33,7 +33,31 @@ const StackConfigSchema = z
   STACK_CONSOLE_PORT: setting.port(9095),
   COMMAND_API_TOKEN: z.string().min(24).optional(),
   })
-  .refine((c) => c.EDGE_HOP === 'mtls' || c.STACK_GATEWAYS === 1, { path: ['EDGE_HOP'], message: 'EDGE_HOP=unix takes one gateway per DMZ server (STACK_GATEWAYS=1)' });
+  .refine((c) => c.EDGE_HOP === 'mtls' || c.STACK_GATEWAYS === 1, { path: ['EDGE_HOP'], message: 'EDGE_HOP=unix takes one gateway per DMZ server (STACK_GATEWAYS=1)' })
+  .superRefine((c, ctx) => {
+    // One port for two components: the second cannot listen, while a readiness check on the port is
+    // answered by the first (a gateway found "ready" on Caddy's port), so the stack would say it
+    // runs with a component that never listened. 0 (picked at start) is never shared.
+    const taken = new Map<number, string>();
+    const ports: Array<[string, number, string]> = [
+      ['STACK_HTTPS_PORT', c.STACK_HTTPS_PORT, 'STACK_HTTPS_PORT'],
+      ['STACK_HTTP_PORT', c.STACK_HTTP_PORT, 'STACK_HTTP_PORT'],
+      ['STACK_DMZ_MQTT_PORT', c.STACK_DMZ_MQTT_PORT, 'STACK_DMZ_MQTT_PORT'],
+      ['STACK_INTERNAL_MQTT_PORT', c.STACK_INTERNAL_MQTT_PORT, 'STACK_INTERNAL_MQTT_PORT'],
+      ['STACK_COMMAND_API_PORT', c.STACK_COMMAND_API_PORT, 'STACK_COMMAND_API_PORT'],
+      ['STACK_CONSOLE_PORT', c.STACK_CONSOLE_PORT, 'STACK_CONSOLE_PORT'],
+      // The first gateway listens on STACK_GATEWAY_PORT, each further one on the port after (none with EDGE_HOP=unix).
+      ...(c.EDGE_HOP === 'mtls' && c.STACK_GATEWAY_PORT !== 0
+        ? Array.from({ length: c.STACK_GATEWAYS }, (_, i): [string, number, string] => ['STACK_GATEWAY_PORT', c.STACK_GATEWAY_PORT + i, i === 0 ? 'STACK_GATEWAY_PORT' : `gateway ${i + 1} (STACK_GATEWAY_PORT + ${i})`])
+        : []),
+    ];
+    for (const [setting, port, what] of ports) {
+      if (port === 0) continue;
+      const other = taken.get(port);
+      if (other) ctx.addIssue({ code: 'custom', path: [setting], message: `${what} and ${other} are both port ${port}: each component needs a port of its own` });
+      else taken.set(port, what);
+    }
+  });
 
 /**
  * A port of the stack another program holds stops it before anything listens (startInStages): the
