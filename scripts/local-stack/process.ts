@@ -204,6 +204,12 @@ export class ManagedProcess {
           await new Promise((r) => setTimeout(r, 100));
         }
       }
+      // An exit while its readiness was checked is this start's to report (onExit leaves it): a
+      // process that showed it was ready and died meanwhile is no started one, nor to be left
+      // unrestarted. An exit that happened already but was not yet seen is seen first: timers run
+      // before the event loop takes in a child's exit, setImmediate's callbacks after.
+      await new Promise((r) => setImmediate(r));
+      if (!this.running) throw new Error(`the process exited as it became ready (exit code ${child.exitCode}, signal ${child.signalCode})`);
     } catch (err) {
       await this.terminate('SIGKILL');
       throw new Error(`${this.name} did not start: ${(err as Error).message}\n--- ${this.spec.logFile} (tail) ---\n${this.tail()}`);

@@ -166,3 +166,47 @@ describe('the local stack and a log file of more than 2 GiB', () => {
     }
   });
 });
+
+/** A process that dies the moment it is ready: while its readiness was being checked, its exit was ignored. */
+describe('the local stack and a process that exits as it becomes ready', () => {
+  const work = tempDir('stack-ready-exit');
+  const procs: ManagedProcess[] = [];
+  after(async () => {
+    for (const p of procs) await p.kill();
+    work.cleanup();
+  });
+  const managed = (name: string, script: string, supervisor?: LogCapture) => {
+    const proc = new ManagedProcess({
+      name,
+      command: 'sh',
+      args: ['-c', script],
+      env: { PATH: process.env.PATH },
+      cwd: work.dir,
+      logFile: join(work.dir, `${name}.log`),
+      ready: { logLine: /ready/ },
+      ...(supervisor ? { supervisor: supervisor.logger } : {}),
+    });
+    procs.push(proc);
+    return proc;
+  };
+
+  it('a start fails, instead of counting a dead process as started', async () => {
+    // Its line and its exit both come while the start waits between two looks at its log.
+    const proc = managed('distributor', 'sleep 0.15; echo ready; exit 3');
+    await assert.rejects(proc.start(), /distributor did not start: .*exited/);
+    assert.equal(proc.running, false);
+  });
+
+  it('a supervised restart whose process dies as it becomes ready is seen, and tried again', async () => {
+    const marker = join(work.dir, 'started-once');
+    // The first run stays up; every later one dies as it says it is ready.
+    const logs = new LogCapture();
+    const proc = managed('gateway', `if [ -e ${marker} ]; then sleep 0.15; echo ready; exit 3; fi; touch ${marker}; echo ready; exec sleep 600`, logs);
+    await proc.start();
+    await proc.signal('SIGKILL');
+    // Each death is seen, and followed by another try: the SIGKILL, then at least two restarts that died.
+    const deaths = () => logs.lines.filter((l) => l.component === 'gateway' && /exited unexpectedly|did not come back/.test(String(l.msg)));
+    await eventually(() => (deaths().length >= 3 ? true : undefined), 15_000, 'the restarts that died seen and tried again');
+  });
+});
+
