@@ -119,6 +119,7 @@ runService('stack', () => parseConfig(StackConfigSchema), async (c) => {
       files: rel(stack.dataDir.files),
       logs: rel(resolve(c.STACK_DIR, 'logs')),
       certificates: rel(certsDir),
+      shownPath: rel,
     }),
   );
   return stack;

@@ -9,6 +9,8 @@ export interface BannerOptions {
   files: string;
   logs: string;
   certificates: string;
+  /** how a path is shown (relative to the working directory); default as it is */
+  shownPath?: (path: string) => string;
 }
 
 function gatewaysOf(s: DmzServer): string {
@@ -26,7 +28,7 @@ FieldStream local stack is running (Ctrl-C to stop)
   Caddy (public WSS)   ${stack.urls.wss}
   gateways             ${gatewaysOf(stack.dmzServers[0]!)}
   DMZ Mosquitto        ${stack.urls.dmzMqtt}
-${stack.dmzServers.slice(1).map((s) => `  DMZ server ${s.id}      ${s.urls.wss}  broker ${s.urls.mqtt}  gateways ${gatewaysOf(s)}\n`).join('')}  internal Mosquitto   ${stack.urls.internalMqtt}  (bridged to every DMZ broker, dialling out)
+${stack.dmzServers.slice(1).map((s) => `  DMZ server ${s.id}      ${s.urls.wss}  broker ${s.urls.mqtt}  gateways ${gatewaysOf(s)}  logs ${(o.shownPath ?? ((p) => p))(s.logDir)}/\n`).join('')}  internal Mosquitto   ${stack.urls.internalMqtt}  (bridged to every DMZ broker, dialling out)
   command API          ${stack.urls.commandApi}  token ${o.token}
   operator console     ${stack.urls.console}  (log in with the command API's token)
   broker exporter      ${stack.metrics.brokerExporter}/metrics  (both brokers' $SYS)

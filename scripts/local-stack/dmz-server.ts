@@ -41,6 +41,8 @@ export interface DmzServer {
   readonly ports: { https: number; http: number; mqtt: number; gateways: number[]; tokenHttps: number | undefined; direct: number | undefined; caddyAdmin: number | undefined };
   /** EDGE_HOP=unix: the gateway's Unix socket, which Caddy dials */
   readonly sockets: string[];
+  /** where its processes' logs are (its work folder's logs/) */
+  readonly logDir: string;
   /** as reached from this machine's own namespace (`domainName` for the WSS URLs) */
   /** `caddyAdmin`: Caddy's admin API, with the `caddyAdmin` option only */
   readonly urls: { wss: string; tokenWss: string | undefined; mqtt: string; direct: string | undefined; caddyAdmin: string | undefined };
@@ -169,6 +171,7 @@ export async function createDmzServer(o: DmzServerOptions): Promise<DmzServer> {
     id: o.id,
     ports,
     sockets,
+    logDir: w('logs'),
     urls: {
       wss: `wss://${domain}:${ports.https}/ws`,
       tokenWss: ports.tokenHttps ? `wss://${domain}:${ports.tokenHttps}/ws` : undefined,
