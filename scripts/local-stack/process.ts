@@ -150,18 +150,18 @@ export class ManagedProcess {
     mkdirSync(dirname(this.spec.logFile), { recursive: true });
     const logOffset = existsSync(this.spec.logFile) ? statSync(this.spec.logFile).size : 0;
     this.startLogOffset = logOffset;
-    const fd = openSync(this.spec.logFile, 'a');
-    // detached (a process group of its own): Ctrl-C in the terminal reaches only the runner, which
-    // stops each process in order, instead of every process at once as if they had all crashed.
     if (this.intent !== 'run') throw new Error('stopped while starting');
     const [inner, innerArgs] = this.spec.netns ? ['ip', ['netns', 'exec', this.spec.netns, this.spec.command, ...this.spec.args]] : [this.spec.command, this.spec.args];
     // Looked up here, as setpriv would only say in the log that it found nothing to run.
-    const program = findProgram(this.spec.command, this.spec.env.PATH ?? '/usr/bin:/bin');
-    if (!program) {
-      closeSync(fd);
+    if (!findProgram(this.spec.command, this.spec.env.PATH ?? '/usr/bin:/bin')) {
       throw new FieldStreamError('SERVICE_START_FAILED', `${this.name} cannot start: the program "${this.spec.command}" cannot be run (ENOENT): is it installed, and on the PATH?`, { program: this.spec.command, errno: 'ENOENT' });
     }
     const [command, args] = withDeathSignal(inner, innerArgs);
+    // Opened last before the spawn, closed right after it: a start given up before (the stack
+    // closing meanwhile) would have left it open.
+    const fd = openSync(this.spec.logFile, 'a');
+    // detached (a process group of its own): Ctrl-C in the terminal reaches only the runner, which
+    // stops each process in order, instead of every process at once as if they had all crashed.
     const child = spawn(command, args, { cwd: this.spec.cwd, env: this.spec.env as NodeJS.ProcessEnv, stdio: ['ignore', fd, fd], detached: true });
     closeSync(fd);
     if (child.pid === undefined) {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { chmodSync, existsSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readdirSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -210,3 +210,29 @@ describe('the local stack and a process that exits as it becomes ready', () => {
   });
 });
 
+/** The stack closing while a component starts (a restart under way): its start gives up before it spawns. */
+describe('the local stack and a start given up as the stack closes', () => {
+  const work = tempDir('stack-start-stopped');
+  after(() => work.cleanup());
+
+  it('leaves no file open (the log it had opened for the process)', async () => {
+    const proc = new ManagedProcess({
+      name: 'gateway',
+      command: 'sh',
+      args: ['-c', 'exec sleep 600'],
+      env: { PATH: process.env.PATH },
+      cwd: work.dir,
+      logFile: join(work.dir, 'gateway.log'),
+      ready: { port: await freePort() },
+    });
+    const openFiles = () => readdirSync('/proc/self/fd').length;
+    const before = openFiles();
+    for (let i = 0; i < 50; i++) {
+      const started = proc.start();
+      await proc.stop(); // while start() still checks that its port is free
+      await assert.rejects(started, /stopped while starting/);
+    }
+    assert.equal(proc.running, false);
+    assert.ok(openFiles() - before < 10, `${openFiles() - before} more files open than before`);
+  });
+});
