@@ -13,6 +13,7 @@ import { runService } from '../shared/service.ts';
 import { ensureDevelopmentPki } from '../embedded/dev-pki.ts';
 import { SEED_DEVICE_IDS } from '../embedded/config.ts';
 import { startLocalStack } from './local-stack/stack.ts';
+import { lockStackDir } from './local-stack/stack-lock.ts';
 import { stackBanner } from './local-stack/banner.ts';
 import { shownUrl } from '../internal-network/shared/influx-settings.ts';
 
@@ -88,6 +89,8 @@ loadDotenv();
 runService('stack', () => parseConfig(StackConfigSchema), async (c) => {
   const repoRoot = resolve(import.meta.dirname, '..');
   const certsDir = resolve(c.CERTS_DIR);
+  // One stack per STACK_DIR, before anything in it is touched (stack-lock.ts).
+  const lock = lockStackDir(resolve(c.STACK_DIR));
   ensureDevelopmentPki(certsDir, SEED_DEVICE_IDS);
   const token = c.COMMAND_API_TOKEN ?? randomBytes(24).toString('hex');
   const stack = await startLocalStack({
@@ -122,5 +125,10 @@ runService('stack', () => parseConfig(StackConfigSchema), async (c) => {
       shownPath: rel,
     }),
   );
-  return stack;
+  return {
+    async close() {
+      await stack.close();
+      lock.release();
+    },
+  };
 });

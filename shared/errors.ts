@@ -597,6 +597,11 @@ export const ERRORS = {
     description: 'The service could not start: the system refused an operation on a file or folder its settings name (a read-only or full disk, its owner or permissions, an immutable flag). The message names the operation, the path (where the system gives one) and the system\'s code (EROFS, ENOSPC, EACCES, EPERM ...). npm run stack: a program it runs (caddy, mosquitto) cannot be run (ENOENT: not installed or not on the PATH).',
   },
   LISTEN_FAILED: { http: 500, transient: false, description: 'A server could not listen on its address (port in use?).' },
+  STACK_DIR_IN_USE: {
+    http: 409,
+    transient: false,
+    description: 'Another npm run stack runs on STACK_DIR (its stack.lock names it): two on one folder write one broker persistence file and take the distributor state folder from each other. Stop the other, or give each its own STACK_DIR. A lock whose process is gone is taken over.',
+  },
   HTTP_MALFORMED: { http: 400, transient: false, description: 'The request is not valid HTTP/1.1 (its request line or a header could not be parsed); the connection is closed.' },
   HTTP_HEADERS_TOO_LARGE: { http: 431, transient: false, description: 'The request\'s headers are larger than the server reads (16 KiB, Node\'s limit); the connection is closed.' },
   HTTP_REQUEST_TIMEOUT: { http: 408, transient: true, description: 'The request was not in within the server\'s time for it; the connection is closed.' },

@@ -1,17 +1,18 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { after, describe, it } from 'node:test';
 import { tempDir } from '../helpers/pki.ts';
 
 const REPO = join(import.meta.dirname, '..', '..');
 
 /** `npm run stack` with these settings (nothing else from the environment or a .env). */
-function stack(dir: string, env: Record<string, string>): Promise<{ code: number | null; stderr: string }> {
+function stack(dir: string, env: Record<string, string>, timeoutMs = 60_000): Promise<{ code: number | null; stderr: string }> {
   return new Promise((resolve) => {
     const child = execFile(process.execPath, ['--import', 'tsx', join(REPO, 'scripts', 'local-stack.ts')], {
       cwd: REPO,
-      timeout: 60_000,
+      timeout: timeoutMs,
       env: { PATH: process.env.PATH, FIELDSTREAM_ENV_FILE: '/dev/null', CERTS_DIR: join(dir, 'certs'), STACK_DIR: join(dir, 'stack'), ...env },
     }, (_err, _stdout, stderr) => resolve({ code: child.exitCode, stderr }));
   });
@@ -36,5 +37,25 @@ describe('npm run stack with one port given to two of its components', () => {
     const r = await stack(work.dir, { STACK_GATEWAYS: '2', STACK_GATEWAY_PORT: '19089', STACK_COMMAND_API_PORT: '19090' });
     assert.equal(r.code, 78, r.stderr);
     assert.match(r.stderr, /^stack: error CONFIG_INVALID: .*gateway 2 \(STACK_GATEWAY_PORT \+ 1\) and STACK_COMMAND_API_PORT are both port 19090/m);
+  });
+});
+
+/**
+ * Two stacks on one STACK_DIR (a second terminal, other ports): both Mosquittos wrote one
+ * persistence file, both distributors took the state folder from each other at every restart, and
+ * every log file held both.
+ */
+describe('npm run stack on a STACK_DIR another one runs on', () => {
+  const work = tempDir('stack-dir-in-use');
+  after(() => work.cleanup());
+
+  it('refuses at once with STACK_DIR_IN_USE, naming the process that holds it, before starting anything', async () => {
+    const stackDir = join(work.dir, 'stack');
+    mkdirSync(stackDir, { recursive: true });
+    // This test's process: one that runs, as the other stack would.
+    writeFileSync(join(stackDir, 'stack.lock'), JSON.stringify({ pid: process.pid, startedAt: new Date().toISOString() }));
+    const r = await stack(work.dir, { STACK_HTTPS_PORT: '0', STACK_HTTP_PORT: '0', STACK_DMZ_MQTT_PORT: '0', STACK_INTERNAL_MQTT_PORT: '0', STACK_GATEWAY_PORT: '0', STACK_COMMAND_API_PORT: '0', STACK_CONSOLE_PORT: '0' }, 30_000);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, new RegExp(`^stack: error STACK_DIR_IN_USE: .*${stackDir}.*pid ${process.pid}`, 'm'));
   });
 });
