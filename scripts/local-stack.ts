@@ -54,6 +54,10 @@ const StackConfigSchema = z
     ];
     for (const [setting, port, what] of ports) {
       if (port === 0) continue;
+      if (port > 65_535) {
+        ctx.addIssue({ code: 'custom', path: [setting], message: `${what} would be port ${port}: lower STACK_GATEWAY_PORT or STACK_GATEWAYS (the gateways' ports are STACK_GATEWAY_PORT and the ones after it, up to 65535)` });
+        continue;
+      }
       const other = taken.get(port);
       if (other) ctx.addIssue({ code: 'custom', path: [setting], message: `${what} and ${other} are both port ${port}: each component needs a port of its own` });
       else taken.set(port, what);

@@ -40,6 +40,17 @@ describe('npm run stack with one port given to two of its components', () => {
   });
 });
 
+describe('npm run stack with more gateways than ports above STACK_GATEWAY_PORT', () => {
+  const work = tempDir('stack-config-range');
+  after(() => work.cleanup());
+
+  it('refuses at once (CONFIG_INVALID, exit 78), naming the setting, instead of a gateway that cannot start', async () => {
+    const r = await stack(work.dir, { STACK_GATEWAYS: '3', STACK_GATEWAY_PORT: '65534' });
+    assert.equal(r.code, 78, r.stderr);
+    assert.match(r.stderr, /^stack: error CONFIG_INVALID: .*STACK_GATEWAY_PORT: .*gateway 3 .*65536/m);
+  });
+});
+
 /**
  * Two stacks on one STACK_DIR (a second terminal, other ports): both Mosquittos wrote one
  * persistence file, both distributors took the state folder from each other at every restart, and
