@@ -642,6 +642,15 @@ export const LIMITS = {
   /** bytes. Largest Sparkplug B payload the field client's Sparkplug input decodes (a birth of
    * thousands of metrics fits; larger is refused before protobuf allocates for it). */
   sparkplugPayloadMaxBytes: 4 * 1024 * 1024,
+  /** bytes. Largest MQTT packet (its remaining length) the Sparkplug input reads from the plant's
+   * broker. Checked as the packet's length arrives (shared/mqtt/packet-limit.ts), so a larger one is
+   * never buffered: anyone publishing under spBv1.0/ there could send one of MQTT's 256 MB, which
+   * mqtt.js holds whole, and twice, before anything looks at it. The connection is then closed, and
+   * that ends every edge node's session there (its data STALE, as any connection lost), so the bound
+   * is well above sparkplugPayloadMaxBytes: a payload between the two (a birth of an edge node with
+   * very many metrics) is refused alone, as before, its edge node's births backed off, the others
+   * left alone. */
+  sparkplugMaxPacketBytes: 16 * 1024 * 1024,
   /** metrics. Most metrics in one Sparkplug B payload, at its top level (the members of its
    * templates count toward sparkplugMaxElements). Counted on the wire before anything is decoded. */
   sparkplugMaxMetrics: 10_000,

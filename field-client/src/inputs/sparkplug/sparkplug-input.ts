@@ -1,7 +1,8 @@
 import { connect, type IClientOptions, type MqttClient } from 'mqtt';
-import { TIMINGS } from '../../../../shared/limits.ts';
+import { LIMITS, TIMINGS } from '../../../../shared/limits.ts';
 import type { Logger } from '../../../../shared/logger.ts';
 import { endMqttWithin, subscribeOnEveryConnect } from '../../../../shared/mqtt/connect.ts';
+import { limitIncomingPackets } from '../../../../shared/mqtt/packet-limit.ts';
 import type { FieldClient } from '../../field-client.ts';
 import type { LocalInput } from '../input.ts';
 import type { FieldNames } from './names.ts';
@@ -115,6 +116,10 @@ export function sparkplugInput(client: FieldClient, o: SparkplugInputOptions, lo
         ...(o.hostId ? { will: { topic: stateTopic(o.hostId), payload: Buffer.from(state(false)), qos: 1, retain: true } } : {}),
       };
       const m = (mqtt = connect(o.url, options));
+      // Whoever may publish under spBv1.0/ on the plant's broker could send a packet of MQTT's 256 MB,
+      // which mqtt.js buffers whole before decodePayload's bound sees it: closed at its length instead
+      // (MQTT_PACKET_TOO_LARGE; the 'close' below records the edge nodes dead, and mqtt.js reconnects).
+      limitIncomingPackets(m, LIMITS.sparkplugMaxPacketBytes, slog);
       m.on('reconnect', () => {
         // A new connection, a new timestamp: mqtt.js builds the CONNECT from m.options, will included.
         connectAt = Date.now();

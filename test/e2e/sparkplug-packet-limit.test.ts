@@ -1,0 +1,69 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { connectAsync, type MqttClient } from 'mqtt';
+import type { RunningFieldClient } from '../../field-client/src/start.ts';
+import { freePort } from '../../scripts/local-stack/ports.ts';
+import { LIMITS } from '../../shared/limits.ts';
+import { LogCapture } from '../helpers/embedded.ts';
+import { startTestFieldClient } from '../helpers/field.ts';
+import { freezableBroker } from '../helpers/freezable-broker.ts';
+import { T0, tahu } from '../helpers/sparkplug.ts';
+import { eventually } from '../helpers/ws-device.ts';
+
+const DEVICE = 'plc-gw-008';
+
+/**
+ * An MQTT packet larger than the Sparkplug input reads from the plant's broker. Anyone who may publish
+ * under `spBv1.0/` there (a hostile or broken edge node) could send one of MQTT's 256 MB, and mqtt.js
+ * buffered it whole (twice: its parser's list, then the payload sliced from it) before the input's
+ * own 4 MiB bound looked at it: a field client on a device of 512 MB was killed for its memory. Now
+ * the connection is closed as soon as such a packet's length is read (MQTT_PACKET_TOO_LARGE), and
+ * the input connects again; a payload over the 4 MiB it decodes but within the packet bound is
+ * refused alone, as before, the connection kept.
+ */
+describe('the Sparkplug input bounds the packets it reads from the plant broker', () => {
+  const fx = freezableBroker('sparkplug-packet-limit', [DEVICE]);
+  const logs = new LogCapture();
+  let field: RunningFieldClient | undefined;
+  let raw: MqttClient | undefined;
+
+  before(async () => {
+    field = await startTestFieldClient(fx.pki.paths, DEVICE, `wss://127.0.0.1:${await freePort()}/ws`, logs.logger, {
+      FIELD_SPARKPLUG_URL: fx.broker.url,
+      FIELD_SPARKPLUG_GROUPS: 'Plant1',
+    });
+    await field.sparkplug?.ready;
+    raw = await connectAsync(fx.broker.url, { clientId: 'raw-publisher' });
+  });
+  after(async () => {
+    await raw?.endAsync();
+    await field?.close();
+  });
+
+  it('refuses a payload over 4 MiB alone, and closes at a packet over its bound before buffering it', async () => {
+    const sp = field?.sparkplug;
+    assert.ok(sp && raw);
+    const stats = sp.session.stats;
+
+    // Over what the input decodes, within what it reads: refused alone, the connection kept.
+    await raw.publishAsync('spBv1.0/Plant1/NDATA/Edge1', Buffer.alloc(LIMITS.sparkplugPayloadMaxBytes + 1024));
+    await eventually(() => (stats.refusedByCode.SPARKPLUG_PAYLOAD_INVALID === 1 ? true : undefined), 15_000, 'the payload over 4 MiB refused');
+    assert.ok(!logs.codes().includes('MQTT_PACKET_TOO_LARGE'));
+
+    // Over the packet bound: never buffered, the connection closed and made again.
+    await raw.publishAsync('spBv1.0/Plant1/NDATA/Edge1', Buffer.alloc(LIMITS.sparkplugMaxPacketBytes + 1024));
+    await eventually(() => (logs.codes().includes('MQTT_PACKET_TOO_LARGE') ? true : undefined), 15_000, 'the packet over the bound refused');
+    assert.equal(stats.refusedByCode.SPARKPLUG_PAYLOAD_INVALID, 1, 'its payload was never read');
+
+    // Connected again, the input takes what edge nodes publish.
+    const nbirth = tahu.encodePayload({ timestamp: T0, seq: 0, metrics: [{ name: 'bdSeq', type: 'UInt64', value: 0 }, { name: 'Temp', alias: 1, type: 'Double', value: 20.5 }] });
+    await eventually(
+      async () => {
+        await raw?.publishAsync('spBv1.0/Plant1/NBIRTH/Edge2', Buffer.from(nbirth));
+        return sp.session.host.session('Plant1', 'Edge2') ? true : undefined;
+      },
+      20_000,
+      'an NBIRTH taken after the input connected again',
+    );
+  });
+});
