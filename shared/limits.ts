@@ -726,7 +726,10 @@ export const LIMITS = {
   sparkplugStateMaxBytes: 1024,
   /** readings and events. Most a Sparkplug input holds taken and not yet in the queue (they wait
    * for the append on its way, then go in one): past it, a message's data is refused
-   * (FIELD_QUEUE_FULL; a QoS 1 publish on the local broker is not acknowledged). */
+   * (FIELD_QUEUE_FULL; a QoS 1 publish on the local broker is not acknowledged). Also the most
+   * messages waiting so, those with nothing to store (null values, a template, a refusal) included:
+   * each waits for its edge node's messages before it (sparkplug/appends.ts), and uncounted a flood
+   * of them behind an append that did not end grew memory without bound. */
   sparkplugPendingMaxItems: 50_000,
   /** bytes. The journal of the Sparkplug sessions the local MQTT input saves (sparkplug/store.ts: one
    * line per edge node and batch, a few KiB each) is rewritten with one line per edge node past this,

@@ -30,6 +30,12 @@ export class SessionAppends {
   private next: Batch | undefined;
   /** how to undo each message whose items are not appended yet, in the order taken (see submit) */
   private undos: Array<Undo & { batch: Batch }> = [];
+  /**
+   * the batches holding a message of each edge node in `undos` (at most the one on its way and the
+   * next), so that a message with nothing to store finds its edge node's without a look through
+   * every message waiting: that look made N of them behind one slow append cost N²
+   */
+  private readonly batchesOf = new Map<string, Set<Batch>>();
   /** readings and events taken and not yet appended or refused */
   private pendingItems = 0;
 
@@ -52,7 +58,8 @@ export class SessionAppends {
    * broker delivered them. What arrives while an append is on its way joins the next batch: one
    * append (one fsync) for all of it, rather than one per message, which capped the input at the
    * disk's fsyncs per second while its backlog grew without bound. The batch waiting is bounded too
-   * (LIMITS.sparkplugPendingMaxItems): past it, a message's items are refused at once.
+   * (LIMITS.sparkplugPendingMaxItems readings and events, and as many messages): past it, a message
+   * is refused at once (FIELD_QUEUE_FULL).
    *
    * Resolves once the items are on disk; rejects (counted and logged here) when the queue refused
    * them, so that the local MQTT input does not acknowledge a QoS 1 publish whose data is not stored.
@@ -76,38 +83,64 @@ export class SessionAppends {
       // (SPARKPLUG_DUPLICATE) of one in an earlier batch that failed, acknowledged with a later
       // batch, was not sent again, and the data it repeated, undone, was lost.
       if (!undo) return Promise.resolve();
-      const batches = new Set<Batch>();
-      for (const u of this.undos) if (u.edge === undo.edge) batches.add(u.batch);
+      const batches = new Set<Batch>(this.batchesOf.get(undo.edge));
+      if (!this.o.store && batches.size === 0) return Promise.resolve();
+      // Each waits as a message with data does (in memory: its undo), so it is bounded with them: a
+      // flood of them behind an append that does not end grew the process without end.
+      if (this.undos.length >= LIMITS.sparkplugPendingMaxItems) return this.refuse(0, topic, undo, `${this.undos.length} Sparkplug messages wait for the queue already (at most ${LIMITS.sparkplugPendingMaxItems})`);
       if (this.o.store) {
         // Its seq taken must be saved before it is acknowledged (store.ts): it goes with the next
         // batch, whose save covers it, and is acknowledged once that batch and every earlier one of
         // its edge node are appended (or, failing, undone with them).
         const next = this.batch(topic);
-        this.undos.push({ ...undo, batch: next });
+        this.waitWith(undo, next);
         batches.add(next);
         return batches.size === 1 ? next.done : Promise.all([...batches].map((b) => b.done)).then(() => undefined);
       }
-      const last = [...batches].at(-1);
-      if (!last) return Promise.resolve();
-      this.undos.push({ ...undo, batch: last });
+      const last = [...batches].at(-1) as Batch;
+      this.waitWith(undo, last);
       return batches.size === 1 ? last.done : Promise.all([...batches].map((b) => b.done)).then(() => undefined);
     }
     if (this.pendingItems + items.length > LIMITS.sparkplugPendingMaxItems) {
-      const err = new FieldStreamError('FIELD_QUEUE_FULL', `${this.pendingItems} Sparkplug readings and events wait for the queue already (at most ${LIMITS.sparkplugPendingMaxItems})`);
-      this.notQueued(items.length, topic, err);
-      const edges = new Set<string>();
-      if (undo) {
-        edges.add(undo.edge);
-        this.undone(undo);
-      }
-      this.rollBack(edges);
-      return Promise.reject(err);
+      return this.refuse(items.length, topic, undo, `${this.pendingItems} Sparkplug readings and events wait for the queue already (at most ${LIMITS.sparkplugPendingMaxItems})`);
     }
     const batch = this.batch(topic);
     batch.items.push(...items);
     this.pendingItems += items.length;
-    if (undo) this.undos.push({ ...undo, batch });
+    if (undo) this.waitWith(undo, batch);
     return batch.done;
+  }
+
+  /** A message refused for what waits already (FIELD_QUEUE_FULL): undone, with its edge node's messages waiting. */
+  private refuse(count: number, topic: string, undo: Undo | undefined, why: string): Promise<void> {
+    const err = new FieldStreamError('FIELD_QUEUE_FULL', why);
+    this.notQueued(count, topic, err);
+    const edges = new Set<string>();
+    if (undo) {
+      edges.add(undo.edge);
+      this.undone(undo);
+    }
+    this.rollBack(edges);
+    return Promise.reject(err);
+  }
+
+  /** Message `undo` waits for `batch`: acknowledged with it, undone when it fails. */
+  private waitWith(undo: Undo, batch: Batch): void {
+    this.undos.push({ ...undo, batch });
+    let set = this.batchesOf.get(undo.edge);
+    if (!set) this.batchesOf.set(undo.edge, (set = new Set()));
+    set.add(batch);
+  }
+
+  /** The messages of `batch` no longer wait (appended: acknowledged). */
+  private settled(batch: Batch): void {
+    for (const u of this.undos) {
+      if (u.batch !== batch) continue;
+      const set = this.batchesOf.get(u.edge);
+      set?.delete(batch);
+      if (set?.size === 0) this.batchesOf.delete(u.edge);
+    }
+    this.undos = this.undos.filter((u) => u.batch !== batch);
   }
 
   /** Resolves once everything taken so far is in the queue (or refused by it); never rejects. */
@@ -149,7 +182,7 @@ export class SessionAppends {
               return;
             }
           }
-          this.undos = this.undos.filter((u) => u.batch !== b);
+          this.settled(b);
           resolve();
         },
         (err: unknown) => {
@@ -168,6 +201,7 @@ export class SessionAppends {
     if (edges.size === 0) return;
     for (let i = this.undos.length - 1; i >= 0; i--) if (edges.has(this.undos[i]!.edge)) this.undone(this.undos[i]!);
     this.undos = this.undos.filter((u) => !edges.has(u.edge));
+    for (const edge of edges) this.batchesOf.delete(edge);
   }
 
   /** Undoes one message; held messages discarded with it (reorder.ts) are counted and logged. */
