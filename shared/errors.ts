@@ -214,6 +214,11 @@ export const ERRORS = {
       'A Sparkplug B message is not a valid Sparkplug B protobuf payload, breaks a rule of the specification (no seq, no bdSeq in a birth, a value of the wrong type), or holds more than the input decodes (4 MiB, LIMITS.sparkplugMaxMetrics metrics, LIMITS.sparkplugMaxElements elements, LIMITS.sparkplugMaxDepth levels of nesting).',
   },
   SPARKPLUG_TOPIC_INVALID: { http: 400, transient: false, description: 'A message on the Sparkplug input has a topic outside the spBv1.0 namespace form.' },
+  SPARKPLUG_GROUP_NOT_FOLLOWED: {
+    http: 400,
+    transient: false,
+    description: 'A Sparkplug message of a group FIELD_SPARKPLUG_GROUPS does not name, published on the local MQTT input (which takes every spBv1.0/ topic): acknowledged, not stored.',
+  },
   SPARKPLUG_NOT_BORN: { http: 409, transient: false, description: 'Sparkplug data from an edge node or device with no current birth certificate (or awaiting its rebirth); a rebirth was requested, unless what that edge node sends keeps being refused after each rebirth (then less and less often: docs/field-client.md).' },
   SPARKPLUG_SEQ_GAP: { http: 409, transient: false, description: "A Sparkplug message's seq is not the next one of its edge node: a message was lost; a rebirth was requested." },
   SPARKPLUG_UNKNOWN_METRIC: { http: 409, transient: false, description: 'A Sparkplug data message names a metric (alias or name) its birth certificate did not declare; a rebirth was requested, less and less often when the same data follows each rebirth (docs/field-client.md).' },

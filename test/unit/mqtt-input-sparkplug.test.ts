@@ -420,3 +420,27 @@ describe('local MQTT input: the primary host application (FIELD_SPARKPLUG_HOST_I
     await edge.endAsync(true);
   });
 });
+
+describe('local MQTT input: Sparkplug B of a group not followed', () => {
+  // FIELD_SPARKPLUG_GROUPS names the groups followed; an edge node of another group may still publish
+  // on the local broker. Its messages were acknowledged and dropped with no count and no log line:
+  // a misconfigured edge node's data vanished, nothing telling anyone.
+  const lines: Array<Record<string, unknown>> = [];
+  const log = createLogger('test', 'info', { write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>) });
+  const followed = mqttInput(client, '127.0.0.1', 0, PREFIX, log, undefined, { groups: ['Plant1'] });
+  before(() => followed.start());
+  after(() => followed.close());
+
+  it('is acknowledged (nothing to send again) but refused, counted and logged as SPARKPLUG_GROUP_NOT_FOLLOWED', async () => {
+    const edge = await mqtt.connectAsync(`mqtt://127.0.0.1:${followed.port}`, { reconnectPeriod: 0, clientId: 'edge-other-group', protocolVersion: 4 });
+    await edge.publishAsync('spBv1.0/Plant2/NBIRTH/E', Buffer.from(birth('Plant2')), { qos: 1 });
+    await edge.publishAsync('spBv1.0/Plant2/NDATA/E', Buffer.from(data(1)), { qos: 1 });
+    // A command to an edge node of another group is none of the host's business, as in a group followed.
+    await edge.publishAsync('spBv1.0/Plant2/NCMD/E', Buffer.from(data(2)), { qos: 1 });
+    await edge.endAsync();
+    const stats = followed.sparkplug?.stats;
+    assert.equal(stats?.refusedByCode.SPARKPLUG_GROUP_NOT_FOLLOWED, 2);
+    assert.equal(stats?.messages, 2);
+    assert.ok(lines.some((l) => l.code === 'SPARKPLUG_GROUP_NOT_FOLLOWED' && String(l.msg).includes('Plant2')), JSON.stringify(lines));
+  });
+});

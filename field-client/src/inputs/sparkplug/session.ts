@@ -133,7 +133,14 @@ export class SparkplugSession {
       return Promise.resolve();
     }
     if (t.type === 'NCMD' || t.type === 'DCMD') return Promise.resolve();
-    if (this.groups.length > 0 && !this.groups.includes(t.group)) return Promise.resolve();
+    if (this.groups.length > 0 && !this.groups.includes(t.group)) {
+      // The plant's broker delivers only the groups subscribed; the local MQTT input takes every
+      // spBv1.0/ topic, and what an edge node of another group published there was acknowledged and
+      // dropped with no trace. Refused (acknowledged: sent again it is refused the same), counted, logged.
+      this.stats.messages++;
+      this.refuse(new FieldStreamError('SPARKPLUG_GROUP_NOT_FOLLOWED', `group ${t.group.slice(0, 200)} is not one of FIELD_SPARKPLUG_GROUPS (${this.groups.join(',').slice(0, 200)}): not stored`), topic);
+      return Promise.resolve();
+    }
     this.stats.messages++;
     let outcome: HostOutcome;
     try {
