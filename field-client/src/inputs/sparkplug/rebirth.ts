@@ -55,7 +55,7 @@ interface Refusals {
  * them without bound.
  */
 export class RebirthRequests {
-  /** when each edge node was last asked */
+  /** when each edge node was last asked, the one asked longest ago first (see ask) */
   private readonly askedAt = new Map<string, number>();
   /** each edge node's births refused in a row, the one refused latest last */
   private readonly refusals = new Map<string, Refusals>();
@@ -68,10 +68,18 @@ export class RebirthRequests {
     const last = this.askedAt.get(k);
     if (last !== undefined && now - last < this.o.minIntervalMs) return;
     if (last === undefined && this.askedAt.size >= this.o.maxEdgeNodes) {
-      // Only the requests still inside their interval need remembering.
-      for (const [other, at] of this.askedAt) if (now - at >= this.o.minIntervalMs) this.askedAt.delete(other);
+      // Only the requests still inside their interval need remembering. In the order they were made,
+      // so the look stops at the first still inside: a look through every one, at every request for
+      // another edge node while all were inside, cost LIMITS.sparkplugMaxEdgeNodes steps each, and
+      // data from invented edge node ids held the event loop for seconds.
+      for (const [other, at] of this.askedAt) {
+        if (now - at < this.o.minIntervalMs) break;
+        this.askedAt.delete(other);
+      }
       if (this.askedAt.size >= this.o.maxEdgeNodes) return;
     }
+    // Last in the map: asked last (a Map keeps the order keys were first set in).
+    this.askedAt.delete(k);
     this.askedAt.set(k, now);
     out.rebirth = true;
     out.events.push(lifecycleEvent('rebirth_requested', { group, edge }, now, { reason }));
