@@ -65,4 +65,25 @@ describe('Sparkplug messages with nothing to store, waiting behind an append', (
     await Promise.all(waiting);
     assert.equal(queued.filter((q) => q.dataType === 'event').length, 1, 'the NBIRTH stored once');
   });
+
+  it('takes the time of its own edge node to refuse one past the bound, not that of every message waiting', async () => {
+    const { session, release } = stalledSession();
+    const waiting: Array<Promise<void>> = [];
+    // 10,000 edge nodes, 5 messages waiting each: LIMITS.sparkplugPendingMaxItems in all.
+    const edges = LIMITS.sparkplugPendingMaxItems / 5;
+    for (let e = 0; e < edges; e++) {
+      waiting.push(session.onMessage(`spBv1.0/G/NBIRTH/E${e}`, nbirth).catch(() => undefined));
+      for (let i = 0; i < 4; i++) waiting.push(session.onMessage(`spBv1.0/G/NDATA/E${e}`, nullData(i)).catch(() => undefined));
+    }
+    // One more of each: one in six refused (its edge node's 5 undone, which makes room for the next 5).
+    const started = performance.now();
+    let refused = 0;
+    for (let e = 0; e < edges; e++) waiting.push(session.onMessage(`spBv1.0/G/NDATA/E${e}`, nullData(4)).catch(() => void refused++));
+    await new Promise((r) => setImmediate(r));
+    const ms = performance.now() - started;
+    assert.ok(refused >= edges / 6 - 1, `${refused} refused`);
+    assert.ok(ms < 10_000, `${edges} messages at the bound took ${Math.round(ms)} ms`);
+    release();
+    await Promise.all(waiting);
+  });
 });

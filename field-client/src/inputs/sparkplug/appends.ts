@@ -16,7 +16,12 @@ interface Batch {
   items: Submission[];
   topic: string;
   done: Promise<void>;
+  /** the edge nodes a message of which waited for it (some may have been undone since) */
+  edges: Set<string>;
 }
+
+/** A message waiting for `batch` (see submit). */
+type Waiting = Undo & { batch: Batch };
 
 /**
  * How a Sparkplug host session (session.ts) puts what its messages carry into the field client's
@@ -28,10 +33,18 @@ export class SessionAppends {
   private chain: Promise<void> = Promise.resolve();
   /** the batch the next append takes (see submit) */
   private next: Batch | undefined;
-  /** how to undo each message whose items are not appended yet, in the order taken (see submit) */
-  private undos: Array<Undo & { batch: Batch }> = [];
   /**
-   * the batches holding a message of each edge node in `undos` (at most the one on its way and the
+   * How to undo each message whose items are not appended yet, by edge node, in the order taken (see
+   * submit); those of the batch on its way first. By edge node, so that what is done for one edge node
+   * (a message refused while the queue is slow, a batch appended) takes the time of its messages, not
+   * of every message waiting: a look through all of them for each message refused past the bound
+   * below made the input slowest exactly when it was most behind.
+   */
+  private readonly waiting = new Map<string, Waiting[]>();
+  /** messages in `waiting` */
+  private waitingCount = 0;
+  /**
+   * the batches holding a message of each edge node in `waiting` (at most the one on its way and the
    * next), so that a message with nothing to store finds its edge node's without a look through
    * every message waiting: that look made N of them behind one slow append cost N²
    */
@@ -87,7 +100,7 @@ export class SessionAppends {
       if (!this.o.store && batches.size === 0) return Promise.resolve();
       // Each waits as a message with data does (in memory: its undo), so it is bounded with them: a
       // flood of them behind an append that does not end grew the process without end.
-      if (this.undos.length >= LIMITS.sparkplugPendingMaxItems) return this.refuse(0, topic, undo, `${this.undos.length} Sparkplug messages wait for the queue already (at most ${LIMITS.sparkplugPendingMaxItems})`);
+      if (this.waitingCount >= LIMITS.sparkplugPendingMaxItems) return this.refuse(0, topic, undo, `${this.waitingCount} Sparkplug messages wait for the queue already (at most ${LIMITS.sparkplugPendingMaxItems})`);
       if (this.o.store) {
         // Its seq taken must be saved before it is acknowledged (store.ts): it goes with the next
         // batch, whose save covers it, and is acknowledged once that batch and every earlier one of
@@ -126,21 +139,38 @@ export class SessionAppends {
 
   /** Message `undo` waits for `batch`: acknowledged with it, undone when it fails. */
   private waitWith(undo: Undo, batch: Batch): void {
-    this.undos.push({ ...undo, batch });
+    let list = this.waiting.get(undo.edge);
+    if (!list) this.waiting.set(undo.edge, (list = []));
+    list.push({ ...undo, batch });
+    this.waitingCount++;
+    batch.edges.add(undo.edge);
     let set = this.batchesOf.get(undo.edge);
     if (!set) this.batchesOf.set(undo.edge, (set = new Set()));
     set.add(batch);
   }
 
-  /** The messages of `batch` no longer wait (appended: acknowledged). */
+  /**
+   * The edge nodes with messages waiting for `batch`, the batch on its way: theirs come first in each
+   * list (the batches before it were appended, their messages gone, or failed, their edge nodes'
+   * messages undone), so one look at each list's first.
+   */
+  private edgesOf(batch: Batch): Set<string> {
+    return new Set([...batch.edges].filter((edge) => this.waiting.get(edge)?.[0]?.batch === batch));
+  }
+
+  /** The messages of `batch`, the batch on its way, no longer wait (appended: acknowledged). */
   private settled(batch: Batch): void {
-    for (const u of this.undos) {
-      if (u.batch !== batch) continue;
-      const set = this.batchesOf.get(u.edge);
+    for (const edge of this.edgesOf(batch)) {
+      const list = this.waiting.get(edge) as Waiting[];
+      let n = 0;
+      while (n < list.length && list[n]!.batch === batch) n++;
+      list.splice(0, n);
+      this.waitingCount -= n;
+      if (list.length === 0) this.waiting.delete(edge);
+      const set = this.batchesOf.get(edge);
       set?.delete(batch);
-      if (set?.size === 0) this.batchesOf.delete(u.edge);
+      if (set?.size === 0) this.batchesOf.delete(edge);
     }
-    this.undos = this.undos.filter((u) => u.batch !== batch);
   }
 
   /** Resolves once everything taken so far is in the queue (or refused by it); never rejects. */
@@ -159,13 +189,13 @@ export class SessionAppends {
     let resolve!: () => void;
     let reject!: (err: unknown) => void;
     const done = new Promise<void>((res, rej) => ((resolve = res), (reject = rej)));
-    const b: Batch = (this.next = { items: [], topic, done });
+    const b: Batch = (this.next = { items: [], topic, done, edges: new Set() });
     // The chain itself never rejects: each batch's outcome goes to its own promise.
     this.chain = this.chain.then(() => {
       if (this.next === b) this.next = undefined; // what comes from now on waits for the next one
       const store = this.o.store;
       const snaps = store && new Map<string, NodeSnap>();
-      if (store && snaps) for (const u of this.undos) if (u.batch === b && !snaps.has(u.edge)) snaps.set(u.edge, store.snapshot(this.o.host, u.edge));
+      if (store && snaps) for (const edge of this.edgesOf(b)) snaps.set(edge, store.snapshot(this.o.host, edge));
       return (b.items.length > 0 ? this.o.client.submitMany(b.items) : Promise.resolve()).then(
         async () => {
           this.pendingItems -= b.items.length;
@@ -177,7 +207,7 @@ export class SessionAppends {
               // resends is not on disk: not acknowledged, its messages are undone and sent again
               // (stored twice, never lost).
               this.o.refusalLog.write({ code: isFieldStreamError(err) ? err.code : 'SPARKPLUG_STORE_FAILED', topic: b.topic }, (err as Error).message);
-              this.rollBack(new Set(this.undos.filter((u) => u.batch === b).map((u) => u.edge)));
+              this.rollBack(this.edgesOf(b));
               reject(err);
               return;
             }
@@ -188,7 +218,7 @@ export class SessionAppends {
         (err: unknown) => {
           this.pendingItems -= b.items.length;
           this.notQueued(b.items.length, b.topic, err);
-          this.rollBack(new Set(this.undos.filter((u) => u.batch === b).map((u) => u.edge)));
+          this.rollBack(this.edgesOf(b));
           reject(err);
         },
       );
@@ -198,10 +228,13 @@ export class SessionAppends {
 
   /** Undoes, latest first, every message of `edges` not yet appended (see submit). */
   private rollBack(edges: ReadonlySet<string>): void {
-    if (edges.size === 0) return;
-    for (let i = this.undos.length - 1; i >= 0; i--) if (edges.has(this.undos[i]!.edge)) this.undone(this.undos[i]!);
-    this.undos = this.undos.filter((u) => !edges.has(u.edge));
-    for (const edge of edges) this.batchesOf.delete(edge);
+    for (const edge of edges) {
+      const list = this.waiting.get(edge) ?? [];
+      this.waiting.delete(edge);
+      this.waitingCount -= list.length;
+      this.batchesOf.delete(edge);
+      for (let i = list.length - 1; i >= 0; i--) this.undone(list[i]!);
+    }
   }
 
   /** Undoes one message; held messages discarded with it (reorder.ts) are counted and logged. */
