@@ -4,6 +4,8 @@ import { Aedes, type Client } from 'aedes';
 import type { Logger } from '../shared/logger.ts';
 import { mayPublish, maySubscribe } from '../shared/acl.ts';
 import { listenFailed } from '../shared/listen-failed.ts';
+import { LIMITS } from '../shared/limits.ts';
+import { packetLengths } from '../shared/mqtt/packet-limit.ts';
 
 /**
  * The embedded MQTT broker of `npm start`: aedes on a TLS listener that requires a client
@@ -74,7 +76,10 @@ export async function startEmbeddedBroker(options: EmbeddedBrokerOptions): Promi
       rejectUnauthorized: true,
       minVersion: 'TLSv1.2',
     },
-    (socket) => aedes.handle(socket),
+    (socket) => {
+      aedes.handle(socket);
+      limitPacketSize(socket, log);
+    },
   );
   server.on('tlsClientError', (err) => log.debug({ err: err.message }, 'TLS handshake refused'));
   await new Promise<void>((resolve, reject) => {
@@ -91,4 +96,23 @@ export async function startEmbeddedBroker(options: EmbeddedBrokerOptions): Promi
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };
+}
+
+/**
+ * Closes `socket` as soon as its client begins an MQTT packet whose remaining length is above
+ * LIMITS.brokerPacketMaxBytes, Mosquitto's `max_packet_size`: aedes has no such bound, and its
+ * parser (mqtt-packet) buffers a packet whole, up to MQTT's 256 MB, before anything looks at it;
+ * so before authentication too, and the TLS handshake takes any certificate of the CA, a device's.
+ * Read beside aedes: with its 'readable' listener on the socket, 'data' is emitted for each chunk it
+ * reads, before it parses it (Node's Readable: 'readable' sets the pace, 'data' follows read()).
+ */
+function limitPacketSize(socket: TLSSocket, log: Logger): void {
+  const maxBytes = LIMITS.brokerPacketMaxBytes;
+  const read = packetLengths(maxBytes, (length) => {
+    socket.off('data', read);
+    const cn = socket.authorized ? socket.getPeerCertificate()?.subject?.CN : undefined;
+    log.warn({ code: 'MQTT_PACKET_TOO_LARGE', cn, remoteAddress: socket.remoteAddress, length, maxBytes }, `a client began an MQTT packet of ${length} bytes, more than ${maxBytes}: connection closed`);
+    socket.destroy();
+  });
+  socket.on('data', read);
 }

@@ -1,0 +1,94 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
+import { after, before, describe, it } from 'node:test';
+import { connectAsync, type MqttClient } from 'mqtt';
+import { startEmbeddedBroker, type EmbeddedBroker } from '../../embedded/broker.ts';
+import { uplinkTopic } from '../../shared/contract/topics.ts';
+import { LIMITS } from '../../shared/limits.ts';
+import { createLogger } from '../../shared/logger.ts';
+import { makeTestPki } from '../helpers/pki.ts';
+import { eventually } from '../helpers/ws-device.ts';
+
+const log = createLogger('test', 'silent');
+
+/**
+ * The embedded broker of `npm start` (aedes, mTLS) against clients that hold a certificate of the
+ * CA and misbehave: what Mosquitto refuses by its configuration, it refuses too.
+ */
+describe('the embedded broker against hostile clients', () => {
+  const pki = makeTestPki(['dev-hostile']);
+  let broker: EmbeddedBroker;
+  const tls = (cert: string, key: string) => ({ ca: readFileSync(pki.paths.publicCa, 'utf8'), cert: readFileSync(cert, 'utf8'), key: readFileSync(key, 'utf8') });
+
+  before(async () => {
+    const server = pki.paths.service('internal/mosquitto');
+    broker = await startEmbeddedBroker({ host: '127.0.0.1', port: 0, setting: 'EMBEDDED_MQTT_PORT', tls: tls(server.cert, server.key), logger: log });
+  });
+  after(async () => {
+    await broker?.close();
+    pki.cleanup();
+  });
+
+  const clients: MqttClient[] = [];
+  after(async () => {
+    await Promise.all(clients.map((c) => c.endAsync(true)));
+  });
+  /** an MQTT client with a service's certificate (pki/layout.ts: 'internal/distributor', 'dmz/gateway-client' ...) */
+  const as = async (service: string, clientId: string, clean = true) => {
+    const files = pki.paths.service(service);
+    const c = await connectAsync(`mqtts://127.0.0.1:${broker.port}`, { ...tls(files.cert, files.key), servername: 'localhost', clientId, clean, protocolVersion: 4, reconnectPeriod: 0 });
+    clients.push(c);
+    return c;
+  };
+
+  const open = (cert: string, key: string) =>
+    new Promise<TLSSocket>((resolve, reject) => {
+      const s = tlsConnect({ host: '127.0.0.1', port: broker.port, servername: 'localhost', ...tls(cert, key) }, () => resolve(s));
+      s.once('error', reject);
+    });
+
+  it('closes a connection whose packet is announced larger than LIMITS.brokerPacketMaxBytes (max_packet_size), before buffering it: a device certificate, before any CONNECT was taken', async () => {
+    const device = pki.paths.device('dev-hostile');
+    const s = await open(device.cert, device.key);
+    const closed = new Promise<void>((resolve) => s.once('close', () => resolve()));
+    s.on('error', () => undefined);
+    // A CONNECT (0x10) of 200 MB: remaining length in MQTT's variable-length encoding (§2.2.3).
+    const length = 200 * 1024 * 1024;
+    const header = [0x10];
+    for (let n = length; ; ) {
+      let byte = n % 128;
+      n = Math.floor(n / 128);
+      if (n > 0) byte |= 0x80;
+      header.push(byte);
+      if (n === 0) break;
+    }
+    s.write(Buffer.from(header));
+    const chunk = Buffer.alloc(1024 * 1024);
+    let sent = 0;
+    let open_ = true;
+    void closed.then(() => (open_ = false));
+    while (open_ && sent < LIMITS.brokerPacketMaxBytes + 8 * 1024 * 1024) {
+      if (!s.write(chunk)) await Promise.race([new Promise((r) => s.once('drain', r)), closed]);
+      sent += chunk.length;
+    }
+    const outcome = await Promise.race([closed.then(() => 'closed'), new Promise((r) => setTimeout(() => r('still open'), 5_000))]);
+    s.destroy();
+    assert.equal(outcome, 'closed', `still open after ${sent} bytes of a packet announced at ${length}`);
+    assert.ok(sent <= LIMITS.brokerPacketMaxBytes, `closed only after ${sent} bytes`);
+  });
+
+  it('carries packets under the bound as before, a payload of several MiB included', async () => {
+    const distributor = await as('internal/distributor', 'eb-distributor');
+    const gateway = await as('dmz/gateway-client', 'eb-gateway');
+    const got: Buffer[] = [];
+    distributor.on('message', (_t, payload) => got.push(payload));
+    await distributor.subscribeAsync(uplinkTopic('dev-hostile', 'timeseries'), { qos: 1 });
+    const big = Buffer.alloc(LIMITS.brokerPacketMaxBytes - 64 * 1024, 0x61);
+    await gateway.publishAsync(uplinkTopic('dev-hostile', 'timeseries'), Buffer.from('small'), { qos: 1 });
+    await gateway.publishAsync(uplinkTopic('dev-hostile', 'timeseries'), big, { qos: 1 });
+    await eventually(() => (got.length === 2 ? true : undefined), 15_000, 'both messages delivered');
+    assert.equal(got[0]?.toString(), 'small');
+    assert.equal(got[1]?.length, big.length);
+  });
+});
