@@ -4,7 +4,8 @@ import { Aedes, type Client } from 'aedes';
 import type { Logger } from '../shared/logger.ts';
 import { mayPublish, maySubscribe } from '../shared/acl.ts';
 import { listenFailed } from '../shared/listen-failed.ts';
-import { LIMITS } from '../shared/limits.ts';
+import { LimitedLog } from '../shared/limited-log.ts';
+import { LIMITS, TIMINGS } from '../shared/limits.ts';
 import { packetLengths } from '../shared/mqtt/packet-limit.ts';
 
 /**
@@ -33,6 +34,7 @@ export interface EmbeddedBroker {
 export async function startEmbeddedBroker(options: EmbeddedBrokerOptions): Promise<EmbeddedBroker> {
   const log = options.logger;
   const roles = new WeakMap<Client, string>();
+  const notForwarded = new LimitedLog(log, { maxPerWindow: LIMITS.embeddedBrokerForwardLogMaxPerWindow, windowMs: TIMINGS.floodLogIntervalMs, what: 'messages not handed to a client outside its role' });
 
   const aedes = await Aedes.createBroker({
     // Aedes' own protective defaults, made explicit: a subscriber that cannot keep up is cut off
@@ -63,6 +65,16 @@ export async function startEmbeddedBroker(options: EmbeddedBrokerOptions): Promi
       if (maySubscribe(role, sub.topic)) return done(null, sub);
       log.warn({ code: 'BROKER_NOT_AUTHORIZED', role, filter: sub.topic }, 'refused a subscription outside the role');
       done(null, null); // SUBACK 0x80 (MQTT 3.1.1 §3.9.3)
+    },
+    // Each message as it is handed to a client, read as its role may: a subscription is checked when
+    // it is made, but what a persistent session holds is handed to whoever connects under its client
+    // id (aedes's emptyQueue), and ids are bound to no identity (SECURITY.md). Without this, any
+    // service certificate (the monitor's) took the distributor's queued device data that way.
+    authorizeForward(client, packet) {
+      const role = roles.get(client) ?? '';
+      if (maySubscribe(role, packet.topic)) return packet;
+      notForwarded.write({ code: 'BROKER_NOT_AUTHORIZED', role, clientId: client.id, topic: packet.topic }, 'a message outside the role not handed to the client');
+      return null;
     },
   });
   aedes.on('clientError', (client, err) => log.debug({ clientId: client.id, err: err.message }, 'client error'));

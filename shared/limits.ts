@@ -817,6 +817,11 @@ export const LIMITS = {
   /** bytes. Longest line of the field client's command journal read back: an answer kept there is at
    * most stringMaxChars of JSON (~192 KiB in UTF-8). A longer line is no line of ours. */
   fieldCommandJournalLineMaxBytes: 256 * 1024,
+  /** log lines. Most messages the embedded broker of npm start keeps from a client outside its role
+   * (BROKER_NOT_AUTHORIZED: what a session queued, handed to a certificate of another role that took
+   * its client id) it logs per TIMINGS.floodLogIntervalMs; the rest are counted in the next window.
+   * A session may hold as many messages as were published while it was away. */
+  embeddedBrokerForwardLogMaxPerWindow: 20,
   /** log lines. Most refusals of a device's frames (malformed, invalid, another device's id) one
    * connection logs per TIMINGS.gatewayRefusalLogWindowMs; the rest are counted in the metrics, and
    * their number logged in the next window. A device decides how many frames it sends. */

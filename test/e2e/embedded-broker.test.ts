@@ -91,4 +91,20 @@ describe('the embedded broker against hostile clients', () => {
     assert.equal(got[0]?.toString(), 'small');
     assert.equal(got[1]?.length, big.length);
   });
+
+  it("forwards nothing a client's role may not read: a certificate that may read $SYS only, connecting under the distributor's client id, is handed none of the data queued for its session", async () => {
+    const topic = uplinkTopic('dev-hostile', 'timeseries');
+    const distributor = await as('internal/distributor', 'eb-queued', false);
+    await distributor.subscribeAsync(topic, { qos: 1 });
+    await distributor.endAsync();
+    const gateway = await as('dmz/gateway-client', 'eb-gateway-2');
+    await gateway.publishAsync(topic, Buffer.from('queued for the distributor'), { qos: 1 });
+    // The monitor's certificate (shared/acl.ts: $SYS/# only) takes the distributor's session over.
+    const thief = await as('internal/monitor', 'eb-queued', false);
+    const stolen: string[] = [];
+    thief.on('message', (t) => stolen.push(t));
+    await thief.subscribeAsync('$SYS/#', { qos: 0 });
+    await new Promise((r) => setTimeout(r, 500));
+    assert.deepEqual(stolen.filter((t) => !t.startsWith('$SYS/')), []);
+  });
 });
