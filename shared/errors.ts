@@ -617,6 +617,11 @@ export const ERRORS = {
     transient: true,
     description: 'A broker began an MQTT packet larger than the service reads from it (LIMITS.brokerExporterMaxPacketBytes for the broker exporter, LIMITS.sparkplugMaxPacketBytes for the field client\'s Sparkplug input on a plant\'s broker): the connection was closed as soon as the packet\'s length was read, before its bytes were buffered, and is made again. Our brokers send nothing that large; a DMZ broker that does is not one of ours, and on a plant\'s broker someone published a message that large under spBv1.0/. The embedded broker of npm start likewise closes the connection of a client that begins a packet larger than LIMITS.brokerPacketMaxBytes (Mosquitto\'s max_packet_size).',
   },
+  MQTT_PROTOCOL_VIOLATION: {
+    http: 500,
+    transient: true,
+    description: 'A broker sent the service a message at a higher QoS than it subscribed at (the broker exporter subscribes at QoS 0; MQTT 3.1.1 §3.8.4): not taken, and the connection was closed and is made again. Our brokers send nothing so; a DMZ broker that does is not one of ours.',
+  },
   MQTT_PUBLISH_REFUSED: {
     http: 500,
     transient: false,
