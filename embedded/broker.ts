@@ -1,7 +1,10 @@
+import { readFileSync } from 'node:fs';
 import { createServer, type Server, type TLSSocket } from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import { Aedes, type Client } from 'aedes';
+import { FieldStreamError } from '../shared/errors.ts';
 import type { Logger } from '../shared/logger.ts';
+import { verifyCrl } from '../shared/security/crl.ts';
 import { mayPublish, maySubscribe } from '../shared/acl.ts';
 import { listenFailed } from '../shared/listen-failed.ts';
 import { LimitedLog } from '../shared/limited-log.ts';
@@ -23,6 +26,12 @@ export interface EmbeddedBrokerOptions {
   /** the setting that chooses `port` (EMBEDDED_MQTT_PORT), named when it cannot be listened on */
   setting: string;
   tls: { ca: string; cert: string; key: string };
+  /**
+   * The CA's CRL (certs/ca.crl), read once at start as Mosquitto reads its `crlfile`: a client
+   * certificate it revokes (an internal service's, after `--renew-service`) is refused in the TLS
+   * handshake. Absent, or no file there: none is checked.
+   */
+  crlFile?: string | undefined;
   logger: Logger;
 }
 
@@ -79,8 +88,10 @@ export async function startEmbeddedBroker(options: EmbeddedBrokerOptions): Promi
   });
   aedes.on('clientError', (client, err) => log.debug({ clientId: client.id, err: err.message }, 'client error'));
 
+  const crl = options.crlFile === undefined ? undefined : readCrl(options.crlFile, options.tls.ca, log);
   const server: Server = createServer(
     {
+      ...(crl ? { crl } : {}),
       ca: options.tls.ca,
       cert: options.tls.cert,
       key: options.tls.key,
@@ -127,4 +138,30 @@ function limitPacketSize(socket: TLSSocket, log: Logger): void {
     socket.destroy();
   });
   socket.on('data', read);
+}
+
+/**
+ * The CRL in `path`, checked to be the CA's (verifyCrl): one of another CA would have OpenSSL refuse
+ * every client ("unable to get certificate CRL"), and the pipeline's own services would only retry.
+ * Undefined when there is no file (a certificates folder from before the CRL); CONFIG_INVALID when
+ * it cannot be read or is not the CA's.
+ */
+function readCrl(path: string, caPem: string, log: Logger): Buffer | undefined {
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(path);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') {
+      log.info({ crl: path }, 'no CRL: the embedded broker checks no client certificate against one');
+      return undefined;
+    }
+    throw new FieldStreamError('CONFIG_INVALID', `CERTS_DIR: the CRL ${path} cannot be read (${code ?? (err as Error).message})`, { variable: 'CERTS_DIR', path });
+  }
+  try {
+    verifyCrl(bytes, caPem);
+  } catch (err) {
+    throw new FieldStreamError('CONFIG_INVALID', `CERTS_DIR: the CRL ${path} cannot be used: ${(err as Error).message}`, { variable: 'CERTS_DIR', path });
+  }
+  return bytes;
 }

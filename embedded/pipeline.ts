@@ -100,6 +100,7 @@ async function startStages(o: EmbeddedOptions, at: { dial: string; gatewayName: 
       cert: readPemSetting('CERTS_DIR', dmzBroker.cert),
       key: readPemSetting('CERTS_DIR', dmzBroker.key),
     },
+    crlFile: p.crl,
     logger: o.logger.child({ component: 'broker' }),
   });
   const mqttUrl = `mqtts://${urlHost(dial)}:${broker.port}`;

@@ -1,13 +1,15 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { copyFileSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { after, before, describe, it } from 'node:test';
-import { connectAsync, type MqttClient } from 'mqtt';
+import { connect, connectAsync, type MqttClient } from 'mqtt';
 import { startEmbeddedBroker, type EmbeddedBroker } from '../../embedded/broker.ts';
 import { uplinkTopic } from '../../shared/contract/topics.ts';
 import { LIMITS } from '../../shared/limits.ts';
 import { createLogger } from '../../shared/logger.ts';
-import { makeTestPki } from '../helpers/pki.ts';
+import { makeTestPki, tempDir } from '../helpers/pki.ts';
+import { setupPki } from '../../pki/onboarding.ts';
 import { eventually } from '../helpers/ws-device.ts';
 
 const log = createLogger('test', 'silent');
@@ -106,5 +108,48 @@ describe('the embedded broker against hostile clients', () => {
     await thief.subscribeAsync('$SYS/#', { qos: 0 });
     await new Promise((r) => setTimeout(r, 500));
     assert.deepEqual(stolen.filter((t) => !t.startsWith('$SYS/')), []);
+  });
+});
+
+describe("the embedded broker refuses a service certificate the CA's CRL revokes", () => {
+  const pki = makeTestPki([]);
+  const aside = tempDir('old-consumer');
+  let broker: EmbeddedBroker;
+  const read = (f: string) => readFileSync(f, 'utf8');
+
+  before(async () => {
+    const consumer = pki.paths.service('internal/consumer');
+    copyFileSync(consumer.cert, join(aside.dir, 'consumer.crt'));
+    copyFileSync(consumer.key, join(aside.dir, 'consumer.key'));
+    // generate-certificates.sh --renew-service consumer: issued again, the old one put into certs/ca.crl.
+    setupPki(pki.dir, { domain: 'localhost', renewServices: ['consumer'] });
+    const server = pki.paths.service('internal/mosquitto');
+    broker = await startEmbeddedBroker({ host: '127.0.0.1', port: 0, setting: 'EMBEDDED_MQTT_PORT', tls: { ca: read(pki.paths.publicCa), cert: read(server.cert), key: read(server.key) }, crlFile: pki.paths.crl, logger: log });
+  });
+  after(async () => {
+    await broker?.close();
+    pki.cleanup();
+    aside.cleanup();
+  });
+
+  /** Whether a client with this certificate gets its CONNACK (it is refused in the handshake, else). */
+  const connects = (cert: string, key: string) =>
+    new Promise<boolean>((resolve) => {
+      const c = connect(`mqtts://127.0.0.1:${broker.port}`, { ca: read(pki.paths.publicCa), cert: read(cert), key: read(key), servername: 'localhost', clientId: `crl-${Math.random()}`, protocolVersion: 4, reconnectPeriod: 0, connectTimeout: 5_000 });
+      const settle = (ok: boolean) => {
+        c.end(true);
+        resolve(ok);
+      };
+      c.once('connect', () => settle(true));
+      c.once('error', () => settle(false));
+      c.once('close', () => settle(false));
+    });
+
+  it('the old consumer certificate is refused, the renewed one and the other services taken', async () => {
+    assert.equal(await connects(join(aside.dir, 'consumer.crt'), join(aside.dir, 'consumer.key')), false, 'the revoked certificate was taken');
+    const renewed = pki.paths.service('internal/consumer');
+    assert.equal(await connects(renewed.cert, renewed.key), true, 'the renewed certificate');
+    const distributor = pki.paths.service('internal/distributor');
+    assert.equal(await connects(distributor.cert, distributor.key), true, "the distributor's certificate");
   });
 });
