@@ -2,6 +2,8 @@ import assert from 'node:assert/strict';
 import { connect as tcpConnect } from 'node:net';
 import { once } from 'node:events';
 import { after, before, describe, it } from 'node:test';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import mqtt, { Store, type IClientOptions } from 'mqtt';
 import mqttPacket from 'mqtt-packet';
 import { mqttInput } from '../../field-client/src/inputs/mqtt-input.ts';
@@ -231,6 +233,50 @@ describe('local MQTT input: health values bounded as over HTTP', () => {
     assert.equal(submitted.length, from);
     // Checked key by key it was 4 s, some 13 times the parse.
     assert.ok(held < 4 * parseMs + 250, `the event loop was held ${held} ms, where the parse alone took ${parseMs} ms`);
+  });
+});
+
+describe('local MQTT input: QoS 2 publishes awaiting their PUBREL', () => {
+  before(() => input.start());
+  after(() => input.close());
+
+  it('hold none of their payloads: a program that never sends PUBREL holds at most a few hundred bytes per packet identifier, not its message', async () => {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const socket = tcpConnect(input.port as number, '127.0.0.1');
+    await once(socket, 'connect');
+    socket.on('error', () => undefined);
+    const parser = mqttPacket.parser({ protocolVersion: 4 });
+    let pubrecs = 0;
+    let pubcomps = 0;
+    parser.on('packet', (p) => void (p.cmd === 'pubrec' && pubrecs++, p.cmd === 'pubcomp' && pubcomps++));
+    socket.on('data', (d: Buffer) => parser.parse(d));
+    socket.write(mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clientId: 'never-releases', clean: true, keepalive: 0 }));
+    // 2 MiB of valid readings each, queued (the stub takes them) and so answered PUBREC: MQTT 3.1.1 §4.3.3.
+    const payload = Buffer.from(JSON.stringify(Array.from({ length: 1000 }, (_, i) => ({ temperature: i, note: 'x'.repeat(2000) }))));
+    const MESSAGES = 100;
+    gc();
+    const before = process.memoryUsage().arrayBuffers;
+    for (let id = 1; id <= MESSAGES; id++) {
+      if (!socket.write(mqttPacket.generate({ cmd: 'publish', topic: `${PREFIX}/timeseries`, payload, qos: 2, messageId: id, retain: false, dup: false }))) await once(socket, 'drain');
+    }
+    await eventually(() => (pubrecs >= MESSAGES ? true : undefined), 60_000, `${MESSAGES} PUBRECs`);
+    gc();
+    const held = process.memoryUsage().arrayBuffers - before;
+    assert.ok(held < 20 * payload.length, `${Math.round(held / 2 ** 20)} MiB held for ${MESSAGES} messages of ${Math.round(payload.length / 2 ** 20)} MiB awaiting their PUBREL`);
+    // The protocol as before: a copy sent again before its PUBREL is answered PUBREC and not taken
+    // again; each PUBREL is answered PUBCOMP; a real client's QoS 2 publish completes.
+    const taken = submitted.length;
+    socket.write(mqttPacket.generate({ cmd: 'publish', topic: `${PREFIX}/timeseries`, payload, qos: 2, messageId: 1, retain: false, dup: true }));
+    await eventually(() => (pubrecs >= MESSAGES + 1 ? true : undefined), 10_000, 'the PUBREC of the copy');
+    for (let id = 1; id <= MESSAGES; id++) socket.write(mqttPacket.generate({ cmd: 'pubrel', messageId: id }));
+    await eventually(() => (pubcomps >= MESSAGES ? true : undefined), 10_000, `${MESSAGES} PUBCOMPs`);
+    assert.equal(submitted.length, taken);
+    socket.destroy();
+    const real = await mqtt.connectAsync(`mqtt://127.0.0.1:${input.port}`, { reconnectPeriod: 0, clientId: 'qos2' });
+    await real.publishAsync(`${PREFIX}/timeseries`, JSON.stringify({ temperature: 20 }), { qos: 2 });
+    await real.endAsync();
+    assert.equal(submitted.length, taken + 1);
   });
 });
 

@@ -9,7 +9,7 @@ import type { Logger } from '../../../shared/logger.ts';
 import type { FieldClient } from '../field-client.ts';
 import type { HealthReporter } from '../health.ts';
 import { capConnections, type LocalInput } from './input.ts';
-import { HeldFilters, HeldPackets, limitPacketSize, partialPacketBytes } from './mqtt-packets.ts';
+import { HeldFilters, HeldPackets, keepNoQos2Payloads, limitPacketSize, partialPacketBytes } from './mqtt-packets.ts';
 import { publishDigest, TakenPublishes } from './mqtt-resends.ts';
 import type { FieldNames } from './sparkplug/names.ts';
 import { SparkplugSession } from './sparkplug/session.ts';
@@ -46,7 +46,8 @@ import { parsePayloadJson, toLocalValuesUpdate, toSubmissions } from './validate
  * a packet past it has its connection closed): both FIELD_INPUT_BUSY, logged at most
  * LIMITS.localInputBusyLogMaxPerWindow times per TIMINGS.floodLogIntervalMs. A connection holds at
  * most LIMITS.localMqttMaxSubscriptions topic filters (HeldFilters): one more is refused (SUBACK
- * failure), logged once per connection with FIELD_INPUT_INVALID.
+ * failure), logged once per connection with FIELD_INPUT_INVALID. A QoS 2 publish awaiting its
+ * PUBREL is kept without its payload (keepNoQos2Payloads).
  */
 export function mqttInput(
   client: FieldClient,
@@ -272,6 +273,7 @@ export function mqttInput(
       await session?.willsLost();
       closing = false;
       const a = (aedes = await broker());
+      if (!keepNoQos2Payloads(a)) log.warn('the persistence of aedes has changed: QoS 2 publishes awaiting their PUBREL are kept with their payloads');
       // Retained before the first edge node can connect: one that waits for its primary host
       // finds it online at its subscription.
       await hostState(true);

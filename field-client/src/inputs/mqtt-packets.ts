@@ -155,3 +155,23 @@ export class HeldFilters {
     return this.turn;
   }
 }
+
+/**
+ * Keeps none of the payloads of the QoS 2 publishes awaiting their PUBREL on `broker` (an aedes
+ * instance). aedes publishes a QoS 2 message as it arrives, then keeps it until its PUBREL only to
+ * know that its packet identifier is in use: a copy sent again before the PUBREL is answered PUBREC
+ * and not published again (MQTT 3.1.1 §4.3.3, MQTT-4.3.3-2; aedes lib/handlers/publish.js and
+ * pubrel.js look the packet up, never its payload). Kept whole, a program that never sent PUBREL
+ * held up to aedes's maxInflightInbound (1,000) messages of up to LIMITS.localMqttMaxPacketBytes
+ * on each of its connections, out of reach of LIMITS.localMqttHeldMaxBytes (which counts packets
+ * not yet whole). Returns false when the broker has no such store (a changed aedes).
+ */
+export function keepNoQos2Payloads(broker: unknown): boolean {
+  const persistence = (broker as { persistence?: { incomingStorePacket?: unknown } } | null)?.persistence;
+  const store = persistence?.incomingStorePacket;
+  if (!persistence || typeof store !== 'function') return false;
+  persistence.incomingStorePacket = (client: unknown, packet: object, ...rest: unknown[]): unknown => store.call(persistence, client, { ...packet, payload: NO_PAYLOAD }, ...rest);
+  return true;
+}
+
+const NO_PAYLOAD = Buffer.alloc(0);
