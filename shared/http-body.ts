@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { holdsMoreContainersThan } from './contract/json-bound.ts';
 import { FieldStreamError, isFieldStreamError, type ErrorCode } from './errors.ts';
 
 /**
@@ -16,7 +17,12 @@ import { FieldStreamError, isFieldStreamError, type ErrorCode } from './errors.t
  * with bytes unread is reset (RST), and a client's kernel may drop the answer with it. Here, once,
  * rather than in each server's error handler: every server reading a body with this gets it.
  */
-export async function readJsonBody(req: IncomingMessage, res: ServerResponse, o: { maxBytes: number; tooLarge: ErrorCode; invalid: ErrorCode }): Promise<unknown> {
+export async function readJsonBody(
+  req: IncomingMessage,
+  res: ServerResponse,
+  /** `maxContainers`: a body holding more objects and arrays is `invalid`, counted before it is parsed (json-bound.ts) */
+  o: { maxBytes: number; tooLarge: ErrorCode; invalid: ErrorCode; maxContainers?: number },
+): Promise<unknown> {
   const tooLarge = () => new FieldStreamError(o.tooLarge, `The body is larger than ${o.maxBytes} bytes.`);
   if (Number(req.headers['content-length'] ?? 0) > o.maxBytes) throw tooLarge();
   const chunks: Buffer[] = [];
@@ -36,9 +42,13 @@ export async function readJsonBody(req: IncomingMessage, res: ServerResponse, o:
     if (isFieldStreamError(err) || !isRequestGone(req, err)) throw err;
     throw new FieldStreamError('HTTP_REQUEST_ABORTED', `The connection closed after ${size} bytes of the body.`, undefined, { cause: err });
   }
+  const body = Buffer.concat(chunks);
+  if (o.maxContainers !== undefined && holdsMoreContainersThan(body, o.maxContainers)) {
+    throw new FieldStreamError(o.invalid, `The body holds more than ${o.maxContainers} objects and arrays, more than this endpoint takes.`);
+  }
   let text: string;
   try {
-    text = UTF8.decode(Buffer.concat(chunks));
+    text = UTF8.decode(body);
   } catch {
     // Read as UTF-8 all the same, each bad byte became U+FFFD: a Latin-1 "Tür" was taken, answered
     // as accepted, and stored as "T\uFFFDr", the sender never told.

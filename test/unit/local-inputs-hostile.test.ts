@@ -124,6 +124,26 @@ describe('local inputs: a hostile or broken producer', () => {
     }
   });
 
+  it('HTTP: a body nested, or holding more objects and arrays than any readings, is refused before it is parsed (8 MiB of [[[… held the event loop for seconds)', async () => {
+    const { d, input, end } = await withHttpInput('http-nested');
+    try {
+      const depth = Math.floor((LIMITS.localInputJsonMaxBytes - 64) / 2);
+      const body = `{"eventType":"door","data":${'['.repeat(depth)}${']'.repeat(depth)}}`;
+      let longest = 0;
+      let last = Date.now();
+      const tick = setInterval(() => ((longest = Math.max(longest, Date.now() - last)), (last = Date.now())), 20);
+      const answer = await rawRequest(input.port as number, `POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
+      clearInterval(tick);
+      assert.equal(answer.status, 400, JSON.stringify(answer.body));
+      assert.equal(answer.body.code, 'FIELD_INPUT_INVALID');
+      assert.match(String(answer.body.message ?? answer.body.error), /objects and arrays/);
+      assert.ok(longest < 1_000, `the event loop was held ${longest} ms`);
+      assert.equal(d.queue.depth, 0, 'nothing queued');
+    } finally {
+      await end();
+    }
+  });
+
   it('a body or payload that is not UTF-8 (a sensor writing Latin-1) is refused, over HTTP and MQTT, rather than queued with U+FFFD in place of its letters', async () => {
     const d = await device('not-utf8', 64 * 1024 * 1024);
     const http = httpInput(d.client, '127.0.0.1', 0, d.dir, d.logs.logger);

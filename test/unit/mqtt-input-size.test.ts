@@ -216,7 +216,8 @@ describe('local MQTT input: health values bounded as over HTTP', () => {
 
   it('refuses an event of more keys than a reading may have fields at once, not after checking each (HTTP /v1/events takes the same path)', async () => {
     // 8 MiB of keys whose values are not scalars: each checked, it held the event loop for 4 s.
-    const hostile = `{"eventType":"door",${Array.from({ length: 600_000 }, (_, i) => `"k${i}":[1]`).join(',')}}`;
+    // (null, not [1]: as many arrays are refused before the parse, as no readings hold them.)
+    const hostile = `{"eventType":"door",${Array.from({ length: 560_000 }, (_, i) => `"k${i}":null`).join(',')}}`;
     const from = submitted.length;
     const c = await mqtt.connectAsync(`mqtt://127.0.0.1:${withHealth.port}`, { reconnectPeriod: 0, clientId: 'door' });
     c.on('error', () => undefined);
@@ -233,6 +234,36 @@ describe('local MQTT input: health values bounded as over HTTP', () => {
     assert.equal(submitted.length, from);
     // Checked key by key it was 4 s, some 13 times the parse.
     assert.ok(held < 4 * parseMs + 250, `the event loop was held ${held} ms, where the parse alone took ${parseMs} ms`);
+  });
+});
+
+describe('local MQTT input: JSON nested or holding more containers than any readings', () => {
+  before(() => input.start());
+  after(() => input.close());
+
+  it('is refused before it is parsed: 8 MiB of nested arrays held the event loop for seconds, where legal readings of that size take a fraction', async () => {
+    const depth = Math.floor((LIMITS.localInputJsonMaxBytes - 64) / 2);
+    const hostile = `{"eventType":"door","data":${'['.repeat(depth)}${']'.repeat(depth)}}`;
+    // The legal readings of about that size, parsed and checked: what a payload may cost.
+    const legal = JSON.stringify(Array.from({ length: LIMITS.localInputMaxItems }, (_, i) => ({ temperature: i, note: 'x'.repeat(800) })));
+    const legalMs = timed(() => JSON.parse(legal));
+    const from = submitted.length;
+    const c = await mqtt.connectAsync(`mqtt://127.0.0.1:${input.port}`, { reconnectPeriod: 0, clientId: 'nested' });
+    c.on('error', () => undefined);
+    const closed = new Promise<void>((r) => c.once('close', () => r()));
+    const lag = watchEventLoop();
+    c.publish(`${PREFIX}/event`, hostile, { qos: 1 }, () => undefined);
+    await closed;
+    const held = lag.stop();
+    await c.endAsync(true);
+    assert.ok(lines.some((l) => l.code === 'FIELD_INPUT_INVALID' && /objects and arrays/.test(String(l.msg))), 'refused with FIELD_INPUT_INVALID, saying why');
+    assert.equal(submitted.length, from);
+    assert.ok(held < 3 * legalMs + 250, `the event loop was held ${held} ms, where legal readings of that size parse in ${legalMs} ms`);
+    // Legal readings of that size are taken as before.
+    const ok = await mqtt.connectAsync(`mqtt://127.0.0.1:${input.port}`, { reconnectPeriod: 0, clientId: 'legal' });
+    await ok.publishAsync(`${PREFIX}/timeseries`, legal, { qos: 1 });
+    await ok.endAsync();
+    assert.equal(submitted.length, from + LIMITS.localInputMaxItems);
   });
 });
 

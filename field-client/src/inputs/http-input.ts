@@ -17,7 +17,7 @@ import type { HealthReporter } from '../health.ts';
 import { KeyedRequests, type KeptAnswer } from './http-resends.ts';
 import { guardBody, receiveBody } from './http-upload.ts';
 import { capConnections, type LocalInput } from './input.ts';
-import { toLocalValuesUpdate, toSubmissions } from './validate.ts';
+import { READINGS_MAX_CONTAINERS, toLocalValuesUpdate, toSubmissions } from './validate.ts';
 
 /**
  * The local HTTP input and status endpoint, on loopback by default:
@@ -90,7 +90,7 @@ export function httpInput(client: FieldClient, host: string, port: number, dataD
       try {
         held = holdKey(req);
         goOn(req, res);
-        const body = await readJsonBody(req, res, { maxBytes: LIMITS.localInputJsonMaxBytes, tooLarge: 'FIELD_INPUT_INVALID', invalid: 'FIELD_INPUT_INVALID' });
+        const body = await readJsonBody(req, res, { maxBytes: LIMITS.localInputJsonMaxBytes, tooLarge: 'FIELD_INPUT_INVALID', invalid: 'FIELD_INPUT_INVALID', maxContainers: READINGS_MAX_CONTAINERS });
         const fingerprint = held && requestFingerprint(req, url, JSON.stringify(body));
         if (answeredAsRetry(res, held, fingerprint)) return;
         const accepted = await client.submitMany(toSubmissions(url.pathname === '/v1/events' ? 'event' : 'timeseries', body));

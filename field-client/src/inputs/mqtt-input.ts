@@ -15,7 +15,7 @@ import type { FieldNames } from './sparkplug/names.ts';
 import { SparkplugSession } from './sparkplug/session.ts';
 import { SessionStore, STORE_DIR } from './sparkplug/store.ts';
 import { NAMESPACE, stateTopic } from './sparkplug/topic.ts';
-import { parsePayloadJson, toLocalValuesUpdate, toSubmissions } from './validate.ts';
+import { parsePayloadJson, READINGS_MAX_CONTAINERS, toLocalValuesUpdate, toSubmissions } from './validate.ts';
 
 /**
  * A local MQTT broker (aedes) for sensors that speak MQTT: publish a reading (the payload object, or
@@ -201,7 +201,7 @@ export function mqttInput(
       }
       let items;
       try {
-        items = toSubmissions(kind, parsePayloadJson(packet.payload));
+        items = toSubmissions(kind, parsePayloadJson(packet.payload, READINGS_MAX_CONTAINERS));
       } catch (err) {
         const coded = isFieldStreamError(err) ? err : new FieldStreamError('FIELD_INPUT_INVALID', `not JSON: ${(err as Error).message}`);
         refusals.write({ code: coded.code, topic: packet.topic, clientId: c.id }, coded.message);

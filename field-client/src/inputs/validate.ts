@@ -6,6 +6,7 @@ import {
   LocalValueSchema,
   TimeseriesPayloadSchema,
 } from '../../../shared/contract/payloads.ts';
+import { holdsMoreContainersThan } from '../../../shared/contract/json-bound.ts';
 import { keysAtMost } from '../../../shared/contract/primitives.ts';
 import { FieldStreamError } from '../../../shared/errors.ts';
 import { LIMITS } from '../../../shared/limits.ts';
@@ -38,12 +39,22 @@ export function toSubmissions(kind: 'timeseries' | 'event', body: unknown): Subm
   });
 }
 
+/** Objects and arrays readings or events may hold: an array of at most LIMITS.localInputMaxItems flat objects. */
+export const READINGS_MAX_CONTAINERS = LIMITS.localInputMaxItems + 1;
+
 /**
  * An MQTT payload's JSON, refused (FIELD_INPUT_INVALID) when it is not UTF-8 (RFC 8259 §8.1) or not
- * JSON. Read as UTF-8 all the same, each bad byte became U+FFFD: a sensor writing Latin-1 had its
+ * JSON; with `maxContainers`, also when it holds more objects and arrays than that, counted before
+ * it is parsed (json-bound.ts): JSON.parse of 8 MiB of nested arrays held the event loop for 2 s. Read as UTF-8 all the same, each bad byte became U+FFFD: a sensor writing Latin-1 had its
  * "Tür" acknowledged and queued as "T\uFFFDr", never told. (The HTTP input's bodies: readJsonBody.)
  */
-export function parsePayloadJson(payload: Uint8Array | string): unknown {
+export function parsePayloadJson(payload: Uint8Array | string, maxContainers?: number): unknown {
+  if (maxContainers !== undefined) {
+    const bytes = typeof payload === 'string' ? Buffer.from(payload) : Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
+    if (holdsMoreContainersThan(bytes, maxContainers)) {
+      throw new FieldStreamError('FIELD_INPUT_INVALID', `holds more than ${maxContainers} objects and arrays, more than any readings or events: send at most ${LIMITS.localInputMaxItems} flat objects`);
+    }
+  }
   let text: string;
   try {
     text = typeof payload === 'string' ? payload : UTF8.decode(payload);
