@@ -568,6 +568,13 @@ export const LIMITS = {
    * and header. Checked as the packet's length arrives, so a larger one is never buffered (MQTT
    * itself allows 256 MB); the connection is closed. */
   localMqttMaxPacketBytes: 8 * 1024 * 1024 + 64 * 1024,
+  /** bytes. Most the local MQTT input lets wait, not yet written, for one connection (a subscriber's
+   * messages): past it that connection is closed as the next message is forwarded to it
+   * (FIELD_INPUT_BUSY; a clean session, it misses what is published while away). aedes writes every
+   * message forwarded to a subscriber that stopped reading into its socket's buffer, for the minute
+   * of its drain timeout: every reading published, 1.2 GiB in 6 s. Two of the largest packets, so a
+   * subscriber that reads is not cut off for a burst of them. */
+  localMqttSubscriberBacklogMaxBytes: 2 * (8 * 1024 * 1024 + 64 * 1024),
   /** connections. Most the local MQTT input holds at once (Node's maxConnections); one more is closed
    * as it is accepted (FIELD_INPUT_BUSY, logged). Each is bounded on its own (its packets' size and
    * pauses), not their number: a program opening them without end took every file descriptor, and

@@ -237,6 +237,43 @@ describe('local MQTT input: health values bounded as over HTTP', () => {
   });
 });
 
+describe('local MQTT input: a subscriber that stops reading', () => {
+  before(() => input.start());
+  after(() => input.close());
+
+  it('is cut off once more than LIMITS.localMqttSubscriberBacklogMaxBytes wait to be written to it, rather than every reading published held for it in memory; the publishers go on', async () => {
+    const subscriber = tcpConnect(input.port as number, '127.0.0.1');
+    await once(subscriber, 'connect');
+    subscriber.on('error', () => undefined);
+    const gone = new Promise<void>((r) => subscriber.once('close', () => r()));
+    const parser = mqttPacket.parser({ protocolVersion: 4 });
+    const suback = new Promise<void>((r) => parser.on('packet', (p) => void (p.cmd === 'suback' && r())));
+    subscriber.on('data', (d: Buffer) => parser.parse(d));
+    subscriber.write(mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clientId: 'stops-reading', clean: true, keepalive: 0 }));
+    subscriber.write(mqttPacket.generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: `${PREFIX}/#`, qos: 1 }] }));
+    await suback;
+    subscriber.pause();
+    const from = submitted.length;
+    const sensor = await mqtt.connectAsync(`mqtt://127.0.0.1:${input.port}`, { reconnectPeriod: 0, clientId: 'fast-sensor' });
+    // 1 MiB of readings a message, 300 of them: what a paused subscriber was made to hold.
+    const payload = JSON.stringify(Array.from({ length: 16 }, (_, i) => ({ temperature: i, note: 'x'.repeat(64 * 1024) })));
+    let peak = 0;
+    const watch = setInterval(() => (peak = Math.max(peak, process.memoryUsage().arrayBuffers)), 20);
+    const base = process.memoryUsage().arrayBuffers;
+    for (let i = 0; i < 300; i++) await sensor.publishAsync(`${PREFIX}/timeseries`, payload, { qos: 1 });
+    clearInterval(watch);
+    await sensor.endAsync();
+    // Read again, it finds its connection closed (a paused socket does not see the end before).
+    subscriber.resume();
+    const closed = await Promise.race([gone.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 5_000))]);
+    subscriber.destroy();
+    assert.equal(submitted.length - from, 300 * 16, 'every reading taken');
+    assert.equal(closed, true, 'the subscriber that stopped reading is still connected');
+    assert.ok(lines.some((l) => l.code === 'FIELD_INPUT_BUSY' && l.clientId === 'stops-reading'), 'logged');
+    assert.ok(peak - base < LIMITS.localMqttSubscriberBacklogMaxBytes + 96 * 2 ** 20, `${Math.round((peak - base) / 2 ** 20)} MiB held at most`);
+  });
+});
+
 describe('local MQTT input: JSON nested or holding more containers than any readings', () => {
   before(() => input.start());
   after(() => input.close());

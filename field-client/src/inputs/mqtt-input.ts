@@ -47,7 +47,8 @@ import { parsePayloadJson, READINGS_MAX_CONTAINERS, toLocalValuesUpdate, toSubmi
  * LIMITS.localInputBusyLogMaxPerWindow times per TIMINGS.floodLogIntervalMs. A connection holds at
  * most LIMITS.localMqttMaxSubscriptions topic filters (HeldFilters): one more is refused (SUBACK
  * failure), logged once per connection with FIELD_INPUT_INVALID. A QoS 2 publish awaiting its
- * PUBREL is kept without its payload (keepNoQos2Payloads).
+ * PUBREL is kept without its payload (keepNoQos2Payloads). A subscriber with more than
+ * LIMITS.localMqttSubscriberBacklogMaxBytes waiting to be written to it is closed (FIELD_INPUT_BUSY).
  */
 export function mqttInput(
   client: FieldClient,
@@ -87,6 +88,7 @@ export function mqttInput(
   let closing = false;
   /** What was refused: a sensor sends it again at every reconnection, for as long as it is refused. */
   const refusals = new LimitedLog(log, { maxPerWindow: LIMITS.localInputRefusalLogMaxPerWindow, windowMs: TIMINGS.floodLogIntervalMs, what: 'local MQTT input refusals' });
+  const slowReaders = new LimitedLog(log, { maxPerWindow: LIMITS.localInputBusyLogMaxPerWindow, windowMs: TIMINGS.floodLogIntervalMs, what: 'local MQTT subscribers closed as not reading' });
   const slog = log.child({ input: 'mqtt-sparkplug' });
   const store = sparkplug?.dataDir === undefined ? undefined : new SessionStore(join(sparkplug.dataDir, STORE_DIR), slog);
   const hostId = sparkplug?.hostId;
@@ -240,6 +242,19 @@ export function mqttInput(
         });
       };
       resent();
+    },
+    authorizeForward(c, packet) {
+      // A connection that stopped reading is let go, not written to without end (what aedes does
+      // until its drain timeout): LIMITS.localMqttSubscriberBacklogMaxBytes.
+      const conn = c.conn as { writableLength?: number; destroy?: () => void };
+      const backlog = conn.writableLength ?? 0;
+      if (backlog <= LIMITS.localMqttSubscriberBacklogMaxBytes) return packet;
+      slowReaders.write(
+        { code: 'FIELD_INPUT_BUSY', clientId: c.id, topic: packet.topic, backlogBytes: backlog, maxBacklogBytes: LIMITS.localMqttSubscriberBacklogMaxBytes },
+        'a subscriber is not reading what is published to it: connection closed (it may connect again)',
+      );
+      conn.destroy?.();
+      return null;
     },
     authorizeSubscribe(c, sub, done) {
       // Local programs may listen to what command handlers publish, edge nodes to their NCMD; with
