@@ -620,7 +620,7 @@ export const ERRORS = {
   MQTT_PROTOCOL_VIOLATION: {
     http: 500,
     transient: true,
-    description: 'A broker sent the service a message at a higher QoS than it subscribed at (the broker exporter subscribes at QoS 0; MQTT 3.1.1 §3.8.4): not taken, and the connection was closed and is made again. Our brokers send nothing so; a DMZ broker that does is not one of ours.',
+    description: 'A broker sent the service a message at a higher QoS than it subscribed at (the broker exporter subscribes at QoS 0, the field client\'s Sparkplug input at 1 at most; MQTT 3.1.1 §3.8.4): not taken, and the connection was closed and is made again. Our brokers send nothing so; a DMZ broker that does is not one of ours, nor a plant broker that does a broker\'s job.',
   },
   MQTT_PUBLISH_REFUSED: {
     http: 500,

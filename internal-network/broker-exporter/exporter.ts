@@ -1,11 +1,11 @@
 import type { MqttClient } from 'mqtt';
-import { FieldStreamError } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { collectedCounter } from '../../shared/metrics/collected.ts';
 import { ServiceMetrics } from '../../shared/metrics/registry.ts';
 import { startMetricsServer, type MetricsServer } from '../../shared/metrics/server.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import { limitIncomingPackets } from '../../shared/mqtt/packet-limit.ts';
+import { closeAboveQos } from '../../shared/mqtt/qos-guard.ts';
 import { connectMqtt, endMqtt, endMqttWithin, subscribeOnEveryConnect } from '../../shared/mqtt/connect.ts';
 import { readMqttTls } from '../../shared/mqtt/settings.ts';
 import { readPemSetting } from '../../shared/tls-files.ts';
@@ -183,10 +183,12 @@ export async function startBrokerExporter(config: Readonly<BrokerExporterConfig>
     const client: MqttClient = connectMqtt(
       { url, ...(name === 'dmz' ? dmzTls : tls), clientId: `${config.BROKER_EXPORTER_CLIENT_ID}-${name}`, protocolVersion: config.MQTT_PROTOCOL_VERSION, clean: true },
       log.child({ broker: name }),
-      { resubscribe: false, customHandleAcks: (topic, _payload, packet, done) => refuseAboveQos0(client, topic, packet.qos, done, log.child({ broker: name })) },
+      { resubscribe: false },
     );
     // The DMZ broker is not trusted; nothing $SYS carries comes near the bound, from either broker.
     limitIncomingPackets(client, LIMITS.brokerExporterMaxPacketBytes, log.child({ broker: name }));
+    // Subscribed at QoS 0 only; the DMZ broker is not trusted (qos-guard.ts).
+    closeAboveQos(client, 0, log.child({ broker: name }));
     subscribeOnEveryConnect(client, [SYS_FILTER], { qos: 0 }, log.child({ broker: name }));
     return new BrokerWatch(name, client, staleMs, expected);
   };
@@ -261,17 +263,3 @@ export async function startBrokerExporter(config: Readonly<BrokerExporterConfig>
   };
 }
 
-/**
- * A message above QoS 0, which the exporter never subscribes at: a broker sends nothing above the
- * QoS it granted (MQTT 3.1.1 §3.8.4, MQTT-3.8.4-6; MQTT 5.0 §3.8.4 likewise). Not taken (mqtt.js
- * asks here before it keeps or acknowledges one), and the connection is closed and made again: at
- * QoS 2, mqtt.js would keep each message until the broker's PUBREL, which a broker that does not
- * send it (the DMZ broker is not trusted) never sends, up to 65,535 packet identifiers of
- * LIMITS.brokerExporterMaxPacketBytes each, some 4 GiB in an exporter whose container has 256 MiB.
- */
-function refuseAboveQos0(client: MqttClient, topic: string, qos: number, done: (err: Error) => void, log: Logger): void {
-  const err = new FieldStreamError('MQTT_PROTOCOL_VIOLATION', `The broker sent a message at QoS ${qos} on ${topic}, subscribed at QoS 0: not taken, connection closed`, { qos });
-  log.warn({ code: err.code, topic, qos }, err.message);
-  client.stream?.destroy();
-  done(err);
-}

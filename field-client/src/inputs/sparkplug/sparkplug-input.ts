@@ -2,6 +2,7 @@ import { connect, type IClientOptions, type MqttClient } from 'mqtt';
 import { LIMITS, TIMINGS } from '../../../../shared/limits.ts';
 import type { Logger } from '../../../../shared/logger.ts';
 import { endMqttWithin, subscribeOnEveryConnect } from '../../../../shared/mqtt/connect.ts';
+import { closeAboveQos } from '../../../../shared/mqtt/qos-guard.ts';
 import { limitIncomingPackets } from '../../../../shared/mqtt/packet-limit.ts';
 import type { FieldClient } from '../../field-client.ts';
 import type { LocalInput } from '../input.ts';
@@ -120,6 +121,9 @@ export function sparkplugInput(client: FieldClient, o: SparkplugInputOptions, lo
       // which mqtt.js buffers whole before decodePayload's bound sees it: closed at its length instead
       // (MQTT_PACKET_TOO_LARGE; the 'close' below records the edge nodes dead, and mqtt.js reconnects).
       limitIncomingPackets(m, LIMITS.sparkplugMaxPacketBytes, slog);
+      // Subscribed at QoS 0 (the groups) and 1 (STATE): a QoS 2 message is the plant broker's breach
+      // of the protocol, which mqtt.js would hold until a PUBREL that need never come (qos-guard.ts).
+      closeAboveQos(m, 1, slog);
       m.on('reconnect', () => {
         // A new connection, a new timestamp: mqtt.js builds the CONNECT from m.options, will included.
         connectAt = Date.now();
