@@ -679,6 +679,11 @@ export const LIMITS = {
   /** log lines. Most refusals the Sparkplug input logs per TIMINGS.sparkplugLogWindowMs (the rest
    * are counted, and their number logged once the window ends): a broken publisher cannot flood the log. */
   sparkplugLogMaxPerWindow: 20,
+  /** metrics. Most metrics a Sparkplug field name collision reports and logs
+   * (SPARKPLUG_FIELD_NAME_COLLISION: the one keeping the name, then the birth's own), beside the
+   * number sharing it: thousands of edge nodes whose ids come out alike (`ライン`, `圧延機`: `___`)
+   * cannot make each birth list, or its log line carry, all the others. */
+  sparkplugCollisionSampleMetrics: 5,
   /** edge nodes. Most Sparkplug edge nodes one field client follows (their births and the rebirth
    * requests it remembers): a publisher inventing edge node ids cannot grow its memory without bound. */
   sparkplugMaxEdgeNodes: 10_000,

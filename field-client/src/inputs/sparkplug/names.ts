@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { FIELD_NAME_PATTERN } from '../../../../shared/contract/primitives.ts';
+import { LIMITS } from '../../../../shared/limits.ts';
 import type { Definitions, MetricDef } from './definitions.ts';
 import { fieldName } from './mapping.ts';
 
@@ -85,8 +86,16 @@ export function suffixOf(group: string, edge: string, device: string | undefined
 export interface Collision {
   /** the field name of the documented mapping they share */
   field: string;
-  /** each metric, and the field its values go to now (undefined: skipped, see FieldNames.field) */
+  /** how many definitions share it now (a metric followed on two inputs counts twice) */
+  count: number;
+  /**
+   * Some of them, and the field each goes to now (undefined: skipped, see FieldNames.field): the one
+   * that keeps the name, then the birth's own, at most LIMITS.sparkplugCollisionSampleMetrics. Not
+   * every one: with thousands sharing a name, listing them all at each birth held the event loop.
+   */
   metrics: Array<{ group: string; edge: string; device?: string; metric: string; field: string | undefined }>;
+  /** the edge nodes (and devices) whose metrics' fields this birth may have changed: its own, the one that kept the name before */
+  renamed: Unit[];
 }
 
 /**
@@ -106,34 +115,56 @@ export class FieldNames {
   /** plain field name → the definitions (one per edge node or device and metric name) declaring it now */
   private readonly holders = new Map<string, Set<MetricDef>>();
   /**
-   * plain field name shared by several definitions → which keeps it and the suffixes they would get
-   * (see settle): worked out once after each change of its holders, not at every value. Worked out
-   * at each value, from every holder, a birth of 10,000 metrics whose names differ only in characters
-   * a field name cannot hold (`m\u0100`, `m\u0101`, …: all `G.E.m_`) took 3 minutes, and each data
-   * message of them 1.5, the event loop held all that time.
+   * plain field name held by several definitions → which keeps it and the suffixes they get (see
+   * Shared), kept up to date at each birth and death in steps of its own definitions (log n each).
+   * Worked out at each value from every holder, a birth of 10,000 metrics whose names differ only in
+   * characters a field name cannot hold (`m\u0100`, `m\u0101`, …: all `G.E.m_`) took 3 minutes;
+   * worked out again from every holder at each birth, 4,000 edge nodes whose ids come out alike
+   * (`ライン`, `圧延機`: `___`) took 24 s to be born, the event loop held all that time.
    */
-  private readonly settled = new Map<string, Settled>();
+  private readonly shared = new Map<string, Shared>();
 
   /** Takes a birth's definitions (named by nameDefinitions); the names they now share with another metric. */
   add(defs: Definitions): Collision[] {
-    const shared = new Set<string>();
+    const found = new Map<string, { own: MetricDef[]; renamed: Set<Unit> }>();
     for (const def of defs.byName.values()) {
       const plain = def.naming?.plain;
       if (plain === undefined) continue;
       const set = this.holders.get(plain);
-      if (set) {
-        set.add(def);
-        shared.add(plain);
-        this.settled.delete(plain);
-      } else this.holders.set(plain, new Set([def]));
+      if (!set) {
+        this.holders.set(plain, new Set([def]));
+        continue;
+      }
+      if (set.has(def)) continue; // taken already: nothing new
+      let f = found.get(plain);
+      if (!f) found.set(plain, (f = { own: [], renamed: new Set() }));
+      f.renamed.add(unitOf(def));
+      if (f.own.length < LIMITS.sparkplugCollisionSampleMetrics) f.own.push(def);
+      let sh = this.shared.get(plain);
+      if (!sh) {
+        sh = { heap: [], bySuffix: new Map() };
+        this.shared.set(plain, sh);
+        for (const h of set) enter(sh, h, set, undefined);
+      }
+      const owner = sh.heap[0];
+      set.add(def);
+      enter(sh, def, set, f.renamed);
+      // The one that kept the name before gets its suffix from now on.
+      if (owner && !same(owner, sh.heap[0] as MetricDef)) f.renamed.add(unitOf(owner));
     }
-    return [...shared].map((field) => ({
-      field,
-      metrics: [...(this.holders.get(field) ?? [])].map((d) => {
-        const u = (d.naming as Naming).unit;
-        return { group: u.group, edge: u.edge, ...(u.device === undefined ? {} : { device: u.device }), metric: d.name, field: this.field(d) };
-      }),
-    }));
+    return [...found].map(([field, f]) => {
+      const owner = (this.shared.get(field) as Shared).heap[0] as MetricDef;
+      const sample = [owner, ...f.own.filter((d) => d !== owner)].slice(0, LIMITS.sparkplugCollisionSampleMetrics);
+      return {
+        field,
+        count: (this.holders.get(field) as Set<MetricDef>).size,
+        metrics: sample.map((d) => {
+          const u = unitOf(d);
+          return { group: u.group, edge: u.edge, ...(u.device === undefined ? {} : { device: u.device }), metric: d.name, field: this.field(d) };
+        }),
+        renamed: [...f.renamed],
+      };
+    });
   }
 
   /** Forgets a birth's definitions (replaced, dead, undone). */
@@ -143,8 +174,11 @@ export class FieldNames {
       if (plain === undefined) continue;
       const set = this.holders.get(plain);
       if (!set?.delete(def)) continue;
-      this.settled.delete(plain);
       if (set.size === 0) this.holders.delete(plain);
+      const sh = this.shared.get(plain);
+      if (!sh) continue;
+      if (set.size <= 1) this.shared.delete(plain);
+      else leave(sh, def, set);
     }
   }
 
@@ -153,50 +187,91 @@ export class FieldNames {
     const n = def.naming;
     if (n?.saved !== undefined) return n.saved ?? undefined;
     if (!n || n.plain === undefined) return undefined;
-    const set = this.holders.get(n.plain);
-    if (!set || set.size <= 1) return n.plain;
-    const settled = this.settle(n.plain, set);
-    if (same(settled.owner, def)) return n.plain;
+    const sh = this.shared.get(n.plain);
+    if (!sh || same(sh.heap[0] as MetricDef, def)) return n.plain;
     const suffixed = suffixedOf(def);
     if (suffixed === undefined || this.holders.has(suffixed)) return undefined;
     // Two suffixes alike (a 1 in 2^32 chance): neither is taken, rather than one field for both.
-    const by = settled.suffixes.get(suffixed);
-    if (by !== undefined && (by === MANY || by !== identity(def))) return undefined;
+    if (sh.bySuffix.get(suffixed)?.some((d) => !same(d, def))) return undefined;
     return suffixed;
   }
+}
 
-  /** Which of the holders of `plain` keeps it, and their suffixes: once per change of them (see settled). */
-  private settle(plain: string, set: ReadonlySet<MetricDef>): Settled {
-    let s = this.settled.get(plain);
-    if (s) return s;
-    let owner: MetricDef | undefined;
-    const suffixes = new Map<string, string>();
-    for (const h of set) {
-      if (!owner || before(h, owner)) owner = h;
-      const suffixed = suffixedOf(h);
-      if (suffixed === undefined) continue;
-      const id = identity(h);
-      const by = suffixes.get(suffixed);
-      // The same metric twice (a previous session's definition and the current one) is one metric.
-      suffixes.set(suffixed, by === undefined || by === id ? id : MANY);
+/**
+ * Of a plain name several definitions hold: `heap`, a binary heap of them ordered by `before`, so
+ * that the one keeping the name is on top. A definition that leaves stays in it until it comes on
+ * top (then dropped), the heap built again from the holders once it is twice their number, so each
+ * birth and death costs log n steps, not n. `bySuffix`: each suffixed name and the holders that would
+ * get it (two metrics: neither does).
+ */
+interface Shared {
+  heap: MetricDef[];
+  bySuffix: Map<string, MetricDef[]>;
+}
+
+/** `def` (in `set` now) into `sh`; the units of others whose suffix it turns out to share into `renamed`. */
+function enter(sh: Shared, def: MetricDef, set: ReadonlySet<MetricDef>, renamed: Set<Unit> | undefined): void {
+  const suffixed = suffixedOf(def);
+  if (suffixed !== undefined) {
+    const by = sh.bySuffix.get(suffixed);
+    if (!by) sh.bySuffix.set(suffixed, [def]);
+    else {
+      for (const d of by) if (renamed && !same(d, def)) renamed.add(unitOf(d));
+      by.push(def);
     }
-    s = { owner: owner as MetricDef, suffixes };
-    this.settled.set(plain, s);
-    return s;
+  }
+  sh.heap.push(def);
+  up(sh.heap, sh.heap.length - 1);
+  compact(sh, set);
+}
+
+/** `def` (no longer in `set`) out of `sh`: at once from bySuffix, from the heap once on top. */
+function leave(sh: Shared, def: MetricDef, set: ReadonlySet<MetricDef>): void {
+  const suffixed = suffixedOf(def);
+  const by = suffixed === undefined ? undefined : sh.bySuffix.get(suffixed);
+  const i = by?.indexOf(def) ?? -1;
+  if (by && i >= 0) {
+    by.splice(i, 1);
+    if (by.length === 0) sh.bySuffix.delete(suffixed as string);
+  }
+  const h = sh.heap;
+  while (h.length > 0 && !set.has(h[0] as MetricDef)) {
+    const last = h.pop() as MetricDef;
+    if (h.length === 0) break;
+    h[0] = last;
+    down(h, 0);
+  }
+  compact(sh, set);
+}
+
+/** The heap built again from the holders once those that left make it twice their number. */
+function compact(sh: Shared, set: ReadonlySet<MetricDef>): void {
+  if (sh.heap.length <= 2 * set.size + 16) return;
+  sh.heap = [...set];
+  for (let i = (sh.heap.length >> 1) - 1; i >= 0; i--) down(sh.heap, i);
+}
+
+function up(h: MetricDef[], i: number): void {
+  while (i > 0) {
+    const p = (i - 1) >> 1;
+    if (!before(h[i] as MetricDef, h[p] as MetricDef)) return;
+    [h[i], h[p]] = [h[p] as MetricDef, h[i] as MetricDef];
+    i = p;
   }
 }
 
-/** Of a plain name several definitions share: the one that keeps it, and each suffix with the metric that gets it (MANY: several). */
-interface Settled {
-  owner: MetricDef;
-  suffixes: Map<string, string>;
+function down(h: MetricDef[], i: number): void {
+  for (;;) {
+    let m = i;
+    for (const c of [2 * i + 1, 2 * i + 2]) if (c < h.length && before(h[c] as MetricDef, h[m] as MetricDef)) m = c;
+    if (m === i) return;
+    [h[i], h[m]] = [h[m] as MetricDef, h[i] as MetricDef];
+    i = m;
+  }
 }
-const MANY = '\u0000many';
 
-/** The metric a definition declares: its edge node or device and its name (see same). */
-function identity(def: MetricDef): string {
-  const u = (def.naming as Naming).unit;
-  return JSON.stringify([u.group, u.edge, u.device ?? null, def.name]);
+function unitOf(def: MetricDef): Unit {
+  return (def.naming as Naming).unit;
 }
 
 function suffixedOf(def: MetricDef): string | undefined {

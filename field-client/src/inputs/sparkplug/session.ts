@@ -240,12 +240,18 @@ export class SparkplugSession {
     }
     if (outcome.refused) this.refuse(outcome.refused, topic);
     for (const c of outcome.collisions ?? []) {
-      // The field names of the metrics sharing one may have changed: saved again (store.ts).
-      for (const m of c.metrics) this.options.store?.markRenamed(key(m.group, m.edge));
-      // Not a refusal: every value is kept, under the names the log line gives (names.ts).
+      // The field names of the metrics this birth renamed: saved again (store.ts).
+      for (const u of c.renamed) this.options.store?.markRenamed(key(u.group, u.edge));
+      // Not a refusal: every value is kept, under the names the log line gives (names.ts). A sample
+      // of the metrics (LIMITS.sparkplugCollisionSampleMetrics) and their count: the line does not
+      // grow with the number sharing the name.
       this.stats.fieldNameCollisions++;
       const named = c.metrics.map((m) => `${[m.group, m.edge, ...(m.device === undefined ? [] : [m.device])].join('/')} metric ${m.metric} → ${m.field ?? '(skipped)'}`);
-      this.refusalLog.write({ code: 'SPARKPLUG_FIELD_NAME_COLLISION', topic: topic.slice(0, 200), field: c.field, metrics: c.metrics.slice(0, 20) }, `Sparkplug metrics share the field name ${c.field}: ${named.slice(0, 5).join('; ').slice(0, 1000)}`);
+      const more = c.count > c.metrics.length ? `; ${c.count - c.metrics.length} more` : '';
+      this.refusalLog.write(
+        { code: 'SPARKPLUG_FIELD_NAME_COLLISION', topic: topic.slice(0, 200), field: c.field, count: c.count, metrics: c.metrics },
+        `Sparkplug metrics share the field name ${c.field} (${c.count} metrics): ${named.join('; ').slice(0, 1000)}${more}`,
+      );
     }
     if (outcome.dropped) {
       const { code, count, message } = outcome.dropped;
