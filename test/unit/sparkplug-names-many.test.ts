@@ -103,17 +103,19 @@ describe('Sparkplug field names shared by many metrics', () => {
     const names = new FieldNames();
     const held: Definitions[] = [];
     let suffixed = 0;
+    const fields = new Map<MetricDef, string | undefined>();
     for (let step = 0; step < 800; step++) {
       // Up to some 40 births held: many names shared by several metrics, some by the same metric twice.
+      let reported: Unit[] = [];
       if (held.length > 0 && rnd(held.length > 40 ? 2 : 4) === 0) {
-        const [gone] = held.splice(rnd(held.length), 1);
-        names.remove(gone as Definitions);
+        reported = names.remove(held.splice(rnd(held.length), 1)[0] as Definitions);
       } else {
         const unit = { group: pick(groups), edge: pick(edges), device: pick(devices) };
         const defs = birth(unit, metrics.filter(() => rnd(2) === 0));
         held.push(defs);
         for (const c of names.add(defs)) {
           assert.ok(c.count >= 2 && c.metrics.length <= Math.min(c.count, LIMITS.sparkplugCollisionSampleMetrics));
+          reported.push(...c.renamed);
         }
       }
       const all = held.flatMap((d) => [...d.byName.values()]);
@@ -121,6 +123,16 @@ describe('Sparkplug field names shared by many metrics', () => {
         const field = names.field(def);
         assert.equal(field, documented(all, def), `step ${step}: ${JSON.stringify([(def.naming as Naming).unit, def.name])}`);
         if (field !== (def.naming as Naming).plain) suffixed++;
+        // A metric of another birth whose field this one changed: its edge node reported (its births
+        // file written again; a metric held twice is the same edge node's).
+        const unit = (def.naming as Naming).unit;
+        if (fields.has(def) && fields.get(def) !== field) {
+          assert.ok(
+            reported.some((u) => u.group === unit.group && u.edge === unit.edge),
+            `step ${step}: ${JSON.stringify([unit, def.name])} went from ${fields.get(def)} to ${field}, not reported`,
+          );
+        }
+        fields.set(def, field);
       }
     }
     assert.ok(suffixed > 10_000, `${suffixed} fields other than the plain name seen`);

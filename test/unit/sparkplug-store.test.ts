@@ -317,6 +317,36 @@ describe('Sparkplug sessions saved across a restart', () => {
     }
   });
 
+  it('keeps the plain name a metric got back when the one that kept it died, for what is sent again after a restart', async () => {
+    const work = tempDir('sp-store');
+    try {
+      const q1 = queue();
+      const a = session(work.dir, q1);
+      const conn = {};
+      const nb = (v: number) => enc({ timestamp: String(T0), seq: '0', metrics: [bd(0), { name: 'Temp', alias: '1', datatype: T.Double, doubleValue: v }] });
+      const nd = (seq: number, v: number) => enc({ timestamp: String(T0 + seq), seq: String(seq), metrics: [{ alias: '1', datatype: T.Double, doubleValue: v }] });
+      // A/B.C keeps A.B.C.Temp, A.B/C gets its suffix (names.ts); once A/B.C is dead, A.B/C has the name alone.
+      await a.onMessage('spBv1.0/A/NBIRTH/B.C', nb(1), T0, { connection: {}, dup: false });
+      await a.onMessage('spBv1.0/A.B/NBIRTH/C', nb(2), T0, { connection: conn, dup: false });
+      assert.deepEqual(values(q1.stored, `A.B.C.Temp${suffixOf('A.B', 'C', undefined, 'Temp')}`), [2]);
+      await a.onMessage('spBv1.0/A/NDEATH/B.C', enc({ metrics: [bd(0)] }), T0, { connection: {}, dup: false });
+      await a.onMessage('spBv1.0/A.B/NDATA/C', nd(1, 8), T0, { connection: conn, dup: false });
+      assert.deepEqual(values(q1.stored, 'A.B.C.Temp'), [1, 8]);
+      q1.hold(true);
+      void a.onMessage('spBv1.0/A.B/NDATA/C', nd(2, 9), T0, { connection: conn, dup: false }).catch(() => undefined);
+      await new Promise((r) => setTimeout(r, 20));
+
+      const q2 = queue();
+      const b = session(work.dir, q2);
+      await b.onMessage('spBv1.0/A.B/NDATA/C', nd(2, 9), T0 + 10, { connection: {}, dup: false });
+      assert.deepEqual(values(q2.stored, 'A.B.C.Temp'), [9], JSON.stringify(q2.stored));
+      a.stop();
+      b.stop();
+    } finally {
+      work.cleanup();
+    }
+  });
+
   it('reads back every session the input took: a metric named "" and a bdSeq outside 0…2^53 (an Int64 of -1, a UInt64 past 2^53)', async () => {
     const cases: Array<[string, Record<string, unknown>, Record<string, unknown>]> = [
       ['a metric named ""', bd(0), { name: '', alias: '2', datatype: T.Double, doubleValue: 0 }],

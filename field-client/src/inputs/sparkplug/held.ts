@@ -163,7 +163,8 @@ export class HeldDefinitions {
   /**
    * The field names of one edge node's births brought in line with what its session holds now: those
    * of a birth no longer in force forgotten, those of a new one taken (names.ts), each birth compared
-   * by identity, so O(its devices). The names a new birth shares with other metrics go into `out`.
+   * by identity, so O(its devices). The names a new birth shares with other metrics go into `out`,
+   * and the edge nodes whose metrics' fields one gone changed (out.renamed).
    */
   private rename(k: string, s: NodeSession | undefined, out: HostOutcome | undefined): void {
     const was = this.named.get(k);
@@ -172,7 +173,13 @@ export class HeldDefinitions {
       now.set(null, s.defs);
       for (const [device, defs] of s.devices) now.set(device, defs);
     }
-    if (was) for (const [unit, defs] of was) if (now.get(unit) !== defs) this.names.remove(defs);
+    if (was) {
+      for (const [unit, defs] of was) {
+        if (now.get(unit) === defs) continue;
+        const renamed = this.names.remove(defs);
+        if (renamed.length > 0 && out) (out.renamed ??= []).push(...renamed);
+      }
+    }
     for (const [unit, defs] of now) {
       if (was?.get(unit) === defs) continue;
       const shared = this.names.add(defs);

@@ -2,7 +2,7 @@ import type { EventPayload, TimeseriesPayload } from '../../../../shared/contrac
 import { FieldStreamError, type ErrorCode } from '../../../../shared/errors.ts';
 import type { Definitions } from './definitions.ts';
 import { SEQ_DIGESTS_BYTES, SeqDigests, type Digest } from './duplicates.ts';
-import type { Collision, FieldNames } from './names.ts';
+import type { Collision, FieldNames, Unit } from './names.ts';
 import type { SparkplugPayload } from './payload.ts';
 import { DATA_TYPES } from './proto.ts';
 import type { SparkplugTopic } from './topic.ts';
@@ -79,6 +79,8 @@ export interface HostOutcome {
   dropped?: { code: ErrorCode; count: number; message: string } | undefined;
   /** field names this birth's metrics share with other metrics: they were given suffixed names (names.ts) */
   collisions?: Collision[] | undefined;
+  /** edge nodes (and devices) whose metrics' fields a birth or death of another changed, beside those of `collisions` (names.ts FieldNames.remove) */
+  renamed?: Unit[] | undefined;
   /** held messages this one let through, in seq order, each with its own outcome */
   released: Array<{ topic: SparkplugTopic; out: HostOutcome }>;
   /**

@@ -167,8 +167,15 @@ export class FieldNames {
     });
   }
 
-  /** Forgets a birth's definitions (replaced, dead, undone). */
-  remove(defs: Definitions): void {
+  /**
+   * Forgets a birth's definitions (replaced, dead, undone); the edge nodes (and devices) of others
+   * whose fields that changed: the one that now keeps a name one of them kept, any no longer sharing
+   * a suffix with one of them.
+   */
+  remove(defs: Definitions): Unit[] {
+    const renamed = new Set<Unit>();
+    /** each shared name one of them held → the one that kept it before */
+    const owners = new Map<string, MetricDef>();
     for (const def of defs.byName.values()) {
       const plain = def.naming?.plain;
       if (plain === undefined) continue;
@@ -177,9 +184,19 @@ export class FieldNames {
       if (set.size === 0) this.holders.delete(plain);
       const sh = this.shared.get(plain);
       if (!sh) continue;
+      if (!owners.has(plain)) owners.set(plain, sh.heap[0] as MetricDef);
       if (set.size <= 1) this.shared.delete(plain);
-      else leave(sh, def, set);
+      else leave(sh, def, set, renamed);
     }
+    // The one that keeps a name now, when it had its suffix until now. Compared once all are gone: the
+    // same metric may be held twice (by the local MQTT input and the plant's broker), once here.
+    for (const [plain, owner] of owners) {
+      const set = this.holders.get(plain);
+      if (!set) continue;
+      const next = this.shared.get(plain)?.heap[0] ?? (set.values().next().value as MetricDef);
+      if (!same(owner, next)) renamed.add(unitOf(next));
+    }
+    return [...renamed];
   }
 
   /** The field a declared metric's values go to now; undefined: none (too long, or see the class). */
@@ -225,14 +242,15 @@ function enter(sh: Shared, def: MetricDef, set: ReadonlySet<MetricDef>, renamed:
   compact(sh, set);
 }
 
-/** `def` (no longer in `set`) out of `sh`: at once from bySuffix, from the heap once on top. */
-function leave(sh: Shared, def: MetricDef, set: ReadonlySet<MetricDef>): void {
+/** `def` (no longer in `set`) out of `sh`: at once from bySuffix, from the heap once on top; the units of others that shared its suffix into `renamed`. */
+function leave(sh: Shared, def: MetricDef, set: ReadonlySet<MetricDef>, renamed: Set<Unit>): void {
   const suffixed = suffixedOf(def);
   const by = suffixed === undefined ? undefined : sh.bySuffix.get(suffixed);
   const i = by?.indexOf(def) ?? -1;
   if (by && i >= 0) {
     by.splice(i, 1);
     if (by.length === 0) sh.bySuffix.delete(suffixed as string);
+    for (const d of by) if (!same(d, def)) renamed.add(unitOf(d));
   }
   const h = sh.heap;
   while (h.length > 0 && !set.has(h[0] as MetricDef)) {

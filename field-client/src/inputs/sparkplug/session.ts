@@ -239,6 +239,8 @@ export class SparkplugSession {
       this.log.info({ group: t.group, edgeNode: t.edge }, 'Sparkplug rebirth requested');
     }
     if (outcome.refused) this.refuse(outcome.refused, topic);
+    // A metric that kept a field name dead or reborn: another may have it now (names.ts), saved again.
+    for (const u of outcome.renamed ?? []) this.options.store?.markRenamed(key(u.group, u.edge));
     for (const c of outcome.collisions ?? []) {
       // The field names of the metrics this birth renamed: saved again (store.ts).
       for (const u of c.renamed) this.options.store?.markRenamed(key(u.group, u.edge));
