@@ -804,12 +804,6 @@ export const LIMITS = {
    * it), so that the journal and the memory hold at most this many answers of ~192 KiB
    * (stringMaxChars of JSON, in UTF-8). */
   fieldCommandAnswersHeldMax: 100,
-  /** command ids. Most authentic commands refused as stale or future-dated, and answered so, the
-   * field client remembers (in memory) so as not to answer the same id again; one issued at or
-   * before the latest of those it forgot is not answered either: a compromised gateway holds every
-   * command ever sent to the device, and replaying more than this many in turn had each answered
-   * again, an answer in the durable queue and a row in the database each time. */
-  fieldCommandRefusalsRemembered: 1000,
   /** bytes. Longest environment string ("NAME=value" and its NUL) Linux passes to a program
    * (MAX_ARG_STRLEN, 32 pages: include/uapi/linux/binfmts.h); execve(2) fails with E2BIG past it.
    * An exec command's params (up to stringMaxChars of JSON, ~192 KiB in UTF-8) go in

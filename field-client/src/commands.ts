@@ -36,9 +36,11 @@ const INTERRUPTED = 'interrupted by a restart of the field client; not run again
  * "failed" rather than run a second time. A command without a handler is answered "rejected".
  *
  * Commands are checked first (command-guard.ts: authentication and freshness); a refused one runs
- * nothing and is not journaled (so forgeries cannot crowd real ids out of the journal). It is
- * answered "rejected" with its code only when it is the command API's own (its MAC verified under
- * the device's key: stale or future-dated), once per command id: each answer takes room in the
+ * nothing. It is answered "rejected" with its code only when it is the command API's own (its MAC
+ * verified under the device's key: stale or future-dated), once per command id, and that answer is
+ * journaled as a run command's is, so the id never runs afterwards (the command API takes the
+ * rejection as final); any other refusal is not journaled (so forgeries cannot crowd real ids out
+ * of the journal). Each answer takes room in the
  * durable queue, so what anyone could send without bound — a command failing authentication, an id
  * answered already — gets no answer, only a count (stats, metrics) and a rate-limited log line. The journal is the replay defence: an authenticated command whose
  * id was answered before is refused with FIELD_COMMAND_REPLAYED. It is bounded: the newest REMEMBERED
@@ -53,11 +55,6 @@ export class CommandHandlers {
   private readonly answering = new Set<string>();
   /** for status(): commands run, and commands refused by code */
   readonly stats = { run: 0, refused: 0, refusedByCode: {} as Partial<Record<ErrorCode, number>>, unanswered: 0 };
-  /** ids refused as stale or future-dated and answered (the newest LIMITS.fieldCommandRefusalsRemembered) */
-  private readonly refusalsAnswered = new Map<string, number>();
-  /** the latest issuedAt among the ids forgotten from refusalsAnswered: a refused command issued at
-   * or before it may be one of them, and is not answered (as the journal's floor does for ids run) */
-  private refusalFloor = 0;
   /** drainHeld() is queueing kept answers (one drain at a time) */
   private draining = false;
   /** refusals that are not answered, logged (a flood of forged commands would be a line each) */
@@ -106,29 +103,27 @@ export class CommandHandlers {
     if (refused) {
       this.countRefused(refused);
       const answer = { status: 'rejected' as const, result: { code: refused, message: ERRORS[refused].description }, code: refused };
-      // Stale and future-dated commands are authenticated only when the device holds a key.
-      if (UNANSWERED.has(refused) || !this.guard.key || this.journal.get(frame.commandId) || this.refusalsAnswered.has(frame.commandId) || frame.issuedAt <= this.refusalFloor) {
+      // Stale and future-dated commands are authenticated only when the device holds a key. An id
+      // the journal knows was answered (or run) before; one issued at or before its floor may be
+      // one it forgot.
+      if (UNANSWERED.has(refused) || !this.guard.key || this.journal.get(frame.commandId) || frame.issuedAt <= this.journal.floor) {
         this.stats.unanswered++;
         return { ...answer, unanswered: true };
       }
-      this.refusalsAnswered.set(frame.commandId, frame.issuedAt);
-      if (this.refusalsAnswered.size > LIMITS.fieldCommandRefusalsRemembered) {
-        const [oldest, issuedAt] = this.refusalsAnswered.entries().next().value as [string, number];
-        this.refusalsAnswered.delete(oldest);
-        this.refusalFloor = Math.max(this.refusalFloor, issuedAt);
-      }
-      return answer;
+      // Journaled as its answer, like a command run, before it is queued: the command API takes
+      // "rejected" as final, so this id must never run afterwards, also once the device's clock is
+      // right again (set by NTP after a boot without one) and the command is delivered again (sent
+      // again while the answer was on its way, or replayed by the DMZ), and after a restart.
+      if (this.journal.held >= LIMITS.fieldCommandAnswersHeldMax) return this.heldFull();
+      const kept = this.record(frame.commandId, frame.issuedAt, keepable(answer, new Date().toISOString()));
+      return kept.deferred ? kept : { ...kept, code: refused };
     }
     const seen = this.journal.get(frame.commandId);
     // Answered before but not known to be in the queue: the same answer again.
     if (seen?.state === 'done') return seen.unsynced ? this.record(frame.commandId, seen.issuedAt, seen.answer) : seen.answer;
     // Seen before but never answered: the client died while it ran. Never run a command twice.
     if (seen?.state === 'started') return this.done(frame, { status: 'failed', result: INTERRUPTED });
-    if (this.journal.held >= LIMITS.fieldCommandAnswersHeldMax) {
-      // The queue refuses answers (FIELD_QUEUE_FULL): one more would be held too, and they would
-      // grow the journal without bound. Not journaled: its next delivery runs it.
-      return { status: 'failed', result: `${this.journal.held} answers wait for room in the queue; not run, left for its next delivery`, code: 'FIELD_QUEUE_FULL', deferred: true };
-    }
+    if (this.journal.held >= LIMITS.fieldCommandAnswersHeldMax) return this.heldFull();
     try {
       this.journal.write(frame.commandId, { state: 'started', issuedAt: frame.issuedAt });
     } catch (err) {
@@ -148,6 +143,14 @@ export class CommandHandlers {
       this.running.delete(frame.commandId);
     }
     return this.done(frame, outcome);
+  }
+
+  /**
+   * The queue refuses answers (FIELD_QUEUE_FULL): one more would be held too, and they would grow
+   * the journal without bound. Not journaled: its next delivery runs (or refuses) it.
+   */
+  private heldFull(): CommandAnswer {
+    return { status: 'failed', result: `${this.journal.held} answers wait for room in the queue; not run, left for its next delivery`, code: 'FIELD_QUEUE_FULL', deferred: true };
   }
 
   /** Journals `outcome` as the command's answer (synced before it is queued), and returns it. */
@@ -290,8 +293,6 @@ export class CommandHandlers {
         timestamp: outcome.timestamp ?? new Date().toISOString(),
       });
     } catch (err) {
-      // A refusal's answer is not journaled: forgotten as answered, its next delivery answers it.
-      if (outcome.code) this.refusalsAnswered.delete(frame.commandId);
       log.error({ err: (err as Error).message, ...(err instanceof FieldStreamError ? { code: err.code } : {}), commandId: frame.commandId }, 'cannot queue the command response; it is queued again when the command is delivered again');
       return;
     }

@@ -186,15 +186,17 @@ describe('the replay journal (commands.ts)', () => {
 describe('refusals answered (commands.ts): once per command id', () => {
   it('does not answer again an authentic stale command once more ids were refused than it remembers', async () => {
     // A compromised gateway holds every command ever sent to the device; replaying more stale ones
-    // than the refusals remembered (LIMITS.fieldCommandRefusalsRemembered), in turn, had each
-    // answered again and again: an answer in the durable queue each, and a row in the database.
-    const h = new CommandHandlers(guard);
+    // than the ids remembered, in turn, had each answered again and again: an answer in the durable
+    // queue each, and a row in the database.
+    const remembered = 100;
+    const h = new CommandHandlers(guard, undefined, remembered);
     const stale = (i: number) => frame({ commandId: `cmd-stale-${i}`, issuedAt: now - 200_000 + i });
-    const n = LIMITS.fieldCommandRefusalsRemembered + 1;
+    const n = remembered + 1;
     for (let i = 0; i < n; i++) {
       const a = await h.run(stale(i), now);
       assert.equal(a?.code, 'FIELD_COMMAND_STALE');
       assert.equal(a?.unanswered, undefined, `stale command ${i} is answered once`);
+      h.answered(`cmd-stale-${i}`); // its answer is in the queue
     }
     for (let i = 0; i < n; i++) assert.equal((await h.run(stale(i), now))?.unanswered, true, `stale command ${i} answered again`);
     // One never seen, issued after every one forgotten: answered.
