@@ -138,7 +138,10 @@ export class CommandHandlers {
     try {
       outcome = await handler(frame.params, frame);
     } catch (err) {
-      outcome = { status: 'failed', result: (err as Error).message };
+      // Whatever was thrown (null, a string: JavaScript throws anything): reading `.message` of
+      // null threw again, past the journal's "done", and the command was answered only at its
+      // next delivery, as "interrupted by a restart", which it was not.
+      outcome = { status: 'failed', result: thrownText(err) };
     } finally {
       this.running.delete(frame.commandId);
     }
@@ -336,6 +339,16 @@ export class CommandHandlers {
   }
 }
 
+/** What a handler threw, as text; never throws itself (String() of an object without a prototype does). */
+function thrownText(err: unknown): string {
+  if (err instanceof Error) return String(err.message);
+  try {
+    return String(err);
+  } catch {
+    return 'the handler threw a value that is not an Error';
+  }
+}
+
 /** A command not answered now, as the journal refused a line: answered at its next delivery. */
 function journalFailed(err: unknown, what: string): CommandAnswer {
   return { status: 'failed', result: `${what} (${(err as Error).message})`, code: 'FIELD_COMMAND_JOURNAL_FAILED', deferred: true };
@@ -350,7 +363,10 @@ function journalFailed(err: unknown, what: string): CommandAnswer {
  * would be refused at every delivery; answered "failed", a command that completed would be sent
  * again by an operator told it had not, and run twice.
  */
-function keepable(outcome: CommandOutcome, timestamp: string): KeptAnswer {
+function keepable(given: CommandOutcome, timestamp: string): KeptAnswer {
+  // A handler in plain JavaScript may return anything (nothing at all): checked as an outcome
+  // without a status, answered "failed" with a note, rather than a TypeError here.
+  const outcome = (typeof given === 'object' && given !== null ? given : {}) as Partial<CommandOutcome>;
   const answer = { status: outcome.status, ...(outcome.result !== undefined ? { result: outcome.result } : {}), timestamp };
   const checked = KeptAnswerSchema.safeParse(answer);
   if (checked.success) return JSON.parse(JSON.stringify(checked.data)) as KeptAnswer;
