@@ -795,8 +795,10 @@ export const LIMITS = {
    * logged in the next window. A compromised gateway can send such frames without end. */
   fieldGatewayLogMaxPerWindow: 20,
   /** log lines. Most command refusals that get no answer (unsigned, forged, replayed: a compromised
-   * DMZ can send them without end) the field client logs per TIMINGS.fieldCommandLogWindowMs; the
-   * rest are counted, and their number logged in the next window. */
+   * DMZ can send them without end), and most deliveries of commands not answered now (not run, or
+   * their answer not queued: a genuine one delivered again without end), the field client logs per
+   * TIMINGS.fieldCommandLogWindowMs, each; the rest are counted, and their number logged in the
+   * next window. */
   fieldCommandLogMaxPerWindow: 20,
   /** answers. Most command answers the field client keeps in its command journal while the durable
    * queue refuses them (full, FIELD_QUEUE_FULL_POLICY=reject): each is queued again when its command

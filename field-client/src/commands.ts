@@ -59,6 +59,8 @@ export class CommandHandlers {
   private draining = false;
   /** refusals that are not answered, logged (a flood of forged commands would be a line each) */
   private refusalLog: LimitedLog | undefined;
+  /** commands not answered now (not run, or their answer not queued), logged by level (notAnsweredLog) */
+  private readonly notAnsweredLogs = new Map<'warn' | 'error', LimitedLog>();
   /** copies of a command delivered while it is answered, logged (a gateway can send them without end) */
   private copyLog: LimitedLog | undefined;
 
@@ -207,6 +209,16 @@ export class CommandHandlers {
     if (err) log.warn({ code: 'FIELD_COMMAND_JOURNAL_FAILED', err: err.message }, 'cannot rewrite the command journal (its lines are synced); tried again at its next change');
   }
 
+  /** The rate-limited log of commands not answered now (not run, or their answer not queued), by level. */
+  private notAnsweredLog(log: Logger, level: 'warn' | 'error'): LimitedLog {
+    let l = this.notAnsweredLogs.get(level);
+    if (!l) {
+      l = new LimitedLog(log, { level, maxPerWindow: LIMITS.fieldCommandLogMaxPerWindow, windowMs: TIMINGS.fieldCommandLogWindowMs, what: 'commands not answered now' });
+      this.notAnsweredLogs.set(level, l);
+    }
+    return l;
+  }
+
   /** Whether `frame` is a copy of a command being answered now; if so, it is counted and logged, and gets nothing. */
   private isCopy(frame: CommandFrame, log: Logger): boolean {
     if (!this.answering.has(frame.commandId)) return false;
@@ -280,14 +292,13 @@ export class CommandHandlers {
       this.refusalLog.write({ code: outcome.code, commandId: frame.commandId.slice(0, 128), command: frame.command.slice(0, 128) }, 'command refused; not run, not answered');
       return;
     }
+    // Not answered now: each copy of the command delivered meanwhile comes here again, and a
+    // compromised DMZ can deliver a genuine one without end, so these lines are rate-limited.
     if (outcome.deferred) {
       const fields = { code: outcome.code, commandId: frame.commandId, command: frame.command };
-      if (outcome.code === 'FIELD_COMMAND_JOURNAL_FAILED') log.error(fields, `command ${String(outcome.result)}`);
-      else log.warn(fields, `command ${String(outcome.result)}`);
+      this.notAnsweredLog(log, outcome.code === 'FIELD_COMMAND_JOURNAL_FAILED' ? 'error' : 'warn').write(fields, `command ${String(outcome.result)}`);
       return;
     }
-    if (outcome.code) log.warn({ code: outcome.code, commandId: frame.commandId, command: frame.command }, 'command refused; not run');
-    else log.info({ commandId: frame.commandId, command: frame.command, status: outcome.status }, 'command answered');
     try {
       await queueResponse({
         commandId: frame.commandId,
@@ -296,9 +307,15 @@ export class CommandHandlers {
         timestamp: outcome.timestamp ?? new Date().toISOString(),
       });
     } catch (err) {
-      log.error({ err: (err as Error).message, ...(err instanceof FieldStreamError ? { code: err.code } : {}), commandId: frame.commandId }, 'cannot queue the command response; it is queued again when the command is delivered again');
+      this.notAnsweredLog(log, 'error').write(
+        { err: (err as Error).message, ...(err instanceof FieldStreamError ? { code: err.code } : {}), commandId: frame.commandId, status: outcome.status },
+        'cannot queue the command response; it is queued again when the command is delivered again',
+      );
       return;
     }
+    // Once the answer is queued: once per command id, however often it was delivered.
+    if (outcome.code) log.warn({ code: outcome.code, commandId: frame.commandId, command: frame.command }, 'command refused; not run');
+    else log.info({ commandId: frame.commandId, command: frame.command, status: outcome.status }, 'command answered');
     try {
       this.answered(frame.commandId);
     } catch (err) {
