@@ -426,6 +426,12 @@ export const ERRORS = {
     description:
       'The field client could not write its command journal (FIELD_DATA_DIR/commands.journal: a full, read-only or failing disk, a file size limit). A command it could not record as started was not run; one that ran keeps its answer in memory; either is answered when the command is delivered again and the journal takes the write.',
   },
+  FIELD_COMMAND_JOURNAL_DAMAGED: {
+    http: 500,
+    transient: false,
+    description:
+      'At its start the field client found lines of its command journal (FIELD_DATA_DIR/commands.journal) it cannot read: torn by a power cut, or damaged on the disk; a kept answer that fails its schema is read as a command that started (answered failed, interrupted, if delivered again). The other lines are read; an id named only by the lines skipped is not recognised as seen, unless it was issued at or before the journal\'s floor. The next rewrite of the journal leaves them out.',
+  },
 
   // -- Command API ----------------------------------------------------------------------------------
   API_UNAUTHORIZED: { http: 401, transient: false, description: 'A valid bearer token is required.' },

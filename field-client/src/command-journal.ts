@@ -54,6 +54,13 @@ export class CommandJournal {
   floor = 0;
   /** ids whose answer is kept (state `done`) */
   held = 0;
+  /**
+   * Lines read at the start that are no line of ours: torn by a power cut (the append after it
+   * starts on a line of its own), damaged on the disk, or a `done` whose answer fails its schema
+   * (read as `started`). Said once at the start (start.ts): the ids they named are not recognised
+   * as seen unless another line of theirs, or the floor, is.
+   */
+  unreadable = 0;
   /** a compaction's failure not yet taken (and logged) by the caller: the line before it was synced, nothing is lost */
   private compactionFailure: Error | undefined;
   private lines = 0;
@@ -71,9 +78,12 @@ export class CommandJournal {
     // Line by line, each at most fieldCommandJournalLineMaxBytes: a longer one is no line of ours.
     for (const line of readLinesSync(path, LIMITS.fieldCommandJournalLineMaxBytes)) {
       this.lines++;
-      if (line === undefined) continue;
+      if (line === undefined) {
+        this.unreadable++;
+        continue;
+      }
       this.bytes += Buffer.byteLength(line) + 1;
-      this.readLine(line);
+      if (!this.readLine(line)) this.unreadable++;
     }
     this.compactedBytes = this.render().reduce((n, l) => n + Buffer.byteLength(l) + 1, 0);
   }
@@ -137,24 +147,29 @@ export class CommandJournal {
     }
   }
 
-  private readLine(line: string): void {
+  /** Takes one line of the journal; false when it is no line of ours (or a `done` whose answer cannot be read). */
+  private readLine(line: string): boolean {
     const f = FLOOR_LINE.exec(line);
     if (f) {
       this.floor = Math.max(this.floor, Number(f[1]));
-      return;
+      return true;
     }
     const s = STATE_LINE.exec(line);
     const d = s ? null : DONE_LINE.exec(line);
     const m = s ?? d;
-    if (!m) return; // a line a power cut tore before its state: that change never returned
+    if (!m) return false; // a line a power cut tore before its state (that change never returned), or damage
     const id = m[1] as string;
     // A line torn within its issuedAt reads as an earlier one: the id's earlier line has it whole.
     const issuedAt = Math.max(Number(s ? (s[3] ?? 0) : m[2]), this.seen.get(id)?.issuedAt ?? 0);
-    if (s) return this.remember(id, { state: s[2] as 'started' | 'answered', issuedAt });
+    if (s) {
+      this.remember(id, { state: s[2] as 'started' | 'answered', issuedAt });
+      return true;
+    }
     const answer = KeptAnswerSchema.safeParse(parseJson(d?.[3]));
     // A `done` whose answer cannot be read (torn by a power cut) is what the line before it said:
     // started. The command ran, or may have: it is answered "interrupted", never run again.
     this.remember(id, answer.success ? { state: 'done', issuedAt, answer: answer.data } : { state: 'started', issuedAt });
+    return answer.success;
   }
 
   /** The lines a rewrite holds: the floor, then each id kept, oldest first (the order they are forgotten in). */

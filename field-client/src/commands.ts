@@ -76,6 +76,11 @@ export class CommandHandlers {
     this.register(TEST_COMMAND, (params, frame) => answerTestCommand(params, frame.issuedAt));
   }
 
+  /** Lines of the journal that could not be read at the start (CommandJournal.unreadable). */
+  get journalUnreadable(): number {
+    return this.journal.unreadable;
+  }
+
   register(name: string, handler: CommandHandler): this {
     this.handlers.set(name, handler);
     return this;
