@@ -195,8 +195,10 @@ export class SessionAppends {
       if (this.next === b) this.next = undefined; // what comes from now on waits for the next one
       const store = this.o.store;
       const snaps = store && new Map<string, NodeSnap>();
-      if (store && snaps) for (const edge of this.edgesOf(b)) snaps.set(edge, store.snapshot(this.o.host, edge));
-      return (b.items.length > 0 ? this.o.client.submitMany(b.items) : Promise.resolve()).then(
+      if (store && snaps) for (const edge of [...this.edgesOf(b), ...store.marked()]) snaps.set(edge, store.snapshot(this.o.host, edge));
+      // The births of edge nodes renamed since their last save, before data under the new names (store.ts prepare).
+      const ready = store ? store.prepare(this.o.host) : Promise.resolve();
+      return ready.then(() => (b.items.length > 0 ? this.o.client.submitMany(b.items) : undefined)).then(
         async () => {
           this.pendingItems -= b.items.length;
           if (store && snaps && snaps.size > 0) {

@@ -123,6 +123,23 @@ export class FieldNames {
    * (`ライン`, `圧延機`: `___`) took 24 s to be born, the event loop held all that time.
    */
   private readonly shared = new Map<string, Shared>();
+  /** told of every edge node (and device) whose metrics' fields a birth or death changed (watch) */
+  private readonly watchers = new Set<(renamed: readonly Unit[]) => void>();
+
+  /**
+   * Calls `fn` with the edge nodes (and devices) of others whose metrics' fields each add or remove
+   * changed, whatever took or dropped the birth (a message, an undo, an expiry) and on whichever
+   * Sparkplug input (the names are shared): the session store writes their births again before a
+   * message stored under the new names is acknowledged (store.ts). Returns how to stop.
+   */
+  watch(fn: (renamed: readonly Unit[]) => void): () => void {
+    this.watchers.add(fn);
+    return () => this.watchers.delete(fn);
+  }
+
+  private tell(renamed: readonly Unit[]): void {
+    if (renamed.length > 0) for (const fn of this.watchers) fn(renamed);
+  }
 
   /** Takes a birth's definitions (named by nameDefinitions); the names they now share with another metric. */
   add(defs: Definitions): Collision[] {
@@ -152,6 +169,7 @@ export class FieldNames {
       // The one that kept the name before gets its suffix from now on.
       if (owner && !same(owner, sh.heap[0] as MetricDef)) f.renamed.add(unitOf(owner));
     }
+    this.tell([...found.values()].flatMap((f) => [...f.renamed]));
     return [...found].map(([field, f]) => {
       const owner = (this.shared.get(field) as Shared).heap[0] as MetricDef;
       const sample = [owner, ...f.own.filter((d) => d !== owner)].slice(0, LIMITS.sparkplugCollisionSampleMetrics);
@@ -196,6 +214,7 @@ export class FieldNames {
       const next = this.shared.get(plain)?.heap[0] ?? (set.values().next().value as MetricDef);
       if (!same(owner, next)) renamed.add(unitOf(next));
     }
+    this.tell([...renamed]);
     return [...renamed];
   }
 

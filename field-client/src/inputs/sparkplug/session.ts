@@ -8,7 +8,7 @@ import type { FieldClient } from '../../field-client.ts';
 import { SessionAppends } from './appends.ts';
 import { key, SparkplugHost, type HostOutcome, type Via } from './host.ts';
 import { digestOf } from './duplicates.ts';
-import type { FieldNames } from './names.ts';
+import { FieldNames } from './names.ts';
 import { decodePayload, rebirthCommand } from './payload.ts';
 import { PeerHosts, type StatePayload } from './state.ts';
 import type { SessionStore } from './store.ts';
@@ -86,6 +86,8 @@ export class SparkplugSession {
   private timer: NodeJS.Timeout | undefined;
   private timerAt: number | undefined;
   private stopped = false;
+  /** stops marking renamed edge nodes in the store (FieldNames.watch) */
+  private unwatch: (() => void) | undefined;
   /** the batches its readings and events go to the queue in (appends.ts) */
   private readonly appends: SessionAppends;
   /** refusals, logged at most LIMITS.sparkplugLogMaxPerWindow per TIMINGS.sparkplugLogWindowMs */
@@ -100,12 +102,17 @@ export class SparkplugSession {
     private readonly groups: readonly string[] = [],
     private readonly options: SparkplugSessionOptions = {},
   ) {
+    const names = options.names ?? new FieldNames();
     this.host = new SparkplugHost({
       rebirthMinIntervalMs: TIMINGS.sparkplugRebirthMinIntervalMs,
       reorderTimeoutMs: options.reorderTimeoutMs ?? 0,
       resends: options.resends ?? false,
-      names: options.names,
+      names,
     });
+    // A metric that kept a field name dead or reborn, or a birth taking one (on either input, by a
+    // message, an undo or an expiry): the edge nodes whose fields that changed are saved again (store.ts).
+    const store = options.store;
+    if (store) this.unwatch = names.watch((renamed) => renamed.forEach((u) => store.markRenamed(key(u.group, u.edge))));
     this.peers = new PeerHosts(options.hostId);
     options.store?.load(this.host, Date.now());
     this.refusalLog = new LimitedLog(log, { maxPerWindow: LIMITS.sparkplugLogMaxPerWindow, windowMs: TIMINGS.sparkplugLogWindowMs, what: 'Sparkplug refusals' });
@@ -221,6 +228,7 @@ export class SparkplugSession {
   /** No more timers (the input is closing); what is still held is dropped with the session. */
   stop(): void {
     this.stopped = true;
+    this.unwatch?.();
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     this.timerAt = undefined;
@@ -239,11 +247,7 @@ export class SparkplugSession {
       this.log.info({ group: t.group, edgeNode: t.edge }, 'Sparkplug rebirth requested');
     }
     if (outcome.refused) this.refuse(outcome.refused, topic);
-    // A metric that kept a field name dead or reborn: another may have it now (names.ts), saved again.
-    for (const u of outcome.renamed ?? []) this.options.store?.markRenamed(key(u.group, u.edge));
     for (const c of outcome.collisions ?? []) {
-      // The field names of the metrics this birth renamed: saved again (store.ts).
-      for (const u of c.renamed) this.options.store?.markRenamed(key(u.group, u.edge));
       // Not a refusal: every value is kept, under the names the log line gives (names.ts). A sample
       // of the metrics (LIMITS.sparkplugCollisionSampleMetrics) and their count: the line does not
       // grow with the number sharing the name.

@@ -9,8 +9,9 @@ import type { Logger } from '../../../../shared/logger.ts';
 import type { Definitions } from './definitions.ts';
 import type { Previous } from './held.ts';
 import { type NodeSession, type SparkplugHost } from './host.ts';
-import type { MetricEntry, RecordSession } from './store-format.ts';
+import type { RecordSession } from './store-format.ts';
 import { BIRTHS, JOURNAL, readBack } from './store-read.ts';
+import { birthsPieces, chunked, signatureOf } from './store-write.ts';
 
 /**
  * The Sparkplug sessions of the local MQTT input, on disk, so that what an edge node sends again
@@ -36,7 +37,9 @@ import { BIRTHS, JOURNAL, readBack } from './store-read.ts';
  *   each session's NBIRTH and DBIRTH definitions (names, aliases, data types, and each metric's field name, any collision
  *   suffix included: names.ts) with its seq and digests then. Definitions reach 64 MiB
  *   (LIMITS.sparkplugDefinitionsMaxBytes), so it is written only when a birth or death changes them
- *   (replaced whole, fsynced: durable-fs.ts), before the journal line of that save.
+ *   (replaced whole, fsynced: durable-fs.ts), before the journal line of that save; or when another
+ *   metric's birth or death changes their field names (markRenamed), before the next batch is
+ *   written to the queue (prepare, and saved with that batch).
  * - `sessions.journal`: one JSON line per edge node whose seq, stale flag or digests a batch changed,
  *   all of one batch appended with one fdatasync; the last line of an edge node wins. Rewritten with
  *   one line per edge node past LIMITS.sparkplugStoreJournalMaxBytes (or twice its compacted size).
@@ -47,8 +50,6 @@ import { BIRTHS, JOURNAL, readBack } from './store-read.ts';
  * damaged file is dropped and logged (SPARKPLUG_STORE_INVALID).
  */
 export const STORE_DIR = 'sparkplug-sessions';
-/** bytes. The pieces a births file is written in: one write each (each awaited). */
-const PIECE_BYTES = 64 * 1024;
 
 /** One session as a batch left it (see snapshot). */
 interface SessionSnap {
@@ -87,7 +88,16 @@ interface Known {
   births: unknown[];
   /** the record last appended (sessions' seq, stale flag, digests, end) */
   record: string;
+  /**
+   * The sessions the births file holds (their digests left out), when known for sure (a save failed
+   * since: undefined): what prepare writes again under the field names of now.
+   */
+  saved?: SessionSnap[] | undefined;
 }
+
+const NO_DIGESTS = new Uint8Array(0);
+/** What Known.saved keeps of a session as saved: its digests are in the record. */
+const savedOf = (x: SessionSnap): SessionSnap => ({ ...x, digests: NO_DIGESTS });
 
 export class SessionStore {
   private readonly journalPath: string;
@@ -158,7 +168,8 @@ export class SessionStore {
       // A file of the format written before (v1): none known, so that its next save writes it
       // again (v2), even one that changes only its record.
       const births = f.v1 ? [] : previous.flatMap((p) => signatureOf(this.idOf(p.s), p.s.defs, [...p.s.devices]));
-      this.known.set(f.k, { group: f.group, edge: f.edge, births, record });
+      const saved = f.v1 ? undefined : previous.map((p) => savedOf(this.snapOf(p.s, p.at, p)));
+      this.known.set(f.k, { group: f.group, edge: f.edge, births, record, saved });
     }
     syncDirSync(this.dir);
     // Compacted: one line per edge node restored, nothing damaged read again.
@@ -196,11 +207,48 @@ export class SessionStore {
     };
   }
 
-  /** The field names of edge node `k`'s metrics may have changed (a birth shares one with them): saved again. */
+  /**
+   * The field names of edge node `k`'s metrics may have changed (another metric's birth or death,
+   * taken or undone, on either Sparkplug input: names.ts FieldNames.watch): its births written again
+   * before the next batch is written to the queue (prepare) and saved with that batch (marked).
+   */
   markRenamed(k: string): void {
     // Only edge nodes saved already: one not yet saved is written whole at its first save, and the
     // other Sparkplug input's edge nodes (the names are shared) are never saved here.
     if (this.known.has(k)) this.renamed.add(k);
+  }
+
+  /**
+   * The edge nodes marked renamed (markRenamed) whose births are not written again yet: taken into
+   * each batch's snapshots (appends.ts) with the edge nodes of its messages, so that their births are
+   * saved with it whatever prepare could not write (a save failed since theirs).
+   */
+  marked(): Iterable<string> {
+    return this.renamed;
+  }
+
+  /**
+   * Before a batch's queue write (appends.ts): the births file of each edge node marked renamed
+   * written again as it was saved last (Known.saved, its record), with the field names of now, so
+   * that the journal line of its next save still wins. Written only at that edge node's own next
+   * save, after its next message was written to the queue under the new names, a SIGKILL between
+   * the two left the births file naming the field before the rename: that message's resend after the
+   * restart went to the old field, another metric's. Rejects as save does.
+   */
+  async prepare(host: SparkplugHost): Promise<void> {
+    try {
+      for (const k of [...this.renamed]) {
+        const known = this.known.get(k);
+        if (!known?.saved || known.saved.length === 0) continue;
+        const snap: NodeSnap = { group: known.group, edge: known.edge, sessions: known.saved };
+        const record = JSON.parse(known.record) as RecordSession[];
+        await replaceFileDurably(this.fileOf(k), chunked(birthsPieces(snap, record, ++this.gen, (d) => host.fieldOf(d), (s) => this.idOf(s))), `${this.fileOf(k)}.tmp-${process.pid}`);
+        this.renamed.delete(k);
+      }
+    } catch (err) {
+      for (const kn of this.known.values()) (kn.births = []), (kn.saved = undefined);
+      throw new FieldStreamError('SPARKPLUG_STORE_FAILED', `Sparkplug sessions not saved in ${this.dir}: ${(err as Error).message}`);
+    }
   }
 
   private lineOf(group: string, edge: string, sessions: SessionSnap[]): { record: string; line: string; sessions: RecordSession[] } {
@@ -244,7 +292,7 @@ export class SessionStore {
           this.renamed.delete(k);
         }
         lines.push(line);
-        this.known.set(k, { group: snap.group, edge: snap.edge, births, record });
+        this.known.set(k, { group: snap.group, edge: snap.edge, births, record, saved: birthsChanged ? snap.sessions.map(savedOf) : known.saved });
       }
       // Edge nodes dropped from memory (their sessions ended past the window, or made room): their
       // files too, so that invented edge node ids do not fill the disk. Looked for only when more are
@@ -257,6 +305,7 @@ export class SessionStore {
       if (lines.length > 0) await this.append(lines);
       for (const k of gone) {
         this.known.delete(k);
+        this.renamed.delete(k);
         await rm(this.fileOf(k), { force: true });
       }
       if (gone.length > 0) await syncDir(this.dir);
@@ -266,7 +315,7 @@ export class SessionStore {
       // each edge node's births, and with them its record, are written again at its next save. Its
       // record is kept: a compaction before that save writes it (the journal then holds no other
       // line of that edge node), and the batch it is from is in the queue already (appends.ts).
-      for (const kn of this.known.values()) kn.births = [];
+      for (const kn of this.known.values()) (kn.births = []), (kn.saved = undefined);
       // Opened again at the next append: the journal may be another file by then (its folder restored).
       await this.journal?.close().catch(() => undefined);
       this.journal = undefined;
@@ -305,71 +354,4 @@ export class SessionStore {
     await this.journal?.close();
     this.journal = undefined;
   }
-}
-
-/** A session's identity and its definitions' (by identity): what its births file holds. */
-function signatureOf(id: number, defs: Definitions, devices: ReadonlyArray<[string, Definitions]>): unknown[] {
-  const out: unknown[] = [id, defs];
-  for (const [name, d] of devices) out.push(name, d);
-  return out;
-}
-
-function* metricsOf(defs: Definitions, fieldOf: (d: Definitions['byName'] extends Map<string, infer D> ? D : never) => string | undefined): Generator<string> {
-  const aliased = new Set<string>();
-  let first = true;
-  for (const [alias, def] of defs.byAlias) {
-    aliased.add(def.name);
-    const e: MetricEntry = [def.name, def.datatype, fieldOf(def) ?? null, alias];
-    yield `${first ? '' : ','}${JSON.stringify(e)}`;
-    first = false;
-  }
-  for (const def of defs.byName.values()) {
-    if (aliased.has(def.name)) continue;
-    const e: MetricEntry = [def.name, def.datatype, fieldOf(def) ?? null, null];
-    yield `${first ? '' : ','}${JSON.stringify(e)}`;
-    first = false;
-  }
-}
-
-/**
- * A births file (v2): a first line with the edge node, its record and its sessions (each device's
- * name), then one line per birth, each session's node then its devices in that order, each the
- * JSON array of its metrics. A line a birth, so that it is read back one birth at a time
- * (store-births.ts openBirths); v1 held it all in one JSON document.
- */
-function* birthsPieces(
-  snap: NodeSnap,
-  record: RecordSession[],
-  gen: number,
-  fieldOf: Parameters<typeof metricsOf>[1],
-  idOf: (s: NodeSession) => number,
-): Generator<string> {
-  const sessions = snap.sessions.map((x) => ({ id: idOf(x.s), bdSeq: x.bdSeq, bornAt: x.bornAt ?? null, birthDigest: x.birthDigest ?? null, devices: x.devices.map(([name]) => name) }));
-  yield `${JSON.stringify({ v: 2, gen, group: snap.group, edge: snap.edge, record, sessions })}\n`;
-  for (const x of snap.sessions) {
-    yield '[';
-    yield* metricsOf(x.defs, fieldOf);
-    yield ']\n';
-    for (const [, defs] of x.devices) {
-      yield '[';
-      yield* metricsOf(defs, fieldOf);
-      yield ']\n';
-    }
-  }
-}
-
-/** Small pieces joined into pieces of about PIECE_BYTES: one awaited write each. */
-function* chunked(pieces: Iterable<string>): Generator<string> {
-  let buf: string[] = [];
-  let n = 0;
-  for (const p of pieces) {
-    buf.push(p);
-    n += p.length;
-    if (n >= PIECE_BYTES) {
-      yield buf.join('');
-      buf = [];
-      n = 0;
-    }
-  }
-  if (buf.length > 0) yield buf.join('');
 }

@@ -1,0 +1,191 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import type { Submission } from '../../field-client/src/client-options.ts';
+import { FieldNames, suffixOf } from '../../field-client/src/inputs/sparkplug/names.ts';
+import { DATA_TYPES as T, encodeWire } from '../../field-client/src/inputs/sparkplug/proto.ts';
+import { SparkplugSession } from '../../field-client/src/inputs/sparkplug/session.ts';
+import { SessionStore } from '../../field-client/src/inputs/sparkplug/store.ts';
+import { createLogger } from '../../shared/logger.ts';
+import { tempDir } from '../helpers/pki.ts';
+
+/**
+ * The births files of edge nodes whose metrics' field names another metric's birth or death changed
+ * (names.ts, store.ts): written again before a message of theirs stored under the new names can be
+ * written, so that after a SIGKILL its resend goes to the same field, never to another metric's.
+ * Before, they were written only at the edge node's own next save, after that message's append.
+ */
+const T0 = 1_700_000_000_000;
+const bd = (n: number) => ({ name: 'bdSeq', datatype: T.UInt64, longValue: String(n) });
+const enc = (o: Record<string, unknown>) => encodeWire(o);
+const nb = (v: number) => enc({ timestamp: String(T0), seq: '0', metrics: [bd(0), { name: 'Temp', alias: '1', datatype: T.Double, doubleValue: v }] });
+const nd = (seq: number, v: number) => enc({ timestamp: String(T0 + seq), seq: String(seq), metrics: [{ alias: '1', datatype: T.Double, doubleValue: v }] });
+const suffixed = `A.B.C.Temp${suffixOf('A.B', 'C', undefined, 'Temp')}`;
+
+/** A queue whose appends can be held (the process is killed before they are written). */
+function queue() {
+  const stored: Submission[] = [];
+  let hold = false;
+  return {
+    stored,
+    hold(on: boolean) {
+      hold = on;
+    },
+    client: {
+      submitMany: (items: readonly Submission[]) =>
+        new Promise<never[]>((resolve) => {
+          if (!hold) resolve((stored.push(...items), []));
+        }),
+    },
+  };
+}
+const session = (dir: string, q: ReturnType<typeof queue>, log = createLogger('test', 'silent')) =>
+  new SparkplugSession(q.client, () => undefined, log, [], { resends: true, store: new SessionStore(dir, log) });
+const values = (stored: Submission[], field: string) => stored.flatMap((s) => (field in s.payload ? [(s.payload as Record<string, unknown>)[field]] : []));
+
+describe('Sparkplug session store: edge nodes renamed by another metric', () => {
+  it("writes again the births of an edge node another's birth renamed before that edge node's next message can be lost: its resend keeps the new name", async () => {
+    const work = tempDir('sp-store');
+    try {
+      const q1 = queue();
+      const a = session(work.dir, q1);
+      const conn = {};
+      // A.B/C saved with A.B.C.Temp; A/B.C's birth takes the name. A.B/C's very next message is the
+      // one lost: its births file must say the suffix before that message can be written.
+      await a.onMessage('spBv1.0/A.B/NBIRTH/C', nb(1), T0, { connection: conn, dup: false });
+      await a.onMessage('spBv1.0/A/NBIRTH/B.C', nb(2), T0, { connection: {}, dup: false });
+      q1.hold(true);
+      void a.onMessage('spBv1.0/A.B/NDATA/C', nd(1, 8), T0, { connection: conn, dup: false }).catch(() => undefined);
+      await new Promise((r) => setTimeout(r, 20));
+
+      const q2 = queue();
+      const b = session(work.dir, q2);
+      await b.onMessage('spBv1.0/A.B/NDATA/C', nd(1, 8), T0 + 10, { connection: {}, dup: false });
+      assert.deepEqual(values(q2.stored, suffixed), [8], JSON.stringify(q2.stored));
+      assert.deepEqual(values(q2.stored, 'A.B.C.Temp'), []);
+      a.stop();
+      b.stop();
+    } finally {
+      work.cleanup();
+    }
+  });
+
+  for (const own of [false, true]) it(`writes again the births of an edge node renamed in the batch that carries its next message${own ? ' and a birth of its own' : ''} before that batch is written: killed after the write, its resend keeps the new name`, async () => {
+    const work = tempDir('sp-store');
+    try {
+      // Append 2 waits until released; append 3 is written, then the process dies before its save.
+      const stored: Submission[] = [];
+      let calls = 0;
+      let release!: () => void;
+      const gate = new Promise<void>((r) => (release = r));
+      const client = {
+        submitMany: async (items: readonly Submission[]) => {
+          calls++;
+          if (calls === 2) await gate;
+          stored.push(...items);
+          return calls >= 3 ? new Promise<never[]>(() => undefined) : [];
+        },
+      };
+      const a = new SparkplugSession(client, () => undefined, createLogger('test', 'silent'), [], { resends: true, store: new SessionStore(work.dir, createLogger('test', 'silent')) });
+      const conn = {};
+      await a.onMessage('spBv1.0/A.B/NBIRTH/C', nb(1), T0, { connection: conn, dup: false });
+      void a.onMessage('spBv1.0/X/NBIRTH/Y', nb(0), T0, { connection: {}, dup: false });
+      await new Promise((r) => setImmediate(r)); // its append started, held
+      // A/B.C's birth takes A.B.C.Temp and A.B/C's next message follows it: one batch.
+      void a.onMessage('spBv1.0/A/NBIRTH/B.C', nb(2), T0, { connection: {}, dup: false });
+      void a.onMessage('spBv1.0/A.B/NDATA/C', nd(1, 8), T0, { connection: conn, dup: false });
+      // A DBIRTH after it: what the host holds is no longer what was saved; what was saved is written again.
+      if (own) void a.onMessage('spBv1.0/A.B/DBIRTH/C/D', enc({ timestamp: String(T0 + 2), seq: '2', metrics: [{ name: 'P', datatype: T.Double, doubleValue: 1 }] }), T0, { connection: conn, dup: false });
+      await new Promise((r) => setImmediate(r));
+      release();
+      for (let i = 0; i < 200 && calls < 3; i++) await new Promise((r) => setTimeout(r, 10));
+      await new Promise((r) => setTimeout(r, 20));
+      assert.equal(calls, 3, 'the birth and the data in one batch, after the held one');
+      assert.deepEqual(values(stored, suffixed), [8], 'written, not saved: the process dies');
+
+      const q2 = queue();
+      const b = session(work.dir, q2);
+      await b.onMessage('spBv1.0/A.B/NDATA/C', nd(1, 8), T0 + 10, { connection: {}, dup: false });
+      assert.deepEqual(values(q2.stored, suffixed), [8], JSON.stringify(q2.stored));
+      assert.deepEqual(values(q2.stored, 'A.B.C.Temp'), []);
+      a.stop();
+      b.stop();
+    } finally {
+      work.cleanup();
+    }
+  });
+
+  it("writes again the births of an edge node the other Sparkplug input's birth renamed (the names are shared) before its next message is written", async () => {
+    const work = tempDir('sp-store');
+    try {
+      const names = new FieldNames();
+      const q1 = queue();
+      const silent = createLogger('test', 'silent');
+      const local = new SparkplugSession(q1.client, () => undefined, silent, [], { resends: true, names, store: new SessionStore(work.dir, silent) });
+      const plant = new SparkplugSession(queue().client, () => undefined, silent, [], { names });
+      const conn = {};
+      await local.onMessage('spBv1.0/A.B/NBIRTH/C', nb(1), T0, { connection: conn, dup: false });
+      await plant.onMessage('spBv1.0/A/NBIRTH/B.C', nb(2), T0);
+      q1.hold(true);
+      void local.onMessage('spBv1.0/A.B/NDATA/C', nd(1, 8), T0, { connection: conn, dup: false }).catch(() => undefined);
+      await new Promise((r) => setTimeout(r, 20));
+
+      const q2 = queue();
+      const b = session(work.dir, q2);
+      await b.onMessage('spBv1.0/A.B/NDATA/C', nd(1, 8), T0 + 10, { connection: {}, dup: false });
+      assert.deepEqual(values(q2.stored, suffixed), [8], JSON.stringify(q2.stored));
+      local.stop();
+      plant.stop();
+      b.stop();
+    } finally {
+      work.cleanup();
+    }
+  });
+
+  it('writes again the births of an edge node whose name an undone birth gives back (the queue refused it) before its next message is written', async () => {
+    const work = tempDir('sp-store');
+    try {
+      // Append 2 waits until released, append 3 is refused, append 4 never written (the process dies).
+      const stored: Submission[] = [];
+      let calls = 0;
+      let release!: () => void;
+      const gate = new Promise<void>((r) => (release = r));
+      const client = {
+        submitMany: async (items: readonly Submission[]) => {
+          calls++;
+          if (calls === 2) await gate;
+          if (calls === 3) throw new Error('disk full');
+          if (calls >= 4) return new Promise<never[]>(() => undefined);
+          stored.push(...items);
+          return [];
+        },
+      };
+      const silent = createLogger('test', 'silent');
+      const a = new SparkplugSession(client, () => undefined, silent, [], { resends: true, store: new SessionStore(work.dir, silent) });
+      const conn = {};
+      await a.onMessage('spBv1.0/A.B/NBIRTH/C', nb(1), T0, { connection: conn, dup: false });
+      const first = a.onMessage('spBv1.0/A.B/NDATA/C', nd(1, 7), T0, { connection: conn, dup: false });
+      await new Promise((r) => setImmediate(r)); // its append started, held
+      // A/B.C's birth takes A.B.C.Temp while A.B/C's append is on its way: that append's save writes
+      // A.B/C's births with the suffix. The birth's own append is then refused and the birth undone:
+      // A.B/C has its plain name again, and its births file must say so before its next message.
+      const refused = a.onMessage('spBv1.0/A/NBIRTH/B.C', nb(2), T0, { connection: {}, dup: false }).catch(() => 'refused');
+      await new Promise((r) => setImmediate(r));
+      release();
+      await first;
+      assert.equal(await refused, 'refused');
+      void a.onMessage('spBv1.0/A.B/NDATA/C', nd(2, 8), T0, { connection: conn, dup: false }).catch(() => undefined);
+      for (let i = 0; i < 200 && calls < 4; i++) await new Promise((r) => setTimeout(r, 10));
+      await new Promise((r) => setTimeout(r, 20));
+      assert.equal(calls, 4);
+
+      const q2 = queue();
+      const b = session(work.dir, q2);
+      await b.onMessage('spBv1.0/A.B/NDATA/C', nd(2, 8), T0 + 10, { connection: {}, dup: false });
+      assert.deepEqual(values(q2.stored, 'A.B.C.Temp'), [8], JSON.stringify(q2.stored));
+      a.stop();
+      b.stop();
+    } finally {
+      work.cleanup();
+    }
+  });
+});
