@@ -75,6 +75,9 @@ export const KubeObject = z.object({
       scaleTargetRef: z.object({ apiVersion: z.string(), kind: z.string(), name: z.string() }).optional(),
       minReplicas: z.number().optional(),
       maxReplicas: z.number().optional(),
+      // a PodDisruptionBudget's (a count or a percentage)
+      minAvailable: z.union([z.number(), z.string()]).optional(),
+      maxUnavailable: z.union([z.number(), z.string()]).optional(),
       metrics: z.array(z.object({ resource: z.object({ name: z.string() }).optional() })).optional(),
       clusterIP: z.string().optional(),
       externalTrafficPolicy: z.string().optional(),

@@ -356,6 +356,27 @@ describe('Kubernetes manifests', () => {
         }
       });
 
+      it('keeps a workload that may run several pods from losing them all to one node drain, and lets a drain through a workload of one', () => {
+        // docs/kubernetes.md, "Scaling": the gateways (their HPA) and the distributors (the
+        // StatefulSet's replicas) run several pods; without a PodDisruptionBudget a drain evicts them all at once.
+        const scaled = tier.overlay === 'dmz' ? ['gateway'] : ['distributor'];
+        const budgets = objects().filter((o) => o.kind === 'PodDisruptionBudget');
+        const hpaMin = new Map(objects().filter((o) => o.kind === 'HorizontalPodAutoscaler').map((h) => [h.spec.scaleTargetRef?.name, h.spec.minReplicas ?? 1]));
+        const budgetOf = (w: KubeObject): KubeObject | undefined =>
+          budgets.find((b) => Object.keys(b.spec.selector?.matchLabels ?? {}).length > 0 && Object.entries(b.spec.selector?.matchLabels ?? {}).every(([k, v]) => workloadLabels(w)[k] === v));
+        for (const name of scaled) {
+          const w = workloads().find((o) => o.metadata.name === name) ?? assert.fail(`no workload ${name}`);
+          assert.ok(budgetOf(w), `${w.kind} ${name} may run several pods: a PodDisruptionBudget selects them`);
+        }
+        for (const b of budgets) {
+          const w = workloads().find((o) => budgetOf(o) === b) ?? assert.fail(`PodDisruptionBudget ${b.metadata.name} selects no workload`);
+          const fewest = hpaMin.get(w.metadata.name) ?? w.spec.replicas ?? 1;
+          // A budget no eviction can meet blocks every drain of the node: one pod at a time must be let go.
+          if (b.spec.maxUnavailable !== undefined) assert.equal(b.spec.maxUnavailable, 1, `${b.metadata.name}: one pod at a time`);
+          else assert.ok(Number(b.spec.minAvailable) < fewest, `${b.metadata.name}: minAvailable ${String(b.spec.minAvailable)} of ${fewest} pods blocks every drain`);
+        }
+      });
+
       it('denies by default, in and out, and lets DNS through', () => {
         const policies = objects().filter((o) => o.kind === 'NetworkPolicy');
         const deny = policies.find((p) => Object.keys(p.spec.podSelector ?? {}).length === 0 && !p.spec.ingress && !p.spec.egress);
