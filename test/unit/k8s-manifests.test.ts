@@ -270,6 +270,31 @@ describe('Kubernetes manifests', () => {
         }
       });
 
+      it('keeps what a service writes to its stores on a PersistentVolumeClaim, never an emptyDir a restart empties', () => {
+        // The settings naming a service's own data (docs/configuration.md). TIMESERIES_LOCAL_PATH is
+        // where the distributor, and the console (device_state, anomalies: docs/console.md), write
+        // whenever INFLUXDB_URL is empty, PostgreSQL or not (distributor/sinks/select.ts).
+        const STORES = ['TIMESERIES_LOCAL_PATH', 'DEAD_LETTER_PATH', 'FILE_STORAGE_PATH', 'DISTRIBUTOR_STATE_DIR', 'COMMAND_STATE_PATH', 'CONSOLE_STATE_DIR'];
+        let seen = 0;
+        for (const w of workloads()) {
+          const claims = new Set((w.spec.volumeClaimTemplates ?? []).map((t) => t.metadata.name));
+          const volumes = new Map(podSpecOf(w).volumes?.map((v) => [v.name, v]));
+          for (const c of containersOf(w)) {
+            const env = containerEnv(objects(), c);
+            for (const key of STORES) {
+              const path = env[key];
+              if (!path) continue;
+              seen++;
+              const where = `${w.metadata.name}/${c.name}: ${key}=${path}`;
+              const mount = (c.volumeMounts ?? []).filter((m) => path === m.mountPath || path.startsWith(`${m.mountPath}/`)).sort((a, b) => b.mountPath.length - a.mountPath.length)[0] ?? assert.fail(`${where}: on no volume`);
+              assert.ok(!mount.readOnly, `${where}: writable`);
+              assert.ok(claims.has(mount.name) || volumes.get(mount.name)?.persistentVolumeClaim, `${where}: on ${mount.name}, not a PersistentVolumeClaim`);
+            }
+          }
+        }
+        assert.equal(seen > 0, tier.overlay === 'internal');
+      });
+
       it('runs the brokers as StatefulSets with their store on a PVC, the repository\'s configuration and renderer', () => {
         const broker = named('StatefulSet', `${tier.overlay}-mosquitto`);
         assert.ok(broker.spec.volumeClaimTemplates?.some((t) => t.metadata.name === 'data'));
