@@ -131,6 +131,14 @@ describe('Kubernetes manifests', () => {
       rendered.set(tier.overlay, z.array(KubeObject).parse(docs));
       renderedServices.set(tier.overlay, z.array(KubeService).parse(docs.filter((d) => KubeObject.parse(d).kind === 'Service')));
     }
+    // The DMZ overlay as a site with CADDY_TLS=acme makes it (docs/kubernetes.md): its base line switched.
+    const acme = join(work.dir, 'k8s', 'overlays', 'dmz-acme-site');
+    cpSync(join(work.dir, 'k8s', 'overlays', 'dmz'), acme, { recursive: true });
+    const k = readFileSync(join(acme, 'kustomization.yaml'), 'utf8');
+    assert.match(k, /^- \.\.\/\.\.\/base\/dmz$/m, 'the DMZ overlay names its base on a line of its own');
+    writeFileSync(join(acme, 'kustomization.yaml'), k.replace(/^- \.\.\/\.\.\/base\/dmz$/m, '- ../../base/dmz-acme'));
+    const out = execFileSync(kubectl, ['kustomize', acme], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    rendered.set('dmz-acme', z.array(KubeObject).parse(toJson(out)));
   });
   after(() => {
     work?.cleanup();
@@ -427,6 +435,29 @@ describe('Kubernetes manifests', () => {
           assert.equal(caddy?.env?.find((e) => e.name === 'GATEWAY_UPSTREAMS')?.value, 'gateway:8443');
           const caddyfile = objects().find((o) => o.kind === 'ConfigMap' && o.metadata.name.startsWith('caddyfile'));
           assert.equal(caddyfile?.data?.Caddyfile, readFileSync(join(repoRoot, 'Caddyfile'), 'utf8'));
+        });
+
+        it('lets Caddy out of the cluster (443, the ACME directory) only when CADDY_TLS=acme, which the base dmz-acme sets together with that egress', () => {
+          const out = (objs: KubeObject[]): { tls: string | undefined; leaves: Record<string, number[]> } => {
+            const policies = objs.filter((o) => o.kind === 'NetworkPolicy');
+            const ws = objs.filter((o) => ['Deployment', 'StatefulSet'].includes(o.kind));
+            const caddy = containersOf(ws.find((w) => w.metadata.name === 'caddy') ?? assert.fail('no caddy'))[0] ?? assert.fail('caddy');
+            const leaves: Record<string, number[]> = {};
+            for (const w of ws) {
+              const ports = [80, 443, 8883, 9091].filter((port) => allowedPeers(policies, workloadLabels(w), 'egress', port).some((p) => p === 'any' || p.startsWith('ipBlock:')));
+              if (ports.length) leaves[w.metadata.name] = ports;
+            }
+            return { tls: containerEnv(objs, caddy).CADDY_TLS, leaves };
+          };
+          // The overlay as committed: certificates from files, nothing in the DMZ leaves the cluster.
+          assert.deepEqual(out(objects()), { tls: 'files', leaves: {} });
+          // The same site on the ACME base: Caddy, and only Caddy, to 443 outside.
+          const acme = rendered.get('dmz-acme') ?? assert.fail('not rendered');
+          assert.deepEqual(out(acme), { tls: 'acme', leaves: { caddy: [443] } });
+          // Everything else is the same site.
+          const names = (objs: KubeObject[]): string[] => objs.map((o) => `${o.kind}/${o.metadata.name.replace(/-[a-z0-9]{10}$/, '')}`).sort();
+          assert.deepEqual(names(acme).filter((n) => !names(objects()).includes(n)), ['NetworkPolicy/caddy-acme']);
+          assert.deepEqual(names(objects()).filter((n) => !names(acme).includes(n)), []);
         });
 
         it("the gateway's memory limit holds what its own bounds let it hold, so that they, not the kernel's OOM killer, refuse a flood", () => {
