@@ -460,6 +460,20 @@ describe('Kubernetes manifests', () => {
           assert.deepEqual(names(objects()).filter((n) => !names(acme).includes(n)), []);
         });
 
+        it('lets the HTTP port (80, 8080 in the pod: the ACME HTTP challenge) in only when CADDY_TLS=acme', () => {
+          const open = (objs: KubeObject[]): Peer[] => {
+            const caddy = objs.find((o) => o.kind === 'Deployment' && o.metadata.name === 'caddy') ?? assert.fail('no caddy');
+            return allowedPeers(objs.filter((o) => o.kind === 'NetworkPolicy'), workloadLabels(caddy), 'ingress', 8080);
+          };
+          // Certificates from files: Caddy's HTTP listener only redirects, and no device uses it.
+          assert.deepEqual(open(objects()), []);
+          assert.deepEqual(open(rendered.get('dmz-acme') ?? assert.fail('not rendered')), ['any']);
+          for (const objs of [objects(), rendered.get('dmz-acme') ?? []]) {
+            const caddy = objs.find((o) => o.kind === 'Deployment' && o.metadata.name === 'caddy') ?? assert.fail('no caddy');
+            for (const port of [8443, 8444]) assert.deepEqual(allowedPeers(objs.filter((o) => o.kind === 'NetworkPolicy'), workloadLabels(caddy), 'ingress', port), ['any'], `${port} from anywhere`);
+          }
+        });
+
         it("the gateway's memory limit holds what its own bounds let it hold, so that they, not the kernel's OOM killer, refuse a flood", () => {
           const gw = containersOf(named('Deployment', 'gateway'))[0] ?? assert.fail('gateway');
           const c = loadGatewayConfig(containerEnv(objects(), gw));
