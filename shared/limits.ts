@@ -840,6 +840,12 @@ export const LIMITS = {
    * gateway_refusals_total, and their number per code logged in the next window. While the broker
    * stalls every device's every frame is refused, and a line each filled the DMZ server's disk. */
   gatewayPublishFailureLogMaxPerWindow: 20,
+  /** log lines. Most lines about messages from the DMZ broker to devices (a command forwarded, at
+   * info; a command or receipts message refused as invalid or another gateway's, at warn) the gateway
+   * writes per TIMINGS.gatewayRefusalLogWindowMs, each kind apart; the rest are counted, and their
+   * number logged in the next window. Whoever holds the DMZ broker decides how many it sends (a genuine
+   * signed command replayed without end, or garbage), and a line each filled the DMZ server's disk. */
+  gatewayDownlinkLogMaxPerWindow: 100,
   /** log lines. Most refused WebSocket upgrades (every code: no or a wrong token, throttled, revoked,
    * wrong path, too many connections) the gateway logs per TIMINGS.gatewayRefusalLogWindowMs, all
    * devices and addresses together; the rest are counted in gateway_connections_refused_total, and

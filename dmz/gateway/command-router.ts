@@ -2,7 +2,8 @@ import type { MqttClient } from 'mqtt';
 import { CommandEnvelopeSchema, ENVELOPE_VERSION, parseEnvelope, type StatusEnvelope } from '../../shared/contract/envelope.ts';
 import { commandTopic, parseTopic, statusTopic } from '../../shared/contract/topics.ts';
 import { isFieldStreamError } from '../../shared/errors.ts';
-import { TIMINGS } from '../../shared/limits.ts';
+import { LIMITS, TIMINGS } from '../../shared/limits.ts';
+import { LimitedLog } from '../../shared/limited-log.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { subscribeOnEveryConnect } from '../../shared/mqtt/connect.ts';
 import { CLOSE, type DeviceSession } from './device-session.ts';
@@ -44,6 +45,9 @@ export class CommandRouter {
    * (a device retired: for good). At most one entry a device that was held here.
    */
   private readonly departed = new Map<string, number>();
+  /** commands forwarded, and commands refused: whoever holds the DMZ broker decides how many come */
+  private readonly forwardedLog: LimitedLog;
+  private readonly refusedLog: LimitedLog;
   private readonly refreshTimer: NodeJS.Timeout;
 
   constructor(
@@ -52,6 +56,9 @@ export class CommandRouter {
     private readonly log: Logger,
     private readonly o: { refreshMs: number; refreshCheckMs: number; now?: () => number } = { refreshMs: TIMINGS.presenceRefreshMs, refreshCheckMs: TIMINGS.presenceRefreshCheckMs },
   ) {
+    const bound = { maxPerWindow: LIMITS.gatewayDownlinkLogMaxPerWindow, windowMs: TIMINGS.gatewayRefusalLogWindowMs };
+    this.forwardedLog = new LimitedLog(log, { ...bound, level: 'info', what: 'commands forwarded' });
+    this.refusedLog = new LimitedLog(log, { ...bound, level: 'warn', what: 'commands refused' });
     mqtt.on('message', (topic, payload) => this.onMessage(topic, payload));
     subscribeOnEveryConnect(mqtt, () => [...this.sessions.keys()].map(commandTopic), { qos: 1 }, log);
     mqtt.on('connect', (connack) => {
@@ -164,7 +171,7 @@ export class CommandRouter {
         // Forwarded untouched: the gateway cannot make or check it (it never holds device keys).
         ...(command.auth !== undefined ? { auth: command.auth } : {}),
       });
-      this.log.info({ deviceId: parsed.deviceId, commandId: command.commandId, delivered: delivered === true }, 'command forwarded');
+      this.forwardedLog.write({ deviceId: parsed.deviceId, commandId: command.commandId, delivered: delivered === true }, 'command forwarded');
     } catch (err) {
       // Not thrown on: mqtt.js calls this listener synchronously, and an error escaping it would end
       // the process, every device's connection with it, for one message of the DMZ broker.
@@ -172,7 +179,7 @@ export class CommandRouter {
         this.log.error({ code: 'GATEWAY_INTERNAL', topic, err }, 'handling a command failed; dropped');
         return;
       }
-      this.log.warn({ code: err.code, topic }, err.message);
+      this.refusedLog.write({ code: err.code, topic: topic.slice(0, 200) }, err.message);
     }
   }
 }

@@ -5,7 +5,8 @@ import { parseTopic, receiptTopic } from '../../shared/contract/topics.ts';
 import { isFieldStreamError } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { subscribeOnEveryConnect, type Resubscription } from '../../shared/mqtt/connect.ts';
-import { LIMITS } from '../../shared/limits.ts';
+import { LIMITS, TIMINGS } from '../../shared/limits.ts';
+import { LimitedLog } from '../../shared/limited-log.ts';
 import type { DeviceSession } from './device-session.ts';
 
 /**
@@ -20,6 +21,8 @@ import type { DeviceSession } from './device-session.ts';
  */
 export class ReceiptRouter {
   private readonly subscription: Resubscription;
+  /** receipts messages refused: whoever holds the DMZ broker decides how many come */
+  private readonly refusedLog: LimitedLog;
   readonly stats = { received: 0, delivered: 0, notConnected: 0, invalid: 0 };
 
   constructor(
@@ -32,6 +35,7 @@ export class ReceiptRouter {
   ) {
     // QoS 1: at most a duplicate, which the device counts as a replayed receipt and ignores.
     this.subscription = subscribeOnEveryConnect(mqtt, [receiptTopic(gatewayId)], { qos: 1 }, log);
+    this.refusedLog = new LimitedLog(log, { maxPerWindow: LIMITS.gatewayDownlinkLogMaxPerWindow, windowMs: TIMINGS.gatewayRefusalLogWindowMs, level: 'warn', what: 'receipts messages refused' });
     mqtt.on('message', (topic, payload) => this.onMessage(topic, payload));
   }
 
@@ -58,7 +62,7 @@ export class ReceiptRouter {
       const envelope = parseEnvelope(ReceiptsEnvelopeSchema, payload, LIMITS.receiptsMessageMaxValues);
       if (envelope.gatewayId !== this.gatewayId || gatewayId !== this.gatewayId) {
         this.stats.invalid++;
-        this.log.warn({ code: 'CONTRACT_INVALID_ENVELOPE', topic, envelopeGateway: envelope.gatewayId }, 'receipts for another gateway; dropped');
+        this.refusedLog.write({ code: 'CONTRACT_INVALID_ENVELOPE', topic, envelopeGateway: envelope.gatewayId }, 'receipts for another gateway; dropped');
         return;
       }
       this.stats.received += envelope.receipts.length;
@@ -78,7 +82,7 @@ export class ReceiptRouter {
         return;
       }
       this.stats.invalid++;
-      this.log.warn({ code: err.code, topic }, err.message);
+      this.refusedLog.write({ code: err.code, topic }, err.message);
     }
   }
 }
