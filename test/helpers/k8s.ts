@@ -11,7 +11,12 @@ const LabelSelector = z.object({
   matchExpressions: z.array(z.object({ key: z.string(), operator: z.string(), values: z.array(z.string()).optional() })).optional(),
 });
 const Port = z.union([z.number(), z.string()]);
-const Probe = z.object({ httpGet: z.object({ path: z.string(), port: Port }).optional(), tcpSocket: z.object({ port: Port }).optional() });
+const Probe = z.object({
+  httpGet: z.object({ path: z.string(), port: Port }).optional(),
+  tcpSocket: z.object({ port: Port }).optional(),
+  periodSeconds: z.number().optional(),
+  failureThreshold: z.number().optional(),
+});
 const SecurityContext = z.object({
   runAsNonRoot: z.boolean().optional(),
   runAsUser: z.number().optional(),
@@ -31,6 +36,7 @@ export const Container = z.object({
   resources: z.object({ requests: Quantities.optional(), limits: Quantities.optional() }).optional(),
   livenessProbe: Probe.optional(),
   readinessProbe: Probe.optional(),
+  startupProbe: Probe.optional(),
   securityContext: SecurityContext.optional(),
   volumeMounts: z.array(z.object({ name: z.string(), mountPath: z.string(), readOnly: z.boolean().optional() })).optional(),
 });

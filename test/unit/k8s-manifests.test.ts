@@ -224,6 +224,11 @@ describe('Kubernetes manifests', () => {
             } else if (c.image.startsWith('eclipse-mosquitto:')) {
               assert.equal(c.livenessProbe.tcpSocket?.port, 8883, where);
               assert.equal(c.readinessProbe.tcpSocket?.port, 8883, where);
+              // It listens only once its persistence file is read back (up to 2 GiB of queues): the
+              // liveness probe (about 50 s) must not kill it before, at every start, for good.
+              const startup = c.startupProbe;
+              assert.equal(startup?.tcpSocket?.port, 8883, `${where}: a startup probe on its listener`);
+              assert.ok((startup?.periodSeconds ?? 10) * (startup?.failureThreshold ?? 3) >= 600, `${where}: at least 10 minutes to start`);
             }
           }
         }
