@@ -49,6 +49,8 @@
  *   --fleet-per-frame N        the fleet's devices send their readings N at a time (1 to 60), every
  *                              N seconds, in one frame signed as one group (as the field client
  *                              does): the same readings in 1/N of the frames
+ *   --fleet-acks none|all      whether the fleet's devices ask for no acks (none, the default: they
+ *                              keep nothing they send) or read an ack per frame (all)
  *   --long                     instead: the batched load at 80 % of its maximum (measured first, or
  *                              --long-rate N) for --long-minutes (10): per 10 s window throughput and
  *                              p99, every service's memory: bench/results/pipeline-sustained.json, .md

@@ -1,4 +1,5 @@
 import WebSocket from 'ws';
+import { ACKS_HEADER, type AckMode } from '../../shared/contract/downlink.ts';
 import { signedBatchFrame } from '../../shared/contract/uplink-frame.ts';
 import { signMessage } from '../../shared/security/message-auth.ts';
 import type { FleetDevice } from './fleet-pki.ts';
@@ -27,10 +28,14 @@ function reading(k: number, at: number): { temperature: number; humidity: number
   return { temperature: 20 + (k % 100) / 10, humidity: 65.2, pressure: 1013.25, timestamp: new Date(at).toISOString() };
 }
 
-/** Opens one device's WebSocket and resolves once the gateway's welcome arrived; then counts its errors and closes. */
-export function connect(url: string, ca: string, d: FleetDevice, stats: { errors: number; closed: number; firstError: string }): Promise<WebSocket> {
+/**
+ * Opens one device's WebSocket and resolves once the gateway's welcome arrived; then counts its
+ * errors and closes. `acks`: what the device asks for (ACKS_HEADER); with `none` a welcome that does
+ * not say so fails the connection, as the device would then be read acks it does not want.
+ */
+export function connect(url: string, ca: string, d: FleetDevice, stats: { errors: number; closed: number; firstError: string }, acks: AckMode): Promise<WebSocket> {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url, { ca, cert: d.certPem, key: d.keyPem, perMessageDeflate: false });
+    const ws = new WebSocket(url, { ca, cert: d.certPem, key: d.keyPem, perMessageDeflate: false, ...(acks === 'none' ? { headers: { [ACKS_HEADER]: 'none' } } : {}) });
     let welcomed = false;
     const fail = (why: string) => {
       ws.terminate();
@@ -38,11 +43,12 @@ export function connect(url: string, ca: string, d: FleetDevice, stats: { errors
     };
     const timer = setTimeout(() => fail('no welcome within 30 s'), 30_000);
     ws.on('message', (data) => {
-      // Acks and commit receipts are not read further: a simple device sends and forgets.
+      // Acks (with acks: all) and commit receipts are not read further: a simple device sends and forgets.
       const text = String(data);
       if (!welcomed) {
         clearTimeout(timer);
         if (!text.startsWith('{"type":"welcome"')) return fail(`first frame was not a welcome: ${text.slice(0, 200)}`);
+        if (acks === 'none' && !text.includes('"acks":"none"')) return fail(`the welcome does not say acks: none: ${text.slice(0, 300)}`);
         welcomed = true;
         return resolve(ws);
       }

@@ -1,3 +1,4 @@
+import type { AckMode } from '../../shared/contract/downlink.ts';
 import { readFileSync } from 'node:fs';
 import type { InfluxV1 } from '../../scripts/local-stack/databases.ts';
 import type { LocalStack } from '../../scripts/local-stack/stack.ts';
@@ -51,8 +52,8 @@ export function fleetMeter(stack: LocalStack, influx: InfluxV1): CpuMeter {
 export function runFleet(
   stack: LocalStack,
   influx: InfluxV1,
-  o: { certsDir: string; database: string; devices: number; seconds: number; warmUpSeconds: number; readingsPerFrame: number },
+  o: { certsDir: string; database: string; devices: number; seconds: number; warmUpSeconds: number; readingsPerFrame: number; acks: AckMode },
   meter: CpuMeter = fleetMeter(stack, influx),
 ): Promise<FleetResult> {
-  return fleet({ edges: fleetEdges(stack), certsDir: o.certsDir, ca: loadCa(o.certsDir), influx, database: o.database, devices: o.devices, seconds: o.seconds, warmUpSeconds: o.warmUpSeconds, readingsPerFrame: o.readingsPerFrame, concurrency: 64, meter });
+  return fleet({ edges: fleetEdges(stack), certsDir: o.certsDir, ca: loadCa(o.certsDir), influx, database: o.database, devices: o.devices, seconds: o.seconds, warmUpSeconds: o.warmUpSeconds, readingsPerFrame: o.readingsPerFrame, acks: o.acks, concurrency: 64, meter });
 }

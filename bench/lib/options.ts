@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util';
 import { DEVICE_PLACEMENTS, type DevicePlacement } from '../scenarios/sustained.ts';
 import type { EdgeHop } from '../../scripts/local-stack/dmz-server.ts';
+import { AckModeSchema } from '../../shared/contract/downlink.ts';
 
 /**
  * seconds of the fleet's load before the measured ones (FleetOptions.warmUpSeconds): in a fleet of
@@ -34,6 +35,8 @@ export function parseBenchOptions(args: string[]) {
       'fleet-devices': { type: 'string' },
       'fleet-seconds': { type: 'string' },
       'fleet-per-frame': { type: 'string' },
+      /** all or none: whether the fleet's devices read acks (X-FieldStream-Acks, docs/message-contract.md) */
+      'fleet-acks': { type: 'string', default: 'none' },
       long: { type: 'boolean', default: false },
       'long-minutes': { type: 'string', default: '10' },
       /** readings/s taken as the batched maximum instead of measuring it first */
@@ -65,6 +68,8 @@ export function parseBenchOptions(args: string[]) {
   if (!Number.isInteger(readingsPerFrame) || readingsPerFrame < 1 || readingsPerFrame > 60) {
     throw new UsageError(`--fleet-per-frame takes a whole number of readings from 1 to 60, not ${JSON.stringify(values['fleet-per-frame'])}`);
   }
+  const acks = AckModeSchema.safeParse(values['fleet-acks']);
+  if (!acks.success) throw new UsageError(`--fleet-acks takes all or none, not ${JSON.stringify(values['fleet-acks'])}`);
   return {
     values,
     settings,
@@ -90,6 +95,7 @@ export function parseBenchOptions(args: string[]) {
       seconds: Number(values['fleet-seconds'] ?? (quick ? 5 : 60)),
       warmUpSeconds: quick ? FLEET_WARM_UP_S.quick : FLEET_WARM_UP_S.full,
       readingsPerFrame,
+      acks: acks.data,
     },
   };
 }

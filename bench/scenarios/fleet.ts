@@ -1,3 +1,4 @@
+import type { AckMode } from '../../shared/contract/downlink.ts';
 import { randomBytes } from 'node:crypto';
 import WebSocket from 'ws';
 import type { KeyAndCert } from '../../pki/certificates.ts';
@@ -39,6 +40,12 @@ export interface FleetOptions {
    * many seconds, in one frame signed as one group (as the field client does)
    */
   readingsPerFrame: number;
+  /**
+   * which acks the devices ask for (X-FieldStream-Acks on their upgrade): `none` by default, as a
+   * device that keeps nothing it sent has no use for them (these read none); `all` measures the
+   * same devices acked frame by frame, as before 2026-12-07
+   */
+  acks: AckMode;
   /** handshakes in progress at once */
   concurrency: number;
   meter?: CpuMeter;
@@ -61,6 +68,8 @@ export interface FleetResult {
   warmUpSeconds: number;
   /** readings in each device's frames (FleetOptions.readingsPerFrame) */
   readingsPerFrame: number;
+  /** the acks the devices asked for (FleetOptions.acks) */
+  acks: AckMode;
   /** frames the devices sent */
   frames: number;
   /** readings the devices were due to send, one per device per second, the warm-up's included */
@@ -145,7 +154,7 @@ export async function fleet(o: FleetOptions): Promise<FleetResult> {
   const worker = async () => {
     while (next < devices.length) {
       const i = next++;
-      sockets[i] = await connect(edgeOf(i).url, o.ca.certPem, devices[i] as FleetDevice, stats);
+      sockets[i] = await connect(edgeOf(i).url, o.ca.certPem, devices[i] as FleetDevice, stats, o.acks);
     }
   };
   try {
@@ -266,11 +275,12 @@ export async function fleet(o: FleetOptions): Promise<FleetResult> {
     lags.sort((a, b) => a - b);
     const q = (xs: number[], f: number) => percentile(xs, f) ?? 0;
     return {
-      scenario: `fleet: ${o.devices.toLocaleString('en')} devices through Caddy, one reading per second each${per === 1 ? '' : `, sent ${per} at a time`}`,
+      scenario: `fleet: ${o.devices.toLocaleString('en')} devices through Caddy, one reading per second each${per === 1 ? '' : `, sent ${per} at a time`}${o.acks === 'all' ? ', every frame acked' : ', reading no acks'}`,
       devices: o.devices,
       seconds: o.seconds,
       warmUpSeconds: o.warmUpSeconds,
       readingsPerFrame: per,
+      acks: o.acks,
       frames,
       readings: total,
       sent,

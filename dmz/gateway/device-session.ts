@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Duplex } from 'node:stream';
 import type { WebSocket } from 'ws';
-import type { CommandFrame, CommitFrame, CrlFrame, DownlinkFrame, ErrorFrame } from '../../shared/contract/downlink.ts';
+import type { AckMode, CommandFrame, CommitFrame, CrlFrame, DownlinkFrame, ErrorFrame } from '../../shared/contract/downlink.ts';
 import { errorFrame } from '../../shared/contract/downlink.ts';
 import { parseUplinkFrame, type FrameLimits } from '../../shared/contract/uplink.ts';
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
@@ -38,7 +38,8 @@ export type DeviceSocket = Pick<Duplex, 'cork' | 'uncork'>;
 
 /**
  * One connected device: reads its frames, hands accepted messages to the broker, answers each with
- * an ack (after PUBACK) or a coded error, and delivers its commands.
+ * an ack (after PUBACK; none to a device that asked for none, ACKS_HEADER) or a coded error, and
+ * delivers its commands.
  */
 export class DeviceSession {
   /** whether the socket is read, and why not (read-pause.ts) */
@@ -76,6 +77,8 @@ export class DeviceSession {
      * (server.ts: HeldBytesByDevice); without it, this connection's alone
      */
     heldBytes?: DeviceHeldBytes,
+    /** which acks the device reads (ACKS_HEADER): with `none`, no ack frame is sent, errors still are */
+    private readonly ackMode: AckMode = 'all',
   ) {
     this.reads = new ReadPause(ws, limits, log, heldBytes);
     ws.on('message', (data, isBinary) => {
@@ -204,6 +207,7 @@ export class DeviceSession {
       gatewayId,
       serverTime: Date.now(),
       limits: { frameMaxBytes: this.limits.frameMaxBytes, batchMaxMessages: this.limits.batchMaxMessages },
+      ...(this.ackMode === 'none' ? { acks: 'none' as const } : {}),
     });
   }
 
@@ -289,7 +293,7 @@ export class DeviceSession {
         () => {
           this.reads.track(-group.messageIds.length, 0);
           this.metrics.messages(group.dataType, group.messageIds.length);
-          this.acks.ack(group.messageIds);
+          if (this.ackMode === 'all') this.acks.ack(group.messageIds);
         },
         (err: unknown) => {
           this.reads.track(-group.messageIds.length, 0);

@@ -1,5 +1,5 @@
 import type { IncomingMessage } from 'node:http';
-import { CRL_HEADER } from '../../shared/contract/downlink.ts';
+import { ACKS_HEADER, AckModeSchema, CRL_HEADER, type AckMode } from '../../shared/contract/downlink.ts';
 import type { CrlDelivery } from './crl-delivery.ts';
 import type { Duplex } from 'node:stream';
 import type { MqttClient } from 'mqtt';
@@ -164,8 +164,10 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
     };
     socket.on('error', onSocketError);
     let identity: DeviceIdentity;
+    let acks: AckMode;
     try {
       if (pathOf(req.url) !== options.path) throw new FieldStreamError('GATEWAY_WRONG_PATH', `Open the WebSocket at ${options.path}.`);
+      acks = ackModeOf(req.headers[ACKS_HEADER]);
       // Checked again once identified (below). Upgrades waiting for a token's hash hold no place
       // meanwhile (they are bounded on their own: DeviceTokens' checksMax), or wrong tokens from
       // many addresses could keep every device out.
@@ -202,14 +204,14 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
       req.socket.setTimeout(0);
       pending.opened(socket);
       socket.off('error', onSocketError);
-      onConnection(ws, socket, identity, req.headers[CRL_HEADER]);
+      onConnection(ws, socket, identity, req.headers[CRL_HEADER], acks);
     });
   }
 
-  /** `heldCrl`: the device's CRL_HEADER, which CRL it holds (crl-delivery.ts). */
-  function onConnection(ws: WebSocket, socket: Duplex, identity: DeviceIdentity, heldCrl: string | string[] | undefined): void {
+  /** `heldCrl`: the device's CRL_HEADER, which CRL it holds (crl-delivery.ts); `acks`: its ACKS_HEADER. */
+  function onConnection(ws: WebSocket, socket: Duplex, identity: DeviceIdentity, heldCrl: string | string[] | undefined, acks: AckMode): void {
     const sessionLog = log.child({ deviceId: identity.deviceId });
-    const session = new DeviceSession(identity.deviceId, ws, publisher, sessionLimits, sessionLog, rate, metrics, options.securityReports, socket, publishFailureLog, heldBytes.of(identity.deviceId));
+    const session = new DeviceSession(identity.deviceId, ws, publisher, sessionLimits, sessionLog, rate, metrics, options.securityReports, socket, publishFailureLog, heldBytes.of(identity.deviceId), acks);
     session.chargeReads(socket);
     unfinished.track(socket, ws, () => session.closeUnread(CLOSE.tryAgainLater, 'GATEWAY_UNFINISHED_FRAMES_FULL'));
     ws.on('ping', (data) => session.pong(data));
@@ -253,7 +255,7 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
     if (!identity.token && daysLeft < TIMINGS.certWarnDays) {
       sessionLog.warn({ code: 'CERT_EXPIRING_SOON', daysLeft, notAfter: new Date(identity.notAfter).toISOString() }, `device certificate expires in ${daysLeft} days: renew it (scripts/generate-client-cert.sh ${identity.deviceId} --renew)`);
     }
-    sessionLog.info(identity.token ? { auth: 'token', tokenId: identity.token.tokenId } : { serial: identity.serial }, 'device connected');
+    sessionLog.info({ ...(identity.token ? { auth: 'token', tokenId: identity.token.tokenId } : { serial: identity.serial }), ...(acks === 'none' ? { acks } : {}) }, 'device connected');
   }
 
   const port = await listen(server, options, log);
@@ -288,6 +290,14 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
 }
 
 /** The path of a request's target; undefined for one no URL parser takes (`//[`). */
+/** The device's ACKS_HEADER: absent is `all`; a value neither `all` nor `none`, or the header twice (an array), is refused. */
+function ackModeOf(header: string | string[] | undefined): AckMode {
+  if (header === undefined) return 'all';
+  const mode = AckModeSchema.safeParse(header);
+  if (mode.success) return mode.data;
+  throw new FieldStreamError('GATEWAY_ACKS_HEADER_INVALID', `X-FieldStream-Acks must be "all" or "none", once; it was ${JSON.stringify(header).slice(0, 100)}.`);
+}
+
 function pathOf(target: string | undefined): string | undefined {
   try {
     return new URL(target ?? '/', 'https://gateway').pathname;

@@ -32,6 +32,20 @@ import { MacSchema } from '../security/mac.ts';
  */
 export const CRL_HEADER = 'x-fieldstream-crl';
 
+/**
+ * The upgrade request's header by which a device says which acks it reads: `all` (the default, as
+ * when the header is absent) or `none`. A device that keeps nothing it has sent (it sends each
+ * reading once and forgets it, as simple devices do) has no use for an ack frame per frame, and
+ * each costs the gateway a write, the edge proxy a read and a write and a TLS record, the device a
+ * read and, on a metered link, as many bytes again as its reading (docs/message-contract.md,
+ * "Devices that read no acks"). With `none` the gateway sends no `ack` frames on that connection;
+ * everything else is as before: `error` frames name the messages not taken, commit receipts,
+ * commands and the CRL still come. Any other value is refused (GATEWAY_ACKS_HEADER_INVALID).
+ */
+export const ACKS_HEADER = 'x-fieldstream-acks';
+export const AckModeSchema = z.enum(['all', 'none']);
+export type AckMode = z.infer<typeof AckModeSchema>;
+
 const ErrorCodeSchema = z.enum(Object.keys(ERRORS) as [ErrorCode, ...ErrorCode[]]);
 
 export const AckFrameSchema = z.strictObject({
@@ -93,6 +107,8 @@ export const WelcomeFrameSchema = z.strictObject({
     frameMaxBytes: z.number().int().min(LIMITS.welcomeFrameMaxBytesMin),
     batchMaxMessages: z.number().int().min(1),
   }),
+  /** `none`: no acks come on this connection, as the device asked (ACKS_HEADER); absent: every frame is acked */
+  acks: z.literal('none').optional(),
 });
 export type WelcomeFrame = z.infer<typeof WelcomeFrameSchema>;
 

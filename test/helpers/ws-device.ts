@@ -35,9 +35,10 @@ export class RawDevice {
     });
   }
 
-  static connect(url: string, tls: { ca: string; cert?: string; key?: string }): Promise<RawDevice> {
+  /** `headers`: of the upgrade request, as `wscat -H` sends them */
+  static connect(url: string, tls: { ca: string; cert?: string; key?: string }, headers?: Record<string, string>): Promise<RawDevice> {
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket(url, { ...tls, perMessageDeflate: false });
+      const ws = new WebSocket(url, { ...tls, perMessageDeflate: false, ...(headers ? { headers } : {}) });
       let reads = 0;
       ws.once('upgrade', (res) => res.socket.on('data', () => (device ? device.socketReads++ : reads++)));
       let device: RawDevice | undefined;

@@ -73,6 +73,7 @@ const fleet = (over: Partial<FleetResult> = {}): FleetResult => ({
   seconds: 60,
   warmUpSeconds: 0,
   readingsPerFrame: 1,
+  acks: 'none',
   frames: 600_000,
   readings: 600_000,
   sent: 600_000,
@@ -130,7 +131,9 @@ describe('the field loads against their targets', () => {
     // Most watched readings late: the p99 is among them, not the few seen early.
     const late = fleetTargets(fleet({ latency: { samples: 1, late: 599, lateAfterMs: 10_000, ...watchedPercentiles([6361], 599) } }))[1];
     assert.equal(late?.verdict, 'missed: over 10,000 ms');
-    assert.match(late?.measured ?? '', /^> 10,000 ms \(600 readings watched, 599 not seen within 10,000 ms\)$/);
+    assert.match(late?.measured ?? '', /^> 10,000 ms \(600 readings watched, 599 not seen within 10,000 ms; devices reading no acks\)$/);
+    // Whether the devices read acks is said beside the figure: both are the targets' load.
+    assert.match(fleetTargets(fleet({ acks: 'all' }))[1]?.measured ?? '', /; every frame acked\)$/);
   });
 
   it('percentiles by nearest rank: the smallest value with at least that share of the values at or below it', () => {
