@@ -7,9 +7,19 @@ import type { DeviceSession } from './device-session.ts';
  * Pings an open connection every `intervalMs` and ends it (half-open TCP) once an interval passed
  * with no sign of life from the device while its socket was read. Returns what stops the pings
  * (the connection closed).
+ *
+ * `quietWhileHeard`: for a device that reads no acks (ACKS_HEADER none), no ping goes in an
+ * interval in which its bytes were read: they already prove the connection alive, and such a
+ * device reads nothing from the gateway that a ping would keep flowing. For a device sending a
+ * reading a second, each ping and its pong were two more frames each way through the edge. One
+ * that falls silent is pinged at the next tick and judged at the one after, as any device is.
  */
-export function watchHeartbeat(ws: WebSocket, socket: Duplex, session: Pick<DeviceSession, 'readingPaused' | 'readPauses'>, intervalMs: number, log: Logger): () => void {
+export function watchHeartbeat(ws: WebSocket, socket: Duplex, session: Pick<DeviceSession, 'readingPaused' | 'readPauses'>, intervalMs: number, log: Logger, quietWhileHeard = false): () => void {
   let alive = true;
+  /** whether the last tick pinged: only an unanswered ping makes a connection half-open */
+  let pinged = true;
+  /** bytes of the device read since the last tick */
+  let heard = false;
   ws.on('pong', () => {
     alive = true;
   });
@@ -32,6 +42,7 @@ export function watchHeartbeat(ws: WebSocket, socket: Duplex, session: Pick<Devi
   // at the upgrade's once ws reads it.)
   socket.on('data', () => {
     alive = true;
+    heard = true;
   });
   // A connection paused from its start (its device's earlier connections left their share of the
   // backlog with the broker: read-pause.ts) counts as paused in its first interval, as any pause
@@ -40,13 +51,15 @@ export function watchHeartbeat(ws: WebSocket, socket: Duplex, session: Pick<Devi
   const heartbeat = setInterval(() => {
     const readAllAlong = !session.readingPaused && session.readPauses === pausesSeen;
     pausesSeen = session.readPauses;
-    if (!alive && readAllAlong) {
+    if (pinged && !alive && readAllAlong) {
       log.info('no pong since the last ping; closing a half-open connection');
       ws.terminate();
       return;
     }
+    pinged = !(quietWhileHeard && heard);
     alive = false;
-    ws.ping();
+    heard = false;
+    if (pinged) ws.ping();
   }, intervalMs);
   heartbeat.unref();
   return () => clearInterval(heartbeat);

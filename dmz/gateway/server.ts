@@ -215,7 +215,7 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
     session.chargeReads(socket);
     unfinished.track(socket, ws, () => session.closeUnread(CLOSE.tryAgainLater, 'GATEWAY_UNFINISHED_FRAMES_FULL'));
     ws.on('ping', (data) => session.pong(data));
-    const stopHeartbeat = watchHeartbeat(ws, socket, session, options.heartbeatMs ?? TIMINGS.heartbeatMs, sessionLog);
+    const stopHeartbeat = watchHeartbeat(ws, socket, session, options.heartbeatMs ?? TIMINGS.heartbeatMs, sessionLog, acks === 'none');
     // When the device was last heard on this connection (any bytes: frames, pongs, its close), the
     // `at` of its offline. A connection found dead by the heartbeat ended then, not when the gateway
     // noticed, up to two heartbeats later: a device that moved to another gateway meanwhile has its

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { connectAsync, type MqttClient } from 'mqtt';
-import type { DownlinkFrame } from '../../shared/contract/downlink.ts';
+import { ACKS_HEADER, type DownlinkFrame } from '../../shared/contract/downlink.ts';
 import { StatusEnvelopeSchema, type StatusEnvelope } from '../../shared/contract/envelope.ts';
 import { statusTopic } from '../../shared/contract/topics.ts';
 import { LIMITS } from '../../shared/limits.ts';
@@ -149,6 +149,37 @@ describe('the gateway heartbeat and a stalled broker (real Mosquitto, SIGSTOP)',
     const afterMs = performance.now() - since;
     // The next ping goes unanswered and is judged at the tick after it: two heartbeats at most (and a margin for a loaded machine).
     assert.ok(afterMs < 2 * HEARTBEAT_MS + 500, `closed after ${Math.round(afterMs)} ms`);
+  });
+
+  it('pings a device that reads no acks only in intervals it was not heard in, and still closes it once silent', async () => {
+    const pingsOf = (d: RawDevice) => {
+      const seen = { n: 0 };
+      d.ws.on('ping', () => seen.n++);
+      return seen;
+    };
+    const chatty = await RawDevice.connect(url, tlsOf('chatty'), { [ACKS_HEADER]: 'none' });
+    const acked = await RawDevice.connect(url, tlsOf('acked'));
+    devices.push(chatty, acked);
+    await eventually(() => chatty.welcome && acked.welcome, 5_000, 'both welcomed');
+    const chattyPings = pingsOf(chatty);
+    const ackedPings = pingsOf(acked);
+    // Both send a reading every third of a heartbeat for five heartbeats.
+    for (let k = 0; k < 15; k++) {
+      for (const [d, id] of [[chatty, 'chatty'], [acked, 'acked']] as const) d.send(JSON.stringify({ deviceId: id, dataType: 'timeseries', payload: { v: k } }));
+      await sleep(HEARTBEAT_MS / 3);
+    }
+    assert.ok(ackedPings.n >= 3, `the acked device was pinged as ever (${ackedPings.n} pings)`);
+    // A stall of the test's own timers may leave one interval unheard: at most one ping then.
+    assert.ok(chattyPings.n <= 1, `the device heard in every interval was pinged ${chattyPings.n} times`);
+    // Quiet but answering: pinged again, and kept.
+    await sleep(3 * HEARTBEAT_MS);
+    assert.ok(chattyPings.n >= 2, `pinged once it fell quiet (${chattyPings.n} pings)`);
+    assert.equal(chatty.closeCode, undefined);
+    // Silent (not reading, so no pong): closed as any device is, within a few heartbeats.
+    const since = performance.now();
+    silence(chatty);
+    await eventually(() => (closedAsHalfOpen('chatty') ? true : undefined), 5_000, 'the silent device closed as half-open');
+    assert.ok(performance.now() - since < 3 * HEARTBEAT_MS + 500, `closed after ${Math.round(performance.now() - since)} ms`);
   });
 
   it('dates the offline of a peer it found dead at when it last heard from it, before the online of the device through another gateway meanwhile', async () => {
