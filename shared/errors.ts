@@ -431,7 +431,7 @@ export const ERRORS = {
     http: 500,
     transient: false,
     description:
-      'At its start the field client found lines of its command journal (FIELD_DATA_DIR/commands.journal) it cannot read: torn by a power cut, or damaged on the disk; a kept answer that fails its schema is read as a command that started (answered failed, interrupted, if delivered again). The other lines are read; an id named only by the lines skipped is not recognised as seen, unless it was issued at or before the journal\'s floor. The next rewrite of the journal leaves them out.',
+      'At its start the field client found lines of its command journal (FIELD_DATA_DIR/commands.journal) it cannot read: torn by a power cut, or damaged on the disk; a kept answer that fails its schema is read as a command that started (answered failed, interrupted, if delivered again). The other lines are read; an id named only by the lines skipped is not recognised as seen, unless it was issued at or before the journal\'s floor. The next rewrite of the journal leaves them out. A floor or issuedAt further than a day past the device\'s clock at the start (futureValues) is damage too: a floor so read is not believed, an issuedAt is taken as the start\'s time (its id still known); not judged while the clock reads before 2026.',
   },
 
   // -- Command API ----------------------------------------------------------------------------------

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { z } from 'zod';
 import { ResponsePayloadSchema } from '../../shared/contract/payloads.ts';
 import { removeLeftAsideSync, replaceFileDurablySync } from '../../shared/durable-fs.ts';
-import { LIMITS } from '../../shared/limits.ts';
+import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import { appendLinesSync, readLinesSync } from '../../shared/line-file.ts';
 
 /**
@@ -61,6 +61,14 @@ export class CommandJournal {
    * as seen unless another line of theirs, or the floor, is.
    */
   unreadable = 0;
+  /**
+   * Values read at the start (a `#floor`, an issuedAt) further past the device's clock than
+   * TIMINGS.fieldCommandJournalAheadMaxMs: damage on the disk, not believed. A floor so read is
+   * skipped; an id's issuedAt is taken as the start's time (it was journaled before the start), so
+   * the id is still known and, once forgotten, does not raise the floor past every new command.
+   * Said once at the start with the unreadable lines (start.ts).
+   */
+  damagedValues = 0;
   /** a compaction's failure not yet taken (and logged) by the caller: the line before it was synced, nothing is lost */
   private compactionFailure: Error | undefined;
   private lines = 0;
@@ -72,6 +80,8 @@ export class CommandJournal {
   constructor(
     private readonly path: string | undefined,
     private readonly remembered: number,
+    /** epoch ms: the device's clock at the start, what the values read are judged against */
+    private readonly startedAt = Date.now(),
   ) {
     if (path) removeLeftAsideSync(path);
     if (!path || !existsSync(path)) return;
@@ -151,7 +161,9 @@ export class CommandJournal {
   private readLine(line: string): boolean {
     const f = FLOOR_LINE.exec(line);
     if (f) {
-      this.floor = Math.max(this.floor, Number(f[1]));
+      const floor = Number(f[1]);
+      if (this.beyondClock(floor)) this.damagedValues++;
+      else this.floor = Math.max(this.floor, floor);
       return true;
     }
     const s = STATE_LINE.exec(line);
@@ -160,7 +172,12 @@ export class CommandJournal {
     if (!m) return false; // a line a power cut tore before its state (that change never returned), or damage
     const id = m[1] as string;
     // A line torn within its issuedAt reads as an earlier one: the id's earlier line has it whole.
-    const issuedAt = Math.max(Number(s ? (s[3] ?? 0) : m[2]), this.seen.get(id)?.issuedAt ?? 0);
+    let read = Number(s ? (s[3] ?? 0) : m[2]);
+    if (this.beyondClock(read)) {
+      this.damagedValues++;
+      read = this.startedAt;
+    }
+    const issuedAt = Math.max(read, this.seen.get(id)?.issuedAt ?? 0);
     if (s) {
       this.remember(id, { state: s[2] as 'started' | 'answered', issuedAt });
       return true;
@@ -170,6 +187,15 @@ export class CommandJournal {
     // started. The command ran, or may have: it is answered "interrupted", never run again.
     this.remember(id, answer.success ? { state: 'done', issuedAt, answer: answer.data } : { state: 'started', issuedAt });
     return answer.success;
+  }
+
+  /**
+   * Whether a value read is further past the device's clock than any command can be dated (damage).
+   * Not judged while the clock is not set (before TIMINGS.fieldClockPlausibleMinMs): then every
+   * value would look so, and a floor not believed lets a forgotten id run again once the clock is set.
+   */
+  private beyondClock(value: number): boolean {
+    return this.startedAt >= TIMINGS.fieldClockPlausibleMinMs && !(value <= this.startedAt + TIMINGS.fieldCommandJournalAheadMaxMs);
   }
 
   /** The lines a rewrite holds: the floor, then each id kept, oldest first (the order they are forgotten in). */

@@ -81,6 +81,11 @@ export class CommandHandlers {
     return this.journal.unreadable;
   }
 
+  /** Values of the journal read at the start far past the device's clock, not believed (CommandJournal.damagedValues). */
+  get journalDamagedValues(): number {
+    return this.journal.damagedValues;
+  }
+
   register(name: string, handler: CommandHandler): this {
     this.handlers.set(name, handler);
     return this;

@@ -136,8 +136,11 @@ export async function startFieldClient(config: Readonly<FieldClientConfig>, logg
     },
     join(config.FIELD_DATA_DIR, 'commands.journal'),
   );
-  if (commands.journalUnreadable > 0) {
-    log.warn({ code: 'FIELD_COMMAND_JOURNAL_DAMAGED', path: join(config.FIELD_DATA_DIR, 'commands.journal'), lines: commands.journalUnreadable }, 'lines of the command journal cannot be read (torn by a power cut, or damaged): skipped');
+  if (commands.journalUnreadable > 0 || commands.journalDamagedValues > 0) {
+    log.warn(
+      { code: 'FIELD_COMMAND_JOURNAL_DAMAGED', path: join(config.FIELD_DATA_DIR, 'commands.journal'), lines: commands.journalUnreadable, futureValues: commands.journalDamagedValues },
+      'the command journal is damaged: lines that cannot be read (torn by a power cut, or damaged) skipped, values far past the clock not believed',
+    );
   }
   if (!signingKey && config.FIELD_ALLOW_UNSIGNED_COMMANDS) log.warn('FIELD_ALLOW_UNSIGNED_COMMANDS is on: commands run without authentication; whoever holds the DMZ can command this device');
   else if (!signingKey) log.warn('no FIELD_SIGNING_KEY_FILE: commands are refused (FIELD_COMMAND_UNSIGNED) unless FIELD_ALLOW_UNSIGNED_COMMANDS=true');

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import type { CommandFrame } from '../../shared/contract/downlink.ts';
 import { CommandHandlers } from '../../field-client/src/commands.ts';
+import { CommandJournal } from '../../field-client/src/command-journal.ts';
 import { tempDir } from '../helpers/pki.ts';
 
 // The command journal is what keeps a command from running twice: a line of it the client cannot
@@ -31,6 +32,55 @@ describe('a command journal damaged on the disk (command-journal.ts)', () => {
       assert.equal(after.journalUnreadable, 3);
       assert.equal((await after.run(f('cmd-1', T)))?.code, 'FIELD_COMMAND_REPLAYED');
       assert.equal((await after.run(f('cmd-4', T)))?.status, 'failed', 'started before: answered, not run again');
+    } finally {
+      tmp.cleanup();
+    }
+  });
+
+  // A floor or an issuedAt damaged into a huge number (a bit flipped in a digit, digits added) was
+  // believed: every new command was then at or before the floor, refused as a replay and not
+  // answered, for ever. Values no command can have (beyond the device's clock by more than
+  // TIMINGS.fieldCommandJournalAheadMaxMs) are damage: counted, and not believed.
+  it('does not believe a floor or an issuedAt far beyond the device\'s clock', async () => {
+    const tmp = tempDir('journal-future');
+    try {
+      const journal = join(tmp.dir, 'commands.journal');
+      appendFileSync(journal, '#floor 99999999999999\n'); // the year 5138
+      appendFileSync(journal, `cmd-1 answered ${T}\n`);
+      appendFileSync(journal, `cmd-2 answered 9${'9'.repeat(400)}\n`); // Infinity as a number
+      appendFileSync(journal, `#floor ${T - 10_000}\n`); // believable
+      const after = new CommandHandlers(opts, journal, 2).register('open_valve', () => ({ status: 'completed' }));
+      assert.equal(after.journalUnreadable, 0, 'every line is one of ours');
+      assert.equal(after.journalDamagedValues, 2);
+      assert.equal((await after.run(f('cmd-1', T)))?.code, 'FIELD_COMMAND_REPLAYED', 'the ids are still known');
+      assert.equal((await after.run(f('cmd-2', T)))?.code, 'FIELD_COMMAND_REPLAYED');
+      assert.equal((await after.run(f('cmd-0', T - 20_000)))?.code, 'FIELD_COMMAND_REPLAYED', 'the believable floor holds');
+      const now = Date.now() + 1;
+      assert.equal((await after.run(f('cmd-3', now)))?.status, 'completed', 'a new command runs');
+      // cmd-1 and cmd-2 are forgotten now: the floor takes cmd-2's issuedAt as "before the start", not Infinity.
+      assert.equal((await after.run(f('cmd-4', now + 1)))?.status, 'completed');
+      assert.equal((await after.run(f('cmd-5', now + 2)))?.status, 'completed', 'a forgotten damaged issuedAt does not become the floor');
+      assert.equal((await after.run(f('cmd-2', T)))?.code, 'FIELD_COMMAND_REPLAYED', 'a forgotten id stays refused');
+      // Read again (compacted or not), the damage is gone or counted again, never believed.
+      const again = new CommandHandlers(opts, journal, 2).register('open_valve', () => ({ status: 'completed' }));
+      assert.equal((await again.run(f('cmd-6', Date.now() + 1)))?.status, 'completed');
+    } finally {
+      tmp.cleanup();
+    }
+  });
+
+  it('believes the journal when the device\'s clock cannot be right (before it was built): it cannot judge', () => {
+    const tmp = tempDir('journal-early-clock');
+    try {
+      const journal = join(tmp.dir, 'commands.journal');
+      appendFileSync(journal, `#floor ${T}\ncmd-1 answered ${T}\n`);
+      // A device without a real-time clock boots in 1970 until NTP sets it: the journal is right, the clock is not.
+      const early = new CommandJournal(journal, 10, 0);
+      assert.equal(early.damagedValues, 0);
+      assert.equal(early.floor, T);
+      const now = new CommandJournal(journal, 10, T);
+      assert.equal(now.damagedValues, 0);
+      assert.equal(new CommandJournal(journal, 10, T - 3 * 86_400_000).damagedValues, 2, 'three days behind a plausible clock');
     } finally {
       tmp.cleanup();
     }
