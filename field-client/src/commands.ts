@@ -1,5 +1,5 @@
 import type { CommandFrame } from '../../shared/contract/downlink.ts';
-import type { ResponsePayload } from '../../shared/contract/payloads.ts';
+import { ResponsePayloadSchema, type ResponsePayload } from '../../shared/contract/payloads.ts';
 import { answerTestCommand, TEST_COMMAND } from '../../shared/contract/test-command.ts';
 import { ERRORS, FieldStreamError, type ErrorCode } from '../../shared/errors.ts';
 import { LimitedLog } from '../../shared/limited-log.ts';
@@ -7,7 +7,9 @@ import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { checkCommand, type CommandGuardOptions } from './command-guard.ts';
 import { CommandJournal, KeptAnswerSchema, type KeptAnswer } from './command-journal.ts';
+import { journalFailed, keepable, thrownText } from './command-outcome.ts';
 import { fileHandlers, type CommandsFile } from './commands-file.ts';
+import type { QueuedMessage } from './queue/durable-queue.ts';
 
 export type CommandOutcome = Pick<ResponsePayload, 'status' | 'result'>;
 export type CommandHandler = (params: unknown, frame: CommandFrame) => Promise<CommandOutcome> | CommandOutcome;
@@ -55,6 +57,8 @@ export class CommandHandlers {
   private readonly answering = new Set<string>();
   /** for status(): commands run, and commands refused by code */
   readonly stats = { run: 0, refused: 0, refusedByCode: {} as Partial<Record<ErrorCode, number>>, unanswered: 0 };
+  /** ids whose answer record drop-oldest dropped while answer() or drainHeld() queued one: not journaled "answered" then (answersDropped) */
+  private readonly droppedWhileQueued = new Set<string>();
   /** drainHeld() is queueing kept answers (one drain at a time) */
   private draining = false;
   /** refusals that are not answered, logged (a flood of forged commands would be a line each) */
@@ -219,6 +223,44 @@ export class CommandHandlers {
     if (err) log.warn({ code: 'FIELD_COMMAND_JOURNAL_FAILED', err: err.message }, 'cannot rewrite the command journal (its lines are synced); tried again at its next change');
   }
 
+  /**
+   * Drop-oldest (FIELD_QUEUE_FULL_POLICY=drop-oldest) dropped these records, not yet committed;
+   * called before their segment is deleted (DurableQueue.onDrop). A command's answer among them was
+   * journaled "answered", and its next deliveries are replays, not answered again: lost, the command
+   * would end `expired` at the command API though it ran. So each is journaled again as kept
+   * ("done": the same status, result and timestamp, synced before the segment goes), and queued
+   * again right after (drainHeld), as an answer the queue refused is.
+   *
+   * Kept in the journal rather than only appended again: a crash between the segment's deletion
+   * and the new record's sync would lose it, and the journal answers it at the next start from what
+   * it holds. Never "started" or forgotten: the command would then run again (or be answered
+   * "interrupted"), where a kept answer is only queued, so no delivery runs a command twice. Nothing
+   * here is anyone else's to make: only a record of this queue that drop-oldest drops is answered
+   * again, once per drop, within the queue's bound (it takes the room of the oldest data, which
+   * drop-oldest drops anyway); a drain that drops another answer leaves it for the next drop or command.
+   */
+  answersDropped(dropped: readonly QueuedMessage[], queueResponse: (r: ResponsePayload) => Promise<unknown>, log: Logger): void {
+    let kept = 0;
+    for (const m of dropped) {
+      if (m.dataType !== 'response') continue;
+      const r = ResponsePayloadSchema.safeParse(m.payload);
+      if (!r.success) continue;
+      const { commandId, status, result, timestamp } = r.data;
+      const seen = this.journal.get(commandId);
+      if (seen?.state === 'done') continue; // kept already (a copy): queued again with the others
+      if (this.answering.has(commandId)) this.droppedWhileQueued.add(commandId);
+      const answer = KeptAnswerSchema.parse({ status, ...(result !== undefined ? { result } : {}), timestamp });
+      // An id the journal forgot was issued at or before its floor.
+      const recorded = this.record(commandId, seen?.issuedAt ?? this.journal.floor, answer);
+      kept++;
+      if (recorded.deferred) this.notAnsweredLog(log, 'error').write({ code: recorded.code, commandId }, `command answer dropped from the full queue ${String(recorded.result)}`);
+    }
+    if (kept === 0) return;
+    log.warn({ code: 'FIELD_QUEUE_DROPPED_OLDEST', answers: kept }, 'command answers dropped from the full queue: kept in the command journal, queued again');
+    // Not within the queue's append that dropped them; one drain at a time.
+    setImmediate(() => void this.drainHeld(queueResponse, log));
+  }
+
   /** The rate-limited log of commands not answered now (not run, or their answer not queued), by level. */
   private notAnsweredLog(log: Logger, level: 'warn' | 'error'): LimitedLog {
     let l = this.notAnsweredLogs.get(level);
@@ -342,6 +384,8 @@ export class CommandHandlers {
    * after a restart its kept answer is queued again, the same.
    */
   answered(commandId: string): void {
+    // Its answer dropped from the queue meanwhile (answersDropped): kept, to be queued again.
+    if (this.droppedWhileQueued.delete(commandId)) return;
     const seen = this.journal.get(commandId);
     if (!seen) return;
     const entry = { state: 'answered' as const, issuedAt: seen.issuedAt };
@@ -364,41 +408,4 @@ export class CommandHandlers {
     if (!seen && frame.issuedAt <= this.journal.floor) return 'FIELD_COMMAND_REPLAYED';
     return undefined;
   }
-}
-
-/** What a handler threw, as text; never throws itself (String() of an object without a prototype does). */
-function thrownText(err: unknown): string {
-  if (err instanceof Error) return String(err.message);
-  try {
-    return String(err);
-  } catch {
-    return 'the handler threw a value that is not an Error';
-  }
-}
-
-/** A command not answered now, as the journal refused a line: answered at its next delivery. */
-function journalFailed(err: unknown, what: string): CommandAnswer {
-  return { status: 'failed', result: `${what} (${(err as Error).message})`, code: 'FIELD_COMMAND_JOURNAL_FAILED', deferred: true };
-}
-
-/**
- * The answer as it will be queued: only its status and result, checked with the response's own
- * schema, and as JSON gives it back (so the answer kept and read back from the journal is the one
- * queued). A result no response carries (larger than LIMITS.stringMaxChars as JSON, nested deeper
- * than LIMITS.jsonMaxDepth, a "__proto__" key: a program's output is often JSON) is replaced by a
- * note with FIELD_COMMAND_RESULT_INVALID, and the status stays the handler's: kept whole, the answer
- * would be refused at every delivery; answered "failed", a command that completed would be sent
- * again by an operator told it had not, and run twice.
- */
-function keepable(given: CommandOutcome, timestamp: string): KeptAnswer {
-  // A handler in plain JavaScript may return anything (nothing at all): checked as an outcome
-  // without a status, answered "failed" with a note, rather than a TypeError here.
-  const outcome = (typeof given === 'object' && given !== null ? given : {}) as Partial<CommandOutcome>;
-  const answer = { status: outcome.status, ...(outcome.result !== undefined ? { result: outcome.result } : {}), timestamp };
-  const checked = KeptAnswerSchema.safeParse(answer);
-  if (checked.success) return JSON.parse(JSON.stringify(checked.data)) as KeptAnswer;
-  const status = KeptAnswerSchema.shape.status.safeParse(outcome.status);
-  const problem = checked.error.issues.find((i) => i.path[0] === 'result') ?? checked.error.issues[0];
-  const e = new FieldStreamError('FIELD_COMMAND_RESULT_INVALID', `the command's result cannot be answered: ${problem ? `${problem.path.join('.')} ${problem.message}` : 'invalid'}`);
-  return { status: status.success ? status.data : 'failed', result: `${e.code}: ${e.message}`.slice(0, 1024), timestamp };
 }

@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import type { DownlinkFrame, WelcomeFrame } from '../../shared/contract/downlink.ts';
-import { canonicalPayload, type DataType } from '../../shared/contract/payloads.ts';
+import { canonicalPayload, type DataType, type ResponsePayload } from '../../shared/contract/payloads.ts';
 import type { FieldClientOptions, PayloadOf, Submission } from './client-options.ts';
 import { clientStatus, type ClientStatus } from './client-status.ts';
 import { TIMINGS } from '../../shared/limits.ts';
@@ -261,9 +261,13 @@ export class FieldClient {
     if (this.sending) this.pump.schedule();
   }
 
-  /** Drop-oldest dropped these records (counted there): a file record's file goes with it. */
+  /** A command's answer into the queue; resolves once it is synced there. */
+  private readonly queueResponse = (response: ResponsePayload): Promise<void> => this.submit('response', response).then(() => this.queue.durable());
+
+  /** Drop-oldest dropped these records (counted there): a file record's file goes with it, a command's answer is kept and queued again. */
   private onDropped(dropped: readonly QueuedMessage[]): void {
     for (const seq of dropFilesOf(dropped, this.transfers, this.outbox, this.log)) this.inFlight.delete(seq);
+    this.commands.answersDropped(dropped, this.queueResponse, this.log);
   }
 
   /**
@@ -290,11 +294,11 @@ export class FieldClient {
         this.answers.onError(frame);
         return;
       case 'command':
-        // Resolved once the answer is synced, not only written: the journal then records the
+        // queueResponse resolves once the answer is synced, not only written: the journal then records the
         // command as answered (synced), and with FIELD_QUEUE_SYNC at an interval a power cut
         // between the two lost the answer while the journal said it was queued, its next
         // delivery refused as a replay.
-        void this.commands.answer(frame, (response) => this.submit('response', response).then(() => this.queue.durable()), this.log);
+        void this.commands.answer(frame, this.queueResponse, this.log);
         return;
       case 'welcome':
         // Only a connection's first counts: each sends the window again. Ignored, not closed on:

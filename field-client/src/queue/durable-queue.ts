@@ -135,7 +135,9 @@ export class DurableQueue {
   /**
    * Tells `listener` of the records not yet committed that drop-oldest drops, read back from their
    * segment before it is deleted: the field client removes the outbox file a dropped file record
-   * names (the file is the oldest data then; left there it would be counted, never sent).
+   * names (the file is the oldest data then; left there it would be counted, never sent), and
+   * journals a command's answer as kept again (commands.ts, answersDropped). Called synchronously,
+   * before the segment is deleted: what it syncs is on disk before the records are gone.
    */
   onDrop(listener: (dropped: QueuedMessage[]) => void): void {
     this.dropListener = listener;
