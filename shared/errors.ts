@@ -329,6 +329,12 @@ export const ERRORS = {
     description: 'No commit receipt came within FIELD_COMMIT_TIMEOUT_MS of the gateway\'s ack; the messages are sent again (copies are recognised and not written twice).',
   },
   FIELD_COMMAND_TIMEOUT: { http: 504, transient: false, description: 'A command handler did not finish in time.' },
+  FIELD_COMMAND_OUTCOME_UNKNOWN: {
+    http: 500,
+    transient: false,
+    description:
+      'The command ran, or may have, but the field client cannot tell whether it completed: the client stopped while it ran (killed, a power cut: answered after the restart; or an orderly stop that ended its program, which then did not exit 0). It is not run again. Answered with status failed, the contract\'s only final status for a command not known to have completed: check on the device whether its action took place before sending it again.',
+  },
   FIELD_COMMAND_RESULT_INVALID: {
     http: 422,
     transient: false,
@@ -431,7 +437,7 @@ export const ERRORS = {
     http: 500,
     transient: false,
     description:
-      'At its start the field client found lines of its command journal (FIELD_DATA_DIR/commands.journal) it cannot read: torn by a power cut, or damaged on the disk; a kept answer that fails its schema is read as a command that started (answered failed, interrupted, if delivered again). The other lines are read; an id named only by the lines skipped is not recognised as seen, unless it was issued at or before the journal\'s floor. The next rewrite of the journal leaves them out. A floor or issuedAt further than a day past the device\'s clock at the start (futureValues) is damage too: a floor so read is not believed, an issuedAt is taken as the start\'s time (its id still known); not judged while the clock reads before 2026.',
+      'At its start the field client found lines of its command journal (FIELD_DATA_DIR/commands.journal) it cannot read: torn by a power cut, or damaged on the disk; a kept answer that fails its schema is read as a command that started (answered failed, FIELD_COMMAND_OUTCOME_UNKNOWN, if delivered again). The other lines are read; an id named only by the lines skipped is not recognised as seen, unless it was issued at or before the journal\'s floor. The next rewrite of the journal leaves them out. A floor or issuedAt further than a day past the device\'s clock at the start (futureValues) is damage too: a floor so read is not believed, an issuedAt is taken as the start\'s time (its id still known); not judged while the clock reads before 2026.',
   },
 
   // -- Command API ----------------------------------------------------------------------------------

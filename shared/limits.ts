@@ -1314,6 +1314,12 @@ export const TIMINGS = {
   fieldGatewayLogWindowMs: 60_000,
   /** milliseconds. The window of LIMITS.fieldCommandLogMaxPerWindow. */
   fieldCommandLogWindowMs: 60_000,
+  /** milliseconds. At an orderly stop, the field client sends SIGTERM to the process group of each
+   * exec command still running, and SIGKILL this long after to what is left of it; it waits for their
+   * answers (journaled and queued) up to twice this. A program left running after its client stopped
+   * carried on unseen, and its command was answered as though it had failed. Within the 10 s a
+   * container's stop gives before its SIGKILL, with room for the rest of the client's stop. */
+  fieldCommandStopGraceMs: 5_000,
   /** milliseconds. A `#floor` or issuedAt of the field client's command journal further than this
    * past the device's clock at its start is damage (a digit flipped or added on the disk), not
    * believed: a command issued that far ahead is refused as FIELD_COMMAND_FUTURE long before (the

@@ -17,7 +17,7 @@ export type KeptAnswer = z.infer<typeof KeptAnswerSchema>;
 /**
  * What the journal says of a command id:
  * - started: journaled before its handler ran; it may have run, or be running.
- * - done: it ran (or was found interrupted), and its answer is kept here until the answer is in the
+ * - done: it ran (or was found started: of unknown outcome), and its answer is kept here until the answer is in the
  *   durable queue. `unsynced`: known in this process only, the journal having refused the line (a
  *   full disk): on disk the id is still `started`.
  * - answered: its answer is in the durable queue.
@@ -31,7 +31,7 @@ const STATE_LINE = /^([A-Za-z0-9._:-]+) (started|answered)(?: (\d+))?$/;
 /**
  * "ID done ISSUED_AT ANSWER_JSON". With `s`: JSON leaves U+2028 and U+2029 in a string as they are,
  * and `.` without it stops at them (line terminators to a RegExp), so an answer holding one was read
- * as a torn line, and the command answered "failed: interrupted" after a restart. A journal line
+ * as a torn line, and the command answered as of unknown outcome after a restart. A journal line
  * holds no "\n" (the file is split at it).
  */
 const DONE_LINE = /^([A-Za-z0-9._:-]+) done (\d+)(?: (.*))?$/s;
@@ -184,7 +184,7 @@ export class CommandJournal {
     }
     const answer = KeptAnswerSchema.safeParse(parseJson(d?.[3]));
     // A `done` whose answer cannot be read (torn by a power cut) is what the line before it said:
-    // started. The command ran, or may have: it is answered "interrupted", never run again.
+    // started. The command ran, or may have: it is answered as of unknown outcome (FIELD_COMMAND_OUTCOME_UNKNOWN), never run again.
     this.remember(id, answer.success ? { state: 'done', issuedAt, answer: answer.data } : { state: 'started', issuedAt });
     return answer.success;
   }

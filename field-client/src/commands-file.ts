@@ -5,7 +5,7 @@ import { CommandNameSchema } from '../../shared/contract/downlink.ts';
 import { holdsMoreValuesThan } from '../../shared/contract/json-bound.ts';
 import type { ResponsePayload } from '../../shared/contract/payloads.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
-import { LIMITS } from '../../shared/limits.ts';
+import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import type { CommandHandler, CommandOutcome } from './commands.ts';
 
 /** FIELD_COMMANDS_FILE: what each command name does on this device. */
@@ -35,7 +35,7 @@ export type CommandsFile = z.infer<typeof CommandsFileSchema>;
  */
 export function fileHandlers(file: CommandsFile, publishLocal: ((topic: string, payload: string) => Promise<void>) | undefined): Array<[string, CommandHandler]> {
   return Object.entries(file).map(([name, spec]): [string, CommandHandler] => {
-    if (spec.type === 'exec') return [name, (params, frame) => runProgram(spec.program, spec.args, spec.timeoutMs, params, frame)];
+    if (spec.type === 'exec') return [name, (params, frame, stopping) => runProgram(spec.program, spec.args, spec.timeoutMs, params, frame, stopping)];
     return [
       name,
       async (params) => {
@@ -47,8 +47,14 @@ export function fileHandlers(file: CommandsFile, publishLocal: ((topic: string, 
   });
 }
 
-/** An exec command: its program run (no shell, a process group of its own) with the params; its output is the answer. */
-function runProgram(program: string, args: string[], timeoutMs: number, params: unknown, frame: CommandFrame): Promise<CommandOutcome> {
+/**
+ * An exec command: its program run (no shell, a process group of its own) with the params; its
+ * output is the answer. When `stopping` aborts (the client's orderly stop), the whole group gets
+ * SIGTERM, and SIGKILL TIMINGS.fieldCommandStopGraceMs later: a program in a group of its own is not
+ * ended with its client, and ran on unseen. A program that exits 0 then answers as it says (it
+ * finished, or cleaned up and says so); otherwise what it did is unknown: FIELD_COMMAND_OUTCOME_UNKNOWN.
+ */
+function runProgram(program: string, args: string[], timeoutMs: number, params: unknown, frame: CommandFrame, stopping?: AbortSignal): Promise<CommandOutcome> {
   return new Promise((resolve) => {
     const json = JSON.stringify(params ?? null);
     // In the environment only when Linux takes it there: past LIMITS.fieldCommandEnvStringMaxBytes
@@ -74,29 +80,54 @@ function runProgram(program: string, args: string[], timeoutMs: number, params: 
     child.stderr.on('data', (c: string) => (err = (err + c).slice(-LIMITS.fieldCommandErrorOutputMaxChars)));
     child.stdin.on('error', () => undefined);
     child.stdin.end(json);
+    const signalGroup = (signal: NodeJS.Signals) => {
+      try {
+        if (child.pid === undefined) throw new Error('no pid');
+        process.kill(-child.pid, signal);
+      } catch {
+        child.kill(signal);
+      }
+    };
+    const killGroup = () => {
+      signalGroup('SIGKILL');
+      // 'close' waits for the output to close too, and a process outside the group (a daemon the
+      // program started in a session of its own: setsid) can hold it open for ever, the command
+      // never answered. What it would still write is not waited for: the answer is the kill's.
+      child.stdout.destroy();
+      child.stderr.destroy();
+    };
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;
-      try {
-        if (child.pid === undefined) throw new Error('no pid');
-        process.kill(-child.pid, 'SIGKILL');
-      } catch {
-        child.kill('SIGKILL');
-      }
-      // 'close' waits for the output to close too, and a process outside the group (a daemon the
-      // program started in a session of its own: setsid) can hold it open for ever, the command
-      // never answered. What it would still write is not waited for: the answer is the timeout's.
-      child.stdout.destroy();
-      child.stderr.destroy();
+      killGroup();
     }, timeoutMs);
-    child.on('error', (e) => {
+    let stopped = false;
+    let stopTimer: NodeJS.Timeout | undefined;
+    const onStop = () => {
+      stopped = true;
+      signalGroup('SIGTERM');
+      stopTimer = setTimeout(killGroup, TIMINGS.fieldCommandStopGraceMs);
+    };
+    const settled = () => {
       clearTimeout(timer);
+      clearTimeout(stopTimer);
+      stopping?.removeEventListener('abort', onStop);
+    };
+    if (stopping?.aborted) onStop();
+    else stopping?.addEventListener('abort', onStop, { once: true });
+    child.on('error', (e) => {
+      settled();
       resolve({ status: 'failed', result: `cannot run ${program}: ${e.message}` });
     });
-    child.on('close', (code) => {
-      clearTimeout(timer);
+    child.on('close', (code, signal) => {
+      settled();
       if (timedOut) {
         const e = new FieldStreamError('FIELD_COMMAND_TIMEOUT', `${program} did not finish within ${timeoutMs} ms`);
+        return resolve({ status: 'failed', result: `${e.code}: ${e.message}` });
+      }
+      if (stopped && code !== 0) {
+        const how = signal ? `ended by ${signal}` : `exit code ${code}`;
+        const e = new FieldStreamError('FIELD_COMMAND_OUTCOME_UNKNOWN', `${program} was stopped with the field client (${how}) while it ran: what it did is unknown; not run again`);
         return resolve({ status: 'failed', result: `${e.code}: ${e.message}` });
       }
       const text = out.trim();

@@ -12,7 +12,8 @@ import { fileHandlers, type CommandsFile } from './commands-file.ts';
 import type { QueuedMessage } from './queue/durable-queue.ts';
 
 export type CommandOutcome = Pick<ResponsePayload, 'status' | 'result'>;
-export type CommandHandler = (params: unknown, frame: CommandFrame) => Promise<CommandOutcome> | CommandOutcome;
+/** `stopping` aborts when the field client stops (CommandHandlers.stop): a handler that can, ends what it runs (commands-file.ts). */
+export type CommandHandler = (params: unknown, frame: CommandFrame, stopping: AbortSignal) => Promise<CommandOutcome> | CommandOutcome;
 
 /** command ids remembered (and journaled); the journal file is rewritten when it holds twice as many lines */
 const REMEMBERED = 10_000;
@@ -27,7 +28,16 @@ export type CommandAnswer = CommandOutcome & { code?: ErrorCode; unanswered?: tr
  * its id was answered already (a replay). Answering those would let whoever can send frames (a
  * compromised gateway) fill the durable queue with answers, fsync'ed and waiting for receipts. */
 const UNANSWERED: ReadonlySet<ErrorCode> = new Set(['FIELD_COMMAND_UNSIGNED', 'FIELD_COMMAND_BAD_SIGNATURE', 'FIELD_COMMAND_REPLAYED']);
-const INTERRUPTED = 'interrupted by a restart of the field client; not run again';
+/**
+ * A command found "started" at its next delivery: the client stopped while it ran (killed, a power
+ * cut). It ran, or may have, and its program may even have run on to the end: answered as of unknown
+ * outcome, never as failed (FIELD_COMMAND_OUTCOME_UNKNOWN, in the result of a `failed` answer: the
+ * contract's statuses have none for "unknown", and a new one would be refused by a gateway or a
+ * command API that does not know it).
+ */
+const OUTCOME_UNKNOWN = (e => `${e.code}: ${e.message}`)(
+  new FieldStreamError('FIELD_COMMAND_OUTCOME_UNKNOWN', 'the field client stopped (killed, or a power cut) while the command ran: whether it completed is unknown; not run again'),
+);
 
 /**
  * Runs commands and guarantees one answer per command id, across reconnects and restarts: each id
@@ -35,7 +45,7 @@ const INTERRUPTED = 'interrupted by a restart of the field client; not run again
  * with its answer once it ran, and "answered" once that answer is in the durable queue. A command
  * delivered again is not run again: a "done" one has its kept answer queued again (the queue may
  * have refused it, FIELD_QUEUE_FULL; any command's arrival tries those again: drainHeld), and one that was running when the client died is answered
- * "failed" rather than run a second time. A command without a handler is answered "rejected".
+ * "failed" with FIELD_COMMAND_OUTCOME_UNKNOWN rather than run a second time. A command without a handler is answered "rejected".
  *
  * Commands are checked first (command-guard.ts: authentication and freshness); a refused one runs
  * nothing. It is answered "rejected" with its code only when it is the command API's own (its MAC
@@ -59,6 +69,10 @@ export class CommandHandlers {
   readonly stats = { run: 0, refused: 0, refusedByCode: {} as Partial<Record<ErrorCode, number>>, unanswered: 0 };
   /** ids whose answer record drop-oldest dropped while answer() or drainHeld() queued one: not journaled "answered" then (answersDropped) */
   private readonly droppedWhileQueued = new Set<string>();
+  /** aborted by stop(): no new command runs, and the handlers running are told (their programs ended) */
+  private readonly stopping = new AbortController();
+  /** answer() calls under way, which stop() waits for */
+  private readonly underWay = new Set<Promise<void>>();
   /** drainHeld() is queueing kept answers (one drain at a time) */
   private draining = false;
   /** refusals that are not answered, logged (a flood of forged commands would be a line each) */
@@ -107,7 +121,7 @@ export class CommandHandlers {
    * A SIGKILL (or a power cut) at each instant, and what the command's next delivery then gets:
    * - before "started" is synced: nothing ran; it runs.
    * - while the handler runs, or after it returned but before "done" is synced: the journal says
-   *   "started"; answered "failed" (interrupted, not run again): its outcome is unknown.
+   *   "started"; answered "failed" with FIELD_COMMAND_OUTCOME_UNKNOWN (not run again).
    * - after "done" is synced, before its answer is in the queue: the kept answer, queued now.
    * - after the answer is in the queue, before "answered" is synced: the kept answer again, the same
    *   (status, result, timestamp): the command API records a command's response once.
@@ -138,7 +152,7 @@ export class CommandHandlers {
     // Answered before but not known to be in the queue: the same answer again.
     if (seen?.state === 'done') return seen.unsynced ? this.record(frame.commandId, seen.issuedAt, seen.answer) : seen.answer;
     // Seen before but never answered: the client died while it ran. Never run a command twice.
-    if (seen?.state === 'started') return this.done(frame, { status: 'failed', result: INTERRUPTED });
+    if (seen?.state === 'started') return this.done(frame, { status: 'failed', result: OUTCOME_UNKNOWN });
     if (this.journal.held >= LIMITS.fieldCommandAnswersHeldMax) return this.heldFull();
     try {
       this.journal.write(frame.commandId, { state: 'started', issuedAt: frame.issuedAt });
@@ -152,11 +166,11 @@ export class CommandHandlers {
     this.running.add(frame.commandId);
     let outcome: CommandOutcome;
     try {
-      outcome = await handler(frame.params, frame);
+      outcome = await handler(frame.params, frame, this.stopping.signal);
     } catch (err) {
       // Whatever was thrown (null, a string: JavaScript throws anything): reading `.message` of
       // null threw again, past the journal's "done", and the command was answered only at its
-      // next delivery, as "interrupted by a restart", which it was not.
+      // next delivery, as interrupted by a restart, which it was not.
       outcome = { status: 'failed', result: thrownText(err) };
     } finally {
       this.running.delete(frame.commandId);
@@ -199,11 +213,34 @@ export class CommandHandlers {
    * journal ("done"), and is queued again when the command is delivered again. Logs what happened;
    * never rejects.
    */
-  async answer(frame: CommandFrame, queueResponse: (r: ResponsePayload) => Promise<unknown>, log: Logger): Promise<void> {
+  answer(frame: CommandFrame, queueResponse: (r: ResponsePayload) => Promise<unknown>, log: Logger): Promise<void> {
+    const p = this.answerNow(frame, queueResponse, log);
+    this.underWay.add(p);
+    void p.finally(() => this.underWay.delete(p));
+    return p;
+  }
+
+  /**
+   * At the client's orderly stop, before its queue closes: runs no new command (its next delivery,
+   * after the restart, runs it), tells the handlers running (an exec program's process group gets
+   * SIGTERM, then SIGKILL after TIMINGS.fieldCommandStopGraceMs: commands-file.ts), and waits for
+   * their answers to be journaled and queued, up to twice that grace. A handler still running then
+   * (one registered in code, which may not heed the signal) is left: the journal says "started",
+   * and its next delivery after the restart answers FIELD_COMMAND_OUTCOME_UNKNOWN.
+   */
+  async stop(): Promise<void> {
+    this.stopping.abort();
+    if (this.underWay.size === 0) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.allSettled([...this.underWay]), new Promise((r) => (timer = setTimeout(r, 2 * TIMINGS.fieldCommandStopGraceMs)))]);
+    clearTimeout(timer);
+  }
+
+  private async answerNow(frame: CommandFrame, queueResponse: (r: ResponsePayload) => Promise<unknown>, log: Logger): Promise<void> {
     // A copy delivered while the command runs or its answer is being queued gets nothing: the
     // first's answer is the one. Past run(), until the queue took it, the journal says "done" (or
     // still "started" while its line is written), and a copy would queue it a second time (or
-    // answer "failed: interrupted", contradicting it). If the queue refuses it, the answer is kept
+    // answer it of unknown outcome, contradicting it). If the queue refuses it, the answer is kept
     // and queued when a command next arrives (drainHeld).
     if (this.isCopy(frame, log)) return;
     // This command's own kept answer among them: queued, and that is its answer.
@@ -234,7 +271,7 @@ export class CommandHandlers {
    * Kept in the journal rather than only appended again: a crash between the segment's deletion
    * and the new record's sync would lose it, and the journal answers it at the next start from what
    * it holds. Never "started" or forgotten: the command would then run again (or be answered
-   * "interrupted"), where a kept answer is only queued, so no delivery runs a command twice. Nothing
+   * of unknown outcome), where a kept answer is only queued, so no delivery runs a command twice. Nothing
    * here is anyone else's to make: only a record of this queue that drop-oldest drops is answered
    * again, once per drop, within the queue's bound (it takes the room of the oldest data, which
    * drop-oldest drops anyway); a drain that drops another answer leaves it for the next drop or command.
@@ -334,6 +371,12 @@ export class CommandHandlers {
   }
 
   private async answerOnce(frame: CommandFrame, queueResponse: (r: ResponsePayload) => Promise<unknown>, log: Logger): Promise<void> {
+    // Checked here, as run() journals "started" before it awaits anything: no command starts once
+    // stop() was called, to be cut off by it.
+    if (this.stopping.signal.aborted) {
+      this.notAnsweredLog(log, 'warn').write({ commandId: frame.commandId, command: frame.command }, 'command not run: the field client is stopping; its next delivery runs it');
+      return;
+    }
     const outcome = await this.run(frame);
     if (!outcome) {
       log.info({ commandId: frame.commandId }, 'command delivered again while it runs; its answer follows');

@@ -229,7 +229,10 @@ export async function startFieldClient(config: Readonly<FieldClientConfig>, logg
       localSparkplug: mqtt?.sparkplug,
       metricsUrl: metricsServer?.url,
       async close() {
+        // First: its programs get their grace while the rest stops, and their answers are queued before the queue closes.
+        const commandsStopped = commands.stop();
         for (const c of closers.reverse()) await c();
+        await commandsStopped;
         client.stop();
         await connection.stop();
         await queue.close();
