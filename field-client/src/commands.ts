@@ -1,12 +1,13 @@
 import type { CommandFrame } from '../../shared/contract/downlink.ts';
-import { ResponsePayloadSchema, type ResponsePayload } from '../../shared/contract/payloads.ts';
+import type { ResponsePayload } from '../../shared/contract/payloads.ts';
 import { answerTestCommand, TEST_COMMAND } from '../../shared/contract/test-command.ts';
 import { ERRORS, FieldStreamError, type ErrorCode } from '../../shared/errors.ts';
 import { LimitedLog } from '../../shared/limited-log.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { checkCommand, type CommandGuardOptions } from './command-guard.ts';
-import { CommandJournal, KeptAnswerSchema, type KeptAnswer } from './command-journal.ts';
+import { CommandJournal, type KeptAnswer } from './command-journal.ts';
+import { KeptAnswers } from './command-kept-answers.ts';
 import { journalFailed, keepable, thrownText } from './command-outcome.ts';
 import { fileHandlers, type CommandsFile } from './commands-file.ts';
 import type { QueuedMessage } from './queue/durable-queue.ts';
@@ -44,7 +45,7 @@ const OUTCOME_UNKNOWN = (e => `${e.code}: ${e.message}`)(
  * is journaled (command-journal.ts, with its issuedAt) as "started" before its handler runs, "done"
  * with its answer once it ran, and "answered" once that answer is in the durable queue. A command
  * delivered again is not run again: a "done" one has its kept answer queued again (the queue may
- * have refused it, FIELD_QUEUE_FULL; any command's arrival tries those again: drainHeld), and one that was running when the client died is answered
+ * have refused it, FIELD_QUEUE_FULL; any command's arrival tries those again: KeptAnswers.drain), and one that was running when the client died is answered
  * "failed" with FIELD_COMMAND_OUTCOME_UNKNOWN rather than run a second time. A command without a handler is answered "rejected".
  *
  * Commands are checked first (command-guard.ts: authentication and freshness); a refused one runs
@@ -67,14 +68,12 @@ export class CommandHandlers {
   private readonly answering = new Set<string>();
   /** for status(): commands run, and commands refused by code */
   readonly stats = { run: 0, refused: 0, refusedByCode: {} as Partial<Record<ErrorCode, number>>, unanswered: 0 };
-  /** ids whose answer record drop-oldest dropped while answer() or drainHeld() queued one: not journaled "answered" then (answersDropped) */
-  private readonly droppedWhileQueued = new Set<string>();
   /** aborted by stop(): no new command runs, and the handlers running are told (their programs ended) */
   private readonly stopping = new AbortController();
   /** answer() calls under way, which stop() waits for */
   private readonly underWay = new Set<Promise<void>>();
-  /** drainHeld() is queueing kept answers (one drain at a time) */
-  private draining = false;
+  /** the answers kept in the journal until they are in the queue: queued again (command-kept-answers.ts) */
+  private readonly kept: KeptAnswers;
   /** refusals that are not answered, logged (a flood of forged commands would be a line each) */
   private refusalLog: LimitedLog | undefined;
   /** commands not answered now (not run, or their answer not queued), logged by level (notAnsweredLog) */
@@ -89,6 +88,13 @@ export class CommandHandlers {
     remembered = REMEMBERED,
   ) {
     this.journal = new CommandJournal(journal, remembered);
+    this.kept = new KeptAnswers({
+      journal: this.journal,
+      answering: this.answering,
+      record: (id, issuedAt, answer) => this.record(id, issuedAt, answer),
+      answered: (id) => this.answered(id),
+      notAnsweredLog: (log, level) => this.notAnsweredLog(log, level),
+    });
     // Every device answers the management API's test event by itself (it changes nothing here);
     // like any command it runs only once authenticated and fresh (checkCommand, below).
     this.register(TEST_COMMAND, (params, frame) => answerTestCommand(params, frame.issuedAt));
@@ -241,10 +247,10 @@ export class CommandHandlers {
     // first's answer is the one. Past run(), until the queue took it, the journal says "done" (or
     // still "started" while its line is written), and a copy would queue it a second time (or
     // answer it of unknown outcome, contradicting it). If the queue refuses it, the answer is kept
-    // and queued when a command next arrives (drainHeld).
+    // and queued when a command next arrives (KeptAnswers.drain).
     if (this.isCopy(frame, log)) return;
     // This command's own kept answer among them: queued, and that is its answer.
-    if ((await this.drainHeld(queueResponse, log)).has(frame.commandId)) return;
+    if ((await this.kept.drain(queueResponse, log)).has(frame.commandId)) return;
     if (this.isCopy(frame, log)) return; // delivered again meanwhile
     this.answering.add(frame.commandId);
     try {
@@ -260,42 +266,9 @@ export class CommandHandlers {
     if (err) log.warn({ code: 'FIELD_COMMAND_JOURNAL_FAILED', err: err.message }, 'cannot rewrite the command journal (its lines are synced); tried again at its next change');
   }
 
-  /**
-   * Drop-oldest (FIELD_QUEUE_FULL_POLICY=drop-oldest) dropped these records, not yet committed;
-   * called before their segment is deleted (DurableQueue.onDrop). A command's answer among them was
-   * journaled "answered", and its next deliveries are replays, not answered again: lost, the command
-   * would end `expired` at the command API though it ran. So each is journaled again as kept
-   * ("done": the same status, result and timestamp, synced before the segment goes), and queued
-   * again right after (drainHeld), as an answer the queue refused is.
-   *
-   * Kept in the journal rather than only appended again: a crash between the segment's deletion
-   * and the new record's sync would lose it, and the journal answers it at the next start from what
-   * it holds. Never "started" or forgotten: the command would then run again (or be answered
-   * of unknown outcome), where a kept answer is only queued, so no delivery runs a command twice. Nothing
-   * here is anyone else's to make: only a record of this queue that drop-oldest drops is answered
-   * again, once per drop, within the queue's bound (it takes the room of the oldest data, which
-   * drop-oldest drops anyway); a drain that drops another answer leaves it for the next drop or command.
-   */
+  /** Drop-oldest dropped these records: a command's answer among them is kept and queued again (KeptAnswers.dropped). */
   answersDropped(dropped: readonly QueuedMessage[], queueResponse: (r: ResponsePayload) => Promise<unknown>, log: Logger): void {
-    let kept = 0;
-    for (const m of dropped) {
-      if (m.dataType !== 'response') continue;
-      const r = ResponsePayloadSchema.safeParse(m.payload);
-      if (!r.success) continue;
-      const { commandId, status, result, timestamp } = r.data;
-      const seen = this.journal.get(commandId);
-      if (seen?.state === 'done') continue; // kept already (a copy): queued again with the others
-      if (this.answering.has(commandId)) this.droppedWhileQueued.add(commandId);
-      const answer = KeptAnswerSchema.parse({ status, ...(result !== undefined ? { result } : {}), timestamp });
-      // An id the journal forgot was issued at or before its floor.
-      const recorded = this.record(commandId, seen?.issuedAt ?? this.journal.floor, answer);
-      kept++;
-      if (recorded.deferred) this.notAnsweredLog(log, 'error').write({ code: recorded.code, commandId }, `command answer dropped from the full queue ${String(recorded.result)}`);
-    }
-    if (kept === 0) return;
-    log.warn({ code: 'FIELD_QUEUE_DROPPED_OLDEST', answers: kept }, 'command answers dropped from the full queue: kept in the command journal, queued again');
-    // Not within the queue's append that dropped them; one drain at a time.
-    setImmediate(() => void this.drainHeld(queueResponse, log));
+    this.kept.dropped(dropped, queueResponse, log);
   }
 
   /** The rate-limited log of commands not answered now (not run, or their answer not queued), by level. */
@@ -318,56 +291,6 @@ export class CommandHandlers {
     this.copyLog ??= new LimitedLog(log, { maxPerWindow: LIMITS.fieldCommandLogMaxPerWindow, windowMs: TIMINGS.fieldCommandLogWindowMs, what: 'command copies delivered while answered' });
     this.copyLog.write({ commandId: frame.commandId.slice(0, 128) }, 'command delivered again while it is answered; its answer follows');
     return true;
-  }
-
-  /**
-   * Queues the answers the queue refused before (kept in the journal, "done"), oldest first, until
-   * the queue refuses one again. Waiting for each command's own next delivery was not enough: the
-   * command API sends a command again only until its TTL, and a delivery that finds it stale
-   * (FIELD_COMMAND_MAX_AGE_S) is refused before the journal is looked at, so such answers were
-   * kept for ever, and LIMITS.fieldCommandAnswersHeldMax of them left the device running no command
-   * again. Called as each command arrives (any command: the gateway delivers nothing else that
-   * says the uplink may have room). The command API records an answer after its command expired
-   * (internal-network/command-api/dispatcher.ts). Never rejects.
-   */
-  private async drainHeld(queueResponse: (r: ResponsePayload) => Promise<unknown>, log: Logger): Promise<ReadonlySet<string>> {
-    const queued = new Set<string>();
-    if (this.journal.held === 0 || this.draining) return queued;
-    this.draining = true;
-    try {
-      for (const [id] of this.journal.heldAnswers()) {
-        if (this.answering.has(id)) continue; // its own delivery answers it now
-        // As the journal says now: the list was taken before the walk waited on the queue, and a
-        // delivery of the command meanwhile may have queued its answer already (then "answered").
-        const kept = this.journal.get(id);
-        if (kept?.state !== 'done') continue;
-        this.answering.add(id);
-        try {
-          // Known in this process only (the journal refused the line): written first, as run() does.
-          const answer: CommandAnswer = kept.unsynced ? this.record(id, kept.issuedAt, kept.answer) : kept.answer;
-          if (answer.deferred) continue;
-          try {
-            await queueResponse({ commandId: id, status: answer.status, ...(answer.result !== undefined ? { result: answer.result } : {}), timestamp: answer.timestamp ?? new Date().toISOString() });
-          } catch {
-            return queued; // still no room: kept, tried again at the next command
-          }
-          queued.add(id);
-          log.info({ commandId: id, status: answer.status }, 'command answer kept while the queue was full now queued');
-          try {
-            this.answered(id);
-          } catch (err) {
-            log.warn({ code: 'FIELD_COMMAND_JOURNAL_FAILED', err: (err as Error).message, commandId: id }, 'command answer queued, but the journal cannot record it: after a restart, the same answer may be queued again (the command API records it once)');
-          }
-        } finally {
-          this.answering.delete(id);
-        }
-      }
-    } catch (err) {
-      log.error({ err, code: 'FIELD_COMMAND_JOURNAL_FAILED' }, 'cannot queue the command answers kept');
-    } finally {
-      this.draining = false;
-    }
-    return queued;
   }
 
   private async answerOnce(frame: CommandFrame, queueResponse: (r: ResponsePayload) => Promise<unknown>, log: Logger): Promise<void> {
@@ -428,7 +351,7 @@ export class CommandHandlers {
    */
   answered(commandId: string): void {
     // Its answer dropped from the queue meanwhile (answersDropped): kept, to be queued again.
-    if (this.droppedWhileQueued.delete(commandId)) return;
+    if (this.kept.droppedWhileQueued.delete(commandId)) return;
     const seen = this.journal.get(commandId);
     if (!seen) return;
     const entry = { state: 'answered' as const, issuedAt: seen.issuedAt };
