@@ -92,7 +92,7 @@ const GATEWAY_KIB_PER_CONNECTION = 40;
 export function connectionMemoryTarget(c: ConnectionsResult): TargetVerdict {
   return {
     target: `≤ ${GATEWAY_KIB_PER_CONNECTION} KiB of gateway memory per connection, 10,000 connections`,
-    measured: `${c.kibPerConnection} KiB (${n(c.connections)} connections)`,
+    measured: `${c.kibPerConnection} KiB (${n(c.connections)} connections)${c.bare ? `; a bare WSS server in Node, the same run: ${c.bare.kibPerConnection} KiB` : ''}`,
     verdict: c.connections >= 10_000 ? atMost(c.kibPerConnection, GATEWAY_KIB_PER_CONNECTION) : `not measured: ${n(c.connections)} of 10,000 connections`,
   };
 }

@@ -1,4 +1,7 @@
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
 import WebSocket from 'ws';
+import { z } from 'zod';
 import { DownlinkFrameSchema } from '../../shared/contract/downlink.ts';
 import { issueCertificate, newKeyPair, type KeyAndCert } from '../../pki/certificates.ts';
 import type { LocalStack } from '../../scripts/local-stack/stack.ts';
@@ -28,6 +31,8 @@ export interface ConnectionsResult {
   kibPerConnectionBy: MemoryByMapping;
   /** the gateway's malloc (proc-stats.ts mallocOf): glibc's, or one preloaded with --set LD_PRELOAD */
   malloc: string;
+  /** the same count held by a bare WSS server, measured after (heldOnBareServer): Node's TLS and ws alone */
+  bare?: Pick<ConnectionsResult, 'kibPerConnection' | 'kibPerConnectionBy' | 'gatewayRssBeforeMiB' | 'gatewayRssMiB'>;
 }
 
 const MiB = 1024 * 1024;
@@ -80,11 +85,47 @@ export async function heldConnections(o: ConnectionsOptions): Promise<Connection
   }
 }
 
-/** The scenario on the stack's direct gateway: the one devices reach without Caddy, terminating their TLS itself. */
-export function heldOnDirectGateway(stack: LocalStack, ca: KeyAndCert, count: number): Promise<ConnectionsResult> {
+/**
+ * The scenario on the stack's direct gateway: the one devices reach without Caddy, terminating their
+ * TLS itself; then the same count on a bare WSS server, the reference (heldOnBareServer).
+ */
+export async function heldOnDirectGateway(stack: LocalStack, ca: KeyAndCert, count: number): Promise<ConnectionsResult> {
   const direct = stack.directGateway;
   if (!direct?.process.pid) throw new Error('the direct gateway is not running');
-  return heldConnections({ url: direct.url, gatewayPid: direct.process.pid, ca, count, concurrency: 32 });
+  const gateway = await heldConnections({ url: direct.url, gatewayPid: direct.process.pid, ca, count, concurrency: 32 });
+  const { kibPerConnection, kibPerConnectionBy, gatewayRssBeforeMiB, gatewayRssMiB } = await heldOnBareServer(ca, count);
+  return { ...gateway, bare: { kibPerConnection, kibPerConnectionBy, gatewayRssBeforeMiB, gatewayRssMiB } };
+}
+
+/**
+ * The same connections held by a bare WSS server (bench/reference/bare-wss-main.ts: the gateway's
+ * TLS settings and ws options, a welcome frame, nothing else) in its own process: what Node's TLS
+ * and ws hold per connection before anything of the gateway's. Measured in the same run as the
+ * gateway, after its connections are closed.
+ */
+export async function heldOnBareServer(ca: KeyAndCert, count: number): Promise<ConnectionsResult> {
+  const server = issueCertificate(ca, { commonName: 'localhost', organizationalUnit: 'services', role: 'server', subjectAltNames: ['localhost', '127.0.0.1'], validityDays: 1 });
+  const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, '../reference/bare-wss-main.ts')], {
+    env: { ...process.env, BARE_WSS_CERT: server.certPem, BARE_WSS_KEY: server.keyPem, BARE_WSS_CA: ca.certPem },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  try {
+    const port = await new Promise<number>((resolve, reject) => {
+      let out = '';
+      child.stdout.on('data', (c: Buffer) => {
+        out += c.toString();
+        const line = /^(\{.*\})\n/.exec(out);
+        if (line) resolve(z.object({ port: z.number().int().positive() }).parse(JSON.parse(line[1] as string)).port);
+      });
+      child.once('exit', (code) => reject(new Error(`the bare WSS server exited (${code}) before listening`)));
+      setTimeout(() => reject(new Error('the bare WSS server did not listen within 30 s')), 30_000).unref();
+    });
+    if (child.pid === undefined) throw new Error('the bare WSS server has no pid');
+    const held = await heldConnections({ url: `wss://localhost:${port}/`, gatewayPid: child.pid, ca, count, concurrency: 32 });
+    return { ...held, scenario: 'concurrent device connections on a bare WSS server (reference)' };
+  } finally {
+    child.kill('SIGKILL');
+  }
 }
 
 /** The report's lines for a connections result. */
@@ -94,6 +135,12 @@ export function renderConnections(c: ConnectionsResult): string[] {
   const preloaded = c.malloc !== 'glibc';
   return [
     `Connections: ${c.connections.toLocaleString('en')} devices held by one gateway (opened in ${c.seconds.toFixed(1)} s, its malloc ${preloaded ? `${c.malloc}, preloaded` : "glibc's"}); its resident memory went from ${c.gatewayRssBeforeMiB} to ${c.gatewayRssMiB} MiB, ${c.kibPerConnection} KiB per connection: glibc's heap ${by.mallocHeap}, anonymous mappings of up to 512 KiB (V8's heap) ${by.smallAnon}, other anonymous mappings${preloaded ? ` (${c.malloc}'s heap among them)` : ''} ${by.otherAnon}, files ${by.files}.`,
+    ...(c.bare
+      ? [
+          '',
+          `Reference, the same run: the same ${c.connections.toLocaleString('en')} devices held by a bare WSS server (the gateway's TLS settings and ws options, a welcome frame and nothing else; bench/reference/bare-wss-main.ts, glibc's malloc): ${c.bare.gatewayRssBeforeMiB} to ${c.bare.gatewayRssMiB} MiB, ${c.bare.kibPerConnection} KiB per connection (glibc's heap ${c.bare.kibPerConnectionBy.mallocHeap}, V8's ${c.bare.kibPerConnectionBy.smallAnon}, other anonymous ${c.bare.kibPerConnectionBy.otherAnon}, files ${c.bare.kibPerConnectionBy.files}).`,
+        ]
+      : []),
   ];
 }
 
