@@ -143,8 +143,9 @@ function limitPacketSize(socket: TLSSocket, log: Logger): void {
 /**
  * The CRL in `path`, checked to be the CA's (verifyCrl): one of another CA would have OpenSSL refuse
  * every client ("unable to get certificate CRL"), and the pipeline's own services would only retry.
- * Undefined when there is no file (a certificates folder from before the CRL); CONFIG_INVALID when
- * it cannot be read or is not the CA's.
+ * Undefined when there is no file (a certificates folder from before the CRL). One that is there
+ * but cannot be read (a folder, no permission) is CONFIG_FILE_UNREADABLE, as every other file a
+ * setting names; one that is read but is no CRL of the CA, CONFIG_INVALID.
  */
 function readCrl(path: string, caPem: string, log: Logger): Buffer | undefined {
   let bytes: Buffer;
@@ -156,7 +157,7 @@ function readCrl(path: string, caPem: string, log: Logger): Buffer | undefined {
       log.info({ crl: path }, 'no CRL: the embedded broker checks no client certificate against one');
       return undefined;
     }
-    throw new FieldStreamError('CONFIG_INVALID', `CERTS_DIR: the CRL ${path} cannot be read (${code ?? (err as Error).message})`, { variable: 'CERTS_DIR', path });
+    throw new FieldStreamError('CONFIG_FILE_UNREADABLE', `CERTS_DIR: the CRL ${path} cannot be read (${code ?? (err as Error).message}); fix the path or its permissions`, { variable: 'CERTS_DIR', path });
   }
   try {
     verifyCrl(bytes, caPem);

@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
-import { copyFileSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { after, before, describe, it } from 'node:test';
 import { connect, connectAsync, type MqttClient } from 'mqtt';
@@ -11,6 +13,7 @@ import { createLogger } from '../../shared/logger.ts';
 import { makeTestPki, tempDir } from '../helpers/pki.ts';
 import { setupPki } from '../../pki/onboarding.ts';
 import { eventually } from '../helpers/ws-device.ts';
+import { isFieldStreamError } from '../../shared/errors.ts';
 
 const log = createLogger('test', 'silent');
 
@@ -151,5 +154,40 @@ describe("the embedded broker refuses a service certificate the CA's CRL revokes
     assert.equal(await connects(renewed.cert, renewed.key), true, 'the renewed certificate');
     const distributor = pki.paths.service('internal/distributor');
     assert.equal(await connects(distributor.cert, distributor.key), true, "the distributor's certificate");
+  });
+});
+
+describe("the embedded broker's CRL file", () => {
+  const pki = makeTestPki([]);
+  after(() => pki.cleanup());
+  const read = (f: string) => readFileSync(f, 'utf8');
+  const server = pki.paths.service('internal/mosquitto');
+  const start = () =>
+    startEmbeddedBroker({ host: '127.0.0.1', port: 0, setting: 'EMBEDDED_MQTT_PORT', tls: { ca: read(pki.paths.publicCa), cert: read(server.cert), key: read(server.key) }, crlFile: pki.paths.crl, logger: log });
+  const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+  // A certs/ca.crl that is there and cannot be read was CONFIG_INVALID, as though its content were
+  // wrong; every other file a setting names that cannot be read is CONFIG_FILE_UNREADABLE.
+  it('there but unreadable (a folder): npm start stops with CONFIG_FILE_UNREADABLE naming the path, exit 78', () => {
+    rmSync(pki.paths.crl, { force: true });
+    mkdirSync(pki.paths.crl);
+    try {
+      const r = spawnSync(join(repoRoot, 'node_modules', '.bin', 'tsx'), [join(repoRoot, 'scripts', 'start-embedded.ts')], {
+        cwd: pki.dir,
+        env: { PATH: process.env.PATH, FIELDSTREAM_ENV_FILE: '/dev/null', CERTS_DIR: pki.dir, DEVICE_ID: 'none', EMBEDDED_MQTT_PORT: '0', GATEWAY_PORT: '0', COMMAND_API_PORT: '0', GATEWAY_METRICS_PORT: 'off', DISTRIBUTOR_METRICS_PORT: 'off', COMMAND_API_METRICS_PORT: 'off', CONSOLE_PORT: 'off', CONSOLE_METRICS_PORT: 'off' },
+        encoding: 'utf8',
+        timeout: 30_000,
+      });
+      assert.equal(r.status, 78, r.stderr);
+      assert.match(r.stderr, /error CONFIG_FILE_UNREADABLE: /);
+      assert.ok(r.stderr.includes(pki.paths.crl), r.stderr);
+    } finally {
+      rmSync(pki.paths.crl, { recursive: true, force: true });
+    }
+  });
+
+  it('readable but no CRL: CONFIG_INVALID naming the path, as before', async () => {
+    writeFileSync(pki.paths.crl, 'not a CRL\n');
+    await assert.rejects(start(), (err: unknown) => isFieldStreamError(err, 'CONFIG_INVALID') && err.message.includes(pki.paths.crl));
   });
 });
