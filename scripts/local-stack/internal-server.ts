@@ -84,6 +84,8 @@ export async function createInternalServer(o: InternalServerOptions): Promise<In
     BRIDGE_KEY_FILE: p.service('internal/bridge').key,
     BRIDGE_CLIENT_ID: bridges.BRIDGE_CLIENT_ID,
     BRIDGE_STATE_TOKEN: bridges.BRIDGE_STATE_TOKEN,
+    // The bridge's MQTT version as the compose file passes it: the setting, or mqttv311 when unset or empty.
+    BRIDGE_PROTOCOL_VERSION: o.env.BRIDGE_PROTOCOL_VERSION || 'mqttv311',
     RENDER_CONFIG: join(o.repoRoot, 'scripts', 'render-config.sh'),
   }, (env) => {
     execFileSync(join(o.repoRoot, 'internal-network', 'mosquitto', 'render-bridges.sh'), [join(o.repoRoot, 'internal-network', 'mosquitto', 'bridge.conf'), bridgesDir], { env });
