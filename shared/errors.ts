@@ -255,7 +255,7 @@ export const ERRORS = {
     http: 409,
     transient: false,
     description:
-      'Metrics of Sparkplug births the field client follows come out with one field name (group A.B, edge node C and group A, edge node B.C; metrics x/y and x.y): one keeps it, the others get a suffix of their own (docs/field-client.md, "Mapping"); their values are all kept.',
+      'Metrics of Sparkplug births the field client follows come out with one field name (group A.B, edge node C and group A, edge node B.C; metrics x/y and x.y): one keeps it, the others get a suffix of their own (docs/field-client.md, "Mapping"); their values are kept, except those of a metric whose suffixed name is too long or is another metric\'s own name: skipped, shown so in the line.',
   },
   SPARKPLUG_STORE_INVALID: {
     http: 500,

@@ -94,9 +94,11 @@ describe('Sparkplug field names shared by many metrics', () => {
 
   it('gives every metric the field the documented rule gives, through births, rebirths, deaths and the same metric held twice', () => {
     const groups = ['A', 'A.B', '1G'];
-    const edges = ['B.C', 'C', 'E', '工場', 'ライ', 'E-'];
+    const edges = ['B.C', 'C', 'E', '工場', 'ライ', 'E-', 'B'];
     const devices = [undefined, 'D', 'Press', 'x'];
-    const metrics = ['T', 'x/y', 'x.y', 'Press/Pressure', 'Pressure', 'a b', 'a_b', 'D/T', 'y'];
+    // Edge node B's metrics C/T-<suffix> come out as the suffixed names of A/B.C's and A.B/C's T
+    // (A.B.C.T-<suffix>): a plain name that is another metric's suffixed one.
+    const metrics = ['T', 'x/y', 'x.y', 'Press/Pressure', 'Pressure', 'a b', 'a_b', 'D/T', 'y', `C/T${suffixOf('A', 'B.C', undefined, 'T')}`, `C/T${suffixOf('A.B', 'C', undefined, 'T')}`];
     let seed = 42;
     const rnd = (n: number) => ((seed = (seed * 48_271) % 2_147_483_647), seed % n); // MINSTD: exact in a double
     const pick = <T>(xs: readonly T[]) => xs[rnd(xs.length)] as T;
@@ -154,5 +156,74 @@ describe('Sparkplug field names shared by many metrics', () => {
     assert.ok(Array.isArray(last?.metrics) && last.metrics.length <= LIMITS.sparkplugCollisionSampleMetrics);
     assert.match(String(last?.msg), new RegExp(`^Sparkplug metrics share the field name G\\.___\\.T \\(${logged.length + 1} metrics\\)`));
     assert.match(String(last?.msg), /G\/一ライ metric T → G\.___\.T(;|$)/, 'the one keeping the name');
+  });
+
+  // A metric whose own (plain) name is the suffixed name another metric was given: the suffixed one is
+  // skipped (two metrics in one field would lose values), and that went unreported: no log line, no
+  // count, its edge node's births not written again under the new names.
+  describe("a metric whose plain name is another metric's suffixed name", () => {
+    const sfx = suffixOf('A.B', 'C', undefined, 'T');
+    const suffixedName = `A.B.C.T${sfx}`;
+    const shared = () => {
+      const names = new FieldNames();
+      const told: Unit[] = [];
+      names.watch((r) => told.push(...r));
+      const owner = birth({ group: 'A', edge: 'B.C', device: undefined }, ['T']);
+      const other = birth({ group: 'A.B', edge: 'C', device: undefined }, ['T']);
+      names.add(owner);
+      names.add(other);
+      return { names, told, other, otherDef: [...other.byName.values()][0] as MetricDef };
+    };
+    const plainOne = () => birth({ group: 'A', edge: 'B', device: undefined }, [`C/T${sfx}`]);
+
+    it('born after: reported as a collision on that name, the suffixed metric skipped, its edge node told', () => {
+      const { names, told, otherDef } = shared();
+      assert.equal(names.field(otherDef), suffixedName);
+      told.length = 0;
+      const later = plainOne();
+      const reported = names.add(later);
+      assert.equal(names.field([...later.byName.values()][0] as MetricDef), suffixedName, 'a name no other metric has is never changed');
+      assert.equal(names.field(otherDef), undefined, 'skipped');
+      assert.equal(reported.length, 1, 'reported');
+      assert.equal(reported[0]?.field, suffixedName);
+      assert.equal(reported[0]?.count, 2);
+      assert.deepEqual(reported[0]?.metrics, [
+        { group: 'A', edge: 'B', metric: `C/T${sfx}`, field: suffixedName },
+        { group: 'A.B', edge: 'C', metric: 'T', field: undefined },
+      ]);
+      assert.ok(reported[0]?.renamed.some((u) => u.group === 'A.B' && u.edge === 'C'), 'in the collision');
+      assert.ok(told.some((u) => u.group === 'A.B' && u.edge === 'C'), 'its edge node told (births written again)');
+      // Gone again: the suffixed name is the other's once more, and its edge node told so.
+      told.length = 0;
+      const back = names.remove(later);
+      assert.equal(names.field(otherDef), suffixedName);
+      assert.ok(back.some((u) => u.group === 'A.B' && u.edge === 'C'));
+      assert.ok(told.some((u) => u.group === 'A.B' && u.edge === 'C'));
+    });
+
+    it('born before: the collision that suffixes the other says it is skipped', () => {
+      const names = new FieldNames();
+      names.add(plainOne());
+      names.add(birth({ group: 'A', edge: 'B.C', device: undefined }, ['T']));
+      const reported = names.add(birth({ group: 'A.B', edge: 'C', device: undefined }, ['T']));
+      assert.equal(reported.length, 1);
+      assert.ok(reported[0]?.metrics.some((m) => m.edge === 'C' && m.field === undefined), JSON.stringify(reported[0]?.metrics));
+    });
+
+    it('through the session: counted and logged with SPARKPLUG_FIELD_NAME_COLLISION, the metric shown skipped', async () => {
+      const lines: Array<Record<string, unknown>> = [];
+      const log = createLogger('test', 'info', { write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>) });
+      const session = new SparkplugSession({ submitMany: async () => [] }, () => undefined, log);
+      const nbirth = (metric: string) => encodeWire({ timestamp: 1, seq: 0, metrics: [{ name: 'bdSeq', datatype: 8, longValue: 0 }, { name: metric, alias: 1, datatype: 10, doubleValue: 1 }] });
+      await session.onMessage('spBv1.0/A/NBIRTH/B.C', nbirth('T'));
+      await session.onMessage('spBv1.0/A.B/NBIRTH/C', nbirth('T'));
+      assert.equal(session.stats.fieldNameCollisions, 1);
+      await session.onMessage('spBv1.0/A/NBIRTH/B', nbirth(`C/T${sfx}`));
+      session.stop();
+      assert.equal(session.stats.fieldNameCollisions, 2, 'counted');
+      const line = lines.filter((l) => l.code === 'SPARKPLUG_FIELD_NAME_COLLISION').at(-1);
+      assert.equal(line?.field, suffixedName);
+      assert.match(String(line?.msg), new RegExp(`A\\.B/C metric T → \\(skipped\\)`));
+    });
   });
 });

@@ -50,6 +50,10 @@ const NAMING_BYTES = 160;
  */
 const DEVICE_BYTES = 512;
 
+/** A suffixed name's end (suffixOf): `-` and 8 hex digits. */
+const SUFFIXED = /-[0-9a-f]{8}$/;
+const SUFFIX_LENGTH = 9;
+
 const EXACT_GROUP = /^[A-Za-z_][A-Za-z0-9_-]*$/;
 const EXACT_ID = /^[A-Za-z0-9_-]+$/;
 const EXACT_FOLDER = /^[A-Za-z0-9_-]*$/;
@@ -109,7 +113,9 @@ export interface Collision {
  * order of group, edge node, device and metric name. Every other gets the name with its suffix
  * (suffixOf). Which one keeps the name depends on which metrics are declared, never on the order
  * their births came in; a name no other metric has is never changed. A suffixed name that is some
- * metric's plain name, or too long for a field, is skipped (counted like any skipped metric).
+ * metric's plain name, or too long for a field, is skipped (counted like any skipped metric) and
+ * reported with the collision: the one on the shared name, or, when the plain name comes later, one
+ * on that name (add).
  */
 export class FieldNames {
   /** plain field name → the definitions (one per edge node or device and metric name) declaring it now */
@@ -141,15 +147,21 @@ export class FieldNames {
     if (renamed.length > 0) for (const fn of this.watchers) fn(renamed);
   }
 
-  /** Takes a birth's definitions (named by nameDefinitions); the names they now share with another metric. */
+  /**
+   * Takes a birth's definitions (named by nameDefinitions); the names they now share with another
+   * metric, a plain name that is the suffixed name of others (now skipped) included.
+   */
   add(defs: Definitions): Collision[] {
-    const found = new Map<string, { own: MetricDef[]; renamed: Set<Unit> }>();
+    const found = new Map<string, { own: MetricDef[]; renamed: Set<Unit>; demoted?: MetricDef }>();
+    /** plain names no metric held before this birth: each may be the suffixed name of others */
+    const fresh: MetricDef[] = [];
     for (const def of defs.byName.values()) {
       const plain = def.naming?.plain;
       if (plain === undefined) continue;
       const set = this.holders.get(plain);
       if (!set) {
         this.holders.set(plain, new Set([def]));
+        fresh.push(def);
         continue;
       }
       if (set.has(def)) continue; // taken already: nothing new
@@ -167,22 +179,58 @@ export class FieldNames {
       set.add(def);
       enter(sh, def, set, f.renamed);
       // The one that kept the name before gets its suffix from now on.
-      if (owner && !same(owner, sh.heap[0] as MetricDef)) f.renamed.add(unitOf(owner));
+      if (owner && !same(owner, sh.heap[0] as MetricDef)) {
+        f.renamed.add(unitOf(owner));
+        f.demoted = owner;
+      }
     }
-    this.tell([...found.values()].flatMap((f) => [...f.renamed]));
-    return [...found].map(([field, f]) => {
+    // A name new here that is the suffixed name of metrics sharing another: they lose it (their
+    // values are skipped from now on, as one field must not hold two metrics), reported as a
+    // collision on that name. Looked at once the whole birth is in, which may change who keeps what.
+    const taken = fresh.flatMap((def) => {
+      const plain = (def.naming as Naming).plain as string;
+      const losers = this.suffixedAs(plain);
+      return losers.length === 0 ? [] : [{ def, plain, losers }];
+    });
+    this.tell([...[...found.values()].flatMap((f) => [...f.renamed]), ...taken.flatMap((t) => t.losers.map(unitOf))]);
+    const metric = (d: MetricDef) => {
+      const u = unitOf(d);
+      return { group: u.group, edge: u.edge, ...(u.device === undefined ? {} : { device: u.device }), metric: d.name, field: this.field(d) };
+    };
+    const collisions: Collision[] = [...found].map(([field, f]) => {
       const owner = (this.shared.get(field) as Shared).heap[0] as MetricDef;
-      const sample = [owner, ...f.own.filter((d) => d !== owner)].slice(0, LIMITS.sparkplugCollisionSampleMetrics);
+      // The one that kept the name before, when its suffixed name is another metric's plain one: skipped now, shown so.
+      const demoted = f.demoted && this.field(f.demoted) === undefined ? [f.demoted] : [];
+      const sample = [owner, ...f.own.filter((d) => d !== owner), ...demoted].slice(0, LIMITS.sparkplugCollisionSampleMetrics);
       return {
         field,
         count: (this.holders.get(field) as Set<MetricDef>).size,
-        metrics: sample.map((d) => {
-          const u = unitOf(d);
-          return { group: u.group, edge: u.edge, ...(u.device === undefined ? {} : { device: u.device }), metric: d.name, field: this.field(d) };
-        }),
+        metrics: sample.map(metric),
         renamed: [...f.renamed],
       };
     });
+    for (const t of taken) {
+      collisions.push({
+        field: t.plain,
+        count: (this.holders.get(t.plain)?.size ?? 1) + t.losers.length,
+        metrics: [t.def, ...t.losers].slice(0, LIMITS.sparkplugCollisionSampleMetrics).map(metric),
+        renamed: [...new Set(t.losers.map(unitOf))],
+      });
+    }
+    return collisions;
+  }
+
+  /**
+   * The definitions `name` is the suffixed name of (sharing a plain name and not keeping it), which
+   * get no field while a metric holds `name` as its plain name.
+   */
+  private suffixedAs(name: string): MetricDef[] {
+    if (!SUFFIXED.test(name)) return [];
+    const sh = this.shared.get(name.slice(0, -SUFFIX_LENGTH));
+    const by = sh?.bySuffix.get(name);
+    if (!sh || !by) return [];
+    const owner = sh.heap[0];
+    return by.filter((d) => !owner || !same(d, owner));
   }
 
   /**
@@ -194,12 +242,17 @@ export class FieldNames {
     const renamed = new Set<Unit>();
     /** each shared name one of them held → the one that kept it before */
     const owners = new Map<string, MetricDef>();
+    /** plain names no metric holds any more: the metrics whose suffixed name each is get it back */
+    const freed: string[] = [];
     for (const def of defs.byName.values()) {
       const plain = def.naming?.plain;
       if (plain === undefined) continue;
       const set = this.holders.get(plain);
       if (!set?.delete(def)) continue;
-      if (set.size === 0) this.holders.delete(plain);
+      if (set.size === 0) {
+        this.holders.delete(plain);
+        freed.push(plain);
+      }
       const sh = this.shared.get(plain);
       if (!sh) continue;
       if (!owners.has(plain)) owners.set(plain, sh.heap[0] as MetricDef);
@@ -214,6 +267,7 @@ export class FieldNames {
       const next = this.shared.get(plain)?.heap[0] ?? (set.values().next().value as MetricDef);
       if (!same(owner, next)) renamed.add(unitOf(next));
     }
+    for (const plain of freed) if (!this.holders.has(plain)) for (const d of this.suffixedAs(plain)) renamed.add(unitOf(d));
     this.tell([...renamed]);
     return [...renamed];
   }
