@@ -5,6 +5,7 @@ import { createLogger } from '../../shared/logger.ts';
 import { ManagedProcess } from './process.ts';
 import { freePort } from './ports.ts';
 import { localHostOf, mosquittoProcess, nodeProcess, startInStages, type MachineOptions } from './machine.ts';
+import { serviceEnvironment } from './service-env.ts';
 
 /**
  * One DMZ server as real processes: Caddy (public WSS, and the token route if asked), its gateways
@@ -100,7 +101,7 @@ export async function createDmzServer(o: DmzServerOptions): Promise<DmzServer> {
     const gp = typeof at === 'number' ? at : await freePort();
     const mp = await freePort();
     metrics.push(`http://${local.connect}:${mp}`);
-    return nodeProcess(m, name, 'dmz/gateway/main.ts', {
+    return nodeProcess(m, name, 'gateway', {
       GATEWAY_METRICS_HOST: bind,
       GATEWAY_METRICS_PORT: String(mp),
       GATEWAY_ID: name,
@@ -138,7 +139,7 @@ export async function createDmzServer(o: DmzServerOptions): Promise<DmzServer> {
     env: {
       PATH: process.env.PATH,
       HOME: w('caddy'),
-      ...o.env,
+      ...serviceEnvironment('caddy', o.env, o.repoRoot),
       XDG_DATA_HOME: w('caddy', 'data'),
       XDG_CONFIG_HOME: w('caddy', 'config'),
       DOMAIN_NAME: domain,

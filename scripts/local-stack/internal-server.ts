@@ -97,7 +97,7 @@ export async function createInternalServer(o: InternalServerOptions): Promise<In
     MQTT_KEY_FILE: p.service(service).key,
   });
   const dataDir = { files: w('files'), timeseries: w('timeseries'), deadLetters: w('dead-letter'), commands: w('commands.jsonl') };
-  const distributor = nodeProcess(m, 'distributor', 'internal-network/distributor/main.ts', {
+  const distributor = nodeProcess(m, 'distributor', 'distributor', {
     DISTRIBUTOR_METRICS_HOST: bind,
     DISTRIBUTOR_METRICS_PORT: String(metricsPorts.distributor),
     ...mqttEnv('internal/distributor'),
@@ -112,7 +112,7 @@ export async function createInternalServer(o: InternalServerOptions): Promise<In
     // Touched once every consumer is subscribed: readiness that does not depend on the log level.
     DISTRIBUTOR_HEALTH_FILE: w('distributor.healthy'),
   }, { file: w('distributor.healthy') }, [metricsPorts.distributor]);
-  const commandApi = nodeProcess(m, 'command-api', 'internal-network/command-api/main.ts', {
+  const commandApi = nodeProcess(m, 'command-api', 'command-api', {
     COMMAND_API_METRICS_HOST: bind,
     COMMAND_API_METRICS_PORT: String(metricsPorts.commandApi),
     COMMAND_API_HOST: bind,
@@ -126,7 +126,7 @@ export async function createInternalServer(o: InternalServerOptions): Promise<In
   }, { port: ports.commandApi, host: local.connect }, [metricsPorts.commandApi]);
   // Dials out to a DMZ broker as the bridge does, with the monitor certificate.
   const monitored = o.monitorDmzBroker ?? o.dmzBrokers[0];
-  const brokerExporter = nodeProcess(m, 'broker-exporter', 'internal-network/broker-exporter/main.ts', {
+  const brokerExporter = nodeProcess(m, 'broker-exporter', 'broker-exporter', {
     ...mqttEnv('internal/monitor'),
     DMZ_MQTT_URL: monitored === 'off' || !monitored ? 'off' : `mqtts://${monitored.host}:${monitored.port}`,
     DMZ_MQTT_CA_FILE: p.dmzBrokerCa.internal,
@@ -136,7 +136,7 @@ export async function createInternalServer(o: InternalServerOptions): Promise<In
     BROKER_EXPORTER_METRICS_PORT: String(ports.brokerExporter),
   }, { port: ports.brokerExporter, host: local.connect });
   // The console: the stored feed, the internal services' health, the same store.
-  const operatorConsole = nodeProcess(m, 'console', 'internal-network/console/main.ts', {
+  const operatorConsole = nodeProcess(m, 'console', 'console', {
     CONSOLE_METRICS_HOST: bind,
     CONSOLE_METRICS_PORT: String(metricsPorts.console),
     ...mqttEnv('internal/console'),

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { pkiPaths } from '../../pki/layout.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { ManagedProcess, type ReadyCheck } from './process.ts';
+import { NODE_SERVICES, serviceEnvironment, type NodeService } from './service-env.ts';
 
 /** What every machine of the local stack (a DMZ server, the internal server) is started with. */
 export interface MachineOptions {
@@ -12,7 +13,10 @@ export interface MachineOptions {
   certsDir: string;
   /** rendered configurations, broker persistence, logs, stored files of this machine */
   workDir: string;
-  /** settings passed on to every service (INFLUXDB_* for the distributor, LOG_LEVEL, ...) */
+  /**
+   * settings for the services (INFLUXDB_* for the distributor, LOG_LEVEL, ...): each process takes
+   * those its compose service is given, and its own settings compose gives no service (service-env.ts)
+   */
   env: Record<string, string | undefined>;
   /** every process is spawned as `ip netns exec <netns> ...` (ManagedProcess.spec.netns) */
   netns?: string;
@@ -72,7 +76,7 @@ export function mosquittoProcess(m: Machine, name: string, tier: 'dmz' | 'intern
     name,
     command: 'mosquitto',
     args: ['-c', conf],
-    env: { PATH: process.env.PATH, HOME: w(m, 'caddy'), ...m.env },
+    env: { PATH: process.env.PATH, HOME: w(m, 'caddy'), ...serviceEnvironment(tier === 'dmz' ? 'dmz-mosquitto' : 'internal-mosquitto', m.env, m.repoRoot) },
     cwd: m.workDir,
     logFile: w(m, 'logs', `${tier}-mosquitto.stdout.log`),
     ready: { port: listen, host: localHostOf(m.bind).connect },
@@ -85,13 +89,17 @@ export function mosquittoProcess(m: Machine, name: string, tier: 'dmz' | 'intern
   });
 }
 
-/** A Node service of the stack (its main.ts), with its own log file; `alsoListens`: its ports besides `ready`'s (ProcessSpec). */
-export function nodeProcess(m: Machine, name: string, entry: string, env: Record<string, string>, ready: ReadyCheck, alsoListens: readonly number[] = []): ManagedProcess {
+/**
+ * A Node service of the stack (its main.ts), with its own log file; `env`: the stack's own settings
+ * for it, over what it takes of the stack's environment (service-env.ts); `alsoListens`: its ports
+ * besides `ready`'s (ProcessSpec).
+ */
+export function nodeProcess(m: Machine, name: string, service: NodeService, env: Record<string, string>, ready: ReadyCheck, alsoListens: readonly number[] = []): ManagedProcess {
   return new ManagedProcess({
     name,
     command: process.execPath,
-    args: [...(m.nodeArgs ?? []), '--import', 'tsx', join(m.repoRoot, entry)],
-    env: { PATH: process.env.PATH, HOME: w(m, 'caddy'), ...m.env, FIELDSTREAM_ENV_FILE: '/dev/null', ...env },
+    args: [...(m.nodeArgs ?? []), '--import', 'tsx', join(m.repoRoot, NODE_SERVICES[service].entry)],
+    env: { PATH: process.env.PATH, HOME: w(m, 'caddy'), ...serviceEnvironment(service, m.env, m.repoRoot), FIELDSTREAM_ENV_FILE: '/dev/null', ...env },
     cwd: m.repoRoot,
     logFile: w(m, 'logs', `${name}.log`),
     ready,

@@ -20,7 +20,7 @@ export interface LocalStackOptions {
   certsDir: string;
   /** rendered configurations, broker persistence, logs, stored files */
   workDir: string;
-  /** settings passed on to every service (INFLUXDB_* for the distributor, LOG_LEVEL, ...) */
+  /** settings for the services (INFLUXDB_* for the distributor, LOG_LEVEL, ...): each process takes those its compose service is given (service-env.ts) */
   env: Record<string, string | undefined>;
   commandApiToken: string;
   /** gateways per DMZ server */
