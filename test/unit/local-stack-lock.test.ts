@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { lockStackDir, STACK_LOCK } from '../../scripts/local-stack/stack-lock.ts';
+import { lockStackDir, STACK_LOCK, type StackDirLock } from '../../scripts/local-stack/stack-lock.ts';
 import { isFieldStreamError } from '../../shared/errors.ts';
 import { tempDir } from '../helpers/pki.ts';
 
@@ -39,5 +39,69 @@ describe('the STACK_DIR lock', () => {
     lockStackDir(dir).release();
     writeFileSync(join(dir, STACK_LOCK), '{"pid":');
     lockStackDir(dir).release();
+  });
+});
+
+/**
+ * Two starts on a lock left by a stack that is gone, at the same instant: each judges it stale
+ * before either acts. The hook runs the second start at the moment the first acts on what it read.
+ */
+describe('the STACK_DIR lock taken over by two starts at once', () => {
+  const work = tempDir('stack-lock-race');
+  after(() => work.cleanup());
+
+  const staleLock = (dir: string) => {
+    const gone = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
+    lockStackDir(dir).release();
+    writeFileSync(join(dir, STACK_LOCK), JSON.stringify({ pid: Number(gone.stdout), startedAt: new Date().toISOString() }));
+  };
+
+  for (const step of ['stale', 'marked'] as const) {
+    it(`is held by one of them, the other refused (second start at the step "${step}")`, () => {
+      const dir = join(work.dir, step);
+      staleLock(dir);
+      let second: StackDirLock | undefined;
+      let secondErr: unknown;
+      let first: StackDirLock | undefined;
+      let firstErr: unknown;
+      try {
+        first = lockStackDir(dir, {
+          onTakeOver: (at) => {
+            if (at !== step || second || secondErr) return;
+            try {
+              second = lockStackDir(dir);
+            } catch (err) {
+              secondErr = err;
+            }
+          },
+        });
+      } catch (err) {
+        firstErr = err;
+      }
+      try {
+        assert.ok(second !== undefined || secondErr !== undefined, 'the second start ran');
+        const held = [first, second].filter((l) => l !== undefined);
+        assert.equal(held.length, 1, 'exactly one holds the lock');
+        const refused = firstErr ?? secondErr;
+        assert.ok(isFieldStreamError(refused, 'STACK_DIR_IN_USE'), `the other is refused with STACK_DIR_IN_USE: ${String(refused)}`);
+        assert.equal(JSON.parse(readFileSync(join(dir, STACK_LOCK), 'utf8')).pid, process.pid);
+      } finally {
+        first?.release();
+        second?.release();
+      }
+      assert.equal(existsSync(join(dir, STACK_LOCK)), false, 'released');
+    });
+  }
+
+  it('is taken over past the marker of a start killed while it took it over', () => {
+    const dir = join(work.dir, 'killed-taker');
+    staleLock(dir);
+    const lock = statSync(join(dir, STACK_LOCK));
+    const killed = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
+    writeFileSync(join(dir, `${STACK_LOCK}.takeover-${lock.dev}-${lock.ino}-0`), JSON.stringify({ pid: Number(killed.stdout) }));
+    const taken = lockStackDir(dir);
+    assert.equal(JSON.parse(readFileSync(join(dir, STACK_LOCK), 'utf8')).pid, process.pid);
+    taken.release();
+    assert.deepEqual(readdirSync(dir), [], 'no marker nor lock left');
   });
 });
