@@ -3,35 +3,38 @@ import { execFile } from 'node:child_process';
 import { createServer, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { identityRuns, thisProcess, type ProcessIdentity } from '../../shared/process-identity.ts';
 
 /** Ports handed out by this process: never twice, though the first may not be listening yet. */
 const handedOut = new Set<number>();
 
 /**
- * Ports handed out by every process on this machine, one file per port holding the pid of the
- * process that took it: a port one process picked is free until its server binds it, and another
- * process picking then (two stacks started at once: npm test runs two end-to-end files side by side)
- * would be handed it too. A file whose process is gone is taken over; this process's files are
- * removed as it exits.
+ * Ports handed out by every process on this machine, one file per port naming the process that took
+ * it: a port one process picked is free until its server binds it, and another process picking then
+ * (two stacks started at once: npm test runs two end-to-end files side by side) would be handed it
+ * too. A file whose process is gone is taken over; this process's files are removed as it exits.
+ * The file says "PID START" (START: when that process started, /proc/PID/stat field 22): a process
+ * killed leaves its files, and its id, given later to an unrelated process, kept naming a running
+ * process, so the port was never handed out again.
  */
 const RESERVATIONS_DIR = join(tmpdir(), 'fieldstream-ports');
+const me = thisProcess();
+const MINE = me.start === undefined ? String(me.pid) : `${me.pid} ${me.start}`;
 process.once('exit', () => {
   for (const port of handedOut) {
     try {
-      if (readFileSync(join(RESERVATIONS_DIR, String(port)), 'utf8') === String(process.pid)) unlinkSync(join(RESERVATIONS_DIR, String(port)));
+      if (readFileSync(join(RESERVATIONS_DIR, String(port)), 'utf8') === MINE) unlinkSync(join(RESERVATIONS_DIR, String(port)));
     } catch {
       // not reserved by a file (the folder could not be made), or gone already
     }
   }
 });
 
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM'; // alive, another user's
-  }
+/** The process a reservation names, or undefined for a file being written (empty) or not ours. */
+function holderOf(text: string): ProcessIdentity | undefined {
+  // Written by this module only, in a folder every user may write to: nothing else is trusted.
+  const m = /^([1-9]\d{0,9})(?: (\d{1,20}))?$/.exec(text);
+  return m ? { pid: Number(m[1]), start: m[2] } : undefined;
 }
 
 /**
@@ -39,26 +42,27 @@ function processAlive(pid: number): boolean {
  * that is gone). Where reservations cannot be made at all (the folder is another user's), every
  * port counts as reserved: this process's own set still applies.
  */
-function reserve(port: number): boolean {
+export function reserve(port: number): boolean {
   const file = join(RESERVATIONS_DIR, String(port));
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
       mkdirSync(RESERVATIONS_DIR, { recursive: true, mode: 0o1777 });
       const fd = openSync(file, 'wx', 0o644);
-      writeSync(fd, String(process.pid));
+      writeSync(fd, MINE);
       closeSync(fd);
       return true;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') return true;
     }
-    let holder: number;
+    let holder: ProcessIdentity | undefined;
     try {
-      holder = Number(readFileSync(file, 'utf8'));
+      holder = holderOf(readFileSync(file, 'utf8'));
     } catch {
       continue; // removed meanwhile: try again
     }
-    // An empty file is one being written: taken.
-    if (!Number.isInteger(holder) || holder <= 0 || holder === process.pid || processAlive(holder)) return false;
+    // An empty file is one being written: taken. One naming this process's id and another start
+    // time was left by an earlier process of that id, gone.
+    if (holder === undefined || (holder.pid === me.pid && holder.start === me.start) || identityRuns(holder)) return false;
     try {
       unlinkSync(file);
     } catch {
@@ -68,7 +72,7 @@ function reserve(port: number): boolean {
   return false;
 }
 
-function release(port: number): void {
+export function release(port: number): void {
   try {
     unlinkSync(join(RESERVATIONS_DIR, String(port)));
   } catch {

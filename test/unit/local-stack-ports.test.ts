@@ -1,7 +1,11 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { join } from 'node:path';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { describe, it } from 'node:test';
+import { release, reserve } from '../../scripts/local-stack/ports.ts';
+import { processStart } from '../../shared/process-identity.ts';
 
 const PORTS_MODULE = join(import.meta.dirname, '..', '..', 'scripts', 'local-stack', 'ports.ts');
 
@@ -48,5 +52,43 @@ describe('ports picked at start by two processes at once', () => {
     assert.equal(new Set(a).size, a.length);
     const shared = a.filter((p) => b.includes(p));
     assert.deepEqual(shared, [], 'a port handed to both');
+  });
+});
+
+/**
+ * A reservation names its process by id and start time: one whose process was killed (no exit
+ * handler ran) and whose id the kernel has since given to an unrelated process is not kept for
+ * ever. pid 1 plays that unrelated process; ports below 1024 are never handed out by freePort, so
+ * no other test's reservation is touched.
+ */
+describe('a port reservation left by a process that is gone', () => {
+  const init = processStart(1);
+  const port = 1 + Math.floor(Math.random() * 1000);
+  const file = join(tmpdir(), 'fieldstream-ports', String(port));
+  const leave = (text: string) => {
+    mkdirSync(dirname(file), { recursive: true, mode: 0o1777 });
+    writeFileSync(file, text);
+  };
+
+  it('is taken over when its process id now names a process started at another time', { skip: init === undefined && 'no /proc/1/stat here' }, () => {
+    leave(`1 ${BigInt(init!) + 1n}`);
+    try {
+      assert.equal(reserve(port), true, 'taken over');
+      assert.equal(readFileSync(file, 'utf8').split(' ')[0], String(process.pid), 'now names this process');
+    } finally {
+      release(port);
+    }
+  });
+
+  it('is kept while the process it names (id and start time) runs', { skip: init === undefined && 'no /proc/1/stat here' }, () => {
+    for (const text of [`1 ${init}`, '1']) {
+      leave(text);
+      try {
+        assert.equal(reserve(port), false, `kept: ${text}`);
+        assert.equal(readFileSync(file, 'utf8'), text);
+      } finally {
+        rmSync(file, { force: true });
+      }
+    }
   });
 });

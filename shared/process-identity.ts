@@ -1,0 +1,47 @@
+import { readFileSync } from 'node:fs';
+import { processRuns } from './durable-fs.ts';
+
+/**
+ * A process of this machine told apart from a later one given the same id. Process ids are reused
+ * (the kernel hands them out again once the range wraps, in a container every restart is pid 1): a
+ * file naming only a pid, whose process is gone, is kept for ever by any unrelated process that got
+ * that pid. With its start time as well (clock ticks since boot, /proc/PID/stat field 22), a reused
+ * id is seen for what it is.
+ */
+export interface ProcessIdentity {
+  pid: number;
+  /** clock ticks after boot at which it started; undefined where /proc says nothing (not Linux) */
+  start: string | undefined;
+}
+
+/** When process `pid` started (ticks since boot, as /proc writes it), or undefined when unknown. */
+export function processStart(pid: number): string | undefined {
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return undefined; // gone, or no /proc here
+  }
+  // Field 2 (the program's name, in parentheses) may hold spaces and parentheses itself: the fields
+  // are counted from after its last ')', where field 3 begins.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const start = fields[22 - 3];
+  return start !== undefined && /^\d+$/.test(start) ? start : undefined;
+}
+
+/** This process, to be written where another process will look whether it still runs. */
+export function thisProcess(): ProcessIdentity {
+  return { pid: process.pid, start: processStart(process.pid) };
+}
+
+/**
+ * Whether the process `p` names runs now: a process of that id runs (another user's too) and, where
+ * both start times are known, it started when `p` says. One whose start time is not known (a file
+ * written before it was recorded, no /proc) is judged by its id alone.
+ */
+export function identityRuns(p: ProcessIdentity): boolean {
+  if (!processRuns(p.pid)) return false;
+  if (p.start === undefined) return true;
+  const now = processStart(p.pid);
+  return now === undefined || now === p.start;
+}
