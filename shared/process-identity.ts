@@ -11,7 +11,7 @@ import { processRuns } from './durable-fs.ts';
 export interface ProcessIdentity {
   pid: number;
   /** clock ticks after boot at which it started; undefined where /proc says nothing (not Linux) */
-  start: string | undefined;
+  start?: string | undefined;
 }
 
 /** When process `pid` started (ticks since boot, as /proc writes it), or undefined when unknown. */

@@ -2,16 +2,18 @@ import { randomUUID } from 'node:crypto';
 import { closeSync, linkSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { z } from 'zod';
-import { processRuns } from '../../shared/durable-fs.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { TIMINGS } from '../../shared/limits.ts';
+import { identityRuns, thisProcess, type ProcessIdentity } from '../../shared/process-identity.ts';
 
 /** The lock's file in STACK_DIR, and what it says of its holder (read back with this schema). */
 export const STACK_LOCK = 'stack.lock';
-// `owner` tells two locks of one process apart; a lock written before it was there is still read.
-const LockSchema = z.object({ pid: z.number().int().positive(), startedAt: z.string(), owner: z.string().optional() });
+// `owner` tells two locks of one process apart, `start` is when the process started (a reused id is
+// not it, shared/process-identity.ts); a lock written before they were there is still read.
+const Start = z.string().regex(/^\d{1,20}$/).optional();
+const LockSchema = z.object({ pid: z.number().int().positive(), start: Start, startedAt: z.string(), owner: z.string().optional() });
 // A take-over marker, or a lock written aside: read only for the process that made it.
-const MarkerSchema = z.object({ pid: z.number().int().positive() });
+const MarkerSchema = z.object({ pid: z.number().int().positive(), start: Start });
 
 export interface StackDirLock {
   /** Removes the lock, if it is still this one's. */
@@ -37,7 +39,8 @@ interface Seen {
  * then linked as stack.lock (link(2) fails where the name exists), so no start ever reads a lock
  * half written. A holder killed (SIGKILL, a power cut) leaves it behind: a lock whose process runs no
  * more, or that says nothing readable, is taken over. STACK_DIR is this machine's, so a process id
- * is one of this machine's.
+ * is one of this machine's; the lock says when its process started as well, so that the id given
+ * later to an unrelated process does not keep the folder (shared/process-identity.ts).
  *
  * Taking over is a compare-and-swap, since two starts may judge one stale lock at the same instant
  * and removing or renaming it by name would remove whatever is there by then, the other start's
@@ -55,7 +58,8 @@ export function lockStackDir(dir: string, o: { onTakeOver?: (at: 'stale' | 'mark
   const path = resolve(dir, STACK_LOCK);
   mkdirSync(dir, { recursive: true });
   const owner = randomUUID();
-  const mine = JSON.stringify({ pid: process.pid, startedAt: new Date().toISOString(), owner });
+  const me = thisProcess();
+  const mine = JSON.stringify({ pid: me.pid, start: me.start, startedAt: new Date().toISOString(), owner });
   const fresh = `${path}.new-${owner}`;
   writeWhole(fresh, mine);
   try {
@@ -68,7 +72,7 @@ export function lockStackDir(dir: string, o: { onTakeOver?: (at: 'stale' | 'mark
       }
       const seen = look(path);
       if (seen === undefined) continue; // removed meanwhile: try again
-      if (seen.holder !== undefined && processRuns(seen.holder.pid)) throw inUse(dir, seen.holder.pid, `since ${seen.holder.startedAt}`);
+      if (seen.holder !== undefined && identityRuns(seen.holder)) throw inUse(dir, seen.holder.pid, `since ${seen.holder.startedAt}`);
       o.onTakeOver?.('stale');
       if (takeOver(path, seen, fresh, dir, o)) return held(path, mine);
     }
@@ -83,7 +87,7 @@ function takeOver(path: string, seen: Seen, fresh: string, dir: string, o: { onT
   const prefix = `${path}.takeover-${seen.dev}-${seen.ino}-`;
   // Made beside the lock written aside, to be linked as the marker: a marker is never seen half written.
   const markerText = `${fresh}.marker`;
-  writeWhole(markerText, JSON.stringify({ pid: process.pid }));
+  writeWhole(markerText, JSON.stringify(thisProcess()));
   try {
     for (let n = 0; ; n++) {
       const marker = `${prefix}${n}`;
@@ -93,7 +97,7 @@ function takeOver(path: string, seen: Seen, fresh: string, dir: string, o: { onT
         if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
         const maker = readMarker(marker);
         // Being taken over by a start that runs: it holds the folder once done.
-        if (maker !== undefined && processRuns(maker)) throw inUse(dir, maker, 'taking over a stale lock');
+        if (maker !== undefined && identityRuns(maker)) throw inUse(dir, maker.pid, 'taking over a stale lock');
         continue; // its maker was killed mid-take-over (or it is gone already): the next one
       }
       try {
@@ -157,10 +161,10 @@ function look(path: string): Seen | undefined {
   return { dev: st.dev, ino: st.ino, text, holder };
 }
 
-function readMarker(marker: string): number | undefined {
+function readMarker(marker: string): ProcessIdentity | undefined {
   try {
     const parsed = MarkerSchema.safeParse(JSON.parse(readFileSync(marker, 'utf8')));
-    return parsed.success ? parsed.data.pid : undefined;
+    return parsed.success ? { pid: parsed.data.pid, start: parsed.data.start } : undefined;
   } catch {
     return undefined; // gone meanwhile, cut short by a power cut, or (a file aside) not written yet
   }
@@ -180,8 +184,8 @@ function sweep(path: string): void {
   for (const name of names) {
     if (!name.startsWith(`${basename(path)}.new-`) && !name.startsWith(`${basename(path)}.takeover-`)) continue;
     const file = join(dirname(path), name);
-    const pid = readMarker(file);
-    const stale = pid !== undefined ? !processRuns(pid) : Date.now() - (statSync(file, { throwIfNoEntry: false })?.mtimeMs ?? Date.now()) > TIMINGS.stackLockDebrisMs;
+    const maker = readMarker(file);
+    const stale = maker !== undefined ? !identityRuns(maker) : Date.now() - (statSync(file, { throwIfNoEntry: false })?.mtimeMs ?? Date.now()) > TIMINGS.stackLockDebrisMs;
     if (stale) rmSync(file, { force: true });
   }
 }

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { lockStackDir, STACK_LOCK, type StackDirLock } from '../../scripts/local-stack/stack-lock.ts';
 import { isFieldStreamError } from '../../shared/errors.ts';
+import { processStart } from '../../shared/process-identity.ts';
 import { tempDir } from '../helpers/pki.ts';
 
 /** The lock that keeps one `npm run stack` per STACK_DIR (scripts/local-stack/stack-lock.ts). */
@@ -32,6 +33,18 @@ describe('the STACK_DIR lock', () => {
     const lock = lockStackDir(dir);
     assert.equal(JSON.parse(readFileSync(join(dir, STACK_LOCK), 'utf8')).pid, process.pid);
     lock.release();
+  });
+
+  it('is taken over when its process id now names a process started at another time (the id reused)', { skip: processStart(1) === undefined && 'no /proc/1/stat here' }, () => {
+    const dir = join(work.dir, 'reused');
+    lockStackDir(dir).release();
+    // pid 1 runs, but started at another time than the lock says: not the stack that wrote it.
+    writeFileSync(join(dir, STACK_LOCK), JSON.stringify({ pid: 1, start: String(BigInt(processStart(1)!) + 1n), startedAt: new Date().toISOString() }));
+    const lock = lockStackDir(dir);
+    assert.equal(JSON.parse(readFileSync(join(dir, STACK_LOCK), 'utf8')).pid, process.pid);
+    lock.release();
+    writeFileSync(join(dir, STACK_LOCK), JSON.stringify({ pid: 1, start: processStart(1), startedAt: new Date().toISOString() }));
+    assert.throws(() => lockStackDir(dir), (err: unknown) => isFieldStreamError(err, 'STACK_DIR_IN_USE') && err.message.includes('pid 1,'));
   });
 
   it('is taken over when it says nothing readable (a lock cut short by a power cut)', () => {
