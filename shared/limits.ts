@@ -1267,10 +1267,10 @@ export const TIMINGS = {
   fieldDataLockExpiryMs: 15_000,
   /** milliseconds. How often a start waiting for that looks at the lock again. */
   fieldDataLockPollMs: 500,
-  /** milliseconds. A file beside `npm run stack`'s stack.lock (a lock written aside, a take-over
-   * marker) that names no process is removed once this old: younger, it is one a start running now
-   * has made and not written yet (it writes it at once). */
-  stackLockDebrisMs: 60_000,
+  /** milliseconds. A file beside `npm run stack`'s stack.lock or a port reservation (one written
+   * aside, a take-over marker: shared/file-takeover.ts) that names no process is removed once this
+   * old: younger, it is one a process running now has made and not written yet (it writes it at once). */
+  takeOverDebrisMs: 60_000,
   /** milliseconds. How long the local HTTP input keeps a request's answer for its Idempotency-Key
    * (inputs/http-resends.ts): a retry later than this is taken as a new request. */
   localInputKeyKeptMs: 24 * 60 * 60 * 1000,

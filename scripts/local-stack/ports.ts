@@ -1,8 +1,11 @@
-import { closeSync, mkdirSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
+import { closeSync, mkdirSync, openSync, readFileSync, rmSync, unlinkSync, writeSync } from 'node:fs';
 import { execFile } from 'node:child_process';
 import { createServer, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { lookAt, sweepBeside, takeOverFile, writeWhole, type SeenFile } from '../../shared/file-takeover.ts';
+import { TIMINGS } from '../../shared/limits.ts';
 import { identityRuns, thisProcess, type ProcessIdentity } from '../../shared/process-identity.ts';
 
 /** Ports handed out by this process: never twice, though the first may not be listening yet. */
@@ -42,7 +45,7 @@ function holderOf(text: string): ProcessIdentity | undefined {
  * that is gone). Where reservations cannot be made at all (the folder is another user's), every
  * port counts as reserved: this process's own set still applies.
  */
-export function reserve(port: number): boolean {
+export function reserve(port: number, onTakeOver?: () => void): boolean {
   const file = join(RESERVATIONS_DIR, String(port));
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
@@ -54,22 +57,40 @@ export function reserve(port: number): boolean {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') return true;
     }
-    let holder: ProcessIdentity | undefined;
+    let seen: SeenFile | undefined;
     try {
-      holder = holderOf(readFileSync(file, 'utf8'));
+      seen = lookAt(file);
     } catch {
-      continue; // removed meanwhile: try again
+      return false; // unreadable: another port is tried
     }
+    if (seen === undefined) continue; // removed meanwhile: try again
+    const holder = holderOf(seen.text);
     // An empty file is one being written: taken. One naming this process's id and another start
     // time was left by an earlier process of that id, gone.
     if (holder === undefined || (holder.pid === me.pid && holder.start === me.start) || identityRuns(holder)) return false;
-    try {
-      unlinkSync(file);
-    } catch {
-      return false;
-    }
+    onTakeOver?.();
+    return takeOver(file, seen);
   }
   return false;
+}
+
+/**
+ * Replaces the stale reservation `seen` with this process's, unless another picker did meanwhile
+ * (shared/file-takeover.ts): two picking one stale port at once both removed "it" by name, the
+ * second the first one's fresh reservation, and both were handed the port.
+ */
+function takeOver(file: string, seen: SeenFile): boolean {
+  const fresh = `${file}.new-${randomUUID()}`;
+  try {
+    writeWhole(fresh, MINE);
+    const took = takeOverFile(file, seen, fresh);
+    if (took === 'taken') sweepBeside(file, TIMINGS.takeOverDebrisMs);
+    return took === 'taken';
+  } catch {
+    return false; // the folder refusing a write: another port is tried
+  } finally {
+    rmSync(fresh, { force: true });
+  }
 }
 
 export function release(port: number): void {

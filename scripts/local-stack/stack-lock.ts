@@ -1,10 +1,11 @@
 import { randomUUID } from 'node:crypto';
-import { closeSync, linkSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
-import { basename, dirname, join, resolve } from 'node:path';
+import { linkSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { z } from 'zod';
 import { FieldStreamError } from '../../shared/errors.ts';
+import { lookAt, sweepBeside, takeOverFile, writeWhole, type SeenFile } from '../../shared/file-takeover.ts';
 import { TIMINGS } from '../../shared/limits.ts';
-import { identityRuns, thisProcess, type ProcessIdentity } from '../../shared/process-identity.ts';
+import { identityRuns, thisProcess } from '../../shared/process-identity.ts';
 
 /** The lock's file in STACK_DIR, and what it says of its holder (read back with this schema). */
 export const STACK_LOCK = 'stack.lock';
@@ -12,20 +13,10 @@ export const STACK_LOCK = 'stack.lock';
 // not it, shared/process-identity.ts); a lock written before they were there is still read.
 const Start = z.string().regex(/^\d{1,20}$/).optional();
 const LockSchema = z.object({ pid: z.number().int().positive(), start: Start, startedAt: z.string(), owner: z.string().optional() });
-// A take-over marker, or a lock written aside: read only for the process that made it.
-const MarkerSchema = z.object({ pid: z.number().int().positive(), start: Start });
 
 export interface StackDirLock {
   /** Removes the lock, if it is still this one's. */
   release(): void;
-}
-
-/** A look at the lock's file: which file it was (inode), what it said, and its holder if readable. */
-interface Seen {
-  dev: number;
-  ino: number;
-  text: string;
-  holder: z.infer<typeof LockSchema> | undefined;
 }
 
 /**
@@ -42,14 +33,9 @@ interface Seen {
  * is one of this machine's; the lock says when its process started as well, so that the id given
  * later to an unrelated process does not keep the folder (shared/process-identity.ts).
  *
- * Taking over is a compare-and-swap, since two starts may judge one stale lock at the same instant
- * and removing or renaming it by name would remove whatever is there by then, the other start's
- * fresh lock included (both then held it). A start first makes the take-over marker of that very
- * file (stack.lock.takeover-INODE-0, by link(2): one start makes it, the other finds it made by a
- * process that runs and is refused), then reads the lock again: still that file, saying the same,
- * it replaces it with its own by rename(2), atomically; changed meanwhile, it looks again. A marker
- * whose maker was killed mid-take-over does not block: the next start makes the marker numbered one
- * more.
+ * Taking over is a compare-and-swap (shared/file-takeover.ts): two starts may judge one stale lock
+ * at the same instant, and one removing or renaming it by name removed the other's fresh lock (both
+ * then held it). Of two, one takes it; the other is refused, naming the first.
  *
  * `onTakeOver` runs a second start in a test at the instant this one acts ('stale': judged stale,
  * nothing done yet; 'marked': the marker made, the lock not replaced yet).
@@ -74,7 +60,10 @@ export function lockStackDir(dir: string, o: { onTakeOver?: (at: 'stale' | 'mark
       if (seen === undefined) continue; // removed meanwhile: try again
       if (seen.holder !== undefined && identityRuns(seen.holder)) throw inUse(dir, seen.holder.pid, `since ${seen.holder.startedAt}`);
       o.onTakeOver?.('stale');
-      if (takeOver(path, seen, fresh, dir, o)) return held(path, mine);
+      const took = takeOverFile(path, seen, fresh, () => o.onTakeOver?.('marked'));
+      if (took === 'taken') return held(path, mine);
+      // Being taken over by a start that runs: it holds the folder once done.
+      if (took !== 'changed') throw inUse(dir, took.pid, 'taking over a stale lock');
     }
   } finally {
     rmSync(fresh, { force: true });
@@ -82,41 +71,8 @@ export function lockStackDir(dir: string, o: { onTakeOver?: (at: 'stale' | 'mark
   throw new FieldStreamError('STACK_DIR_IN_USE', `STACK_DIR ${resolve(dir)}: its lock ${path} keeps being taken by another start; start again`, { dir: resolve(dir) });
 }
 
-/** Replaces the stale lock `seen` with `fresh`: true when done, false when the lock changed meanwhile. */
-function takeOver(path: string, seen: Seen, fresh: string, dir: string, o: { onTakeOver?: (at: 'stale' | 'marked') => void }): boolean {
-  const prefix = `${path}.takeover-${seen.dev}-${seen.ino}-`;
-  // Made beside the lock written aside, to be linked as the marker: a marker is never seen half written.
-  const markerText = `${fresh}.marker`;
-  writeWhole(markerText, JSON.stringify(thisProcess()));
-  try {
-    for (let n = 0; ; n++) {
-      const marker = `${prefix}${n}`;
-      try {
-        linkSync(markerText, marker);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-        const maker = readMarker(marker);
-        // Being taken over by a start that runs: it holds the folder once done.
-        if (maker !== undefined && identityRuns(maker)) throw inUse(dir, maker.pid, 'taking over a stale lock');
-        continue; // its maker was killed mid-take-over (or it is gone already): the next one
-      }
-      try {
-        o.onTakeOver?.('marked');
-        const now = look(path);
-        if (now === undefined || now.dev !== seen.dev || now.ino !== seen.ino || now.text !== seen.text) return false;
-        renameSync(fresh, path);
-        return true;
-      } finally {
-        rmSync(marker, { force: true });
-      }
-    }
-  } finally {
-    rmSync(markerText, { force: true });
-  }
-}
-
 function held(path: string, mine: string): StackDirLock {
-  sweep(path);
+  sweepBeside(path, TIMINGS.takeOverDebrisMs);
   const release = () => {
     try {
       if (readFileSync(path, 'utf8') === mine) rmSync(path, { force: true });
@@ -129,64 +85,15 @@ function held(path: string, mine: string): StackDirLock {
   return { release: () => { process.removeListener('exit', release); release(); } };
 }
 
-function writeWhole(file: string, text: string): void {
-  const fd = openSync(file, 'wx', 0o644);
+/** The lock at `path` and its holder (undefined: it says nothing readable). */
+function look(path: string): (SeenFile & { holder: z.infer<typeof LockSchema> | undefined }) | undefined {
+  const seen = lookAt(path);
+  if (seen === undefined) return undefined;
   try {
-    writeSync(fd, text);
-  } finally {
-    closeSync(fd);
-  }
-}
-
-function look(path: string): Seen | undefined {
-  let text: string;
-  let st: { dev: number; ino: number };
-  try {
-    st = statSync(path);
-    text = readFileSync(path, 'utf8');
-    // Read between two looks at one file: replaced meanwhile, it is looked at again.
-    const after = statSync(path);
-    if (after.ino !== st.ino || after.dev !== st.dev) return look(path);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw err;
-  }
-  let holder: z.infer<typeof LockSchema> | undefined;
-  try {
-    const parsed = LockSchema.safeParse(JSON.parse(text));
-    if (parsed.success) holder = parsed.data;
+    const parsed = LockSchema.safeParse(JSON.parse(seen.text));
+    return { ...seen, holder: parsed.success ? parsed.data : undefined };
   } catch {
-    // cut short by a power cut (it is written whole before it is linked), or not ours
-  }
-  return { dev: st.dev, ino: st.ino, text, holder };
-}
-
-function readMarker(marker: string): ProcessIdentity | undefined {
-  try {
-    const parsed = MarkerSchema.safeParse(JSON.parse(readFileSync(marker, 'utf8')));
-    return parsed.success ? { pid: parsed.data.pid, start: parsed.data.start } : undefined;
-  } catch {
-    return undefined; // gone meanwhile, cut short by a power cut, or (a file aside) not written yet
-  }
-}
-
-/**
- * Removes what starts killed mid-way left beside the lock (their lock written aside, a take-over
- * marker): each names its process, and those of a start that runs stay.
- */
-function sweep(path: string): void {
-  let names: string[];
-  try {
-    names = readdirSync(dirname(path));
-  } catch {
-    return; // a folder that cannot be listed: they stay, harmless
-  }
-  for (const name of names) {
-    if (!name.startsWith(`${basename(path)}.new-`) && !name.startsWith(`${basename(path)}.takeover-`)) continue;
-    const file = join(dirname(path), name);
-    const maker = readMarker(file);
-    const stale = maker !== undefined ? !identityRuns(maker) : Date.now() - (statSync(file, { throwIfNoEntry: false })?.mtimeMs ?? Date.now()) > TIMINGS.stackLockDebrisMs;
-    if (stale) rmSync(file, { force: true });
+    return { ...seen, holder: undefined }; // cut short by a power cut (it is written whole before it is linked), or not ours
   }
 }
 

@@ -80,6 +80,21 @@ describe('a port reservation left by a process that is gone', () => {
     }
   });
 
+  it('is taken over by one of two pickers judging it gone at the same instant, never by both', { skip: init === undefined && 'no /proc/1/stat here' }, () => {
+    leave(`1 ${BigInt(init!) + 1n}`);
+    let second: boolean | undefined;
+    try {
+      // The second picker runs at the instant the first has judged the file stale and not acted yet.
+      const first = reserve(port, () => {
+        second ??= reserve(port);
+      });
+      assert.equal(second, true, 'the second took it over');
+      assert.equal(first, false, 'the first found it taken meanwhile');
+    } finally {
+      release(port);
+    }
+  });
+
   it('is kept while the process it names (id and start time) runs', { skip: init === undefined && 'no /proc/1/stat here' }, () => {
     for (const text of [`1 ${init}`, '1']) {
       leave(text);
