@@ -49,7 +49,10 @@ export class CrlDelivery {
         log.info({ crl: path }, 'no GATEWAY_CRL_FILE: no CRL is handed to devices');
         return;
       }
-      throw new FieldStreamError('CONFIG_INVALID', `GATEWAY_CRL_FILE=${path}: ${code ? `cannot be read (${code})` : (err as Error).message}. Copy the CA's current certs/ca.crl there, as for the DMZ broker.`, { variable: 'GATEWAY_CRL_FILE', path });
+      // There but not readable (a folder, no permission) is the file's fault, as for every file a
+      // setting names; read but no CRL of the CA, its content's.
+      if ((err as NodeJS.ErrnoException).syscall !== undefined) throw new FieldStreamError('CONFIG_FILE_UNREADABLE', `GATEWAY_CRL_FILE=${path} cannot be read (${code}); fix the path or its permissions, or copy the CA's current certs/ca.crl there.`, { variable: 'GATEWAY_CRL_FILE', path });
+      throw new FieldStreamError('CONFIG_INVALID', `GATEWAY_CRL_FILE=${path}: ${(err as Error).message}. Copy the CA's current certs/ca.crl there, as for the DMZ broker.`, { variable: 'GATEWAY_CRL_FILE', path });
     }
     if (offer && !offer.frame) log.warn({ crl: path, bytes: offer.crl.der.length }, `the CRL is too large for a frame to a device (${LIMITS.downlinkFrameMaxBytes} bytes): devices get it by copy only`);
   }

@@ -68,6 +68,12 @@ describe("the CA's CRL handed to devices by the gateway", () => {
         writeFileSync(join(tmp.dir, 'bad.crl'), bytes);
         assert.throws(() => new CrlDelivery(join(tmp.dir, 'bad.crl'), ca.certPem, logger), (e: unknown) => isFieldStreamError(e) && e.code === 'CONFIG_INVALID' && /GATEWAY_CRL_FILE/.test(e.message));
       }
+      // There but not readable (a folder where the file should be): the file's fault, not its content's.
+      mkdirSync(join(tmp.dir, 'folder.crl'));
+      assert.throws(
+        () => new CrlDelivery(join(tmp.dir, 'folder.crl'), ca.certPem, logger),
+        (e: unknown) => isFieldStreamError(e) && e.code === 'CONFIG_FILE_UNREADABLE' && /GATEWAY_CRL_FILE=.*folder\.crl.*EISDIR/.test(e.message),
+      );
     });
   });
 
