@@ -19,7 +19,7 @@ describe('npm run bench -- --quick', () => {
     const report = JSON.parse(readFileSync(join(REPO, 'bench', 'results', 'pipeline.json'), 'utf8')) as {
       quick: boolean;
       results: Array<{ scenario: string; lost: number; duplicated: number; readings: number }>;
-      connections: { connections: number; kibPerConnection: number; kibPerConnectionBy: Record<'mallocHeap' | 'smallAnon' | 'otherAnon' | 'files', number>; malloc: string };
+      connections: { connections: number; kibPerConnection: number; kibPerConnectionBy: Record<'mallocHeap' | 'smallAnon' | 'otherAnon' | 'files', number>; malloc: string; bare?: { kibPerConnection: number } };
       fleet: FleetResult;
       references: { warmUp: { batched: number; peer: number } };
     };
@@ -65,6 +65,8 @@ describe('npm run bench -- --quick', () => {
     assert.ok(Math.abs(sum - report.connections.kibPerConnection) <= 10, JSON.stringify(report.connections));
     // The stack's gateway runs on glibc's malloc unless a run preloads another (--set LD_PRELOAD).
     assert.equal(report.connections.malloc, 'glibc');
+    // The reference: the same 200 devices held (welcomed) by a bare WSS server after the gateway.
+    assert.ok(Number.isFinite(report.connections.bare?.kibPerConnection), JSON.stringify(report.connections));
     // The fleet: every device (each its own EC key and certificate) came through Caddy, sent one
     // reading a second, and each reading is in the database once; none refused, none disconnected.
     const f = report.fleet;
@@ -74,6 +76,8 @@ describe('npm run bench -- --quick', () => {
     assert.equal(f.readings, f.devices * (f.warmUpSeconds + f.seconds));
     assert.equal(f.sent, f.readings);
     assert.equal(f.readingsPerFrame, 1);
+    // The devices keep nothing they send, and asked for no acks (each connection checked the welcome said so).
+    assert.equal(f.acks, 'none');
     assert.equal(f.frames, f.readings, 'each reading in its own frame');
     assert.equal(f.stored, f.readings);
     assert.equal(f.lost, 0);
