@@ -496,7 +496,8 @@ describe('deployment files', () => {
         if (!(svc.command ?? []).join(' ').includes('--import tsx')) continue;
         const targets = [...(svc.volumes ?? []).map((v) => v.split(':')[1] as string), ...(svc.tmpfs ?? [])];
         for (const [k, v] of Object.entries(svc.environment ?? {})) {
-          if (typeof v !== 'string' || !v.startsWith('/')) continue;
+          // GATEWAY_PATH is where devices open their WebSocket: a URL's path, not a file's.
+          if (typeof v !== 'string' || !v.startsWith('/') || k === 'GATEWAY_PATH') continue;
           if (!targets.some((t) => v === t || v.startsWith(`${t}/`))) outside.push(`${name}: ${k}=${v}`);
         }
       }
