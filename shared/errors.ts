@@ -246,6 +246,12 @@ export const ERRORS = {
     description:
       'A Sparkplug NBIRTH or DBIRTH was refused: the metric definitions it declares would take those the field client holds past LIMITS.sparkplugDefinitionsMaxBytes; the edge node (or device) has no current birth until a birth fits.',
   },
+  SPARKPLUG_EDGE_NODE_DEFINITIONS_FULL: {
+    http: 507,
+    transient: false,
+    description:
+      "A Sparkplug NBIRTH or DBIRTH was refused: the metric definitions it declares would take those of its edge node's session past that edge node's share, LIMITS.sparkplugDefinitionsMaxBytesPerNode; the edge node (or device) has no current birth until a birth fits.",
+  },
   SPARKPLUG_REORDER_TIMEOUT: {
     http: 409,
     transient: false,

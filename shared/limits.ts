@@ -706,8 +706,15 @@ export const LIMITS = {
    * names.ts): the count bounds above allow 10,000 × 1,000 devices (5 GB born empty, counted alone), and
    * 10,000 × 1,000 births of up to LIMITS.sparkplugMaxMetrics metrics with 1,024-character names, far
    * past a field device's memory. 64 MiB holds some 230,000 metrics with 50-character names and
-   * aliases: a large plant. A birth past it is refused (SPARKPLUG_DEFINITIONS_FULL); deaths and smaller births free room. */
+   * aliases: a large plant. A birth past it is refused (SPARKPLUG_DEFINITIONS_FULL); deaths and smaller births free room.
+   * Each edge node has a share of it besides (sparkplugDefinitionsMaxBytesPerNode). */
   sparkplugDefinitionsMaxBytes: 64 * 1024 * 1024,
+  /** bytes. Most memory the birth definitions of one edge node's session (its NBIRTH's, its devices'
+   * DBIRTHs', and its seq digests) may take, estimated as for sparkplugDefinitionsMaxBytes: a quarter
+   * of that budget, some 57,000 metrics with 50-character names, so that one edge node (a large SCADA
+   * gateway, or one declaring ever more names) cannot take the whole budget and leave the plant's
+   * other edge nodes' births refused. A birth past it is refused (SPARKPLUG_EDGE_NODE_DEFINITIONS_FULL). */
+  sparkplugDefinitionsMaxBytesPerNode: 16 * 1024 * 1024,
   /** sessions. Most previous Sparkplug sessions the local MQTT input keeps per edge node (the ones
    * new NBIRTHs or NDEATHs ended, TIMINGS.sparkplugResendWindowMs each), to read in each what the
    * edge node sends again in it (sparkplug/resend.ts): Eclipse Paho publishes its new NBIRTH, then

@@ -169,6 +169,24 @@ describe('Sparkplug birth definitions bounded in bytes', () => {
     birth.undo?.();
     assert.equal(host.definitionsBytes, before);
   });
+
+  it("bounds each edge node's definitions to its share (SPARKPLUG_EDGE_NODE_DEFINITIONS_FULL), leaving the rest to the others", () => {
+    const share = 20_000;
+    const host = new SparkplugHost({ rebirthMinIntervalMs: 5_000, maxDefinitionsBytes: 200_000, maxDefinitionsBytesPerNode: share });
+    assert.equal(host.handle(topic('spBv1.0/G/NBIRTH/E'), nb(0), T0).refused, undefined);
+    let seq = 0;
+    let over;
+    for (let i = 0; i < 100 && !over?.refused; i++) over = host.handle(topic(`spBv1.0/G/DBIRTH/E/d${i}`), db(++seq, `d${i}`), T0);
+    assert.equal(over?.refused?.code, 'SPARKPLUG_EDGE_NODE_DEFINITIONS_FULL', `${host.definitionsBytes} bytes held`);
+    assert.equal(over?.rebirth, false, 'a birth past a bound would come back the same');
+    assert.ok(host.definitionsBytes <= share, `${host.definitionsBytes} bytes held by one edge node`);
+    // Another edge node's births are taken: the overall budget is far from full.
+    assert.equal(host.handle(topic('spBv1.0/G/NBIRTH/F'), nb(0), T0).refused, undefined);
+    assert.equal(host.handle(topic('spBv1.0/G/DBIRTH/F/d'), db(1, 'f'), T0).refused, undefined);
+    // An NBIRTH larger than the share alone is refused too.
+    const big = msg({ timestamp: String(T0), seq: '0', metrics: [{ name: 'bdSeq', datatype: T.UInt64, longValue: '0' }, ...Array.from({ length: 5 }, (_, i) => names(`n${i}`)).flat().map((m, i) => ({ ...m, alias: String(i) }))] });
+    assert.equal(host.handle(topic('spBv1.0/G/NBIRTH/H'), big, T0).refused?.code, 'SPARKPLUG_EDGE_NODE_DEFINITIONS_FULL');
+  });
 });
 
 describe('Sparkplug rebirth requests after a birth refused for a bound', () => {

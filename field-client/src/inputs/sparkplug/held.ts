@@ -4,69 +4,7 @@ import { RefusedBirths } from './boundaries.ts';
 import type { Definitions } from './definitions.ts';
 import { bytesOf, type HostOutcome, type NodeSession } from './host-types.ts';
 import { FieldNames } from './names.ts';
-
-/** An edge node's session a newer NBIRTH (or its NDEATH) ended, kept for what it sent being sent again (resend.ts). */
-export interface Previous {
-  s: NodeSession;
-  /** when it ended */
-  at: number;
-  /**
-   * ended by a refused NBIRTH (lifecycle.ts, nodeBirthRefused), or by a restart of the field client
-   * while current (store.ts: the local MQTT input's broker, and the edge node's will with it, died
-   * with the process), not by its death, and no birth taken since: the last birth of its edge node
-   * the host took, whose NDEATH (its bdSeq) is still its death, and whose devices die with the next
-   * birth taken. Replaced rather than changed (an undo puts back the entries a message found).
-   */
-  awaitsDeath?: true | undefined;
-  /**
-   * awaitsDeath only: the bdSeq of the latest NBIRTH of its edge node refused since it ended (its
-   * payload read, its bdSeq found; undefined: none, or one without a bdSeq read on another connection
-   * than the refused birth before it, whose bdSeq it keeps otherwise: refusedBirth). The edge node believed itself
-   * online with that bdSeq: the NDEATH carrying it, its connection's will, is its death too
-   * (lifecycle.ts nodeDeath), that of the session awaiting it. Any other bdSeq's NDEATH is stale.
-   */
-  refusedBdSeq?: number | undefined;
-  /**
-   * The connection (Via.connection) the latest NBIRTH of its edge node refused since it was the
-   * last birth taken came on, on the one entry that carries it (refusedOf): the session awaiting its
-   * death, else the previous one born last (its NDEATH taken already). Not saved (store.ts): no
-   * connection outlives the process. What that connection sends after it without DUP follows that
-   * birth (resend.ts sentAgain), of a session whose aliases could not be read.
-   */
-  refusedOn?: object | undefined;
-  /**
-   * On the same entry: the payload timestamp of that NBIRTH refused (tck-id-payloads-nbirth-timestamp:
-   * the time it was published, on the edge node's clock; undefined: none, or not decodable, the
-   * latest known of an earlier one refused kept). A birth sent again published before it is an older
-   * session's, never current over it, and a message sent again published at or after it belongs to
-   * the session it began, whose aliases are unknown (resend.ts). Saved with the session (store.ts).
-   */
-  refusedAt?: number | undefined;
-}
-
-/** What the host read of an NBIRTH refused (lifecycle.ts nodeBirthRefused, held.ts refusedBirth). */
-export interface RefusedBirth {
-  /** its bdSeq (undefined: it had none, or its payload could not be decoded: see HeldDefinitions.refusedBirth) */
-  bdSeq: number | undefined;
-  /** the connection it came on, not sent again (undefined: unknown, or flagged DUP: sent before, on an earlier one) */
-  on?: object | undefined;
-  /** its payload timestamp (undefined: none, or not decodable) */
-  at?: number | undefined;
-}
-
-/** Whether `e` carries what is known of the latest NBIRTH refused of its edge node (HeldDefinitions.refusedOf). */
-const carriesRefused = (e: Previous) => e.refusedBdSeq !== undefined || e.refusedOn !== undefined || e.refusedAt !== undefined;
-
-/** `e` once its death is taken: what it carries of an NBIRTH refused but its bdSeq (Previous.refusedOn, refusedAt). */
-const afterDeath = (e: Previous): Previous => ({
-  s: e.s,
-  at: e.at,
-  ...(e.refusedOn !== undefined ? { refusedOn: e.refusedOn } : {}),
-  ...(e.refusedAt !== undefined ? { refusedAt: e.refusedAt } : {}),
-});
-
-/** `e` without what it carries of an NBIRTH refused. */
-const plain = (e: Previous): Previous => (e.awaitsDeath ? { s: e.s, at: e.at, awaitsDeath: true } : { s: e.s, at: e.at });
+import { afterDeath, carriesRefused, plain, type Previous, type RefusedBirth } from './previous.ts';
 
 /**
  * What the Sparkplug host (host.ts) holds in memory beside its state machine, and its bounds: the
@@ -95,6 +33,7 @@ export class HeldDefinitions {
   private readonly prevBytes = new Map<string, number>();
   private prevTotal = 0;
   private readonly maxDefinitionsBytes: number;
+  private readonly maxNodeBytes: number;
   private readonly maxPerNode: number;
   /** each edge node's NBIRTHs refused lately, the bounds between its sessions (boundaries.ts) */
   readonly boundaries: RefusedBirths;
@@ -102,10 +41,17 @@ export class HeldDefinitions {
   constructor(
     /** the host's current sessions, by edge node key */
     private readonly sessions: ReadonlyMap<string, NodeSession>,
-    private readonly o: { maxEdgeNodes: number; maxDefinitionsBytes?: number | undefined; resends?: boolean | undefined; names?: FieldNames | undefined },
+    private readonly o: {
+      maxEdgeNodes: number;
+      maxDefinitionsBytes?: number | undefined;
+      maxDefinitionsBytesPerNode?: number | undefined;
+      resends?: boolean | undefined;
+      names?: FieldNames | undefined;
+    },
   ) {
     this.names = o.names ?? new FieldNames();
     this.maxDefinitionsBytes = o.maxDefinitionsBytes ?? LIMITS.sparkplugDefinitionsMaxBytes;
+    this.maxNodeBytes = o.maxDefinitionsBytesPerNode ?? LIMITS.sparkplugDefinitionsMaxBytesPerNode;
     this.maxPerNode = LIMITS.sparkplugPreviousSessionsPerNode;
     this.boundaries = new RefusedBirths(o.maxEdgeNodes);
   }
@@ -193,9 +139,11 @@ export class HeldDefinitions {
    * A birth whose definitions would take those held past the bound is refused, so that a publisher
    * declaring ever more (or ever longer) metric names cannot grow the client's memory without bound
    * (the count bounds alone allow edge nodes × devices × metrics × 1,024-character names). `freed`:
-   * the bytes of the definitions it would replace.
+   * the bytes of the definitions it would replace; `session`: the bytes of its edge node's session
+   * once it is in, held to that edge node's share (see share).
    */
-  room(what: string, bytes: number, freed: number): void {
+  room(what: string, bytes: number, freed: number, session: number): void {
+    this.share(what, session);
     const max = this.maxDefinitionsBytes;
     if (this.defTotal - freed + bytes <= max) return;
     throw new FieldStreamError(
@@ -374,8 +322,24 @@ export class HeldDefinitions {
     }
   }
 
-  /** A birth read into a previous session: room made by dropping other edge nodes' previous sessions, else refused. `freed`: the bytes it replaces. */
-  roomPrevious(what: string, bytes: number, k: string, freed: number): void {
+  /**
+   * One edge node's session (`bytes` with the birth in, its devices' and its digests included) is
+   * held to LIMITS.sparkplugDefinitionsMaxBytesPerNode, a share of the budget over every edge node:
+   * bounded by that budget alone, one edge node declaring ever more metrics took it all, and every
+   * birth of the plant's other edge nodes was refused until it died.
+   */
+  private share(what: string, bytes: number): void {
+    const max = this.maxNodeBytes;
+    if (bytes <= max) return;
+    throw new FieldStreamError('SPARKPLUG_EDGE_NODE_DEFINITIONS_FULL', `${what} refused: its edge node's definitions would take about ${bytes} bytes, past its share of ${max} bytes`);
+  }
+
+  /**
+   * A birth read into a previous session: room made by dropping other edge nodes' previous sessions,
+   * else refused. `freed`: the bytes it replaces; `session`: that session's bytes with it in (share).
+   */
+  roomPrevious(what: string, bytes: number, k: string, freed: number, session: number): void {
+    this.share(what, session);
     const max = this.maxDefinitionsBytes;
     for (const other of [...this.previous.keys()]) {
       if (this.defTotal + this.prevTotal - freed + bytes <= max) return;

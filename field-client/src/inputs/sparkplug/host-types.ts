@@ -106,6 +106,8 @@ export interface HostOptions {
   reorderMaxHeldBytes?: number;
   /** bytes of birth definitions held over every edge node and device, estimated (default LIMITS.sparkplugDefinitionsMaxBytes) */
   maxDefinitionsBytes?: number;
+  /** bytes of birth definitions one edge node's session may hold, estimated (default LIMITS.sparkplugDefinitionsMaxBytesPerNode) */
+  maxDefinitionsBytesPerNode?: number;
   /**
    * The field names every current birth declares, shared by the Sparkplug inputs of one field client
    * (names.ts): both write into its one device's readings. Default: this host's own.

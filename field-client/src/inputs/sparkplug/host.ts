@@ -2,7 +2,8 @@ import { FieldStreamError } from '../../../../shared/errors.ts';
 import { LIMITS, TIMINGS } from '../../../../shared/limits.ts';
 import type { MetricDef } from './definitions.ts';
 import type { Digest } from './duplicates.ts';
-import { HeldDefinitions, type Previous } from './held.ts';
+import { HeldDefinitions } from './held.ts';
+import type { Previous } from './previous.ts';
 import { bdSeqIfAny, duplicate, key, type HostOptions, type HostOutcome, type NodeSession, type Via } from './host-types.ts';
 import { NodeLifecycle } from './lifecycle.ts';
 import type { SparkplugPayload } from './payload.ts';
@@ -74,6 +75,7 @@ export class SparkplugHost {
     this.held = new HeldDefinitions(this.sessions, {
       maxEdgeNodes: this.maxEdgeNodes,
       maxDefinitionsBytes: options.maxDefinitionsBytes,
+      maxDefinitionsBytesPerNode: options.maxDefinitionsBytesPerNode,
       resends: options.resends,
       names: options.names,
     });
@@ -168,7 +170,7 @@ export class SparkplugHost {
    * Sessions of an edge node saved before the field client restarted (store.ts), kept as its previous
    * sessions, born on no connection: what it sends again after the restart is read in the session it
    * was sent in (resend.ts), as after a reconnection. One whose death is still to come (current at
-   * the restart, or ended by a refused NBIRTH) awaits it (held.ts Previous.awaitsDeath): the next
+   * the restart, or ended by a refused NBIRTH) awaits it (previous.ts Previous.awaitsDeath): the next
    * birth taken, or its NDEATH, records its devices' deaths. Throws (SPARKPLUG_TOO_MANY_EDGE_NODES,
    * SPARKPLUG_DEFINITIONS_FULL) past the bounds of what is held.
    */

@@ -1,7 +1,8 @@
 import { FieldStreamError } from '../../../../shared/errors.ts';
 import { definitions } from './definitions.ts';
 import { SEQ_DIGESTS_BYTES, type Digest } from './duplicates.ts';
-import type { HeldDefinitions, RefusedBirth } from './held.ts';
+import type { HeldDefinitions } from './held.ts';
+import type { RefusedBirth } from './previous.ts';
 import { bdSeqOf, BD_SEQ, births, key, type HostOutcome, type NodeSession } from './host-types.ts';
 import { lifecycleEvent } from './mapping.ts';
 import { nameDefinitions } from './names.ts';
@@ -78,7 +79,7 @@ export class NodeLifecycle {
       throw new FieldStreamError('SPARKPLUG_TOO_MANY_EDGE_NODES', `NBIRTH of ${t.group}/${t.edge} refused: ${this.o.maxEdgeNodes} edge nodes are followed already`);
     }
     // It replaces the edge node's session, its devices' births with it.
-    this.o.held.room(`NBIRTH of ${t.group}/${t.edge}`, defs.bytes + SEQ_DIGESTS_BYTES, this.o.held.currentBytes(k));
+    this.o.held.room(`NBIRTH of ${t.group}/${t.edge}`, defs.bytes + SEQ_DIGESTS_BYTES, this.o.held.currentBytes(k), defs.bytes + SEQ_DIGESTS_BYTES);
     // A new session: what was held for the old one is of no use any more.
     this.o.reorder.drop(k, 'SPARKPLUG_SEQ_GAP', `held messages of ${t.group}/${t.edge} discarded: a new NBIRTH started its session`, out);
     // The old one is kept a while: what the edge node sends again after this birth was sent in it (resend.ts).

@@ -5,7 +5,7 @@ import { key } from './host-types.ts';
 import { lifecycleEvent } from './mapping.ts';
 
 /** What refuses a birth for a bound: the same birth asked again would be refused again. */
-export const BOUND_CODES: readonly ErrorCode[] = ['SPARKPLUG_TOO_MANY_EDGE_NODES', 'SPARKPLUG_TOO_MANY_DEVICES', 'SPARKPLUG_DEFINITIONS_FULL'];
+export const BOUND_CODES: readonly ErrorCode[] = ['SPARKPLUG_TOO_MANY_EDGE_NODES', 'SPARKPLUG_TOO_MANY_DEVICES', 'SPARKPLUG_DEFINITIONS_FULL', 'SPARKPLUG_EDGE_NODE_DEFINITIONS_FULL'];
 
 /**
  * What of one edge node was refused in a row, each time after the birth a rebirth brought (see

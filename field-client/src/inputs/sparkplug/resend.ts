@@ -33,7 +33,7 @@ export class Resends {
    * and its previous one was born on another connection. Sparkplug B 3.0.0 ("Edge Node Session
    * Establishment") has an edge node publish its NBIRTH first on every connection: a data message on a
    * connection before its NBIRTH was sent on an earlier one, whose session the will (NDEATH) ended.
-   * Not after its NBIRTH on that connection, refused (held.ts Previous.refusedOn): what it sends there
+   * Not after its NBIRTH on that connection, refused (previous.ts Previous.refusedOn): what it sends there
    * without DUP then is of the session that birth began (mqtt.js sends again before it), whose aliases
    * could not be read; read in an older session it was stored under another birth's metrics (its
    * seq 1, after the birth's 0, the next of an old session that sent nothing after its birth). Read
@@ -98,7 +98,7 @@ export class Resends {
         // (tck-id-payloads-nbirth-timestamp: every NBIRTH carries the time it was published, on the
         // edge node's one clock): taken for current, an older birth took its place, the death of the
         // last birth taken recorded at its time, and what the edge node sent next read against its aliases.
-        // Newer still, an NBIRTH refused since (held.ts Previous.refusedAt): the edge node's session is
+        // Newer still, an NBIRTH refused since (previous.ts Previous.refusedAt): the edge node's session is
         // the one it began, and a birth published before it, taken for current, read what the edge
         // node sent next against its aliases. Any NBIRTH refused lately counts (boundaries.ts), one with
         // no session left before it too (an older birth sent again refused, dropping them), and the
@@ -221,7 +221,7 @@ export class Resends {
    * it, or its NDEATH's arrival); without one recorded, the birth of the session born after it (an
    * older NBIRTH sent again, olderBirth, that none replaced; a session read back from a store file
    * written before it was saved there), else when it ended. None (undefined) for one a refused NBIRTH ended, or one current at a restart
-   * (held.ts Previous.awaitsDeath), whose devices die with its NDEATH or the next birth taken
+   * (previous.ts Previous.awaitsDeath), whose devices die with its NDEATH or the next birth taken
    * (lifecycle.ts), this one with them.
    */
   private endOf(k: string, into: NodeSession): number | undefined {
@@ -238,7 +238,7 @@ export class Resends {
    * current, kept among the previous sessions (by its timestamp), so that what it sent after it is
    * read in it. Its values and its nbirth event are stored; the current session is left as it is.
    * Refused, it leaves no previous session: what follows it cannot be told from that session's
-   * messages. But the last birth taken, if it awaits its death (held.ts Previous.awaitsDeath), stays:
+   * messages. But the last birth taken, if it awaits its death (previous.ts Previous.awaitsDeath), stays:
    * born after this one (see read), it takes none of that session's messages
    * (sessionOf), and its NDEATH, or the next birth taken, still records its devices' deaths.
    */
@@ -249,7 +249,7 @@ export class Resends {
       const bdSeq = bdSeqOf(p, 'NBIRTH');
       const defs = definitions(p.metrics.filter((m) => m.name !== BD_SEQ));
       nameDefinitions(defs, { group: t.group, edge: t.edge, device: undefined });
-      this.host.held.roomPrevious(`NBIRTH of ${t.group}/${t.edge} sent again`, defs.bytes + SEQ_DIGESTS_BYTES, k, 0);
+      this.host.held.roomPrevious(`NBIRTH of ${t.group}/${t.edge} sent again`, defs.bytes + SEQ_DIGESTS_BYTES, k, 0, defs.bytes + SEQ_DIGESTS_BYTES);
       const s: NodeSession = { bdSeq, seq: p.seq, defs, devices: new Map(), stale: false, held: new Map(), heldSince: undefined, bornAt: p.timestamp, ...births(p, digest) };
       this.host.held.keepPrevious(k, s, now);
       this.host.fields(t, p, defs, now, out, (m) => m.name !== BD_SEQ);

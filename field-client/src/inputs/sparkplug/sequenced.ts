@@ -2,7 +2,7 @@ import { FieldStreamError } from '../../../../shared/errors.ts';
 import { definitions, resolve, type Definitions } from './definitions.ts';
 import { behind, type Digest } from './duplicates.ts';
 import type { HeldDefinitions } from './held.ts';
-import { duplicate, key, type HostOutcome, type NodeSession } from './host-types.ts';
+import { bytesOf, duplicate, key, type HostOutcome, type NodeSession } from './host-types.ts';
 import { lifecycleEvent, toReadings, type FieldAt } from './mapping.ts';
 import { nameDefinitions } from './names.ts';
 import type { SparkplugMetric, SparkplugPayload } from './payload.ts';
@@ -79,8 +79,11 @@ export class SequencedMessages {
         defs = definitions(p.metrics);
         nameDefinitions(defs, { group: t.group, edge: t.edge, device });
         const what = `DBIRTH of ${t.group}/${t.edge}/${device}`;
-        if (current) this.o.held.room(what, defs.bytes, s.devices.get(device)?.bytes ?? 0);
-        else this.o.held.roomPrevious(`${what} sent again`, defs.bytes, key(t.group, t.edge), s.devices.get(device)?.bytes ?? 0);
+        const freed = s.devices.get(device)?.bytes ?? 0;
+        // The edge node's session with this device's birth in place of its old one: held to its share.
+        const session = bytesOf(s) - freed + defs.bytes;
+        if (current) this.o.held.room(what, defs.bytes, freed, session);
+        else this.o.held.roomPrevious(`${what} sent again`, defs.bytes, key(t.group, t.edge), freed, session);
         // In force before its values are read, as for an NBIRTH (lifecycle.ts, nodeBirth).
         s.devices.set(device, defs);
         this.o.held.recount(key(t.group, t.edge), out);

@@ -48,9 +48,9 @@ const BdSeq = z.number().refine((n) => Number.isInteger(n) && Math.abs(n) <= 2 *
 /**
  * A session's seq, stale flag, digests (base64 of SEQ_WINDOW × 4 bytes), end (null: it was current),
  * when its devices were recorded dead (NodeSession.diedAt; absent: not yet, or a file written before
- * it) and whether its death is still to come (held.ts Previous.awaitsDeath: ended by a refused NBIRTH,
+ * it) and whether its death is still to come (previous.ts Previous.awaitsDeath: ended by a refused NBIRTH,
  * or current at a restart; absent, as in the files written before it: no, unless it was current),
- * with the bdSeq of the latest NBIRTH refused since (held.ts Previous.refusedBdSeq; absent: none),
+ * with the bdSeq of the latest NBIRTH refused since (previous.ts Previous.refusedBdSeq; absent: none),
  * and that birth's payload timestamp (Previous.refusedAt; absent: none, or a file written before it),
  * on the one session that carries it (the one awaiting its death, else the one born last).
  */

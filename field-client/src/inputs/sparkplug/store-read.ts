@@ -5,7 +5,7 @@ import { LIMITS, TIMINGS } from '../../../../shared/limits.ts';
 import type { Logger } from '../../../../shared/logger.ts';
 import type { Definitions } from './definitions.ts';
 import { SEQ_DIGESTS_BYTES, SeqDigests } from './duplicates.ts';
-import type { Previous } from './held.ts';
+import type { Previous } from './previous.ts';
 import { key, type NodeSession } from './host.ts';
 import { FileBytes, headOf, openBirths } from './store-births.ts';
 import { JournalLineSchema, rebuild, type RecordSession } from './store-format.ts';
@@ -230,10 +230,10 @@ function readBirths(buf: Buffer, c: Candidate, records: Map<string, Journaled>, 
     ids.set(s, saved.id);
     // Its death not recorded yet: the session current at the restart (the local MQTT input's broker
     // died with the process, the edge node's will, its NDEATH, with it), or one a refused NBIRTH
-    // ended. Awaiting it still (held.ts Previous.awaitsDeath), the edge node's next NBIRTH, or that
+    // ended. Awaiting it still (previous.ts Previous.awaitsDeath), the edge node's next NBIRTH, or that
     // NDEATH, records its devices' deaths; restored as over, nothing ever did, and a device not born
     // again stayed online downstream.
-    // An NBIRTH refused after it: that birth's NDEATH is its death too (held.ts Previous.refusedBdSeq).
+    // An NBIRTH refused after it: that birth's NDEATH is its death too (previous.ts Previous.refusedBdSeq).
     // And the time of that birth, whose session no birth published before it takes the place of (Previous.refusedAt).
     const refused = r.awaitsDeath && r.refusedBdSeq !== undefined ? { refusedBdSeq: r.refusedBdSeq } : {};
     const refusedAt = r.refusedAt !== undefined ? { refusedAt: r.refusedAt } : {};

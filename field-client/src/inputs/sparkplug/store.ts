@@ -7,7 +7,7 @@ import { FieldStreamError, isFieldStreamError } from '../../../../shared/errors.
 import { LIMITS } from '../../../../shared/limits.ts';
 import type { Logger } from '../../../../shared/logger.ts';
 import type { Definitions } from './definitions.ts';
-import type { Previous } from './held.ts';
+import type { Previous } from './previous.ts';
 import { type NodeSession, type SparkplugHost } from './host.ts';
 import type { RecordSession } from './store-format.ts';
 import { BIRTHS, JOURNAL, readBack } from './store-read.ts';
@@ -22,7 +22,7 @@ import { birthsPieces, chunked, signatureOf } from './store-write.ts';
  * taken but not yet written to its queue when it was killed was lost, the edge node believing it
  * delivered. Loaded at start as previous sessions born on no connection (held.ts restore); one whose
  * death was not recorded (current at the restart, or ended by a refused NBIRTH) still awaits it
- * (held.ts Previous.awaitsDeath): the local MQTT input records it at start (session.ts willsLost),
+ * (previous.ts Previous.awaitsDeath): the local MQTT input records it at start (session.ts willsLost),
  * its will having ended with its broker, else the edge node's next NBIRTH, or that NDEATH, does.
  *
  * What is saved covers only what the durable queue holds: a batch's sessions are saved once the queue
@@ -66,11 +66,11 @@ interface SessionSnap {
   endedAt: number | undefined;
   /** when its devices were recorded dead (NodeSession.diedAt) */
   diedAt: number | undefined;
-  /** ended with its death still to come (held.ts Previous.awaitsDeath) */
+  /** ended with its death still to come (previous.ts Previous.awaitsDeath) */
   awaitsDeath: boolean;
-  /** the bdSeq of the latest NBIRTH refused since, whose NDEATH is that death too (held.ts Previous.refusedBdSeq) */
+  /** the bdSeq of the latest NBIRTH refused since, whose NDEATH is that death too (previous.ts Previous.refusedBdSeq) */
   refusedBdSeq: number | undefined;
-  /** that NBIRTH's payload timestamp: no birth published before it is current (held.ts Previous.refusedAt) */
+  /** that NBIRTH's payload timestamp: no birth published before it is current (previous.ts Previous.refusedAt) */
   refusedAt: number | undefined;
 }
 
@@ -187,7 +187,7 @@ export class SessionStore {
     return { group, edge, sessions };
   }
 
-  /** `entry`: a previous session's (held.ts Previous), undefined for the current one. */
+  /** `entry`: a previous session's (previous.ts Previous), undefined for the current one. */
   private snapOf(s: NodeSession, endedAt: number | undefined, entry?: Previous): SessionSnap {
     return {
       s,

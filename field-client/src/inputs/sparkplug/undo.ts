@@ -1,6 +1,6 @@
 import type { Boundary, RefusedBirths } from './boundaries.ts';
 import type { Definitions } from './definitions.ts';
-import type { Previous } from './held.ts';
+import type { Previous } from './previous.ts';
 import type { NodeSession } from './host-types.ts';
 import type { SparkplugTopic } from './topic.ts';
 
