@@ -40,6 +40,8 @@ function queue() {
 }
 const session = (dir: string, q: ReturnType<typeof queue>, log = createLogger('test', 'silent')) =>
   new SparkplugSession(q.client, () => undefined, log, [], { resends: true, store: new SessionStore(dir, log) });
+/** The fields a value was stored under (the values of the test are distinct). */
+const fieldsHolding = (stored: Submission[], value: number) => [...new Set(stored.flatMap((s) => Object.entries(s.payload).flatMap(([f, v]) => (v === value && f !== 'timestamp' ? [f] : []))))];
 const values = (stored: Submission[], field: string) => stored.flatMap((s) => (field in s.payload ? [(s.payload as Record<string, unknown>)[field]] : []));
 
 describe('Sparkplug session store: edge nodes renamed by another metric', () => {
@@ -182,6 +184,104 @@ describe('Sparkplug session store: edge nodes renamed by another metric', () => 
       const b = session(work.dir, q2);
       await b.onMessage('spBv1.0/A.B/NDATA/C', nd(2, 8), T0 + 10, { connection: {}, dup: false });
       assert.deepEqual(values(q2.stored, 'A.B.C.Temp'), [8], JSON.stringify(q2.stored));
+      a.stop();
+      b.stop();
+    } finally {
+      work.cleanup();
+    }
+  });
+
+  for (const killAt of [3, 4]) it(`keeps the name a message was written under when a birth renames its metric after it in one batch: killed after append ${killAt}, each reading is stored once, under one name`, async () => {
+    const work = tempDir('sp-store');
+    try {
+      // Append 2 waits until released; append `killAt` is written, then the process dies before its save.
+      const stored: Submission[] = [];
+      let calls = 0;
+      let release!: () => void;
+      const gate = new Promise<void>((r) => (release = r));
+      const client = {
+        submitMany: async (items: readonly Submission[]) => {
+          calls++;
+          if (calls === 2) await gate;
+          if (calls > killAt) return new Promise<never[]>(() => undefined);
+          stored.push(...items);
+          return calls === killAt ? new Promise<never[]>(() => undefined) : [];
+        },
+      };
+      const silent = createLogger('test', 'silent');
+      const a = new SparkplugSession(client, () => undefined, silent, [], { resends: true, store: new SessionStore(work.dir, silent) });
+      const conn = {};
+      await a.onMessage('spBv1.0/A.B/NBIRTH/C', nb(1), T0, { connection: conn, dup: false });
+      void a.onMessage('spBv1.0/X/NBIRTH/Y', nb(0), T0, { connection: {}, dup: false });
+      await new Promise((r) => setImmediate(r)); // its append started, held
+      // Taken while it is held: A.B/C's value under A.B.C.Temp, then A/B.C's birth takes that name,
+      // then A.B/C's next value under the suffix.
+      void a.onMessage('spBv1.0/A.B/NDATA/C', nd(1, 8), T0, { connection: conn, dup: false });
+      void a.onMessage('spBv1.0/A/NBIRTH/B.C', nb(2), T0, { connection: {}, dup: false });
+      void a.onMessage('spBv1.0/A.B/NDATA/C', nd(2, 9), T0, { connection: conn, dup: false });
+      await new Promise((r) => setImmediate(r));
+      release();
+      for (let i = 0; i < 200 && calls < killAt; i++) await new Promise((r) => setTimeout(r, 10));
+      await new Promise((r) => setTimeout(r, 20));
+      assert.equal(calls, killAt);
+      assert.deepEqual(fieldsHolding(stored, 8), ['A.B.C.Temp'], JSON.stringify(stored));
+
+      const q2 = queue();
+      const b = session(work.dir, q2);
+      await b.onMessage('spBv1.0/A.B/NDATA/C', nd(1, 8), T0 + 10, { connection: {}, dup: false });
+      await b.onMessage('spBv1.0/A.B/NDATA/C', nd(2, 9), T0 + 10, { connection: {}, dup: false });
+      // Every reading stored before and after the restart: each under one field.
+      const all = [...stored, ...q2.stored];
+      assert.deepEqual(fieldsHolding(all, 8), ['A.B.C.Temp'], JSON.stringify(all));
+      assert.deepEqual(fieldsHolding(all, 9), [suffixed], JSON.stringify(all));
+      a.stop();
+      b.stop();
+    } finally {
+      work.cleanup();
+    }
+  });
+
+  it('a batch sealed by a rename, whose edge node an earlier append refused undid: its save records none of the seqs undone', async () => {
+    const work = tempDir('sp-store');
+    try {
+      // Append 2 waits, then is refused; append 3 (sealed) is written and saved; append 4 never ends.
+      const stored: Submission[] = [];
+      let calls = 0;
+      let release!: () => void;
+      const gate = new Promise<void>((r) => (release = r));
+      const client = {
+        submitMany: async (items: readonly Submission[]) => {
+          calls++;
+          if (calls === 2) {
+            await gate;
+            throw new Error('disk full');
+          }
+          if (calls >= 4) return new Promise<never[]>(() => undefined);
+          stored.push(...items);
+          return [];
+        },
+      };
+      const silent = createLogger('test', 'silent');
+      const a = new SparkplugSession(client, () => undefined, silent, [], { resends: true, store: new SessionStore(work.dir, silent) });
+      const conn = {};
+      await a.onMessage('spBv1.0/A.B/NBIRTH/C', nb(1), T0, { connection: conn, dup: false });
+      void a.onMessage('spBv1.0/A.B/NDATA/C', nd(1, 7), T0, { connection: conn, dup: false }).catch(() => undefined);
+      await new Promise((r) => setImmediate(r)); // its append started, held
+      void a.onMessage('spBv1.0/A.B/NDATA/C', nd(2, 8), T0, { connection: conn, dup: false }).catch(() => undefined);
+      void a.onMessage('spBv1.0/A/NBIRTH/B.C', nb(2), T0, { connection: {}, dup: false }).catch(() => undefined);
+      // The rename seals the batch holding seq 2; seq 3 goes into the next.
+      void a.onMessage('spBv1.0/A.B/NDATA/C', nd(3, 9), T0, { connection: conn, dup: false }).catch(() => undefined);
+      await new Promise((r) => setImmediate(r));
+      release();
+      for (let i = 0; i < 200 && calls < 4; i++) await new Promise((r) => setTimeout(r, 10));
+      await new Promise((r) => setTimeout(r, 20));
+      assert.equal(calls, 4);
+
+      // Seq 1 was never written: sent again after the restart it is stored, not taken for one read already.
+      const q2 = queue();
+      const b = session(work.dir, q2);
+      await b.onMessage('spBv1.0/A.B/NDATA/C', nd(1, 7), T0 + 10, { connection: {}, dup: false });
+      assert.equal(fieldsHolding(q2.stored, 7).length, 1, JSON.stringify(q2.stored));
       a.stop();
       b.stop();
     } finally {

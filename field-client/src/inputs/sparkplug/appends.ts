@@ -3,7 +3,9 @@ import type { LimitedLog } from '../../../../shared/limited-log.ts';
 import { LIMITS } from '../../../../shared/limits.ts';
 import type { Submission } from '../../client-options.ts';
 import type { FieldClient } from '../../field-client.ts';
+import type { MetricDef } from './definitions.ts';
 import type { HostOutcome, SparkplugHost } from './host.ts';
+import type { Used } from './host-types.ts';
 import type { NodeSnap, SessionStore } from './store.ts';
 
 /** How to undo a message whose items are not appended yet (see submit). */
@@ -18,6 +20,15 @@ interface Batch {
   done: Promise<void>;
   /** the edge nodes a message of which waited for it (some may have been undone since) */
   edges: Set<string>;
+  /**
+   * The field each metric's values in it went to (HostOutcome.used), by edge node: its edge nodes'
+   * births files say these names while its items may be in the queue unsaved (store.ts), as a resend
+   * read against them after a SIGKILL must go to the field the queue holds it under. One field per
+   * metric: a message whose metric would go to another is taken into the next batch (seal).
+   */
+  used: Map<string, Map<MetricDef, Used>>;
+  /** taken when sealed before its append starts (seal): its edge nodes' sessions as its last message left them */
+  snaps?: Map<string, NodeSnap> | undefined;
 }
 
 /** A message waiting for `batch` (see submit). */
@@ -44,13 +55,18 @@ export class SessionAppends {
   /** messages in `waiting` */
   private waitingCount = 0;
   /**
-   * the batches holding a message of each edge node in `waiting` (at most the one on its way and the
-   * next), so that a message with nothing to store finds its edge node's without a look through
-   * every message waiting: that look made N of them behind one slow append cost N²
+   * the batches holding a message of each edge node in `waiting` (the one on its way, those sealed
+   * after it, which only a rename makes, and the next), so that a message with nothing to store finds
+   * its edge node's without a look through every message waiting: that look made N of them behind
+   * one slow append cost N²
    */
   private readonly batchesOf = new Map<string, Set<Batch>>();
   /** readings and events taken and not yet appended or refused */
   private pendingItems = 0;
+  /** batches sealed (seal) whose append has not started, oldest first */
+  private readonly sealed: Batch[] = [];
+  /** edge nodes with messages in the next batch whose metrics' field names may have changed since (mayRename) */
+  private readonly flagged = new Set<string>();
 
   constructor(
     private readonly o: {
@@ -86,7 +102,7 @@ export class SessionAppends {
    * meanwhile are stored twice: at least once, never lost). On the plant's broker (QoS 0, nothing
    * resent) the next message is then a gap, and the rebirth it asks for sends the current values.
    */
-  submit(items: Submission[], topic: string, undo?: Undo): Promise<void> {
+  submit(items: Submission[], topic: string, undo?: Undo, used?: ReadonlyMap<MetricDef, Used>): Promise<void> {
     if (items.length === 0) {
       // Nothing to store (null values only, a refusal), but its seq was taken: while earlier messages
       // of its edge node still wait for the queue it must not be acknowledged before them. Acknowledged
@@ -121,7 +137,63 @@ export class SessionAppends {
     batch.items.push(...items);
     this.pendingItems += items.length;
     if (undo) this.waitWith(undo, batch);
+    if (used && used.size > 0 && this.o.store) {
+      const edge = undo?.edge ?? '';
+      let mine = batch.used.get(edge);
+      if (!mine) batch.used.set(edge, (mine = new Map()));
+      for (const [def, u] of used) mine.set(def, u);
+    }
     return batch.done;
+  }
+
+  /**
+   * The field names of edge node `edge`'s metrics may have changed (a birth or death, its own or
+   * another's, on either Sparkplug input, or an undo): when the next batch holds messages of it, its
+   * next message is looked at before it is taken (beforeTake).
+   */
+  mayRename(edge: string): void {
+    if (this.o.store && this.next?.used.has(edge)) this.flagged.add(edge);
+  }
+
+  /**
+   * Before a message of `edge` is taken: when a metric of it in the next batch would now go to
+   * another field than its values there went to (a birth renamed it since: two metrics whose names
+   * come out alike, names.ts), that batch is sealed, and this message and those after it go into
+   * the next. So a batch never holds one metric under two names, and its births file can name the
+   * one field every value of it in that batch went to: one births file a batch could not, and the
+   * value written before the rename was stored again under the new name when sent again after a
+   * SIGKILL between that batch's append and its save.
+   */
+  beforeTake(edge: string): void {
+    if (!this.flagged.delete(edge) || !this.next) return;
+    const mine = this.next.used.get(edge);
+    if (!mine) return;
+    for (const [def, u] of mine) {
+      const now = this.o.host.fieldOf(def);
+      if (now !== undefined && now !== u.field) {
+        this.seal();
+        return;
+      }
+    }
+  }
+
+  /**
+   * The next batch closed before its append starts: what is taken from now on goes into another.
+   * Its edge nodes' sessions are taken now (store.ts snapshot), as its last message left them: taken
+   * as its append starts, they held the seqs of messages of a later batch, and its save recorded
+   * them, so that their resend after a SIGKILL before that batch's append looked read already.
+   */
+  private seal(): void {
+    const b = this.next;
+    if (!b) return;
+    this.next = undefined;
+    this.flagged.clear();
+    const store = this.o.store;
+    if (!store) return;
+    b.snaps = new Map();
+    const edges = [...b.edges].filter((edge) => this.waiting.get(edge)?.some((w) => w.batch === b));
+    for (const edge of [...edges, ...store.marked()]) b.snaps.set(edge, store.snapshot(this.o.host, edge));
+    this.sealed.push(b);
   }
 
   /** A message refused for what waits already (FIELD_QUEUE_FULL): undone, with its edge node's messages waiting. */
@@ -189,21 +261,30 @@ export class SessionAppends {
     let resolve!: () => void;
     let reject!: (err: unknown) => void;
     const done = new Promise<void>((res, rej) => ((resolve = res), (reject = rej)));
-    const b: Batch = (this.next = { items: [], topic, done, edges: new Set() });
+    const b: Batch = (this.next = { items: [], topic, done, edges: new Set(), used: new Map() });
     // The chain itself never rejects: each batch's outcome goes to its own promise.
     this.chain = this.chain.then(() => {
-      if (this.next === b) this.next = undefined; // what comes from now on waits for the next one
+      if (this.next === b) {
+        this.next = undefined; // what comes from now on waits for the next one
+        this.flagged.clear();
+      }
+      if (this.sealed[0] === b) this.sealed.shift();
       const store = this.o.store;
-      const snaps = store && new Map<string, NodeSnap>();
-      if (store && snaps) for (const edge of [...this.edgesOf(b), ...store.marked()]) snaps.set(edge, store.snapshot(this.o.host, edge));
+      let snaps = b.snaps;
+      if (store && !snaps) {
+        snaps = new Map<string, NodeSnap>();
+        for (const edge of [...this.edgesOf(b), ...store.marked()]) snaps.set(edge, store.snapshot(this.o.host, edge));
+      }
+      const used = new Map<MetricDef, Used>();
+      for (const mine of b.used.values()) for (const [def, u] of mine) used.set(def, u);
       // The births of edge nodes renamed since their last save, before data under the new names (store.ts prepare).
-      const ready = store ? store.prepare(this.o.host) : Promise.resolve();
+      const ready = store ? store.prepare(this.o.host, used) : Promise.resolve();
       return ready.then(() => (b.items.length > 0 ? this.o.client.submitMany(b.items) : undefined)).then(
         async () => {
           this.pendingItems -= b.items.length;
           if (store && snaps && snaps.size > 0) {
             try {
-              await store.save(snaps, this.o.host);
+              await store.save(snaps, this.o.host, used);
             } catch (err) {
               // Its data is in the queue, but what a restart would need to read its edge nodes'
               // resends is not on disk: not acknowledged, its messages are undone and sent again
@@ -237,6 +318,11 @@ export class SessionAppends {
       this.batchesOf.delete(edge);
       for (let i = list.length - 1; i >= 0; i--) this.undone(list[i]!);
     }
+    // A batch sealed took these edge nodes as their undone messages left them: taken again, so that
+    // its save does not record the seq of a message undone (its resend then looked read already).
+    const store = this.o.store;
+    if (store) for (const b of this.sealed) for (const edge of edges) if (b.snaps?.has(edge)) b.snaps.set(edge, store.snapshot(this.o.host, edge));
+    for (const edge of edges) this.mayRename(edge);
   }
 
   /** Undoes one message; held messages discarded with it (reorder.ts) are counted and logged. */

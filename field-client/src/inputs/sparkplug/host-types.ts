@@ -1,6 +1,6 @@
 import type { EventPayload, TimeseriesPayload } from '../../../../shared/contract/payloads.ts';
 import { FieldStreamError, type ErrorCode } from '../../../../shared/errors.ts';
-import type { Definitions } from './definitions.ts';
+import type { Definitions, MetricDef } from './definitions.ts';
 import { SEQ_DIGESTS_BYTES, SeqDigests, type Digest } from './duplicates.ts';
 import type { Collision, FieldNames, Unit } from './names.ts';
 import type { SparkplugPayload } from './payload.ts';
@@ -64,6 +64,12 @@ export interface HeldMessage {
   digest?: Digest | undefined;
 }
 
+/** The field a metric's value went to, and the seq of the message it was in (HostOutcome.used). */
+export interface Used {
+  field: string;
+  seq: number | undefined;
+}
+
 export interface HostOutcome {
   readings: TimeseriesPayload[];
   events: EventPayload[];
@@ -81,6 +87,11 @@ export interface HostOutcome {
   collisions?: Collision[] | undefined;
   /** edge nodes (and devices) whose metrics' fields a birth or death of another changed, beside those of `collisions` (names.ts FieldNames.remove) */
   renamed?: Unit[] | undefined;
+  /**
+   * The field each declared metric's value went to, for the session store: what a message's readings
+   * were written under is what its births file must say until it is saved (appends.ts, store.ts).
+   */
+  used?: Map<MetricDef, Used> | undefined;
   /** held messages this one let through, in seq order, each with its own outcome */
   released: Array<{ topic: SparkplugTopic; out: HostOutcome }>;
   /**
@@ -106,6 +117,8 @@ export interface HostOptions {
   reorderMaxHeldBytes?: number;
   /** bytes of birth definitions held over every edge node and device, estimated (default LIMITS.sparkplugDefinitionsMaxBytes) */
   maxDefinitionsBytes?: number;
+  /** record the field each value went to (HostOutcome.used): for the session store, which names them in births files (store.ts) */
+  recordFields?: boolean;
   /** bytes of birth definitions one edge node's session may hold, estimated (default LIMITS.sparkplugDefinitionsMaxBytesPerNode) */
   maxDefinitionsBytesPerNode?: number;
   /**

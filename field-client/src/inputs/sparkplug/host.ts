@@ -108,6 +108,7 @@ export class SparkplugHost {
       reorder: this.reorder,
       rebirths: this.rebirths,
       maxDevicesPerNode: options.maxDevicesPerNode ?? LIMITS.sparkplugMaxDevicesPerNode,
+      recordFields: options.recordFields ?? false,
     });
     this.lifecycle = new NodeLifecycle({
       sessions: this.sessions,

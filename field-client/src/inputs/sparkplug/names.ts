@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { FIELD_NAME_PATTERN } from '../../../../shared/contract/primitives.ts';
 import { LIMITS } from '../../../../shared/limits.ts';
 import type { Definitions, MetricDef } from './definitions.ts';
+import { behind } from './duplicates.ts';
 import { fieldName } from './mapping.ts';
 
 /** The edge node (and device) a birth is of: shared by all its definitions. */
@@ -30,6 +31,8 @@ export interface Naming {
    * skipped): a message of that session sent again after the restart goes to the same field.
    */
   saved?: string | null | undefined;
+  /** With `saved`: the field from the message after seq `until` on (a rename while values under `saved` were unsaved: store-write.ts namer). */
+  later?: { field: string | null; until: number } | undefined;
 }
 
 /**
@@ -272,10 +275,13 @@ export class FieldNames {
     return [...renamed];
   }
 
-  /** The field a declared metric's values go to now; undefined: none (too long, or see the class). */
-  field(def: MetricDef): string | undefined {
+  /** The field a declared metric's values go to now; undefined: none (too long, or see the class). `seq`: its message's (Naming.later). */
+  field(def: MetricDef, seq?: number): string | undefined {
     const n = def.naming;
-    if (n?.saved !== undefined) return n.saved ?? undefined;
+    if (n?.saved !== undefined) {
+      if (n.later && seq !== undefined && !behind(n.later.until, seq)) return n.later.field ?? undefined;
+      return n.saved ?? undefined;
+    }
     if (!n || n.plain === undefined) return undefined;
     const sh = this.shared.get(n.plain);
     if (!sh || same(sh.heap[0] as MetricDef, def)) return n.plain;

@@ -19,6 +19,8 @@ export interface SequencedParts {
   readonly rebirths: RebirthRequests;
   /** devices born at once per edge node at most (HostOptions.maxDevicesPerNode) */
   readonly maxDevicesPerNode: number;
+  /** whether to record the field each value went to (HostOutcome.used; HostOptions.recordFields) */
+  readonly recordFields: boolean;
 }
 
 /**
@@ -158,12 +160,13 @@ export class SequencedMessages {
       // a number's field, and the database refused the reading with every metric of the message.
       // A value whose member contradicts the birth's type is refused (values.ts).
       const v = metricValue(def.datatype, m.raw, m.isNull);
-      const field = this.o.held.names.field(def);
+      const field = this.o.held.names.field(def, p.seq);
       if ('skip' in v || field === undefined) {
         out.skipped++;
         continue;
       }
       fields.push({ field, value: v.value, at: m.timestamp ?? p.timestamp ?? now });
+      if (this.o.recordFields) (out.used ??= new Map()).set(def, { field, seq: p.seq });
     }
     out.readings.push(...toReadings(fields));
   }

@@ -107,16 +107,26 @@ export class SparkplugSession {
       rebirthMinIntervalMs: TIMINGS.sparkplugRebirthMinIntervalMs,
       reorderTimeoutMs: options.reorderTimeoutMs ?? 0,
       resends: options.resends ?? false,
+      recordFields: options.store !== undefined,
       names,
     });
     // A metric that kept a field name dead or reborn, or a birth taking one (on either input, by a
     // message, an undo or an expiry): the edge nodes whose fields that changed are saved again (store.ts).
     const store = options.store;
-    if (store) this.unwatch = names.watch((renamed) => renamed.forEach((u) => store.markRenamed(key(u.group, u.edge))));
+    if (store) {
+      this.unwatch = names.watch((renamed) =>
+        renamed.forEach((u) => {
+          const k = key(u.group, u.edge);
+          store.markRenamed(k);
+          this.appends.mayRename(k);
+        }),
+      );
+    }
     this.peers = new PeerHosts(options.hostId);
-    options.store?.load(this.host, Date.now());
     this.refusalLog = new LimitedLog(log, { maxPerWindow: LIMITS.sparkplugLogMaxPerWindow, windowMs: TIMINGS.sparkplugLogWindowMs, what: 'Sparkplug refusals' });
     this.appends = new SessionAppends({ client, host: this.host, store: options.store, stats: this.stats, refusalLog: this.refusalLog });
+    // After the appends: what it restores renames (names.ts), and the watch above tells them.
+    options.store?.load(this.host, Date.now());
   }
 
   /**
@@ -149,6 +159,7 @@ export class SparkplugSession {
       return Promise.resolve();
     }
     this.stats.messages++;
+    const k = key(t.group, t.edge);
     let outcome: HostOutcome;
     try {
       let payload;
@@ -161,7 +172,11 @@ export class SparkplugSession {
         if ((t.type !== 'NBIRTH' && t.type !== 'DBIRTH' && t.type !== 'NDATA' && t.type !== 'DDATA') || !isFieldStreamError(err)) throw err;
         payload = err;
       }
+      // A metric of this edge node renamed while the next batch holds values of it: that batch sealed first (appends.ts).
+      this.appends.beforeTake(k);
       outcome = payload instanceof FieldStreamError ? this.host.unreadableBirth(t, payload, now, via, digestOf(bytes)) : this.host.handle(t, payload, now, via, digestOf(bytes));
+      // Its own birth or death may change what its earlier sessions' metrics are named (names.ts).
+      if (t.type !== 'NDATA' && t.type !== 'DDATA') this.appends.mayRename(k);
     } catch (err) {
       // Whatever went wrong with one message, the next is taken: the input never stops on input.
       this.refuse(isFieldStreamError(err) ? err : new FieldStreamError('SPARKPLUG_PAYLOAD_INVALID', `not taken: ${(err as Error).message}`), topic);
@@ -172,7 +187,7 @@ export class SparkplugSession {
     this.arm();
     // A duplicate (SPARKPLUG_DUPLICATE) carries nothing: it is acknowledged only with, and undone
     // with, the messages of its edge node still waiting for the queue (appends.ts), one of which it may be.
-    return this.appends.submit(items, topic, outcome.undo && { edge: key(t.group, t.edge), undo: outcome.undo });
+    return this.appends.submit(items, topic, outcome.undo && { edge: k, undo: outcome.undo }, usedOf(outcome));
   }
 
   /**
@@ -360,4 +375,12 @@ function checked<T>(schema: { safeParse(v: unknown): { success: true; data: T } 
   const r = schema.safeParse(value);
   if (r.success) return r.data;
   throw new FieldStreamError('SPARKPLUG_PAYLOAD_INVALID', `not storable: ${r.error.issues[0]?.message ?? 'invalid'}`);
+}
+
+/** The fields a message's metrics went to (HostOutcome.used), with those of the held messages it let through. */
+function usedOf(out: HostOutcome): HostOutcome['used'] {
+  if (out.released.length === 0) return out.used;
+  const all = new Map(out.used);
+  for (const r of out.released) for (const [def, u] of usedOf(r.out) ?? []) all.set(def, u);
+  return all;
 }

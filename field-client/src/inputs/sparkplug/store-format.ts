@@ -21,11 +21,15 @@ const Count = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
  * none). The name as a birth may declare it (payload.ts), "" too: a file is read back whole or not at
  * all, and one refused for a name its birth was taken with lost every session of its edge node.
  */
-export const MetricEntrySchema = z.tuple([
-  z.string().max(LIMITS.sparkplugNameMaxChars),
-  z.number().int().min(0).max(DATA_TYPE_MAX),
-  z.string().regex(FIELD_NAME_PATTERN).nullable(),
-  Count.nullable(),
+const metricEntry = [z.string().max(LIMITS.sparkplugNameMaxChars), z.number().int().min(0).max(DATA_TYPE_MAX), z.string().regex(FIELD_NAME_PATTERN).nullable(), Count.nullable()] as const;
+/**
+ * Then, when a batch holding its values was in the queue unsaved while a birth renamed it (store.ts),
+ * the field its values went to after it, and the seq of the last message of that batch (names.ts
+ * Naming.later).
+ */
+export const MetricEntrySchema = z.union([
+  z.tuple(metricEntry),
+  z.tuple([...metricEntry, z.string().regex(FIELD_NAME_PATTERN).nullable(), z.number().int().min(0).max(255)]),
 ]);
 export type MetricEntry = z.infer<typeof MetricEntrySchema>;
 /** A birth declares at most LIMITS.sparkplugMaxMetrics metrics (payload.ts); the same name twice with two aliases is two entries. */
@@ -108,9 +112,11 @@ export function rebuild(metrics: readonly MetricEntry[], unit: Unit): Definition
   const defs = definitions(metrics.map(([name, datatype, , alias]) => ({ name, datatype, alias: alias ?? undefined })));
   nameDefinitions(defs, unit);
   // The last entry of a name wins, as a Map of them would (without the garbage of one a birth).
-  for (const [name, , field] of metrics) {
-    const naming = defs.byName.get(name)?.naming;
-    if (naming) naming.saved = field;
+  for (const e of metrics) {
+    const naming = defs.byName.get(e[0])?.naming;
+    if (!naming) continue;
+    naming.saved = e[2];
+    naming.later = e.length === 6 ? { field: e[4], until: e[5] } : undefined;
   }
   return defs;
 }

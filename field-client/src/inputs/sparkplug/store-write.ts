@@ -1,5 +1,6 @@
-import type { Definitions } from './definitions.ts';
+import type { Definitions, MetricDef } from './definitions.ts';
 import type { NodeSession } from './host.ts';
+import type { Used } from './host-types.ts';
 import type { NodeSnap } from './store.ts';
 import type { MetricEntry, RecordSession } from './store-format.ts';
 
@@ -15,18 +16,72 @@ export function signatureOf(id: number, defs: Definitions, devices: ReadonlyArra
   return out;
 }
 
-function* metricsOf(defs: Definitions, fieldOf: (d: Definitions['byName'] extends Map<string, infer D> ? D : never) => string | undefined): Generator<string> {
+/**
+ * How a births file names a metric: the field its values go to, and, when a batch holding values of
+ * it under that field is in the queue unsaved while it goes to another now, that one from the
+ * message after seq `until` on (names.ts Naming.later, store.ts).
+ */
+export interface Named {
+  field: string | undefined;
+  later?: { field: string | undefined; until: number } | undefined;
+}
+
+/** How one births file is being named (namer), and what its writer learns: whether some name is not the one of now. */
+export interface Namer {
+  nameOf: (d: MetricDef) => Named;
+  /** the count of renames its edge node was marked with when the write began (store.ts markRenamed) */
+  mark: number | undefined;
+  stale: boolean;
+}
+
+/**
+ * How a births file written for a batch names each metric: the field its values in that batch went
+ * to (`used`, appends.ts Batch.used), else the one it goes to now (`fieldOf`). The queue may hold that
+ * batch's items before its save: a resend read against the births file after a SIGKILL must go to
+ * the field the queue holds it under, also when a birth renamed the metric after it was taken; and
+ * one of a message after the batch's last value of it, not in the queue yet, to the field of now
+ * (Named.later). Written with the names of now only, a value taken before a rename, in the batch the
+ * rename came in, was stored again under the new name when sent again after a kill.
+ */
+export function namer(fieldOf: (d: MetricDef) => string | undefined, used: ReadonlyMap<MetricDef, Used> | undefined, mark: number | undefined): Namer {
+  const n: Namer = {
+    mark,
+    stale: false,
+    nameOf: (d) => {
+      // Read back so (a restart while such a batch was unsaved): a session saved before a restart
+      // keeps its names (names.ts Naming.saved), so both stay as they are.
+      const saved = d.naming?.saved;
+      const later = d.naming?.later;
+      if (saved !== undefined && later) return { field: saved ?? undefined, later: { field: later.field ?? undefined, until: later.until } };
+      const now = fieldOf(d);
+      const was = used?.get(d);
+      if (was !== undefined && was.field !== now) {
+        n.stale = true;
+        return { field: was.field, later: was.seq === undefined ? undefined : { field: now, until: was.seq } };
+      }
+      return { field: now };
+    },
+  };
+  return n;
+}
+
+function entry(def: MetricDef, alias: number | null, n: Named): MetricEntry {
+  const e: MetricEntry = [def.name, def.datatype, n.field ?? null, alias];
+  return n.later ? [...e, n.later.field ?? null, n.later.until] : e;
+}
+
+function* metricsOf(defs: Definitions, nameOf: (d: MetricDef) => Named): Generator<string> {
   const aliased = new Set<string>();
   let first = true;
   for (const [alias, def] of defs.byAlias) {
     aliased.add(def.name);
-    const e: MetricEntry = [def.name, def.datatype, fieldOf(def) ?? null, alias];
+    const e = entry(def, alias, nameOf(def));
     yield `${first ? '' : ','}${JSON.stringify(e)}`;
     first = false;
   }
   for (const def of defs.byName.values()) {
     if (aliased.has(def.name)) continue;
-    const e: MetricEntry = [def.name, def.datatype, fieldOf(def) ?? null, null];
+    const e = entry(def, null, nameOf(def));
     yield `${first ? '' : ','}${JSON.stringify(e)}`;
     first = false;
   }

@@ -6,12 +6,13 @@ import { makeDirDurablySync, replaceFileDurably, replaceFileDurablySync, syncDir
 import { FieldStreamError, isFieldStreamError } from '../../../../shared/errors.ts';
 import { LIMITS } from '../../../../shared/limits.ts';
 import type { Logger } from '../../../../shared/logger.ts';
-import type { Definitions } from './definitions.ts';
+import type { Definitions, MetricDef } from './definitions.ts';
 import type { Previous } from './previous.ts';
 import { type NodeSession, type SparkplugHost } from './host.ts';
+import type { Used } from './host-types.ts';
 import type { RecordSession } from './store-format.ts';
 import { BIRTHS, JOURNAL, readBack } from './store-read.ts';
-import { birthsPieces, chunked, signatureOf } from './store-write.ts';
+import { birthsPieces, chunked, namer, signatureOf, type Namer } from './store-write.ts';
 
 /**
  * The Sparkplug sessions of the local MQTT input, on disk, so that what an edge node sends again
@@ -39,7 +40,10 @@ import { birthsPieces, chunked, signatureOf } from './store-write.ts';
  *   (LIMITS.sparkplugDefinitionsMaxBytes), so it is written only when a birth or death changes them
  *   (replaced whole, fsynced: durable-fs.ts), before the journal line of that save; or when another
  *   metric's birth or death changes their field names (markRenamed), before the next batch is
- *   written to the queue (prepare, and saved with that batch).
+ *   written to the queue (prepare, and saved with that batch). A metric's field is the one its
+ *   values in the batch being written went to (appends.ts Batch.used), with the field of now from
+ *   the message after the last of them on when a rename came since (namer): the queue may hold
+ *   that batch's items unsaved, and a resend read after a SIGKILL must go where the queue has it.
  * - `sessions.journal`: one JSON line per edge node whose seq, stale flag or digests a batch changed,
  *   all of one batch appended with one fdatasync; the last line of an edge node wins. Rewritten with
  *   one line per edge node past LIMITS.sparkplugStoreJournalMaxBytes (or twice its compacted size).
@@ -111,8 +115,12 @@ export class SessionStore {
   private nextId = 1;
   private readonly ids = new WeakMap<NodeSession, number>();
   private readonly known = new Map<string, Known>();
-  /** edge nodes whose metrics' field names may have changed (a collision): their births written again */
-  private readonly renamed = new Set<string>();
+  /**
+   * edge nodes whose metrics' field names may have changed (a collision): their births written again;
+   * each with the count of renames when it was last marked, so that a rename during a write keeps it
+   */
+  private readonly renamed = new Map<string, number>();
+  private renames = 0;
 
   constructor(
     private readonly dir: string,
@@ -215,7 +223,17 @@ export class SessionStore {
   markRenamed(k: string): void {
     // Only edge nodes saved already: one not yet saved is written whole at its first save, and the
     // other Sparkplug input's edge nodes (the names are shared) are never saved here.
-    if (this.known.has(k)) this.renamed.add(k);
+    if (this.known.has(k)) this.renamed.set(k, ++this.renames);
+  }
+
+  /**
+   * `k`'s births written as `n` named them. Some name not the one of now: marked renamed (an edge
+   * node saved for the first time too), so that the next batch writes them again under the names of
+   * now before data under those is written. All of now, and no rename during the write: no longer marked.
+   */
+  private written(k: string, n: Namer): void {
+    if (n.stale) this.renamed.set(k, ++this.renames);
+    else if (this.renamed.get(k) === n.mark) this.renamed.delete(k);
   }
 
   /**
@@ -224,7 +242,7 @@ export class SessionStore {
    * saved with it whatever prepare could not write (a save failed since theirs).
    */
   marked(): Iterable<string> {
-    return this.renamed;
+    return this.renamed.keys();
   }
 
   /**
@@ -235,15 +253,16 @@ export class SessionStore {
    * the two left the births file naming the field before the rename: that message's resend after the
    * restart went to the old field, another metric's. Rejects as save does.
    */
-  async prepare(host: SparkplugHost): Promise<void> {
+  async prepare(host: SparkplugHost, used?: ReadonlyMap<MetricDef, Used>): Promise<void> {
     try {
-      for (const k of [...this.renamed]) {
+      for (const k of [...this.renamed.keys()]) {
         const known = this.known.get(k);
         if (!known?.saved || known.saved.length === 0) continue;
         const snap: NodeSnap = { group: known.group, edge: known.edge, sessions: known.saved };
         const record = JSON.parse(known.record) as RecordSession[];
-        await replaceFileDurably(this.fileOf(k), chunked(birthsPieces(snap, record, ++this.gen, (d) => host.fieldOf(d), (s) => this.idOf(s))), `${this.fileOf(k)}.tmp-${process.pid}`);
-        this.renamed.delete(k);
+        const n = namer((d) => host.fieldOf(d), used, this.renamed.get(k));
+        await replaceFileDurably(this.fileOf(k), chunked(birthsPieces(snap, record, ++this.gen, n.nameOf, (s) => this.idOf(s))), `${this.fileOf(k)}.tmp-${process.pid}`);
+        this.written(k, n);
       }
     } catch (err) {
       for (const kn of this.known.values()) (kn.births = []), (kn.saved = undefined);
@@ -273,7 +292,7 @@ export class SessionStore {
    * all. Edge nodes the host no longer holds are removed. Rejects (SPARKPLUG_STORE_FAILED) when the
    * disk refuses: the batch is then not acknowledged (appends.ts).
    */
-  async save(snaps: ReadonlyMap<string, NodeSnap>, host: SparkplugHost): Promise<void> {
+  async save(snaps: ReadonlyMap<string, NodeSnap>, host: SparkplugHost, used?: ReadonlyMap<MetricDef, Used>): Promise<void> {
     try {
       const lines: string[] = [];
       const gone: string[] = [];
@@ -288,8 +307,9 @@ export class SessionStore {
         const { record, line, sessions } = this.lineOf(snap.group, snap.edge, snap.sessions);
         if (!birthsChanged && known.record === record) continue;
         if (birthsChanged) {
-          await replaceFileDurably(this.fileOf(k), chunked(birthsPieces(snap, sessions, this.gen, (d) => host.fieldOf(d), (s) => this.idOf(s))), `${this.fileOf(k)}.tmp-${process.pid}`);
-          this.renamed.delete(k);
+          const n = namer((d) => host.fieldOf(d), used, this.renamed.get(k));
+          await replaceFileDurably(this.fileOf(k), chunked(birthsPieces(snap, sessions, this.gen, n.nameOf, (s) => this.idOf(s))), `${this.fileOf(k)}.tmp-${process.pid}`);
+          this.written(k, n);
         }
         lines.push(line);
         this.known.set(k, { group: snap.group, edge: snap.edge, births, record, saved: birthsChanged ? snap.sessions.map(savedOf) : known.saved });
