@@ -13,13 +13,29 @@ import { identityRuns, thisProcess, type ProcessIdentity } from './process-ident
  * changed meanwhile, it does not. A marker whose maker was killed mid-take-over does not block: the
  * next taker makes the marker numbered one more. Markers and files written aside are named
  * PATH.takeover-* and PATH.new-*; sweepBeside removes those of processes gone.
+ *
+ * A marker names its maker by process id and start time (this machine's processes: takeOverFile),
+ * or as the caller's own rules say (takeOverFileAs): the field client's lock of FIELD_DATA_DIR may be
+ * taken over from another host or container, whose process ids say nothing here.
  */
 
-/** A look at a file: which file it was (device, inode) and what it said. */
+/** A look at a file: which file it was (device, inode), when it was last changed and what it said. */
 export interface SeenFile {
   dev: number;
   ino: number;
+  /** A lock renewed by its holder (its mtime set again) is not the stale one seen before. */
+  mtimeMs: number;
   text: string;
+}
+
+/**
+ * What a taker writes in its marker, and who made a marker found in place: `running` answers the
+ * maker of a marker saying `text`, made `ageMs` ago, while it may still be taking the file over;
+ * undefined once it is gone (killed mid-take-over), its marker then passed over.
+ */
+export interface MarkerRules<T> {
+  text: string;
+  running: (text: string, ageMs: number) => T | undefined;
 }
 
 // A marker, or a file written aside, read only for the process that made it.
@@ -33,7 +49,7 @@ export function lookAt(path: string): SeenFile | undefined {
       const text = readFileSync(path, 'utf8');
       // Read between two looks at one file: replaced meanwhile, it is looked at again.
       const after = statSync(path);
-      if (after.ino === st.ino && after.dev === st.dev) return { dev: st.dev, ino: st.ino, text };
+      if (after.ino === st.ino && after.dev === st.dev) return { dev: st.dev, ino: st.ino, mtimeMs: st.mtimeMs, text };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       throw err;
@@ -51,6 +67,15 @@ export function writeWhole(file: string, text: string): void {
   }
 }
 
+// This machine's processes: a marker names its maker's id and start time.
+const byProcess = (): MarkerRules<ProcessIdentity> => ({
+  text: JSON.stringify(thisProcess()),
+  running: (text) => {
+    const maker = parseMaker(text);
+    return maker !== undefined && identityRuns(maker) ? maker : undefined;
+  },
+});
+
 /**
  * Replaces the stale file `seen` at `path` with the file `fresh` (renamed, so gone once done):
  * 'taken' when done; 'changed' when the file at `path` is no longer `seen`; or the process (that
@@ -58,10 +83,16 @@ export function writeWhole(file: string, text: string): void {
  * this one holds the marker.
  */
 export function takeOverFile(path: string, seen: SeenFile, fresh: string, onMarked?: () => void): 'taken' | 'changed' | ProcessIdentity {
+  const took = takeOverFileAs(path, seen, fresh, byProcess(), onMarked);
+  return typeof took === 'string' ? took : took.by;
+}
+
+/** takeOverFile with markers written and judged by `rules`: `by` is what `running` said of the maker. */
+export function takeOverFileAs<T>(path: string, seen: SeenFile, fresh: string, rules: MarkerRules<T>, onMarked?: () => void): 'taken' | 'changed' | { by: T } {
   const prefix = `${path}.takeover-${seen.dev}-${seen.ino}-`;
   // Made whole, then linked as the marker: a marker is never seen half written.
   const mine = `${fresh}.marker`;
-  writeWhole(mine, JSON.stringify(thisProcess()));
+  writeWhole(mine, rules.text);
   try {
     for (let n = 0; ; n++) {
       const marker = `${prefix}${n}`;
@@ -69,14 +100,15 @@ export function takeOverFile(path: string, seen: SeenFile, fresh: string, onMark
         linkSync(mine, marker);
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-        const maker = readMaker(marker);
-        if (maker !== undefined && identityRuns(maker)) return maker;
+        const found = readAged(marker);
+        const by = found === undefined ? undefined : rules.running(found.text, found.ageMs);
+        if (by !== undefined) return { by };
         continue; // its maker was killed mid-take-over (or it is gone already): the next one
       }
       try {
         onMarked?.();
         const now = lookAt(path);
-        if (now === undefined || now.dev !== seen.dev || now.ino !== seen.ino || now.text !== seen.text) return 'changed';
+        if (now === undefined || now.dev !== seen.dev || now.ino !== seen.ino || now.mtimeMs !== seen.mtimeMs || now.text !== seen.text) return 'changed';
         renameSync(fresh, path);
         return 'taken';
       } finally {
@@ -94,6 +126,14 @@ export function takeOverFile(path: string, seen: SeenFile, fresh: string, onMark
  * is removed once older than `unwrittenMs`: younger, it is being written.
  */
 export function sweepBeside(path: string, unwrittenMs: number): void {
+  sweepBesideAs(path, (text, ageMs) => {
+    const maker = text === undefined ? undefined : parseMaker(text);
+    return maker !== undefined ? !identityRuns(maker) : ageMs > unwrittenMs;
+  });
+}
+
+/** sweepBeside with what is left judged by `stale` (what it says, undefined where unreadable; its age). */
+export function sweepBesideAs(path: string, stale: (text: string | undefined, ageMs: number) => boolean): void {
   let names: string[];
   try {
     names = readdirSync(dirname(path));
@@ -103,17 +143,27 @@ export function sweepBeside(path: string, unwrittenMs: number): void {
   for (const name of names) {
     if (!name.startsWith(`${basename(path)}.new-`) && !name.startsWith(`${basename(path)}.takeover-`)) continue;
     const file = join(dirname(path), name);
-    const maker = readMaker(file);
-    const stale = maker !== undefined ? !identityRuns(maker) : Date.now() - (statSync(file, { throwIfNoEntry: false })?.mtimeMs ?? Date.now()) > unwrittenMs;
-    if (stale) rmSync(file, { force: true });
+    const mtimeMs = statSync(file, { throwIfNoEntry: false })?.mtimeMs;
+    if (mtimeMs === undefined) continue; // gone meanwhile
+    if (stale(readAged(file)?.text, Date.now() - mtimeMs)) rmSync(file, { force: true });
   }
 }
 
-function readMaker(file: string): ProcessIdentity | undefined {
+/** What `file` says and how old it is, or undefined when it cannot be read (gone meanwhile). */
+function readAged(file: string): { text: string; ageMs: number } | undefined {
   try {
-    const parsed = MakerSchema.safeParse(JSON.parse(readFileSync(file, 'utf8')));
+    const ageMs = Date.now() - statSync(file).mtimeMs;
+    return { text: readFileSync(file, 'utf8'), ageMs };
+  } catch {
+    return undefined;
+  }
+}
+
+function parseMaker(text: string): ProcessIdentity | undefined {
+  try {
+    const parsed = MakerSchema.safeParse(JSON.parse(text));
     return parsed.success ? { pid: parsed.data.pid, start: parsed.data.start } : undefined;
   } catch {
-    return undefined; // gone meanwhile, cut short by a power cut, or not written yet
+    return undefined; // cut short by a power cut, or not written yet
   }
 }

@@ -1276,7 +1276,8 @@ export const TIMINGS = {
   fieldDataLockPollMs: 500,
   /** milliseconds. A file beside `npm run stack`'s stack.lock or a port reservation (one written
    * aside, a take-over marker: shared/file-takeover.ts) that names no process is removed once this
-   * old: younger, it is one a process running now has made and not written yet (it writes it at once). */
+   * old: younger, it is one a process running now has made and not written yet (it writes it at once).
+   * Those beside the field client's lock are judged as its lock is (fieldDataLockExpiryMs). */
   takeOverDebrisMs: 60_000,
   /** milliseconds. How long the local HTTP input keeps a request's answer for its Idempotency-Key
    * (inputs/http-resends.ts): a retry later than this is taken as a new request. */

@@ -1,10 +1,11 @@
 import { randomUUID } from 'node:crypto';
-import { closeSync, fstatSync, futimesSync, openSync, readFileSync, renameSync, rmSync, statSync, unlinkSync } from 'node:fs';
+import { closeSync, fstatSync, futimesSync, openSync, rmSync, statSync, unlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { z } from 'zod';
 import { processRuns, syncDirSync, writeWholeSync } from '../../shared/durable-fs.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
+import { lookAt, sweepBesideAs, takeOverFileAs, type SeenFile } from '../../shared/file-takeover.ts';
 import { TIMINGS } from '../../shared/limits.ts';
 import { bootId } from './queue/queue-epochs.ts';
 
@@ -36,36 +37,73 @@ export interface DataDirLock {
  * or a lock not renewed for TIMINGS.fieldDataLockExpiryMs (a holder on another host, or in another
  * container, whose process ids say nothing here: the start waits that long at most). A holder that
  * was stalled past the expiry and whose lock was taken meanwhile finds at its next renewal that the
- * lock's name is no longer its file (renamed away by the taker), and `onLost` stops it.
+ * lock's name is no longer its file (replaced by the taker's), and `onLost` stops it.
+ *
+ * Taking over is a compare-and-swap (shared/file-takeover.ts): two starts may judge one stale lock at
+ * the same instant, and one renaming it away by name renamed away the other's fresh lock, both then
+ * holding the folder until the next renewal. Of two, one takes it; the other is refused, naming the
+ * first. Its take-over marker names the taker as a lock does, judged by the same rules (a taker on
+ * another host or in another container by its age). `onTakeOver` runs a second start in a test at the
+ * instant this one acts ('stale': judged stale, nothing done yet; 'marked': the marker made, the lock
+ * not replaced yet).
  */
-export async function lockDataDir(dir: string, onLost: (err: FieldStreamError) => void): Promise<DataDirLock> {
+export async function lockDataDir(dir: string, onLost: (err: FieldStreamError) => void, o: { onTakeOver?: (at: 'stale' | 'marked') => void } = {}): Promise<DataDirLock> {
   const path = resolve(dir, DATA_DIR_LOCK);
   const mine: Lock = { owner: randomUUID(), pid: process.pid, host: hostname(), bootId: bootId(), startedAt: new Date().toISOString() };
   const deadline = Date.now() + TIMINGS.fieldDataLockExpiryMs + TIMINGS.fieldDataLockRenewMs;
   for (;;) {
     // Two clients of one process (npm start's devices) on one folder: refused as any other.
-    if (heldHere.has(path)) throw inUse(dir, read(path)?.lock);
+    if (heldHere.has(path)) throw inUse(dir, look(path)?.lock);
     const fd = create(path, mine);
     if (fd !== undefined) return held(path, fd, onLost);
-    const seen = read(path);
+    const seen = look(path);
     if (seen === undefined) continue; // removed meanwhile: try again
-    const why = gone(seen.lock, seen.ageMs);
-    if (why !== undefined) {
-      // Renamed away first (atomic): of two starts taking over at once, one moves it, the other
-      // finds it gone and tries again, to find the first one's lock.
-      const aside = `${path}.stale-${mine.owner}`;
-      try {
-        renameSync(path, aside);
-        rmSync(aside, { force: true });
-      } catch {
-        /* another start took it first */
-      }
-      continue;
+    let holder = seen.lock;
+    if (gone(seen.lock, seen.ageMs) !== undefined) {
+      o.onTakeOver?.('stale');
+      const took = takeOver(path, seen, mine, () => o.onTakeOver?.('marked'));
+      if (typeof took === 'number') return held(path, took, onLost);
+      if (took === 'changed') continue; // another start took it first: its lock is looked at
+      holder = took.by.lock; // another start is taking it over now: as if it held it
     }
     // A holder that runs here is not waited for: it holds the folder until it stops.
-    if (Date.now() >= deadline || (seen.lock !== undefined && onThisMachine(seen.lock))) throw inUse(dir, seen.lock);
+    if (Date.now() >= deadline || (holder !== undefined && onThisMachine(holder))) throw inUse(dir, holder);
     await new Promise((r) => setTimeout(r, TIMINGS.fieldDataLockPollMs));
   }
+}
+
+/** A take-over marker's maker while it may run, by the rules a lock's holder is judged by. */
+function markerMaker(text: string | undefined, ageMs: number): { lock: Lock | undefined } | undefined {
+  const lock = text === undefined ? undefined : parse(text);
+  return gone(lock, ageMs) === undefined ? { lock } : undefined;
+}
+
+/**
+ * Replaces the stale lock `seen` with this start's (written aside, then swapped in: file-takeover.ts):
+ * the open lock file once done, 'changed' when another start replaced it first, or that start's lock
+ * while it is replacing it now.
+ */
+function takeOver(path: string, seen: SeenFile, mine: Lock, onMarked: () => void): number | 'changed' | { by: { lock: Lock | undefined } } {
+  const text = `${JSON.stringify(mine)}\n`;
+  const fresh = `${path}.new-${mine.owner}`;
+  const fd = openSync(fresh, 'wx', 0o600);
+  let took: ReturnType<typeof takeOverFileAs<{ lock: Lock | undefined }>> = 'changed';
+  try {
+    writeWholeSync(fd, Buffer.from(text), fresh);
+    took = takeOverFileAs(path, seen, fresh, { text, running: markerMaker }, onMarked);
+    if (took === 'taken') syncDirSync(dirname(path));
+  } catch (err) {
+    // Swapped in but not made durable: removed again, as create() does.
+    if (took === 'taken') rmSync(path, { force: true });
+    took = 'changed';
+    throw err;
+  } finally {
+    if (took !== 'taken') {
+      closeSync(fd);
+      rmSync(fresh, { force: true });
+    }
+  }
+  return took === 'taken' ? fd : took;
 }
 
 function create(path: string, lock: Lock): number | undefined {
@@ -90,8 +128,10 @@ function create(path: string, lock: Lock): number | undefined {
 }
 
 function held(path: string, fd: number, onLost: (err: FieldStreamError) => void): DataDirLock {
+  // What starts killed mid-take-over left beside the lock (a lock written aside, a marker).
+  sweepBesideAs(path, (text, ageMs) => markerMaker(text, ageMs) === undefined);
   let lost = false;
-  // Ours while the lock's name is our file: a start taking it over renames it away first.
+  // Ours while the lock's name is our file: a start taking it over puts its own in its place.
   const stillOurs = () => {
     const ours = fstatSync(fd);
     const named = statSync(path, { throwIfNoEntry: false });
@@ -132,23 +172,19 @@ function held(path: string, fd: number, onLost: (err: FieldStreamError) => void)
   };
 }
 
-function read(path: string): { lock: Lock | undefined; ageMs: number } | undefined {
-  let mtimeMs: number;
-  let text: string;
-  try {
-    mtimeMs = statSync(path).mtimeMs;
-    text = readFileSync(path, 'utf8');
-  } catch {
-    return undefined;
-  }
-  let lock: Lock | undefined;
+/** The lock at `path`, what it says of its holder and how long since it was renewed. */
+function look(path: string): (SeenFile & { lock: Lock | undefined; ageMs: number }) | undefined {
+  const seen = lookAt(path);
+  return seen === undefined ? undefined : { ...seen, lock: parse(seen.text), ageMs: Date.now() - seen.mtimeMs };
+}
+
+function parse(text: string): Lock | undefined {
   try {
     const parsed = LockSchema.safeParse(JSON.parse(text));
-    if (parsed.success) lock = parsed.data;
+    return parsed.success ? parsed.data : undefined;
   } catch {
-    /* torn (a holder killed while it wrote it): nobody's, once it lapses */
+    return undefined; // torn (a holder killed while it wrote it): nobody's, once it lapses
   }
-  return { lock, ageMs: Date.now() - mtimeMs };
 }
 
 function onThisMachine(lock: Lock): boolean {

@@ -99,6 +99,85 @@ describe('the lock of FIELD_DATA_DIR', () => {
     again.release();
   });
 
+  it('of two clients taking over one stale lock at the same instant, exactly one holds it; the other is refused at once', async () => {
+    // Each judged the lock stale and renamed away by name whatever was there by then: the slower
+    // one renamed away the fresh lock the other had just made in its place, and both held the
+    // folder (one queue, two clients) until the first one's next renewal. Here a second client, a
+    // process of its own, starts at the instant this one has judged the lock stale (nothing done
+    // yet), then at the instant it has made its take-over marker (the lock not replaced yet).
+    const cmd = join(tmp.dir, 'race-cmd');
+    mkdirSync(cmd, { recursive: true });
+    const url = new URL('../../field-client/src/data-dir-lock.ts', import.meta.url).href;
+    // Starts a client on the folder named by CMD/go-N, writes how it went to CMD/done-N, holds on.
+    const script = `
+      import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+      const { lockDataDir } = await import(${JSON.stringify(url)});
+      console.log('ready');
+      for (let n = 0; ; n++) {
+        const go = process.env.CMD + '/go-' + n;
+        while (!existsSync(go)) await new Promise((r) => setTimeout(r, 2));
+        let outcome;
+        try {
+          await lockDataDir(readFileSync(go, 'utf8'), () => {});
+          outcome = { held: true };
+        } catch (err) {
+          outcome = { code: err.code, message: err.message };
+        }
+        writeFileSync(go + '.out', JSON.stringify(outcome));
+        renameSync(go + '.out', process.env.CMD + '/done-' + n);
+      }`;
+    const other = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { env: { ...process.env, CMD: cmd }, stdio: ['ignore', 'pipe', 'inherit'] });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        other.stdout?.on('data', (d: Buffer) => d.toString().includes('ready') && resolve());
+        other.once('exit', (code) => reject(new Error(`the other client exited with ${code}`)));
+      });
+      // Run from inside this one's take-over, which holds the event loop: waits by polling.
+      let n = 0;
+      const startOther = (dir: string): { held?: boolean; code?: string; message?: string } => {
+        const done = join(cmd, `done-${n}`);
+        writeFileSync(join(cmd, 'go.tmp'), dir);
+        renameSync(join(cmd, 'go.tmp'), join(cmd, `go-${n++}`));
+        for (const deadline = Date.now() + 10_000; !existsSync(done); ) {
+          if (Date.now() > deadline) throw new Error('the other client did not answer');
+          Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 2);
+        }
+        return JSON.parse(readFileSync(done, 'utf8')) as { held?: boolean; code?: string; message?: string };
+      };
+      const staleLock = (dir: string) => {
+        mkdirSync(dir, { recursive: true });
+        // Left by a client of this host before the machine restarted: stale at once.
+        writeFileSync(join(dir, DATA_DIR_LOCK), JSON.stringify({ owner: 'before', pid: 4242, host: hostname(), bootId: 'a-boot-before', startedAt: new Date().toISOString() }));
+      };
+      const holderPid = (dir: string) => (JSON.parse(readFileSync(join(dir, DATA_DIR_LOCK), 'utf8')) as { pid: number }).pid;
+
+      // The other one judged it stale too, a moment later, and took it first: this one is refused.
+      const first = join(tmp.dir, 'race-stale');
+      staleLock(first);
+      let other1: ReturnType<typeof startOther> | undefined;
+      const started = Date.now();
+      await assert.rejects(
+        lockDataDir(first, () => {}, { onTakeOver: (at) => void (at === 'stale' && other1 === undefined && (other1 = startOther(first))) }),
+        (err: unknown) => isFieldStreamError(err, 'FIELD_DATA_DIR_IN_USE') && err.message.includes(`process ${other.pid}`),
+      );
+      assert.ok(Date.now() - started < 5_000, 'refused at once');
+      assert.deepEqual(other1, { held: true });
+      assert.equal(holderPid(first), other.pid, "the other one's lock is in place");
+
+      // The other one comes while this one holds the marker: it is refused, naming this one.
+      const second = join(tmp.dir, 'race-marked');
+      staleLock(second);
+      let other2: ReturnType<typeof startOther> | undefined;
+      const lock = await lockDataDir(second, () => {}, { onTakeOver: (at) => void (at === 'marked' && other2 === undefined && (other2 = startOther(second))) });
+      assert.equal(other2?.code, 'FIELD_DATA_DIR_IN_USE');
+      assert.ok(other2?.message?.includes(`process ${process.pid}`), other2?.message);
+      assert.equal(holderPid(second), process.pid);
+      lock.release();
+    } finally {
+      other.kill('SIGKILL');
+    }
+  });
+
   it('a holder whose lock was taken over while it was stalled learns it at its next renewal', async () => {
     const restore = scaled({ fieldDataLockRenewMs: 100 });
     const dir = join(tmp.dir, 'taken');
