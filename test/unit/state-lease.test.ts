@@ -1,11 +1,13 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readFileSync, readdirSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { ReplayWindows } from '../../internal-network/distributor/security/replay-window.ts';
 import { claimStateSlot } from '../../internal-network/distributor/state-lease.ts';
 import { classify } from '../../scripts/admin/backup-manifest.ts';
+import { withDirLock } from '../../shared/dir-lock.ts';
+import { FieldStreamError } from '../../shared/errors.ts';
 import { TIMINGS } from '../../shared/limits.ts';
 import { inTempDir, tempDir } from '../helpers/pki.ts';
 
@@ -96,6 +98,103 @@ describe('the distributor state lease (replicas sharing one DISTRIBUTOR_STATE_DI
         assert.equal(most, 1, `round ${round}: ${most} processes held the lock at once`);
         assert.equal(readFileSync(log, 'utf8').split('\n').filter((l) => l === 'in').length, 6);
       }
+    } finally {
+      tmp.cleanup();
+    }
+  });
+
+  it('a take-over marker left by a killed process is passed over by one of two takers, never by both (shared/dir-lock.ts)', async () => {
+    // The marker (LOCK.takeover) is held for a stat and a rmdir; one left by a process killed in
+    // between was removed by age. Two processes that found it stale at once both removed "it", the
+    // slower one the marker the other had just made, so both took the lock over: the slower one
+    // removed the lock the other had just made, and both held it. Here a process is killed while it
+    // holds the marker, then this process and another one find that marker stale together, by hooks
+    // at the instants where the one then waits for the other.
+    const tmp = tempDir('lock-marker');
+    const lock = join(tmp.dir, 'lock');
+    const log = join(tmp.dir, 'log');
+    const signal = (name: string) => writeFileSync(join(tmp.dir, name), '');
+    const awaitSignal = (name: string, ms: number) => {
+      for (const deadline = Date.now() + ms; !existsSync(join(tmp.dir, name)) && Date.now() < deadline; ) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 2);
+    };
+    const run = (script: string) => {
+      const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { env: { ...process.env, LOCK: lock, LOG: log, DIR: tmp.dir }, stdio: ['ignore', 'pipe', 'inherit'] });
+      const ready = new Promise<void>((resolve, reject) => {
+        child.stdout.on('data', (d: Buffer) => d.toString().includes('ready') && resolve());
+        child.once('exit', (code) => reject(new Error(`exit ${code}`)));
+      });
+      ready.catch(() => {}); // the killed one's is not waited for
+      const exit = new Promise<number | null>((resolve) => child.once('exit', (code, sig) => resolve(code ?? (sig === 'SIGKILL' ? -9 : null))));
+      return { ready, exit };
+    };
+    const head = `
+      import { appendFileSync, existsSync, writeFileSync } from 'node:fs';
+      import { withDirLock } from ${JSON.stringify(new URL('../../shared/dir-lock.ts', import.meta.url).href)};
+      import { FieldStreamError } from ${JSON.stringify(new URL('../../shared/errors.ts', import.meta.url).href)};
+      const sleep = (ms) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+      const busy = () => new FieldStreamError('PKI_BUSY', 'busy');
+      console.log('ready');`;
+    try {
+      mkdirSync(lock);
+      age(lock, 60_000);
+      // Killed while it holds the marker, about to remove the lock.
+      const killed = run(`${head}
+        withDirLock(process.env.LOCK, 1000, busy, () => {}, undefined, (at) => at === 'lock-stale' && process.kill(process.pid, 'SIGKILL'));`);
+      assert.equal(await killed.exit, -9);
+      for (const name of readdirSync(tmp.dir).filter((n) => n.startsWith('lock.takeover'))) age(join(tmp.dir, name), 60_000);
+      // The other one: it takes the marker over once told, and waits (at most 300 ms) for this one
+      // to reach the lock too before it removes it.
+      const other = run(`${head}
+        while (!existsSync(process.env.DIR + '/go')) await new Promise((r) => setTimeout(r, 2));
+        let waited = false;
+        withDirLock(process.env.LOCK, 1000, busy, () => {
+          appendFileSync(process.env.LOG, 'in\\n');
+          sleep(100);
+          appendFileSync(process.env.LOG, 'out\\n');
+        }, undefined, (at) => {
+          if (at !== 'lock-stale' || waited) return;
+          waited = true;
+          writeFileSync(process.env.DIR + '/other-at-lock', '');
+          for (const end = Date.now() + 300; !existsSync(process.env.DIR + '/this-at-lock') && Date.now() < end; ) sleep(2);
+        });`);
+      await other.ready;
+      writeFileSync(log, '');
+      let toldOther = false;
+      let atLock = false;
+      withDirLock(
+        lock,
+        1000,
+        () => new FieldStreamError('PKI_BUSY', 'busy'),
+        () => {
+          appendFileSync(log, 'in\n');
+          Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
+          appendFileSync(log, 'out\n');
+        },
+        undefined,
+        (at) => {
+          // Found the killed one's marker stale: the other one finds it so too and goes ahead.
+          if (at === 'marker-stale' && !toldOther) {
+            toldOther = true;
+            signal('go');
+            awaitSignal('other-at-lock', 10_000);
+          }
+          // Judged the lock stale holding a marker as well: the other one removes it first.
+          if (at === 'lock-stale' && !atLock) {
+            atLock = true;
+            signal('this-at-lock');
+            for (const end = Date.now() + 2_000; !readFileSync(log, 'utf8').includes('in') && Date.now() < end; ) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 2);
+          }
+        },
+      );
+      assert.equal(await other.exit, 0);
+      let holders = 0;
+      let most = 0;
+      const lines = readFileSync(log, 'utf8').split('\n').filter(Boolean);
+      for (const line of lines) most = Math.max(most, (holders += line === 'in' ? 1 : -1));
+      assert.ok(toldOther, 'the marker left by the killed process was found');
+      assert.equal(lines.filter((l) => l === 'in').length, 2);
+      assert.equal(most, 1, `${most} processes held the lock at once`);
+      assert.deepEqual(readdirSync(tmp.dir).filter((n) => n.startsWith('lock.takeover')), [], 'the markers are gone with the lock they were for');
     } finally {
       tmp.cleanup();
     }
