@@ -88,7 +88,7 @@ export function takeOverFile(path: string, seen: SeenFile, fresh: string, onMark
 }
 
 /** takeOverFile with markers written and judged by `rules`: `by` is what `running` said of the maker. */
-export function takeOverFileAs<T>(path: string, seen: SeenFile, fresh: string, rules: MarkerRules<T>, onMarked?: () => void): 'taken' | 'changed' | { by: T } {
+export function takeOverFileAs<T>(path: string, seen: SeenFile, fresh: string, rules: MarkerRules<T>, onMarked?: () => void, link: (from: string, to: string) => void = linkSync): 'taken' | 'changed' | { by: T } {
   const prefix = `${path}.takeover-${seen.dev}-${seen.ino}-`;
   // Made whole, then linked as the marker: a marker is never seen half written.
   const mine = `${fresh}.marker`;
@@ -97,7 +97,7 @@ export function takeOverFileAs<T>(path: string, seen: SeenFile, fresh: string, r
     for (let n = 0; ; n++) {
       const marker = `${prefix}${n}`;
       try {
-        linkSync(mine, marker);
+        makeMarker(mine, marker, rules.text, link);
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
         const found = readAged(marker);
@@ -117,6 +117,25 @@ export function takeOverFileAs<T>(path: string, seen: SeenFile, fresh: string, r
     }
   } finally {
     rmSync(mine, { force: true });
+  }
+}
+
+/** Errors of link(2) on a file system without hard links (FAT and exFAT: an SD card, a USB stick). */
+const NO_HARD_LINKS = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS']);
+
+/**
+ * The marker, linked from `mine` (whole as it appears); where the file system has no hard links,
+ * made with O_EXCL (one taker makes it, as with a link) and written at once: a taker finding it
+ * before its text judges it as the rules judge an unreadable marker (the field client's: by its
+ * age, so a young one is being made). A field client's FIELD_DATA_DIR may be on FAT; a take-over
+ * there that failed on link(2) would keep the client from starting after every power cut.
+ */
+function makeMarker(mine: string, marker: string, text: string, link: (from: string, to: string) => void): void {
+  try {
+    link(mine, marker);
+  } catch (err) {
+    if (!NO_HARD_LINKS.has((err as NodeJS.ErrnoException).code ?? '')) throw err;
+    writeWhole(marker, text);
   }
 }
 
