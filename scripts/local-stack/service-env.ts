@@ -17,7 +17,7 @@ import { DistributorConfigSchema } from '../../internal-network/distributor/conf
  *   of docker-compose.dmz.yml and docker-compose.internal.yml; test/unit/local-stack-env.test.ts
  *   holds the two in step);
  * - the settings its program reads that compose gives no service (left at their defaults there), so
- *   that a knob such as DISTRIBUTOR_RETRY_MAX_MS or GATEWAY_RATE_BURST_S still reaches the one
+ *   that a knob such as GATEWAY_RATE_BURST_S or DISTRIBUTOR_TRANSIT_MAX_S still reaches the one
  *   program that reads it: a Node service's are its settings schema's keys, Caddy's the `{$NAME}`s
  *   of the Caddyfile. One compose gives another service only is never among them;
  * - the variables of how the program runs, not of what it does (RUNTIME_VARIABLES: NODE_OPTIONS for
