@@ -271,6 +271,15 @@ export class CommandHandlers {
     this.kept.dropped(dropped, queueResponse, log);
   }
 
+  /**
+   * Queues the answers the journal keeps (a crash after a command ran and before its answer was in
+   * the queue, or a queue that refused it): at each connection to a gateway (field-client.ts), so
+   * that they go out after a restart without waiting for the command API to deliver a command again.
+   */
+  queueKept(queueResponse: (r: ResponsePayload) => Promise<unknown>, log: Logger): void {
+    void this.kept.drain(queueResponse, log);
+  }
+
   /** The rate-limited log of commands not answered now (not run, or their answer not queued), by level. */
   private notAnsweredLog(log: Logger, level: 'warn' | 'error'): LimitedLog {
     let l = this.notAnsweredLogs.get(level);

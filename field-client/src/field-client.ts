@@ -217,6 +217,9 @@ export class FieldClient {
   }
 
   private onOpen(): void {
+    // What the command journal kept unqueued (a crash between a command's run and its answer's
+    // queueing, a full queue) goes now, not only when a command next arrives.
+    this.commands.queueKept(this.queueResponse, this.log);
     this.brokerWatch.reset();
     this.stats.connectedSince = Date.now();
     this.welcome = undefined;

@@ -27,9 +27,10 @@ async function until(what: string, ok: () => boolean): Promise<void> {
   assert.fail(`timed out waiting until ${what}`);
 }
 
-async function device(name: string) {
+/** `journal`: another client's command journal, as the same device's after a restart on a new queue. */
+async function device(name: string, journal?: string) {
   const tmp = tempDir(name);
-  const journal = join(tmp.dir, 'commands.journal');
+  journal ??= join(tmp.dir, 'commands.journal');
   const queue = await DurableQueue.open({ dir: join(tmp.dir, 'queue'), maxBytes: 64 * KiB, segmentBytes: 8 * KiB, fullPolicy: 'drop-oldest', sync: { mode: 'always' }, log: quiet });
   let runs = 0;
   const commands = new CommandHandlers(guard, journal).register('open_valve', () => (runs++, { status: 'completed', result: 'opened' }));
@@ -98,6 +99,31 @@ describe('a command answer dropped by drop-oldest (commands.ts)', () => {
       assert.deepEqual(sent, [first], 'answered with the answer kept');
       await restarted.answer(frameOf('cmd-b'), async (r) => void sent.push(r), quiet);
       assert.equal(sent.length, 1, 'once queued, a replay again');
+    } finally {
+      await d.close();
+    }
+  });
+
+  it('a kept answer goes out at the next connection after a restart, with no command delivered again', async () => {
+    const d = await device('answer-kept-at-connect');
+    try {
+      d.connection.emit('frame', frameOf('cmd-c'));
+      await until('the answer is queued', () => d.answers('cmd-c').length === 1);
+      const first = d.answers('cmd-c')[0];
+      await new Promise((r) => setTimeout(r, 50));
+      // Dropped, then killed before the re-queue: the journal alone holds the answer.
+      d.commands.answersDropped(d.queue.find((m) => m.dataType === 'response'), () => Promise.reject(new Error('killed')), quiet);
+      // The client started again on that journal, its queue without the answer.
+      const again = await device('answer-kept-at-connect-restarted', d.journal);
+      try {
+        assert.equal(again.answers('cmd-c').length, 0);
+        again.connection.emit('open');
+        await until('the kept answer is queued at the connection', () => again.answers('cmd-c').length === 1);
+        assert.deepEqual(again.answers('cmd-c')[0], first, 'the answer kept, the same');
+        assert.equal(again.runs(), 0, 'not run again');
+      } finally {
+        await again.close();
+      }
     } finally {
       await d.close();
     }
