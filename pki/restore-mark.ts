@@ -4,6 +4,7 @@ import { dirname, resolve } from 'node:path';
 import { z } from 'zod';
 import { withPkiLock } from './pki-lock.ts';
 import { removeFileDurablySync, replaceFileDurablySync } from '../shared/durable-fs.ts';
+import { bootId, processStart } from '../shared/process-identity.ts';
 import { FieldStreamError } from '../shared/errors.ts';
 import { TIMINGS } from '../shared/limits.ts';
 import { pkiPaths } from './layout.ts';
@@ -43,29 +44,6 @@ const MarkSchema = z.object({
   procStart: z.string().regex(/^\d{1,20}$/).optional(),
 });
 type Mark = z.infer<typeof MarkSchema>;
-
-/** This host's current boot (/proc/sys/kernel/random/boot_id), undefined where it cannot be read. */
-function bootId(): string | undefined {
-  try {
-    return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim() || undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/**
- * When process `pid` started (proc(5): /proc/PID/stat, field 22, starttime), or undefined without a
- * /proc or such a process. Read after the command name (field 2), which is in parentheses and may
- * hold spaces and parentheses itself: fields are counted from the last ')'.
- */
-function processStart(pid: number): string | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
-  } catch {
-    return undefined;
-  }
-}
 
 /** The mark on `root`, 'damaged' when it is there but not one, undefined when there is none. */
 function readMark(root: string): Mark | 'damaged' | undefined {

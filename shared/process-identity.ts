@@ -29,6 +29,20 @@ export function processStart(pid: number): string | undefined {
   return start !== undefined && /^\d+$/.test(start) ? start : undefined;
 }
 
+/**
+ * This boot of the machine (Linux: a random id the kernel makes at every boot; in a container, the
+ * host's), or undefined where there is none: a process recorded under another boot runs no more,
+ * whatever now holds its id.
+ */
+export function bootId(): string | undefined {
+  try {
+    const id = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+    return id.length > 0 && id.length <= 64 ? id : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** This process, to be written where another process will look whether it still runs. */
 export function thisProcess(): ProcessIdentity {
   return { pid: process.pid, start: processStart(process.pid) };

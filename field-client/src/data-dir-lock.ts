@@ -7,7 +7,7 @@ import { processRuns, syncDirSync, writeWholeSync } from '../../shared/durable-f
 import { FieldStreamError } from '../../shared/errors.ts';
 import { lookAt, sweepBesideAs, takeOverFileAs, type SeenFile } from '../../shared/file-takeover.ts';
 import { TIMINGS } from '../../shared/limits.ts';
-import { bootId } from './queue/queue-epochs.ts';
+import { bootId } from '../../shared/process-identity.ts';
 
 /** The lock's file in FIELD_DATA_DIR, and what it says of its holder (read back with this schema). */
 export const DATA_DIR_LOCK = 'field-client.lock';

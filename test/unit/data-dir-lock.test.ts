@@ -5,7 +5,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { DATA_DIR_LOCK, lockDataDir } from '../../field-client/src/data-dir-lock.ts';
-import { bootId } from '../../field-client/src/queue/queue-epochs.ts';
+import { bootId } from '../../shared/process-identity.ts';
 import { isFieldStreamError, type FieldStreamError } from '../../shared/errors.ts';
 import { TIMINGS } from '../../shared/limits.ts';
 import { tempDir } from '../helpers/pki.ts';

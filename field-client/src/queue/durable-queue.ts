@@ -1,6 +1,7 @@
 import { AckBook, type SeqRanges } from './ack-book.ts';
 import type { CapacityHost } from './capacity.ts';
-import { bootId, QueueEpochs } from './queue-epochs.ts';
+import { bootId } from '../../../shared/process-identity.ts';
+import { QueueEpochs } from './queue-epochs.ts';
 import { TAIL_CACHE_BYTES, type OutgoingMessage, type QueuedMessage, type QueueItem, type QueueOptions, type Segment } from './queue-types.ts';
 import { recoverSegments } from './recovery.ts';
 import { SegmentWriter } from './segment-writer.ts';

@@ -269,19 +269,6 @@ export class QueueEpochs {
   }
 }
 
-/**
- * This boot of the machine (Linux: a random id the kernel makes at every boot; in a container, the
- * host's). Undefined where there is none: then every unclean stop counts as a power cut.
- */
-export function bootId(): string | undefined {
-  try {
-    const id = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
-    return BootId.safeParse(id).success ? id : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 function readMeta(path: string): MetaFile {
   let raw: unknown;
   try {
