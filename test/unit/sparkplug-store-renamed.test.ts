@@ -38,7 +38,44 @@ function queue() {
     },
   };
 }
-const session = (dir: string, q: ReturnType<typeof queue>, log = createLogger('test', 'silent')) =>
+/** What the n-th append of a scripted queue does: written; refused (a full disk); never answered (the process dies before it is written), or written and then that. */
+type Step = 'store' | 'refuse' | 'die' | 'store-then-die';
+
+/**
+ * A queue scripted append by append: append 2 waits until `release()` (so that what comes meanwhile
+ * joins the next batch), then each does what `step` says of it.
+ */
+function scripted(step: (n: number) => Step) {
+  const stored: Submission[] = [];
+  let calls = 0;
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  return {
+    stored,
+    release: () => release(),
+    get calls() {
+      return calls;
+    },
+    client: {
+      submitMany: async (items: readonly Submission[]) => {
+        calls++;
+        if (calls === 2) await gate;
+        const what = step(calls);
+        if (what === 'refuse') throw new Error('disk full');
+        if (what === 'die') return new Promise<never[]>(() => undefined);
+        stored.push(...items);
+        return what === 'store-then-die' ? new Promise<never[]>(() => undefined) : [];
+      },
+    },
+    /** Waits until `n` appends were made (and their turn has run), and no more. */
+    async until(n: number): Promise<void> {
+      for (let i = 0; i < 200 && calls < n; i++) await new Promise((r) => setTimeout(r, 10));
+      await new Promise((r) => setTimeout(r, 20));
+      assert.equal(calls, n);
+    },
+  };
+}
+const session = (dir: string, q: { client: ReturnType<typeof queue>['client'] }, log = createLogger('test', 'silent')) =>
   new SparkplugSession(q.client, () => undefined, log, [], { resends: true, store: new SessionStore(dir, log) });
 /** The fields a value was stored under (the values of the test are distinct). */
 const fieldsHolding = (stored: Submission[], value: number) => [...new Set(stored.flatMap((s) => Object.entries(s.payload).flatMap(([f, v]) => (v === value && f !== 'timestamp' ? [f] : []))))];
@@ -75,19 +112,8 @@ describe('Sparkplug session store: edge nodes renamed by another metric', () => 
     const work = tempDir('sp-store');
     try {
       // Append 2 waits until released; append 3 is written, then the process dies before its save.
-      const stored: Submission[] = [];
-      let calls = 0;
-      let release!: () => void;
-      const gate = new Promise<void>((r) => (release = r));
-      const client = {
-        submitMany: async (items: readonly Submission[]) => {
-          calls++;
-          if (calls === 2) await gate;
-          stored.push(...items);
-          return calls >= 3 ? new Promise<never[]>(() => undefined) : [];
-        },
-      };
-      const a = new SparkplugSession(client, () => undefined, createLogger('test', 'silent'), [], { resends: true, store: new SessionStore(work.dir, createLogger('test', 'silent')) });
+      const q = scripted((n) => (n >= 3 ? 'store-then-die' : 'store'));
+      const a = session(work.dir, q);
       const conn = {};
       await a.onMessage('spBv1.0/A.B/NBIRTH/C', nb(1), T0, { connection: conn, dup: false });
       void a.onMessage('spBv1.0/X/NBIRTH/Y', nb(0), T0, { connection: {}, dup: false });
@@ -98,11 +124,9 @@ describe('Sparkplug session store: edge nodes renamed by another metric', () => 
       // A DBIRTH after it: what the host holds is no longer what was saved; what was saved is written again.
       if (own) void a.onMessage('spBv1.0/A.B/DBIRTH/C/D', enc({ timestamp: String(T0 + 2), seq: '2', metrics: [{ name: 'P', datatype: T.Double, doubleValue: 1 }] }), T0, { connection: conn, dup: false });
       await new Promise((r) => setImmediate(r));
-      release();
-      for (let i = 0; i < 200 && calls < 3; i++) await new Promise((r) => setTimeout(r, 10));
-      await new Promise((r) => setTimeout(r, 20));
-      assert.equal(calls, 3, 'the birth and the data in one batch, after the held one');
-      assert.deepEqual(values(stored, suffixed), [8], 'written, not saved: the process dies');
+      q.release();
+      await q.until(3); // the birth and the data in one batch, after the held one
+      assert.deepEqual(values(q.stored, suffixed), [8], 'written, not saved: the process dies');
 
       const q2 = queue();
       const b = session(work.dir, q2);
@@ -147,22 +171,8 @@ describe('Sparkplug session store: edge nodes renamed by another metric', () => 
     const work = tempDir('sp-store');
     try {
       // Append 2 waits until released, append 3 is refused, append 4 never written (the process dies).
-      const stored: Submission[] = [];
-      let calls = 0;
-      let release!: () => void;
-      const gate = new Promise<void>((r) => (release = r));
-      const client = {
-        submitMany: async (items: readonly Submission[]) => {
-          calls++;
-          if (calls === 2) await gate;
-          if (calls === 3) throw new Error('disk full');
-          if (calls >= 4) return new Promise<never[]>(() => undefined);
-          stored.push(...items);
-          return [];
-        },
-      };
-      const silent = createLogger('test', 'silent');
-      const a = new SparkplugSession(client, () => undefined, silent, [], { resends: true, store: new SessionStore(work.dir, silent) });
+      const q = scripted((n) => (n === 3 ? 'refuse' : n >= 4 ? 'die' : 'store'));
+      const a = session(work.dir, q);
       const conn = {};
       await a.onMessage('spBv1.0/A.B/NBIRTH/C', nb(1), T0, { connection: conn, dup: false });
       const first = a.onMessage('spBv1.0/A.B/NDATA/C', nd(1, 7), T0, { connection: conn, dup: false });
@@ -172,13 +182,11 @@ describe('Sparkplug session store: edge nodes renamed by another metric', () => 
       // A.B/C has its plain name again, and its births file must say so before its next message.
       const refused = a.onMessage('spBv1.0/A/NBIRTH/B.C', nb(2), T0, { connection: {}, dup: false }).catch(() => 'refused');
       await new Promise((r) => setImmediate(r));
-      release();
+      q.release();
       await first;
       assert.equal(await refused, 'refused');
       void a.onMessage('spBv1.0/A.B/NDATA/C', nd(2, 8), T0, { connection: conn, dup: false }).catch(() => undefined);
-      for (let i = 0; i < 200 && calls < 4; i++) await new Promise((r) => setTimeout(r, 10));
-      await new Promise((r) => setTimeout(r, 20));
-      assert.equal(calls, 4);
+      await q.until(4);
 
       const q2 = queue();
       const b = session(work.dir, q2);
@@ -195,21 +203,8 @@ describe('Sparkplug session store: edge nodes renamed by another metric', () => 
     const work = tempDir('sp-store');
     try {
       // Append 2 waits until released; append `killAt` is written, then the process dies before its save.
-      const stored: Submission[] = [];
-      let calls = 0;
-      let release!: () => void;
-      const gate = new Promise<void>((r) => (release = r));
-      const client = {
-        submitMany: async (items: readonly Submission[]) => {
-          calls++;
-          if (calls === 2) await gate;
-          if (calls > killAt) return new Promise<never[]>(() => undefined);
-          stored.push(...items);
-          return calls === killAt ? new Promise<never[]>(() => undefined) : [];
-        },
-      };
-      const silent = createLogger('test', 'silent');
-      const a = new SparkplugSession(client, () => undefined, silent, [], { resends: true, store: new SessionStore(work.dir, silent) });
+      const q = scripted((n) => (n > killAt ? 'die' : n === killAt ? 'store-then-die' : 'store'));
+      const a = session(work.dir, q);
       const conn = {};
       await a.onMessage('spBv1.0/A.B/NBIRTH/C', nb(1), T0, { connection: conn, dup: false });
       void a.onMessage('spBv1.0/X/NBIRTH/Y', nb(0), T0, { connection: {}, dup: false });
@@ -220,18 +215,16 @@ describe('Sparkplug session store: edge nodes renamed by another metric', () => 
       void a.onMessage('spBv1.0/A/NBIRTH/B.C', nb(2), T0, { connection: {}, dup: false });
       void a.onMessage('spBv1.0/A.B/NDATA/C', nd(2, 9), T0, { connection: conn, dup: false });
       await new Promise((r) => setImmediate(r));
-      release();
-      for (let i = 0; i < 200 && calls < killAt; i++) await new Promise((r) => setTimeout(r, 10));
-      await new Promise((r) => setTimeout(r, 20));
-      assert.equal(calls, killAt);
-      assert.deepEqual(fieldsHolding(stored, 8), ['A.B.C.Temp'], JSON.stringify(stored));
+      q.release();
+      await q.until(killAt);
+      assert.deepEqual(fieldsHolding(q.stored, 8), ['A.B.C.Temp'], JSON.stringify(q.stored));
 
       const q2 = queue();
       const b = session(work.dir, q2);
       await b.onMessage('spBv1.0/A.B/NDATA/C', nd(1, 8), T0 + 10, { connection: {}, dup: false });
       await b.onMessage('spBv1.0/A.B/NDATA/C', nd(2, 9), T0 + 10, { connection: {}, dup: false });
       // Every reading stored before and after the restart: each under one field.
-      const all = [...stored, ...q2.stored];
+      const all = [...q.stored, ...q2.stored];
       assert.deepEqual(fieldsHolding(all, 8), ['A.B.C.Temp'], JSON.stringify(all));
       assert.deepEqual(fieldsHolding(all, 9), [suffixed], JSON.stringify(all));
       a.stop();
@@ -245,24 +238,8 @@ describe('Sparkplug session store: edge nodes renamed by another metric', () => 
     const work = tempDir('sp-store');
     try {
       // Append 2 waits, then is refused; append 3 (sealed) is written and saved; append 4 never ends.
-      const stored: Submission[] = [];
-      let calls = 0;
-      let release!: () => void;
-      const gate = new Promise<void>((r) => (release = r));
-      const client = {
-        submitMany: async (items: readonly Submission[]) => {
-          calls++;
-          if (calls === 2) {
-            await gate;
-            throw new Error('disk full');
-          }
-          if (calls >= 4) return new Promise<never[]>(() => undefined);
-          stored.push(...items);
-          return [];
-        },
-      };
-      const silent = createLogger('test', 'silent');
-      const a = new SparkplugSession(client, () => undefined, silent, [], { resends: true, store: new SessionStore(work.dir, silent) });
+      const q = scripted((n) => (n === 2 ? 'refuse' : n >= 4 ? 'die' : 'store'));
+      const a = session(work.dir, q);
       const conn = {};
       await a.onMessage('spBv1.0/A.B/NBIRTH/C', nb(1), T0, { connection: conn, dup: false });
       void a.onMessage('spBv1.0/A.B/NDATA/C', nd(1, 7), T0, { connection: conn, dup: false }).catch(() => undefined);
@@ -272,10 +249,8 @@ describe('Sparkplug session store: edge nodes renamed by another metric', () => 
       // The rename seals the batch holding seq 2; seq 3 goes into the next.
       void a.onMessage('spBv1.0/A.B/NDATA/C', nd(3, 9), T0, { connection: conn, dup: false }).catch(() => undefined);
       await new Promise((r) => setImmediate(r));
-      release();
-      for (let i = 0; i < 200 && calls < 4; i++) await new Promise((r) => setTimeout(r, 10));
-      await new Promise((r) => setTimeout(r, 20));
-      assert.equal(calls, 4);
+      q.release();
+      await q.until(4);
 
       // Seq 1 was never written: sent again after the restart it is stored, not taken for one read already.
       const q2 = queue();
