@@ -33,7 +33,7 @@ function reading(k: number, at: number): { temperature: number; humidity: number
  * errors and closes. `acks`: what the device asks for (ACKS_HEADER); with `none` a welcome that does
  * not say so fails the connection, as the device would then be read acks it does not want.
  */
-export function connect(url: string, ca: string, d: FleetDevice, stats: { errors: number; closed: number; firstError: string }, acks: AckMode): Promise<WebSocket> {
+export function connect(url: string, ca: string, d: FleetDevice, stats: { errors: number; acks: number; closed: number; firstError: string }, acks: AckMode): Promise<WebSocket> {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(url, { ca, cert: d.certPem, key: d.keyPem, perMessageDeflate: false, ...(acks === 'none' ? { headers: { [ACKS_HEADER]: 'none' } } : {}) });
     let welcomed = false;
@@ -43,7 +43,7 @@ export function connect(url: string, ca: string, d: FleetDevice, stats: { errors
     };
     const timer = setTimeout(() => fail('no welcome within 30 s'), 30_000);
     ws.on('message', (data) => {
-      // Acks (with acks: all) and commit receipts are not read further: a simple device sends and forgets.
+      // Acks (with acks: all) are counted and, as commit receipts, not read further: a simple device sends and forgets.
       const text = String(data);
       if (!welcomed) {
         clearTimeout(timer);
@@ -52,6 +52,7 @@ export function connect(url: string, ca: string, d: FleetDevice, stats: { errors
         welcomed = true;
         return resolve(ws);
       }
+      if (text.startsWith('{"type":"ack"')) stats.acks++;
       if (text.startsWith('{"type":"error"')) {
         stats.errors++;
         stats.firstError ||= `${d.id}: ${text.slice(0, 300)}`;

@@ -82,6 +82,8 @@ export interface FleetResult {
   duplicated: number;
   /** coded errors the gateways answered with */
   errors: number;
+  /** ack frames the devices received: none when they asked for none (FleetOptions.acks) */
+  ackFrames: number;
   /** messages the distributor refused, by reason (its security events for these devices) */
   refused: Record<string, number>;
   /** connections closed during the run */
@@ -147,7 +149,7 @@ export async function fleet(o: FleetOptions): Promise<FleetResult> {
   const readAll = () => o.edges.map((e) => ({ caddy: residentBytes(e.caddyPid), gateway: residentBytes(e.gatewayPid) }));
   const idle = readAll();
 
-  const stats = { errors: 0, closed: 0, firstError: '' };
+  const stats = { errors: 0, acks: 0, closed: 0, firstError: '' };
   const sockets: WebSocket[] = new Array(o.devices);
   const connectStarted = performance.now();
   let next = 0;
@@ -289,6 +291,7 @@ export async function fleet(o: FleetOptions): Promise<FleetResult> {
       // One point per (device, time) and every reading's time its own: the database cannot hold more than were sent.
       duplicated: Math.max(0, stored - total),
       errors: stats.errors,
+      ackFrames: stats.acks,
       refused,
       closed: stats.closed,
       setup: { certificatesSeconds: Math.round(certificatesSeconds * 10) / 10, connectSeconds: Math.round(connectSeconds * 10) / 10 },

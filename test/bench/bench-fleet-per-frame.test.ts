@@ -12,12 +12,12 @@ const sumWatched = (f: FleetResult) => f.latencyByWindow.reduce((n, w) => n + w.
  * The fleet sending several readings a frame (`--fleet-per-frame`): each device's frames signed as
  * one group, through Caddy, the real gateway and distributor (which checks every group's signature
  * and refuses what does not verify) into InfluxDB; every reading stored once, none refused, in as
- * many frames as the devices' phases give, and each watched reading found although it was taken
- * before its frame was due.
+ * many frames as the devices' phases give, each acked (the devices read acks here), and each watched
+ * reading found although it was taken before its frame was due.
  */
-describe('npm run bench -- --fleet --fleet-per-frame 3', () => {
+describe('npm run bench -- --fleet --fleet-per-frame 3 --fleet-acks all', () => {
   it('stores every reading once, from frames of up to three readings signed as a group', async () => {
-    const r = await bench(['--quick', '--fleet', '--fleet-per-frame', '3']);
+    const r = await bench(['--quick', '--fleet', '--fleet-per-frame', '3', '--fleet-acks', 'all']);
     assert.equal(r.code, 0, failure(r));
     const { fleet: f } = JSON.parse(readFileSync(join(REPO, 'bench', 'results', 'pipeline-fleet.json'), 'utf8')) as {
       fleet: FleetResult;
@@ -37,6 +37,9 @@ describe('npm run bench -- --fleet --fleet-per-frame 3', () => {
     const sends = (i: number, k: number) => (k + i) % 3 === 2 || k === runSeconds - 1;
     for (let i = 0; i < f.devices; i++) for (let k = 0; k < runSeconds; k++) if (sends(i, k)) frames++;
     assert.equal(f.frames, frames);
+    // Devices that read acks (--fleet-acks all) got one for each frame, through Caddy.
+    assert.equal(f.acks, 'all');
+    assert.equal(f.ackFrames, frames);
     // Every watched reading (device 0's) found, the ones taken before their frame was due too; timed
     // from their frame's due time, so those of a frame due after the warm-up are the run's.
     const frameOf = (k: number) => {

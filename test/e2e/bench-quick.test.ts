@@ -78,6 +78,7 @@ describe('npm run bench -- --quick', () => {
     assert.equal(f.readingsPerFrame, 1);
     // The devices keep nothing they send, and asked for no acks (each connection checked the welcome said so).
     assert.equal(f.acks, 'none');
+    assert.equal(f.ackFrames, 0, 'no ack came through Caddy to a device that asked for none');
     assert.equal(f.frames, f.readings, 'each reading in its own frame');
     assert.equal(f.stored, f.readings);
     assert.equal(f.lost, 0);

@@ -74,6 +74,7 @@ const fleet = (over: Partial<FleetResult> = {}): FleetResult => ({
   warmUpSeconds: 0,
   readingsPerFrame: 1,
   acks: 'none',
+  ackFrames: 0,
   frames: 600_000,
   readings: 600_000,
   sent: 600_000,
