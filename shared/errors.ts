@@ -339,7 +339,7 @@ export const ERRORS = {
     http: 500,
     transient: false,
     description:
-      'The command ran, or may have, but the field client cannot tell whether it completed: the client stopped while it ran (killed, a power cut: answered after the restart; or an orderly stop that ended its program, which then did not exit 0). It is not run again. Answered with status failed, the contract\'s only final status for a command not known to have completed: check on the device whether its action took place before sending it again.',
+      'The command ran, or may have, but the field client cannot tell whether it completed: the client stopped while it ran (killed, a power cut: answered after the restart, which ends its exec program if that still ran; or an orderly stop that ended its program, which then did not exit 0). It is not run again. Answered with status failed, the contract\'s only final status for a command not known to have completed: check on the device whether its action took place before sending it again.',
   },
   FIELD_COMMAND_RESULT_INVALID: {
     http: 422,
@@ -444,6 +444,13 @@ export const ERRORS = {
     transient: false,
     description:
       'At its start the field client found lines of its command journal (FIELD_DATA_DIR/commands.journal) it cannot read: torn by a power cut, or damaged on the disk; a kept answer that fails its schema is read as a command that started (answered failed, FIELD_COMMAND_OUTCOME_UNKNOWN, if delivered again). The other lines are read; an id named only by the lines skipped is not recognised as seen, unless it was issued at or before the journal\'s floor. The next rewrite of the journal leaves them out. A floor or issuedAt further than a day past the device\'s clock at the start (futureValues) is damage too: a floor so read is not believed, an issuedAt is taken as the start\'s time (its id still known); not judged while the clock reads before 2026.',
+  },
+
+  FIELD_COMMAND_PROGRAM_RECORD_DAMAGED: {
+    http: 500,
+    transient: false,
+    description:
+      'At its start the field client found records of exec programs in its command journal (FIELD_DATA_DIR/commands.journal: the process group and identity of a program, kept while it runs) that fail their schema: torn by a power cut, or damaged on the disk. Their commands (commandIds) are still known as started, and answered failed, FIELD_COMMAND_OUTCOME_UNKNOWN, at their next delivery; but a program of theirs left running by a client killed (SIGKILL) is not ended: the client cannot tell which process it is. Look on the device for the program of those commands.',
   },
 
   // -- Command API ----------------------------------------------------------------------------------

@@ -807,6 +807,10 @@ export const LIMITS = {
    * TIMINGS.fieldCommandLogWindowMs, each; the rest are counted, and their number logged in the
    * next window. */
   fieldCommandLogMaxPerWindow: 20,
+  /** Command ids the field client names in its start's log of damaged exec program records
+   * (FIELD_COMMAND_PROGRAM_RECORD_DAMAGED); the rest are counted: a journal damaged throughout would
+   * make one line of thousands of ids. */
+  fieldCommandDamagedIdsLoggedMax: 20,
   /** answers. Most command answers the field client keeps in its command journal while the durable
    * queue refuses them (full, FIELD_QUEUE_FULL_POLICY=reject): each is queued again when its command
    * is delivered again. Past it, a new command is not run (not journaled: its next delivery runs
@@ -1330,8 +1334,13 @@ export const TIMINGS = {
    * exec command still running, and SIGKILL this long after to what is left of it; it waits for their
    * answers (journaled and queued) up to twice this. A program left running after its client stopped
    * carried on unseen, and its command was answered as though it had failed. Within the 10 s a
-   * container's stop gives before its SIGKILL, with room for the rest of the client's stop. */
+   * container's stop gives before its SIGKILL, with room for the rest of the client's stop. A start
+   * after a SIGKILL gives the programs that client left running the same grace (command-orphans.ts). */
   fieldCommandStopGraceMs: 5_000,
+  /** milliseconds. How often a start looks whether the process group of a program its killed
+   * predecessor left running has ended, while it gives it that grace (command-orphans.ts): a program
+   * that ends on SIGTERM is seen gone within this, and the client's start waits no longer. */
+  fieldCommandOrphanPollMs: 50,
   /** milliseconds. A `#floor` or issuedAt of the field client's command journal further than this
    * past the device's clock at its start is damage (a digit flipped or added on the disk), not
    * believed: a command issued that far ahead is refused as FIELD_COMMAND_FUTURE long before (the

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { processRuns } from './durable-fs.ts';
 
 /**
@@ -14,19 +14,46 @@ export interface ProcessIdentity {
   start?: string | undefined;
 }
 
-/** When process `pid` started (ticks since boot, as /proc writes it), or undefined when unknown. */
-export function processStart(pid: number): string | undefined {
+/**
+ * The fields of /proc/PID/stat from field 3 (the state) on, or undefined when it cannot be read
+ * (gone, or no /proc here). Field 2 (the program's name, in parentheses) may hold spaces and
+ * parentheses itself: the fields are counted from after its last ')', where field 3 begins.
+ */
+function statFields(pid: number): string[] | undefined {
   let stat: string;
   try {
     stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   } catch {
-    return undefined; // gone, or no /proc here
+    return undefined;
   }
-  // Field 2 (the program's name, in parentheses) may hold spaces and parentheses itself: the fields
-  // are counted from after its last ')', where field 3 begins.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const start = fields[22 - 3];
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+}
+
+/** When process `pid` started (ticks since boot, as /proc writes it), or undefined when unknown. */
+export function processStart(pid: number): string | undefined {
+  const start = statFields(pid)?.[22 - 3];
   return start !== undefined && /^\d+$/.test(start) ? start : undefined;
+}
+
+/**
+ * Whether a process of group `pgid` runs now: one that is not a zombie (dead, its exit status not yet
+ * collected: a process whose parent died is collected by the namespace's init, and an init that
+ * collects nothing leaves it so for ever). Read from every /proc/PID/stat (field 5, the group):
+ * kill(-pgid, 0) counts zombies in. False where there is no /proc.
+ */
+export function processGroupRuns(pgid: number): boolean {
+  let pids: string[];
+  try {
+    pids = readdirSync('/proc');
+  } catch {
+    return false;
+  }
+  for (const name of pids) {
+    if (!/^\d+$/.test(name)) continue;
+    const fields = statFields(Number(name));
+    if (fields && fields[5 - 3] === String(pgid) && fields[0] !== 'Z' && fields[0] !== 'X') return true;
+  }
+  return false;
 }
 
 /**

@@ -4,6 +4,7 @@ import { ResponsePayloadSchema } from '../../shared/contract/payloads.ts';
 import { removeLeftAsideSync, replaceFileDurablySync } from '../../shared/durable-fs.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import { appendLinesSync, readLinesSync } from '../../shared/line-file.ts';
+import { ProgramRecordSchema, type ProgramRecord } from './command-orphans.ts';
 
 /**
  * A command's answer as kept until it is in the durable queue: what the response will say, with the
@@ -16,14 +17,17 @@ export type KeptAnswer = z.infer<typeof KeptAnswerSchema>;
 
 /**
  * What the journal says of a command id:
- * - started: journaled before its handler ran; it may have run, or be running.
+ * - started: journaled before its handler ran; it may have run, or be running. `program`: the
+ *   process group of the exec program it started, recorded as it was spawned (command-orphans.ts):
+ *   a client killed while it ran ends it at its next start.
  * - done: it ran (or was found started: of unknown outcome), and its answer is kept here until the answer is in the
  *   durable queue. `unsynced`: known in this process only, the journal having refused the line (a
  *   full disk): on disk the id is still `started`.
  * - answered: its answer is in the durable queue.
  */
 export type JournalEntry =
-  | { state: 'started' | 'answered'; issuedAt: number }
+  | { state: 'started'; issuedAt: number; program?: ProgramRecord }
+  | { state: 'answered'; issuedAt: number }
   | { state: 'done'; issuedAt: number; answer: KeptAnswer; unsynced?: true };
 
 /** "ID STATE ISSUED_AT" (journals written before the issuedAt was kept have none) */
@@ -36,6 +40,12 @@ const STATE_LINE = /^([A-Za-z0-9._:-]+) (started|answered)(?: (\d+))?$/;
  */
 const DONE_LINE = /^([A-Za-z0-9._:-]+) done (\d+)(?: (.*))?$/s;
 const FLOOR_LINE = /^#floor (\d+)$/;
+/**
+ * "ID program ISSUED_AT RECORD_JSON": the command's exec program, spawned. Always after the id's
+ * "started" line (appended after it, and a rewrite writes both): a client of a version before these
+ * lines skips this one as unreadable and still knows the id as started.
+ */
+const PROGRAM_LINE = /^([A-Za-z0-9._:-]+) program (\d+) (.*)$/s;
 
 /**
  * The field client's command journal (FIELD_DATA_DIR/commands.journal), and what it says in memory.
@@ -69,6 +79,12 @@ export class CommandJournal {
    * Said once at the start with the unreadable lines (start.ts).
    */
   damagedValues = 0;
+  /**
+   * Program records read at the start that fail their schema (torn by a power cut, damaged on the
+   * disk), by command id: their command is still known as started, but its program, if it still
+   * runs, cannot be found (FIELD_COMMAND_PROGRAM_RECORD_DAMAGED, start.ts).
+   */
+  readonly damagedPrograms: string[] = [];
   /** a compaction's failure not yet taken (and logged) by the caller: the line before it was synced, nothing is lost */
   private compactionFailure: Error | undefined;
   private lines = 0;
@@ -140,6 +156,13 @@ export class CommandJournal {
     return held;
   }
 
+  /** The ids journaled as started whose exec program was recorded, and not since answered (command-orphans.ts). */
+  programs(): Array<[string, { issuedAt: number; program: ProgramRecord }]> {
+    const found: Array<[string, { issuedAt: number; program: ProgramRecord }]> = [];
+    for (const [id, e] of this.seen) if (e.state === 'started' && e.program) found.push([id, { issuedAt: e.issuedAt, program: e.program }]);
+    return found;
+  }
+
   /** Remembers `entry` without writing it (in this process only: the journal refused it). */
   remember(id: string, entry: JournalEntry): void {
     const old = this.seen.get(id);
@@ -148,9 +171,11 @@ export class CommandJournal {
     this.seen.delete(id);
     this.seen.set(id, entry);
     if (this.seen.size <= this.remembered) return;
-    // The oldest id whose answer is not kept; at most `held` are passed over.
+    // The oldest id whose answer is not kept; at most `held` are passed over, and the ids whose
+    // program runs (at most as many as run at once): forgotten, a program left running by a
+    // client killed would not be found at its next start.
     for (const [oldId, e] of this.seen) {
-      if (e.state === 'done') continue;
+      if (e.state === 'done' || (e.state === 'started' && e.program)) continue;
       this.seen.delete(oldId);
       this.floor = Math.max(this.floor, e.issuedAt);
       return;
@@ -166,6 +191,8 @@ export class CommandJournal {
       else this.floor = Math.max(this.floor, floor);
       return true;
     }
+    const p = PROGRAM_LINE.exec(line);
+    if (p) return this.readProgram(p[1] as string, Number(p[2]), p[3] as string);
     const s = STATE_LINE.exec(line);
     const d = s ? null : DONE_LINE.exec(line);
     const m = s ?? d;
@@ -190,6 +217,22 @@ export class CommandJournal {
   }
 
   /**
+   * Takes a program line: the record read through its schema. One that fails it is counted, by id
+   * (damagedPrograms), and the id stays started. Past a later state of the id (damage: a program
+   * line only follows "started"), changes nothing.
+   */
+  private readProgram(id: string, issuedAt: number, json: string): boolean {
+    const seen = this.seen.get(id);
+    if (seen && seen.state !== 'started') return true;
+    const program = ProgramRecordSchema.safeParse(parseJson(json));
+    if (!program.success) this.damagedPrograms.push(id);
+    // The issuedAt of the id's "started" line before it; the program line's own only when that was lost.
+    const at = seen?.issuedAt ?? (this.beyondClock(issuedAt) ? this.startedAt : issuedAt);
+    this.remember(id, program.success ? { state: 'started', issuedAt: at, program: program.data } : { state: 'started', issuedAt: at });
+    return true;
+  }
+
+  /**
    * Whether a value read is further past the device's clock than any command can be dated (damage).
    * Not judged while the clock is not set (before TIMINGS.fieldClockPlausibleMinMs): then every
    * value would look so, and a floor not believed lets a forgotten id run again once the clock is set.
@@ -200,7 +243,13 @@ export class CommandJournal {
 
   /** The lines a rewrite holds: the floor, then each id kept, oldest first (the order they are forgotten in). */
   private render(): string[] {
-    return [`#floor ${this.floor}`, ...[...this.seen].map(([id, e]) => format(id, e))];
+    const lines = [`#floor ${this.floor}`];
+    for (const [id, e] of this.seen) {
+      // "started" first: see PROGRAM_LINE.
+      if (e.state === 'started' && e.program) lines.push(format(id, { state: 'started', issuedAt: e.issuedAt }));
+      lines.push(format(id, e));
+    }
+    return lines;
   }
 
   /** Rewrites the journal from memory (written aside, synced, renamed: after a crash or a power cut, one or the other). */
@@ -214,9 +263,15 @@ export class CommandJournal {
   }
 }
 
-/** One line of the journal. An answer known in this process only (`unsynced`) is written as what it is: a rewrite is as durable as an append. */
+/**
+ * One line of the journal. An answer known in this process only (`unsynced`) is written as what it
+ * is: a rewrite is as durable as an append. A started id with its program is the program line (its
+ * "started" line is on disk before it: CommandHandlers writes it before the handler runs).
+ */
 function format(id: string, e: JournalEntry): string {
-  return e.state === 'done' ? `${id} done ${e.issuedAt} ${JSON.stringify(e.answer)}` : `${id} ${e.state} ${e.issuedAt}`;
+  if (e.state === 'done') return `${id} done ${e.issuedAt} ${JSON.stringify(e.answer)}`;
+  if (e.state === 'started' && e.program) return `${id} program ${e.issuedAt} ${JSON.stringify(e.program)}`;
+  return `${id} ${e.state} ${e.issuedAt}`;
 }
 
 function parseJson(text: string | undefined): unknown {

@@ -35,7 +35,7 @@ export type CommandsFile = z.infer<typeof CommandsFileSchema>;
  */
 export function fileHandlers(file: CommandsFile, publishLocal: ((topic: string, payload: string) => Promise<void>) | undefined): Array<[string, CommandHandler]> {
   return Object.entries(file).map(([name, spec]): [string, CommandHandler] => {
-    if (spec.type === 'exec') return [name, (params, frame, stopping) => runProgram(spec.program, spec.args, spec.timeoutMs, params, frame, stopping)];
+    if (spec.type === 'exec') return [name, (params, frame, stopping, spawned) => runProgram(spec.program, spec.args, spec.timeoutMs, params, frame, stopping, spawned)];
     return [
       name,
       async (params) => {
@@ -51,10 +51,19 @@ export function fileHandlers(file: CommandsFile, publishLocal: ((topic: string, 
  * An exec command: its program run (no shell, a process group of its own) with the params; its
  * output is the answer. When `stopping` aborts (the client's orderly stop), the whole group gets
  * SIGTERM, and SIGKILL TIMINGS.fieldCommandStopGraceMs later: a program in a group of its own is not
- * ended with its client, and ran on unseen. A program that exits 0 then answers as it says (it
+ * ended with its client, and ran on unseen (after a SIGKILL of the client, its next start ends it:
+ * command-orphans.ts). A program that exits 0 then answers as it says (it
  * finished, or cleaned up and says so); otherwise what it did is unknown: FIELD_COMMAND_OUTCOME_UNKNOWN.
  */
-function runProgram(program: string, args: string[], timeoutMs: number, params: unknown, frame: CommandFrame, stopping?: AbortSignal): Promise<CommandOutcome> {
+function runProgram(
+  program: string,
+  args: string[],
+  timeoutMs: number,
+  params: unknown,
+  frame: CommandFrame,
+  stopping?: AbortSignal,
+  spawned?: (pid: number) => void,
+): Promise<CommandOutcome> {
   return new Promise((resolve) => {
     const json = JSON.stringify(params ?? null);
     // In the environment only when Linux takes it there: past LIMITS.fieldCommandEnvStringMaxBytes
@@ -68,6 +77,9 @@ function runProgram(program: string, args: string[], timeoutMs: number, params: 
       detached: true,
       env: { PATH: process.env.PATH, FIELDSTREAM_COMMAND: frame.command, FIELDSTREAM_COMMAND_ID: frame.commandId, ...(inEnv ? { FIELDSTREAM_PARAMS: json } : {}) },
     });
+    // Recorded before anything else happens to it (commands.ts journals it): a client killed from now
+    // on leaves the group for its next start to end (command-orphans.ts).
+    if (child.pid !== undefined) spawned?.(child.pid);
     let out = '';
     let err = '';
     // Decoded as a stream: a character split between two writes (two chunks) is kept whole, where

@@ -8,13 +8,18 @@ import type { Logger } from '../../shared/logger.ts';
 import { checkCommand, type CommandGuardOptions } from './command-guard.ts';
 import { CommandJournal, type KeptAnswer } from './command-journal.ts';
 import { KeptAnswers } from './command-kept-answers.ts';
+import { endOrphans, recordProgram } from './command-orphans.ts';
 import { journalFailed, keepable, thrownText } from './command-outcome.ts';
 import { fileHandlers, type CommandsFile } from './commands-file.ts';
 import type { QueuedMessage } from './queue/durable-queue.ts';
 
 export type CommandOutcome = Pick<ResponsePayload, 'status' | 'result'>;
-/** `stopping` aborts when the field client stops (CommandHandlers.stop): a handler that can, ends what it runs (commands-file.ts). */
-export type CommandHandler = (params: unknown, frame: CommandFrame, stopping: AbortSignal) => Promise<CommandOutcome> | CommandOutcome;
+/**
+ * `stopping` aborts when the field client stops (CommandHandlers.stop): a handler that can, ends what
+ * it runs (commands-file.ts). `spawned`: a handler that starts a program in a process group of its
+ * own says so at once with its pid, recorded in the journal (command-orphans.ts).
+ */
+export type CommandHandler = (params: unknown, frame: CommandFrame, stopping: AbortSignal, spawned: (pid: number) => void) => Promise<CommandOutcome> | CommandOutcome;
 
 /** command ids remembered (and journaled); the journal file is rewritten when it holds twice as many lines */
 const REMEMBERED = 10_000;
@@ -80,6 +85,8 @@ export class CommandHandlers {
   private readonly notAnsweredLogs = new Map<'warn' | 'error', LimitedLog>();
   /** copies of a command delivered while it is answered, logged (a gateway can send them without end) */
   private copyLog: LimitedLog | undefined;
+  /** the journal's refusal of a program's record (spawned), not yet logged */
+  private programRecordFailure: Error | undefined;
 
   constructor(
     private readonly guard: CommandGuardOptions,
@@ -172,7 +179,7 @@ export class CommandHandlers {
     this.running.add(frame.commandId);
     let outcome: CommandOutcome;
     try {
-      outcome = await handler(frame.params, frame, this.stopping.signal);
+      outcome = await handler(frame.params, frame, this.stopping.signal, (pid) => (this.programRecordFailure = recordProgram(this.journal, frame.commandId, pid) ?? this.programRecordFailure));
     } catch (err) {
       // Whatever was thrown (null, a string: JavaScript throws anything): reading `.message` of
       // null threw again, past the journal's "done", and the command was answered only at its
@@ -182,6 +189,19 @@ export class CommandHandlers {
       this.running.delete(frame.commandId);
     }
     return this.done(frame, outcome);
+  }
+
+  /**
+   * At the start, before commands are delivered: ends the programs a client killed before left
+   * running, and answers their commands (command-orphans.ts). Never rejects.
+   */
+  endOrphans(log: Logger): Promise<void> {
+    return endOrphans({ journal: this.journal, record: (id, issuedAt, answer) => this.record(id, issuedAt, answer) }, log);
+  }
+
+  /** Program records of the journal read at the start that failed their schema: their command ids (CommandJournal.damagedPrograms). */
+  get journalDamagedPrograms(): readonly string[] {
+    return this.journal.damagedPrograms;
   }
 
   /**
@@ -262,6 +282,9 @@ export class CommandHandlers {
     } finally {
       this.answering.delete(frame.commandId);
     }
+    const refused = this.programRecordFailure;
+    this.programRecordFailure = undefined;
+    if (refused) log.warn({ code: 'FIELD_COMMAND_JOURNAL_FAILED', err: refused.message }, 'cannot record an exec program\'s process group in the command journal: had the client been killed while it ran, its next start could not have ended it');
     const err = this.journal.takeCompactionFailure();
     if (err) log.warn({ code: 'FIELD_COMMAND_JOURNAL_FAILED', err: err.message }, 'cannot rewrite the command journal (its lines are synced); tried again at its next change');
   }

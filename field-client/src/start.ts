@@ -2,7 +2,7 @@
 import { join } from 'node:path';
 import { readJsonSetting } from '../../shared/config.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
-import { TIMINGS } from '../../shared/limits.ts';
+import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import { parseSigningKey } from '../../shared/security/message-auth.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { readPemSetting } from '../../shared/tls-files.ts';
@@ -142,6 +142,16 @@ export async function startFieldClient(config: Readonly<FieldClientConfig>, logg
       'the command journal is damaged: lines that cannot be read (torn by a power cut, or damaged) skipped, values far past the clock not believed',
     );
   }
+  if (commands.journalDamagedPrograms.length > 0) {
+    const ids = commands.journalDamagedPrograms;
+    log.warn(
+      { code: 'FIELD_COMMAND_PROGRAM_RECORD_DAMAGED', path: join(config.FIELD_DATA_DIR, 'commands.journal'), records: ids.length, commandIds: ids.slice(0, LIMITS.fieldCommandDamagedIdsLoggedMax) },
+      'records of exec programs in the command journal cannot be read: if the client was killed while they ran, they may run on; their commands are answered of unknown outcome at their next delivery',
+    );
+  }
+  // Before any command can be delivered (the connection starts below): a program left running by a
+  // client killed is ended, up to TIMINGS.fieldCommandStopGraceMs and its SIGKILL, and its command answered.
+  await commands.endOrphans(log);
   if (!signingKey && config.FIELD_ALLOW_UNSIGNED_COMMANDS) log.warn('FIELD_ALLOW_UNSIGNED_COMMANDS is on: commands run without authentication; whoever holds the DMZ can command this device');
   else if (!signingKey) log.warn('no FIELD_SIGNING_KEY_FILE: commands are refused (FIELD_COMMAND_UNSIGNED) unless FIELD_ALLOW_UNSIGNED_COMMANDS=true');
   const client = new FieldClient(
