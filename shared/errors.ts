@@ -637,6 +637,16 @@ export const ERRORS = {
   HTTP_HEADERS_TOO_LARGE: { http: 431, transient: false, description: 'The request\'s headers are larger than the server reads (16 KiB, Node\'s limit); the connection is closed.' },
   HTTP_REQUEST_TIMEOUT: { http: 408, transient: true, description: 'The request was not in within the server\'s time for it; the connection is closed.' },
   HTTP_CLIENT_NOT_READING: { http: 408, transient: true, description: "The client stopped reading the server's answers (they stayed unsent for the server's stall time); its connection was closed." },
+  // 421 Misdirected Request, not 403: the request names a host (its Host, the target URI's
+  // authority) this server does not produce answers for (RFC 9110 §15.5.20, §7.4), which is what a
+  // page whose name was rebound to our address sends. No credential would change the answer, so it
+  // is no refusal of who asks (403, §15.5.4); the same request sent to the name the server answers
+  // to is taken.
+  HTTP_HOST_NOT_SERVED: {
+    http: 421,
+    transient: false,
+    description: 'The request names a host (its Host header) this server does not answer to: a page whose name was rebound to our address (DNS rebinding). Use localhost, an IP address, or a name the server\'s settings list.',
+  },
   HTTP_REQUEST_ABORTED: { http: 400, transient: true, description: 'The client closed the connection before its request body was in; nothing was done and no answer was sent.' },
   MQTT_PACKET_TOO_LARGE: {
     http: 500,

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { parseConfig, setting } from '../../shared/config.ts';
 import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
 import { DAY_S, LIMITS, TIMINGS } from '../../shared/limits.ts';
+import { hostNamesSetting } from '../../shared/security/host-header.ts';
 import { GatewayUrlListSchema } from './gateway-urls.ts';
 
 const portOrOff = (fallback: number) =>
@@ -73,6 +74,9 @@ export const FieldClientConfigSchema = z.object({
   /** Local HTTP input and status endpoint ("off" to disable). */
   FIELD_HTTP_HOST: setting.host('127.0.0.1'),
   FIELD_HTTP_PORT: portOrOff(8081),
+  /** Names the HTTP input is reached by, besides localhost, IP addresses and FIELD_HTTP_HOST (comma-separated):
+   * a request naming any other host is refused (HTTP_HOST_NOT_SERVED), as a page rebound to the device sends. */
+  FIELD_HTTP_HOST_NAMES: hostNamesSetting(),
   /** Prometheus metrics, /healthz and /readyz (ready = connected to the gateway) on a port of their own ("off" to disable). */
   FIELD_METRICS_HOST: setting.host('127.0.0.1'),
   FIELD_METRICS_PORT: setting.portOrOff(9467),

@@ -186,7 +186,7 @@ export async function startFieldClient(config: Readonly<FieldClientConfig>, logg
           log.child({ subsystem: 'health' }),
         );
   // The local inputs, each one the setting asks for, started in this order (and closed in reverse).
-  const http = config.FIELD_HTTP_PORT === undefined ? undefined : httpInput(client, config.FIELD_HTTP_HOST, config.FIELD_HTTP_PORT, config.FIELD_DATA_DIR, log, health);
+  const http = config.FIELD_HTTP_PORT === undefined ? undefined : httpInput(client, config.FIELD_HTTP_HOST, config.FIELD_HTTP_PORT, config.FIELD_DATA_DIR, log, health, config.FIELD_HTTP_HOST_NAMES);
   // Both Sparkplug inputs write into this device's readings: their births' field names are checked
   // together (names.ts), so that metrics of the two never share a field.
   const sparkplugNames = new FieldNames();

@@ -794,7 +794,7 @@ describe('files taken within the bound', () => {
       assert.ok(d.logs.lines.some((l) => l.code === 'HTTP_REQUEST_TIMEOUT'), 'logged');
       // A reading's body trickling in, never pausing long: cut off at its deadline all the same.
       const trickled = await new Promise<string>((resolve) => {
-        const socket = connect(port, '127.0.0.1', () => socket.write('POST /v1/timeseries HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{'));
+        const socket = connect(port, '127.0.0.1', () => socket.write('POST /v1/timeseries HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{'));
         const drip = setInterval(() => socket.write(' '), 200);
         let text = '';
         socket.on('data', (c) => (text += c));
@@ -825,7 +825,7 @@ describe('files taken within the bound', () => {
       socket.on('data', (c) => (text += c));
       const closed = new Promise<void>((r) => socket.once('close', () => r()));
       await new Promise((r) => socket.once('connect', r));
-      socket.write('POST /v1/timeseries HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n');
+      socket.write('POST /v1/timeseries HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n');
       const piece = Buffer.alloc(256 * 1024, 0x20);
       for (let sent = 0; sent <= 9 * MiB && !socket.destroyed && text === ''; sent += piece.length) {
         socket.write(`${piece.length.toString(16)}\r\n`);
@@ -839,7 +839,7 @@ describe('files taken within the bound', () => {
       assert.match(first, /^HTTP\/1\.1 400 /);
       assert.match(first, /FIELD_INPUT_INVALID/);
       text = '';
-      if (!socket.destroyed) socket.write('POST /v1/timeseries HTTP/1.1\r\nHost: x\r\nContent-Length: 19\r\n\r\n{"temperature": 21}');
+      if (!socket.destroyed) socket.write('POST /v1/timeseries HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 19\r\n\r\n{"temperature": 21}');
       const outcome = await Promise.race([closed.then(() => 'closed'), new Promise<string>((r) => setTimeout(() => r('open'), 3000))]);
       socket.destroy();
       // Either answered, or closed and said so (Connection: close), so that the client opens another.

@@ -38,10 +38,10 @@ describe('local inputs: a hostile or broken producer', () => {
    * as the input is made or at each request: the bounds are the ones in shared/limits.ts, scaled
    * down); `end` puts them back and closes both.
    */
-  async function withHttpInput(name: string, o: { limits?: Record<string, number>; timings?: Record<string, number>; maxBytes?: number } = {}) {
+  async function withHttpInput(name: string, o: { limits?: Record<string, number>; timings?: Record<string, number>; maxBytes?: number; hostNames?: string[] } = {}) {
     const restore = [scaled(LIMITS, o.limits ?? {}), scaled(TIMINGS, o.timings ?? {})];
     const d = await device(name, o.maxBytes);
-    const input = httpInput(d.client, '127.0.0.1', 0, d.dir, d.logs.logger);
+    const input = httpInput(d.client, '127.0.0.1', 0, d.dir, d.logs.logger, undefined, o.hostNames);
     await input.start();
     const end = async () => {
       for (const r of restore) r();
@@ -56,14 +56,14 @@ describe('local inputs: a hostile or broken producer', () => {
     try {
       const body = JSON.stringify({ temperature: 21.5 });
       for (const target of ['//[/v1/timeseries', 'http://%zz/v1/timeseries']) {
-        const answer = await rawRequest(input.port as number, `POST ${target} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
+        const answer = await rawRequest(input.port as number, `POST ${target} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
         assert.equal(answer.status, 400, `${target}: ${JSON.stringify(answer.body)}`);
         assert.equal(answer.body.code, 'FIELD_INPUT_INVALID');
       }
       assert.equal(d.queue.depth, 0, 'nothing queued');
       assert.deepEqual(d.logs.lines.filter((l) => l.code === 'FIELD_STORAGE_FAILED'), [], 'not logged as the device failing');
       // The input goes on serving.
-      const ok = await rawRequest(input.port as number, `POST /v1/timeseries HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
+      const ok = await rawRequest(input.port as number, `POST /v1/timeseries HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
       assert.equal(ok.status, 202);
       assert.equal(d.queue.depth, 1);
     } finally {
@@ -101,7 +101,7 @@ describe('local inputs: a hostile or broken producer', () => {
     await broker.start();
     try {
       const body = '{"eventType":"door_open","__proto__":1,"count":2}';
-      const answer = await rawRequest(http.port as number, `POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
+      const answer = await rawRequest(http.port as number, `POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
       assert.equal(answer.status, 400, `the event was taken: ${JSON.stringify(answer.body)}, queued as ${JSON.stringify(d.queue.find(() => true).map((m) => m.payload))}`);
       assert.equal(answer.body.code, 'FIELD_INPUT_INVALID');
 
@@ -114,7 +114,7 @@ describe('local inputs: a hostile or broken producer', () => {
       assert.equal(d.queue.depth, 0, 'nothing queued');
       // A reading may still hold such a field: it is queued as it came, the field kept.
       const reading = '{"__proto__":1,"count":2}';
-      const ok = await rawRequest(http.port as number, `POST /v1/timeseries HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${reading.length}\r\nConnection: close\r\n\r\n${reading}`);
+      const ok = await rawRequest(http.port as number, `POST /v1/timeseries HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: ${reading.length}\r\nConnection: close\r\n\r\n${reading}`);
       assert.equal(ok.status, 202);
       assert.ok(Object.hasOwn(d.queue.find(() => true)[0]?.payload as object, '__proto__'));
     } finally {
@@ -132,7 +132,7 @@ describe('local inputs: a hostile or broken producer', () => {
       let longest = 0;
       let last = Date.now();
       const tick = setInterval(() => ((longest = Math.max(longest, Date.now() - last)), (last = Date.now())), 20);
-      const answer = await rawRequest(input.port as number, `POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
+      const answer = await rawRequest(input.port as number, `POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
       clearInterval(tick);
       assert.equal(answer.status, 400, JSON.stringify(answer.body));
       assert.equal(answer.body.code, 'FIELD_INPUT_INVALID');
@@ -211,7 +211,7 @@ describe('local inputs: a hostile or broken producer', () => {
     const { d, port, end } = await withHttpInput('http-deadline', { timings: { localInputRequestTimeoutMs: 1000, localInputIdleTimeoutMs: 700, localInputConnectionsCheckMs: 100 } });
     try {
       // Readings trickling in under a path spelt /v1/files/..: read as /v1/timeseries, held to its deadline.
-      const trickled = await dripped(port, 'POST /v1/files/../timeseries HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{', Array(40).fill(' '), 200, 5000);
+      const trickled = await dripped(port, 'POST /v1/files/../timeseries HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\n{', Array(40).fill(' '), 200, 5000);
       assert.equal(trickled, 'HTTP/1.1 408 Request Timeout', 'a JSON body trickling past its deadline is cut off');
       // A file in absolute form (as sent through a proxy), arriving steadily for longer than a JSON body may: taken.
       const piece = 'x'.repeat(1024);
@@ -230,7 +230,7 @@ describe('local inputs: a hostile or broken producer', () => {
     try {
       const post = (n: number) => {
         const body = JSON.stringify(Array.from({ length: n }, (_, i) => ({ temperature: i })));
-        return rawRequest(port, `POST /v1/timeseries HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
+        return rawRequest(port, `POST /v1/timeseries HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
       };
       const over = await post(4);
       assert.equal(over.status, 400, `4 items taken: ${JSON.stringify(over.body)}`);
@@ -473,13 +473,13 @@ describe('local inputs: a hostile or broken producer', () => {
       });
     try {
       const big = 100 * 1024 * 1024;
-      const refused = await ask(`POST /v1/files?filename=big.bin HTTP/1.1\r\nHost: x\r\nContent-Length: ${big}\r\nExpect: 100-continue\r\n\r\n`, Buffer.alloc(0), 3000);
+      const refused = await ask(`POST /v1/files?filename=big.bin HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: ${big}\r\nExpect: 100-continue\r\n\r\n`, Buffer.alloc(0), 3000);
       assert.equal(refused.text.split('\r\n')[0], 'HTTP/1.1 507 Insufficient Storage', `told to go on first: ${JSON.stringify(refused.text.slice(0, 80))}`);
       assert.equal(refused.sent, false);
       assert.match(refused.text, /connection: close/i, 'the connection, whose body never comes, is closed');
       // One that fits is told to go on, and taken.
       const small = Buffer.from('hello');
-      const taken = await ask(`POST /v1/files?filename=small.txt HTTP/1.1\r\nHost: x\r\nContent-Length: ${small.length}\r\nExpect: 100-continue\r\n\r\n`, small, 5000);
+      const taken = await ask(`POST /v1/files?filename=small.txt HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: ${small.length}\r\nExpect: 100-continue\r\n\r\n`, small, 5000);
       assert.equal(taken.sent, true);
       assert.match(taken.text, /HTTP\/1\.1 202 Accepted/);
       assert.equal(d.queue.depth, 1);
@@ -534,7 +534,7 @@ describe('local inputs: a hostile or broken producer', () => {
       sockets.pop()?.destroy();
       await new Promise((r) => setTimeout(r, 200));
       const reading = JSON.stringify({ temperature: 21.5 });
-      const taken = await rawRequest(port, `POST /v1/timeseries HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${reading.length}\r\nConnection: close\r\n\r\n${reading}`);
+      const taken = await rawRequest(port, `POST /v1/timeseries HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: ${reading.length}\r\nConnection: close\r\n\r\n${reading}`);
       assert.equal(taken.status, 202);
       assert.equal(d.queue.depth, 1);
     } finally {
@@ -564,11 +564,70 @@ describe('local inputs: a hostile or broken producer', () => {
       assert.equal(d.queue.depth, 0, 'nothing queued');
       // Programs on the device, and a person who types the status address into a browser, still are answered.
       const reading = JSON.stringify({ temperature: 21.5 });
-      const ok = await rawRequest(port, `POST /v1/timeseries HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${reading.length}\r\nConnection: close\r\n\r\n${reading}`);
+      const ok = await rawRequest(port, `POST /v1/timeseries HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: ${reading.length}\r\nConnection: close\r\n\r\n${reading}`);
       assert.equal(ok.status, 202);
-      const typed = await rawRequest(port, 'GET /status HTTP/1.1\r\nHost: x\r\nSec-Fetch-Site: none\r\nSec-Fetch-Mode: navigate\r\nConnection: close\r\n\r\n');
+      const typed = await rawRequest(port, 'GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nSec-Fetch-Site: none\r\nSec-Fetch-Mode: navigate\r\nConnection: close\r\n\r\n');
       assert.equal(typed.status, 200, JSON.stringify(typed.body));
       assert.equal(d.queue.depth, 1);
+    } finally {
+      await end();
+    }
+  });
+
+  it('HTTP: a page rebound to 127.0.0.1 whose browser sends neither Origin nor Sec-Fetch-Site is refused by its Host (421), reading nothing', async () => {
+    const { d, port, end } = await withHttpInput('http-rebound');
+    try {
+      const reading = JSON.stringify({ temperature: 99 });
+      const ask = (head: string, body = '') => rawRequest(port, `${head}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+      // What such a browser sends for the attacker's page, once its name answers with 127.0.0.1:
+      // the page's own host in Host, nothing else a program would not send too.
+      const refused = [
+        `GET /status HTTP/1.1\r\nHost: rebind.attacker.example:${port}`,
+        'GET /v1/health HTTP/1.1\r\nHost: rebind.attacker.example',
+        'GET /status HTTP/1.1\r\nHost: localhost.attacker.example',
+        'GET /status HTTP/1.1\r\nHost: 127.0.0.1.nip.io',
+        'GET /status HTTP/1.1\r\nHost: LOCALHOST.',
+        `GET /status HTTP/1.1\r\nHost: [::1:${port}`,
+        'GET /status HTTP/1.1\r\nHost: a:b:c',
+        // The absolute target is the one a server goes by (RFC 9112 §3.2.2), whatever the Host.
+        'GET http://rebind.attacker.example/status HTTP/1.1\r\nHost: 127.0.0.1',
+      ];
+      for (const head of refused) {
+        const answer = await ask(head);
+        assert.equal(answer.status, 421, `${head}: ${JSON.stringify(answer.body)}`);
+        assert.equal(answer.body.code, 'HTTP_HOST_NOT_SERVED', head);
+        assert.doesNotMatch(JSON.stringify(answer.body), /queue|connected/, 'nothing of the status in the answer');
+      }
+      const posted = await ask('POST /v1/timeseries HTTP/1.1\r\nHost: rebind.attacker.example\r\nContent-Type: application/json', reading);
+      assert.equal(posted.status, 421);
+      assert.equal(d.queue.depth, 0, 'nothing queued');
+      // Programs name the device by loopback or an address, in any case, with a port or without; an
+      // HTTP/1.0 one may send no Host at all. Node answers an HTTP/1.1 request without one itself (400).
+      const served = ['localhost', `LocalHost:${port}`, `127.0.0.1:${port}`, '127.0.0.1', '[::1]', `[::1]:${port}`, '10.20.30.40:8081'];
+      for (const host of served) {
+        const answer = await ask(`GET /status HTTP/1.1\r\nHost: ${host}`);
+        assert.equal(answer.status, 200, `${host}: ${JSON.stringify(answer.body)}`);
+      }
+      assert.equal((await ask('GET /status HTTP/1.0')).status, 200, 'HTTP/1.0 without Host');
+      assert.equal((await ask('GET /status HTTP/1.1')).status, 400, 'HTTP/1.1 without Host: Node refuses it');
+      const ok = await ask(`POST /v1/timeseries HTTP/1.1\r\nHost: localhost:${port}\r\nContent-Type: application/json`, JSON.stringify({ temperature: 21.5 }));
+      assert.equal(ok.status, 202);
+      assert.equal(d.queue.depth, 1);
+    } finally {
+      await end();
+    }
+  });
+
+  it('HTTP: the names FIELD_HTTP_HOST_NAMES lists are served too, and no others', async () => {
+    const { port, end } = await withHttpInput('http-host-names', { hostNames: ['sensor-box.plant.example'] });
+    try {
+      const ask = (host: string) => rawRequest(port, `GET /status HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
+      for (const host of ['sensor-box.plant.example', `SENSOR-BOX.plant.example.:${port}`, 'localhost']) assert.equal((await ask(host)).status, 200, host);
+      for (const host of ['other.plant.example', 'sensor-box.plant.example.attacker.example', 'plant.example']) {
+        const answer = await ask(host);
+        assert.equal(answer.status, 421, host);
+        assert.match(answer.body.message, /FIELD_HTTP_HOST_NAMES/, 'the message names the setting that adds names');
+      }
     } finally {
       await end();
     }
@@ -602,9 +661,9 @@ describe('local inputs: a hostile or broken producer', () => {
     let closed = false;
     try {
       const reading = JSON.stringify({ temperature: 21.5 });
-      const answer = rawRequest(port, `POST /v1/timeseries HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${reading.length}\r\n\r\n${reading}`).catch((err: Error) => ({ status: 0, body: err.message }));
+      const answer = rawRequest(port, `POST /v1/timeseries HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: ${reading.length}\r\n\r\n${reading}`).catch((err: Error) => ({ status: 0, body: err.message }));
       // One whose body is still arriving: not taken, so cut, not waited for.
-      const arriving = connect(port, '127.0.0.1', () => arriving.write('POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{'));
+      const arriving = connect(port, '127.0.0.1', () => arriving.write('POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{'));
       arriving.on('error', () => undefined);
       const arrivingClosed = new Promise<void>((r) => arriving.once('close', () => r()));
       await new Promise((r) => setTimeout(r, 100));
@@ -628,10 +687,10 @@ describe('local inputs: a hostile or broken producer', () => {
     // it is in; enough such programs kept every other producer out (FIELD_INPUT_BUSY).
     const { d, port, end } = await withHttpInput('http-unread', { timings: { localInputAnswerStallMs: 500 } });
     slowQueue(d.client, 1_500); // an fsync on an SD card; a large file hashed and synced
-    const stalled = await pipelinedUnread(port, 'GET /status HTTP/1.1\r\nHost: x\r\n\r\n', 40_000);
+    const stalled = await pipelinedUnread(port, 'GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n', 40_000);
     try {
       const reading = JSON.stringify({ temperature: 21.5 });
-      const queued = await rawRequest(port, `POST /v1/timeseries HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${reading.length}\r\nConnection: close\r\n\r\n${reading}`);
+      const queued = await rawRequest(port, `POST /v1/timeseries HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: ${reading.length}\r\nConnection: close\r\n\r\n${reading}`);
       assert.equal(queued.status, 202, `taken after three times the bound: ${JSON.stringify(queued.body)}`);
       const bound = 5 * TIMINGS.localInputAnswerStallMs;
       const closed = await Promise.race([stalled.closed, new Promise<undefined>((r) => setTimeout(r, bound))]);
@@ -647,11 +706,11 @@ describe('local inputs: a hostile or broken producer', () => {
     const { d, port, end } = await withHttpInput('http-held', { limits: { localInputJsonHeldMaxBytes: 1000 } });
     try {
       // A producer announcing 800 bytes and trickling them (within the deadline): held.
-      const trickler = connect(port, '127.0.0.1', () => trickler.write('POST /v1/timeseries HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 800\r\n\r\n{'));
+      const trickler = connect(port, '127.0.0.1', () => trickler.write('POST /v1/timeseries HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 800\r\n\r\n{'));
       trickler.on('error', () => undefined);
       await new Promise((r) => setTimeout(r, 200));
       const reading = JSON.stringify([{ temperature: 21.5, note: 'x'.repeat(250) }]);
-      const post = () => rawRequest(port, `POST /v1/timeseries HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${reading.length}\r\nConnection: close\r\n\r\n${reading}`);
+      const post = () => rawRequest(port, `POST /v1/timeseries HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: ${reading.length}\r\nConnection: close\r\n\r\n${reading}`);
       const busy = await post();
       assert.equal(busy.status, 503, `taken past the bound: ${JSON.stringify(busy.body)}`);
       assert.equal(busy.body.code, 'FIELD_INPUT_BUSY');

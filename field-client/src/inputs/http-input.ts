@@ -10,6 +10,7 @@ import { readJsonBody } from '../../../shared/http-body.ts';
 import { idempotencyKey } from '../../../shared/idempotency-key.ts';
 import { LimitedLog } from '../../../shared/limited-log.ts';
 import { LIMITS, TIMINGS } from '../../../shared/limits.ts';
+import { refuseUnservedHost, servedHostNames } from '../../../shared/security/host-header.ts';
 import { closeStalledConnections } from '../../../shared/stalled-answers.ts';
 import type { Logger } from '../../../shared/logger.ts';
 import type { FieldClient } from '../field-client.ts';
@@ -32,8 +33,11 @@ import { READINGS_MAX_CONTAINERS, toLocalValuesUpdate, toSubmissions } from './v
  *   GET  /status          connection, queue depth, oldest unsent reading, last ack, last health message
  *
  * A POST with an Idempotency-Key is taken once: its retries are answered as it was (http-resends.ts).
+ * A request naming a host other than localhost, an IP address, `host` or one of `hostNames`
+ * (FIELD_HTTP_HOST_NAMES) is refused, HTTP_HOST_NOT_SERVED (shared/security/host-header.ts).
  */
-export function httpInput(client: FieldClient, host: string, port: number, dataDir: string, log: Logger, health?: HealthReporter): LocalInput {
+export function httpInput(client: FieldClient, host: string, port: number, dataDir: string, log: Logger, health?: HealthReporter, hostNames: readonly string[] = []): LocalInput {
+  const served = servedHostNames(host, hostNames);
   const incoming = join(dataDir, 'incoming');
   // No requestTimeout: it bounds a whole request, its body included, and cut off (408) every upload
   // that took longer to arrive (a file of a few GiB written to an SD card takes minutes), so it was
@@ -80,6 +84,10 @@ export function httpInput(client: FieldClient, host: string, port: number, dataD
   });
 
   async function route(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+    // A page rebound to the device's address, in a browser that sends neither Origin nor
+    // Sec-Fetch-Site (older ones, some embedded web views), is told from a program by its Host alone:
+    // fromBrowser let it read /status and /v1/health.
+    refuseUnservedHost(req, served, 'FIELD_HTTP_HOST_NAMES');
     fromBrowser(req);
     if (req.method === 'GET' && url.pathname === '/status') return send(res, 200, { ...client.status(), health: health?.status() ?? null });
     if (url.pathname === '/v1/health') return healthRoute(req, res);
