@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { parseConfig, setting } from '../../shared/config.ts';
+import { hostNamesSetting } from '../../shared/security/host-header.ts';
 import { hostLabel, mqttSettings } from '../../shared/mqtt/settings.ts';
 import { LIMITS } from '../../shared/limits.ts';
 import { GATEWAY_ID_PATTERN } from '../../shared/contract/topics.ts';
@@ -93,6 +94,9 @@ export const GatewayConfigSchema = z.object({
   /** Prometheus metrics, /healthz and /readyz on a port of their own ("off": none); never expose it to the internet. */
   GATEWAY_METRICS_HOST: setting.host('127.0.0.1'),
   GATEWAY_METRICS_PORT: setting.portOrOff(9464),
+  /** Names the metrics port is reached by besides localhost, IP addresses and GATEWAY_METRICS_HOST (comma-separated; by
+   * default the one Prometheus and the console use under compose and Kubernetes): another Host is refused, HTTP_HOST_NOT_SERVED. */
+  GATEWAY_METRICS_HOST_NAMES: hostNamesSetting('gateway-metrics'),
   // Its client certificate to the DMZ broker, always the CA's: dmz/gateway.crt serves Caddy and,
   // after a --renew-dmz, is of the gateway's own anchor, which the DMZ broker does not take.
   ...mqttSettings('dmz/gateway-client'),

@@ -68,6 +68,7 @@ export async function startGateway(config: Readonly<GatewayConfig>, logger: Logg
         host: config.GATEWAY_METRICS_HOST,
         port: config.GATEWAY_METRICS_PORT,
         setting: 'GATEWAY_METRICS_PORT',
+        hostNames: { setting: 'GATEWAY_METRICS_HOST_NAMES', names: config.GATEWAY_METRICS_HOST_NAMES },
         checks: [{ name: 'broker', ready: () => mqtt.connected }],
         log,
       }).catch(async (err: unknown) => {

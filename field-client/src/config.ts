@@ -80,6 +80,8 @@ export const FieldClientConfigSchema = z.object({
   /** Prometheus metrics, /healthz and /readyz (ready = connected to the gateway) on a port of their own ("off" to disable). */
   FIELD_METRICS_HOST: setting.host('127.0.0.1'),
   FIELD_METRICS_PORT: setting.portOrOff(9467),
+  /** Names the metrics port is reached by besides localhost, IP addresses and FIELD_METRICS_HOST (comma-separated): another Host is refused, HTTP_HOST_NOT_SERVED. */
+  FIELD_METRICS_HOST_NAMES: hostNamesSetting(),
   /** Local MQTT input for sensors ("off" to disable). */
   FIELD_MQTT_HOST: setting.host('127.0.0.1'),
   FIELD_MQTT_PORT: portOrOff(1883),

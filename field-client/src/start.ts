@@ -214,6 +214,7 @@ export async function startFieldClient(config: Readonly<FieldClientConfig>, logg
             host: config.FIELD_METRICS_HOST,
             port: config.FIELD_METRICS_PORT,
             setting: 'FIELD_METRICS_PORT',
+            hostNames: { setting: 'FIELD_METRICS_HOST_NAMES', names: config.FIELD_METRICS_HOST_NAMES },
             // Alive while the process answers; ready while connected to the gateway.
             checks: [{ name: 'gateway', ready: () => connection.isOpen }],
             log,

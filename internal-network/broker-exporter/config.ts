@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { parseConfig, setting } from '../../shared/config.ts';
+import { hostNamesSetting } from '../../shared/security/host-header.ts';
 import { clientIdSetting, mqttSettings } from '../../shared/mqtt/settings.ts';
 
 /** The broker exporter's settings (see .env.example and docs/configuration.md). */
@@ -17,6 +18,9 @@ export const BrokerExporterConfigSchema = z.object({
   /** Where Prometheus scrapes /metrics (and /healthz, /readyz are answered). */
   BROKER_EXPORTER_METRICS_HOST: setting.host('127.0.0.1'),
   BROKER_EXPORTER_METRICS_PORT: setting.port(9468),
+  /** Names the metrics port is reached by besides localhost, IP addresses and BROKER_EXPORTER_METRICS_HOST (comma-separated; by
+   * default the one Prometheus and the console use under compose and Kubernetes): another Host is refused, HTTP_HOST_NOT_SERVED. */
+  BROKER_EXPORTER_METRICS_HOST_NAMES: hostNamesSetting('broker-exporter-metrics'),
   /**
    * seconds without any $SYS message after which a broker counts as down although its connection
    * stands (a hung broker), and without a bridge's heartbeat (the DMZ broker's uptime it carries

@@ -241,6 +241,7 @@ export async function startBrokerExporter(config: Readonly<BrokerExporterConfig>
       host: config.BROKER_EXPORTER_METRICS_HOST,
       port: config.BROKER_EXPORTER_METRICS_PORT,
       setting: 'BROKER_EXPORTER_METRICS_PORT',
+      hostNames: { setting: 'BROKER_EXPORTER_METRICS_HOST_NAMES', names: config.BROKER_EXPORTER_METRICS_HOST_NAMES },
       // Ready while it reads the broker on its own network; a DMZ broker that is down is what it
       // reports (mosquitto_up 0), not a fault of its own.
       checks: [{ name: 'internal broker', ready: () => internal.client.connected }],

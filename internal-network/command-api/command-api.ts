@@ -88,6 +88,7 @@ export async function startCommandApi(config: Readonly<CommandApiConfig>, logger
         host: config.COMMAND_API_METRICS_HOST,
         port: config.COMMAND_API_METRICS_PORT,
         setting: 'COMMAND_API_METRICS_PORT',
+        hostNames: { setting: 'COMMAND_API_METRICS_HOST_NAMES', names: config.COMMAND_API_METRICS_HOST_NAMES },
         checks: [{ name: 'broker', ready: () => mqtt.connected }],
         log,
       }).catch(async (err: unknown) => {

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { parseConfig, setting } from '../../shared/config.ts';
+import { hostNamesSetting } from '../../shared/security/host-header.ts';
 import { DAY_S, LIMITS } from '../../shared/limits.ts';
 import { clientIdSetting, mqttSettings } from '../../shared/mqtt/settings.ts';
 import { checkPostgresSettings, postgresSettings } from '../shared/postgres-settings.ts';
@@ -41,6 +42,9 @@ const CommandApiSettings = z.object({
   /** Prometheus metrics, /healthz and /readyz on a port of their own ("off": none). */
   COMMAND_API_METRICS_HOST: setting.host('127.0.0.1'),
   COMMAND_API_METRICS_PORT: setting.portOrOff(9466),
+  /** Names the metrics port is reached by besides localhost, IP addresses and COMMAND_API_METRICS_HOST (comma-separated; by
+   * default the one Prometheus and the console use under compose and Kubernetes): another Host is refused, HTTP_HOST_NOT_SERVED. */
+  COMMAND_API_METRICS_HOST_NAMES: hostNamesSetting('command-api-metrics'),
   ...mqttSettings('internal/command-api'),
   COMMAND_API_CLIENT_ID: clientIdSetting('command-api'),
   LOG_LEVEL: setting.logLevel(),

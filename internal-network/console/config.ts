@@ -1,6 +1,7 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { parseConfig, setting } from '../../shared/config.ts';
+import { hostNamesSetting } from '../../shared/security/host-header.ts';
 import { clientIdSetting, mqttSettings } from '../../shared/mqtt/settings.ts';
 import { checkInfluxSettings, influxSettings } from '../shared/influx-settings.ts';
 import { checkPostgresSettings, postgresSettings } from '../shared/postgres-settings.ts';
@@ -77,6 +78,9 @@ export const ConsoleConfigSchema = z
     /** Prometheus metrics, /healthz and /readyz on a port of their own ("off": none). */
     CONSOLE_METRICS_HOST: setting.host('127.0.0.1'),
     CONSOLE_METRICS_PORT: setting.portOrOff(9469),
+    /** Names the metrics port is reached by besides localhost, IP addresses and CONSOLE_METRICS_HOST (comma-separated; by
+     * default the one Prometheus and the console use under compose and Kubernetes): another Host is refused, HTTP_HOST_NOT_SERVED. */
+    CONSOLE_METRICS_HOST_NAMES: hostNamesSetting('console-metrics'),
     /** Login credentials: the command API's (COMMAND_API_TOKEN is the operator's; the file adds named tokens with roles). */
     COMMAND_API_TOKEN: z.string().min(24, 'must be at least 24 characters (e.g. openssl rand -hex 32)').optional(),
     COMMAND_API_TOKENS_FILE: z.string().optional(),

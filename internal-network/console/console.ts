@@ -197,6 +197,7 @@ export async function startConsole(config: Readonly<ConsoleConfig>, logger: Logg
             host: config.CONSOLE_METRICS_HOST,
             port: config.CONSOLE_METRICS_PORT,
             setting: 'CONSOLE_METRICS_PORT',
+            hostNames: { setting: 'CONSOLE_METRICS_HOST_NAMES', names: config.CONSOLE_METRICS_HOST_NAMES },
             checks: [{ name: 'broker', ready: () => mqtt.connected }],
             log,
           });

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { parseConfig, setting } from '../../shared/config.ts';
+import { hostNamesSetting } from '../../shared/security/host-header.ts';
 import { DAY_S, LIMITS, TIMINGS } from '../../shared/limits.ts';
 import { GatewayIdSchema } from '../../shared/contract/envelope.ts';
 import { clientIdSetting, mqttSettings } from '../../shared/mqtt/settings.ts';
@@ -70,6 +71,9 @@ export const DistributorConfigSchema = z
     /** Prometheus metrics, /healthz and /readyz on a port of their own ("off": none). */
     DISTRIBUTOR_METRICS_HOST: setting.host('127.0.0.1'),
     DISTRIBUTOR_METRICS_PORT: setting.portOrOff(9465),
+    /** Names the metrics port is reached by besides localhost, IP addresses and DISTRIBUTOR_METRICS_HOST (comma-separated; by
+     * default the one Prometheus and the console use under compose and Kubernetes): another Host is refused, HTTP_HOST_NOT_SERVED. */
+    DISTRIBUTOR_METRICS_HOST_NAMES: hostNamesSetting('distributor-metrics'),
     LOG_LEVEL: setting.logLevel(),
   })
   .superRefine((c, ctx) => {

@@ -201,6 +201,7 @@ export function startDistributor(
         host: config.DISTRIBUTOR_METRICS_HOST,
         port: config.DISTRIBUTOR_METRICS_PORT,
         setting: 'DISTRIBUTOR_METRICS_PORT',
+        hostNames: { setting: 'DISTRIBUTOR_METRICS_HOST_NAMES', names: config.DISTRIBUTOR_METRICS_HOST_NAMES },
         checks: [
           { name: 'broker', ready: () => clients.every((c) => c.connected) },
           { name: 'database', ready: () => !sink.lastWriteFailed },

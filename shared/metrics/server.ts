@@ -1,8 +1,10 @@
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
+import { isFieldStreamError } from '../errors.ts';
 import { LIMITS, TIMINGS } from '../limits.ts';
 import { listenFailed } from '../listen-failed.ts';
 import { oneRequestAtATime } from '../pipelined-requests.ts';
+import { refuseUnservedHost, servedHostNames } from '../security/host-header.ts';
 import { closeStalledConnections } from '../stalled-answers.ts';
 import type { Logger } from '../logger.ts';
 import { probeEventLoop } from './event-loop.ts';
@@ -31,7 +33,10 @@ export interface MetricsServer {
  *                  version does not have (an older service during a rolling upgrade)
  *
  * It reads no request body and answers nothing else (404), so it needs no credential: bind it to
- * loopback (npm start) or the service network (compose), never to the internet.
+ * loopback (npm start) or the service network (compose), never to the internet. Lacking one, it
+ * answers only requests naming localhost, an IP address, `host` or one of `hostNames` (421
+ * HTTP_HOST_NOT_SERVED otherwise): a page whose name was made to answer with its address read the
+ * metrics as its own origin's (shared/security/host-header.ts).
  */
 export async function startMetricsServer(o: {
   metrics: ServiceMetrics;
@@ -39,18 +44,28 @@ export async function startMetricsServer(o: {
   port: number;
   /** the setting that chooses `port` (GATEWAY_METRICS_PORT, ...), named when it cannot be listened on */
   setting: string;
+  /** the names it is reached by besides localhost, IP addresses and `host` (Prometheus's and the
+   * console's, `gateway-metrics`), and the setting that lists them (`GATEWAY_METRICS_HOST_NAMES`) */
+  hostNames?: { setting: string; names: readonly string[] };
   checks?: readonly ReadinessCheck[];
   log: Logger;
 }): Promise<MetricsServer> {
   // One request of a connection at a time, and a connection whose answers are stuck closed: a
   // client pipelining requests and reading none had the metrics collected and held for each of the
   // thousand requests of one read, and its connection for ever.
+  const served = servedHostNames(o.host, o.hostNames?.names ?? []);
   const server: Server = createServer(oneRequestAtATime((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     const send = (status: number, type: string, body: string) => {
-      res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store' });
+      res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' });
       res.end(body);
     };
+    try {
+      refuseUnservedHost(req, served, o.hostNames?.setting ?? 'the service');
+    } catch (err) {
+      if (!isFieldStreamError(err)) throw err;
+      return send(err.httpStatus, 'application/json', JSON.stringify({ code: err.code, message: err.message }));
+    }
     if (req.method !== 'GET') return send(405, 'text/plain', 'GET only\n');
     if (path === '/metrics') {
       o.metrics.registry.metrics().then(

@@ -7,7 +7,7 @@ import { probeEventLoop } from '../../shared/metrics/event-loop.ts';
 import { ServiceMetrics } from '../../shared/metrics/registry.ts';
 import { startMetricsServer } from '../../shared/metrics/server.ts';
 import { LogCapture } from '../helpers/embedded.ts';
-import { pipelinedUnread, readSlowly } from '../helpers/http-from.ts';
+import { pipelinedUnread, rawRequest, readSlowly } from '../helpers/http-from.ts';
 
 describe('ServiceMetrics', () => {
   const exercise = (m: ServiceMetrics) => {
@@ -100,7 +100,7 @@ describe('the metrics server and clients that stop reading', () => {
     };
     const logs = new LogCapture();
     const server = await startMetricsServer({ metrics: m, host: '127.0.0.1', port: 0, setting: 'GATEWAY_METRICS_PORT', log: logs.logger });
-    const stalled = await pipelinedUnread(server.port, 'GET /metrics HTTP/1.1\r\nHost: svc\r\n\r\n', 2_000);
+    const stalled = await pipelinedUnread(server.port, 'GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n', 2_000);
     try {
       const bound = 5 * timings.metricsAnswerStallMs;
       const closed = await Promise.race([stalled.closed, sleep(bound)]);
@@ -113,7 +113,7 @@ describe('the metrics server and clients that stop reading', () => {
       assert.equal(told[0]?.remoteAddress, '127.0.0.1');
       assert.ok(Number(told[0]?.unsentBytes) > 0);
       // Some 2 MB read at 1 MB/s, for longer than the bound: never stuck.
-      const reader = await readSlowly(server.port, 'GET /metrics HTTP/1.1\r\nHost: svc\r\n\r\n'.repeat(10), 1024 * 1024, 10);
+      const reader = await readSlowly(server.port, 'GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n'.repeat(10), 1024 * 1024, 10);
       assert.ok(reader.ms > 2 * timings.metricsAnswerStallMs, 'read for longer than the bound');
       assert.ok(reader.whole, `a client reading slowly was cut off after ${reader.bytes} bytes`);
       assert.equal(logs.lines.filter((l) => l.code === 'HTTP_CLIENT_NOT_READING').length, 1, 'the slow reader is not logged as stuck');
@@ -158,6 +158,36 @@ describe('the metrics server and connections that send nothing', () => {
     } finally {
       [timings.metricsIdleBeforeRequestMs, limits.metricsMaxConnections] = saved;
       for (const s of sockets) s.destroy();
+      await server.close();
+    }
+  });
+});
+
+describe('the metrics server and a page rebound to its address', () => {
+  it('answers only requests naming localhost, an IP address or one of its names (HTTP_HOST_NOT_SERVED, 421), /metrics, /healthz and /readyz alike', async () => {
+    // It asks for no credential: a page whose name was made to answer with 127.0.0.1 read the
+    // service's metrics (its devices, its errors) as its own origin's.
+    const server = await startMetricsServer({
+      metrics: new ServiceMetrics('svc', { processMetrics: false }),
+      host: '127.0.0.1',
+      port: 0,
+      setting: 'GATEWAY_METRICS_PORT',
+      hostNames: { setting: 'GATEWAY_METRICS_HOST_NAMES', names: ['gateway-metrics'] },
+      log: createLogger('test', 'silent'),
+    });
+    try {
+      const ask = (path: string, host: string) => rawRequest(server.port, `GET ${path} HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
+      for (const path of ['/metrics', '/healthz', '/readyz']) {
+        const answer = await ask(path, `rebind.attacker.example:${server.port}`);
+        assert.equal(answer.status, 421, `${path}: ${JSON.stringify(answer.body)}`);
+        assert.equal(answer.body.code, 'HTTP_HOST_NOT_SERVED');
+        assert.match(answer.body.message, /GATEWAY_METRICS_HOST_NAMES/);
+      }
+      for (const host of ['localhost', `127.0.0.1:${server.port}`, '[::1]', '10.1.2.3:9464', 'gateway-metrics:9464', 'Gateway-Metrics']) {
+        assert.equal((await ask('/healthz', host)).status, 200, host);
+      }
+      assert.equal((await fetch(`${server.url}/metrics`)).status, 200, 'its own URL is served');
+    } finally {
       await server.close();
     }
   });
