@@ -71,6 +71,35 @@ describe('local inputs: a hostile or broken producer', () => {
     }
   });
 
+  it('MQTT: what a web page can send (a fetch, a WebSocket upgrade) is no CONNECT: its connection is closed, nothing queued', async () => {
+    // A page rebound to 127.0.0.1 reaches the port as any, but only with HTTP: the input needs no
+    // Host check as long as such bytes never make an MQTT session.
+    const d = await device('mqtt-from-browser');
+    const input = mqttInput(d.client, '127.0.0.1', 0, 'fieldstream/local', d.logs.logger);
+    await input.start();
+    try {
+      const body = JSON.stringify({ temperature: 99 });
+      for (const bytes of [
+        `POST /fieldstream/local/timeseries HTTP/1.1\r\nHost: rebind.attacker.example:${input.port}\r\nContent-Type: text/plain\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
+        `GET / HTTP/1.1\r\nHost: rebind.attacker.example:${input.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqtt\r\n\r\n`,
+      ]) {
+        const answer = await new Promise<string>((resolve, reject) => {
+          const socket = connect(input.port as number, '127.0.0.1', () => socket.write(bytes));
+          let got = '';
+          socket.on('data', (c: Buffer) => (got += c.toString('latin1')));
+          socket.on('error', () => undefined);
+          socket.on('close', () => resolve(got));
+          setTimeout(() => reject(new Error('the connection stayed open 5 s')), 5_000).unref();
+        });
+        assert.equal(answer, '', 'nothing answered');
+      }
+      assert.equal(d.queue.depth, 0, 'nothing queued');
+    } finally {
+      await input.close();
+      await d.close();
+    }
+  });
+
   it('MQTT: a topic named like a member of an object (constructor, __proto__) is not an input, and is refused as such', async () => {
     const d = await device('mqtt-topic');
     const input = mqttInput(d.client, '127.0.0.1', 0, 'fieldstream/local', d.logs.logger);
