@@ -31,7 +31,7 @@ FieldStream local stack is running (Ctrl-C to stop)
 ${stack.dmzServers.slice(1).map((s) => `  DMZ server ${s.id}      ${s.urls.wss}  broker ${s.urls.mqtt}  gateways ${gatewaysOf(s)}  logs ${(o.shownPath ?? ((p) => p))(s.logDir)}/\n`).join('')}  internal Mosquitto   ${stack.urls.internalMqtt}  (bridged to every DMZ broker, dialling out)
   command API          ${stack.urls.commandApi}  token ${o.token}
   operator console     ${stack.urls.console}  (log in with the command API's token)
-  broker exporter      ${stack.metrics.brokerExporter}/metrics  (both brokers' $SYS)
+  broker exporter      ${stack.metrics.brokerExporter}/metrics  (${stack.dmzServers.length > 1 ? "the internal broker's and the first DMZ server's broker's $SYS" : "both brokers' $SYS"})
   metrics              gateways ${stack.metrics.gateways.map((u) => `${u}/metrics`).join(' ')}
                        distributor ${stack.metrics.distributor}/metrics   command API ${stack.metrics.commandApi}/metrics   console ${stack.metrics.console}/metrics  (and /healthz, /readyz)
   time series          ${o.timeseries}

@@ -85,7 +85,7 @@ export interface LocalStack {
   readonly directGateway: { process: ManagedProcess; url: string } | undefined;
   readonly distributor: ManagedProcess;
   readonly commandApi: ManagedProcess;
-  /** reads both brokers' $SYS for Prometheus (internal-network/broker-exporter) */
+  /** reads the internal broker's $SYS and the first DMZ server's broker's for Prometheus (internal-network/broker-exporter) */
   readonly brokerExporter: ManagedProcess;
   /** the operator console (internal-network/console) */
   readonly console: ManagedProcess;

@@ -25,5 +25,8 @@ describe("npm run stack's banner", () => {
       { token: '(COMMAND_API_TOKEN)', timeseries: 'data/stack/timeseries', files: 'data/stack/files', logs: 'data/stack/logs', certificates: 'certs', shownPath: (p) => p.replace('/repo/', '') },
     );
     assert.match(text, /DMZ server dmz2 .* logs data\/stack\/dmz2\/logs\//);
+    // The exporter reads the internal broker and the first DMZ server's (broker-exporter), not dmz2's.
+    assert.match(text, /broker exporter .*the internal broker's and the first DMZ server's broker's \$SYS/);
+    assert.doesNotMatch(text, /both brokers/);
   });
 });
