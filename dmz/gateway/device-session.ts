@@ -44,8 +44,10 @@ export type DeviceSocket = Pick<Duplex, 'cork' | 'uncork'>;
 export class DeviceSession {
   /** whether the socket is read, and why not (read-pause.ts) */
   private readonly reads: ReadPause;
-  /** refusals of what the device sent: each would be a log line, and a device decides how many */
-  private readonly refusalLog: LimitedLog;
+  /** refusals of what the device sent: each would be a log line, and a device decides how many (made at the first) */
+  private refusals: LimitedLog | undefined;
+  /** the device's logger, once made (log) */
+  private deviceLog: Logger | undefined;
   /** messages the broker did not take (see the constructor's publishFailureLog) */
   private readonly publishFailureLog: LimitedLog;
   private closed = false;
@@ -61,7 +63,8 @@ export class DeviceSession {
     private readonly ws: WebSocket,
     private readonly publisher: UplinkPublisher,
     private readonly limits: SessionLimits,
-    private readonly log: Logger,
+    /** the gateway's logger: the session's own, a child naming the device, is made at its first use (log) */
+    private readonly gatewayLog: Logger,
     private readonly rate?: DeviceRateLimiter,
     private readonly metrics: GatewayMetrics = new GatewayMetrics(),
     private readonly securityReports?: SecurityReporter,
@@ -80,7 +83,7 @@ export class DeviceSession {
     /** which acks the device reads (ACKS_HEADER): with `none`, no ack frame is sent, errors still are */
     private readonly ackMode: AckMode = 'all',
   ) {
-    this.reads = new ReadPause(ws, limits, log, heldBytes);
+    this.reads = new ReadPause(ws, limits, this, heldBytes);
     ws.on('message', (data, isBinary) => {
       // Whatever a device sends, a failure of handling it is this connection's alone: an error that
       // escaped here would end the process, and every device's connection with it.
@@ -98,8 +101,20 @@ export class DeviceSession {
       this.acks.close();
       this.reads.stop();
     });
-    this.refusalLog = new LimitedLog(log, { level: 'info', maxPerWindow: LIMITS.gatewayRefusalLogMaxPerWindow, windowMs: TIMINGS.gatewayRefusalLogWindowMs, what: 'refused frames' });
-    this.publishFailureLog = publishFailureLog ?? new LimitedLog(log, { level: 'warn', maxPerWindow: LIMITS.gatewayPublishFailureLogMaxPerWindow, windowMs: TIMINGS.gatewayRefusalLogWindowMs, what: 'messages the broker did not take' });
+    this.publishFailureLog = publishFailureLog ?? new LimitedLog(gatewayLog, { level: 'warn', maxPerWindow: LIMITS.gatewayPublishFailureLogMaxPerWindow, windowMs: TIMINGS.gatewayRefusalLogWindowMs, what: 'messages the broker did not take' });
+  }
+
+  /**
+   * This device's logger (a child of the gateway's naming the device), made at its first use: most
+   * connections log only their start and end, which server.ts writes naming the device itself, and
+   * a child made for each of tens of thousands of connections was memory of every one of them.
+   */
+  get log(): Logger {
+    return (this.deviceLog ??= this.gatewayLog.child({ deviceId: this.deviceId }));
+  }
+
+  private get refusalLog(): LimitedLog {
+    return (this.refusals ??= new LimitedLog(this.log, { level: 'info', maxPerWindow: LIMITS.gatewayRefusalLogMaxPerWindow, windowMs: TIMINGS.gatewayRefusalLogWindowMs, what: 'refused frames' }));
   }
 
   get isClosed(): boolean {
@@ -149,25 +164,23 @@ export class DeviceSession {
   }
 
   /**
-   * Charges each read of the device's socket to its CPU budget (GATEWAY_RATE_CPU_MS_PER_S), and
-   * stops reading it for a while once it owes time, as for a frame (rateLimited). The budget's check
+   * Each read of the device's socket is charged to its CPU budget (GATEWAY_RATE_CPU_MS_PER_S), and
+   * reading stops for a while once it owes time, as for a frame (rateLimited). The budget's check
    * before each message sees only whole data messages: pings, unasked pongs and the empty fragments
    * of one message (up to ws's 16,384 a message, each counted by no budget) reached none, and a
    * single device sending them (6 bytes a frame) held most of a core of the gateway, every other
    * device's frames waiting behind. ws takes a read's frames apart synchronously in its own 'data'
-   * listener, so the time between a listener before it and one after it is what the read cost; the
-   * parses already charged in it (onFrame) are not charged twice.
+   * listener, so the time between a listener before it (readStarting) and one after it (readDone,
+   * both server.ts's) is what the read cost; the parses already charged in it (onFrame) are not
+   * charged twice.
    */
-  chargeReads(socket: Pick<Duplex, 'on' | 'prependListener'>): void {
+  readStarting(): void {
     if (!this.rate) return;
-    socket.prependListener('data', () => {
-      this.readStarted = performance.now();
-      this.chargedInRead = 0;
-    });
-    socket.on('data', () => this.readDone());
+    this.readStarted = performance.now();
+    this.chargedInRead = 0;
   }
 
-  private readDone(): void {
+  readDone(): void {
     if (this.closed || !this.rate) return;
     const now = performance.now();
     const budget = this.rate.of(this.deviceId, now, Date.now());

@@ -66,9 +66,12 @@ export function createListener(options: ListenerOptions, log: Logger, metrics: G
   server.requestTimeout = TIMINGS.gatewayRequestTimeoutMs;
   // Until its WebSocket is open, a connection has 10 s of silence to spare; after that the
   // WebSocket ping/pong watches it.
-  server.on(socketPath ? 'connection' : 'secureConnection', (socket: Socket) =>
-    socket.setTimeout(TIMINGS.gatewayPreUpgradeIdleMs, () => socket.destroy()),
-  );
+  // One listener function for every socket (its `this`), taken off at the upgrade (idleUntilUpgrade):
+  // a closure, and setTimeout's once-wrapper, per socket stayed with every open WebSocket.
+  server.on(socketPath ? 'connection' : 'secureConnection', (socket: Socket) => {
+    socket.on('timeout', destroyIdle);
+    socket.setTimeout(TIMINGS.gatewayPreUpgradeIdleMs);
+  });
   server.on('tlsClientError', (err) => log.debug({ err: err.message }, 'TLS handshake refused'));
   const pendingRefusalLog = new LimitedLog(log, { level: 'warn', maxPerWindow: LIMITS.gatewayUpgradeRefusalLogMaxPerWindow, windowMs: TIMINGS.gatewayRefusalLogWindowMs, what: 'connections closed as accepted' });
   const maxPending = options.maxPendingConnections ?? LIMITS.gatewayMaxPendingConnections;
@@ -116,4 +119,15 @@ export async function listen(server: Server, options: ListenerOptions, log: Logg
   if (socketPath) log.info({ socket: socketPath, path: options.path }, 'gateway listening on a Unix socket for Caddy (EDGE_HOP=unix)');
   else log.info({ host: options.host, port, path: options.path }, 'gateway listening (WSS, client certificates required)');
   return port;
+}
+
+/** What ends a connection silent for TIMINGS.gatewayPreUpgradeIdleMs before its WebSocket is open (its 'timeout'). */
+function destroyIdle(this: Socket): void {
+  this.destroy();
+}
+
+/** The WebSocket of `socket` is open: from now on the WebSocket heartbeat watches it, not the idle timeout. */
+export function idleUntilUpgrade(socket: Socket): void {
+  socket.setTimeout(0);
+  socket.off('timeout', destroyIdle);
 }

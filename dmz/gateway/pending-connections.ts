@@ -26,14 +26,38 @@ export class PendingConnections {
   private upgraded = 0;
   /** per source: [accepted and open, upgraded and open] */
   private readonly bySource = new Map<string, [number, number]>();
-  /** every socket admitted and still open (for TLS the TCP one, under its TLS socket): destroyAll's */
-  private readonly sockets = new Set<Socket>();
+  /** every socket admitted and still open (for TLS the TCP one, under its TLS socket): destroyAll's; each with its source (perSourceMax) */
+  private readonly sockets = new Map<Socket, string | undefined>();
+  /** the source of each upgraded socket still open, with perSourceMax */
+  private readonly upgradedSources = new Map<Duplex, string>();
+  /**
+   * The sockets' 'close' listeners: one function each for every socket (its `this`). A closure and
+   * a once-wrapper per socket stayed with every open WebSocket, tens of thousands of them.
+   */
+  private readonly acceptedClosed: (this: Socket) => void;
+  private readonly upgradedClosed: (this: Duplex) => void;
 
   constructor(
     private readonly max: number,
     private readonly onRefused: (socket: Socket, reason: 'total' | 'source') => void,
     private readonly perSourceMax?: number,
-  ) {}
+  ) {
+    const pending = this;
+    this.acceptedClosed = function (this: Socket) {
+      if (!pending.sockets.has(this)) return;
+      const source = pending.sockets.get(this);
+      pending.sockets.delete(this);
+      pending.accepted--;
+      if (source !== undefined) pending.count(source, 0, -1);
+    };
+    this.upgradedClosed = function (this: Duplex) {
+      pending.upgraded--;
+      const source = pending.upgradedSources.get(this);
+      if (source === undefined) return;
+      pending.upgradedSources.delete(this);
+      pending.count(source, 1, -1);
+    };
+  }
 
   /** The server's 'connection' (for TLS, the TCP socket before its handshake): taken or closed. */
   admit(socket: Socket): void {
@@ -45,13 +69,9 @@ export class PendingConnections {
       return;
     }
     this.accepted++;
-    this.sockets.add(socket);
+    this.sockets.set(socket, source);
     if (source !== undefined) this.count(source, 0, +1);
-    socket.once('close', () => {
-      this.accepted--;
-      this.sockets.delete(socket);
-      if (source !== undefined) this.count(source, 0, -1);
-    });
+    socket.on('close', this.acceptedClosed);
   }
 
   /** The socket of an upgrade accepted: no longer pending from now on. */
@@ -60,16 +80,16 @@ export class PendingConnections {
     // Read now: a closed socket no longer tells its peer's address.
     const address = (socket as Partial<Socket>).remoteAddress;
     const source = this.perSourceMax === undefined ? undefined : throttleSource(address ?? 'unknown');
-    if (source !== undefined) this.count(source, 1, +1);
-    socket.once('close', () => {
-      this.upgraded--;
-      if (source !== undefined) this.count(source, 1, -1);
-    });
+    if (source !== undefined) {
+      this.count(source, 1, +1);
+      this.upgradedSources.set(socket, source);
+    }
+    socket.on('close', this.upgradedClosed);
   }
 
   /** Ends every connection still open, pending or not (the gateway's shutdown, once their grace is over). */
   destroyAll(): void {
-    for (const socket of this.sockets) socket.destroy();
+    for (const socket of this.sockets.keys()) socket.destroy();
   }
 
   /** connections accepted whose WebSocket is not open (never below 0 while the two closes of one connection come apart) */

@@ -89,7 +89,8 @@ export class ReadPause {
   constructor(
     private readonly ws: Pick<WebSocket, 'pause' | 'resume'>,
     private readonly limits: InFlightLimits,
-    private readonly log: Logger,
+    /** whose logger tells of pauses (the session's, made at its first use: DeviceSession.log) */
+    private readonly logs: { readonly log: Logger },
     private readonly device: DeviceHeldBytes = new DeviceHeldBytes(),
   ) {
     this.unwatch = device.watch(() => this.look());
@@ -131,7 +132,7 @@ export class ReadPause {
     if (!this.paused && (this.inFlight >= this.limits.maxInFlight || bytes >= maxBytes)) {
       this.paused = true;
       this.setReading();
-      this.log.debug({ inFlight: this.inFlight, inFlightBytes: bytes }, 'paused reading: in-flight limit reached');
+      this.logs.log.debug({ inFlight: this.inFlight, inFlightBytes: bytes }, 'paused reading: in-flight limit reached');
     } else if (this.paused && this.inFlight <= this.limits.maxInFlight / 2 && bytes <= maxBytes / 2) {
       this.paused = false;
       this.setReading();

@@ -20,8 +20,8 @@ import { UplinkPublisher, type UplinkEnvelopes } from './uplink-publisher.ts';
 import { GatewayMetrics } from './metrics.ts';
 import type { SecurityReporter } from './security-reporter.ts';
 import { isGatewaySecurityCode } from '../../shared/contract/envelope.ts';
-import { createListener, listen, type ListenerOptions } from './listener.ts';
-import { watchHeartbeat } from './heartbeat.ts';
+import { createListener, idleUntilUpgrade, listen, type ListenerOptions } from './listener.ts';
+import { Heartbeat } from './heartbeat.ts';
 import { UnfinishedFrames } from './unfinished-frames.ts';
 import { HeldBytesByDevice } from './read-pause.ts';
 import { atExpiry } from './certificate-expiry.ts';
@@ -201,7 +201,7 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
     wss.handleUpgrade(req, socket, head, (ws) => {
       // Accepted: from now on the WebSocket heartbeat watches the connection (ws clears the timeout
       // too; said here so the gateway does not depend on that), and ws its socket's errors.
-      req.socket.setTimeout(0);
+      idleUntilUpgrade(req.socket);
       pending.opened(socket);
       socket.off('error', onSocketError);
       onConnection(ws, socket, identity, req.headers[CRL_HEADER], acks);
@@ -210,22 +210,25 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
 
   /** `heldCrl`: the device's CRL_HEADER, which CRL it holds (crl-delivery.ts); `acks`: its ACKS_HEADER. */
   function onConnection(ws: WebSocket, socket: Duplex, identity: DeviceIdentity, heldCrl: string | string[] | undefined, acks: AckMode): void {
-    const sessionLog = log.child({ deviceId: identity.deviceId });
-    const session = new DeviceSession(identity.deviceId, ws, publisher, sessionLimits, sessionLog, rate, metrics, options.securityReports, socket, publishFailureLog, heldBytes.of(identity.deviceId), acks);
-    session.chargeReads(socket);
-    unfinished.track(socket, ws, () => session.closeUnread(CLOSE.tryAgainLater, 'GATEWAY_UNFINISHED_FRAMES_FULL'));
-    ws.on('ping', (data) => session.pong(data));
-    const stopHeartbeat = watchHeartbeat(ws, socket, session, options.heartbeatMs ?? TIMINGS.heartbeatMs, sessionLog, acks === 'none');
-    // When the device was last heard on this connection (any bytes: frames, pongs, its close), the
-    // `at` of its offline. A connection found dead by the heartbeat ended then, not when the gateway
-    // noticed, up to two heartbeats later: a device that moved to another gateway meanwhile has its
-    // online there, and that one must stay the newer for what orders presence by `at` (the
-    // distributor's store, the console), whichever of the two the retained status ends as.
-    let heardAt = Date.now();
-    socket.on('data', () => {
-      heardAt = Date.now();
+    const { deviceId } = identity;
+    const session = new DeviceSession(deviceId, ws, publisher, sessionLimits, log, rate, metrics, options.securityReports, socket, publishFailureLog, heldBytes.of(deviceId), acks);
+    const counted = unfinished.track(() => session.closeUnread(CLOSE.tryAgainLater, 'GATEWAY_UNFINISHED_FRAMES_FULL'));
+    const heartbeat = new Heartbeat(ws, session, options.heartbeatMs ?? TIMINGS.heartbeatMs, acks === 'none');
+    // The connection's two listeners of its socket's reads, one before ws's own (which takes a read
+    // apart, synchronously) and one after: what the unfinished messages, the device's CPU budget
+    // and the heartbeat each follow of a read. One pair for them all: a gateway holds tens of
+    // thousands of connections, each listener a closure of every one, and a call at every read.
+    socket.prependListener('data', (chunk: Buffer) => {
+      unfinished.read(counted, chunk);
+      session.readStarting();
     });
-    ws.on('error', (err) => sessionLog.info({ code: wsErrorCode(err), wsCode: (err as { code?: string }).code, err: err.message }, 'WebSocket error'));
+    socket.on('data', () => {
+      session.readDone();
+      unfinished.checkBound();
+      heartbeat.heard();
+    });
+    ws.on('ping', (data) => session.pong(data));
+    ws.on('error', (err) => log.info({ deviceId, code: wsErrorCode(err), wsCode: (err as { code?: string }).code, err: err.message }, 'WebSocket error'));
     live.set(ws, { identity, session });
     // TLS (ours, or Caddy's) checked the certificate's dates at the handshake only: a device
     // connected before its certificate expired kept the connection, and sent through it, for as long
@@ -233,15 +236,21 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
     const stopExpiry = identity.token
       ? () => undefined
       : atExpiry(identity.notAfter, () => {
-          sessionLog.warn({ code: 'GATEWAY_CERTIFICATE_EXPIRED', serial: identity.serial, notAfter: new Date(identity.notAfter).toISOString() }, 'closing the connection of a certificate that expired while connected');
+          session.log.warn({ code: 'GATEWAY_CERTIFICATE_EXPIRED', serial: identity.serial, notAfter: new Date(identity.notAfter).toISOString() }, 'closing the connection of a certificate that expired while connected');
           session.close(CLOSE.policyViolation, 'GATEWAY_CERTIFICATE_EXPIRED');
         });
     ws.on('close', (code) => {
       live.delete(ws);
-      stopHeartbeat();
+      unfinished.release(counted);
+      heartbeat.stop();
       stopExpiry();
-      router.detach(session, heardAt);
-      sessionLog.info({ closeCode: code }, 'device disconnected');
+      // When the device was last heard on this connection, the `at` of its offline. A connection
+      // found dead by the heartbeat ended then, not when the gateway noticed, up to two heartbeats
+      // later: a device that moved to another gateway meanwhile has its online there, and that one
+      // must stay the newer for what orders presence by `at` (the distributor's store, the
+      // console), whichever of the two the retained status ends as.
+      router.detach(session, heartbeat.heardAt);
+      log.info({ deviceId, closeCode: code }, 'device disconnected');
     });
     // A token's expiry is checked by DeviceTokens, not published as a certificate's.
     router.attach(session, identity.token ? undefined : identity.notAfter);
@@ -249,13 +258,13 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
     const crl = options.crl?.frameFor(heldCrl);
     if (crl && session.sendCrl(crl)) {
       options.metrics?.crlsHanded.inc();
-      sessionLog.info({ heldCrl, crl: options.crl?.path }, "handed the device the CA's CRL: it held an older one");
+      log.info({ deviceId, heldCrl, crl: options.crl?.path }, "handed the device the CA's CRL: it held an older one");
     }
     const daysLeft = daysUntil(identity.notAfter);
     if (!identity.token && daysLeft < TIMINGS.certWarnDays) {
-      sessionLog.warn({ code: 'CERT_EXPIRING_SOON', daysLeft, notAfter: new Date(identity.notAfter).toISOString() }, `device certificate expires in ${daysLeft} days: renew it (scripts/generate-client-cert.sh ${identity.deviceId} --renew)`);
+      session.log.warn({ code: 'CERT_EXPIRING_SOON', daysLeft, notAfter: new Date(identity.notAfter).toISOString() }, `device certificate expires in ${daysLeft} days: renew it (scripts/generate-client-cert.sh ${identity.deviceId} --renew)`);
     }
-    sessionLog.info({ ...(identity.token ? { auth: 'token', tokenId: identity.token.tokenId } : { serial: identity.serial }), ...(acks === 'none' ? { acks } : {}) }, 'device connected');
+    log.info({ deviceId, ...(identity.token ? { auth: 'token', tokenId: identity.token.tokenId } : { serial: identity.serial }), ...(acks === 'none' ? { acks } : {}) }, 'device connected');
   }
 
   const port = await listen(server, options, log);

@@ -1,8 +1,13 @@
-import type { Duplex } from 'node:stream';
-import type { WebSocket } from 'ws';
+/** A frame's header is at most 14 bytes: 2, 8 of extended length, 4 of mask (RFC 6455 §5.2). */
+const HEADER_MAX_BYTES = 14;
+
+/** A connection counted (UnfinishedFrames.track): what its reads are counted against. */
+export interface UnfinishedEntry {
+  readonly bytes: number;
+}
 
 /** Where a device's stream of frames stands (RFC 6455 §5.2), read as ws reads it. */
-interface Entry {
+interface Entry extends UnfinishedEntry {
   /** bytes counted for this device: `message` + `frame` */
   bytes: number;
   /** bytes of the data frames (headers included) of the message begun and not finished */
@@ -45,23 +50,43 @@ export class UnfinishedFrames {
     private readonly onShed: (bytes: number, total: number) => void,
   ) {}
 
-  /** Counts `socket`'s reads until `ws` closes; `shed` closes the connection (the session's close). */
-  track(socket: Pick<Duplex, 'prependListener' | 'on'>, ws: Pick<WebSocket, 'on'>, shed: () => void): void {
-    const e: Entry = { bytes: 0, message: 0, frame: 0, header: Buffer.alloc(14), headerRead: 0, payloadLeft: -1, control: false, fin: false, shed, done: false };
+  /**
+   * Starts counting a connection's reads; `shed` closes it (the session's close). The connection's
+   * listeners of its socket's reads (server.ts) pass each read to read(), before ws's own listener
+   * takes it apart (the same bytes, in the same order), and call checkBound() after it; release()
+   * once it closed.
+   */
+  track(shed: () => void): UnfinishedEntry {
+    // From the pool Buffer.allocUnsafe slices, zeroed: one ArrayBuffer of its own per connection
+    // was memory of every connection (docs/performance.md).
+    const e: Entry = { bytes: 0, message: 0, frame: 0, header: Buffer.allocUnsafe(HEADER_MAX_BYTES).fill(0), headerRead: 0, payloadLeft: -1, control: false, fin: false, shed, done: false };
     this.entries.add(e);
-    // Before ws's own listener, which takes the read apart: the same bytes, in the same order.
-    socket.prependListener('data', (chunk: Buffer) => {
-      if (e.done) return;
-      const before = e.bytes;
-      follow(e, chunk);
-      e.bytes = e.message + e.frame;
-      this.total += e.bytes - before;
-    });
-    // After ws's listener: the bound is looked at once the read is counted.
-    socket.on('data', () => {
-      if (this.total > this.maxBytes) this.shedLargest();
-    });
-    ws.on('close', () => this.release(e));
+    return e;
+  }
+
+  /** One read of the connection's socket, before ws parses it. */
+  read(e: UnfinishedEntry, chunk: Buffer): void {
+    const entry = e as Entry;
+    if (entry.done) return;
+    const before = entry.bytes;
+    follow(entry, chunk);
+    entry.bytes = entry.message + entry.frame;
+    this.total += entry.bytes - before;
+  }
+
+  /** After a read is counted (and ws took it): past the bound, connections are shed. */
+  checkBound(): void {
+    if (this.total > this.maxBytes) this.shedLargest();
+  }
+
+  /** The connection closed: what it held is no longer counted. */
+  release(e: UnfinishedEntry): void {
+    const entry = e as Entry;
+    if (entry.done) return;
+    this.total -= entry.bytes;
+    entry.bytes = 0;
+    entry.done = true;
+    this.entries.delete(entry);
   }
 
   /** bytes counted in all (for the metrics and tests) */
@@ -69,12 +94,6 @@ export class UnfinishedFrames {
     return this.total;
   }
 
-  private release(e: Entry): void {
-    this.total -= e.bytes;
-    e.bytes = 0;
-    e.done = true;
-    this.entries.delete(e);
-  }
 
   private shedLargest(): void {
     // Rare (only past the bound): a look at every connection is affordable then.
