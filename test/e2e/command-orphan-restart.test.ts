@@ -9,22 +9,13 @@ import { fieldClientProcess } from '../helpers/field.ts';
 import { makeTestPki, tempDir } from '../helpers/pki.ts';
 import { RogueGateway } from '../helpers/rogue-gateway.ts';
 import { eventually } from '../helpers/ws-device.ts';
+import { alive } from '../helpers/processes.ts';
 
 // An exec command's program runs in a process group of its own, which a field client killed with
 // SIGKILL does not take with it: the program ran on unseen, and the restarted client answered its
 // command only at its next delivery, with no word of the program still running. Now its group is
 // journaled with its identity as it is spawned, and the next start ends it and answers the command.
 const DEVICE = 'valve-4';
-
-/** Whether `pid` runs (a zombie, dead but left uncollected by this namespace's init, does not). */
-function alive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
-  } catch {
-    return false;
-  }
-}
 
 describe('an exec program left running by a field client killed with SIGKILL', () => {
   const pki = makeTestPki([DEVICE]);

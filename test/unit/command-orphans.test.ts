@@ -11,6 +11,7 @@ import { endProgramGroup } from '../../field-client/src/command-orphans.ts';
 import { CommandHandlers } from '../../field-client/src/commands.ts';
 import { LogCapture } from '../helpers/embedded.ts';
 import { tempDir } from '../helpers/pki.ts';
+import { alive, until } from '../helpers/processes.ts';
 
 // An exec program outlived its field client killed with SIGKILL (a process group of its own), and
 // the next start knew nothing of it. Its group is now journaled with its leader's identity as it is
@@ -20,21 +21,6 @@ const guard = { deviceId: 'valve-1', key: undefined, allowUnsigned: true, maxAge
 const quiet = createLogger('field-client', 'silent');
 const T = Date.now();
 const frameOf = (id: string, issuedAt = T): CommandFrame => ({ type: 'command', commandId: id, command: 'job', issuedAt });
-
-/** Whether `pid` runs (a zombie, dead but not yet collected, does not). */
-function alive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
-  } catch {
-    return false;
-  }
-}
-
-async function until(what: string, ok: () => boolean, ms = 5_000): Promise<void> {
-  for (const end = Date.now() + ms; Date.now() < end; await new Promise((r) => setTimeout(r, 20))) if (ok()) return;
-  assert.fail(`timed out waiting until ${what}`);
-}
 
 /** An unrelated process, in a process group of its own (as an exec program is), running `script`. */
 function unrelated(script = 'exec sleep 300'): number {
@@ -148,9 +134,12 @@ describe('exec programs left running by a field client killed (command-orphans.t
   });
 
   it('kills with SIGKILL, after the grace, a group whose leader ignores SIGTERM', async () => {
-    const pid = unrelated("trap '' TERM; while :; do sleep 0.05; done");
+    const tmp = tempDir('orphans-ignores-term');
+    const ready = join(tmp.dir, 'ready');
+    // It says when its trap is set: a SIGTERM sent before that ended it at once.
+    const pid = unrelated(`trap '' TERM; : > ${ready}; while :; do sleep 0.05; done`);
     try {
-      await until('it runs', () => processStart(pid) !== undefined);
+      await until('its trap is set', () => existsSync(ready) && processStart(pid) !== undefined);
       const rec = { pgid: pid, start: processStart(pid) as string, boot: bootId() as string };
       const started = Date.now();
       assert.equal(await endProgramGroup(rec, 300), 'ended');
@@ -158,6 +147,7 @@ describe('exec programs left running by a field client killed (command-orphans.t
       assert.ok(!alive(pid));
     } finally {
       if (alive(pid)) process.kill(-pid, 'SIGKILL');
+      tmp.cleanup();
     }
   });
 });

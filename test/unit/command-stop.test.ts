@@ -8,6 +8,7 @@ import { TIMINGS } from '../../shared/limits.ts';
 import { createLogger } from '../../shared/logger.ts';
 import { CommandHandlers } from '../../field-client/src/commands.ts';
 import { tempDir } from '../helpers/pki.ts';
+import { alive, until } from '../helpers/processes.ts';
 
 // An exec command's program kept running after the field client stopped: its own process group
 // (so that a timeout kills its children too) is not the client's, and nothing ended it. After the
@@ -15,21 +16,6 @@ import { tempDir } from '../helpers/pki.ts';
 const guard = { deviceId: 'valve-1', key: undefined, allowUnsigned: true, maxAgeMs: 1e12, skewMs: 5_000 };
 const quiet = createLogger('field-client', 'silent');
 const frameOf = (id: string): CommandFrame => ({ type: 'command', commandId: id, command: 'job', issuedAt: Date.now() });
-
-/** Whether `pid` runs (a zombie, dead but not yet reaped by whoever adopted it, does not). */
-function alive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
-  } catch {
-    return false;
-  }
-}
-
-async function until(what: string, ok: () => boolean, ms = 5_000): Promise<void> {
-  for (const end = Date.now() + ms; Date.now() < end; await new Promise((r) => setTimeout(r, 20))) if (ok()) return;
-  assert.fail(`timed out waiting until ${what}`);
-}
 
 /** Runs `script` (sh) as the exec command `job`; its pids are written to `pids` by the script. */
 async function running(name: string, script: string) {
