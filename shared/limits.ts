@@ -342,6 +342,19 @@ export const LIMITS = {
    * counts) and its segment framing are well under it, so a file that fits is not refused at its
    * record, after it is already in the outbox. */
   fileRecordRoomBytes: 4096,
+  /** places. Most places one pass over a field client's queue segment (recovery, or the sender
+   * reading back) looks at closely, a byte read from disk each, while it searches past damaged
+   * records for the next whole one (record-resync.ts): places whose length is plausible and whose
+   * body starts `{"`. Random bytes offer about one such place in 16 MiB, and the records' JSON
+   * none, so this is reached only by bytes shaped like records; past it the search gives up and the
+   * rest of that segment is treated as a torn tail, as it was before there was a search. */
+  queueResyncProbesMax: 4096,
+  /** bytes. Most checksum work one pass over a field client's queue segment spends on places that
+   * passed the cheap checks (and end in `}`) while it searches past damaged records: a few of the
+   * largest records (16 MiB each), well under a second of CRC-32 on a small device. Random bytes
+   * reach a checksum about once in 4 GiB; each search for a damaged record's successor usually
+   * costs the checksum of that successor alone. Past it, the search gives up as above. */
+  queueResyncCrcMaxBytes: 64 * 1024 * 1024,
   /** files. Most files the folder input takes at once (copies across file systems, hashes): each is
    * given its room within FIELD_QUEUE_MAX_BYTES before it is taken, and the rest wait for a later
    * look, so a burst of files dropped in the folder neither races past the bound nor holds every

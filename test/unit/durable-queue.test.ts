@@ -227,7 +227,7 @@ describe('the durable queue', () => {
     const first = join(dir, segments(dir)[0] as string);
     const buf = readFileSync(first);
     const second = (decodeRecord(buf, 0) as { next: number }).next;
-    buf.writeUInt32BE(0, second); // the second record's length: nothing after it can be found
+    buf.fill(0, second); // zeros from the second record on (pages never written): nothing after it can be found
     writeFileSync(first, buf);
     q = await open();
     assert.equal(q.stats.corruptTails, 1);

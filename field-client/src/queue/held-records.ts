@@ -9,7 +9,9 @@ import { SegmentReader } from './segment-reader.ts';
 export function* readHeld(segments: readonly Segment[], isOpen: (seq: number) => boolean, look: (seg: Segment) => boolean): Generator<QueuedMessage> {
   for (const seg of segments) {
     if (!look(seg)) continue;
-    const reader = new SegmentReader(seg.path, 0, seg.bytes);
+    /** the number the next record has, unless records were lost before it */
+    let expect = seg.firstSeq;
+    const reader = new SegmentReader(seg.path, 0, seg.bytes, () => expect);
     try {
       for (let r = reader.next(); r; r = reader.next()) {
         // A damaged record is stepped over where the ones after it can be found, as the sender
@@ -21,6 +23,7 @@ export function* readHeld(segments: readonly Segment[], isOpen: (seq: number) =>
         }
         const m = parseQueuedRecord(r.body);
         if ('corrupt' in m) continue;
+        expect = m.seq + 1;
         if (isOpen(m.seq)) yield m;
       }
     } finally {

@@ -33,12 +33,13 @@ export interface Recovered {
 }
 
 /**
- * Scans every segment: finds the last sequence number of each, steps over a record whose checksum
- * failed when the records after it can still be read (a bit flipped on the medium), and cuts a torn
- * or corrupt tail where the last good record ends (after a power cut the last record may be half
- * written). Records are numbered one after another within a segment, and a segment's file is named
- * after its first number, so what is missing is known without reading every record: only the
- * records on both sides of a damaged one are parsed.
+ * Scans every segment: finds the last sequence number of each, steps over damaged bytes (a record
+ * damaged on the medium, in its body or its length, or a span of garbage) to the next whole record
+ * when one follows them (record-resync.ts), and cuts a torn or corrupt tail where the last good
+ * record ends when none does (after a power cut the last record may be half written). Records are
+ * numbered one after another within a segment, and a segment's file is named after its first
+ * number, so what is missing is known without reading every record: only the records on both
+ * sides of a damaged span are parsed.
  */
 export function recoverSegments(dir: string, log: Logger): Recovered {
   const files = readdirSync(dir)
@@ -52,33 +53,37 @@ export function recoverSegments(dir: string, log: Logger): Recovered {
     const path = join(dir, file);
     const firstSeq = Number(SEGMENT_RE.exec(file)?.[1]);
     const seg: Segment = { firstSeq, lastSeq: firstSeq - 1, path, bytes: statSync(path).size };
-    const reader = new SegmentReader(path, 0, seg.bytes);
     const seqOf = (body: Buffer) => recordSeq(body, path);
     /** end of the last record whose checksum held */
     let good = 0;
     let lastBody: Buffer | undefined;
-    /** records stepped over since the last good one, and where the first of them starts */
-    let skipped = 0;
-    let skippedAt = 0;
+    const reader = new SegmentReader(path, 0, seg.bytes, () => (lastBody ? seqOf(lastBody) + 1 : firstSeq));
+    /** the damaged span stepped over since the last good record: where it starts, and why */
+    let skipped: { at: number; reason: string } | undefined;
+    let tail: string | undefined;
     for (;;) {
       const r = reader.next();
       if (r === undefined) break;
       if ('corrupt' in r) {
-        if (r.end === undefined) break; // no way past it: a tail, cut below
-        if (skipped++ === 0) skippedAt = r.start;
+        if (r.end === undefined) {
+          tail = r.corrupt; // nothing whole after it: a tail, cut below
+          break;
+        }
+        skipped ??= { at: r.start, reason: r.corrupt };
         reader.skip(r.end);
         continue;
       }
-      if (skipped > 0) {
-        // A damaged record with good ones after it: it alone is lost, not what follows it.
+      if (skipped) {
+        // Damaged bytes with whole records after them: only the records they held are lost (none,
+        // when they were garbage between two records), not what follows them.
         const from = lastBody ? seqOf(lastBody) + 1 : firstSeq;
         const to = seqOf(r.body) - 1;
         if (to >= from) lost.push([from, to]);
         log.error(
-          { code: 'FIELD_QUEUE_CORRUPT', segment: file, at: skippedAt, records: skipped, lostSeqs: to >= from ? [from, to] : [] },
-          'damaged queue record(s) in the middle of a segment (checksum mismatch): stepped over, the records after them kept',
+          { code: 'FIELD_QUEUE_CORRUPT', segment: file, at: skipped.at, bytes: r.start - skipped.at, reason: skipped.reason, records: Math.max(0, to - from + 1), lostSeqs: to >= from ? [from, to] : [] },
+          'damaged bytes in the middle of a queue segment: stepped over to the next whole record, the records after them kept',
         );
-        skipped = 0;
+        skipped = undefined;
       }
       lastBody = r.body; // only the last record's sequence number is needed: parse just that one
       good = reader.position;
@@ -88,7 +93,7 @@ export function recoverSegments(dir: string, log: Logger): Recovered {
     if (cut) {
       corruptTails++;
       log.warn(
-        { code: 'FIELD_QUEUE_CORRUPT', segment: file, at: good, lostBytes: seg.bytes - good },
+        { code: 'FIELD_QUEUE_CORRUPT', segment: file, at: good, lostBytes: seg.bytes - good, reason: tail ?? skipped?.reason },
         'damaged queue record (torn write?); the segment is cut where its last good record ends',
       );
     }

@@ -290,8 +290,9 @@ export class SegmentWriter {
 
   /**
    * A failed write may have left part of a record after the last good one (a short write, then an
-   * error). Records appended after it would follow bytes that are not a record, and recovery cuts
-   * a segment at its first bad record: they would be lost at the next start. So the segment is cut
+   * error). Records appended after it would follow bytes that are not a record: read back, those
+   * would be taken for damage on the medium, logged, and searched past (record-resync.ts), and
+   * past the search's bounds the records after them lost. So the segment is cut
    * back to its last good record; while that fails, every write is refused and the cut tried again
    * first (and should the process stop meanwhile, recovery cuts the tail at the next start).
    */

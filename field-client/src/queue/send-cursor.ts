@@ -4,6 +4,11 @@ import { HEADER_BYTES } from './record-codec.ts';
 import { SegmentReader } from './segment-reader.ts';
 import { TailCache } from './tail-cache.ts';
 
+type Cursor = { seg: Segment; pos: number; expect: number; damaged?: boolean; reader?: SegmentReader };
+
+/** A reader from the cursor up to what is written now; a record found past damage is numbered `expect` or above. */
+const readerAt = (cur: Cursor) => new SegmentReader(cur.seg.path, cur.pos, cur.seg.bytes, () => cur.expect);
+
 /** Which records the sender still gets: the cursor asks it of every record it passes. */
 export interface SendFilter {
   /** everything at or below it is gone: the cursor starts in the first segment past it */
@@ -19,8 +24,12 @@ export interface SendFilter {
  * records until they are let go would cost the garbage collector, for nothing.
  */
 export class SendCursor {
-  /** `expect`: the number of the record at `pos` (records are numbered one after another in a segment) */
-  private cursor: { seg: Segment; pos: number; expect: number; reader?: SegmentReader } | undefined;
+  /**
+   * `expect`: the number of the record at `pos` (records are numbered one after another in a
+   * segment); `damaged`: damaged bytes were stepped over to `pos`, so the numbers from `expect` up
+   * to the next record read are lost (how many records the damage held is known only then).
+   */
+  private cursor: Cursor | undefined;
   /** while there is no cursor: the next one starts in the first segment holding this sequence number or later ones */
   private from = 0;
   /** the sequence number of the last record the cursor passed */
@@ -75,6 +84,8 @@ export class SendCursor {
       } else {
         const r = this.readAtCursor();
         if (r === undefined) {
+          // Damage stepped over to the end of the segment: its numbers after it are lost.
+          if (cur.damaged) this.lostThrough(cur, cur.seg.lastSeq);
           const following = this.segments[this.segments.indexOf(cur.seg) + 1];
           if (!following) break; // caught up with the writer
           this.close();
@@ -82,8 +93,13 @@ export class SendCursor {
           continue;
         }
         if ('corrupt' in r && r.end !== undefined) {
-          // Only its checksum failed: the records after it can still be read, each checked by its own.
-          this.steppedOver(cur, r.corrupt);
+          // A whole record follows the damaged bytes (record-resync.ts): the records after them are
+          // read, each checked by its own checksum.
+          this.log.error(
+            { code: 'FIELD_QUEUE_CORRUPT', segment: cur.seg.path, at: cur.pos, bytes: r.end - cur.pos, seq: cur.expect, reason: r.corrupt },
+            'damaged bytes in a queue segment: stepped over to the next whole record, and the records they held lost; the records after them are read',
+          );
+          cur.damaged = true;
           cur.reader?.skip(r.end);
           cur.pos = r.end;
           continue;
@@ -109,6 +125,7 @@ export class SendCursor {
         }
         m = { seq: stored.seq, messageId: stored.messageId, dataType: stored.dataType, payloadJson: JSON.stringify(stored.payload), acceptedAt: stored.acceptedAt };
       }
+      if (cur.damaged) this.lostThrough(cur, m.seq - 1);
       this.passed = m.seq;
       cur.expect = m.seq + 1;
       if (!this.filter.take(m.seq, size)) continue;
@@ -118,8 +135,15 @@ export class SendCursor {
     return out;
   }
 
+  /** The numbers of the damaged records stepped over, from the one expected there up to `to`, are lost. */
+  private lostThrough(cur: Cursor, to: number): void {
+    if (to >= cur.expect) this.lost(cur.expect, to);
+    cur.expect = to + 1;
+    cur.damaged = false;
+  }
+
   /** A record that cannot be read, stepped over: its number (the one expected there) is lost. */
-  private steppedOver(cur: { seg: Segment; pos: number; expect: number }, reason: string): void {
+  private steppedOver(cur: Cursor, reason: string): void {
     this.log.error({ code: 'FIELD_QUEUE_CORRUPT', segment: cur.seg.path, at: cur.pos, seq: cur.expect, reason }, 'unreadable queue record: stepped over, lost; the records after it are read');
     this.lost(cur.expect, cur.expect);
     cur.expect++;
@@ -131,18 +155,18 @@ export class SendCursor {
    * past what the reader was made for.
    */
   private readAtCursor(): ReturnType<SegmentReader['next']> {
-    const cur = this.cursor as { seg: Segment; pos: number; expect: number; reader?: SegmentReader };
+    const cur = this.cursor as Cursor;
     const durable = cur.seg.bytes;
     if (cur.pos >= durable) return undefined;
     if (cur.reader && cur.reader.position !== cur.pos) {
       cur.reader.close();
       cur.reader = undefined;
     }
-    cur.reader ??= new SegmentReader(cur.seg.path, cur.pos, durable);
+    cur.reader ??= readerAt(cur);
     let r = cur.reader.next();
     if (r === undefined) {
       cur.reader.close();
-      cur.reader = new SegmentReader(cur.seg.path, cur.pos, durable);
+      cur.reader = readerAt(cur);
       r = cur.reader.next();
     }
     if (r !== undefined && !('corrupt' in r)) cur.pos = cur.reader.position;
