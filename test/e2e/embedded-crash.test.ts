@@ -63,6 +63,14 @@ class EmbeddedProcess {
         GATEWAY_PORT: String(await freePort()),
         EMBEDDED_MQTT_PORT: String(await freePort()),
         COMMAND_API_PORT: String(await freePort()),
+        // Every port picked now, the console's and the metrics' too: their defaults collided with
+        // any npm start (or other test) running on the machine meanwhile (LISTEN_FAILED).
+        CONSOLE_PORT: String(await freePort()),
+        GATEWAY_METRICS_PORT: String(await freePort()),
+        DISTRIBUTOR_METRICS_PORT: String(await freePort()),
+        COMMAND_API_METRICS_PORT: String(await freePort()),
+        CONSOLE_METRICS_PORT: String(await freePort()),
+        FIELD_METRICS_PORT: String(await freePort()),
         COMMAND_API_TOKEN: 'embedded-crash-test-token-0123456789',
         DEVICE_ID: DEVICE,
         FIELD_SIMULATE: 'false',
