@@ -1,15 +1,10 @@
 import { readdirSync, statSync, truncateSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { z } from 'zod';
-import { FieldStreamError } from '../../../shared/errors.ts';
 import type { Logger } from '../../../shared/logger.ts';
 import type { SeqRanges } from './ack-book.ts';
 import { SEGMENT_RE } from './queue-files.ts';
-import type { Segment } from './queue-types.ts';
+import { parseQueuedRecord, type Segment } from './queue-types.ts';
 import { SegmentReader } from './segment-reader.ts';
-
-/** Only the sequence number of a record is needed at recovery, and only of a few. */
-const RecordSeq = z.object({ seq: z.number().int().positive() });
 
 export interface Recovered {
   /** the segments left, oldest first */
@@ -38,8 +33,8 @@ export interface Recovered {
  * when one follows them (record-resync.ts), and cuts a torn or corrupt tail where the last good
  * record ends when none does (after a power cut the last record may be half written). Records are
  * numbered one after another within a segment, and a segment's file is named after its first
- * number, so what is missing is known without reading every record: only the records on both
- * sides of a damaged span are parsed.
+ * number, so what is missing is known without reading every record: only the record after a
+ * damaged span, and the last one, are parsed.
  */
 export function recoverSegments(dir: string, log: Logger): Recovered {
   const files = readdirSync(dir)
@@ -53,11 +48,16 @@ export function recoverSegments(dir: string, log: Logger): Recovered {
     const path = join(dir, file);
     const firstSeq = Number(SEGMENT_RE.exec(file)?.[1]);
     const seg: Segment = { firstSeq, lastSeq: firstSeq - 1, path, bytes: statSync(path).size };
-    const seqOf = (body: Buffer) => recordSeq(body, path);
     /** end of the last record whose checksum held */
     let good = 0;
-    let lastBody: Buffer | undefined;
-    const reader = new SegmentReader(path, 0, seg.bytes, () => (lastBody ? seqOf(lastBody) + 1 : firstSeq));
+    let last: { body: Buffer; start: number } | undefined;
+    /**
+     * The number of the next record, counted: records are numbered one after another, so only a
+     * record after damaged bytes needs its number read (found by record-resync.ts, it is a queue
+     * record by its schema).
+     */
+    let expect = firstSeq;
+    const reader = new SegmentReader(path, 0, seg.bytes, () => expect);
     /** the damaged span stepped over since the last good record: where it starts, and why */
     let skipped: { at: number; reason: string } | undefined;
     let tail: string | undefined;
@@ -76,16 +76,18 @@ export function recoverSegments(dir: string, log: Logger): Recovered {
       if (skipped) {
         // Damaged bytes with whole records after them: only the records they held are lost (none,
         // when they were garbage between two records), not what follows them.
-        const from = lastBody ? seqOf(lastBody) + 1 : firstSeq;
-        const to = seqOf(r.body) - 1;
+        const from = expect;
+        const to = (seqOf(r.body) ?? expect) - 1;
         if (to >= from) lost.push([from, to]);
         log.error(
           { code: 'FIELD_QUEUE_CORRUPT', segment: file, at: skipped.at, bytes: r.start - skipped.at, reason: skipped.reason, records: Math.max(0, to - from + 1), lostSeqs: to >= from ? [from, to] : [] },
           'damaged bytes in the middle of a queue segment: stepped over to the next whole record, the records after them kept',
         );
         skipped = undefined;
+        expect = to + 1;
       }
-      lastBody = r.body; // only the last record's sequence number is needed: parse just that one
+      expect++;
+      last = { body: r.body, start: r.start };
       good = reader.position;
     }
     reader.close();
@@ -97,19 +99,32 @@ export function recoverSegments(dir: string, log: Logger): Recovered {
         'damaged queue record (torn write?); the segment is cut where its last good record ends',
       );
     }
-    // its checksum held, so a record of another shape was written so: nothing to cut, a defect to report
-    if (lastBody) seg.lastSeq = seqOf(lastBody);
+    // What follows: the next segment's first number bounds this one's.
+    const following = files[files.indexOf(file) + 1];
+    const nextFirst = following === undefined ? Infinity : Number(SEGMENT_RE.exec(following)?.[1]);
+    const record = last ? parseQueuedRecord(last.body) : undefined;
+    if (last && record !== undefined && 'corrupt' in record) {
+      // The last record tells the segment's last number. One whose checksum held but that is not a
+      // queue record (written by another build, or damage the checksum missed) is stepped over as
+      // a damaged one is, its length being sound: it took the number counted for it, now lost
+      // (unless that number is the next segment's: then it took none). Those in the middle of a
+      // segment are not read here (each record would be parsed at every start) but by the sender,
+      // which steps over them the same way.
+      seg.lastSeq = Math.min(expect - 1, nextFirst - 1);
+      const took = seg.lastSeq === expect - 1;
+      if (took) lost.push([seg.lastSeq, seg.lastSeq]);
+      log.error(
+        { code: 'FIELD_QUEUE_CORRUPT', segment: file, at: last.start, bytes: good - last.start, reason: record.corrupt, records: took ? 1 : 0, lostSeqs: took ? [seg.lastSeq, seg.lastSeq] : [] },
+        'a record whose checksum holds is not a queue record: stepped over, the records before it kept',
+      );
+    } else if (record !== undefined && !('corrupt' in record)) seg.lastSeq = record.seq;
     if (cut) {
       truncateSync(path, good);
       seg.bytes = good;
     }
     // What a cut tail held, up to the next segment's first number: lost. The last segment's are
     // not: they are numbered again (after an unclean stop, in a new epoch).
-    const following = files[files.indexOf(file) + 1];
-    if (following !== undefined) {
-      const nextFirst = Number(SEGMENT_RE.exec(following)?.[1]);
-      if (nextFirst - 1 > seg.lastSeq) (cut ? lost : gaps).push([seg.lastSeq + 1, nextFirst - 1]);
-    }
+    if (following !== undefined && nextFirst - 1 > seg.lastSeq) (cut ? lost : gaps).push([seg.lastSeq + 1, nextFirst - 1]);
     if (seg.lastSeq < seg.firstSeq && following !== undefined) {
       unlinkSync(path); // an empty segment in the middle holds nothing
       continue;
@@ -119,14 +134,9 @@ export function recoverSegments(dir: string, log: Logger): Recovered {
   return { segments, corruptTails, lost, gaps };
 }
 
-function recordSeq(body: Buffer, path: string): number {
-  let json: unknown;
-  try {
-    json = JSON.parse(body.toString('utf8'));
-  } catch (err) {
-    throw new FieldStreamError('FIELD_QUEUE_CORRUPT', `A record of ${path} is not JSON: ${(err as Error).message}`);
-  }
-  const r = RecordSeq.safeParse(json);
-  if (!r.success) throw new FieldStreamError('FIELD_QUEUE_CORRUPT', `A record of ${path} has no sequence number: ${r.error.message}`);
-  return r.data.seq;
+/** The record's number, undefined when it is not a queue record by its schema. */
+function seqOf(body: Buffer): number | undefined {
+  const r = parseQueuedRecord(body);
+  return 'corrupt' in r ? undefined : r.seq;
 }
+

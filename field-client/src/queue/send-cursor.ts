@@ -107,8 +107,9 @@ export class SendCursor {
         size = 'corrupt' in r ? 0 : r.body.length;
         const stored = 'corrupt' in r ? r : parseQueuedRecord(r.body);
         if ('corrupt' in stored && !('corrupt' in r)) {
-          // Its checksum held but it is not a queue record (a defect): the cursor is past it already.
-          this.steppedOver(cur, stored.corrupt);
+          // Its checksum held but it is not a queue record (another build's, or damage the
+          // checksum missed): the cursor is past it already (its length is sound).
+          this.steppedOver(cur, r.start, stored.corrupt);
           continue;
         }
         if ('corrupt' in stored) {
@@ -142,11 +143,15 @@ export class SendCursor {
     cur.damaged = false;
   }
 
-  /** A record that cannot be read, stepped over: its number (the one expected there) is lost. */
-  private steppedOver(cur: Cursor, reason: string): void {
-    this.log.error({ code: 'FIELD_QUEUE_CORRUPT', segment: cur.seg.path, at: cur.pos, seq: cur.expect, reason }, 'unreadable queue record: stepped over, lost; the records after it are read');
-    this.lost(cur.expect, cur.expect);
-    cur.expect++;
+  /**
+   * A record that is not a queue record, stepped over (the cursor is past it): the numbers up to
+   * the next record read are lost, as after damaged bytes. Usually that is the one expected there;
+   * none when the record took no number (put between two records), so the next one is not taken
+   * for lost.
+   */
+  private steppedOver(cur: Cursor, at: number, reason: string): void {
+    this.log.error({ code: 'FIELD_QUEUE_CORRUPT', segment: cur.seg.path, at, seq: cur.expect, reason }, 'unreadable queue record: stepped over; the records after it are read');
+    cur.damaged = true;
   }
 
   /**
