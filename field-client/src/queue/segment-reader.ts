@@ -19,7 +19,8 @@ export class SegmentReader {
   constructor(
     path: string,
     private offset: number,
-    private readonly limit: number,
+    /** the bytes known to be written when it was made: it reads no further */
+    readonly limit: number,
     /**
      * The lowest number the next record may have (asked only when a record is damaged): a record
      * found past damaged bytes must have a number at or above it. Bytes exposed by a power cut at

@@ -36,6 +36,13 @@ export class SendCursor {
   private passed = 0;
   /** the newest records of the active segment, by their offset, oldest first */
   private readonly tail: TailCache;
+  /**
+   * Damaged bytes found in each segment: where they start, and where the cursor goes on (the next
+   * whole record, or the end of what was written when they were found). Found once, logged once:
+   * damage at the end of the active segment would otherwise be searched for and logged again at
+   * each read from its start (each reconnect; each `next` while the records before it are unacked).
+   */
+  private readonly damage = new WeakMap<Segment, Map<number, number>>();
 
   constructor(
     private readonly segments: readonly Segment[],
@@ -76,11 +83,17 @@ export class SendCursor {
       const cached = this.tail.take(cur.seg, cur.pos);
       let m: OutgoingMessage;
       let size: number;
+      const known = this.damage.get(cur.seg)?.get(cur.pos);
       if (cached) {
         // Passed once: a resend after a reconnect reads from disk.
         cur.pos = cached.end;
         m = cached.message;
         size = cached.bytes;
+      } else if (known !== undefined) {
+        // Damaged bytes found (and logged) before: stepped over again without a search.
+        cur.damaged = true;
+        cur.pos = known;
+        continue;
       } else {
         const r = this.readAtCursor();
         if (r === undefined) {
@@ -92,36 +105,33 @@ export class SendCursor {
           this.cursor = { seg: following, pos: 0, expect: following.firstSeq };
           continue;
         }
-        if ('corrupt' in r && r.end !== undefined) {
-          // A whole record follows the damaged bytes (record-resync.ts): the records after them are
-          // read, each checked by its own checksum.
+        if ('corrupt' in r) {
+          // Damaged bytes: stepped over to the first whole record after them (record-resync.ts),
+          // or, with none, to the end of what is written in the segment, where the writer appends
+          // (in the active segment) and the records after them are read, each checked by its own
+          // checksum. Their numbers, up to the next record read or the segment's last, are lost.
+          // Remembered, so that reading here again (after a reconnect) steps over them unlogged.
+          const end = r.end ?? cur.seg.bytes;
           this.log.error(
-            { code: 'FIELD_QUEUE_CORRUPT', segment: cur.seg.path, at: cur.pos, bytes: r.end - cur.pos, seq: cur.expect, reason: r.corrupt },
-            'damaged bytes in a queue segment: stepped over to the next whole record, and the records they held lost; the records after them are read',
+            { code: 'FIELD_QUEUE_CORRUPT', segment: cur.seg.path, at: cur.pos, bytes: end - cur.pos, seq: cur.expect, reason: r.corrupt },
+            r.end !== undefined
+              ? 'damaged bytes in a queue segment: stepped over to the next whole record, and the records they held lost; the records after them are read'
+              : cur.seg === this.segments.at(-1)
+                ? 'damaged bytes at the end of the queue segment being written: the records they held are lost; records written after them are read'
+                : 'damaged bytes in a queue segment, and no whole record after them: the rest of the segment is lost',
           );
+          this.remember(cur.seg, cur.pos, end);
           cur.damaged = true;
-          cur.reader?.skip(r.end);
-          cur.pos = r.end;
+          cur.reader?.skip(end);
+          cur.pos = end;
           continue;
         }
-        size = 'corrupt' in r ? 0 : r.body.length;
-        const stored = 'corrupt' in r ? r : parseQueuedRecord(r.body);
-        if ('corrupt' in stored && !('corrupt' in r)) {
+        size = r.body.length;
+        const stored = parseQueuedRecord(r.body);
+        if ('corrupt' in stored) {
           // Its checksum held but it is not a queue record (another build's, or damage the
           // checksum missed): the cursor is past it already (its length is sound).
           this.steppedOver(cur, r.start, stored.corrupt);
-          continue;
-        }
-        if ('corrupt' in stored) {
-          this.log.error(
-            { code: 'FIELD_QUEUE_CORRUPT', segment: cur.seg.path, at: cur.pos, seqs: [cur.expect, cur.seg.lastSeq], reason: stored.corrupt },
-            'unreadable queue record, and nothing after it can be found: the rest of the segment is lost',
-          );
-          if (cur.seg.lastSeq >= cur.expect) this.lost(cur.expect, cur.seg.lastSeq);
-          const following = this.segments[this.segments.indexOf(cur.seg) + 1];
-          this.close();
-          if (!following) break;
-          this.cursor = { seg: following, pos: 0, expect: following.firstSeq };
           continue;
         }
         m = { seq: stored.seq, messageId: stored.messageId, dataType: stored.dataType, payloadJson: JSON.stringify(stored.payload), acceptedAt: stored.acceptedAt };
@@ -134,6 +144,12 @@ export class SendCursor {
       bytes += size;
     }
     return out;
+  }
+
+  private remember(seg: Segment, start: number, end: number): void {
+    let spans = this.damage.get(seg);
+    if (!spans) this.damage.set(seg, (spans = new Map()));
+    spans.set(start, end);
   }
 
   /** The numbers of the damaged records stepped over, from the one expected there up to `to`, are lost. */
@@ -151,6 +167,7 @@ export class SendCursor {
    */
   private steppedOver(cur: Cursor, at: number, reason: string): void {
     this.log.error({ code: 'FIELD_QUEUE_CORRUPT', segment: cur.seg.path, at, seq: cur.expect, reason }, 'unreadable queue record: stepped over; the records after it are read');
+    this.remember(cur.seg, at, cur.pos);
     cur.damaged = true;
   }
 
@@ -169,7 +186,9 @@ export class SendCursor {
     }
     cur.reader ??= readerAt(cur);
     let r = cur.reader.next();
-    if (r === undefined) {
+    // At the end of what the reader was made for, or damage with nothing whole after it there:
+    // the segment may have grown since, and what was appended is to be read (or searched).
+    if (r === undefined || ('corrupt' in r && r.end === undefined && cur.reader.limit < durable)) {
       cur.reader.close();
       cur.reader = readerAt(cur);
       r = cur.reader.next();
