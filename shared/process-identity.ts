@@ -36,24 +36,34 @@ export function processStart(pid: number): string | undefined {
 }
 
 /**
- * Whether a process of group `pgid` runs now: one that is not a zombie (dead, its exit status not yet
- * collected: a process whose parent died is collected by the namespace's init, and an init that
- * collects nothing leaves it so for ever). Read from every /proc/PID/stat (field 5, the group):
- * kill(-pgid, 0) counts zombies in. False where there is no /proc.
+ * Which of the process groups `pgids` a process runs in now: one that is not a zombie (dead, its
+ * exit status not yet collected: a process whose parent died is collected by the namespace's init,
+ * and an init that collects nothing leaves it so for ever). Read from every /proc/PID/stat (field
+ * 5, the group) once for all of them: kill(-pgid, 0) counts zombies in, and a reading for each
+ * group was one of every process of the machine for each. Empty where there is no /proc.
  */
-export function processGroupRuns(pgid: number): boolean {
+export function runningGroups(pgids: ReadonlySet<number>): Set<number> {
+  const running = new Set<number>();
+  if (pgids.size === 0) return running;
   let pids: string[];
   try {
     pids = readdirSync('/proc');
   } catch {
-    return false;
+    return running;
   }
   for (const name of pids) {
     if (!/^\d+$/.test(name)) continue;
     const fields = statFields(Number(name));
-    if (fields && fields[5 - 3] === String(pgid) && fields[0] !== 'Z' && fields[0] !== 'X') return true;
+    if (!fields || fields[0] === 'Z' || fields[0] === 'X') continue;
+    const group = Number(fields[5 - 3]);
+    if (pgids.has(group)) running.add(group);
   }
-  return false;
+  return running;
+}
+
+/** Whether a process of group `pgid` runs now, not a zombie (runningGroups). False where there is no /proc. */
+export function processGroupRuns(pgid: number): boolean {
+  return runningGroups(new Set([pgid])).has(pgid);
 }
 
 /**

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
-import { bootId, processGroupRuns, processStart } from '../../shared/process-identity.ts';
+import { bootId, processStart, runningGroups } from '../../shared/process-identity.ts';
 import type { CommandJournal, KeptAnswer } from './command-journal.ts';
 import { keepable } from './command-outcome.ts';
 import type { CommandAnswer } from './commands.ts';
@@ -73,17 +73,19 @@ export async function endProgramGroup(rec: ProgramRecord, graceMs: number): Prom
   const start = processStart(rec.pgid);
   if (start === undefined) return 'gone';
   if (start !== rec.start) return 'reused';
-  if (!processGroupRuns(rec.pgid)) return 'gone'; // a zombie, left uncollected
+  if (await groups.ended(rec.pgid, 0)) return 'gone'; // a zombie, left uncollected
+  // Looked at again right before the signal: the look above came a moment later.
+  if (processStart(rec.pgid) !== rec.start) return 'gone';
   const sent = signalGroup(rec.pgid, 'SIGTERM');
   if (sent !== 'sent') return sent;
-  if (await groupEnds(rec.pgid, graceMs)) return 'ended';
+  if (await groups.ended(rec.pgid, graceMs)) return 'ended';
   // Still its group: its leader the same process, or gone with members left (a group's id is not
   // given to a new process while a member of it lives). Another start time: the group ended at the
   // last look, and its id went to another process since.
   const now = processStart(rec.pgid);
   if (now !== undefined && now !== rec.start) return 'ended';
   signalGroup(rec.pgid, 'SIGKILL');
-  await groupEnds(rec.pgid, graceMs);
+  await groups.ended(rec.pgid, graceMs);
   return 'ended';
 }
 
@@ -96,12 +98,41 @@ function signalGroup(pgid: number, signal: NodeJS.Signals): 'sent' | 'gone' | 'r
   }
 }
 
-async function groupEnds(pgid: number, ms: number): Promise<boolean> {
-  for (const end = Date.now() + ms; ; await new Promise((r) => setTimeout(r, TIMINGS.fieldCommandOrphanPollMs))) {
-    if (!processGroupRuns(pgid)) return true;
-    if (Date.now() >= end) return false;
+/**
+ * The waits for process groups to end, looked at together: one reading of /proc a look
+ * (runningGroups), every TIMINGS.fieldCommandOrphanPollMs, for all the groups waited on. A start
+ * ending tens of programs read every process of the machine for each of them at every look, and
+ * spent their whole grace doing it.
+ */
+class GroupWaits {
+  private readonly waits = new Set<{ pgid: number; until: number; resolve: (ended: boolean) => void }>();
+  private looking = false;
+
+  /** Resolves true once nothing of group `pgid` runs, false if it still runs `ms` from now (0: one look). */
+  ended(pgid: number, ms: number): Promise<boolean> {
+    return new Promise((resolve) => {
+      this.waits.add({ pgid, until: Date.now() + ms, resolve });
+      if (this.looking) return;
+      this.looking = true;
+      // The first look once the waits begun at once are all in: one reading for all of them.
+      setImmediate(() => this.look());
+    });
+  }
+
+  private look(): void {
+    const running = runningGroups(new Set([...this.waits].map((w) => w.pgid)));
+    const now = Date.now();
+    for (const w of this.waits) {
+      if (running.has(w.pgid) && now < w.until) continue;
+      this.waits.delete(w);
+      w.resolve(!running.has(w.pgid));
+    }
+    if (this.waits.size === 0) this.looking = false;
+    else setTimeout(() => this.look(), TIMINGS.fieldCommandOrphanPollMs);
   }
 }
+
+const groups = new GroupWaits();
 
 /** What endOrphans needs of CommandHandlers (commands.ts). */
 export interface OrphansHost {

@@ -8,6 +8,7 @@ import type { ResponsePayload } from '../../shared/contract/payloads.ts';
 import { createLogger } from '../../shared/logger.ts';
 import { bootId, processStart } from '../../shared/process-identity.ts';
 import { endProgramGroup } from '../../field-client/src/command-orphans.ts';
+import { TIMINGS } from '../../shared/limits.ts';
 import { CommandHandlers } from '../../field-client/src/commands.ts';
 import { LogCapture } from '../helpers/embedded.ts';
 import { tempDir } from '../helpers/pki.ts';
@@ -129,6 +130,37 @@ describe('exec programs left running by a field client killed (command-orphans.t
         assert.match(String(answer?.result), /^FIELD_COMMAND_OUTCOME_UNKNOWN: /);
       }
     } finally {
+      tmp.cleanup();
+    }
+  });
+
+  it('gives many programs left running their grace together, looking at the processes once a poll for all of them, not once for each', async () => {
+    // Each program's wait read every /proc/PID/stat of the machine every poll: with tens of
+    // programs that ignore SIGTERM the start spent its whole grace reading /proc, and went past it.
+    const tmp = tempDir('orphans-many');
+    const journal = join(tmp.dir, 'commands.journal');
+    const n = 40;
+    const pids: number[] = [];
+    try {
+      for (let i = 0; i < n; i++) pids.push(unrelated(`trap '' TERM; : > ${join(tmp.dir, `ready-${i}`)}; while :; do sleep 0.05; done`));
+      await until('their traps are set', () => pids.every((p, i) => existsSync(join(tmp.dir, `ready-${i}`)) && processStart(p) !== undefined), 20_000);
+      const boot = bootId() as string;
+      appendFileSync(journal, pids.map((pgid, i) => `cmd-m${i} started ${T}\ncmd-m${i} program ${T} ${JSON.stringify({ pgid, start: processStart(pgid), boot })}\n`).join(''));
+      const h = new CommandHandlers(guard, journal);
+      const logs = new LogCapture();
+      const grace = TIMINGS.fieldCommandStopGraceMs;
+      const cpu = process.cpuUsage();
+      const started = Date.now();
+      await h.endOrphans(logs.logger);
+      const took = Date.now() - started;
+      const used = process.cpuUsage(cpu);
+      const cpuMs = (used.user + used.system) / 1000;
+      assert.ok(pids.every((p) => !alive(p)), 'every group ended');
+      assert.equal(logs.lines.filter((l) => l.fate === 'ended').length, n);
+      assert.ok(took < 2 * grace + 1_000, `within the grace and its SIGKILL's (${took} ms)`);
+      assert.ok(cpuMs < took / 4, `the wait mostly idle: ${cpuMs.toFixed(0)} ms of CPU in ${took} ms`);
+    } finally {
+      for (const pid of pids) if (alive(pid)) process.kill(-pid, 'SIGKILL');
       tmp.cleanup();
     }
   });
