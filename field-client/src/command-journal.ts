@@ -81,8 +81,8 @@ export class CommandJournal {
   damagedValues = 0;
   /**
    * Program records read at the start that fail their schema (torn by a power cut, damaged on the
-   * disk), by command id: their command is still known as started, but its program, if it still
-   * runs, cannot be found (FIELD_COMMAND_PROGRAM_RECORD_DAMAGED, start.ts).
+   * disk), by command id, of the commands the journal still says started (unanswered): their
+   * program, if it still runs, cannot be found (FIELD_COMMAND_PROGRAM_RECORD_DAMAGED, start.ts).
    */
   readonly damagedPrograms: string[] = [];
   /** a compaction's failure not yet taken (and logged) by the caller: the line before it was synced, nothing is lost */
@@ -111,6 +111,10 @@ export class CommandJournal {
       this.bytes += Buffer.byteLength(line) + 1;
       if (!this.readLine(line)) this.unreadable++;
     }
+    // Only the records of commands still unanswered: one answered after its record was damaged
+    // names no program that may run on, and was reported at every start until the next rewrite.
+    const unanswered = this.damagedPrograms.filter((id, i, all) => all.indexOf(id) === i && this.seen.get(id)?.state === 'started');
+    this.damagedPrograms.splice(0, this.damagedPrograms.length, ...unanswered);
     this.compactedBytes = this.render().reduce((n, l) => n + Buffer.byteLength(l) + 1, 0);
   }
 

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { appendFileSync, existsSync, readFileSync } from 'node:fs';
+import { appendFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import type { CommandFrame } from '../../shared/contract/downlink.ts';
@@ -129,6 +129,26 @@ describe('exec programs left running by a field client killed (command-orphans.t
         assert.equal(answer?.status, 'failed');
         assert.match(String(answer?.result), /^FIELD_COMMAND_OUTCOME_UNKNOWN: /);
       }
+    } finally {
+      tmp.cleanup();
+    }
+  });
+
+  it('reports a damaged program record only while its command is unanswered: one answered after it names no program that may run on', async () => {
+    const tmp = tempDir('orphan-damaged-answered');
+    try {
+      const journal = join(tmp.dir, 'commands.journal');
+      const first = new CommandHandlers(guard, journal).register('quick', () => ({ status: 'completed' }));
+      const sent: ResponsePayload[] = [];
+      await first.answer({ ...frameOf('cmd-a'), command: 'quick' }, async (r) => void sent.push(r), quiet);
+      assert.equal(sent.length, 1);
+      // Its program line damaged on the disk, between its "started" and its answer.
+      const lines = readFileSync(journal, 'utf8').split('\n');
+      lines.splice(lines.findIndex((l) => l.startsWith('cmd-a started')) + 1, 0, `cmd-a program ${T} {"pgid":12`);
+      writeFileSync(journal, lines.join('\n'));
+      appendFileSync(journal, `cmd-u started ${T}\ncmd-u program ${T} {"pgid":"x"}\n`);
+      const h = new CommandHandlers(guard, journal);
+      assert.deepEqual([...h.journalDamagedPrograms], ['cmd-u'], 'cmd-a was answered: nothing of it may run on');
     } finally {
       tmp.cleanup();
     }
