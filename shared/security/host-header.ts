@@ -22,7 +22,8 @@ import { FieldStreamError } from '../errors.ts';
  * With or without a port (not compared: Docker publishes the port under another number), in any case.
  *
  * A request without Host is taken: Node answers 400 to an HTTP/1.1 one itself (requireHostHeader),
- * and an HTTP/1.0 one comes from a program, as browsers always send it.
+ * and an HTTP/1.0 one comes from a program, as browsers always send it. One with several Host
+ * lines is taken only if each names a host served.
  */
 
 /** A name a server answers to, as a setting gives it: a DNS name, compared in lower case. */
@@ -78,8 +79,11 @@ export function hostNotServed(host: string, served: ReadonlySet<string>): boolea
  * server does not answer to (see above). `setting` names the setting that adds names, for the message.
  */
 export function refuseUnservedHost(req: IncomingMessage, served: ReadonlySet<string>, setting: string): void {
+  // Every Host line, not req.headers.host: Node keeps the first of several there, and a name in
+  // another went unlooked at (a request with more than one is refused: RFC 9112 §3.2).
   const hosts: string[] = [];
-  if (req.headers.host !== undefined) hosts.push(req.headers.host);
+  const raw = req.rawHeaders;
+  for (let i = 0; i + 1 < raw.length; i += 2) if ((raw[i] as string).toLowerCase() === 'host') hosts.push(raw[i + 1] as string);
   // An absolute target (`GET http://name/ HTTP/1.1`) is the one a server goes by, Host aside (RFC 9112 §3.2.2).
   const target = req.url ?? '';
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(target)) {

@@ -620,6 +620,10 @@ describe('local inputs: a hostile or broken producer', () => {
         'GET /status HTTP/1.1\r\nHost: a:b:c',
         // The absolute target is the one a server goes by (RFC 9112 §3.2.2), whatever the Host.
         'GET http://rebind.attacker.example/status HTTP/1.1\r\nHost: 127.0.0.1',
+        // Two Host lines (RFC 9112 §3.2: a request with more than one is refused): Node keeps the
+        // first alone in req.headers, and a name in the second went unlooked at.
+        'GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: rebind.attacker.example',
+        'GET /status HTTP/1.1\r\nhost: localhost\r\nHOST: rebind.attacker.example',
       ];
       for (const head of refused) {
         const answer = await ask(head);

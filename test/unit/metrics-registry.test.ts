@@ -187,6 +187,9 @@ describe('the metrics server and a page rebound to its address', () => {
         assert.equal((await ask('/healthz', host)).status, 200, host);
       }
       assert.equal((await fetch(`${server.url}/metrics`)).status, 200, 'its own URL is served');
+      // A second Host line is looked at too (Node keeps only the first in req.headers).
+      const twice = await rawRequest(server.port, `GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: rebind.attacker.example\r\nConnection: close\r\n\r\n`);
+      assert.equal(twice.status, 421, JSON.stringify(twice.body));
     } finally {
       await server.close();
     }
