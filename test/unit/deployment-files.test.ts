@@ -530,6 +530,32 @@ describe('deployment files', () => {
     assert.deepEqual(missing, [], 'settings docs/deployment.md names that compose does not pass');
   });
 
+  it("each service's *_METRICS_HOST_NAMES reaches it from .env, its compose alias always among them", () => {
+    // The metrics ports answer only the names they are told (HTTP_HOST_NOT_SERVED): a name set in
+    // .env for another scraper did nothing when compose did not pass it; and the alias Prometheus
+    // and the console's pipeline page use there must stay served whatever .env lists.
+    const services: Record<string, [string, string, { shape: Record<string, unknown> }]> = {
+      gateway: ['docker-compose.dmz.yml', 'GATEWAY_METRICS_HOST_NAMES', GatewayConfigSchema],
+      distributor: ['docker-compose.internal.yml', 'DISTRIBUTOR_METRICS_HOST_NAMES', DistributorConfigSchema],
+      'command-api': ['docker-compose.internal.yml', 'COMMAND_API_METRICS_HOST_NAMES', CommandApiConfigSchema],
+      console: ['docker-compose.internal.yml', 'CONSOLE_METRICS_HOST_NAMES', ConsoleConfigSchema],
+      'broker-exporter': ['docker-compose.internal.yml', 'BROKER_EXPORTER_METRICS_HOST_NAMES', BrokerExporterConfigSchema],
+    };
+    const base = { PATH: process.env.PATH, DOMAIN_NAME: 'fs.example.org', ADMIN_EMAIL: 'ops@example.org', DMZ_BROKER_HOST: 'fs.example.org', COMMAND_API_TOKEN: 'x'.repeat(32), GRAFANA_ADMIN_PASSWORD: 'g', BRIDGE_STATE_TOKEN: 'b'.repeat(32) };
+    const namesOf = (file: string, service: string, variable: string, schema: { shape: Record<string, unknown> }, set: Record<string, string>) => {
+      const yaml = execFileSync('docker-compose', ['-f', join(repoRoot, file), 'config'], { env: { ...base, ...set }, encoding: 'utf8', cwd: repoRoot });
+      const svc = (JSON.parse(execFileSync('python3', ['-c', 'import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)'], { input: yaml, encoding: 'utf8' })) as { services: Record<string, { environment?: Record<string, string> }> }).services[service];
+      const value = svc?.environment?.[variable];
+      assert.ok(value !== undefined, `${file} ${service}: ${variable} not passed`);
+      return (schema.shape[variable] as { parse(v: unknown): string[] }).parse(value);
+    };
+    for (const [service, [file, variable, schema]] of Object.entries(services)) {
+      const alias = `${service}-metrics`;
+      assert.deepEqual(namesOf(file, service, variable, schema, {}), [alias], `${service}: by default its alias`);
+      assert.deepEqual(namesOf(file, service, variable, schema, { [variable]: 'metrics.plant.example' }).sort(), [alias, 'metrics.plant.example'].sort(), `${service}: a name from .env`);
+    }
+  });
+
   it('every certificate path a compose file mounts is made by generate-certificates.sh or by the set-up in docs/deployment.md, never left for Docker to make', () => {
     // A bind mount's missing source becomes a folder of root's: a key copied there later (a device
     // onboarded after the first `up`) cannot be written by the owner of certs/, nor read by the
