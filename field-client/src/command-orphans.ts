@@ -60,8 +60,10 @@ export function recordProgram(journal: CommandJournal, commandId: string, pid: n
  * - reused: its id is another process's now (another start time): nothing is signalled.
  * - rebooted: the machine restarted since (another boot id): nothing of it runs; nothing is signalled.
  * - refused: the group could not be signalled (EPERM: the client runs as another user now).
+ * - unseen: this machine says nothing of its processes now (no /proc, no boot id): whether the
+ *   program still runs cannot be told; nothing is signalled.
  */
-export type ProgramFate = 'ended' | 'gone' | 'reused' | 'rebooted' | 'refused';
+export type ProgramFate = 'ended' | 'gone' | 'reused' | 'rebooted' | 'refused' | 'unseen';
 
 /**
  * Ends the process group `rec` names if its leader is still that process: SIGTERM, and SIGKILL
@@ -69,7 +71,11 @@ export type ProgramFate = 'ended' | 'gone' | 'reused' | 'rebooted' | 'refused';
  * of the group runs (zombies aside: their parent, the client, is gone), or `graceMs` after the SIGKILL.
  */
 export async function endProgramGroup(rec: ProgramRecord, graceMs: number): Promise<ProgramFate> {
-  if (bootId() !== rec.boot) return 'rebooted';
+  // No boot id now is no other boot: a /proc not mounted (or hidden) at this start says nothing of
+  // the program, which may well run on.
+  const boot = bootId();
+  if (boot === undefined) return 'unseen';
+  if (boot !== rec.boot) return 'rebooted';
   const start = processStart(rec.pgid);
   if (start === undefined) return 'gone';
   if (start !== rec.start) return 'reused';
@@ -147,6 +153,7 @@ const WHY: Record<ProgramFate, string> = {
   reused: 'its program had ended by the restart (its process id is another process\'s now, left alone)',
   rebooted: 'the machine restarted since, which ended its program',
   refused: 'its program still runs, and the client may not signal it (another user)',
+  unseen: 'this machine says nothing of its processes now (no /proc): whether its program still runs is unknown, and nothing was signalled',
 };
 
 /**
@@ -161,7 +168,7 @@ export async function endOrphans(h: OrphansHost, log: Logger, graceMs = TIMINGS.
       try {
         const fate = await endProgramGroup(program, graceMs);
         const fields = { code: 'FIELD_COMMAND_OUTCOME_UNKNOWN' as const, commandId, pgid: program.pgid, fate };
-        if (fate === 'ended' || fate === 'refused') log.warn(fields, 'the field client was killed while this command\'s program ran; the program ran on');
+        if (fate === 'ended' || fate === 'refused' || fate === 'unseen') log.warn(fields, 'the field client was killed while this command\'s program ran; the program ran on');
         else log.info(fields, 'the field client was killed while this command\'s program ran');
         // Delivered and answered meanwhile: not answered twice.
         if (h.journal.get(commandId)?.state !== 'started') return;

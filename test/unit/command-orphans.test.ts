@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { appendFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -150,6 +150,45 @@ describe('exec programs left running by a field client killed (command-orphans.t
       const h = new CommandHandlers(guard, journal);
       assert.deepEqual([...h.journalDamagedPrograms], ['cmd-u'], 'cmd-a was answered: nothing of it may run on');
     } finally {
+      tmp.cleanup();
+    }
+  });
+
+  it('where this machine says nothing of its processes at the restart (no /proc), says the program may run on, not that the machine rebooted', { skip: spawnSync('unshare', ['-Urm', 'true']).status === 0 ? false : 'needs user and mount namespaces (unshare -Urm)' }, async () => {
+    // bootId() reads nothing without /proc: every record was taken for one of an earlier boot, and
+    // its command answered "the machine restarted since, which ended its program", the program
+    // possibly still at work.
+    const tmp = tempDir('orphan-no-proc');
+    const pid = unrelated();
+    try {
+      await until('it runs', () => processStart(pid) !== undefined);
+      const journal = join(tmp.dir, 'commands.journal');
+      appendFileSync(journal, `cmd-n started ${T}\ncmd-n program ${T} ${JSON.stringify({ pgid: pid, start: processStart(pid), boot: bootId() })}\n`);
+      const script = join(tmp.dir, 'restart.mts');
+      const repo = join(import.meta.dirname, '..', '..');
+      writeFileSync(script, [
+        `import { CommandHandlers } from ${JSON.stringify(join(repo, 'field-client/src/commands.ts'))};`,
+        `import { LogCapture } from ${JSON.stringify(join(repo, 'test/helpers/embedded.ts'))};`,
+        `const h = new CommandHandlers(${JSON.stringify(guard)}, process.argv[2]);`,
+        'const logs = new LogCapture();',
+        'await h.endOrphans(logs.logger);',
+        'const sent: unknown[] = [];',
+        'h.queueKept(async (r) => void sent.push(r), logs.logger);',
+        'await new Promise((r) => setTimeout(r, 200));',
+        'process.stdout.write(JSON.stringify({ fates: logs.lines.filter((l) => l.fate).map((l) => l.fate), sent }));',
+      ].join('\n'));
+      // A mount namespace of its own whose /proc is an empty folder: a device without /proc.
+      const run = spawnSync('unshare', ['-Urm', 'sh', '-c', 'mount -t tmpfs none /proc && exec "$0" --import tsx "$@"', process.execPath, script, journal], { cwd: repo, encoding: 'utf8', timeout: 60_000 });
+      assert.equal(run.status, 0, run.stderr);
+      const out = JSON.parse(run.stdout) as { fates: string[]; sent: ResponsePayload[] };
+      assert.deepEqual(out.fates, ['unseen']);
+      assert.equal(out.sent.length, 1);
+      assert.equal(out.sent[0]?.status, 'failed');
+      assert.match(String(out.sent[0]?.result), /^FIELD_COMMAND_OUTCOME_UNKNOWN: .*whether its program still runs is unknown/);
+      assert.doesNotMatch(String(out.sent[0]?.result), /restarted/);
+      assert.ok(alive(pid), 'nothing signalled');
+    } finally {
+      if (alive(pid)) process.kill(-pid, 'SIGKILL');
       tmp.cleanup();
     }
   });
