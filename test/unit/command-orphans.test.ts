@@ -198,10 +198,11 @@ describe('exec programs left running by a field client killed (command-orphans.t
     // programs that ignore SIGTERM the start spent its whole grace reading /proc, and went past it.
     const tmp = tempDir('orphans-many');
     const journal = join(tmp.dir, 'commands.journal');
-    const n = 40;
+    const n = 60;
     const pids: number[] = [];
     try {
-      for (let i = 0; i < n; i++) pids.push(unrelated(`trap '' TERM; : > ${join(tmp.dir, `ready-${i}`)}; while :; do sleep 0.05; done`));
+      // SIGTERM ignored, by the shell and the sleep it becomes (an ignored signal stays so across exec).
+      for (let i = 0; i < n; i++) pids.push(unrelated(`trap '' TERM; : > ${join(tmp.dir, `ready-${i}`)}; exec sleep 300`));
       await until('their traps are set', () => pids.every((p, i) => existsSync(join(tmp.dir, `ready-${i}`)) && processStart(p) !== undefined), 20_000);
       const boot = bootId() as string;
       appendFileSync(journal, pids.map((pgid, i) => `cmd-m${i} started ${T}\ncmd-m${i} program ${T} ${JSON.stringify({ pgid, start: processStart(pgid), boot })}\n`).join(''));
