@@ -1,4 +1,4 @@
-import { closeSync, constants, fchmodSync, fsyncSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { closeSync, constants, fchmodSync, fsyncSync, mkdirSync, openSync, readdirSync, readSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { open, rename } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 
@@ -90,6 +90,21 @@ export function writeWholeSync(fd: number, bytes: Buffer, what: string): void {
     if (n <= 0) throw new Error(`the disk took none of the bytes of ${what}`);
     at += n;
   }
+}
+
+/**
+ * Up to `n` bytes of the file open as `fd` from `pos` (fewer only where the file ends): read(2) may
+ * return fewer bytes than asked before the end, so it is read on until it has them or reads none.
+ */
+export function readUpToSync(fd: number, pos: number, n: number): Buffer {
+  const buf = Buffer.allocUnsafe(n);
+  let got = 0;
+  while (got < n) {
+    const k = readSync(fd, buf, got, n - got, pos + got);
+    if (k === 0) break;
+    got += k;
+  }
+  return buf.subarray(0, got);
 }
 
 /**

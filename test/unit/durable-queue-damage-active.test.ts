@@ -1,12 +1,8 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { afterEach, describe, it } from 'node:test';
-import { DurableQueue, type QueueOptions } from '../../field-client/src/queue/durable-queue.ts';
-import { decodeRecord } from '../../field-client/src/queue/record-codec.ts';
-import { LogCapture } from '../helpers/embedded.ts';
-import { tempDir } from '../helpers/pki.ts';
+import { reading, values, range, corruptLogs, recordBounds, damagedQueues } from '../helpers/queue-damage.ts';
 
 /**
  * Damage in the active segment (the one still written) with no whole record after it, found by
@@ -14,23 +10,7 @@ import { tempDir } from '../helpers/pki.ts';
  * (not searched and logged again at every read), while the records the writer appends after it
  * are all sent.
  */
-const reading = (v: number) => ({ dataType: 'timeseries', payload: { v, timestamp: 1700000000000 + v } });
-const segments = (dir: string) => readdirSync(dir).filter((f) => f.startsWith('seg-')).sort();
-const values = (ms: Array<{ payloadJson: string }>) => ms.map((m) => (JSON.parse(m.payloadJson) as { v: number }).v);
-const range = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => from + i);
-const corruptLogs = (logs: LogCapture) => logs.lines.filter((l) => l.code === 'FIELD_QUEUE_CORRUPT');
 
-/** Where each record of a segment file starts. */
-function recordStarts(buf: Buffer): number[] {
-  const starts: number[] = [];
-  for (let at = 0; at < buf.length; ) {
-    const r = decodeRecord(buf, at);
-    assert.equal(r.kind, 'record', 'an undamaged segment');
-    starts.push(at);
-    at = (r as { next: number }).next;
-  }
-  return starts;
-}
 
 /** Ways to damage the last records of a segment so that no whole record follows the damage. */
 const damages: Array<[string, (buf: Buffer, starts: number[]) => void]> = [
@@ -40,20 +20,12 @@ const damages: Array<[string, (buf: Buffer, starts: number[]) => void]> = [
 ];
 
 describe('the durable queue, with damage at the end of its active segment found at run time', () => {
-  const dirs: Array<{ cleanup(): void }> = [];
-  afterEach(() => {
-    for (const d of dirs.splice(0)) d.cleanup();
-  });
-  const open = async (over: Partial<QueueOptions> = {}) => {
-    const tmp = tempDir('queue-active-damage');
-    dirs.push(tmp);
-    const logs = new LogCapture();
-    const q = await DurableQueue.open({ dir: tmp.dir, maxBytes: 1 << 30, segmentBytes: 1 << 20, fullPolicy: 'reject', sync: { mode: 'always' }, log: logs.logger, ...over });
-    return { q, logs, seg: () => join(tmp.dir, segments(tmp.dir).at(-1) as string) };
-  };
+  const queues = damagedQueues('queue-active-damage');
+  afterEach(queues.cleanup);
+  const open = queues.opened;
   const damage = (path: string, how: (buf: Buffer, starts: number[]) => void) => {
     const buf = readFileSync(path);
-    how(buf, recordStarts(buf));
+    how(buf, recordBounds(buf).slice(0, -1));
     writeFileSync(path, buf); // the same size: the writer appends after it as before
   };
 

@@ -1,11 +1,8 @@
 import assert from 'node:assert/strict';
-import { appendFileSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { afterEach, describe, it } from 'node:test';
-import { DurableQueue, type QueueOptions } from '../../field-client/src/queue/durable-queue.ts';
-import { decodeRecord, encodeRecord } from '../../field-client/src/queue/record-codec.ts';
-import { LogCapture } from '../helpers/embedded.ts';
-import { tempDir } from '../helpers/pki.ts';
+import { encodeRecord } from '../../field-client/src/queue/record-codec.ts';
+import { reading, segments, values, range, corruptLogs, recordBounds, damagedQueues, drains } from '../helpers/queue-damage.ts';
 
 /**
  * Records whose checksum holds but whose body is not a queue record: not JSON, or JSON that is not
@@ -13,23 +10,7 @@ import { tempDir } from '../helpers/pki.ts';
  * is stepped over like a damaged one, its length being trustworthy: the queue opens, every other
  * record is sent, and only the numbers such records took are forgotten.
  */
-const reading = (v: number) => ({ dataType: 'timeseries', payload: { v, timestamp: 1700000000000 + v } });
-const segments = (dir: string) => readdirSync(dir).filter((f) => f.startsWith('seg-')).sort();
-const values = (ms: Array<{ payloadJson: string }>) => ms.map((m) => (JSON.parse(m.payloadJson) as { v: number }).v);
-const range = (n: number) => Array.from({ length: n }, (_, i) => i);
-const corruptLogs = (logs: LogCapture) => logs.lines.filter((l) => l.code === 'FIELD_QUEUE_CORRUPT');
 
-/** Where each record of a segment file starts, and where the last one ends. */
-function recordStarts(buf: Buffer): number[] {
-  const starts: number[] = [];
-  for (let at = 0; at < buf.length; ) {
-    const r = decodeRecord(buf, at);
-    assert.equal(r.kind, 'record', 'an undamaged segment');
-    starts.push(at);
-    at = (r as { next: number }).next;
-  }
-  return [...starts, buf.length];
-}
 
 /** Bodies whose checksum is right but that are not queue records. */
 const bodies: Array<[string, string]> = [
@@ -39,35 +20,17 @@ const bodies: Array<[string, string]> = [
 ];
 
 describe('the durable queue, with records whose checksum holds but that are not queue records', () => {
-  const dirs: Array<{ cleanup(): void }> = [];
-  afterEach(() => {
-    for (const d of dirs.splice(0)) d.cleanup();
-  });
-  /** A queue holding `n` readings (values 0..n-1, numbers 1..n), closed; `reopen` opens it again. */
-  const filled = async (n: number, over: Partial<QueueOptions> = {}) => {
-    const tmp = tempDir('queue-bad-body');
-    dirs.push(tmp);
-    const logs = new LogCapture();
-    const opts: QueueOptions = { dir: tmp.dir, maxBytes: 1 << 30, segmentBytes: 64 * 1024, fullPolicy: 'reject', sync: { mode: 'always' }, log: logs.logger, ...over };
-    const q = await DurableQueue.open(opts);
-    if (n > 0) await q.append(range(n).map(reading));
-    await q.close();
-    const seg = (i: number) => join(tmp.dir, segments(tmp.dir).at(i) as string);
-    return { dir: tmp.dir, logs, seg, firstSeq: (i: number) => Number(/\d+/.exec(segments(tmp.dir).at(i) as string)?.[0]), reopen: () => DurableQueue.open(opts) };
-  };
+  const queues = damagedQueues('queue-bad-body');
+  afterEach(queues.cleanup);
+  const filled = queues.filled;
   /** Puts a record of `body` (its checksum right) in place of record `index` of `path` (-1: the last), or before it with `insert`. */
   const putRecord = (path: string, index: number, body: string, insert = false) => {
     const buf = readFileSync(path);
-    const starts = recordStarts(buf);
+    const starts = recordBounds(buf);
     const i = index < 0 ? starts.length - 1 + index : index;
     const at = starts[i] as number;
     const after = insert ? at : (starts[i + 1] as number);
     writeFileSync(path, Buffer.concat([buf.subarray(0, at), encodeRecord(body), buf.subarray(after)]));
-  };
-  /** Sends everything, acks it: the queue drains, its watermark past every number. */
-  const drains = (q: DurableQueue, n: number, sent: Array<{ seq: number }>) => {
-    q.ack(sent.map((m) => m.seq));
-    assert.deepEqual({ depth: q.depth, committedThrough: q.committedThrough }, { depth: 0, committedThrough: n });
   };
 
   for (const [name, body] of bodies) {

@@ -1,13 +1,10 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { appendFileSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { appendFileSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { afterEach, describe, it } from 'node:test';
-import { DurableQueue, type QueueOptions } from '../../field-client/src/queue/durable-queue.ts';
-import { decodeRecord, HEADER_BYTES, MAX_RECORD_BYTES } from '../../field-client/src/queue/record-codec.ts';
+import { HEADER_BYTES, MAX_RECORD_BYTES } from '../../field-client/src/queue/record-codec.ts';
 import { LIMITS } from '../../shared/limits.ts';
-import { LogCapture } from '../helpers/embedded.ts';
-import { tempDir } from '../helpers/pki.ts';
+import { reading, segments, values, range, corruptLogs, recordBounds, damagedQueues, drains } from '../helpers/queue-damage.ts';
 
 /**
  * Records damaged on the medium in the middle of a segment, by their length as well as by their
@@ -15,56 +12,23 @@ import { tempDir } from '../helpers/pki.ts';
  * again, at recovery and by the sender reading back, and only a torn tail (nothing whole after
  * the damage) is cut.
  */
-const reading = (v: number) => ({ dataType: 'timeseries', payload: { v, timestamp: 1700000000000 + v } });
-const segments = (dir: string) => readdirSync(dir).filter((f) => f.startsWith('seg-')).sort();
-const values = (ms: Array<{ payloadJson: string }>) => ms.map((m) => (JSON.parse(m.payloadJson) as { v: number }).v);
-const range = (n: number) => Array.from({ length: n }, (_, i) => i);
-const corruptLogs = (logs: LogCapture) => logs.lines.filter((l) => l.code === 'FIELD_QUEUE_CORRUPT');
 
-/** Where each record of a segment file starts, and where the last one ends. */
-function recordStarts(buf: Buffer): number[] {
-  const starts: number[] = [];
-  for (let at = 0; at < buf.length; ) {
-    const r = decodeRecord(buf, at);
-    assert.equal(r.kind, 'record', 'an undamaged segment');
-    starts.push(at);
-    at = (r as { next: number }).next;
-  }
-  return [...starts, buf.length];
-}
 
 describe('the durable queue, with records damaged in the middle of a segment', () => {
-  const dirs: Array<{ cleanup(): void }> = [];
-  afterEach(() => {
-    for (const d of dirs.splice(0)) d.cleanup();
-  });
-  /** A queue holding `n` readings (values 0..n-1, numbers 1..n), closed; `reopen` opens it again. */
-  const filled = async (n: number, over: Partial<QueueOptions> = {}) => {
-    const tmp = tempDir('queue-damage');
-    dirs.push(tmp);
-    const logs = new LogCapture();
-    const opts: QueueOptions = { dir: tmp.dir, maxBytes: 1 << 30, segmentBytes: 64 * 1024, fullPolicy: 'reject', sync: { mode: 'always' }, log: logs.logger, ...over };
-    const q = await DurableQueue.open(opts);
-    if (n > 0) await q.append(range(n).map(reading));
-    await q.close();
-    return { dir: tmp.dir, logs, firstSeq: (i: number) => Number(/\d+/.exec(segments(tmp.dir)[i] as string)?.[0]), seg: (i: number) => join(tmp.dir, segments(tmp.dir)[i] as string), reopen: () => DurableQueue.open(opts) };
-  };
-  /** Sends everything, acks it: the queue drains, its watermark past every number. */
-  const drains = (q: DurableQueue, n: number, sent: Array<{ seq: number }>) => {
-    q.ack(sent.map((m) => m.seq));
-    assert.deepEqual({ depth: q.depth, committedThrough: q.committedThrough }, { depth: 0, committedThrough: n });
-  };
+  const queues = damagedQueues('queue-damage');
+  afterEach(queues.cleanup);
+  const filled = queues.filled;
 
   /** Sets the length field of record `index` of `path` to `length` (a function of its true one). */
   const setLength = (path: string, index: number, length: (was: number, start: number, size: number) => number) => {
     const buf = readFileSync(path);
-    const at = recordStarts(buf)[index] as number;
+    const at = recordBounds(buf)[index] as number;
     buf.writeUInt32BE(length(buf.readUInt32BE(at), at, buf.length) >>> 0, at);
     writeFileSync(path, buf);
   };
   const flipInBody = (path: string, index: number) => {
     const buf = readFileSync(path);
-    const at = recordStarts(buf)[index] as number;
+    const at = recordBounds(buf)[index] as number;
     buf[at + HEADER_BYTES + 5] = (buf[at + HEADER_BYTES + 5] as number) ^ 0x01;
     writeFileSync(path, buf);
   };
@@ -143,7 +107,7 @@ describe('the durable queue, with records damaged in the middle of a segment', (
     const n = 300;
     const { seg, reopen } = await filled(n);
     const buf = readFileSync(seg(0));
-    const starts = recordStarts(buf);
+    const starts = recordBounds(buf);
     buf.writeUInt32BE(0, starts[50] as number);
     buf.writeUInt32BE(buf.readUInt32BE(starts[51] as number) + 3, starts[51] as number);
     // from the middle of record 200 to the middle of record 204: 201..203 wholly gone
@@ -167,7 +131,7 @@ describe('the durable queue, with records damaged in the middle of a segment', (
     const n = 300;
     const { seg, reopen, logs } = await filled(n);
     const buf = readFileSync(seg(0));
-    const at = recordStarts(buf)[150] as number;
+    const at = recordBounds(buf)[150] as number;
     // 200 kB of random bytes, and 64 kB of zeros (a page never written), in the middle
     writeFileSync(seg(0), Buffer.concat([buf.subarray(0, at), randomBytes(200_000), Buffer.alloc(65_536), buf.subarray(at)]));
     const size = statSync(seg(0)).size;
@@ -215,7 +179,7 @@ describe('the durable queue, with records damaged in the middle of a segment', (
     const n = 100;
     const { seg, reopen } = await filled(n);
     const buf = readFileSync(seg(0));
-    const starts = recordStarts(buf);
+    const starts = recordBounds(buf);
     const old = buf.subarray(starts[3], starts[4]); // number 4: long sent, its segment deleted
     appendFileSync(seg(0), Buffer.concat([randomBytes(500), old, randomBytes(100)]));
     const q = await reopen();
@@ -235,7 +199,7 @@ describe('the durable queue, with records damaged in the middle of a segment', (
     const n = 20;
     const { seg, reopen } = await filled(n, { segmentBytes: 64 * 1024 * 1024 });
     const buf = readFileSync(seg(0));
-    const starts = recordStarts(buf);
+    const starts = recordBounds(buf);
     const at = starts[10] as number;
     writeFileSync(seg(0), Buffer.concat([buf.subarray(0, at), randomBytes(16 * 1024 * 1024), buf.subarray(at)]));
     let started = Date.now();

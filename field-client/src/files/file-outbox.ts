@@ -1,10 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, lstatSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, writeFileSync, renameSync } from 'node:fs';
+import { closeSync, existsSync, lstatSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, renameSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { FieldStreamError, isFieldStreamError } from '../../../shared/errors.ts';
 import { LIMITS } from '../../../shared/limits.ts';
-import { makeDirDurablySync, syncDirSync } from '../../../shared/durable-fs.ts';
+import { makeDirDurablySync, readUpToSync, syncDirSync } from '../../../shared/durable-fs.ts';
 import type { Logger } from '../../../shared/logger.ts';
 import { NOTE, readNotes, removeNote, writeNote, type AcceptingNote } from './accepting-note.ts';
 import { copyNoFollow } from './copy-no-follow.ts';
@@ -239,14 +239,7 @@ export class FileOutbox {
     try {
       const start = index * rec.chunkBytes;
       const length = Math.max(0, Math.min(rec.chunkBytes, rec.size - start));
-      const buf = Buffer.allocUnsafe(length);
-      let read = 0;
-      while (read < length) {
-        const n = readSync(fd, buf, read, length - read, start + read);
-        if (n === 0) break;
-        read += n;
-      }
-      return buf.subarray(0, read);
+      return readUpToSync(fd, start, length);
     } finally {
       closeSync(fd);
     }

@@ -1,5 +1,5 @@
-import { readSync } from 'node:fs';
 import { crc32 } from 'node:zlib';
+import { readUpToSync } from '../../../shared/durable-fs.ts';
 import { LIMITS } from '../../../shared/limits.ts';
 import { parseQueuedRecord } from './queue-types.ts';
 import { HEADER_BYTES, MAX_RECORD_BYTES } from './record-codec.ts';
@@ -59,7 +59,7 @@ export function findNextRecord(fd: number, start: number, claimedEnd: number | u
   // Where the next chunk starts: a candidate's header is 8 bytes before its `{"`.
   let from = start + 1;
   while (from + HEADER_BYTES + BODY_START.length <= limit) {
-    const chunk = readAt(fd, from, Math.min(SCAN_CHUNK_BYTES, limit - from));
+    const chunk = readUpToSync(fd, from, Math.min(SCAN_CHUNK_BYTES, limit - from));
     if (chunk.length < HEADER_BYTES + BODY_START.length) break; // the file is shorter than it was
     for (let i = chunk.indexOf(BODY_START, HEADER_BYTES); i >= 0; i = chunk.indexOf(BODY_START, i + 1)) {
       const at = from + i - HEADER_BYTES;
@@ -85,24 +85,12 @@ function wholeRecordAt(fd: number, chunk: Buffer, rel: number, at: number, limit
   if (budget.probes <= 0) return `gave up the search after ${LIMITS.queueResyncProbesMax} places that looked like records`;
   budget.probes--;
   const lastRel = rel + HEADER_BYTES + length - 1;
-  const last = lastRel < chunk.length ? chunk[lastRel] : readAt(fd, bodyAt + length - 1, 1)[0];
+  const last = lastRel < chunk.length ? chunk[lastRel] : readUpToSync(fd, bodyAt + length - 1, 1)[0];
   if (last !== BODY_END) return false;
   if (budget.crcBytes < length) return `gave up the search after ${LIMITS.queueResyncCrcMaxBytes} bytes of checksums of places that looked like records`;
   budget.crcBytes -= length;
-  const body = lastRel < chunk.length ? chunk.subarray(rel + HEADER_BYTES, lastRel + 1) : readAt(fd, bodyAt, length);
+  const body = lastRel < chunk.length ? chunk.subarray(rel + HEADER_BYTES, lastRel + 1) : readUpToSync(fd, bodyAt, length);
   if (body.length !== length || crc32(body) !== chunk.readUInt32BE(rel + 4)) return false;
   const record = parseQueuedRecord(body);
   return !('corrupt' in record) && record.seq >= minSeq;
-}
-
-/** Up to `n` bytes of the file at `pos` (fewer where it ends). */
-function readAt(fd: number, pos: number, n: number): Buffer {
-  const buf = Buffer.allocUnsafe(n);
-  let got = 0;
-  while (got < n) {
-    const k = readSync(fd, buf, got, n - got, pos + got);
-    if (k === 0) break;
-    got += k;
-  }
-  return buf.subarray(0, got);
 }
