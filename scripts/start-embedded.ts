@@ -49,7 +49,11 @@ runService('fieldstream', loadEmbeddedConfig, async (config) => {
   const otherMqtt = await freePortFrom((pipeline.field?.mqttPort ?? 1884) + 1);
   const metricsOf = (s: { url: string } | undefined) => (s ? `${s.url}/metrics   (${s.url}/healthz, ${s.url}/readyz)` : 'off');
   const distributorMetrics = await pipeline.distributor.metricsServer;
-  const timeseries = process.env.INFLUXDB_URL ? `${pipeline.distributor.sink.description}` : `${rel(data.timeseries)}/  (read it: npm run readings)`;
+  // The local store only while no database is set (sinks/select.ts): with PostgreSQL alone it holds
+  // nothing, and naming it sent the reader to an empty folder.
+  const set = (name: string) => (process.env[name]?.trim() ?? '') !== '';
+  const toDatabase = set('INFLUXDB_URL') || set('POSTGRES_URL') || set('PGHOST');
+  const timeseries = toDatabase ? pipeline.distributor.sink.description : `${rel(data.timeseries)}/  (read it: npm run readings)`;
   process.stdout.write(`
 FieldStream is running (embedded pipeline, Ctrl-C to stop)
 
