@@ -17,7 +17,12 @@ export function makeTestPki(deviceIds: readonly string[], domain = 'localhost'):
   const dir = mkdtempSync(join(tmpdir(), 'fieldstream-pki-'));
   baseSet(dir, domain);
   for (const id of deviceIds) issueDeviceCertificate(dir, id);
-  return { dir, paths: pkiPaths(dir), cleanup: () => (process.env.FIELDSTREAM_KEEP_TEST_DIRS === '1' ? undefined : rmSync(dir, { recursive: true, force: true })) };
+  const cleanup = (): void => {
+    // Named when kept, as tempDir's folders are: among the many in /tmp, the failed test's set is otherwise not to be found.
+    if (process.env.FIELDSTREAM_KEEP_TEST_DIRS === '1') process.stderr.write(`kept ${dir}\n`);
+    else rmSync(dir, { recursive: true, force: true });
+  };
+  return { dir, paths: pkiPaths(dir), cleanup };
 }
 
 /** The domains whose run-wide set this process has copied once already. */
