@@ -28,7 +28,7 @@ FieldStream local stack is running (Ctrl-C to stop)
   Caddy (public WSS)   ${stack.urls.wss}
   gateways             ${gatewaysOf(stack.dmzServers[0]!)}
   DMZ Mosquitto        ${stack.urls.dmzMqtt}
-${stack.dmzServers.slice(1).map((s) => `  DMZ server ${s.id}      ${s.urls.wss}  broker ${s.urls.mqtt}  gateways ${gatewaysOf(s)}  logs ${(o.shownPath ?? ((p) => p))(s.logDir)}/\n`).join('')}  internal Mosquitto   ${stack.urls.internalMqtt}  (bridged to every DMZ broker, dialling out)
+${stack.dmzServers.slice(1).map((s) => `  DMZ server ${s.id}      ${s.urls.wss}  broker ${s.urls.mqtt}  gateways ${gatewaysOf(s)}  metrics ${s.metrics.gateways.map((u) => `${u}/metrics`).join(' ')}  logs ${(o.shownPath ?? ((p) => p))(s.logDir)}/\n`).join('')}  internal Mosquitto   ${stack.urls.internalMqtt}  (bridged to every DMZ broker, dialling out)
   command API          ${stack.urls.commandApi}  token ${o.token}
   operator console     ${stack.urls.console}  (log in with the command API's token)
   broker exporter      ${stack.metrics.brokerExporter}/metrics  (${stack.dmzServers.length > 1 ? "the internal broker's and the first DMZ server's broker's $SYS" : "both brokers' $SYS"})

@@ -18,7 +18,7 @@ describe("npm run stack's banner", () => {
 
   it("says where each further DMZ server's logs are: in a folder of its own, not the logs folder it prints", () => {
     const server = (id: string | undefined, logDir: string) =>
-      ({ id, sockets: [], logDir, ports: { gateways: [9444] }, urls: { wss: 'wss://localhost:9443', mqtt: 'mqtts://127.0.0.1:18883' } }) as unknown as DmzServer;
+      ({ id, sockets: [], logDir, ports: { gateways: [9444] }, urls: { wss: 'wss://localhost:9443', mqtt: 'mqtts://127.0.0.1:18883' }, metrics: { gateways: ['http://127.0.0.1:41002'] } }) as unknown as DmzServer;
     const metrics = { brokerExporter: 'http://127.0.0.1:41001', gateways: ['http://127.0.0.1:41002'], gateway: 'http://127.0.0.1:41002', distributor: 'http://127.0.0.1:41003', commandApi: 'http://127.0.0.1:41004', console: 'http://127.0.0.1:41005' };
     const text = stackBanner(
       { urls: { wss: 'wss://localhost:9443', dmzMqtt: 'mqtts://127.0.0.1:18883', internalMqtt: 'mqtts://127.0.0.1:28883', commandApi: 'http://127.0.0.1:9090', console: 'http://127.0.0.1:9095', tokenWss: undefined }, dmzServers: [server(undefined, '/repo/data/stack/logs'), server('dmz2', '/repo/data/stack/dmz2/logs')], metrics },
@@ -28,5 +28,16 @@ describe("npm run stack's banner", () => {
     // The exporter reads the internal broker and the first DMZ server's (broker-exporter), not dmz2's.
     assert.match(text, /broker exporter .*the internal broker's and the first DMZ server's broker's \$SYS/);
     assert.doesNotMatch(text, /both brokers/);
+  });
+
+  it("names each further DMZ server's gateways' /metrics too, with that server", () => {
+    const server = (id: string | undefined, metricsUrls: string[]) =>
+      ({ id, sockets: [], logDir: `/repo/data/stack/${id ?? ''}logs`, ports: { gateways: [9444] }, urls: { wss: 'wss://localhost:9443', mqtt: 'mqtts://127.0.0.1:18883' }, metrics: { gateways: metricsUrls } }) as unknown as DmzServer;
+    const metrics = { brokerExporter: 'http://127.0.0.1:41001', gateways: ['http://127.0.0.1:41002'], gateway: 'http://127.0.0.1:41002', distributor: 'http://127.0.0.1:41003', commandApi: 'http://127.0.0.1:41004', console: 'http://127.0.0.1:41005' };
+    const text = stackBanner(
+      { urls: { wss: 'wss://localhost:9443', dmzMqtt: 'mqtts://127.0.0.1:18883', internalMqtt: 'mqtts://127.0.0.1:28883', commandApi: 'http://127.0.0.1:9090', console: 'http://127.0.0.1:9095', tokenWss: undefined }, dmzServers: [server(undefined, metrics.gateways), server('dmz2', ['http://127.0.0.1:42001', 'http://127.0.0.1:42002'])], metrics },
+      { token: '(COMMAND_API_TOKEN)', timeseries: 'data/stack/timeseries', files: 'data/stack/files', logs: 'data/stack/logs', certificates: 'certs' },
+    );
+    assert.match(text, /DMZ server dmz2 .*metrics http:\/\/127\.0\.0\.1:42001\/metrics http:\/\/127\.0\.0\.1:42002\/metrics/);
   });
 });
