@@ -17,8 +17,9 @@ import { TIMINGS } from '../../shared/limits.ts';
  * includes the host name, and a recreated container has a new one). Each such session is taken
  * over by its client id, stops collecting (its shared subscriptions removed), has its queued
  * messages written as any others (through a Consumer: acknowledged after the write), and is removed
- * once nothing has come for TIMINGS.sessionRetireIdleMs (disconnected with a session expiry of 0,
- * MQTT 5 §3.14.2.2.2).
+ * once nothing has come for TIMINGS.sessionRetireIdleMs and a round trip to the broker after the
+ * last PUBACK brought nothing either (disconnected with a session expiry of 0, MQTT 5 §3.14.2.2.2):
+ * the quiet of a stalled broker is not taken for an empty session.
  *
  * Which sessions: those named in the state file (`consumer-sessions.json`: the ids of earlier runs)
  * that this run does not use, and this run's base id numbered past its consumer count up to
@@ -112,8 +113,12 @@ async function retireOne(clientId: string, o: RetirementOptions): Promise<boolea
       return false;
     }
     let lastActivity = Date.now();
+    /** PUBLISHes received on this connection */
+    let received = 0;
     client.on('packetreceive', (p) => {
-      if (p.cmd === 'publish') lastActivity = Date.now();
+      if (p.cmd !== 'publish') return;
+      received++;
+      lastActivity = Date.now();
     });
     consumer = o.consume(client);
     // Stop collecting first; what is queued already is still delivered, and written.
@@ -121,7 +126,17 @@ async function retireOne(clientId: string, o: RetirementOptions): Promise<boolea
     for (;;) {
       await new Promise((r) => setTimeout(r, TIMINGS.sessionRetireIdleMs / 4));
       if (o.signal.aborted) throw new Error('the distributor is stopping');
-      if (Date.now() - lastActivity >= TIMINGS.sessionRetireIdleMs && consumer.inProgressSince === undefined) break;
+      if (Date.now() - lastActivity < TIMINGS.sessionRetireIdleMs || consumer.inProgressSince !== undefined) continue;
+      // Quiet is not empty: a broker that stalls (frozen, a long save of its database, its host
+      // swapping) sends nothing for a while, and past max_inflight_messages it sends what the
+      // session still holds only as the earlier messages are acknowledged. Removed then, the
+      // session took that with it, acknowledged to the bridge and never written. So a round trip
+      // first (the UNSUBSCRIBE again, answered whatever it finds): the broker reads it after every
+      // PUBACK sent before it, and writes the messages those let go before its answer. None came
+      // with the answer, and none is in progress: the session holds nothing more.
+      const before = received;
+      await unlessStopping(client.unsubscribeAsync([...o.filters]), o.signal);
+      if (received === before && consumer.inProgressSince === undefined) break;
     }
     await unlessStopping(removeSession(client), o.signal);
     return true;

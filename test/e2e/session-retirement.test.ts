@@ -223,4 +223,63 @@ describe("retiring the sessions of consumers that no longer run (real Mosquitto)
     assert.deepEqual(JSON.parse(readFileSync(stateFile, 'utf8')), { clientIds: ['frozen-1'] });
     assert.ok(handled.includes('held/1'), 'what the session held was written');
   });
+
+  it('a broker that stalls in the middle of a backlog, longer than the idle time, is no sign the session is empty: every message it holds is written before it is removed', async () => {
+    // Quiet is not empty: a broker frozen (SIGSTOP here; a long autosave of its database, a host
+    // swapping) sends nothing for a while, and the session still holds what it has not sent yet:
+    // past max_inflight_messages (as the internal broker's mosquitto.conf sets it), it sends more
+    // only as the earlier ones are acknowledged.
+    const server = pki.paths.service('internal/mosquitto');
+    const dir = join(work.dir, 'stall-broker');
+    mkdirSync(dir, { recursive: true });
+    const stalled = await startMosquitto(dir, { ca: pki.paths.publicCa, cert: server.cert, key: server.key }, 'max_queued_messages 1000000\nmax_inflight_messages 1000\n');
+    const svc = pki.paths.service('internal/distributor');
+    const connectHere = (clientId: string) =>
+      connectMqtt({ url: stalled.tlsUrl as string, ca: readFileSync(pki.paths.publicCa, 'utf8'), cert: readFileSync(svc.cert, 'utf8'), key: readFileSync(svc.key, 'utf8'), clientId, protocolVersion: 5, clean: false }, log, { resubscribe: false });
+    const feeder = await connectAsync(stalled.url, { protocolVersion: 5, clientId: 'feeder' });
+    let frozen: Promise<void> | undefined;
+    try {
+      const filter = '$share/stall/stalled/#';
+      const departed = connectHere('stall-2');
+      await connected(departed);
+      await departed.subscribeAsync(filter, { qos: 1 });
+      await endMqtt(departed);
+      const N = 2_500;
+      await Promise.all(Array.from({ length: N }, (_, i) => feeder.publishAsync(`stalled/${i}`, String(i), { qos: 1 })));
+      const written = new Set<string>();
+      const stalling = {
+        handle: async (topic: string) => {
+          written.add(topic);
+          if (written.size === 30 && frozen === undefined) {
+            // Frozen before this message's PUBACK leaves, for longer than the idle time; it runs again by itself.
+            frozen = stalled.process.pause();
+            await frozen;
+            frozen = new Promise<void>((r) => setTimeout(r, TIMINGS.sessionRetireIdleMs * 2)).then(() => stalled.process.resume());
+          }
+          return { points: 1, files: 0 };
+        },
+        deadLetterReceipts: () => [],
+      } as unknown as MessageHandler;
+      const result = await retireConsumerSessions({
+        stateFile: join(work.dir, 'stall', 'consumer-sessions.json'),
+        current: ['stall-1'],
+        base: 'stall',
+        maxConsumers: 2,
+        filters: [filter],
+        connect: connectHere,
+        consume: (client) => new Consumer(client, stalling, new DeadLetters(join(work.dir, 'dead-letter')), { initialMs: 10, maxMs: 100 }, undefined, log),
+        signal: new AbortController().signal,
+        log,
+      });
+      await frozen;
+      assert.ok(frozen !== undefined, 'the broker was frozen in the middle of the backlog');
+      assert.deepEqual(result, { retired: ['stall-2'], empty: 0, failed: [] });
+      assert.equal(written.size, N, `every message the session held was written before it was removed (${written.size} of ${N})`);
+    } finally {
+      await frozen;
+      await stalled.process.resume().catch(() => undefined);
+      await feeder.endAsync();
+      await stalled.process.stop();
+    }
+  });
 });
