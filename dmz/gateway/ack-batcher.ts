@@ -86,18 +86,22 @@ export class AckBatcher {
       this.releaseHeld();
     } else if (this.receiptsFlowing && this.o.canHold && this.o.ackHoldMs > 0 && ids.length <= LIMITS.ackHoldMaxMessages) {
       this.held = ids;
-      this.holdTimer = setTimeout(this.holdRanOut, this.o.ackHoldMs);
+      this.holdTimer = setTimeout(() => this.holdRanOut(), this.o.ackHoldMs);
     } else {
       this.send(ids);
     }
   }
 
-  /** No receipt within the hold: the ack goes alone, and acks are not held until a receipt comes again. */
-  private readonly holdRanOut = (): void => {
+  /**
+   * No receipt within the hold: the ack goes alone, and acks are not held until a receipt comes again.
+   * A method, not an arrow in a field: under tsx (which keeps functions' names) such an arrow is
+   * named at each construction, 0.2 µs and a dictionary of properties (~300 bytes) per connection.
+   */
+  private holdRanOut(): void {
     this.holdTimer = undefined;
     this.receiptsFlowing = false;
     this.releaseHeld();
-  };
+  }
 
   private send(ids: readonly string[]): void {
     for (let i = 0; i < ids.length; i += this.o.batchMaxMessages) this.sink.sendAck(ids.slice(i, i + this.o.batchMaxMessages));

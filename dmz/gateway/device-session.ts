@@ -95,7 +95,7 @@ export class DeviceSession {
         this.close(1011, 'internal error');
       }
     });
-    this.acks = new AckBatcher({ sendAck: (messageIds) => this.send({ type: 'ack', messageIds }) }, { batchMaxMessages: limits.batchMaxMessages, ackHoldMs: limits.ackHoldMs, canHold: socket !== undefined });
+    this.acks = new AckBatcher(this, { batchMaxMessages: limits.batchMaxMessages, ackHoldMs: limits.ackHoldMs, canHold: socket !== undefined });
     ws.on('close', () => {
       this.closed = true;
       this.acks.close();
@@ -185,6 +185,11 @@ export class DeviceSession {
     const now = performance.now();
     const budget = this.rate.of(this.deviceId, now, Date.now());
     if (!budget.chargeRead(Math.max(0, now - this.readStarted - this.chargedInRead), now) && !this.reads.forRate) this.rateLimited('cpu', budget);
+  }
+
+  /** The ack frames of its AckBatcher (the session is its sink: no closure of its own per connection). */
+  sendAck(messageIds: string[]): void {
+    this.send({ type: 'ack', messageIds });
   }
 
   sendCommand(frame: CommandFrame): boolean {

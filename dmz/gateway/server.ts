@@ -24,7 +24,7 @@ import { createListener, idleUntilUpgrade, listen, type ListenerOptions } from '
 import { Heartbeat } from './heartbeat.ts';
 import { UnfinishedFrames } from './unfinished-frames.ts';
 import { HeldBytesByDevice } from './read-pause.ts';
-import { atExpiry } from './certificate-expiry.ts';
+import { CertificateExpiry } from './certificate-expiry.ts';
 
 export interface GatewayServerOptions extends ListenerOptions {
   gatewayId: string;
@@ -233,9 +233,9 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
     // TLS (ours, or Caddy's) checked the certificate's dates at the handshake only: a device
     // connected before its certificate expired kept the connection, and sent through it, for as long
     // as it lasted. Closed as a revoked one is (a token's expiry is DeviceTokens' own, recheckTokens).
-    const stopExpiry = identity.token
-      ? () => undefined
-      : atExpiry(identity.notAfter, () => {
+    const expiry = identity.token
+      ? undefined
+      : new CertificateExpiry(identity.notAfter, () => {
           session.log.warn({ code: 'GATEWAY_CERTIFICATE_EXPIRED', serial: identity.serial, notAfter: new Date(identity.notAfter).toISOString() }, 'closing the connection of a certificate that expired while connected');
           session.close(CLOSE.policyViolation, 'GATEWAY_CERTIFICATE_EXPIRED');
         });
@@ -243,7 +243,7 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
       live.delete(ws);
       unfinished.release(counted);
       heartbeat.stop();
-      stopExpiry();
+      expiry?.stop();
       // When the device was last heard on this connection, the `at` of its offline. A connection
       // found dead by the heartbeat ended then, not when the gateway noticed, up to two heartbeats
       // later: a device that moved to another gateway meanwhile has its online there, and that one
