@@ -31,6 +31,7 @@ describe('timings agreed between tiers', () => {
       ['docker-compose.internal.yml', 9465],
       ['docker-compose.internal.yml', 9466],
       ['docker-compose.internal.yml', 9468],
+      ['docker-compose.internal.yml', 9469],
       ['field-client/docker-compose.yml', 9467],
     ];
     for (const [file, port] of ports) {
