@@ -12,7 +12,7 @@ export interface RetainedSweepOptions {
   idleMs: number;
   /** milliseconds a sweep listens at most (TIMINGS.retainedSweepMaxMs) */
   maxMs: number;
-  /** topics one sweep takes at most (LIMITS.presenceClearsPendingMax: no more can wait to be cleared) */
+  /** topics one sweep hands to be cleared at most (LIMITS.presenceClearsPendingMax: no more can wait to be cleared); those that may stay are not counted */
   maxTopics: number;
 }
 
@@ -35,8 +35,11 @@ const EVERYTHING = '#';
  * broker hands over with the RETAIN flag (those it holds: MQTT 5 §3.3.1.3, a new subscription is
  * sent them so; what is published meanwhile arrives without it, Retain As Published being off) until
  * none came for `idleMs`, unsubscribes, and hands each topic `mayStay` refuses to `clear` (rate-
- * limited and bounded, presence-clearer.ts). One sweep takes at most `maxTopics`; the next takes the
- * rest. Not reached: topics beginning with "$" (`#` does not match them, and Mosquitto refuses a
+ * limited and bounded, presence-clearer.ts). One sweep takes at most `maxTopics` topics to clear;
+ * the next takes the rest. What may stay counts nothing against that bound: the broker hands its
+ * retained messages over in the same order at every sweep (its topic tree's), and a fleet's
+ * presences, 50,000 and more, took every sweep's whole bound, so that what the DMZ left after them
+ * was never reached. Not reached: topics beginning with "$" (`#` does not match them, and Mosquitto refuses a
  * client's publish under `$SYS`): SECURITY.md.
  */
 export class RetainedSweeper {
@@ -90,12 +93,15 @@ export class RetainedSweeper {
   /** One sweep; resolves with the number of topics handed to `clear` (none while not connected). */
   async sweep(): Promise<number> {
     if (!this.client.connected || this.closed) return 0;
+    // the topics to clear; what may stay is only counted
     const found = new Set<string>();
+    let retained = 0;
     let last = Date.now();
     const started = last;
     this.collect = (topic) => {
-      if (found.size < this.o.maxTopics) found.add(topic);
+      retained++;
       last = Date.now();
+      if (found.size < this.o.maxTopics && !found.has(topic) && !this.mayStay(topic)) found.add(topic);
     };
     try {
       const granted = await this.client.subscribeAsync(EVERYTHING, { qos: 0, rh: 0 });
@@ -112,16 +118,12 @@ export class RetainedSweeper {
       this.collect = undefined;
       if (this.client.connected) await this.client.unsubscribeAsync(EVERYTHING).catch(() => undefined);
     }
-    let cleared = 0;
-    for (const topic of found) {
-      if (this.mayStay(topic)) continue;
-      this.clear(topic);
-      cleared++;
-    }
+    for (const topic of found) this.clear(topic);
+    const cleared = found.size;
     this.stats.sweeps++;
-    this.stats.retained += found.size;
+    this.stats.retained += retained;
     this.stats.cleared += cleared;
-    if (cleared > 0) this.log.warn({ retained: found.size, clearing: cleared }, 'retained messages that do not belong on the internal broker (left there through the bridge) are being cleared');
+    if (cleared > 0) this.log.warn({ retained, clearing: cleared }, 'retained messages that do not belong on the internal broker (left there through the bridge) are being cleared');
     return cleared;
   }
 }

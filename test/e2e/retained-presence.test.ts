@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync, existsSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readdirSync, readFileSync, existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { connectAsync } from 'mqtt';
@@ -170,5 +170,93 @@ describe('retained presences of invented device ids through a bridge to a compro
       await dist.endAsync(true);
       await api.endAsync(true);
     }
+  });
+});
+
+/**
+ * A sweep hands at most `maxTopics` topics to be cleared (LIMITS.presenceClearsPendingMax: no more
+ * can wait), but what the broker holds retained is mostly what may stay: a registered device's
+ * presence each, as many as the fleet. Counted against that bound, a fleet of 50,000 devices took
+ * every sweep's whole budget: the broker hands its retained messages over in the same order at each
+ * sweep (its topic tree's), and what the DMZ left after them was never reached, never cleared. Here
+ * with a bound of 10 and 20 registered devices, whose presences the broker holds before the junk.
+ */
+describe('a sweep of what is retained, with more registered presences than a sweep may clear', () => {
+  const pki = makeTestPki(['pump-7']);
+  const work = tempDir('retained-sweep-bound');
+  const repo = join(import.meta.dirname, '..', '..');
+  const rogue = new RogueDmzBroker(pki.paths.service('dmz/mosquitto'));
+  const FLEET = 20;
+  const JUNK = 5;
+  const keysDir = join(work.dir, 'device-keys');
+  let internal: Awaited<ReturnType<typeof startBridgedInternalMosquitto>>;
+  let distributor: Distributor | undefined;
+
+  const retainedTopics = async (): Promise<string[]> => {
+    const s = pki.paths.service('internal/distributor');
+    const c = await connectAsync(internal.url, { ca: readFileSync(pki.paths.publicCa), cert: readFileSync(s.cert), key: readFileSync(s.key), clientId: `retained-${Date.now()}`, protocolVersion: 5, reconnectPeriod: 0 });
+    const got = new Set<string>();
+    let last = Date.now();
+    c.on('message', (topic, _payload, packet) => {
+      if (!packet.retain) return;
+      got.add(topic);
+      last = Date.now();
+    });
+    await c.subscribeAsync('#', { qos: 1 });
+    while (Date.now() - last < 500) await new Promise((r) => setTimeout(r, 100));
+    await c.endAsync(true);
+    return [...got];
+  };
+
+  before(async () => {
+    mkdirSync(keysDir, { recursive: true });
+    const key = join(pki.dir, 'internal', 'device-keys', 'pump-7.key');
+    for (let i = 0; i < FLEET; i++) copyFileSync(key, join(keysDir, `fleet-${i}.key`));
+    await rogue.listen();
+    internal = await startBridgedInternalMosquitto(repo, pki, work.dir, `localhost:${rogue.port}`);
+    await Promise.race([rogue.subscribed, new Promise<never>((_, no) => setTimeout(() => no(new Error('the bridge never subscribed')), 30_000))]);
+  });
+  after(async () => {
+    await distributor?.close();
+    await internal?.stop();
+    await rogue.close();
+    work.cleanup();
+    pki.cleanup();
+  });
+
+  it('clears what the DMZ left however many presences may stay', async () => {
+    // The fleet's presences first (the broker's tree holds them before the junk), then the junk, on topics no distributor reads.
+    for (let i = 0; i < FLEET; i++) rogue.inject(statusTopic(`fleet-${i}`), presence('online'), true);
+    await eventually(async () => ((await retainedTopics()).length === FLEET ? true : undefined), 15_000, 'the presences retained on the internal broker');
+    for (let i = 0; i < JUNK; i++) rogue.inject(`anything/${i}/at/all`, '{"junk":true}', true);
+    await eventually(async () => ((await retainedTopics()).length === FLEET + JUNK ? true : undefined), 15_000, 'the junk retained on the internal broker');
+    distributor = startDistributor(
+      loadDistributorConfig({
+        ...serviceMqttSettings(pki.paths, 'internal/distributor', internal.url),
+        DISTRIBUTOR_CLIENT_ID: 'distributor-sweep-bound',
+        DISTRIBUTOR_REQUIRE_SIGNATURES: 'true',
+        DISTRIBUTOR_DEVICE_KEYS_DIR: keysDir,
+        DISTRIBUTOR_STATE_DIR: join(work.dir, 'state'),
+        DISTRIBUTOR_METRICS_HOST: '127.0.0.1',
+        DISTRIBUTOR_METRICS_PORT: '0',
+        DISTRIBUTOR_FEED: 'off',
+        TIMESERIES_LOCAL_PATH: join(work.dir, 'timeseries'),
+        FILE_STORAGE_PATH: join(work.dir, 'files'),
+        DEAD_LETTER_PATH: join(work.dir, 'dead-letter'),
+      }),
+      createLogger('distributor', 'silent'),
+      { processMetrics: false, retainedSweep: { firstMs: 500, intervalMs: 1000, maxTopics: 10 } },
+    );
+    await distributor.ready;
+    const left = await eventually(
+      async () => {
+        const topics = await retainedTopics();
+        return topics.length === FLEET ? topics : undefined;
+      },
+      20_000,
+      'the junk cleared',
+    ).catch(async () => (await retainedTopics()).filter((t) => t.startsWith('anything/')));
+    assert.equal(left.length, FLEET, `retained junk never cleared by the sweeps: ${JSON.stringify(left)}`);
+    assert.ok(left.every((t) => t.endsWith('/status')), 'the registered devices\' presences kept');
   });
 });
