@@ -219,6 +219,12 @@ export const LIMITS = {
    * a burst past it is counted (distributor_presence_clears_skipped_total) and its presences stay
    * retained until their ids are presented again. About 200 bytes each. */
   presenceClearsPendingMax: 50_000,
+  /** bytes. Largest device presence left retained on the internal broker: a gateway's is some 200
+   * bytes (StatusEnvelopeSchema's fields at their longest, as JSON.stringify writes them). A larger
+   * one, valid or not, is padding the DMZ added, which the broker would hold per device id for ever
+   * (up to its packet limit, 16 MiB) and hand to every new subscriber: cleared, as one that is no
+   * valid presence is (internal-network/distributor/message-handler.ts). */
+  retainedPresenceMaxBytes: 1024,
   /** gateway ids. Most distinct gateway ids a distributor stores presences under when
    * DISTRIBUTOR_GATEWAYS lists none (the default of DISTRIBUTOR_MAX_GATEWAYS): each is a series of
    * gateway_status and a tag value of device_status (security/gateway-admission.ts). */

@@ -174,7 +174,7 @@ export function startDistributor(
       : undefined;
   const sweeper =
     sweepClient !== undefined
-      ? new RetainedSweeper(sweepClient, (topic) => handler.retainedMayStay(topic), (topic) => handler.clearRetained(topic), log.child({ subsystem: 'retained' }), {
+      ? new RetainedSweeper(sweepClient, (topic, payload) => handler.retainedMayStay(topic, payload), (topic) => handler.clearRetained(topic), log.child({ subsystem: 'retained' }), {
           firstMs: TIMINGS.retainedSweepFirstMs,
           intervalMs: TIMINGS.retainedSweepIntervalMs,
           idleMs: TIMINGS.retainedSweepIdleMs,

@@ -1,4 +1,5 @@
-import type { GatewayPresence, GatewaySecurityReport, StatusEnvelope } from '../../shared/contract/envelope.ts';
+import { parseEnvelope, StatusEnvelopeSchema, type GatewayPresence, type GatewaySecurityReport, type StatusEnvelope } from '../../shared/contract/envelope.ts';
+import { LIMITS } from '../../shared/limits.ts';
 import type { Scalar } from '../../shared/contract/primitives.ts';
 import { daysUntil } from '../../shared/tls-files.ts';
 import { MEASUREMENTS, POINT_KEY, type StoredPoint } from './points.ts';
@@ -83,4 +84,20 @@ export function gatewayReportPoints(report: GatewaySecurityReport, mayStoreUnder
   }
   for (const [code, sum] of unregistered) points.push(point(UNREGISTERED_DEVICE, code, sum.count, `${sum.count} refused by gateway ${report.gatewayId}, naming ${sum.ids} devices neither registered nor revoked`));
   return points;
+}
+
+/**
+ * Whether a payload on a device's presence topic may stay retained on the internal broker: a valid
+ * presence of no more than LIMITS.retainedPresenceMaxBytes. The broker holds one per topic for ever
+ * and hands it to every new subscriber; a registered device's topic is no reason to keep junk the
+ * DMZ left there (which replaced the device's own presence), nor a presence padded to megabytes.
+ */
+export function isRetainablePresence(payload: Buffer): boolean {
+  if (payload.length > LIMITS.retainedPresenceMaxBytes) return false;
+  try {
+    parseEnvelope(StatusEnvelopeSchema, payload);
+    return true;
+  } catch {
+    return false;
+  }
 }

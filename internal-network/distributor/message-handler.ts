@@ -8,6 +8,7 @@ import {
   UplinkEnvelopeSchema,
   uplinkEnvelopeMaxValues,
   type GatewayEnvelope,
+  type StatusEnvelope,
   type UplinkEnvelope,
 } from '../../shared/contract/envelope.ts';
 import { parseTopic, TOPIC_ROOT, uplinkTopic } from '../../shared/contract/topics.ts';
@@ -17,7 +18,7 @@ import { boundEventTags, type EventTagAdmissions } from './event-tags.ts';
 import { dataPoints, readingPoints, type StoredPoint } from './points.ts';
 import { storeFiles } from './file-records.ts';
 import type { PointSink } from './sinks/sink.ts';
-import { devicePresencePoint, gatewayPresencePoint, gatewayReportPoints } from './dmz-word-points.ts';
+import { devicePresencePoint, gatewayPresencePoint, gatewayReportPoints, isRetainablePresence } from './dmz-word-points.ts';
 import type { MessageVerifier, Verdict } from './security/verifier.ts';
 import { LIMITS } from '../../shared/limits.ts';
 import type { ReceiptRequest } from './receipts.ts';
@@ -95,13 +96,14 @@ export class MessageHandler {
   ) {}
 
   /**
-   * Whether a retained message on `topic` may stay on the internal broker: only a device's presence
-   * (the gateways retain them), and not of an id the DMZ invented (isInvented). Nothing else our
-   * services publish is retained; the broker's own `$SYS` is not asked about (retained-sweeper.ts).
+   * Whether a retained message on `topic` holding `payload` may stay on the internal broker: only a
+   * device's presence (the gateways retain them), not of an id the DMZ invented (isInvented), and a
+   * valid one of its size (isRetainablePresence). Nothing else our services publish is retained; the
+   * broker's own `$SYS` is not asked about (retained-sweeper.ts).
    */
-  retainedMayStay(topic: string): boolean {
+  retainedMayStay(topic: string, payload: Buffer): boolean {
     const presenceOf = presenceTopicId(topic);
-    return presenceOf !== undefined && !this.verifier.isInvented(presenceOf);
+    return presenceOf !== undefined && !this.verifier.isInvented(presenceOf) && isRetainablePresence(payload);
   }
 
   /** Has the retained message of `topic` cleared, by the presence clears or the others', as retainedMayStay judged it may not stay. */
@@ -129,6 +131,8 @@ export class MessageHandler {
    */
   async handle(topic: string, payload: Buffer, arrived: number = Date.now(), retained = false): Promise<Handled> {
     const presenceOf = presenceTopicId(topic);
+    // whether the retained presence on this topic is being cleared already (once is enough)
+    let clearing = false;
     if (presenceOf !== undefined) {
       // An empty presence clears the topic's retained one (MQTT 5 §3.3.1.3): a distributor's own
       // clear (presence-clearer.ts) coming back through the shared subscription, or the DMZ's. It
@@ -138,8 +142,10 @@ export class MessageHandler {
       // without bound) and is handed to every new subscriber: cleared, whatever it holds (one that
       // is no presence, or names no valid id, is a dead letter below, and was retained as well).
       // Never one of a device registered or revoked, nor when the keys' folder lists no device
-      // (isInvented).
-      if (retained && this.verifier.isInvented(presenceOf)) this.presences?.clear(topic);
+      // (isInvented). Nor, of any id, one larger than a presence can be (padding the DMZ added: the
+      // broker would hold it for ever, handing it to every new subscriber); it is still handled below.
+      clearing = retained && (this.verifier.isInvented(presenceOf) || payload.length > LIMITS.retainedPresenceMaxBytes);
+      if (clearing) this.presences?.clear(topic);
     } else if (retained) {
       // Nothing is retained on the other topics the distributor reads (uplink, a gateway's presence
       // and security report: the gateways publish none so): what is, the DMZ left through the bridge,
@@ -150,7 +156,15 @@ export class MessageHandler {
     }
     const where = parseTopic(topic);
     if (where.kind === 'status') {
-      const status = parseEnvelope(StatusEnvelopeSchema, payload);
+      let status: StatusEnvelope;
+      try {
+        status = parseEnvelope(StatusEnvelopeSchema, payload);
+      } catch (err) {
+        // No presence (a dead letter): retained, it is junk the DMZ left on the topic, whatever the
+        // id, and cleared; the device's own presence it replaced was lost with it.
+        if (retained && !clearing) this.presences?.clear(topic);
+        throw err;
+      }
       if (!this.verifier.mayStoreUnder(where.deviceId)) {
         this.verifier.countUnregisteredPresence(where.deviceId, status.gatewayId, arrived);
         this.countRefusal('SECURITY_UNKNOWN_DEVICE');

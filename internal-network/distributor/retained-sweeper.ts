@@ -46,21 +46,21 @@ export class RetainedSweeper {
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
   private running: Promise<void> | undefined;
-  private collect: ((topic: string) => void) | undefined;
+  private collect: ((topic: string, payload: Buffer) => void) | undefined;
   private readonly refusedLog: LimitedLog;
   readonly stats = { sweeps: 0, retained: 0, cleared: 0 };
 
   constructor(
     private readonly client: MqttClient,
-    /** whether a retained message on this topic may stay (a device presence of an id not invented) */
-    private readonly mayStay: (topic: string) => boolean,
+    /** whether a retained message on this topic, holding this, may stay (a valid device presence of an id not invented) */
+    private readonly mayStay: (topic: string, payload: Buffer) => boolean,
     private readonly clear: (topic: string) => void,
     private readonly log: Logger,
     private readonly o: RetainedSweepOptions,
   ) {
     this.refusedLog = new LimitedLog(log, { level: 'error', maxPerWindow: 1, windowMs: TIMINGS.floodLogIntervalMs, what: 'sweeps the broker refused' });
-    client.on('message', (topic, _payload, packet) => {
-      if (packet.retain) this.collect?.(topic);
+    client.on('message', (topic, payload, packet) => {
+      if (packet.retain) this.collect?.(topic, payload);
     });
   }
 
@@ -98,10 +98,10 @@ export class RetainedSweeper {
     let retained = 0;
     let last = Date.now();
     const started = last;
-    this.collect = (topic) => {
+    this.collect = (topic, payload) => {
       retained++;
       last = Date.now();
-      if (found.size < this.o.maxTopics && !found.has(topic) && !this.mayStay(topic)) found.add(topic);
+      if (found.size < this.o.maxTopics && !found.has(topic) && !this.mayStay(topic, payload)) found.add(topic);
     };
     try {
       const granted = await this.client.subscribeAsync(EVERYTHING, { qos: 0, rh: 0 });

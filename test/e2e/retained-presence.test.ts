@@ -143,6 +143,29 @@ describe('retained presences of invented device ids through a bridge to a compro
   });
 
   /**
+   * A retained message stays on the internal broker for ever, one per topic, and every new plain
+   * subscriber of the presences (the command API, at each of its reconnections) is handed them all.
+   * On a registered or revoked device's presence topic the DMZ may leave one of up to the broker's
+   * packet limit (16 MiB): junk, or a valid presence padded with whitespace. Left because the id is
+   * real, a fleet of 1,000 devices made 16 GB the broker held and sent again to each new subscriber.
+   * Cleared, both: a gateway's presence is some 200 bytes, and the junk had replaced the device's own.
+   */
+  it("clears junk and oversized presences retained on registered and revoked devices' topics", async () => {
+    const padded = `{"v":1,"state":"online","gatewayId":"gw-1","at":${Date.now()}${' '.repeat(1024 * 1024)}}`;
+    rogue.inject(statusTopic(REGISTERED), 'x'.repeat(1024 * 1024), true);
+    rogue.inject(statusTopic(REVOKED), padded, true);
+    const held = await eventually(
+      async () => {
+        const r = await retained();
+        return r.size === 0 ? r : undefined;
+      },
+      30_000,
+      'the junk presences cleared from the internal broker',
+    ).catch(async () => [...(await retained()).entries()].map(([t, p]) => `${t}: ${p.length} bytes`));
+    assert.ok(held instanceof Map, `the internal broker still holds, retained: ${JSON.stringify(held)}`);
+  });
+
+  /**
    * The distributor holds the device keys the command API authenticates commands with (the same
    * registry: command-auth.ts), so its certificate must not reach the command topics, which the
    * bridges carry out to every DMZ server and so to the devices: a stolen distributor certificate and

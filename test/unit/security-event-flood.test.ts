@@ -119,9 +119,14 @@ describe('security events under a flood of forged messages', () => {
     // Retained and no presence at all, or of no valid id: a dead letter, and cleared all the same.
     await assert.rejects(handler.handle(statusTopic('ghost-3'), Buffer.from('not json'), Date.now(), true), { code: 'CONTRACT_INVALID_ENVELOPE' });
     await assert.rejects(handler.handle('fieldstream/v1/devices/$bad/status', presence, Date.now(), true), { code: 'CONTRACT_INVALID_TOPIC' });
+    // Of a registered or revoked id too: what is no presence, or larger than a presence can be
+    // (padded), is what the DMZ left there, cleared; the padded one is still stored.
+    await assert.rejects(handler.handle(statusTopic('real-1'), Buffer.from('not json'), Date.now(), true), { code: 'CONTRACT_INVALID_ENVELOPE' });
+    const padded = Buffer.concat([presence.subarray(0, -1), Buffer.alloc(2048, ' '), Buffer.from('}')]);
+    assert.deepEqual(await handler.handle(statusTopic('gone-1'), padded, Date.now(), true), { points: 1, files: 0 });
     // A clear coming back (empty): neither refused nor cleared again.
     assert.deepEqual(await handler.handle(statusTopic('ghost-1'), Buffer.alloc(0), Date.now(), true), { points: 0, files: 0 });
-    assert.deepEqual(clears, [statusTopic('ghost-1'), statusTopic('ghost-3'), 'fieldstream/v1/devices/$bad/status']);
+    assert.deepEqual(clears, [statusTopic('ghost-1'), statusTopic('ghost-3'), 'fieldstream/v1/devices/$bad/status', statusTopic('real-1'), statusTopic('gone-1')]);
 
     // A keys' folder listing no device (not mounted, a wrong path): every id unknown, none cleared.
     const none: string[] = [];
