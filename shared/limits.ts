@@ -418,6 +418,12 @@ export const LIMITS = {
   /** points. Room past feedPendingMaxPoints for the rarer kinds (presence, health, security events,
    * events, files, command responses), so a flood of readings does not hide them from the console. */
   feedPendingExtraPoints: 5000,
+  /** points. Most of the DMZ's word (devices' and gateways' presences, gateways' security reports:
+   * dmz-word-points.ts) waiting for the feed's next tick, out of both of the above. A taken DMZ
+   * forging reports naming registered devices as fast as the bridge carries them filled the whole
+   * room every tick, and the devices' signed health and events and the distributor's own findings
+   * were left out of the console's live view; now they keep the rest. */
+  feedPendingDmzWordMaxPoints: 2000,
   /** bytes. The feed adds nothing to an MQTT connection whose socket holds more unsent bytes than
    * this: the consumers' PUBACKs and the commit receipts go through it too, and must not wait. */
   feedSocketBufferMaxBytes: 1024 * 1024,

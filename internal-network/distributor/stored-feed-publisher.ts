@@ -26,6 +26,8 @@ export interface StoredFeedOptions {
   /** points waiting for the next message, then room for all but readings (LIMITS.feedPending*) */
   maxPendingPoints?: number;
   extraPendingPoints?: number;
+  /** of those, the DMZ's word at most (LIMITS.feedPendingDmzWordMaxPoints; isDmzWord) */
+  maxPendingDmzWordPoints?: number;
   /** bytes a connection's socket may hold unsent before the feed skips it (LIMITS.feedSocketBufferMaxBytes) */
   maxSocketBufferBytes?: number;
 }
@@ -56,6 +58,8 @@ export interface FeedCounters {
 export class StoredFeedPublisher implements StoredListener {
   private pending: (readonly StoredPoint[])[] = [];
   private pendingPoints = 0;
+  /** of pendingPoints, the DMZ's word (counted as offered: some may be left out after, never more) */
+  private pendingDmzWord = 0;
   /** points left out since the last message that went out */
   private dropped = 0;
   private timer: NodeJS.Timeout | undefined;
@@ -81,6 +85,7 @@ export class StoredFeedPublisher implements StoredListener {
       maxMessageBytes: LIMITS.feedMessageMaxBytes,
       maxPendingPoints: LIMITS.feedPendingMaxPoints,
       extraPendingPoints: LIMITS.feedPendingExtraPoints,
+      maxPendingDmzWordPoints: LIMITS.feedPendingDmzWordMaxPoints,
       maxSocketBufferBytes: LIMITS.feedSocketBufferMaxBytes,
       ...options,
     };
@@ -89,9 +94,11 @@ export class StoredFeedPublisher implements StoredListener {
     this.head = `{"source":${JSON.stringify(this.o.source)},"boot":"${randomBytes(16).toString('base64url')}","seq":`;
   }
 
-  offer(points: readonly StoredPoint[]): void {
+  offer(offered: readonly StoredPoint[]): void {
+    if (offered.length === 0) return;
+    if (this.closed) return this.drop(offered.length);
+    const points = this.boundDmzWord(offered);
     if (points.length === 0) return;
-    if (this.closed) return this.drop(points.length);
     const room = this.o.maxPendingPoints - this.pendingPoints;
     if (points.length <= room) {
       this.keep(points);
@@ -110,6 +117,27 @@ export class StoredFeedPublisher implements StoredListener {
       this.drop(points.length - kept.length);
       if (kept.length > 0) this.keep(kept);
     }
+  }
+
+  /**
+   * The DMZ's word past its share of a tick (maxPendingDmzWordPoints) is left out, and counted:
+   * presences and gateways' reports are what a taken DMZ can forge at will (bounded, not believed:
+   * docs/security-mechanisms.md), and must not crowd out what devices signed or the distributor found.
+   */
+  private boundDmzWord(points: readonly StoredPoint[]): readonly StoredPoint[] {
+    let word = 0;
+    for (const p of points) if (isDmzWord(p)) word++;
+    if (word === 0) return points;
+    const room = Math.max(0, this.o.maxPendingDmzWordPoints - this.pendingDmzWord);
+    if (word <= room) {
+      this.pendingDmzWord += word;
+      return points;
+    }
+    let left = room;
+    const kept = points.filter((p) => !isDmzWord(p) || left-- > 0);
+    this.pendingDmzWord += room;
+    this.drop(points.length - kept.length);
+    return kept;
   }
 
   /** Publishes what waits (if a connection takes it) and stops; later offers are counted as dropped. */
@@ -142,6 +170,7 @@ export class StoredFeedPublisher implements StoredListener {
     const total = this.pendingPoints;
     this.pending = [];
     this.pendingPoints = 0;
+    this.pendingDmzWord = 0;
     if (total === 0 && this.dropped === 0) return;
     if (!this.usableClient()) {
       // Nothing is serialised for a connection that is not there.
@@ -219,4 +248,14 @@ export class StoredFeedPublisher implements StoredListener {
     }
     return undefined;
   }
+}
+
+/**
+ * Whether a point is the DMZ's word: a presence (a device's or a gateway's: the gateway says it) or a
+ * gateway's security report (source=gateway, dmz-word-points.ts). Readings first: most points are.
+ */
+function isDmzWord(p: StoredPoint): boolean {
+  const m = p.measurement;
+  if (m === MEASUREMENTS.readings) return false;
+  return m === MEASUREMENTS.status || m === MEASUREMENTS.gatewayStatus || (m === MEASUREMENTS.securityEvents && p.tags.source === 'gateway');
 }

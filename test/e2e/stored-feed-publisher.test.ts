@@ -196,6 +196,28 @@ describe('the stored-feed publisher', () => {
     assert.equal(got[0]?.dropped, 3, 'readings 10 and 11, and the fourth status');
     feed.close();
   });
+
+  it("bounds the DMZ's word per tick: a flood of gateways' reports and presences leaves the devices' health and the distributor's findings in", async () => {
+    // What a taken DMZ can forge at will (presences, gateways' security reports naming registered
+    // devices) filled the room every tick: the health the devices signed and what the distributor
+    // found itself were left out of the console's live view.
+    const t = 1_740_787_200_000;
+    const report = (i: number): StoredPoint => ({ measurement: 'security_events', tags: { device: `dev-${i}`, reason: 'GATEWAY_RATE_LIMITED', source: 'gateway' }, fields: { count: 1 }, time: t + i });
+    const health = (i: number): StoredPoint => ({ measurement: 'device_health', tags: { device: `dev-${i}` }, fields: { uptime_s: i }, time: t + i });
+    const finding = (i: number): StoredPoint => ({ measurement: 'security_events', tags: { device: `dev-${i}`, reason: 'SECURITY_BAD_SIGNATURE', source: 'distributor' }, fields: { count: 1 }, time: t + i });
+    const feed = new StoredFeedPublisher([publisherClient], { source: 'dmz-word', key, maxPendingPoints: 10, extraPendingPoints: 5, maxPendingDmzWordPoints: 4 }, log);
+    feed.offer(Array.from({ length: 12 }, (_, i) => report(i)));
+    feed.offer([status(1), status(2)]);
+    feed.offer([health(1), health(2), finding(1)]);
+    const got = await receivedFrom('dmz-word', 7);
+    const points = got.flatMap((m) => m.points);
+    assert.deepEqual(points.filter((p) => p.tags.source === 'gateway').map((p) => p.tags.device), ['dev-0', 'dev-1', 'dev-2', 'dev-3'], 'the first four of the DMZ\'s word');
+    assert.deepEqual(points.filter((p) => p.measurement === 'device_status'), [], 'no room left for more of it this tick');
+    assert.deepEqual(points.filter((p) => p.measurement === 'device_health').map((p) => p.tags.device), ['dev-1', 'dev-2']);
+    assert.deepEqual(points.filter((p) => p.tags.source === 'distributor').map((p) => p.tags.reason), ['SECURITY_BAD_SIGNATURE']);
+    assert.equal(got[0]?.dropped, 10, 'eight reports and two presences');
+    feed.close();
+  });
 });
 
 describe('the write path offers to the feed what the database took, and only that', () => {
