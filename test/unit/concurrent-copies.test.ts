@@ -177,6 +177,30 @@ describe('copies of a message handled at the same time', () => {
     assert.deepEqual([receipted(await first), receipted(await other)], [[1], [2]]);
   });
 
+  it('never holds a forged group, however wide its numbers: its MAC is checked before it waits, and it is refused at once', async () => {
+    // The numbers of a group are the DMZ's word until its MAC verifies: 0 and 2^53 − 1 in the
+    // device's epoch met every write of the device in progress, and the consumer waited for each.
+    const { handler, waiting, open } = setup();
+    const topic = uplinkTopic('d1', 'timeseries');
+    const first = handler.handle(topic, deviceEnvelope([5]));
+    await settle();
+    const now = Date.now();
+    const auth = { v: 2 as const, epoch: 'e1', seq: 0, ts: now, count: 2, mac: Buffer.alloc(32).toString('base64url') };
+    const forged: EnvelopeOf<'timeseries'> = {
+      v: 1, deviceId: 'd1', dataType: 'timeseries', gatewayId: 'gw', receivedAt: now,
+      messages: [
+        { messageId: 'f.0', seq: 0, payload: { v: 0, timestamp: now }, auth },
+        { messageId: 'f.1', seq: Number.MAX_SAFE_INTEGER, payload: { v: 1, timestamp: now } },
+      ],
+    };
+    const refused = handler.handle(topic, Buffer.from(JSON.stringify(forged)));
+    await settle();
+    assert.equal(waiting(), 2, 'the forged envelope writes its security events beside the write in progress, without waiting for it');
+    open();
+    assert.deepEqual(receipted(await first), [5]);
+    assert.deepEqual(receipted(await refused), [], 'nothing of it receipted');
+  });
+
   for (const [kind, topic, envelope] of [
     ["a device's envelope", uplinkTopic('d1', 'timeseries'), deviceEnvelope],
     ["a gateway envelope's section", gatewayUplinkTopic('gw'), gatewayEnvelope],

@@ -151,11 +151,23 @@ export class MessageVerifier {
   /**
    * Settles when a message of `env` that an earlier check accepted, and whose write is in progress,
    * settles: check `env` only when this is undefined (writes-in-flight.ts). Synchronously followed
-   * by the check, nothing can start writing in between.
+   * by the check, nothing can start writing in between. Only a group whose MAC verifies is a copy
+   * (WritesInFlight.copyOf): one the DMZ forged is refused by the check at once, whatever writes of
+   * its device are under way.
    */
   copyInFlight(env: UplinkEnvelope): Promise<void> | undefined {
-    return this.inFlight.copyOf(env);
+    return this.inFlight.copyOf(env, this.signedGroup);
   }
+
+  /**
+   * Whether the device signed `group` (its MAC verifies under the device's key): asked only of a
+   * group that meets a write in progress, so the key is looked up only then. Made once, not at each
+   * check (see refuse).
+   */
+  private readonly signedGroup = (env: UplinkEnvelope, auth: NonNullable<Message['auth']>, group: readonly Message[]): boolean => {
+    const key = this.keys.isRevoked(env.deviceId) ? undefined : this.keys.get(env.deviceId);
+    return key !== undefined && isIntact(key, env, auth, group.map((g, j) => ({ message: g, seq: j === 0 ? auth.seq : g.seq })));
+  };
 
   /** Call only when {@link copyInFlight} is undefined, and release the verdict once its write settled. */
   check(env: UplinkEnvelope): Verdict {

@@ -1,5 +1,8 @@
 import type { UplinkEnvelope } from '../../../shared/contract/envelope.ts';
 
+type Message = UplinkEnvelope['messages'][number];
+type Auth = NonNullable<Message['auth']>;
+
 /** A signed message's identity within its device: what the replay window records (verifier.ts SignedId). */
 interface SignedSeq {
   epoch: string;
@@ -41,8 +44,16 @@ export class WritesInFlight {
   /**
    * Settles when a write in progress that holds one of the envelope's signed messages settles (look
    * again then: another may); undefined when none does.
+   *
+   * `signed`: whether the device signed a group (its MAC verifies), asked only of a group whose span
+   * meets a write in progress. Its numbers are the DMZ's word until then: a forged group from 0 to
+   * 2^53 − 1 in a real device's epoch met every write of that device, and held the consumer that
+   * took it (and what the broker queued behind it, of every device) for as long as the device's
+   * writes followed one another without a pause — measured at seconds, unbounded in principle. A
+   * group the device signed holds numbers it gave out already, so only the writes of those (a
+   * finite set: the copies) can hold it.
    */
-  copyOf(env: Pick<UplinkEnvelope, 'deviceId' | 'messages'>): Promise<void> | undefined {
+  copyOf<E extends Pick<UplinkEnvelope, 'deviceId' | 'messages'>>(env: E, signed: (env: E, auth: Auth, group: readonly Message[]) => boolean): Promise<void> | undefined {
     const writing = this.byDevice.get(env.deviceId);
     if (writing === undefined) return undefined;
     const messages = env.messages;
@@ -63,7 +74,11 @@ export class WritesInFlight {
         if (seq < from) from = seq;
         if (seq > to) to = seq;
       }
-      for (const claim of writing) if (claim.overlaps(auth.epoch, from, to)) return claim.settled;
+      for (const claim of writing) {
+        if (!claim.overlaps(auth.epoch, from, to)) continue;
+        if (signed(env, auth, messages.slice(i, i + count))) return claim.settled;
+        break; // forged: refused by its check, which it need not wait for
+      }
       i += count;
     }
     return undefined;
