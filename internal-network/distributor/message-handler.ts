@@ -86,7 +86,7 @@ export class MessageHandler {
     private readonly verifier: MessageVerifier,
     private readonly metrics: DistributorMetrics = new DistributorMetrics(),
     /** clears the retained presences of invented ids on the internal broker (none: left there) */
-    private readonly presences?: Pick<PresenceClearer, 'clear'>,
+    private readonly presences?: Pick<PresenceClearer, 'clear'> & Partial<Pick<PresenceClearer, 'keep'>>,
     /** the gateway ids presences are stored under (none: any, as before DISTRIBUTOR_GATEWAYS) */
     private readonly gateways?: Pick<GatewayAdmission, 'admits'>,
     /** clears, on the internal broker, retained messages on the topics where none belongs (none: left there) */
@@ -165,6 +165,10 @@ export class MessageHandler {
         if (retained && !clearing) this.presences?.clear(topic);
         throw err;
       }
+      // A valid presence, retained now in place of what a clear still waiting was asked for (junk
+      // the DMZ left on a real device's topic, found as it came or by a sweep): that clear would
+      // remove this one, the device's own, so it is withdrawn.
+      if (retained && !clearing) this.presences?.keep?.(topic);
       if (!this.verifier.mayStoreUnder(where.deviceId)) {
         this.verifier.countUnregisteredPresence(where.deviceId, status.gatewayId, arrived);
         this.countRefusal('SECURITY_UNKNOWN_DEVICE');

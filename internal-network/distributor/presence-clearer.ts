@@ -70,6 +70,15 @@ export class PresenceClearer {
     this.timer ??= setTimeout(() => this.send(), 0);
   }
 
+  /**
+   * Withdraws a clear of `topic` still waiting: a valid presence retained on it since (the device's
+   * gateway publishing again) replaced what was to be cleared, and the clear, sent after it, would
+   * remove the genuine presence the command API learns from. One already sent is not recalled.
+   */
+  keep(topic: string): void {
+    this.pending.delete(topic);
+  }
+
   close(): void {
     this.closed = true;
     clearTimeout(this.timer);

@@ -47,6 +47,8 @@ export class RetainedSweeper {
   private closed = false;
   private running: Promise<void> | undefined;
   private collect: ((topic: string, payload: Buffer) => void) | undefined;
+  /** during a sweep, a message that came live (not one the broker held retained) */
+  private live: ((topic: string, payload: Buffer) => void) | undefined;
   private readonly refusedLog: LimitedLog;
   readonly stats = { sweeps: 0, retained: 0, cleared: 0 };
 
@@ -61,6 +63,7 @@ export class RetainedSweeper {
     this.refusedLog = new LimitedLog(log, { level: 'error', maxPerWindow: 1, windowMs: TIMINGS.floodLogIntervalMs, what: 'sweeps the broker refused' });
     client.on('message', (topic, payload, packet) => {
       if (packet.retain) this.collect?.(topic, payload);
+      else this.live?.(topic, payload);
     });
   }
 
@@ -103,6 +106,13 @@ export class RetainedSweeper {
       last = Date.now();
       if (found.size < this.o.maxTopics && !found.has(topic) && !this.mayStay(topic, payload)) found.add(topic);
     };
+    // A device's presence published during the sweep on a topic found to clear: the gateways publish
+    // presences retained, so it replaced what was found (a Retain flag is not passed on live, MQTT 5
+    // §3.3.1.3), and clearing the topic would remove the device's own presence. The live flow does
+    // not lengthen the sweep.
+    this.live = (topic, payload) => {
+      if (found.has(topic) && this.mayStay(topic, payload)) found.delete(topic);
+    };
     try {
       const granted = await this.client.subscribeAsync(EVERYTHING, { qos: 0, rh: 0 });
       // MQTT 5 §3.9.3: a reason code of 0x80 or more refuses the subscription.
@@ -116,6 +126,7 @@ export class RetainedSweeper {
       }
     } finally {
       this.collect = undefined;
+      this.live = undefined;
       if (this.client.connected) await this.client.unsubscribeAsync(EVERYTHING).catch(() => undefined);
     }
     for (const topic of found) this.clear(topic);

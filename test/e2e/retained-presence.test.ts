@@ -283,3 +283,74 @@ describe('a sweep of what is retained, with more registered presences than a swe
     assert.ok(left.every((t) => t.endsWith('/status')), 'the registered devices\' presences kept');
   });
 });
+
+/**
+ * A junk presence on a registered device's topic is cleared, but the clear waits its turn behind
+ * others (LIMITS.presenceClearsPerSecond): a DMZ inventing ids keeps the queue seconds long. The
+ * device's gateway publishing its genuine presence meanwhile replaced the junk on the broker; the
+ * clear sent after that removed the genuine presence, which the command API learns from.
+ */
+describe('a genuine presence arriving while the clear of the junk it replaced waits', () => {
+  const pki = makeTestPki([REGISTERED]);
+  const work = tempDir('retained-presence-race');
+  const repo = join(import.meta.dirname, '..', '..');
+  const rogue = new RogueDmzBroker(pki.paths.service('dmz/mosquitto'));
+  let internal: Awaited<ReturnType<typeof startBridgedInternalMosquitto>>;
+  let distributor: Distributor | undefined;
+
+  const retainedOf = async (topic: string): Promise<string | undefined> => {
+    const s = pki.paths.service('internal/command-api');
+    const c = await connectAsync(internal.url, { ca: readFileSync(pki.paths.publicCa), cert: readFileSync(s.cert), key: readFileSync(s.key), clientId: `retained-${Date.now()}`, protocolVersion: 5, reconnectPeriod: 0 });
+    let got: string | undefined;
+    c.on('message', (_topic, payload, packet) => {
+      if (packet.retain) got = payload.toString();
+    });
+    await c.subscribeAsync(topic, { qos: 1 });
+    await new Promise((r) => setTimeout(r, 500));
+    await c.endAsync(true);
+    return got;
+  };
+
+  before(async () => {
+    await rogue.listen();
+    internal = await startBridgedInternalMosquitto(repo, pki, work.dir, `localhost:${rogue.port}`);
+    await Promise.race([rogue.subscribed, new Promise<never>((_, no) => setTimeout(() => no(new Error('the bridge never subscribed')), 30_000))]);
+    distributor = startDistributor(
+      loadDistributorConfig({
+        ...serviceMqttSettings(pki.paths, 'internal/distributor', internal.url),
+        DISTRIBUTOR_CLIENT_ID: 'distributor-presence-race',
+        DISTRIBUTOR_CONSUMERS: '1',
+        DISTRIBUTOR_REQUIRE_SIGNATURES: 'true',
+        DISTRIBUTOR_DEVICE_KEYS_DIR: join(pki.dir, 'internal', 'device-keys'),
+        DISTRIBUTOR_STATE_DIR: join(work.dir, 'state'),
+        DISTRIBUTOR_METRICS_HOST: '127.0.0.1',
+        DISTRIBUTOR_METRICS_PORT: '0',
+        DISTRIBUTOR_FEED: 'off',
+        TIMESERIES_LOCAL_PATH: join(work.dir, 'timeseries'),
+        FILE_STORAGE_PATH: join(work.dir, 'files'),
+        DEAD_LETTER_PATH: join(work.dir, 'dead-letter'),
+      }),
+      createLogger('distributor', 'silent'),
+      // No sweep during the test: the clear of the junk as it arrives is what is looked at.
+      { processMetrics: false, retainedSweep: { firstMs: 600_000, intervalMs: 600_000 } },
+    );
+    await distributor.ready;
+  });
+  after(async () => {
+    await distributor?.close();
+    await internal?.stop();
+    await rogue.close();
+    work.cleanup();
+    pki.cleanup();
+  });
+
+  it('keeps the genuine presence', async () => {
+    for (let i = 0; i < 4000; i++) rogue.inject(statusTopic(`ghost-${i}`), presence('online'), true);
+    rogue.inject(statusTopic(REGISTERED), 'junk', true);
+    const genuine = presence('online');
+    rogue.inject(statusTopic(REGISTERED), genuine, true);
+    // Every clear sent (4,000 at 1,000 a second), and then some.
+    await new Promise((r) => setTimeout(r, 8000));
+    assert.equal(await retainedOf(statusTopic(REGISTERED)), genuine, "the device's genuine presence, retained after the junk, is still held");
+  });
+});
