@@ -1,3 +1,4 @@
+import { z } from 'zod';
 import { parseEnvelope, StatusEnvelopeSchema, type GatewayPresence, type GatewaySecurityReport, type StatusEnvelope } from '../../shared/contract/envelope.ts';
 import { LIMITS } from '../../shared/limits.ts';
 import type { Scalar } from '../../shared/contract/primitives.ts';
@@ -95,9 +96,16 @@ export function gatewayReportPoints(report: GatewaySecurityReport, mayStoreUnder
 export function isRetainablePresence(payload: Buffer): boolean {
   if (payload.length > LIMITS.retainedPresenceMaxBytes) return false;
   try {
-    parseEnvelope(StatusEnvelopeSchema, payload);
+    parseEnvelope(PresenceOfAnyVersionSchema, payload);
     return true;
   } catch {
     return false;
   }
 }
+
+/**
+ * A presence whatever fields a gateway of a later version adds (StatusEnvelopeSchema refuses them,
+ * so this distributor stores none of it): the device's own all the same, which the command API, of
+ * that later version perhaps, learns from. Only for what may stay retained, never for what is stored.
+ */
+const PresenceOfAnyVersionSchema = z.object(StatusEnvelopeSchema.shape);

@@ -161,8 +161,12 @@ export class MessageHandler {
         status = parseEnvelope(StatusEnvelopeSchema, payload);
       } catch (err) {
         // No presence (a dead letter): retained, it is junk the DMZ left on the topic, whatever the
-        // id, and cleared; the device's own presence it replaced was lost with it.
-        if (retained && !clearing) this.presences?.clear(topic);
+        // id, and cleared; the device's own presence it replaced was lost with it. Not one with a
+        // field of a later gateway's version (isRetainablePresence): still the device's own.
+        if (retained && !clearing) {
+          if (isRetainablePresence(payload)) this.presences?.keep?.(topic);
+          else this.presences?.clear(topic);
+        }
         throw err;
       }
       // A valid presence, retained now in place of what a clear still waiting was asked for (junk

@@ -166,6 +166,19 @@ describe('retained presences of invented device ids through a bridge to a compro
   });
 
   /**
+   * A gateway of a later version may add a field to its presence, which this distributor's schema
+   * does not know (it refuses the presence: a dead letter). That is the device's own presence all
+   * the same, retained for the command API, which may know the field: it is not junk to clear.
+   */
+  it("keeps a registered device's retained presence carrying a field of a later version", async () => {
+    const later = JSON.stringify({ v: 1, state: 'online', gatewayId: 'gw-1', at: Date.now(), laterField: 'x' });
+    rogue.inject(statusTopic(REGISTERED), later, true);
+    // a sweep every 2 s (above), and a clear of what arrives sent at once
+    await new Promise((r) => setTimeout(r, 5000));
+    assert.equal((await retained()).get(statusTopic(REGISTERED)), later, 'the presence still retained');
+  });
+
+  /**
    * The distributor holds the device keys the command API authenticates commands with (the same
    * registry: command-auth.ts), so its certificate must not reach the command topics, which the
    * bridges carry out to every DMZ server and so to the devices: a stolen distributor certificate and
