@@ -50,8 +50,11 @@ describe('the management API on the real stack', () => {
       const r = await call('/status', ROLE_TOKENS.viewer);
       assert.equal(r.status, 200);
       const s = r.body;
-      return s.brokers.internal.up === true && s.brokers.dmz.up === true && s.bridge.connected === true && s.database.ok === true ? s : undefined;
-    }, 30_000, 'both brokers up, the bridge connected, the database writable');
+      // The console looks every pipelinePollMs: its last look may be from before the distributor's
+      // consumers connected (its /readyz answers from the start), so that is waited for too.
+      const distributorsReady = s.distributors.length > 0 && s.distributors.every((d: { ready: boolean }) => d.ready === true);
+      return s.brokers.internal.up === true && s.brokers.dmz.up === true && s.bridge.connected === true && s.database.ok === true && distributorsReady ? s : undefined;
+    }, 30_000, 'both brokers up, the bridge connected, the distributor ready, the database writable');
     assert.deepEqual(status.brokers, { internal: { up: true, source: 'broker-exporter' }, dmz: { up: true, source: 'broker-exporter' } });
     assert.deepEqual(status.bridge, { connected: true, source: 'broker-exporter' });
     assert.deepEqual(status.distributors.map((d: { name: string; ready: boolean; broker: boolean; database: boolean }) => [d.name, d.ready, d.broker, d.database]), [['distributor', true, true, true]]);
