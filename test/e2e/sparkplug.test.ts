@@ -12,7 +12,7 @@ import { LIMITS } from '../../shared/limits.ts';
 import { edgeNode, startMosquitto, T0, tahu } from '../helpers/sparkplug.ts';
 import { lossyProxy } from '../helpers/lossy-proxy.ts';
 import { TcpRelay } from '../helpers/tcp-relay.ts';
-import { suffixOf } from '../../field-client/src/inputs/sparkplug/names.ts';
+import { suffixOf } from '../../field-client/src/inputs/sparkplug/naming.ts';
 
 /**
  * The field client as a Sparkplug B host, end to end: a real, independent edge node (the npm

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { definitions, type Definitions, type MetricDef } from '../../field-client/src/inputs/sparkplug/definitions.ts';
-import { FieldNames, nameDefinitions, suffixOf, type Naming, type Unit } from '../../field-client/src/inputs/sparkplug/names.ts';
+import { FieldNames } from '../../field-client/src/inputs/sparkplug/names.ts';
+import { nameDefinitions, suffixOf, type Naming, type Unit } from '../../field-client/src/inputs/sparkplug/naming.ts';
 import { encodeWire } from '../../field-client/src/inputs/sparkplug/proto.ts';
 import { SparkplugSession } from '../../field-client/src/inputs/sparkplug/session.ts';
 import { FIELD_NAME_PATTERN } from '../../shared/contract/primitives.ts';

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { Submission } from '../../field-client/src/client-options.ts';
-import { FieldNames, suffixOf } from '../../field-client/src/inputs/sparkplug/names.ts';
+import { FieldNames } from '../../field-client/src/inputs/sparkplug/names.ts';
+import { suffixOf } from '../../field-client/src/inputs/sparkplug/naming.ts';
 import { DATA_TYPES as T, encodeWire } from '../../field-client/src/inputs/sparkplug/proto.ts';
 import { SparkplugSession } from '../../field-client/src/inputs/sparkplug/session.ts';
 import { SessionStore } from '../../field-client/src/inputs/sparkplug/store.ts';

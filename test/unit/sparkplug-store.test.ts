@@ -6,7 +6,7 @@ import { describe, it } from 'node:test';
 import { DATA_TYPES as T, encodeWire } from '../../field-client/src/inputs/sparkplug/proto.ts';
 import { SparkplugSession } from '../../field-client/src/inputs/sparkplug/session.ts';
 import { SessionStore } from '../../field-client/src/inputs/sparkplug/store.ts';
-import { suffixOf } from '../../field-client/src/inputs/sparkplug/names.ts';
+import { suffixOf } from '../../field-client/src/inputs/sparkplug/naming.ts';
 import type { Submission } from '../../field-client/src/client-options.ts';
 import { isFieldStreamError } from '../../shared/errors.ts';
 import { LIMITS } from '../../shared/limits.ts';

@@ -1,5 +1,5 @@
 import { FieldStreamError } from '../../../../shared/errors.ts';
-import type { Naming } from './names.ts';
+import type { Naming } from './naming.ts';
 import type { SparkplugMetric } from './payload.ts';
 import type { SparkplugTopic } from './topic.ts';
 

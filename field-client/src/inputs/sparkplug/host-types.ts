@@ -2,7 +2,8 @@ import type { EventPayload, TimeseriesPayload } from '../../../../shared/contrac
 import { FieldStreamError, type ErrorCode } from '../../../../shared/errors.ts';
 import type { Definitions, MetricDef } from './definitions.ts';
 import { SEQ_DIGESTS_BYTES, SeqDigests, type Digest } from './duplicates.ts';
-import type { Collision, FieldNames, Unit } from './names.ts';
+import type { Collision, FieldNames } from './names.ts';
+import type { Unit } from './naming.ts';
 import type { SparkplugPayload } from './payload.ts';
 import { DATA_TYPES } from './proto.ts';
 import type { SparkplugTopic } from './topic.ts';

@@ -5,7 +5,7 @@ import type { HeldDefinitions } from './held.ts';
 import type { RefusedBirth } from './previous.ts';
 import { bdSeqOf, BD_SEQ, births, key, type HostOutcome, type NodeSession } from './host-types.ts';
 import { lifecycleEvent } from './mapping.ts';
-import { nameDefinitions } from './names.ts';
+import { nameDefinitions } from './naming.ts';
 import type { SparkplugPayload } from './payload.ts';
 import type { ReorderBuffers } from './reorder.ts';
 import { devicesDied, type SequencedMessages } from './sequenced.ts';

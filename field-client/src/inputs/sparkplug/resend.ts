@@ -4,7 +4,7 @@ import { behind, SEQ_DIGESTS_BYTES, type Digest } from './duplicates.ts';
 import type { HeldDefinitions } from './held.ts';
 import { bdSeqOf, BD_SEQ, births, duplicate, key, SEQ_BEHIND, type HostOutcome, type NodeSession, type Via } from './host-types.ts';
 import { lifecycleEvent } from './mapping.ts';
-import { nameDefinitions } from './names.ts';
+import { nameDefinitions } from './naming.ts';
 import type { SparkplugMetric, SparkplugPayload } from './payload.ts';
 import { emptyOutcome } from './reorder.ts';
 import { devicesDied } from './sequenced.ts';

@@ -4,7 +4,7 @@ import { behind, type Digest } from './duplicates.ts';
 import type { HeldDefinitions } from './held.ts';
 import { bytesOf, duplicate, key, type HostOutcome, type NodeSession } from './host-types.ts';
 import { lifecycleEvent, toReadings, type FieldAt } from './mapping.ts';
-import { nameDefinitions } from './names.ts';
+import { nameDefinitions } from './naming.ts';
 import type { SparkplugMetric, SparkplugPayload } from './payload.ts';
 import type { RebirthRequests } from './rebirth.ts';
 import type { ReorderBuffers } from './reorder.ts';

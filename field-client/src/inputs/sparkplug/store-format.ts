@@ -3,7 +3,7 @@ import { FIELD_NAME_PATTERN } from '../../../../shared/contract/primitives.ts';
 import { LIMITS } from '../../../../shared/limits.ts';
 import { definitions, type Definitions } from './definitions.ts';
 import { SEQ_WINDOW } from './duplicates.ts';
-import { nameDefinitions, type Unit } from './names.ts';
+import { nameDefinitions, type Unit } from './naming.ts';
 import { DATA_TYPE_MAX } from './proto.ts';
 import { isSparkplugId } from './topic.ts';
 
