@@ -26,14 +26,21 @@ const suffixed = `A.B.C.Temp${suffixOf('A.B', 'C', undefined, 'Temp')}`;
 function queue() {
   const stored: Submission[] = [];
   let hold = false;
+  let calls = 0;
   return {
     stored,
     hold(on: boolean) {
       hold = on;
     },
+    /** Waits until the n-th append was handed to the queue: what must be on the disk before it is. */
+    async handed(n: number): Promise<void> {
+      for (let i = 0; i < 500 && calls < n; i++) await new Promise((r) => setTimeout(r, 10));
+      assert.equal(calls, n, 'appends handed to the queue');
+    },
     client: {
       submitMany: (items: readonly Submission[]) =>
         new Promise<never[]>((resolve) => {
+          calls++;
           if (!hold) resolve((stored.push(...items), []));
         }),
     },
@@ -95,7 +102,8 @@ describe('Sparkplug session store: edge nodes renamed by another metric', () => 
       await a.onMessage('spBv1.0/A/NBIRTH/B.C', nb(2), T0, { connection: {}, dup: false });
       q1.hold(true);
       void a.onMessage('spBv1.0/A.B/NDATA/C', nd(1, 8), T0, { connection: conn, dup: false }).catch(() => undefined);
-      await new Promise((r) => setTimeout(r, 20));
+      // The process dies once the message's append is handed over (the births written before it).
+      await q1.handed(3);
 
       const q2 = queue();
       const b = session(work.dir, q2);
@@ -154,7 +162,8 @@ describe('Sparkplug session store: edge nodes renamed by another metric', () => 
       await plant.onMessage('spBv1.0/A/NBIRTH/B.C', nb(2), T0);
       q1.hold(true);
       void local.onMessage('spBv1.0/A.B/NDATA/C', nd(1, 8), T0, { connection: conn, dup: false }).catch(() => undefined);
-      await new Promise((r) => setTimeout(r, 20));
+      // The process dies once the message's append is handed over (the births written before it).
+      await q1.handed(2);
 
       const q2 = queue();
       const b = session(work.dir, q2);
