@@ -8,6 +8,7 @@ import { SparkplugSession } from '../../field-client/src/inputs/sparkplug/sessio
 import { SessionStore } from '../../field-client/src/inputs/sparkplug/store.ts';
 import { createLogger } from '../../shared/logger.ts';
 import { tempDir } from '../helpers/pki.ts';
+import { heldQueue } from '../helpers/held-queue.ts';
 
 /**
  * The births files of edge nodes whose metrics' field names another metric's birth or death changed
@@ -22,30 +23,6 @@ const nb = (v: number) => enc({ timestamp: String(T0), seq: '0', metrics: [bd(0)
 const nd = (seq: number, v: number) => enc({ timestamp: String(T0 + seq), seq: String(seq), metrics: [{ alias: '1', datatype: T.Double, doubleValue: v }] });
 const suffixed = `A.B.C.Temp${suffixOf('A.B', 'C', undefined, 'Temp')}`;
 
-/** A queue whose appends can be held (the process is killed before they are written). */
-function queue() {
-  const stored: Submission[] = [];
-  let hold = false;
-  let calls = 0;
-  return {
-    stored,
-    hold(on: boolean) {
-      hold = on;
-    },
-    /** Waits until the n-th append was handed to the queue: what must be on the disk before it is. */
-    async handed(n: number): Promise<void> {
-      for (let i = 0; i < 500 && calls < n; i++) await new Promise((r) => setTimeout(r, 10));
-      assert.equal(calls, n, 'appends handed to the queue');
-    },
-    client: {
-      submitMany: (items: readonly Submission[]) =>
-        new Promise<never[]>((resolve) => {
-          calls++;
-          if (!hold) resolve((stored.push(...items), []));
-        }),
-    },
-  };
-}
 /** What the n-th append of a scripted queue does: written; refused (a full disk); never answered (the process dies before it is written), or written and then that. */
 type Step = 'store' | 'refuse' | 'die' | 'store-then-die';
 
@@ -83,7 +60,7 @@ function scripted(step: (n: number) => Step) {
     },
   };
 }
-const session = (dir: string, q: { client: ReturnType<typeof queue>['client'] }, log = createLogger('test', 'silent')) =>
+const session = (dir: string, q: { client: ReturnType<typeof heldQueue>['client'] }, log = createLogger('test', 'silent')) =>
   new SparkplugSession(q.client, () => undefined, log, [], { resends: true, store: new SessionStore(dir, log) });
 /** The fields a value was stored under (the values of the test are distinct). */
 const fieldsHolding = (stored: Submission[], value: number) => [...new Set(stored.flatMap((s) => Object.entries(s.payload).flatMap(([f, v]) => (v === value && f !== 'timestamp' ? [f] : []))))];
@@ -93,7 +70,7 @@ describe('Sparkplug session store: edge nodes renamed by another metric', () => 
   it("writes again the births of an edge node another's birth renamed before that edge node's next message can be lost: its resend keeps the new name", async () => {
     const work = tempDir('sp-store');
     try {
-      const q1 = queue();
+      const q1 = heldQueue();
       const a = session(work.dir, q1);
       const conn = {};
       // A.B/C saved with A.B.C.Temp; A/B.C's birth takes the name. A.B/C's very next message is the
@@ -103,9 +80,9 @@ describe('Sparkplug session store: edge nodes renamed by another metric', () => 
       q1.hold(true);
       void a.onMessage('spBv1.0/A.B/NDATA/C', nd(1, 8), T0, { connection: conn, dup: false }).catch(() => undefined);
       // The process dies once the message's append is handed over (the births written before it).
-      await q1.handed(3);
+      await q1.untilHeld();
 
-      const q2 = queue();
+      const q2 = heldQueue();
       const b = session(work.dir, q2);
       await b.onMessage('spBv1.0/A.B/NDATA/C', nd(1, 8), T0 + 10, { connection: {}, dup: false });
       assert.deepEqual(values(q2.stored, suffixed), [8], JSON.stringify(q2.stored));
@@ -137,7 +114,7 @@ describe('Sparkplug session store: edge nodes renamed by another metric', () => 
       await q.until(3); // the birth and the data in one batch, after the held one
       assert.deepEqual(values(q.stored, suffixed), [8], 'written, not saved: the process dies');
 
-      const q2 = queue();
+      const q2 = heldQueue();
       const b = session(work.dir, q2);
       await b.onMessage('spBv1.0/A.B/NDATA/C', nd(1, 8), T0 + 10, { connection: {}, dup: false });
       assert.deepEqual(values(q2.stored, suffixed), [8], JSON.stringify(q2.stored));
@@ -153,19 +130,19 @@ describe('Sparkplug session store: edge nodes renamed by another metric', () => 
     const work = tempDir('sp-store');
     try {
       const names = new FieldNames();
-      const q1 = queue();
+      const q1 = heldQueue();
       const silent = createLogger('test', 'silent');
       const local = new SparkplugSession(q1.client, () => undefined, silent, [], { resends: true, names, store: new SessionStore(work.dir, silent) });
-      const plant = new SparkplugSession(queue().client, () => undefined, silent, [], { names });
+      const plant = new SparkplugSession(heldQueue().client, () => undefined, silent, [], { names });
       const conn = {};
       await local.onMessage('spBv1.0/A.B/NBIRTH/C', nb(1), T0, { connection: conn, dup: false });
       await plant.onMessage('spBv1.0/A/NBIRTH/B.C', nb(2), T0);
       q1.hold(true);
       void local.onMessage('spBv1.0/A.B/NDATA/C', nd(1, 8), T0, { connection: conn, dup: false }).catch(() => undefined);
       // The process dies once the message's append is handed over (the births written before it).
-      await q1.handed(2);
+      await q1.untilHeld();
 
-      const q2 = queue();
+      const q2 = heldQueue();
       const b = session(work.dir, q2);
       await b.onMessage('spBv1.0/A.B/NDATA/C', nd(1, 8), T0 + 10, { connection: {}, dup: false });
       assert.deepEqual(values(q2.stored, suffixed), [8], JSON.stringify(q2.stored));
@@ -198,7 +175,7 @@ describe('Sparkplug session store: edge nodes renamed by another metric', () => 
       void a.onMessage('spBv1.0/A.B/NDATA/C', nd(2, 8), T0, { connection: conn, dup: false }).catch(() => undefined);
       await q.until(4);
 
-      const q2 = queue();
+      const q2 = heldQueue();
       const b = session(work.dir, q2);
       await b.onMessage('spBv1.0/A.B/NDATA/C', nd(2, 8), T0 + 10, { connection: {}, dup: false });
       assert.deepEqual(values(q2.stored, 'A.B.C.Temp'), [8], JSON.stringify(q2.stored));
@@ -229,7 +206,7 @@ describe('Sparkplug session store: edge nodes renamed by another metric', () => 
       await q.until(killAt);
       assert.deepEqual(fieldsHolding(q.stored, 8), ['A.B.C.Temp'], JSON.stringify(q.stored));
 
-      const q2 = queue();
+      const q2 = heldQueue();
       const b = session(work.dir, q2);
       await b.onMessage('spBv1.0/A.B/NDATA/C', nd(1, 8), T0 + 10, { connection: {}, dup: false });
       await b.onMessage('spBv1.0/A.B/NDATA/C', nd(2, 9), T0 + 10, { connection: {}, dup: false });
@@ -263,7 +240,7 @@ describe('Sparkplug session store: edge nodes renamed by another metric', () => 
       await q.until(4);
 
       // Seq 1 was never written: sent again after the restart it is stored, not taken for one read already.
-      const q2 = queue();
+      const q2 = heldQueue();
       const b = session(work.dir, q2);
       await b.onMessage('spBv1.0/A.B/NDATA/C', nd(1, 7), T0 + 10, { connection: {}, dup: false });
       assert.equal(fieldsHolding(q2.stored, 7).length, 1, JSON.stringify(q2.stored));

@@ -12,6 +12,7 @@ import { isFieldStreamError } from '../../shared/errors.ts';
 import { LIMITS } from '../../shared/limits.ts';
 import { createLogger } from '../../shared/logger.ts';
 import { tempDir } from '../helpers/pki.ts';
+import { heldQueue } from '../helpers/held-queue.ts';
 
 /**
  * The Sparkplug sessions of the local MQTT input saved on disk (store.ts): what an edge node sends
@@ -28,32 +29,11 @@ const data = (seq: number, value: number, at: number) => enc({ timestamp: String
 const NB = 'spBv1.0/Plant1/NBIRTH/Paho';
 const ND = 'spBv1.0/Plant1/NDATA/Paho';
 
-/** A queue whose appends can be held (the process is killed before they are written). */
-function queue() {
-  const stored: Submission[] = [];
-  let hold = false;
-  const held: Array<() => void> = [];
-  return {
-    stored,
-    hold(on: boolean) {
-      hold = on;
-      if (!on) for (const h of held.splice(0)) h();
-    },
-    client: {
-      submitMany: (items: readonly Submission[]) =>
-        new Promise<never[]>((resolve) => {
-          const write = () => (stored.push(...items), resolve([]));
-          if (hold) held.push(write);
-          else write();
-        }),
-    },
-  };
-}
 const logs = () => {
   const lines: Array<Record<string, unknown>> = [];
   return { lines, log: createLogger('test', 'info', { write: (l: string) => lines.push(JSON.parse(l) as Record<string, unknown>) }) };
 };
-const session = (dir: string, q: ReturnType<typeof queue>, log = createLogger('test', 'silent')) =>
+const session = (dir: string, q: ReturnType<typeof heldQueue>, log = createLogger('test', 'silent')) =>
   new SparkplugSession(q.client, () => undefined, log, [], { resends: true, store: new SessionStore(dir, log) });
 /** The Sparkplug births and deaths stored, in order: `ddeath Press`, `nbirth`. */
 const lifecycle = (stored: Submission[]) =>
@@ -64,7 +44,7 @@ describe('Sparkplug sessions saved across a restart', () => {
   it('stores once each what mqtt.js sends again before its new NBIRTH after a SIGKILL: taken but not written then, or written and not acknowledged', async () => {
     const work = tempDir('sp-store');
     try {
-      const q1 = queue();
+      const q1 = heldQueue();
       const a = session(work.dir, q1);
       const connA = {};
       const via = (connection: object, dup = false) => ({ connection, dup });
@@ -79,12 +59,12 @@ describe('Sparkplug sessions saved across a restart', () => {
       q1.hold(false);
       q1.hold(true);
       await second;
-      await new Promise((r) => setTimeout(r, 20));
+      await q1.untilHeld();
       assert.deepEqual(values(q1.stored, 'Plant1.Paho.Temp'), [0, 1, 2], 'NDATA 3 never written');
 
       // Restarted: mqtt.js sends again, without DUP, before its new NBIRTH, what it had no PUBACK for
       // (NDATA 2 written, its PUBACK lost with the process; NDATA 3 not written).
-      const q2 = queue();
+      const q2 = heldQueue();
       const b = session(work.dir, q2);
       const connB = {};
       await b.onMessage(ND, data(2, 2, T0 + 2), T0 + 10, via(connB));
@@ -106,15 +86,15 @@ describe('Sparkplug sessions saved across a restart', () => {
   it("reads what Paho sends again flagged DUP after its new NBIRTH in the saved session: its aliases, its fields", async () => {
     const work = tempDir('sp-store');
     try {
-      const q1 = queue();
+      const q1 = heldQueue();
       const a = session(work.dir, q1);
       const connA = {};
       await a.onMessage(NB, birth(0, 0, T0), T0, { connection: connA, dup: false });
       q1.hold(true);
       void a.onMessage(ND, data(1, 7, T0 + 1), T0, { connection: connA, dup: false }).catch(() => undefined);
-      await new Promise((r) => setTimeout(r, 20));
+      await q1.untilHeld();
 
-      const q2 = queue();
+      const q2 = heldQueue();
       const b = session(work.dir, q2);
       const connB = {};
       // bd1 names another metric alias 1: NDATA 1 of bd0 must not go there.
@@ -141,7 +121,7 @@ describe('Sparkplug sessions saved across a restart', () => {
       // Within the resend window of the restart: the end of a session a refused NBIRTH ended is saved.
       const T1 = Date.now() - 60_000;
       try {
-        const a = session(work.dir, queue());
+        const a = session(work.dir, heldQueue());
         const conn = { connection: {}, dup: false };
         await a.onMessage(NB, birth(0, 0, T1), T1, conn);
         await a.onMessage('spBv1.0/Plant1/DBIRTH/Paho/Press', enc({ timestamp: String(T1 + 1), seq: '1', metrics: [{ name: 'P', alias: '2', datatype: T.Double, doubleValue: 1 }] }), T1 + 1, conn);
@@ -150,8 +130,8 @@ describe('Sparkplug sessions saved across a restart', () => {
         // A new connection's birth (bdSeq 1), refused for a metric without a data type: its NDEATH is the death (lifecycle.ts nodeDeath).
         if (how === 'ended by a refused NBIRTH of another bdSeq') await a.onMessage(NB, enc({ timestamp: String(T1 + 2), seq: '0', metrics: [bd(1), { name: 'a', intValue: 1 }] }), T1 + 2, { connection: {}, dup: false });
         // Killed (no will: the broker died with the process), started, killed again before the edge node came back.
-        session(work.dir, queue()).stop();
-        const q = queue();
+        session(work.dir, heldQueue()).stop();
+        const q = heldQueue();
         const c = session(work.dir, q);
         const back = { connection: {}, dup: false };
         if (end === 'NBIRTH') await c.onMessage(NB, birth(0, 1, T1 + 20), T1 + 20, back);
@@ -175,14 +155,14 @@ describe('Sparkplug sessions saved across a restart', () => {
     const work = tempDir('sp-store');
     const T1 = Date.now() - 60_000;
     try {
-      const a = session(work.dir, queue());
+      const a = session(work.dir, heldQueue());
       await a.onMessage(NB, birth(0, 0, T1), T1, { connection: {}, dup: false });
       // The next connection's birth, published at T1 + 3000, refused for a metric without a data type.
       await a.onMessage(NB, enc({ timestamp: String(T1 + 3000), seq: '0', metrics: [bd(1), { name: 'a', intValue: 1 }] }), T1 + 3000, { connection: {}, dup: false });
       assert.equal(a.stats.refusedByCode.SPARKPLUG_PAYLOAD_INVALID, 1);
       // Killed, started again: the edge node sends again (Paho, DUP) the birth of a session between the two.
       a.stop();
-      const q = queue();
+      const q = heldQueue();
       const c = session(work.dir, q);
       const back = { connection: {}, dup: true };
       await c.onMessage(NB, birth(0, 9, T1 + 1000, 'Mid'), T1 + 4000, back);
@@ -205,7 +185,7 @@ describe('Sparkplug sessions saved across a restart', () => {
   it("records at start the death of each edge node its broker's end took the will of, once; a queue that refuses it leaves it awaiting its death", async () => {
     const work = tempDir('sp-store');
     try {
-      const a = session(work.dir, queue());
+      const a = session(work.dir, heldQueue());
       const conn = { connection: {}, dup: false };
       await a.onMessage(NB, birth(0, 3, T0), T0, conn);
       await a.onMessage('spBv1.0/Plant1/DBIRTH/Paho/Press', enc({ timestamp: String(T0 + 1), seq: '1', metrics: [{ name: 'P', alias: '2', datatype: T.Double, doubleValue: 1 }] }), T0 + 1, conn);
@@ -214,14 +194,14 @@ describe('Sparkplug sessions saved across a restart', () => {
       const b = new SparkplugSession(full.client, () => undefined, createLogger('test', 'silent'), [], { resends: true, store: new SessionStore(work.dir, createLogger('test', 'silent')) });
       await b.willsLost(T0 + 10);
       assert.equal(b.host.sessionsOf('Plant1\u0000Paho').previous[0]?.awaitsDeath, true, 'undone: its death still to come');
-      const q = queue();
+      const q = heldQueue();
       const c = session(work.dir, q);
       await c.willsLost(T0 + 20);
       assert.deepEqual(lifecycle(q.stored), ['ddeath Press', 'ndeath']);
       const ndeath = q.stored.flatMap((x) => (x.dataType === 'event' && x.payload.eventType === 'sparkplug.ndeath' ? [x.payload] : []));
       assert.deepEqual(ndeath.map((e) => [e.timestamp, e.bd_seq]), [[T0 + 20, 3]]);
       // Dead once: neither another start nor the edge node's next NBIRTH records it again.
-      const q2 = queue();
+      const q2 = heldQueue();
       const d = session(work.dir, q2);
       await d.willsLost(T0 + 30);
       await d.onMessage(NB, birth(0, 4, T0 + 40), T0 + 40, { connection: {}, dup: false });
@@ -236,7 +216,7 @@ describe('Sparkplug sessions saved across a restart', () => {
     const work = tempDir('sp-store');
     const T1 = Date.now() - 60_000;
     try {
-      const a = session(work.dir, queue());
+      const a = session(work.dir, heldQueue());
       const first = { connection: {}, dup: false };
       await a.onMessage(NB, birth(0, 0, T1), T1, first);
       // Its connection lost: the will, its NDEATH, arrives at T1 + 5, when its devices were recorded dead.
@@ -244,7 +224,7 @@ describe('Sparkplug sessions saved across a restart', () => {
       await a.onMessage(NB, birth(0, 1, T1 + 100), T1 + 100, { connection: {}, dup: false });
       // Killed. Paho sends again, flagged DUP, a DBIRTH published in the first session (at T1 + 3)
       // that never got its PUBACK: read in that session, its device dies when the others did.
-      const q = queue();
+      const q = heldQueue();
       const b = session(work.dir, q);
       const dbirth = enc({ timestamp: String(T1 + 3), seq: '1', metrics: [{ name: 'V', alias: '3', datatype: T.Double, doubleValue: 1 }] });
       await b.onMessage('spBv1.0/Plant1/DBIRTH/Paho/Valve', dbirth, T1 + 200, { connection: {}, dup: true });
@@ -260,7 +240,7 @@ describe('Sparkplug sessions saved across a restart', () => {
   it('keeps the field name a metric had, its collision suffix included, for what is sent again after a restart', async () => {
     const work = tempDir('sp-store');
     try {
-      const q1 = queue();
+      const q1 = heldQueue();
       const a = session(work.dir, q1);
       const conn = {};
       // An edge node's metric `x/y` and its device x's metric `y` share Plant1.E.x.y: the edge node's keeps
@@ -272,11 +252,11 @@ describe('Sparkplug sessions saved across a restart', () => {
       q1.hold(true);
       const ddata = enc({ timestamp: String(T0 + 1), seq: '2', metrics: [{ alias: '2', datatype: T.Double, doubleValue: 9 }] });
       void a.onMessage('spBv1.0/Plant1/DDATA/E/x', ddata, T0, { connection: conn, dup: false }).catch(() => undefined);
-      await new Promise((r) => setTimeout(r, 20));
+      await q1.untilHeld();
 
       // After the restart nothing is born yet: named again from scratch, y of device x would have the
       // plain name alone, and its value would land in the edge node's metric's field.
-      const q2 = queue();
+      const q2 = heldQueue();
       const b = session(work.dir, q2);
       await b.onMessage('spBv1.0/Plant1/DDATA/E/x', ddata, T0 + 10, { connection: {}, dup: false });
       assert.deepEqual(values(q2.stored, suffixed), [9], JSON.stringify(q2.stored));
@@ -290,7 +270,7 @@ describe('Sparkplug sessions saved across a restart', () => {
   it("keeps the suffix a metric got when another edge node's birth took its name, for what is sent again after a restart", async () => {
     const work = tempDir('sp-store');
     try {
-      const q1 = queue();
+      const q1 = heldQueue();
       const a = session(work.dir, q1);
       const conn = {};
       const nb = (v: number) => enc({ timestamp: String(T0), seq: '0', metrics: [bd(0), { name: 'Temp', alias: '1', datatype: T.Double, doubleValue: v }] });
@@ -304,9 +284,9 @@ describe('Sparkplug sessions saved across a restart', () => {
       assert.deepEqual(values(q1.stored, suffixed), [8]);
       q1.hold(true);
       void a.onMessage('spBv1.0/A.B/NDATA/C', nd(2, 9), T0, { connection: conn, dup: false }).catch(() => undefined);
-      await new Promise((r) => setTimeout(r, 20));
+      await q1.untilHeld();
 
-      const q2 = queue();
+      const q2 = heldQueue();
       const b = session(work.dir, q2);
       await b.onMessage('spBv1.0/A.B/NDATA/C', nd(2, 9), T0 + 10, { connection: {}, dup: false });
       assert.deepEqual(values(q2.stored, suffixed), [9], JSON.stringify(q2.stored));
@@ -320,7 +300,7 @@ describe('Sparkplug sessions saved across a restart', () => {
   it('keeps the plain name a metric got back when the one that kept it died, for what is sent again after a restart', async () => {
     const work = tempDir('sp-store');
     try {
-      const q1 = queue();
+      const q1 = heldQueue();
       const a = session(work.dir, q1);
       const conn = {};
       const nb = (v: number) => enc({ timestamp: String(T0), seq: '0', metrics: [bd(0), { name: 'Temp', alias: '1', datatype: T.Double, doubleValue: v }] });
@@ -334,9 +314,9 @@ describe('Sparkplug sessions saved across a restart', () => {
       assert.deepEqual(values(q1.stored, 'A.B.C.Temp'), [1, 8]);
       q1.hold(true);
       void a.onMessage('spBv1.0/A.B/NDATA/C', nd(2, 9), T0, { connection: conn, dup: false }).catch(() => undefined);
-      await new Promise((r) => setTimeout(r, 20));
+      await q1.untilHeld();
 
-      const q2 = queue();
+      const q2 = heldQueue();
       const b = session(work.dir, q2);
       await b.onMessage('spBv1.0/A.B/NDATA/C', nd(2, 9), T0 + 10, { connection: {}, dup: false });
       assert.deepEqual(values(q2.stored, 'A.B.C.Temp'), [9], JSON.stringify(q2.stored));
@@ -356,7 +336,7 @@ describe('Sparkplug sessions saved across a restart', () => {
     for (const [what, bdSeqMetric, extra] of cases) {
       const work = tempDir('sp-store');
       try {
-        const q1 = queue();
+        const q1 = heldQueue();
         const a = session(work.dir, q1);
         const connA = {};
         const nbirth = enc({ timestamp: String(T0), seq: '0', metrics: [bdSeqMetric, { name: 'Temp', alias: '1', datatype: T.Double, doubleValue: 0 }, extra] });
@@ -365,12 +345,12 @@ describe('Sparkplug sessions saved across a restart', () => {
         // NDATA 1 taken, not yet written when the process is killed.
         q1.hold(true);
         void a.onMessage(ND, data(1, 7, T0 + 1), T0, { connection: connA, dup: false }).catch(() => undefined);
-        await new Promise((r) => setTimeout(r, 20));
+        await q1.untilHeld();
         a.stop();
 
         // Restarted: mqtt.js sends NDATA 1 again before its new NBIRTH. It is read in the saved session.
         const { lines, log } = logs();
-        const q2 = queue();
+        const q2 = heldQueue();
         const b = session(work.dir, q2, log);
         assert.deepEqual(lines.filter((l) => String(l.code).startsWith('SPARKPLUG_STORE')), [], `${what}: the saved sessions read back`);
         await b.onMessage(ND, data(1, 7, T0 + 1), T0 + 10, { connection: {}, dup: false });
@@ -385,7 +365,7 @@ describe('Sparkplug sessions saved across a restart', () => {
   it('drops a damaged file with SPARKPLUG_STORE_INVALID at start, and goes on', async () => {
     const work = tempDir('sp-store');
     try {
-      const q1 = queue();
+      const q1 = heldQueue();
       const a = session(work.dir, q1);
       await a.onMessage(NB, birth(0, 0, T0), T0, { connection: {}, dup: false });
       a.stop();
@@ -394,7 +374,7 @@ describe('Sparkplug sessions saved across a restart', () => {
       writeFileSync(join(work.dir, births[0] as string), '{"v":1,"gen":1,"group":"Plant1","edge":"Paho","record":[],"sessions":[{"id":1,"bdSeq":0,"bornAt":null,"birthDigest":null,"node":[["Temp",99,null,1]],"devices":[]}]}');
       writeFileSync(join(work.dir, 'other.births.json'), 'not json');
       const { lines, log } = logs();
-      const q2 = queue();
+      const q2 = heldQueue();
       const b = session(work.dir, q2, log);
       assert.equal(lines.filter((l) => l.code === 'SPARKPLUG_STORE_INVALID').length, 2, JSON.stringify(lines));
       assert.deepEqual(readdirSync(work.dir).filter((f) => f.endsWith('.births.json')), []);
@@ -412,7 +392,7 @@ describe('Sparkplug sessions saved across a restart', () => {
     const work = tempDir('sp-store');
     const dir = join(work.dir, 'sessions');
     try {
-      const q = queue();
+      const q = heldQueue();
       const a = session(dir, q);
       const conn = {};
       await a.onMessage(NB, birth(0, 0, T0), T0, { connection: conn, dup: false });
@@ -441,7 +421,7 @@ describe('Sparkplug session store after a failed save', () => {
     const limits = LIMITS as { sparkplugStoreJournalMaxBytes: number };
     const was = limits.sparkplugStoreJournalMaxBytes;
     try {
-      const q = queue();
+      const q = heldQueue();
       const a = session(dir, q);
       const conn = {};
       await a.onMessage('spBv1.0/Plant1/NBIRTH/Idle', birth(0, 0, T0), T0, { connection: {}, dup: false });
@@ -461,7 +441,7 @@ describe('Sparkplug session store after a failed save', () => {
       a.stop();
       limits.sparkplugStoreJournalMaxBytes = was;
       // Both edge nodes' sessions are read back after a restart.
-      const b = session(dir, queue());
+      const b = session(dir, heldQueue());
       assert.ok(b.host.sessionsOf('Plant1\u0000Idle').previous.length === 1, 'Idle restored');
       assert.equal(b.host.sessionsOf('Plant1\u0000Paho').previous.at(-1)?.s.seq, 2, 'Paho restored at seq 2');
       b.stop();
@@ -476,14 +456,14 @@ describe('Sparkplug session store: what is no file of its own', () => {
   it('starts when a folder stands where a births file or the journal would be: logged (SPARKPLUG_STORE_INVALID), removed, the input going on', async () => {
     const work = tempDir('sp-store');
     try {
-      const a = session(work.dir, queue());
+      const a = session(work.dir, heldQueue());
       await a.onMessage(NB, birth(0, 0, T0), T0, { connection: {}, dup: false });
       a.stop();
       mkdirSync(join(work.dir, 'f00.births.json', 'inside'), { recursive: true });
       rmSync(join(work.dir, 'sessions.journal'));
       mkdirSync(join(work.dir, 'sessions.journal', 'inside'), { recursive: true });
       const { lines, log } = logs();
-      const q = queue();
+      const q = heldQueue();
       const b = session(work.dir, q, log);
       assert.ok(lines.filter((l) => l.code === 'SPARKPLUG_STORE_INVALID').length >= 2, JSON.stringify(lines));
       assert.deepEqual(readdirSync(work.dir).filter((f) => f.startsWith('f00')), []);
@@ -492,7 +472,7 @@ describe('Sparkplug session store: what is no file of its own', () => {
       await b.onMessage(ND, data(1, 1, T0 + 1), T0 + 10, { connection: {}, dup: false });
       assert.deepEqual(values(q.stored, 'Plant1.Paho.Temp'), [1]);
       b.stop();
-      const c = session(work.dir, queue());
+      const c = session(work.dir, heldQueue());
       assert.equal(c.host.sessionsOf('Plant1\u0000Paho').previous.at(-1)?.s.seq, 1);
       c.stop();
     } finally {
@@ -505,12 +485,12 @@ describe('Sparkplug session store: files aside', () => {
   it('removes at start a journal aside left by a compaction killed before its rename', async () => {
     const work = tempDir('sp-store');
     try {
-      const a = session(work.dir, queue());
+      const a = session(work.dir, heldQueue());
       await a.onMessage(NB, birth(0, 0, T0), T0, { connection: {}, dup: false });
       a.stop();
       // Another process's (another pid): each SIGKILL mid-compaction left one, up to the journal's size.
       writeFileSync(join(work.dir, 'sessions.journal.tmp-99999999'), 'x'.repeat(1024));
-      const b = session(work.dir, queue());
+      const b = session(work.dir, heldQueue());
       assert.deepEqual(readdirSync(work.dir).filter((f) => f.includes('.tmp-')), []);
       b.stop();
     } finally {
@@ -525,7 +505,7 @@ describe('Sparkplug session store: a births file of more metrics than are ever h
     const limits = LIMITS as { sparkplugDefinitionsMaxBytes: number };
     const was = limits.sparkplugDefinitionsMaxBytes;
     try {
-      const a = session(work.dir, queue());
+      const a = session(work.dir, heldQueue());
       await a.onMessage(NB, birth(0, 0, T0), T0, { connection: {}, dup: false });
       a.stop();
       // Short names: the file's bytes within the bound, but the definitions it declares far past it
@@ -539,7 +519,7 @@ describe('Sparkplug session store: a births file of more metrics than are ever h
         `{"v":1,"gen":1,"group":"Plant1","edge":"Big","record":[{"id":1,"seq":0,"stale":false,"digests":"","endedAt":null}],"sessions":[{"id":1,"bdSeq":0,"bornAt":null,"birthDigest":null,"node":[],"devices":[${devices}]}]}`,
       );
       const { lines, log } = logs();
-      const b = session(work.dir, queue(), log);
+      const b = session(work.dir, heldQueue(), log);
       const bad = lines.filter((l) => l.code === 'SPARKPLUG_STORE_INVALID');
       assert.equal(bad.length, 1, JSON.stringify(lines));
       assert.match(String(bad[0]?.msg), /40000 metrics/);
