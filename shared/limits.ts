@@ -799,6 +799,12 @@ export const LIMITS = {
    * cuts a file in on a slow link it measured: send-pacing.ts chunkBytes). A chunk's frame carries
    * some 500 bytes besides its data (names, hash, signature): 3 % of this. */
   fieldFileChunkMinBytes: 16 * 1024,
+  /** bytes. Most a chunk's frame carries besides its data in base64: the file's name (200 bytes of
+   * UTF-8, a `"` escaped as two), its content type (255 characters, a control character escaped as
+   * six), the transfer, the metadata, ids and the signature; about 2.5 KiB at most. A file taken once
+   * a gateway's welcome said its frame limit is cut in chunks whose frames stay within it
+   * (files/transfer-record.ts chunkBytesForFrame). */
+  fieldFileChunkFrameOverheadBytes: 4 * 1024,
   /** transfers. Most files the field client sends chunks of at once, the oldest first (FIELD_FILE_WINDOW
    * chunks each); the others taken from the queue wait their turn. Files are sent after readings
    * anyway (send-pump.ts): more at once only spread the link over more of them, each taking longer,

@@ -13,6 +13,7 @@ import { dropFilesOf } from './files/file-records.ts';
 import { FinishedTransfers } from './files/finished-transfers.ts';
 import { fileRoom, reserveFileRoom, takeFile, type IntakeHost } from './files/file-intake.ts';
 import type { Reservation } from './files/file-room.ts';
+import { chunkBytesForFrame } from './files/transfer-record.ts';
 import { FileTransfers } from './files/transfers.ts';
 import { SetAside } from './set-aside.ts';
 import { GatewayAnswers } from './gateway-answers.ts';
@@ -74,6 +75,11 @@ export class FieldClient {
   /** commit receipts: on when the client has commit options and a key to verify receipts with */
   readonly receipts: CommitReceipts | undefined;
   welcome: WelcomeFrame | undefined;
+  /**
+   * bytes: the largest chunk whose frame the last gateway that welcomed this client takes (undefined:
+   * none yet, or none fits); kept across connections, as files are taken between them too
+   */
+  private frameChunkBytes: number | undefined;
   /** the wait for this connection's welcome (onOpen), after which sending starts without one */
   private welcomeWait: NodeJS.Timeout | undefined;
   /**
@@ -115,8 +121,13 @@ export class FieldClient {
     this.transientRewind = new TransientRewind(() => this.resetSending(), options.transientRewindMs);
     this.linkRate = new LinkRateNote(join(options.dataDir, 'link-rate.json'), log);
     this.pacing = new SendPacing(options.sendAheadMs, this.linkRate.load(Date.now()));
-    // A file taken once the link is measured is cut in chunks that cross it in a few seconds.
-    outbox.sizeChunksBy(() => this.pacing.chunkBytes());
+    // A file taken once the link is measured is cut in chunks that cross it in a few seconds, and
+    // once a gateway said its frame limit, in chunks whose frames it takes.
+    outbox.sizeChunksBy(() => {
+      const link = this.pacing.chunkBytes();
+      const frame = this.frameChunkBytes;
+      return link === undefined || frame === undefined ? (link ?? frame) : Math.min(link, frame);
+    });
     this.gatewayLog = gatewayLog(log);
     this.frames = new FrameSender(options, connection, this.pacing, this.stats, () => this.welcome, log);
     this.brokerWatch = new BrokerWatch(options, connection);
@@ -312,6 +323,7 @@ export class FieldClient {
           return;
         }
         this.welcome = frame;
+        this.frameChunkBytes = chunkBytesForFrame(frame.limits.frameMaxBytes);
         this.frames.welcomed(frame.serverTime);
         this.receipts?.welcomed(this.queue.now());
         // Sending started already (the wait for the welcome ended): what was sent meanwhile is on

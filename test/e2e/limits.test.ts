@@ -1,11 +1,13 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { eventually, RawDevice } from '../helpers/ws-device.ts';
 import { startEmbeddedFixture, type EmbeddedFixture } from '../helpers/embedded.ts';
 import { startTestFieldClient } from '../helpers/field.ts';
 import { LIMITS } from '../../shared/limits.ts';
+import { tempDir } from '../helpers/pki.ts';
 
 describe('limits at the gateway', () => {
   let fx: EmbeddedFixture;
@@ -152,7 +154,7 @@ describe("the gateway's CPU budget per device", () => {
 describe('a message no frame of the gateway holds (GATEWAY_MAX_FRAME_BYTES)', () => {
   let fx: EmbeddedFixture;
   before(async () => {
-    fx = await startEmbeddedFixture(['big-1'], { GATEWAY_MAX_FRAME_BYTES: '65536' });
+    fx = await startEmbeddedFixture(['big-1', 'camera-1'], { GATEWAY_MAX_FRAME_BYTES: '65536' });
   });
   after(() => fx.stop());
 
@@ -179,6 +181,31 @@ describe('a message no frame of the gateway holds (GATEWAY_MAX_FRAME_BYTES)', ()
       assert.ok(fx.logs.lines.some((l) => l.code === 'CONTRACT_FRAME_TOO_LARGE' && l.messageId === big.messageId), 'logged with its code');
     } finally {
       await field.close();
+    }
+  });
+
+  it("a file taken once the gateway's welcome said its limit is cut in chunks its frames hold: stored whole, nothing set aside", async () => {
+    // A chunk of FIELD_FILE_CHUNK_BYTES (1 MiB by default, here 256 KiB) is a frame far past 64 KiB:
+    // each file was set aside whole in rejected/ (CONTRACT_FRAME_TOO_LARGE), none delivered.
+    const tmp = tempDir('frame-limit-file');
+    const field = await startTestFieldClient(fx.pki.paths, 'camera-1', fx.pipeline.gatewayUrl, fx.logs.logger, { FIELD_FILE_CHUNK_BYTES: String(256 * 1024) });
+    try {
+      await eventually(() => field.client.welcome, 15_000, "the gateway's welcome");
+      assert.equal(field.client.welcome?.limits.frameMaxBytes, 65_536);
+      const content = randomBytes(600 * 1024 + 123);
+      writeFileSync(join(tmp.dir, 'frame.jpg'), content);
+      await field.client.submitFile(join(tmp.dir, 'frame.jpg'));
+      const stored = join(fx.data.files, 'camera-1', 'frame.jpg');
+      const rejected = join(field.dataDir, 'rejected');
+      const setAside = () => (existsSync(rejected) ? readdirSync(rejected) : []);
+      await eventually(() => (existsSync(stored) || setAside().length > 0 ? true : undefined), 30_000, 'stored or set aside');
+      assert.deepEqual(setAside(), [], 'nothing set aside');
+      const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+      assert.equal(sha(readFileSync(stored)), sha(content));
+      assert.ok(!fx.logs.lines.some((l) => l.code === 'CONTRACT_FRAME_TOO_LARGE' && String(l.messageId).startsWith('f')), 'no chunk found too large for a frame');
+    } finally {
+      await field.close();
+      tmp.cleanup();
     }
   });
 });

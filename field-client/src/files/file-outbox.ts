@@ -27,7 +27,7 @@ function newTransferId(): string {
 export class FileOutbox {
   /** FIELD_DATA_DIR/outgoing/ */
   readonly dir: string;
-  /** bytes: the chunk size the link calls for now, when it was measured (see sizeChunksBy) */
+  /** bytes: the chunk size the link and the gateway call for now, once known (see sizeChunksBy) */
   private linkChunkBytes: () => number | undefined = () => undefined;
 
   constructor(dataDir: string, private readonly chunkBytes: number) {
@@ -36,11 +36,13 @@ export class FileOutbox {
   }
 
   /**
-   * A file taken from now on is cut in chunks of at most what `link` says (bytes; undefined: the
-   * link is not measured yet), never larger than FIELD_FILE_CHUNK_BYTES. A chunk is one frame, and
-   * a frame goes whole: on a slow link a reading queued behind a 1 MiB chunk waited minutes for it
-   * (and one that took longer than DISTRIBUTOR_TRANSIT_MAX_S to cross was refused as stale for
-   * ever). The size is fixed in the transfer's record, so it holds for the whole file.
+   * A file taken from now on is cut in chunks of at most what `link` says (bytes; undefined: neither
+   * the link is measured nor a gateway's frame limit known yet), never larger than
+   * FIELD_FILE_CHUNK_BYTES. A chunk is one frame, and a frame goes whole: on a slow link a reading
+   * queued behind a 1 MiB chunk waited minutes for it (and one that took longer than
+   * DISTRIBUTOR_TRANSIT_MAX_S to cross was refused as stale for ever); and a frame past the
+   * gateway's limit is not sent at all (its file set aside). The size is fixed in the transfer's
+   * record, so it holds for the whole file.
    */
   sizeChunksBy(link: () => number | undefined): void {
     this.linkChunkBytes = link;

@@ -35,3 +35,17 @@ export type FileTransferRecord = z.infer<typeof FileTransferRecordSchema>;
 export function chunkBytesFor(size: number, configured: number): number {
   return Math.max(configured, Math.ceil(size / LIMITS.fileMaxChunks));
 }
+
+/**
+ * bytes. The largest chunk whose frame fits a gateway's frame limit (`frameMaxBytes`, its welcome's):
+ * the chunk in base64 (4 characters for each 3 bytes) and LIMITS.fieldFileChunkFrameOverheadBytes
+ * besides. undefined when no chunk fits (a limit below that overhead): the file is cut as it would
+ * be without it, and its chunks, too large, set aside (frame-sender.ts). A gateway may take frames
+ * far smaller than a chunk of FIELD_FILE_CHUNK_BYTES (GATEWAY_MAX_FRAME_BYTES, from 1 KiB): a chunk
+ * of 1 MiB is a frame of about 1.4 MB, and cut so, every file sent through a gateway taking 1 MiB
+ * was set aside whole, none delivered.
+ */
+export function chunkBytesForFrame(frameMaxBytes: number): number | undefined {
+  const bytes = Math.floor((frameMaxBytes - LIMITS.fieldFileChunkFrameOverheadBytes) / 4) * 3;
+  return bytes > 0 ? bytes : undefined;
+}
