@@ -12,8 +12,9 @@ export interface KeptAnswersHost {
   readonly answering: Set<string>;
   /** journals an answer as kept ("done") and returns it (deferred when the journal refused the line) */
   record(commandId: string, issuedAt: number, answer: KeptAnswer): CommandAnswer;
-  /** journals a command as answered (its answer in the queue); throws when the journal refuses the line */
-  answered(commandId: string): void;
+  /** journals a command as answered (its answer in the queue); false when its answer was dropped
+   * while it was queued (kept, to be queued again: drain); throws when the journal refuses the line */
+  answered(commandId: string): boolean;
   notAnsweredLog(log: Logger, level: 'warn' | 'error'): LimitedLog;
 }
 
@@ -54,8 +55,17 @@ export class KeptAnswers {
       if (!r.success) continue;
       const { commandId, status, result, timestamp } = r.data;
       const seen = this.h.journal.get(commandId);
-      if (seen?.state === 'done') continue; // kept already (a copy): queued again with the others
-      if (this.h.answering.has(commandId)) this.droppedWhileQueued.add(commandId);
+      // Its answer being queued now: the journal says "done" until the queue has synced it, and the
+      // record dropped may be that very one. Marked whatever the journal says, so that no "answered"
+      // line is written once the sync returns: the answer stays kept, and is queued again then
+      // (answered). Passed over as "done", a drop in that window left the journal saying
+      // "answered" of an answer no longer in the queue, and every later delivery was a replay.
+      const queueing = this.h.answering.has(commandId);
+      if (queueing) this.droppedWhileQueued.add(commandId);
+      if (seen?.state === 'done') {
+        if (queueing) kept++;
+        continue; // kept already: queued again with the others
+      }
       const answer = KeptAnswerSchema.parse({ status, ...(result !== undefined ? { result } : {}), timestamp });
       // An id the journal forgot was issued at or before its floor.
       const recorded = this.h.record(commandId, seen?.issuedAt ?? this.h.journal.floor, answer);
@@ -82,6 +92,8 @@ export class KeptAnswers {
     const queued = new Set<string>();
     if (this.h.journal.held === 0 || this.draining) return queued;
     this.draining = true;
+    /** an answer this walk queued was dropped before its sync returned: another walk once this one is over */
+    let again = false;
     try {
       for (const [id] of this.h.journal.heldAnswers()) {
         if (this.h.answering.has(id)) continue; // its own delivery answers it now
@@ -102,7 +114,7 @@ export class KeptAnswers {
           queued.add(id);
           log.info({ commandId: id, status: answer.status }, 'command answer kept while the queue was full now queued');
           try {
-            this.h.answered(id);
+            if (!this.h.answered(id)) again = true;
           } catch (err) {
             log.warn({ code: 'FIELD_COMMAND_JOURNAL_FAILED', err: (err as Error).message, commandId: id }, 'command answer queued, but the journal cannot record it: after a restart, the same answer may be queued again (the command API records it once)');
           }
@@ -115,6 +127,7 @@ export class KeptAnswers {
     } finally {
       this.draining = false;
     }
+    if (again) setImmediate(() => void this.drain(queueResponse, log));
     return queued;
   }
 }

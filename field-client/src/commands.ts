@@ -367,7 +367,9 @@ export class CommandHandlers {
     if (outcome.code) log.warn({ code: outcome.code, commandId: frame.commandId, command: frame.command }, 'command refused; not run');
     else log.info({ commandId: frame.commandId, command: frame.command, status: outcome.status }, 'command answered');
     try {
-      this.answered(frame.commandId);
+      // Dropped by drop-oldest before its sync returned: kept, and queued again once this delivery
+      // is over (the walk passes over the ids being answered).
+      if (!this.answered(frame.commandId)) setImmediate(() => void this.kept.drain(queueResponse, log));
     } catch (err) {
       log.warn(
         { code: 'FIELD_COMMAND_JOURNAL_FAILED', err: (err as Error).message, commandId: frame.commandId },
@@ -377,15 +379,15 @@ export class CommandHandlers {
   }
 
   /**
-   * Called once the answer is in the durable queue. Throws when the journal refuses the line; the
-   * command is then known as answered in this process only (a delivery again is a replay), and
-   * after a restart its kept answer is queued again, the same.
+   * Called once the answer is in the durable queue. False when drop-oldest dropped it meanwhile
+   * (answersDropped): it stays kept, for the caller to queue again. Throws when the journal refuses
+   * the line; the command is then known as answered in this process only (a delivery again is a
+   * replay), and after a restart its kept answer is queued again, the same.
    */
-  answered(commandId: string): void {
-    // Its answer dropped from the queue meanwhile (answersDropped): kept, to be queued again.
-    if (this.kept.droppedWhileQueued.delete(commandId)) return;
+  answered(commandId: string): boolean {
+    if (this.kept.droppedWhileQueued.delete(commandId)) return false;
     const seen = this.journal.get(commandId);
-    if (!seen) return;
+    if (!seen) return true;
     const entry = { state: 'answered' as const, issuedAt: seen.issuedAt };
     try {
       this.journal.write(commandId, entry);
@@ -393,6 +395,7 @@ export class CommandHandlers {
       this.journal.remember(commandId, entry);
       throw err;
     }
+    return true;
   }
 
   private countRefused(code: ErrorCode): void {

@@ -45,6 +45,7 @@ async function device(name: string, journal?: string) {
     dir: tmp.dir,
     journal,
     queue,
+    client,
     commands,
     connection,
     answers,
@@ -75,6 +76,42 @@ describe('a command answer dropped by drop-oldest (commands.ts)', () => {
       await new Promise((r) => setTimeout(r, 100));
       assert.equal(d.runs(), 1);
       assert.equal(d.answers('cmd-a').length, 1);
+    } finally {
+      await d.close();
+    }
+  });
+
+  it('dropped while it is being queued (data arriving before its sync) is kept, not journaled as answered, and queued again', async () => {
+    // The journal says "done" from the command's run until its answer is in the queue: a drop in
+    // that window was taken for a copy of an answer kept already, and the "answered" line written
+    // once the sync returned made every later delivery a replay, the answer gone for good.
+    const d = await device('answer-dropped-while-queued');
+    try {
+      let first = true;
+      await d.commands.answer(
+        frameOf('cmd-d'),
+        async (r) => {
+          // What the field client's queueResponse does (its append, then the sync), with readings of
+          // the local inputs appended while the first sync waits: they drop the answer's segment.
+          await d.client.submit('response', r);
+          if (first) {
+            first = false;
+            await d.fill();
+            assert.ok(d.queue.stats.dropped > 0, 'drop-oldest dropped records');
+            assert.equal(d.answers('cmd-d').length, 0, "the answer's segment was dropped");
+          }
+          await d.queue.durable();
+        },
+        quiet,
+      );
+      await until('the answer is queued again', () => d.answers('cmd-d').length === 1);
+      assert.equal(d.answers('cmd-d')[0]?.result, 'opened');
+      await new Promise((r) => setTimeout(r, 50)); // journaled "answered"
+      // Delivered again (the command API sends it until its answer comes): a replay now, not run.
+      d.connection.emit('frame', frameOf('cmd-d'));
+      await new Promise((r) => setTimeout(r, 100));
+      assert.equal(d.runs(), 1, 'not run again');
+      assert.equal(d.answers('cmd-d').length, 1, 'queued once more, not twice');
     } finally {
       await d.close();
     }

@@ -274,7 +274,7 @@ describe('command answers (commands.ts): one per command id', () => {
     const answered = h.answered.bind(h);
     h.answered = (id: string) => {
       events.push('journaled answered');
-      answered(id);
+      return answered(id);
     };
     const connection = new GatewayConnection({ url: 'wss://127.0.0.1:9/ws', tls: { ca: '', cert: '', key: '' }, reconnectInitialMs: 100, reconnectMaxMs: 100, idleTimeoutMs: 1000 }, quiet);
     const client = new FieldClient({ deviceId: 'valve-1', batchMax: 100, window: 100, fileWindow: 1, maxBytes: 64 * 1024 * 1024, dataDir: tmp.dir }, queue, new FileOutbox(tmp.dir, 64 * 1024), connection, h, quiet);
