@@ -469,6 +469,12 @@ export const ERRORS = {
   API_BUSY: { http: 503, transient: true, description: 'Listings of commands being written to their callers hold LIMITS.commandApiListingsHeldMaxBytes already (callers reading them slowly, or not at all): this one was not made. Try again after Retry-After.' },
   API_COMMANDS_FULL: { http: 503, transient: true, description: 'As many commands as LIMITS.commandMaxLive, or as many bytes of them as LIMITS.commandMaxLiveBytes, wait for their devices\' answers: none more is taken until some finish or expire (Retry-After).' },
   API_STATE_LINE_SKIPPED: { http: 500, transient: false, description: 'Lines of the command journal (COMMAND_STATE_PATH) were skipped at the start: a last line torn by a crash (a change never acknowledged), a damaged line, a change of a command whose whole line is not there, or commands of a request a crash cut off before all were written (none of them is kept). The commands it holds whole are kept.' },
+  API_STATE_IN_USE: {
+    http: 409,
+    transient: false,
+    description:
+      'Another command API holds COMMAND_STATE_PATH (its lock, the file beside it named .lock, names it, renewed every 2 s): two on one journal would each rewrite it without the commands the other accepted. Stop the other, or give each its own COMMAND_STATE_PATH. A lock whose holder is gone (killed, the machine restarted) is taken over at once on the same machine, after 15 s from another.',
+  },
   API_STATE_WRITE_FAILED: { http: 500, transient: true, description: 'The command API could not write a command\'s state to its journal (COMMAND_STATE_PATH); the write is retried at the next change.' },
   API_RESPONSES_UNREADABLE: {
     http: 503,

@@ -1300,19 +1300,20 @@ export const TIMINGS = {
    * synced may take longer, and is then cut off unanswered all the same. The local MQTT input waits
    * as long for the readings and events it is appending to be acknowledged. */
   localInputCloseGraceMs: 10_000,
-  /** milliseconds. How often the field client renews its lock of FIELD_DATA_DIR (data-dir-lock.ts),
-   * and looks whether another took it over meanwhile (it was stalled past fieldDataLockExpiryMs). */
-  fieldDataLockRenewMs: 2_000,
-  /** milliseconds. A lock of FIELD_DATA_DIR not renewed for this long is its holder's no more: how
-   * long a start waits for one left by a holder it cannot see (on another host, in another
-   * container) before taking it over. Well past a renewal missed by a loaded device. */
-  fieldDataLockExpiryMs: 15_000,
+  /** milliseconds. How often a process renews its lock (shared/process-lock.ts: the field client's of
+   * FIELD_DATA_DIR, the command API's of COMMAND_STATE_PATH), and looks whether another took it over
+   * meanwhile (it was stalled past dataLockExpiryMs). */
+  dataLockRenewMs: 2_000,
+  /** milliseconds. Such a lock not renewed for this long is its holder's no more: how long a start
+   * waits for one left by a holder it cannot see (on another host, in another container) before
+   * taking it over. Well past a renewal missed by a loaded device. */
+  dataLockExpiryMs: 15_000,
   /** milliseconds. How often a start waiting for that looks at the lock again. */
-  fieldDataLockPollMs: 500,
+  dataLockPollMs: 500,
   /** milliseconds. A file beside `npm run stack`'s stack.lock or a port reservation (one written
    * aside, a take-over marker: shared/file-takeover.ts) that names no process is removed once this
    * old: younger, it is one a process running now has made and not written yet (it writes it at once).
-   * Those beside the field client's lock are judged as its lock is (fieldDataLockExpiryMs). */
+   * Those beside the field client's lock are judged as its lock is (dataLockExpiryMs). */
   takeOverDebrisMs: 60_000,
   /** milliseconds. How long the local HTTP input keeps a request's answer for its Idempotency-Key
    * (inputs/http-resends.ts): a retry later than this is taken as a new request. */

@@ -19,6 +19,8 @@ import { startMetricsServer, type MetricsServer } from '../../shared/metrics/ser
 import { postgresConnection, postgresEnabled } from '../shared/postgres-settings.ts';
 import { PostgresResponses, type ResponseLedger } from './stored-responses.ts';
 import { InfluxResponses } from './influx-responses.ts';
+import { lockCommandState } from './state-lock.ts';
+import type { FieldStreamError } from '../../shared/errors.ts';
 
 export interface CommandApi {
   readonly port: number;
@@ -29,8 +31,45 @@ export interface CommandApi {
   close(): Promise<void>;
 }
 
-export async function startCommandApi(config: Readonly<CommandApiConfig>, logger: Logger, opts: { processMetrics?: boolean } = {}): Promise<CommandApi> {
+/**
+ * `onStateLost`: called once the API has stopped because another command API took its journal's lock
+ * over (this one was stalled past TIMINGS.dataLockExpiryMs): its process should exit.
+ */
+export async function startCommandApi(
+  config: Readonly<CommandApiConfig>,
+  logger: Logger,
+  opts: { processMetrics?: boolean; onStateLost?: (err: FieldStreamError) => void } = {},
+): Promise<CommandApi> {
   const log = logger.child({ component: 'command-api' });
+  // One command API per journal, before it is read (state-lock.ts).
+  let api: CommandApi | undefined;
+  const stateLock = await lockCommandState(config.COMMAND_STATE_PATH, (err) => {
+    log.error({ code: err.code, err: err.message }, 'lost COMMAND_STATE_PATH to another command API; stopping');
+    void (api?.close() ?? Promise.resolve()).finally(() => opts.onStateLost?.(err));
+  });
+  try {
+    api = await start(config, log, opts);
+  } catch (err) {
+    stateLock.release();
+    throw err;
+  }
+  const started = api;
+  return {
+    port: started.port,
+    mqtt: started.mqtt,
+    metrics: started.metrics,
+    metricsServer: started.metricsServer,
+    async close() {
+      try {
+        await started.close();
+      } finally {
+        stateLock.release();
+      }
+    },
+  };
+}
+
+async function start(config: Readonly<CommandApiConfig>, log: Logger, opts: { processMetrics?: boolean }): Promise<CommandApi> {
   const groups = config.COMMAND_GROUPS_FILE ? readJsonSetting('COMMAND_GROUPS_FILE', config.COMMAND_GROUPS_FILE, GroupsFileSchema) : {};
   // Before the state and the broker are opened: an unreadable revoked list stops the start (CONFIG_FILE_UNREADABLE).
   const keys = new DeviceKeyRegistry(config.COMMAND_DEVICE_KEYS_DIR, config.COMMAND_REVOKED_DEVICES_FILE, undefined, log.child({ subsystem: 'device-keys' }));

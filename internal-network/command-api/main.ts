@@ -6,4 +6,6 @@ import { loadCommandApiConfig } from './config.ts';
 import { startCommandApi } from './command-api.ts';
 
 loadDotenv();
-runService('command-api', loadCommandApiConfig, (config) => startCommandApi(config, createLogger('command-api', config.LOG_LEVEL)));
+// Stopped because another command API took the journal over: the process ends with a failure, for
+// its supervisor to see (the other holds the journal now).
+runService('command-api', loadCommandApiConfig, (config) => startCommandApi(config, createLogger('command-api', config.LOG_LEVEL), { onStateLost: () => process.exit(1) }));

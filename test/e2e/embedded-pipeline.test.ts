@@ -284,7 +284,8 @@ describe('the embedded pipeline over real WSS, MQTT and disk', () => {
   });
 
   it('never wrote outside its folders', () => {
-    assert.deepEqual(readdirSync(fx.data.root).sort(), ['commands.jsonl', 'dead-letter', 'distributor-state', 'files', 'timeseries']);
+    // The command journal's lock beside it while the pipeline runs (command-api/state-lock.ts).
+    assert.deepEqual(readdirSync(fx.data.root).sort(), ['commands.jsonl', 'commands.jsonl.lock', 'dead-letter', 'distributor-state', 'files', 'timeseries']);
     assert.deepEqual(readdirSync(fx.data.files).sort(), ['camera-001']);
   });
 });

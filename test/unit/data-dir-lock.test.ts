@@ -44,7 +44,7 @@ describe('the lock of FIELD_DATA_DIR', () => {
     try {
       const started = Date.now();
       await assert.rejects(lockDataDir(dir, () => {}), (err: unknown) => isFieldStreamError(err, 'FIELD_DATA_DIR_IN_USE') && err.message.includes(`process ${first.pid}`));
-      assert.ok(Date.now() - started < TIMINGS.fieldDataLockExpiryMs, 'not waited for: its holder runs here');
+      assert.ok(Date.now() - started < TIMINGS.dataLockExpiryMs, 'not waited for: its holder runs here');
     } finally {
       first.kill('SIGKILL');
       await new Promise((r) => first.once('exit', r));
@@ -60,7 +60,7 @@ describe('the lock of FIELD_DATA_DIR', () => {
   });
 
   it('waits for the lock of a holder it cannot see (another host, another container) to lapse, then takes it; a torn lock lapses too', async () => {
-    const restore = scaled({ fieldDataLockExpiryMs: 1_500, fieldDataLockPollMs: 50 });
+    const restore = scaled({ dataLockExpiryMs: 1_500, dataLockPollMs: 50 });
     try {
       for (const text of [JSON.stringify({ owner: 'x', pid: 4242, host: 'another-host', startedAt: new Date().toISOString() }), '']) {
         const dir = join(tmp.dir, `elsewhere-${text.length}`);
@@ -179,7 +179,7 @@ describe('the lock of FIELD_DATA_DIR', () => {
   });
 
   it('a holder whose lock was taken over while it was stalled learns it at its next renewal', async () => {
-    const restore = scaled({ fieldDataLockRenewMs: 100 });
+    const restore = scaled({ dataLockRenewMs: 100 });
     const dir = join(tmp.dir, 'taken');
     mkdirSync(dir, { recursive: true });
     try {
