@@ -9,6 +9,7 @@ import { readArchiveOnce, unpackFiles, verifyArchive } from './restore-archive.t
 import { RESTORE_LEFTOVERS, RestoreWriter } from './restore-write.ts';
 import { markRestoring } from '../../pki/restore-mark.ts';
 import { WINDOWS_FILE } from '../../internal-network/distributor/security/replay-store.ts';
+import { lockCommandState } from '../../internal-network/command-api/state-lock.ts';
 
 export interface RestoreOptions {
   /** overwrite files that exist with other content */
@@ -211,16 +212,36 @@ export async function restoreBackup(paths: AdminPaths, archive: string, o: Resto
 
   const steps: Step[] = manifest.files.map((f) => ({ f, target: targetOf(paths, f), mode: restoredMode(f) }));
   for (const s of steps) refuseLinkedFolders(paths, s.f);
-  // From here to the last file, no certificate, token or revocation is made in the certificates
-  // folder, and what is there is compared and written as it stays (restore-mark.ts).
-  const unmark = manifest.files.some((f) => f.root === 'certs') ? markCertsDir(paths.certsDir, o.onWait) : () => undefined;
-  let halfRestored = false;
+  // The command journal's lock (command-api/state-lock.ts), held while it is written: a command API
+  // running on it would go on from the commands it holds, and its next compaction would write the
+  // journal again without the restored ones.
+  const journalLock = manifest.files.some((f) => f.root === 'command-state') ? await lockJournal(paths.commandState) : undefined;
   try {
-    await o.whileMarked?.();
-    return await writeSteps(paths, bytes, manifest, steps, o, () => (halfRestored = true));
+    // From here to the last file, no certificate, token or revocation is made in the certificates
+    // folder, and what is there is compared and written as it stays (restore-mark.ts).
+    const unmark = manifest.files.some((f) => f.root === 'certs') ? markCertsDir(paths.certsDir, o.onWait) : () => undefined;
+    let halfRestored = false;
+    try {
+      await o.whileMarked?.();
+      return await writeSteps(paths, bytes, manifest, steps, o, () => (halfRestored = true));
+    } finally {
+      // Kept by a restore that could not put back what it wrote: the commands refuse until it is run again.
+      if (!halfRestored) unmark();
+    }
   } finally {
-    // Kept by a restore that could not put back what it wrote: the commands refuse until it is run again.
-    if (!halfRestored) unmark();
+    journalLock?.release();
+  }
+}
+
+/** Takes the command journal's lock; one a command API holds refuses the restore (API_STATE_IN_USE). */
+async function lockJournal(journal: string): Promise<{ release(): void }> {
+  try {
+    return await lockCommandState(journal, () => undefined);
+  } catch (err) {
+    if (isFieldStreamError(err) && err.code === 'API_STATE_IN_USE') {
+      throw new FieldStreamError('API_STATE_IN_USE', `${err.message.replace(/ Stop it, or give this one a COMMAND_STATE_PATH of its own\.$/, '')} Stop the command API, then restore; nothing was restored.`, err.details, { cause: err });
+    }
+    throw new FieldStreamError('BACKUP_WRITE_FAILED', `Cannot lock the command journal ${journal} (${errnoOf(err) ?? (err as Error).message}); nothing was restored.`, undefined, { cause: err });
   }
 }
 

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -225,6 +225,29 @@ describe('backup and restore', () => {
     assert.equal(existsSync(dirname(target.certsDir)), false, 'nothing was written');
     const ok = await restoreBackup(target, archive, { expectSha256: sha(readFileSync(archive)) });
     assert.equal(ok.written.length, manifest.files.length);
+  });
+
+  it('refuses to restore the command journal while a command API holds it (its lock), writing nothing; once it stopped, restores', async () => {
+    const target = cleanTarget();
+    // A command API's hold of the journal, in a process of its own (command-api/state-lock.ts).
+    mkdirSync(dirname(target.commandState), { recursive: true });
+    const url = new URL('../../internal-network/command-api/state-lock.ts', import.meta.url).href;
+    const holder = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', `const { lockCommandState } = await import(${JSON.stringify(url)}); await lockCommandState(process.env.JOURNAL, () => {}); console.log('held'); setInterval(() => {}, 1000);`], { env: { ...process.env, JOURNAL: target.commandState }, stdio: ['ignore', 'pipe', 'inherit'] });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        holder.stdout?.on('data', (d: Buffer) => d.toString().includes('held') && resolve());
+        holder.once('exit', (code) => reject(new Error(`the holder exited with ${code}`)));
+      });
+      await assert.rejects(restoreBackup(target, archive), (err: unknown) => isFieldStreamError(err) && err.code === 'API_STATE_IN_USE' && err.message.includes(`process ${holder.pid}`) && err.message.includes('Stop the command API, then restore'));
+      assert.equal(existsSync(target.commandState), false, 'no journal written');
+      assert.equal(existsSync(target.certsDir), false, 'nothing else either');
+    } finally {
+      holder.kill('SIGKILL');
+    }
+    await new Promise((r) => holder.once('exit', r));
+    const ok = await restoreBackup(target, archive);
+    assert.equal(ok.written.length, manifest.files.length);
+    assert.equal(existsSync(`${target.commandState}.lock`), false, 'the lock released');
   });
 
   it("restores no private key readable by others, whatever modes the archive's manifest gives", async () => {
