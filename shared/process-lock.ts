@@ -21,6 +21,16 @@ export interface ProcessLock {
   release(): void;
 }
 
+/** Who holds a lock, for an error's message: its process, host and since when (`what`: the kind of process, for one whose lock is being written). */
+export function holderText(lock: Lock | undefined, what: string): string {
+  return lock ? `process ${lock.pid} on ${lock.host}, since ${lock.startedAt}` : `a ${what} whose lock is being written`;
+}
+
+/** The details of an error naming a lock's holder: the lock's path, and the holder's process and host when known. */
+export function holderDetails(path: string, lock: Lock | undefined): Record<string, unknown> {
+  return { path, ...(lock ? { pid: lock.pid, host: lock.host } : {}) };
+}
+
 /** What a lock is for, in its holder's errors. */
 export interface LockUse {
   /** the error for a start refused while another holds the lock (`holder`: undefined while its lock is being written) */

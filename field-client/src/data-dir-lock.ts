@@ -1,7 +1,7 @@
 import { join, resolve } from 'node:path';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { TIMINGS } from '../../shared/limits.ts';
-import { lockFor, type ProcessLock } from '../../shared/process-lock.ts';
+import { holderDetails, holderText, lockFor, type ProcessLock } from '../../shared/process-lock.ts';
 
 /** The lock's file in FIELD_DATA_DIR. */
 export const DATA_DIR_LOCK = 'field-client.lock';
@@ -21,14 +21,12 @@ export function lockDataDir(dir: string, onLost: (err: FieldStreamError) => void
   return lockFor(
     path,
     {
-      inUse: (lock) => {
-        const who = lock ? `process ${lock.pid} on ${lock.host}, since ${lock.startedAt}` : 'a field client whose lock is being written';
-        return new FieldStreamError(
+      inUse: (lock) =>
+        new FieldStreamError(
           'FIELD_DATA_DIR_IN_USE',
-          `FIELD_DATA_DIR=${dir} is in use by another field client (${who}): two on one folder would delete what the other still sends. Stop it, or give this one a FIELD_DATA_DIR of its own.`,
-          { path: join(dir, DATA_DIR_LOCK), ...(lock ? { pid: lock.pid, host: lock.host } : {}) },
-        );
-      },
+          `FIELD_DATA_DIR=${dir} is in use by another field client (${holderText(lock, 'field client')}): two on one folder would delete what the other still sends. Stop it, or give this one a FIELD_DATA_DIR of its own.`,
+          holderDetails(join(dir, DATA_DIR_LOCK), lock),
+        ),
       lost: () => new FieldStreamError('FIELD_DATA_DIR_IN_USE', `${path} was taken over by another field client while this one was stalled past ${TIMINGS.dataLockExpiryMs} ms; this one stops.`, { path }),
     },
     onLost,

@@ -2,7 +2,7 @@ import { dirname, resolve } from 'node:path';
 import { makeDirDurablySync } from '../../shared/durable-fs.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { TIMINGS } from '../../shared/limits.ts';
-import { lockFor, type ProcessLock } from '../../shared/process-lock.ts';
+import { holderDetails, holderText, lockFor, type ProcessLock } from '../../shared/process-lock.ts';
 
 /**
  * COMMAND_STATE_PATH for one command API at a time (shared/process-lock.ts), its lock the file
@@ -19,14 +19,12 @@ export function lockCommandState(statePath: string, onLost: (err: FieldStreamErr
   return lockFor(
     path,
     {
-      inUse: (lock) => {
-        const who = lock ? `process ${lock.pid} on ${lock.host}, since ${lock.startedAt}` : 'a command API whose lock is being written';
-        return new FieldStreamError(
+      inUse: (lock) =>
+        new FieldStreamError(
           'API_STATE_IN_USE',
-          `COMMAND_STATE_PATH=${statePath} is in use by another command API (${who}): two on one journal would each rewrite it without the commands the other accepted. Stop it, or give this one a COMMAND_STATE_PATH of its own.`,
-          { path, ...(lock ? { pid: lock.pid, host: lock.host } : {}) },
-        );
-      },
+          `COMMAND_STATE_PATH=${statePath} is in use by another command API (${holderText(lock, 'command API')}): two on one journal would each rewrite it without the commands the other accepted. Stop it, or give this one a COMMAND_STATE_PATH of its own.`,
+          holderDetails(path, lock),
+        ),
       lost: () => new FieldStreamError('API_STATE_IN_USE', `${path} was taken over by another command API while this one was stalled past ${TIMINGS.dataLockExpiryMs} ms; this one stops.`, { path }),
     },
     onLost,
