@@ -13,7 +13,7 @@ import { OVERFLOW_TAG_VALUE } from '../../security/tag-admission.ts';
  *
  *   CREATE TEMP TABLE IF NOT EXISTS fieldstream_stage_t_H (c0 text, c1 bigint, …) ON COMMIT DELETE ROWS
  *   COPY pg_temp.fieldstream_stage_t_H FROM STDIN          -- the batch's rows, text format (copy.ts)
- *   INSERT INTO s.t (cols) SELECT … FROM pg_temp.fieldstream_stage_t_H AS r ON CONFLICT DO NOTHING
+ *   INSERT INTO s.t (cols) SELECT … FROM pg_temp.fieldstream_stage_t_H AS r ON CONFLICT (primary key) DO NOTHING
  *
  * (H: a hash of the staging table's columns, see tableStatements.)
  *
@@ -37,12 +37,16 @@ interface Column {
 interface TableSpec {
   table: string;
   columns: readonly Column[];
+  /** the columns of the table's primary key (schema.ts): the one conflict its INSERT skips */
+  key: readonly string[];
   row(p: StoredPoint, key: string): unknown[];
 }
 
 const text = (name: string): Column => ({ name, type: 'text' });
 const time = (name: string): Column => ({ name, type: 'bigint', time: true });
 const COMMON = [text('device'), time('time'), text('message_key')];
+/** the primary key of the tables whose rows' time comes from the message (schema.ts V1) */
+const KEYED = ['device', 'time', 'message_key'];
 
 /** A field as text ('' when absent), a number or null, for the typed columns. */
 const str = (v: Scalar | undefined): string => (v === undefined ? '' : String(v));
@@ -51,16 +55,19 @@ const num = (v: Scalar | undefined): number | null => (typeof v === 'number' ? v
 export const TABLES: Record<string, TableSpec> = {
   [MEASUREMENTS.readings]: {
     table: 'readings',
+    key: KEYED,
     columns: [...COMMON, { name: 'fields', type: 'jsonb' }],
     row: (p, k) => [p.tags.device, p.time, k, p.fields],
   },
   [MEASUREMENTS.health]: {
     table: 'device_health',
+    key: KEYED,
     columns: [...COMMON, { name: 'fields', type: 'jsonb' }],
     row: (p, k) => [p.tags.device, p.time, k, p.fields],
   },
   [MEASUREMENTS.events]: {
     table: 'events',
+    key: KEYED,
     columns: [...COMMON, text('event_type'), text('severity'), text('message'), { name: 'extra', type: 'jsonb' }],
     // The device's own event_type and severity, also of an event InfluxDB stores under `~other`
     // (event-tags.ts): the value is then in the field <tag>_value, taken out of `extra`. PostgreSQL
@@ -79,6 +86,7 @@ export const TABLES: Record<string, TableSpec> = {
   },
   [MEASUREMENTS.responses]: {
     table: 'command_responses',
+    key: KEYED,
     // result_type: schema version 3 (points.ts resultFields); null where a point has none.
     columns: [...COMMON, text('command_id'), text('status'), text('result'), text('result_type')],
     // command_id: from the point's field (points.ts RESPONSE_COMMAND_FIELD), a tag no longer; the column stays.
@@ -86,6 +94,7 @@ export const TABLES: Record<string, TableSpec> = {
   },
   [MEASUREMENTS.files]: {
     table: 'files',
+    key: KEYED,
     columns: [...COMMON, text('filename'), text('path'), { name: 'size', type: 'bigint' }, text('sha256'), text('content_type'), { name: 'declared_size', type: 'bigint' }],
     row: (p, k) => {
       const f = p.fields;
@@ -94,6 +103,7 @@ export const TABLES: Record<string, TableSpec> = {
   },
   [MEASUREMENTS.status]: {
     table: 'device_status',
+    key: KEYED,
     // since: only on a presence published again (InfluxDB's tag republished=true says the same).
     columns: [...COMMON, text('gateway'), text('state'), time('cert_not_after'), { name: 'cert_days_left', type: 'double precision' }, time('since')],
     row: (p, k) => [p.tags.device, p.time, k, p.tags.gateway ?? '', str(p.fields.state), num(p.fields.cert_not_after), num(p.fields.cert_days_left), num(p.fields.since)],
@@ -111,11 +121,13 @@ export const TABLES: Record<string, TableSpec> = {
    */
   [MEASUREMENTS.gatewayStatus]: {
     table: 'gateway_status',
+    key: ['gateway', 'message_key'],
     columns: [text('gateway'), time('time'), text('message_key'), text('state'), time('since')],
     row: (p, k) => [p.tags.gateway, p.time, k, str(p.fields.state), num(p.fields.since)],
   },
   [MEASUREMENTS.securityEvents]: {
     table: 'security_events',
+    key: ['device', 'message_key'],
     columns: [...COMMON, text('reason'), text('source'), text('gateway'), text('message_id'), text('data_type'), { name: 'count', type: 'integer' }, time('from_time'), text('detail')],
     row: (p, k) => {
       const f = p.fields;
@@ -173,7 +185,12 @@ export function tableStatements(schema: string, spec: TableSpec): TableStatement
     stage: `CREATE TEMP TABLE IF NOT EXISTS ${staging} (${shape}) ON COMMIT DELETE ROWS`,
     // pg_temp named: a table of that name elsewhere on the search_path is never the one written.
     copy: `COPY pg_temp.${staging} FROM STDIN`,
-    insert: `INSERT INTO ${schema}.${spec.table} (${cols.map((c) => c.name).join(', ')}) SELECT ${select} FROM pg_temp.${staging} AS r ON CONFLICT DO NOTHING`,
+    // The primary key named: a bare ON CONFLICT DO NOTHING skips a row that conflicts with any
+    // unique index, and one a DBA added (say, one reading per device and millisecond) dropped a
+    // message with a key of its own without a word, the write answered done and the message
+    // acknowledged. Only a copy of a message is skipped; any other conflict is SQLSTATE 23505, a
+    // refusal, and its message a dead letter.
+    insert: `INSERT INTO ${schema}.${spec.table} (${cols.map((c) => c.name).join(', ')}) SELECT ${select} FROM pg_temp.${staging} AS r ON CONFLICT (${spec.key.join(', ')}) DO NOTHING`,
   };
 }
 

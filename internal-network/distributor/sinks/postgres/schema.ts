@@ -20,7 +20,7 @@ export interface Migration {
 /**
  * Version 1: the tables of docs/postgres.md. Every row carries `message_key`, the identity of the
  * message it came from (points.ts POINT_KEY); the primary key holds it, so a message delivered
- * again is refused by `ON CONFLICT DO NOTHING` and never becomes a second row. Where a row's time
+ * again is skipped by `ON CONFLICT (primary key) DO NOTHING` and never becomes a second row. Where a row's time
  * comes from the message (the device's timestamp, or the gateway's arrival time, both inside the
  * envelope) the time is part of the key too: a TimescaleDB hypertable's unique keys must include
  * its time column, and (device, time) first serves "latest per device" and time ranges. Where the

@@ -38,7 +38,7 @@ export function isRejection(err: unknown): boolean {
 /**
  * The PostgreSQL sink (docs/postgres.md). Each write is one transaction (several past
  * LIMITS.postgresTransactionMaxBytes of rows): per table, the batch's rows COPYed into a temporary
- * staging table, then one `INSERT … SELECT … ON CONFLICT DO NOTHING` from it (rows.ts), so a
+ * staging table, then one `INSERT … SELECT … ON CONFLICT (primary key) DO NOTHING` from it (rows.ts), so a
  * message delivered again writes nothing and each transaction is all or nothing.
  * The schema is made or migrated before the first write (and again after a failed attempt, or after
  * a write that found it gone), so the distributor starts while the database is still down, and the
