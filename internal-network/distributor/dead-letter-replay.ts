@@ -71,7 +71,7 @@ export interface LetterProblem {
 export interface ReplayReport {
   /** letters written whole (or, with dryRun, that would be), recorded as replayed */
   replayed: number;
-  /** letters written in part (messages left out), not recorded */
+  /** letters written in part (messages left out, or points the store refused again), not recorded */
   partly: number;
   points: number;
   /** messages left out of the letters written, by why */
@@ -190,15 +190,22 @@ export async function replayLetters(o: ReplayOptions): Promise<ReplayReport> {
       const overflowed: Record<EventDeviceTag, number> = { event_type: 0, severity: 0 };
       boundEventTags(data.points, o.eventTags, (tag) => overflowed[tag]++);
       if (data.points.length > 0 && !o.dryRun) {
+        let taken: Taken;
         try {
-          await o.sink.write(data.points);
+          taken = await writeTaken(o.sink, data.points);
         } catch (err) {
-          if (isFieldStreamError(err, 'DISTRIBUTOR_WRITE_REJECTED')) {
-            problem(r, 'DEAD_LETTERS_REFUSED_AGAIN', `${o.sink.description} refused it again: ${err.message}`);
-            continue;
-          }
           report.stoppedBy = isFieldStreamError(err) ? err : new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', String(err), {}, { cause: err });
           return report;
+        }
+        if (taken.refused) {
+          const n = data.points.length;
+          if (taken.written === 0) problem(r, 'DEAD_LETTERS_REFUSED_AGAIN', `${o.sink.description} refused it again: ${taken.refused.message}`);
+          else {
+            report.points += taken.written;
+            report.partly++;
+            problem(r, 'DEAD_LETTERS_REFUSED_AGAIN', `${o.sink.description} refused ${n - taken.written} of its ${n} points again (${taken.refused.message}); the other ${taken.written} were written. Not recorded as replayed: a run again writes them again and tries the rest`);
+          }
+          continue;
         }
       }
       report.points += data.points.length;
@@ -220,6 +227,38 @@ export async function replayLetters(o: ReplayOptions): Promise<ReplayReport> {
     return report;
   } finally {
     report.problems = [...refusedAgain, ...other].slice(0, LIMITS.deadLetterReplayLinesShown);
+  }
+}
+
+interface Taken {
+  /** points the store took */
+  written: number;
+  /** the first refusal of a point (DISTRIBUTOR_WRITE_REJECTED), if any */
+  refused?: FieldStreamError;
+}
+
+/**
+ * Writes a letter's points; refused as bad data, in halves, each half refused halved again, down to
+ * the points refused alone: the others are written (at most two requests per point, only for a
+ * letter refused again). The distributor sets aside only the section of a gateway's envelope the
+ * store refuses, but a letter of the whole envelope (DISTRIBUTOR_MESSAGE_FAILED) was written whole:
+ * one device's string PostgreSQL cannot hold (U+0000) kept every other device's readings, receipted
+ * as durable, out of the database for good. So, within a device's letter, did one message its
+ * good ones. Points are independent (one per message, keyed by it), so parts go as well as the
+ * whole. A failure of the store (DISTRIBUTOR_WRITE_FAILED) is thrown: the run stops there.
+ */
+async function writeTaken(sink: PointSink, points: readonly StoredPoint[]): Promise<Taken> {
+  try {
+    await sink.write(points);
+    return { written: points.length };
+  } catch (err) {
+    if (!isFieldStreamError(err, 'DISTRIBUTOR_WRITE_REJECTED')) throw err;
+    if (points.length === 1) return { written: 0, refused: err };
+    const half = Math.ceil(points.length / 2);
+    const first = await writeTaken(sink, points.slice(0, half));
+    const second = await writeTaken(sink, points.slice(half));
+    const refused = first.refused ?? second.refused;
+    return { written: first.written + second.written, ...(refused ? { refused } : {}) };
   }
 }
 
