@@ -694,6 +694,11 @@ export const ERRORS = {
   DEAD_LETTERS_NO_KEYS: { http: 404, transient: false, description: 'There is no folder of device signing keys where the replay looks (DISTRIBUTOR_DEVICE_KEYS_DIR, or internal/device-keys of the certificates folder).' },
   DEAD_LETTERS_NO_STATE: { http: 404, transient: false, description: "There is no distributor state folder where the replay looks (DISTRIBUTOR_STATE_DIR, --state-dir), so the event types and severities the distributor admitted cannot be read." },
   DEAD_LETTERS_REFUSED_AGAIN: { http: 400, transient: false, description: 'The store refused the data of a dead letter again on replay (or the replay did, for a point still dated more than LIMITS.pointMaxAheadMs ahead); the points of it the store takes are written, and it stays to be replayed once the cause is fixed.' },
+  DEAD_LETTERS_UNRECORDED: {
+    http: 500,
+    transient: true,
+    description: 'A letter was written into the stores on replay, but its record could not be appended to replayed.jsonl (the dead-letter folder read-only, full or immutable); the replay stops there, saying what it did. Run it again once the folder takes writes: that letter is written again, the same points and rows.',
+  },
   BACKUP_EXISTS: { http: 409, transient: false, description: 'The backup archive to write exists already; nothing was written (--force replaces it).' },
   BACKUP_EMPTY: { http: 404, transient: false, description: 'Nothing to back up was found at the paths given (certificates folder, distributor state, command journal).' },
   BACKUP_NOT_FOUND: { http: 404, transient: false, description: 'The backup archive to restore does not exist.' },

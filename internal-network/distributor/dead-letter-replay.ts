@@ -4,7 +4,7 @@ import { FieldStreamError, isFieldStreamError, type ErrorCode } from '../../shar
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import { sortBySignature, type Message } from '../shared/authentic.ts';
 import type { DeviceKeyRegistry } from '../shared/device-keys.ts';
-import { notReplayableWhy, readLetters, ReplayLedger, type ReadLetter } from './dead-letter-files.ts';
+import { notReplayableWhy, readLetters, REPLAYED_FILE, ReplayLedger, type ReadLetter } from './dead-letter-files.ts';
 import type { DeadLetter } from './dead-letter.ts';
 import type { EnvelopeOf } from '../../shared/contract/envelope.ts';
 import { boundEventTags, EVENT_DEVICE_TAGS, type EventDeviceTag, type EventTagAdmissions } from './event-tags.ts';
@@ -84,7 +84,7 @@ export interface ReplayReport {
   /** the first LIMITS.deadLetterReplayLinesShown problems, those refused again first (a folder of a
    * flood's junk holds a million letters: they are counted, not kept) */
   problems: LetterProblem[];
-  /** the store could not be reached (DISTRIBUTOR_WRITE_FAILED): the run stopped there */
+  /** the store could not be reached (DISTRIBUTOR_WRITE_FAILED), or a letter written could not be recorded (DEAD_LETTERS_UNRECORDED): the run stopped there */
   stoppedBy?: FieldStreamError;
 }
 
@@ -221,7 +221,17 @@ export async function replayLetters(o: ReplayOptions): Promise<ReplayReport> {
         problem(r, 'DEAD_LETTER_PARTLY_REPLAYED', `${data.messages - leftOut} of its ${data.messages} messages ${o.dryRun ? 'would be' : 'were'} written; left out: ${leftOutText(data.leftOut)}. Not recorded as replayed: a run again writes it again`);
         continue;
       }
-      if (!o.dryRun) ledger.record(r);
+      if (!o.dryRun) {
+        try {
+          ledger.record(r);
+        } catch (err) {
+          // A folder read-only, full or made immutable: the letter is written but cannot be marked
+          // so. The run stops with a code and its report (a bare EROFS, before, lost both); a run
+          // again writes this letter again, the same points and rows.
+          report.stoppedBy = new FieldStreamError('DEAD_LETTERS_UNRECORDED', `${r.file}:${r.line} was written, but its record cannot be appended to ${REPLAYED_FILE} in the dead-letter folder (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, { file: r.file, line: r.line }, { cause: err });
+          return report;
+        }
+      }
       report.replayed++;
     }
     return report;

@@ -114,7 +114,8 @@ function replayText(r: ReplayReport, paths: DeadLetterPaths, store: string, dryR
     for (const p of r.problems) lines.push(`  ${p.file}:${p.line}  ${p.code}  ${p.message}`);
     if (counted > r.problems.length) lines.push(`  … and ${counted - r.problems.length} more`);
   }
-  if (r.stoppedBy) lines.push(`stopped: ${r.stoppedBy.code}: ${r.stoppedBy.message}; what was replayed is recorded, run it again once the store is back`);
+  if (r.stoppedBy?.code === 'DEAD_LETTERS_UNRECORDED') lines.push(`stopped: ${r.stoppedBy.code}: ${r.stoppedBy.message}; run it again once the folder takes writes (that letter is written again: the same points)`);
+  else if (r.stoppedBy) lines.push(`stopped: ${r.stoppedBy.code}: ${r.stoppedBy.message}; what was replayed is recorded, run it again once the store is back`);
   if (!dryRun && r.replayed > 0) lines.push(`Each letter replayed whole is recorded in ${join(paths.deadLetters, REPLAYED_FILE)}: a run again skips it.`);
   return lines.join('\n') + '\n';
 }

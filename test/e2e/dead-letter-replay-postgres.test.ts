@@ -15,6 +15,7 @@ import { FieldStreamError } from '../../shared/errors.ts';
 import { createLogger } from '../../shared/logger.ts';
 import { signGroup } from '../../shared/security/message-auth.ts';
 import { tempDir } from '../helpers/pki.ts';
+import { chattr, chattrReason } from '../helpers/chattr.ts';
 
 const USER = 'fieldstream';
 const PASSWORD = 'pg-replay-Lk42vW';
@@ -110,5 +111,30 @@ describe('replaying dead letters into PostgreSQL', () => {
     assert.equal(report.points, 2);
     assert.equal(report.problemCounts.DEAD_LETTERS_REFUSED_AGAIN, 1);
     assert.equal(await stored('dev-b'), '2,10,12');
+  });
+
+  it('stops with a code and its report when a letter written cannot be recorded (the folder immutable): run again, the letter is written again, one row', { skip: chattrReason('i') }, async () => {
+    const dir = join(work.dir, 'letters-unrecorded');
+    const dead = new DeadLetters(dir);
+    const now = Date.now();
+    const env = { v: 1, deviceId: 'dev-a', dataType: 'timeseries', gatewayId: 'gw-1', receivedAt: now, messages: messages('dev-a', 20, [{ v: 20, timestamp: now - 100 }]) };
+    await dead.put(uplinkTopic('dev-a', 'timeseries'), Buffer.from(JSON.stringify(env)), new FieldStreamError('DISTRIBUTOR_WRITE_REJECTED', 'refused'));
+    await dead.close();
+    // Nothing may be made in the folder (replayed.jsonl): as a read-only mount or a full disk, for root too.
+    chattr(dir, '+i');
+    let report;
+    try {
+      report = await replay(dir).catch((err: unknown) => err);
+    } finally {
+      chattr(dir, '-i');
+    }
+    assert.ok(!(report instanceof Error), `the replay threw ${String(report)} rather than saying what it did`);
+    assert.equal((report as Awaited<ReturnType<typeof replay>>).stoppedBy?.code, 'DEAD_LETTERS_UNRECORDED');
+    assert.equal((report as Awaited<ReturnType<typeof replay>>).replayed, 0);
+    assert.equal(await stored('dev-a'), '20', 'written, though not recorded');
+    const again = await replay(dir);
+    assert.equal(again.stoppedBy, undefined);
+    assert.equal(again.replayed, 1);
+    assert.equal(await db.psql("SELECT count(*) FROM fieldstream.readings WHERE device = 'dev-a'", USER).then((n) => n.trim()), '1');
   });
 });
