@@ -3,11 +3,11 @@
  * started here in a temporary folder (scripts/local-stack/databases.ts), over TCP with a password
  * as the distributor connects. Every method writes the same batches into a table keyed as the
  * sink's (device, time, message_key) and must leave a batch written twice as one copy:
- *   1. INSERT … SELECT FROM json_to_recordset($1::json) … ON CONFLICT DO NOTHING, one JSON
+ *   1. INSERT … SELECT FROM json_to_recordset($1::json) … ON CONFLICT (primary key) DO NOTHING, one JSON
  *      parameter per batch;
- *   2. INSERT … SELECT FROM unnest($1::text[], $2::bigint[], …) … ON CONFLICT DO NOTHING (arrays);
- *   3. multi-row INSERT … VALUES (…), (…) … ON CONFLICT DO NOTHING (at most 65,535 parameters);
- *   4. COPY into a temporary staging table, then INSERT … SELECT … ON CONFLICT DO NOTHING, in one
+ *   2. INSERT … SELECT FROM unnest($1::text[], $2::bigint[], …) … ON CONFLICT (primary key) DO NOTHING (arrays);
+ *   3. multi-row INSERT … VALUES (…), (…) … ON CONFLICT (primary key) DO NOTHING (at most 65,535 parameters);
+ *   4. COPY into a temporary staging table, then INSERT … SELECT … ON CONFLICT (primary key) DO NOTHING, in one
  *      transaction (COPY itself cannot skip duplicates): the sink's way, as the fastest here
  *      (internal-network/distributor/sinks/postgres/rows.ts);
  * each for two layouts: a row per reading with its fields as JSONB, and a narrow row per field
@@ -66,6 +66,8 @@ const TABLE: Record<Layout, string> = {
   narrow:
     'CREATE TABLE t (device text NOT NULL, time timestamptz NOT NULL, message_key text NOT NULL, field text NOT NULL, value_double double precision, value_text text, value_bool boolean, PRIMARY KEY (device, time, message_key, field))',
 };
+/** The conflict each INSERT skips: a copy, by the table's primary key (as the sink's INSERTs name it). */
+const CONFLICT: Record<Layout, string> = { jsonb: 'ON CONFLICT (device, time, message_key) DO NOTHING', narrow: 'ON CONFLICT (device, time, message_key, field) DO NOTHING' };
 const TS = (x: string) => `'epoch'::timestamptz + ${x} * interval '1 millisecond'`;
 
 /** Narrow rows of a reading: one per field, its value in the column of its type. */
@@ -81,12 +83,12 @@ async function writeBatch(client: pg.PoolClient, layout: Layout, method: Method,
   switch (method) {
     case 'json_to_recordset': {
       const json = JSON.stringify(rows.map((row) => Object.fromEntries(row.map((v, i) => [`c${i}`, v]))));
-      await client.query(`INSERT INTO t (${cols.join(', ')}) SELECT ${select('r')} FROM json_to_recordset($1::json) AS r(${types.map((t, i) => `c${i} ${t}`).join(', ')}) ON CONFLICT DO NOTHING`, [json]);
+      await client.query(`INSERT INTO t (${cols.join(', ')}) SELECT ${select('r')} FROM json_to_recordset($1::json) AS r(${types.map((t, i) => `c${i} ${t}`).join(', ')}) ${CONFLICT[layout]}`, [json]);
       return;
     }
     case 'unnest': {
       const arrays = cols.map((_, i) => rows.map((row) => (types[i] === 'jsonb' ? JSON.stringify(row[i]) : row[i])));
-      await client.query(`INSERT INTO t (${cols.join(', ')}) SELECT ${select('u')} FROM unnest(${types.map((t, i) => `$${i + 1}::${t}[]`).join(', ')}) AS u(${cols.map((_, i) => `c${i}`).join(', ')}) ON CONFLICT DO NOTHING`, arrays);
+      await client.query(`INSERT INTO t (${cols.join(', ')}) SELECT ${select('u')} FROM unnest(${types.map((t, i) => `$${i + 1}::${t}[]`).join(', ')}) AS u(${cols.map((_, i) => `c${i}`).join(', ')}) ${CONFLICT[layout]}`, arrays);
       return;
     }
     case 'values': {
@@ -98,7 +100,7 @@ async function writeBatch(client: pg.PoolClient, layout: Layout, method: Method,
           params.push(types[i] === 'jsonb' ? JSON.stringify(v) : v);
           return cols[i] === 'time' ? TS(`$${params.length}::bigint`) : `$${params.length}::${types[i]}`;
         }).join(', ')})`);
-        await client.query(`INSERT INTO t (${cols.join(', ')}) VALUES ${tuples.join(', ')} ON CONFLICT DO NOTHING`, params);
+        await client.query(`INSERT INTO t (${cols.join(', ')}) VALUES ${tuples.join(', ')} ${CONFLICT[layout]}`, params);
       }
       return;
     }
@@ -109,7 +111,7 @@ async function writeBatch(client: pg.PoolClient, layout: Layout, method: Method,
       const esc = (v: unknown) => (v === null ? '\\N' : (typeof v === 'object' ? JSON.stringify(v) : String(v)).replace(/\\/g, '\\\\').replace(/\t/g, '\\t').replace(/\n/g, '\\n').replace(/\r/g, '\\r'));
       const text = rows.map((row) => row.map(esc).join('\t')).join('\n') + '\n';
       await pipeline(Readable.from([text]), client.query(copyFrom(`COPY s_${layout} FROM STDIN`)));
-      await client.query(`INSERT INTO t (${cols.join(', ')}) SELECT ${select('s')} FROM s_${layout} AS s ON CONFLICT DO NOTHING`);
+      await client.query(`INSERT INTO t (${cols.join(', ')}) SELECT ${select('s')} FROM s_${layout} AS s ${CONFLICT[layout]}`);
       await client.query('COMMIT');
       return;
     }
