@@ -90,10 +90,19 @@ export class CommandClient {
     return this.call(new URL(`/v1/commands/${encodeURIComponent(commandId)}`, this.baseUrl), { method: 'GET' }, token, CommandViewSchema);
   }
 
-  async send(deviceId: string, body: { command: string; params?: unknown; ttlSeconds?: number | undefined }, token: string): Promise<ConsoleCommand> {
+  /**
+   * Sends a command as the user of `token`. `idempotencyKey`: the caller's key for this request
+   * (its Idempotency-Key), handed to the command API, which answers a request sent again under it
+   * with the command the first made: an answer lost on the way (a timeout here) leaves the caller
+   * unsure whether the command was taken, and a retry without the key would be a second command.
+   */
+  async send(deviceId: string, body: { command: string; params?: unknown; ttlSeconds?: number | undefined }, token: string, idempotencyKey?: string): Promise<ConsoleCommand> {
+    const headers: Record<string, string> = { 'content-type': 'application/json' };
+    // A Structured Fields String (RFC 8941 §3.3.3), as the command API reads it: quoted, `"` and `\` escaped.
+    if (idempotencyKey !== undefined) headers['idempotency-key'] = `"${idempotencyKey.replace(/["\\]/g, '\\$&')}"`;
     const answer = await this.call(
       new URL('/v1/commands', this.baseUrl),
-      { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ deviceId, ...body }) },
+      { method: 'POST', headers, body: JSON.stringify({ deviceId, ...body }) },
       token,
       IssuedSchema,
     );

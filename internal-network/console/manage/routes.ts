@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { describeIssues, MessageIdSchema, DeviceIdSchema } from '../../../shared/contract/primitives.ts';
 import { TEST_COMMAND, type TestCommandParams } from '../../../shared/contract/test-command.ts';
 import { FieldStreamError, isFieldStreamError, type ErrorCode } from '../../../shared/errors.ts';
+import { idempotencyKey } from '../../../shared/idempotency-key.ts';
 import { CONSOLE, LIMITS, MANAGE } from '../../../shared/limits.ts';
 import type { Logger } from '../../../shared/logger.ts';
 import { throttleSource, TokenThrottle } from '../../../shared/security/throttle.ts';
@@ -230,6 +231,9 @@ export function manageRoutes(d: ManageDeps) {
           if (!roleAllows(who.role, 'admin')) throw new FieldStreamError('MANAGE_FORBIDDEN', `${who.name} (${who.role}) may not send a test event; that needs the admin role.`);
           const { id } = parse(DeviceParamsSchema, req.params, 'device id');
           const body = parse(TestEventSchema, req.body, 'body');
+          // Sent again with its key after an answer that never came (MANAGE_COMMAND_API_FAILED), it
+          // is the test event the first request made, not a second one (the command API keeps the key).
+          const key = idempotencyKey(req.raw, 'MANAGE_INVALID_REQUEST');
           const known = d.fleet.detail(id);
           if (!known) throw new FieldStreamError('MANAGE_UNKNOWN_DEVICE', `No device ${id}.`);
           // Its gateway refuses it anyway; a test would only wait for its TTL and expire.
@@ -237,7 +241,7 @@ export function manageRoutes(d: ManageDeps) {
           const params: TestCommandParams = { requestedBy: who.name, ...(body.note !== undefined ? { note: body.note } : {}) };
           // Through the command API with the caller's own token: it signs the command with the
           // device's key, journals it, and its log names who sent it, as for any command.
-          const record = await d.commands.send(id, { command: TEST_COMMAND, params, ttlSeconds: body.ttlSeconds ?? MANAGE.testEventDefaultTtlS }, token);
+          const record = await d.commands.send(id, { command: TEST_COMMAND, params, ttlSeconds: body.ttlSeconds ?? MANAGE.testEventDefaultTtlS }, token, key);
           d.log.info({ user: who.name, deviceId: id, commandId: record.commandId }, 'test event sent to a device');
           return reply.status(202).send(testEventView(record));
         });

@@ -43,9 +43,9 @@ const isPageSession = (s) =>
  * again (`anySession`): it replaces whatever session there is. Otherwise the page is told its
  * session changed, and the request fails.
  */
-export async function request(method, path, body, { quiet401 = false, anySession = false } = {}) {
+export async function request(method, path, body, { quiet401 = false, anySession = false, headers = {} } = {}) {
   try {
-    return await send(method, path, body, quiet401);
+    return await send(method, path, body, quiet401, headers);
   } catch (err) {
     if (method === 'GET' || !(err instanceof ApiError) || err.code !== 'CONSOLE_CSRF_INVALID') throw err;
     let s;
@@ -58,12 +58,13 @@ export async function request(method, path, body, { quiet401 = false, anySession
       onSessionChanged(s);
       throw err;
     }
-    return send(method, path, body, quiet401);
+    return send(method, path, body, quiet401, headers);
   }
 }
 
-async function send(method, path, body, quiet401) {
-  const headers = { accept: 'application/json' };
+/** `extra`: headers of the request's own (a command's Idempotency-Key). */
+async function send(method, path, body, quiet401, extra = {}) {
+  const headers = { ...extra, accept: 'application/json' };
   if (method !== 'GET') headers['x-csrf-token'] = csrfToken;
   if (body !== undefined) headers['content-type'] = 'application/json';
   let res;
@@ -144,7 +145,8 @@ export function getSecurityDevices(after, limit) {
   return request('GET', `/api/security/devices?${q}`);
 }
 
-export const sendCommand = (id, body) => request('POST', `/api/devices/${encodeURIComponent(id)}/commands`, body);
+/** POST a command with its Idempotency-Key (command-form.js): sent again with the key, it is the same command. */
+export const sendCommand = (id, body, key) => request('POST', `/api/devices/${encodeURIComponent(id)}/commands`, body, { headers: { 'idempotency-key': `"${key}"` } });
 
 /** The live feed's event names (contract: GET /api/live). A fleet too large for one `snapshot`
  * event comes as `snapshot-part` events and a `snapshot-end`, handed on as one `snapshot`. */

@@ -44,8 +44,22 @@ export function validateCommand(name, paramsText, ttlText) {
   return Object.keys(errors).length ? { errors } : { body };
 }
 
+/** A new Idempotency-Key: 128 random bits in hex (crypto.randomUUID needs HTTPS, which the console may not have). */
+function newKey() {
+  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+/** Whether a failed send may have been taken all the same: no answer, or the console's 5xx (the
+ * command API's answer lost or failed: CONSOLE_COMMAND_API_FAILED). A 4xx refused it: nothing was sent. */
+const unsure = (err) => err.status === 0 || err.status >= 500;
+
 /** The form; `onSent(record)` is called with the command API's record of a command it accepted. */
 export function commandForm(deviceId, onSent) {
+  // The command waiting to be confirmed (its JSON) and the Idempotency-Key it went with. Sent again
+  // unchanged (the button pressed again after an answer that never came), it carries the same key,
+  // and the command API answers with the command it took, if it took one: never a second command.
+  // A confirmed command, or another one, gets a new key.
+  let pending = null;
   const field = (id, label, control, hint) => {
     const error = h('p', { id: `${id}-error`, class: 'field-error', testid: `${id}-error`, hidden: true });
     control.id = id;
@@ -96,15 +110,22 @@ export function commandForm(deviceId, onSent) {
           }
           submit.disabled = true;
           setText(status, 'Sending…');
+          const text = JSON.stringify(checked.body);
+          if (!pending || pending.text !== text) pending = { text, key: newKey() };
           try {
-            const record = await sendCommand(deviceId, checked.body);
+            const record = await sendCommand(deviceId, checked.body, pending.key);
+            pending = null;
             setText(status, `Sent: ${checked.body.command} (${record?.commandId ?? 'no id'}), ${record?.state ?? 'queued'}.`);
             params.control.value = '';
             if (record && typeof record.commandId === 'string') onSent(record);
           } catch (err) {
             setText(status, '');
             failure.hidden = false;
-            setText(failure, err.status === 403 ? 'Your role may not send commands.' : `Not sent: ${err.message} (${err.code}).`);
+            if (!unsure(err)) pending = null;
+            setText(failure,
+              err.status === 403 ? 'Your role may not send commands.'
+              : unsure(err) ? `Not confirmed: ${err.message} (${err.code}). The command may have been taken: sending it again unchanged does not send it twice.`
+              : `Not sent: ${err.message} (${err.code}).`);
           } finally {
             submit.disabled = false;
           }

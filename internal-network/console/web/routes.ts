@@ -5,6 +5,7 @@ import { JsonValueSchema } from '../../../shared/contract/payloads.ts';
 import { TEST_COMMAND } from '../../../shared/contract/test-command.ts';
 import { describeIssues, DeviceIdSchema, FIELD_NAME_PATTERN } from '../../../shared/contract/primitives.ts';
 import { FieldStreamError } from '../../../shared/errors.ts';
+import { idempotencyKey } from '../../../shared/idempotency-key.ts';
 import { CONSOLE, LIMITS } from '../../../shared/limits.ts';
 import type { Logger } from '../../../shared/logger.ts';
 import { throttleSource } from '../../../shared/security/throttle.ts';
@@ -265,7 +266,11 @@ export function consoleRoutes(d: RouteDeps) {
         const body = parse(CommandBodySchema, req.body, 'command');
         // The command API refuses it too; refused here with the console's own code, before any call.
         if (body.command === TEST_COMMAND && !roleAllows(who.role, 'admin')) throw new FieldStreamError('CONSOLE_FORBIDDEN', `${who.name} (${who.role}) may not send ${TEST_COMMAND}; that needs the admin role.`);
-        const record = await d.commands.send(id, body, token);
+        // The page's key for this command, kept until it is confirmed: sent again after an answer
+        // that never came (CONSOLE_COMMAND_API_FAILED), the command API answers with the command it
+        // took rather than making a second one.
+        const key = idempotencyKey(req.raw, 'CONSOLE_INVALID_REQUEST');
+        const record = await d.commands.send(id, body, token, key);
         d.log.info({ user: who.name, deviceId: id, command: body.command, commandId: record.commandId }, 'command sent from the console');
         return reply.status(202).send(record);
       });

@@ -1,0 +1,143 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import type { OperatorConsole } from '../../internal-network/console/console.ts';
+import { TIMINGS } from '../../shared/limits.ts';
+import { TestBrowser, type WatchedPage } from '../helpers/browser.ts';
+import { ConsoleSession, ROLE_TOKENS, writeRoleTokens } from '../helpers/console-client.ts';
+import { extraConsole, startEmbeddedFixture, type EmbeddedFixture } from '../helpers/embedded.ts';
+import { tempDir } from '../helpers/pki.ts';
+import { TcpRelay } from '../helpers/tcp-relay.ts';
+
+/**
+ * A command whose answer from the command API never reached the console (the command API slow,
+ * the link dropping the answer): the console answers 502 CONSOLE_COMMAND_API_FAILED, though the
+ * command API may have taken the command. The same command sent again (the page's button pressed
+ * again, a script's retry) must not be a second command: the page sends each command with an
+ * Idempotency-Key it keeps until the command is confirmed, and the console, pages' API and
+ * management API alike, hands that key to the command API. A relay between the console and the
+ * command API holds the answers back (real HTTP, MQTT, disk; a real browser). docs/console.md,
+ * docs/management-api.md.
+ */
+
+const DEVICE = 'meter-1';
+const sel = (testid: string) => `[data-testid="${testid}"]`;
+
+describe('a command sent again after its answer was lost is one command', () => {
+  const tmp = tempDir('console-command-retry');
+  let fx: EmbeddedFixture;
+  let relay: TcpRelay;
+  let console_: OperatorConsole;
+  let browser: TestBrowser | undefined;
+  const pages: WatchedPage[] = [];
+
+  before(async () => {
+    fx = await startEmbeddedFixture([DEVICE], { COMMAND_API_TOKENS_FILE: writeRoleTokens(tmp.dir) });
+    relay = new TcpRelay({ host: '127.0.0.1', port: fx.pipeline.commandApi.port });
+    const port = await relay.start();
+    console_ = await extraConsole(fx, 'console-command-retry', { CONSOLE_COMMAND_API_URL: `http://127.0.0.1:${port}` });
+  });
+  after(async () => {
+    for (const p of pages) await p.close().catch(() => {});
+    await browser?.close();
+    await console_?.close();
+    await relay?.close();
+    await fx?.stop();
+    tmp.cleanup();
+  });
+
+  /** The device's commands named `command`, as the command API itself lists them. */
+  async function commandsNamed(command: string): Promise<string[]> {
+    const res = await fetch(`http://127.0.0.1:${fx.pipeline.commandApi.port}/v1/commands?deviceId=${DEVICE}&limit=100`, { headers: { authorization: `Bearer ${ROLE_TOKENS.admin}` } });
+    assert.equal(res.status, 200);
+    const body = (await res.json()) as { commands: Array<{ commandId: string; command: string }> };
+    return body.commands.filter((c) => c.command === command).map((c) => c.commandId);
+  }
+
+  /** Runs `send` with the command API's answers held back (past the console's wait for them), then lets them through again. */
+  async function answerLost<T>(send: () => Promise<T>): Promise<T> {
+    relay.hold('down');
+    try {
+      return await send();
+    } finally {
+      relay.release('down');
+    }
+  }
+
+  it("the pages' API: a request sent again with its Idempotency-Key is answered with the command the first made", async () => {
+    const s = new ConsoleSession(console_.url);
+    await s.login(ROLE_TOKENS.operator);
+    const body = { command: 'retry-api', params: { seconds: 3 } };
+    const headers = { 'idempotency-key': '"console-retry-1"' };
+    const lost = await answerLost(() => s.request(`/api/devices/${DEVICE}/commands`, { method: 'POST', body, headers }));
+    assert.deepEqual([lost.status, lost.body.error?.code], [502, 'CONSOLE_COMMAND_API_FAILED'], JSON.stringify(lost.body));
+    // The command API took it all the same: its answer is what was lost.
+    const made = await commandsNamed('retry-api');
+    assert.equal(made.length, 1, 'the first request made the command');
+    const again = await s.request(`/api/devices/${DEVICE}/commands`, { method: 'POST', body, headers });
+    assert.equal(again.status, 202, JSON.stringify(again.body));
+    assert.equal(again.body.commandId, made[0], 'answered with the command the first request made');
+    assert.deepEqual(await commandsNamed('retry-api'), made, 'no second command');
+    // Another body under that key was not what the key named: refused with the command API's own code, nothing sent.
+    const other = await s.request(`/api/devices/${DEVICE}/commands`, { method: 'POST', body: { command: 'retry-api' }, headers });
+    assert.deepEqual([other.status, other.body.error?.code], [422, 'API_IDEMPOTENCY_KEY_REUSED'], JSON.stringify(other.body));
+    const bad = await s.request(`/api/devices/${DEVICE}/commands`, { method: 'POST', body, headers: { 'idempotency-key': '"a\u00e9"' } });
+    assert.deepEqual([bad.status, bad.body.error?.code], [400, 'CONSOLE_INVALID_REQUEST'], JSON.stringify(bad.body));
+    assert.deepEqual(await commandsNamed('retry-api'), made, 'nothing more sent');
+  });
+
+  it('the management API: a test event sent again with its Idempotency-Key is the same test event', async () => {
+    const url = `${console_.url}api/v1/manage/devices/${DEVICE}/test-event`;
+    const send = () =>
+      fetch(url, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${ROLE_TOKENS.admin}`, 'content-type': 'application/json', 'idempotency-key': 'manage-retry-1' },
+        body: JSON.stringify({ note: 'retry' }),
+      }).then(async (r) => ({ status: r.status, body: (await r.json()) as { commandId?: string; error?: { code: string } } }));
+    const before = await commandsNamed('fieldstream.test');
+    const lost = await answerLost(send);
+    assert.deepEqual([lost.status, lost.body.error?.code], [502, 'MANAGE_COMMAND_API_FAILED'], JSON.stringify(lost.body));
+    const made = (await commandsNamed('fieldstream.test')).filter((id) => !before.includes(id));
+    assert.equal(made.length, 1, 'the first request made the test event');
+    const again = await send();
+    assert.equal(again.status, 202, JSON.stringify(again.body));
+    assert.equal(again.body.commandId, made[0]);
+    assert.equal((await commandsNamed('fieldstream.test')).filter((id) => !before.includes(id)).length, 1, 'no second test event');
+  });
+
+  it('the device page: a command whose answer was lost says it may have been taken, and pressing Send again sends it once', async () => {
+    browser = await TestBrowser.launch({ artifacts: 'test-artifacts/console' });
+    const w = await browser.open('about:blank');
+    pages.push(w);
+    w.page.setDefaultTimeout(TIMINGS.commandApiRequestTimeoutMs * 3);
+    await w.page.goto(console_.url);
+    await w.page.fill(sel('login-token'), ROLE_TOKENS.operator);
+    await w.page.click(sel('login-submit'));
+    await w.page.waitForSelector(sel('page-fleet'));
+    await w.page.evaluate((d) => void (location.hash = `#/device/${d}`), DEVICE);
+    await w.page.waitForSelector(sel('command-form'));
+    await w.page.fill(sel('command-name'), 'retry-page');
+    await w.page.fill(sel('command-params'), '{"seconds": 5}');
+
+    await answerLost(async () => {
+      await w.page.click(sel('command-submit'));
+      await w.page.waitForSelector(`${sel('command-error')}:not([hidden])`);
+    });
+    const said = (await w.page.textContent(sel('command-error'))) ?? '';
+    assert.match(said, /CONSOLE_COMMAND_API_FAILED/);
+    assert.doesNotMatch(said, /^Not sent/, `a command the command API may have taken is not said to be unsent: ${said}`);
+    const made = await commandsNamed('retry-page');
+    assert.equal(made.length, 1, 'the command API took the first');
+
+    await w.page.click(sel('command-submit'));
+    await w.page.waitForFunction((s) => /^Sent: retry-page/.test(document.querySelector(s)?.textContent ?? ''), sel('command-status'));
+    assert.deepEqual(await commandsNamed('retry-page'), made, 'pressed again, the same command: none more');
+
+    // Confirmed, the next press is a new command, as the operator means it.
+    await w.page.fill(sel('command-params'), '{"seconds": 5}');
+    await w.page.click(sel('command-submit'));
+    const deadline = Date.now() + 10_000;
+    while ((await commandsNamed('retry-page')).length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+    assert.equal((await commandsNamed('retry-page')).length, 2, 'a new command after the first was confirmed');
+    w.assertClean([/Failed to load resource: the server responded with a status of 502/]);
+  });
+});
