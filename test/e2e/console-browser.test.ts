@@ -582,6 +582,24 @@ describe('the operator console in a real browser', () => {
       await op.screenshot('device-markup-as-text', { fullPage: true });
       allClean();
     });
+
+    it("a device's events show their type and severity (what the device called the event), markup in them as text", async () => {
+      assert.ok(field);
+      const op = pages.operator;
+      await go(op, `#/device/${DEVICE}`, 'page-device');
+      // The type and severity are the event's tags in the store (event_type, severity), its message a field.
+      await field.client.submit('event', { eventType: 'valve.stuck', severity: 'critical', message: IMG, timestamp: Date.now() });
+      await field.client.submit('event', { eventType: 'door.opened', timestamp: Date.now() + 1 });
+      const row = (type: string) => `${sel('device-event-row')}:has(${sel('device-event-type')}:text-is("${type}"))`;
+      await op.page.waitForSelector(row('valve.stuck'));
+      await op.page.waitForSelector(row('door.opened'));
+      assert.equal(await op.page.textContent(`${row('valve.stuck')} ${sel('device-event-severity')}`), 'critical');
+      assert.ok(((await op.page.textContent(row('valve.stuck'))) ?? '').includes(IMG), 'the message, as text');
+      assert.equal(await op.page.locator(`${row('door.opened')} ${sel('device-event-severity')}`).count(), 0, 'no severity where the device gave none');
+      assert.equal(await op.page.evaluate(() => (window as unknown as { __pwned?: unknown }).__pwned), undefined, 'no script ran');
+      assert.equal(await op.page.locator('img[src="x"], img[onerror]').count(), 0);
+      allClean();
+    });
   });
 
   it('with 5,000 more devices the fleet shows the count, draws only the rows in view, and search narrows them', async () => {

@@ -2,7 +2,7 @@ import { CONSOLE } from '../../../shared/limits.ts';
 import { ChangeLog } from './counts.ts';
 import { DeviceListing, type ListingFilter } from './listing.ts';
 import { Ring } from './ring.ts';
-import type { Anomaly, DeviceRow, SecurityEvent, TimedFields } from './types.ts';
+import type { Anomaly, DeviceEvent, DeviceRow, SecurityEvent, TimedFields } from './types.ts';
 
 /** What the console holds of one device with a row. */
 export interface Entry {
@@ -16,7 +16,7 @@ export interface Entry {
   /** epoch ms (the gateway's) of the presence the state comes from, so a late, older one is ignored */
   presenceAt: number;
   health: TimedFields | null;
-  events: Ring<TimedFields>;
+  events: Ring<DeviceEvent>;
   /** the distributor's own findings about the device */
   security: Ring<SecurityEvent>;
   /** the gateways' reports about it (the DMZ's word), apart, so they cannot push out `security` */

@@ -9,7 +9,7 @@ import type { ListingFilter } from './listing.ts';
 import { PendingPresences } from './pending-presences.ts';
 import { Ring } from './ring.ts';
 import { newestFirst, SecurityLog } from './security-log.ts';
-import type { Anomaly, DeviceRow, DeviceState, SecurityEvent, SecuritySummary, StateChange, TimedFields } from './types.ts';
+import type { Anomaly, DeviceEvent, DeviceRow, DeviceState, SecurityEvent, SecuritySummary, StateChange, TimedFields } from './types.ts';
 
 export interface FleetOptions {
   /** milliseconds of silence after which a connected device is stale */
@@ -99,7 +99,9 @@ export class Fleet {
         return this.securityEvent(device, p);
       case 'events': {
         const e = this.heard(device);
-        if (e) this.entries.change(e, () => e.events.push({ time: p.time, fields: p.fields }));
+        // Its type and severity are the point's tags: without them a page listed a message and never said what the event was.
+        const { event_type: type, severity } = p.tags;
+        if (e) this.entries.change(e, () => e.events.push({ time: p.time, fields: p.fields, ...(type !== undefined ? { type } : {}), ...(severity !== undefined ? { severity } : {}) }));
         return;
       }
       case 'files':
@@ -179,7 +181,7 @@ export class Fleet {
   /** A device's page. `totals`: how many events, security events and anomalies the device has had
    * since the console started, of which it keeps the newest only (its rings): the page says how
    * many it does not show. */
-  detail(id: string): { row: DeviceRow; latest: TimedFields | null; health: TimedFields | null; events: TimedFields[]; security: SecurityEvent[]; anomalies: Anomaly[]; numericFields: string[]; totals: { events: number; security: number; anomalies: number } } | undefined {
+  detail(id: string): { row: DeviceRow; latest: TimedFields | null; health: TimedFields | null; events: DeviceEvent[]; security: SecurityEvent[]; anomalies: Anomaly[]; numericFields: string[]; totals: { events: number; security: number; anomalies: number } } | undefined {
     const e = this.entries.get(id);
     if (!e) return undefined;
     return {

@@ -20,6 +20,16 @@ export interface TimedFields {
   fields: Record<string, Scalar>;
 }
 
+/**
+ * An event of the device's: its fields (its message and whatever else it sent), and what the
+ * distributor stores as the event's tags, its type (`event_type`) and severity: what the device
+ * called the event, which a list of its fields alone left out.
+ */
+export interface DeviceEvent extends TimedFields {
+  type?: string;
+  severity?: string;
+}
+
 export interface DeviceRow {
   id: string;
   state: DeviceState;

@@ -20,7 +20,7 @@
 //   command-status, command-error, command-name-error, command-params-error, command-ttl-error
 //   command-readonly         shown instead of the form to a viewer
 //   command-list; command-row with data-command-id and data-state; command-state its badge
-//   device-events / device-event-row, device-security / device-security-row (data-reason,
+//   device-events / device-event-row (device-event-type, device-event-severity), device-security / device-security-row (data-reason,
 //   data-source = distributor|gateway), device-anomalies / device-anomaly-row
 //   security-events (the distributor's findings), security-reports (the gateways' reports);
 //   security-row (data-device, data-reason, data-source) in both; security-by-reason /

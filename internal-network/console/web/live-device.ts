@@ -47,7 +47,8 @@ export function deviceEventText(detail: DeviceDetail): string {
   const lists: Record<ListName, unknown[]> = {
     numericFields: [...detail.numericFields],
     commands: detail.commands.map(liveCommand),
-    events: detail.events.map((e) => liveReading(e)),
+    // Fields bounded as a row's; the event's type and severity kept.
+    events: detail.events.map((e) => ({ ...e, ...liveReading(e) })),
     security: [...detail.security],
     anomalies: [...detail.anomalies],
   };

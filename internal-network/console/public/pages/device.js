@@ -57,7 +57,7 @@ export function mountDevice(root, { store, id, canCommand }) {
     headings: ['Issued', 'Command', 'Parameters', 'State', 'Attempts', 'Response', 'Updated'],
     testid: 'command-list',
   });
-  const events = dataTable({ caption: 'Events', headings: ['Time', 'Event'], testid: 'device-events' });
+  const events = dataTable({ caption: 'Events', headings: ['Time', 'Type', 'Event'], testid: 'device-events' });
   const security = dataTable({ caption: 'Security events', headings: ['Time', 'Reason'], testid: 'device-security' });
   const anomalies = dataTable({ caption: 'Anomalies', headings: ['Time', 'Field', 'Detector', 'Score', 'Value'], testid: 'device-anomalies' });
   // How many items of each list the console left out (`omitted`: its answer's and its live event's
@@ -188,8 +188,14 @@ export function mountDevice(root, { store, id, canCommand }) {
     if (reading) charts.addReading(reading.time, reading.fields);
 
     renderCommands();
-    events.fill(Array.isArray(d.events) ? d.events : [], (e) =>
-      h('tr', { testid: 'device-event-row' }, h('td', null, time(e.time)), h('td', { class: 'mono' }, eventText(e.fields))), 'No events.');
+    // What the device called the event (its type, its severity when it gave one), then its fields.
+    events.fill(Array.isArray(d.events) ? d.events.filter((e) => e && typeof e === 'object') : [], (e) =>
+      h('tr', { testid: 'device-event-row' },
+        h('td', null, time(e.time)),
+        h('td', null,
+          h('span', { class: 'mono', testid: 'device-event-type' }, e.type === undefined ? '—' : value(e.type, 64)),
+          e.severity === undefined ? null : [' ', h('span', { class: 'muted', testid: 'device-event-severity' }, value(e.severity, 32))]),
+        h('td', { class: 'mono' }, eventText(e.fields))), 'No events.');
     // The distributor's findings and the gateways' reports together, newest first, each marked.
     security.fill(Array.isArray(d.security) ? d.security.filter((e) => e && typeof e === 'object') : [], (e) =>
       h('tr', { testid: 'device-security-row', data: { reason: String(e.reason), source: e.source === 'gateway' ? 'gateway' : 'distributor' } },
