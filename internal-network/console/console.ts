@@ -160,16 +160,20 @@ export async function startConsole(config: Readonly<ConsoleConfig>, logger: Logg
     if (!detail) return undefined;
     let list: unknown[] = [];
     let total: number | undefined;
+    let unread: string | undefined;
     try {
       ({ commands: list, total } = await commands.list(id, token, CONSOLE.deviceCommandsListed));
     } catch (err) {
       // The login's token refused by the command API: the request is refused (and the login ends),
-      // not answered as a device without commands. Any other failure leaves the page without them.
+      // not answered as a device without commands. Any other failure leaves the page without them,
+      // said (`commandsUnread`): an empty list alone read as "no commands", and a page watching a
+      // command saw it vanish while the command API was out of reach.
       if (isFieldStreamError(err, 'CONSOLE_UNAUTHORIZED')) throw err;
+      unread = isFieldStreamError(err) ? err.code : 'CONSOLE_COMMAND_API_FAILED';
       log.warn({ err: (err as Error).message, deviceId: id }, 'commands of a device not read');
     }
     // How many the command API keeps, listed or not: the page says how many more there are.
-    return { ...detail, commands: list, ...(total !== undefined ? { totals: { ...detail.totals, commands: total } } : {}) };
+    return { ...detail, commands: list, ...(unread !== undefined ? { commandsUnread: unread } : {}), ...(total !== undefined ? { totals: { ...detail.totals, commands: total } } : {}) };
   };
   // A stream lasts as long as its login: logged out, expired, dropped, or its token refused since.
   const loginAlive = (id: string): boolean => {

@@ -140,4 +140,30 @@ describe('a command sent again after its answer was lost is one command', () => 
     assert.equal((await commandsNamed('retry-page')).length, 2, 'a new command after the first was confirmed');
     w.assertClean([/Failed to load resource: the server responded with a status of 502/]);
   });
+
+  it('the device page, with the command API out of reach, says its commands could not be read and keeps those it showed, not "No commands"', async () => {
+    const w = pages[0];
+    assert.ok(w, 'the page of the test before');
+    await w.page.waitForFunction((s) => document.querySelectorAll(s).length >= 2, sel('command-row'));
+    const before = await w.page.locator(sel('command-row')).count();
+    await relay.cut();
+    try {
+      // The live `device` event reads the commands again each second: now it cannot.
+      await w.page.waitForSelector(`${sel('commands-unread')}:not([hidden])`);
+      assert.match((await w.page.textContent(sel('commands-unread'))) ?? '', /could not be read/);
+      assert.equal(await w.page.locator(sel('command-row')).count(), before, 'the commands shown before are still shown');
+      assert.doesNotMatch((await w.page.textContent(sel('command-list'))) ?? '', /No commands/);
+      // A page opened now has none to keep: it says they could not be read, not that there are none.
+      const tab = await browser!.openTab(w, 'about:blank');
+      pages.push(tab);
+      tab.page.setDefaultTimeout(TIMINGS.commandApiRequestTimeoutMs * 3);
+      await tab.page.goto(`${console_.url}#/device/${DEVICE}`);
+      await tab.page.waitForSelector(`${sel('commands-unread')}:not([hidden])`);
+      assert.doesNotMatch((await tab.page.textContent(sel('command-list'))) ?? '', /No commands/);
+    } finally {
+      await relay.restore();
+    }
+    await w.page.waitForSelector(`${sel('commands-unread')}[hidden]`, { state: 'attached' });
+    assert.equal(await w.page.locator(sel('command-row')).count(), before);
+  });
 });

@@ -19,7 +19,8 @@
 //   command-form, command-name, command-params, command-ttl, command-submit,
 //   command-status, command-error, command-name-error, command-params-error, command-ttl-error
 //   command-readonly         shown instead of the form to a viewer
-//   command-list; command-row with data-command-id and data-state; command-state its badge
+//   command-list; command-row with data-command-id and data-state; command-state its badge;
+//   commands-unread           says the commands could not be read (those shown are as last read)
 //   device-events / device-event-row (device-event-type, device-event-severity), device-security / device-security-row (data-reason,
 //   data-source = distributor|gateway), device-anomalies / device-anomaly-row
 //   security-events (the distributor's findings), security-reports (the gateways' reports);

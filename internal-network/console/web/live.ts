@@ -11,8 +11,10 @@ import { boundedEvents, liveRow, securityEvents, snapshotTexts } from './live-sn
 /** What a device page is sent (docs/console.md): the fleet's view of it and its commands. */
 type FleetDetail = NonNullable<ReturnType<Fleet['detail']>>;
 /** A device's page: the fleet's detail, its commands as the command API lists them, and in `totals`
- * how many commands it keeps of the device, when it says (listed or not). */
-export type DeviceDetail = Omit<FleetDetail, 'totals'> & { commands: unknown[]; totals: FleetDetail['totals'] & { commands?: number } };
+ * how many commands it keeps of the device, when it says (listed or not). `commandsUnread`: the
+ * command API's code (or the console's) when the listing failed, `commands` then empty for want of
+ * an answer, not because the device has none. */
+export type DeviceDetail = Omit<FleetDetail, 'totals'> & { commands: unknown[]; commandsUnread?: string; totals: FleetDetail['totals'] & { commands?: number } };
 
 export interface LiveSources {
   fleet: Fleet;

@@ -75,6 +75,10 @@ export function mountDevice(root, { store, id, canCommand }) {
 
   /** Records of commands sent from this page, shown until the device's own list carries them. */
   const sent = new Map();
+  /** The device's commands as last read: shown, said to be as they were, while the console cannot
+   * read them (`commandsUnread`), rather than none. */
+  let lastCommands = [];
+  const commandsUnread = h('p', { class: 'notice', role: 'status', testid: 'commands-unread', hidden: true });
   let detail = null;
   /** The whole latest reading, read from GET /api/devices/:id: shown while it is the latest. */
   let whole = null;
@@ -111,7 +115,7 @@ export function mountDevice(root, { store, id, canCommand }) {
             renderCommands();
           })
         : h('p', { class: 'muted', testid: 'command-readonly' }, 'Your role can see commands but not send them.'),
-      commands.el, omittedNote('commands')),
+      commandsUnread, commands.el, omittedNote('commands')),
     h('div', { class: 'grid-2' },
       section('events', 'Events', events.el, omittedNote('events')),
       section('security-events', 'Security events', security.el, omittedNote('security'))),
@@ -132,7 +136,13 @@ export function mountDevice(root, { store, id, canCommand }) {
   }
 
   function renderCommands() {
-    const list = Array.isArray(detail?.commands) ? detail.commands.filter((c) => c && typeof c.commandId === 'string') : [];
+    const unread = typeof detail?.commandsUnread === 'string' ? detail.commandsUnread : null;
+    if (!unread) lastCommands = Array.isArray(detail?.commands) ? detail.commands.filter((c) => c && typeof c.commandId === 'string') : [];
+    commandsUnread.hidden = !unread;
+    setText(commandsUnread, unread
+      ? `The commands could not be read (${unread}): ${lastCommands.length > 0 ? 'those shown are as last read' : 'there may be some'}.`
+      : '');
+    const list = lastCommands;
     const byId = new Map(list.map((c) => [c.commandId, c]));
     for (const [cid, rec] of sent) {
       const known = byId.get(cid);
@@ -153,7 +163,7 @@ export function mountDevice(root, { store, id, canCommand }) {
         h('td', { class: 'num' }, number(c.attempts)),
         h('td', { class: 'mono' }, response),
         h('td', null, relativeTime(c.updatedAt)));
-    }, 'No commands for this device.');
+    }, unread ? 'The commands could not be read.' : 'No commands for this device.');
   }
 
   function render(d) {
