@@ -756,6 +756,30 @@ describe('console sessions', () => {
     // A session that is not logged in carries nothing worth refusing: a new login's id is stored.
     assert.equal(save('c', { cookie: { originalMaxAge: 1_000 } } as never), undefined);
   });
+  it('a login into a store full of logins is taken, the least recently used login ending for it: the new one is not what goes', () => {
+    const store = new BoundedSessionStore(3_600_000, () => 0);
+    const get = (id: string) => {
+      let out: unknown;
+      store.get(id, (_e, s) => (out = s));
+      return out;
+    };
+    // As a login does it: regenerate() stores an empty session under the new id, then the login fills it in.
+    const login = (id: string, name: string) => {
+      const errors: unknown[] = [];
+      store.set(id, { cookie: { originalMaxAge: 1_000 } } as never, (e) => void (e && errors.push(e)));
+      store.set(id, { cookie: { originalMaxAge: 1_000 }, principal: { name, role: 'viewer' }, commandToken: 't', loggedInAt: 0 } as never, (e) => void (e && errors.push(e)));
+      return errors;
+    };
+    // Many users (each within CONSOLE.maxSessionsPerUser) filling the store.
+    for (let i = 0; i < CONSOLE.maxSessions; i++) assert.deepEqual(login(`s${i}`, `user-${Math.floor(i / CONSOLE.maxSessionsPerUser)}`), []);
+    assert.equal(store.size, CONSOLE.maxSessions);
+    assert.ok(get('s0'), 'the first login, just used');
+    assert.deepEqual(login('new', 'late-user'), [], 'the new login is stored');
+    assert.ok(store.has('new'), 'and kept');
+    assert.equal(store.size, CONSOLE.maxSessions);
+    assert.equal(store.has('s1'), false, 'the least recently used login ended for it');
+    assert.ok(store.has('s0'), 'the one just used stayed');
+  });
   it(`holds at most ${CONSOLE.maxSessionsPerUser} logins of one user, ending that user's oldest: one user logging in over and over pushes no one else out`, () => {
     const store = new BoundedSessionStore(3_600_000, () => 0);
     const login = (id: string, name: string) => {

@@ -68,9 +68,10 @@ export class BoundedSessionStore {
         this.drop(oldest);
       }
     }
+    // Past the cap, never the session being stored: the empty one a login's regenerate() stores
+    // went first in a store full of logins, and the login then failed as a session that ended.
     while (this.size > CONSOLE.maxSessions) {
-      const pool = this.anonymous.size > 0 ? this.anonymous : this.loggedIn;
-      const oldest = pool.keys().next().value;
+      const oldest = this.oldestExcept(this.anonymous, id) ?? this.oldestExcept(this.loggedIn, id);
       if (oldest === undefined) break;
       this.drop(oldest);
     }
@@ -107,6 +108,12 @@ export class BoundedSessionStore {
 
   get size(): number {
     return this.anonymous.size + this.loggedIn.size;
+  }
+
+  /** The least recently used id of `pool` other than `id`. */
+  private oldestExcept(pool: Map<string, Entry>, id: string): string | undefined {
+    for (const key of pool.keys()) if (key !== id) return key;
+    return undefined;
   }
 
   /** Forgets a session wherever it is kept. */
