@@ -157,6 +157,20 @@ describe('the operator console answering odd requests', () => {
     assert.deepEqual([both.status, both.body.error?.code], [400, 'CONSOLE_INVALID_REQUEST'], 'a cursor or an offset, not both');
   });
 
+  it('answers an HTTP/1.1 request without Host with the registry\'s error (HTTP_MALFORMED), not an empty 400, on the pages\' API, the management API and the files alike', async () => {
+    const port = fx.pipeline.console!.port;
+    for (const target of ['/api/session', '/api/v1/manage/status', '/index.html']) {
+      const r = await rawRequest(port, `GET ${target} HTTP/1.1\r\nConnection: close\r\n\r\n`);
+      assert.deepEqual([r.status, r.body?.error?.code], [400, 'HTTP_MALFORMED'], `${target}: ${JSON.stringify(r.body).slice(0, 200)}`);
+      assert.match(r.body.error.message, /Host/);
+    }
+    // An HTTP/1.0 request may name no host (RFC 9112 §3.2 asks it of HTTP/1.1): served as ever.
+    const old = await rawRequest(port, 'GET /api/session HTTP/1.0\r\n\r\n');
+    assert.equal(old.status, 200, JSON.stringify(old.body));
+    const named = await rawRequest(port, 'GET /api/session HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    assert.equal(named.status, 200);
+  });
+
   it("answers static-file requests it refuses with a coded 4xx, without credentials and without an error-level log", async () => {
     const port = fx.pipeline.console!.port;
     const before = internalErrors().length;

@@ -10,7 +10,7 @@ import fastifyRateLimit from '@fastify/rate-limit';
 import fastifySession from '@fastify/session';
 import fastifyStatic from '@fastify/static';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
-import { FieldStreamError, isFieldStreamError, type ErrorCode } from '../../../shared/errors.ts';
+import { ERRORS, FieldStreamError, isFieldStreamError, type ErrorCode } from '../../../shared/errors.ts';
 import { listenFailed } from '../../../shared/listen-failed.ts';
 import { terminalText } from '../../../shared/terminal-text.ts';
 import { CONSOLE, TIMINGS } from '../../../shared/limits.ts';
@@ -61,7 +61,9 @@ export async function startWebServer(o: WebOptions): Promise<{ app: FastifyInsta
     requestTimeout: TIMINGS.commandApiRequestTimeoutMs * 2,
     // How often Node looks for requests past their headers' or their own timeout: its default (30 s)
     // would let a slow one linger that much past it.
-    http: { connectionsCheckingInterval: CONSOLE.connectionsCheckMs },
+    // An HTTP/1.1 request without Host is refused below (hostRequired), in the registry's shape:
+    // Node's own refusal (requireHostHeader) was a 400 with no body and no code.
+    http: { connectionsCheckingInterval: CONSOLE.connectionsCheckMs, requireHostHeader: false },
     // Only the configured proxy's X-Forwarded-* are believed: from anyone else they are a client's
     // claim (an https it does not use, an address that dodges the login limit).
     trustProxy: o.trustedProxies ? [...o.trustedProxies] : false,
@@ -80,7 +82,7 @@ export async function startWebServer(o: WebOptions): Promise<{ app: FastifyInsta
   const [fastifyHandler] = app.server.listeners('request') as Array<(req: IncomingMessage, res: ServerResponse) => void>;
   if (fastifyHandler === undefined) throw new Error("fastify's server has no request handler");
   app.server.removeListener('request', fastifyHandler);
-  app.server.on('request', oneRequestAtATime(fastifyHandler, CONSOLE.pipelinedRequestsMaxWaiting));
+  app.server.on('request', oneRequestAtATime(hostRequired(fastifyHandler), CONSOLE.pipelinedRequestsMaxWaiting));
   // A connection that sends nothing is watched by none of Node's timeouts (headersTimeout starts
   // with a request's first byte): closed once silent for CONSOLE.connectionIdleBeforeRequestMs.
   // Its first request lifts the limit: a request's own wait (a history read, a live stream that
@@ -185,6 +187,20 @@ export async function startWebServer(o: WebOptions): Promise<{ app: FastifyInsta
   const port = typeof address === 'object' && address ? address.port : o.port;
   o.logger.info({ host: o.host, port }, 'console listening');
   return { app, port, close: () => app.close() };
+}
+
+/**
+ * An HTTP/1.1 request must name its host (RFC 9112 §3.2: the server answers 400 to one without
+ * Host): answered here as every refusal of what Node's parser takes, `HTTP_MALFORMED` in the
+ * registry's shape, and the connection closed. An HTTP/1.0 request may name none: served.
+ */
+function hostRequired(handler: (req: IncomingMessage, res: ServerResponse) => void): (req: IncomingMessage, res: ServerResponse) => void {
+  return (req, res) => {
+    if (req.headers.host !== undefined || req.httpVersion !== '1.1') return handler(req, res);
+    const body = JSON.stringify({ error: { code: 'HTTP_MALFORMED', message: 'An HTTP/1.1 request must name its host (a Host header, RFC 9112 §3.2); the connection is closed.' } });
+    res.writeHead(ERRORS.HTTP_MALFORMED.http, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store', connection: 'close' });
+    res.end(body);
+  };
 }
 
 /** Who a CSRF token is made for and checked against: the session once logged in, else any visitor
