@@ -1621,6 +1621,11 @@ export const CONSOLE = {
   connectionsCheckMs: 2_000,
   /** bytes. Largest request body the console reads. */
   bodyMaxBytes: 16 * 1024,
+  /** characters. Longest path parameter (a device id, a command id) the console's router matches:
+   * past fastify's default (100) a route matched nothing, and an id too long was answered "no such
+   * page" (CONSOLE_NOT_FOUND) or "no such endpoint" (MANAGE_NOT_FOUND) instead of being checked by
+   * its schema (400). Far above any id; a request's headers (URL included) are bounded anyway. */
+  pathParamMaxChars: 2_048,
   /** points a history request returns at most (downsampled by mean to fit) */
   historyMaxPoints: 2_000,
   /** milliseconds. Longest window a history request may ask for (31 days). */

@@ -171,6 +171,22 @@ describe('the operator console answering odd requests', () => {
     assert.equal(named.status, 200);
   });
 
+  it('answers a path parameter longer than any id with its API\'s invalid-request code (400), not "no such page" or "no such endpoint" (404)', async () => {
+    const s = new ConsoleSession(base);
+    await s.login(ROLE_TOKENS.viewer);
+    const long = 'a'.repeat(LIMITS.deviceIdMaxChars * 2 + 1);
+    for (const path of [`/api/devices/${long}`, `/api/devices/${long}/history?field=v&from=1&to=2`]) {
+      const r = await s.request(path);
+      assert.deepEqual([r.status, r.body.error?.code], [400, 'CONSOLE_INVALID_REQUEST'], `${path.slice(0, 40)}: ${JSON.stringify(r.body)}`);
+    }
+    const bearer = { authorization: `Bearer ${ROLE_TOKENS.admin}` };
+    for (const path of [`/api/v1/manage/devices/${long}`, `/api/v1/manage/test-events/${'c'.repeat(300)}`]) {
+      const r = await fetch(new URL(path, base), { headers: bearer });
+      const body = (await r.json()) as { error?: { code: string } };
+      assert.deepEqual([r.status, body.error?.code], [400, 'MANAGE_INVALID_REQUEST'], `${path.slice(0, 40)}: ${JSON.stringify(body)}`);
+    }
+  });
+
   it("answers static-file requests it refuses with a coded 4xx, without credentials and without an error-level log", async () => {
     const port = fx.pipeline.console!.port;
     const before = internalErrors().length;

@@ -56,6 +56,8 @@ const UPLOT_DIR = dirname(createRequire(import.meta.url).resolve('uplot'));
 export async function startWebServer(o: WebOptions): Promise<{ app: FastifyInstance; port: number; close(): Promise<void> }> {
   const app = Fastify({
     bodyLimit: CONSOLE.bodyMaxBytes,
+    // A path parameter too long for the router matched no route: refused by its schema instead (400).
+    maxParamLength: CONSOLE.pathParamMaxChars,
     // Fastify's own request log would duplicate ours; errors are logged by the handler below.
     logger: false,
     requestTimeout: TIMINGS.commandApiRequestTimeoutMs * 2,
