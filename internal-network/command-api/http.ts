@@ -96,6 +96,9 @@ export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: n
       // cause in the log (never in the answer, which may go to a less trusted caller).
       const coded = isFieldStreamError(err) ? err : new FieldStreamError('API_INTERNAL', undefined, undefined, { cause: err });
       if (!isFieldStreamError(err)) o.logger.error({ code: 'API_INTERNAL', err, method: req.method, path }, 'unexpected error answering a request');
+      // A credential used for what its role does not allow: an attempt the operators' audit wants
+      // (the message names the credential and its role).
+      else if (coded.code === 'API_FORBIDDEN') o.logger.warn({ code: coded.code, method: req.method, path, remote: socket.remoteAddress, err: coded.message }, 'request refused: its role does not allow it');
       // A connection gone meanwhile gets no answer (writing to it would only fail).
       if (socket.destroyed) return;
       const retryAfterS = coded.details?.retryAfterS;

@@ -204,6 +204,9 @@ describe('the operator console API', () => {
     const refused = await viewer.request('/api/devices/meter-1/commands', { method: 'POST', body: { command: 'ping' } });
     assert.equal(refused.status, 403);
     assert.equal(refused.body.error.code, 'CONSOLE_FORBIDDEN');
+    // Logged for the operators' audit, naming the user and the role.
+    const audit = fx.logs.lines.find((l) => l.code === 'CONSOLE_FORBIDDEN');
+    assert.ok(audit && /\(viewer\)/.test(String(audit.err)) && audit.path === '/api/devices/meter-1/commands', JSON.stringify(audit));
 
     const op = new ConsoleSession(base);
     await op.login(ROLE_TOKENS.operator);

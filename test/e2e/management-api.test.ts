@@ -310,6 +310,9 @@ describe('the management API', () => {
       assert.equal(r.status, 403, role);
       assert.equal(r.body.error.code, 'MANAGE_FORBIDDEN');
     }
+    // Each logged for the operators' audit, naming the token's user and role.
+    const audits = fx.logs.lines.filter((l) => l.code === 'MANAGE_FORBIDDEN').map((l) => String(l.err));
+    assert.ok(['(viewer)', '(operator)'].every((r) => audits.some((a) => a.includes(r))), JSON.stringify(audits));
     const sent = await admin('/devices/meter-1/test-event', { method: 'POST', body: { note: 'hello from the management API' } });
     assert.equal(sent.status, 202, JSON.stringify(sent.body));
     assert.equal(sent.body.command, 'fieldstream.test');

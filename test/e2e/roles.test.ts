@@ -40,6 +40,9 @@ describe('roles', () => {
     const refused = await call(tokens.viewer, 'POST', { deviceId: 'role-dev', command: 'ping' });
     assert.equal(refused.status, 403);
     assert.equal(((await refused.json()) as { code: string }).code, 'API_FORBIDDEN');
+    // Logged for the operators' audit, naming the credential and its role.
+    const audit = fx.logs.lines.find((l) => l.code === 'API_FORBIDDEN');
+    assert.ok(audit && String(audit.err).includes('dashboard (viewer)') && audit.method === 'POST', JSON.stringify(audit));
     assert.equal((await call(fx.pipeline.commandApiToken, 'POST', { deviceId: 'role-dev', command: 'ping' })).status, 202, 'COMMAND_API_TOKEN is an operator');
     assert.equal((await call(tokens.admin, 'POST', { deviceId: 'role-dev', command: 'ping' })).status, 202);
     assert.equal((await call('nobody-0123456789abcdefghij', 'GET')).status, 401);

@@ -165,6 +165,8 @@ export function manageRoutes(d: ManageDeps) {
           if (typeof retryAfterS === 'number') void reply.header('retry-after', String(retryAfterS));
           if (coded.code === 'MANAGE_INTERNAL') d.log.error({ code: coded.code, err, method: req.method, path: req.url.split('?')[0] }, 'unexpected error answering a management request');
           else if (coded.httpStatus >= 500) d.log.warn({ code: coded.code, path: req.url.split('?')[0], err: coded.message, details: coded.details }, 'management request failed');
+          // A token used for what its role does not allow: an attempt the operators' audit wants.
+          else if (coded.code === 'MANAGE_FORBIDDEN') d.log.warn({ code: coded.code, method: req.method, path: req.url.split('?')[0], ip: req.ip, err: coded.message }, 'management request refused: its role does not allow it');
           void reply
             .status(coded.httpStatus)
             .header('cache-control', 'no-store')

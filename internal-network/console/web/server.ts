@@ -222,6 +222,9 @@ function sendError(err: unknown, req: FastifyRequest, reply: FastifyReply, logge
   const path = req.url.split('?')[0];
   if (coded.code === 'CONSOLE_INTERNAL') logger.error({ code: coded.code, err, method: req.method, path }, 'unexpected error answering a request');
   else if (coded.httpStatus >= 500) logger.warn({ code: coded.code, path, err: coded.message }, 'request failed');
+  // A user asking for what its role does not allow: an attempt the operators' audit wants (the
+  // message names the user and the role). The management API's are logged by its own handler.
+  else if (coded.code === 'CONSOLE_FORBIDDEN') logger.warn({ code: coded.code, method: req.method, path, ip: req.ip, err: coded.message }, 'request refused: its role does not allow it');
   void reply
     .status(coded.httpStatus)
     .header('cache-control', 'no-store')
