@@ -1,5 +1,6 @@
 import { FieldStreamError } from '../../../../shared/errors.ts';
 import type { Naming } from './naming.ts';
+import { DATA_TYPE_NAMES } from './proto.ts';
 import type { SparkplugMetric } from './payload.ts';
 import type { SparkplugTopic } from './topic.ts';
 
@@ -33,12 +34,19 @@ const ALIAS_BYTES = 64;
  */
 export const MIN_METRIC_BYTES = ALIAS_BYTES;
 
-/** §6.4.7: every metric of a birth has a name and a data type; aliases, where given, are unique. */
+/** §6.4.7: every metric of a birth has a name and a data type (one, however many aliases name it); aliases, where given, are unique. */
 export function definitions(metrics: ReadonlyArray<Pick<SparkplugMetric, 'name' | 'alias' | 'datatype'>>): Definitions {
   const defs: Definitions = { byAlias: new Map(), byName: new Map(), bytes: 0 };
   for (const m of metrics) {
     if (m.name === undefined || m.datatype === undefined) {
       throw new FieldStreamError('SPARKPLUG_PAYLOAD_INVALID', `a birth metric without ${m.name === undefined ? 'a name' : `a data type (${m.name})`}`);
+    }
+    // One name under two aliases is one metric, so one field: with two data types its values were a
+    // number and a string by turns in that field, which the database refuses with every reading
+    // written alongside (and the birth's own two values landed in one field, one of them lost).
+    const named = defs.byName.get(m.name);
+    if (named && named.datatype !== m.datatype) {
+      throw new FieldStreamError('SPARKPLUG_PAYLOAD_INVALID', `metric ${m.name} declared with two data types (${DATA_TYPE_NAMES[named.datatype] ?? named.datatype} and ${DATA_TYPE_NAMES[m.datatype] ?? m.datatype})`);
     }
     const def = { name: m.name, datatype: m.datatype };
     if (m.alias !== undefined) {
