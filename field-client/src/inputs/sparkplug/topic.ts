@@ -2,7 +2,7 @@
  * The Sparkplug B topic namespace, Sparkplug 3.0.0 §4.1.1:
  * `spBv1.0/<group_id>/<message_type>/<edge_node_id>[/<device_id>]`, and the host application's
  * `spBv1.0/STATE/<host_id>` (§4.1.2). Identifiers are UTF-8 strings without `+`, `/` or `#`
- * (§4.1.1.2–4.1.1.5); the device id is present exactly for the D* message types.
+ * (§4.1.1.2–4.1.1.5), nor U+0000 (MQTT 3.1.1 §1.5.3); the device id is present exactly for the D* message types.
  */
 export const NAMESPACE = 'spBv1.0';
 
@@ -17,7 +17,10 @@ export interface SparkplugTopic {
   device?: string | undefined;
 }
 
-const ID = /^[^+/#]+$/;
+// Nor U+0000, which MQTT 3.1.1 §1.5.3 forbids in a topic and aedes (the local MQTT input) delivers
+// all the same: the host joins group and edge node ids with it (host-types.ts key), so `G\0H`/`E`
+// and `G`/`H\0E` were one edge node, one's data stored under the other's fields.
+const ID = /^[^+/#\u0000]+$/;
 export const isSparkplugId = (s: string): boolean => ID.test(s) && s.length <= 256;
 
 /**
