@@ -657,7 +657,7 @@ export const ERRORS = {
   MQTT_PACKET_TOO_LARGE: {
     http: 500,
     transient: true,
-    description: 'A broker began an MQTT packet larger than the service reads from it (LIMITS.brokerExporterMaxPacketBytes for the broker exporter, LIMITS.sparkplugMaxPacketBytes for the field client\'s Sparkplug input on a plant\'s broker): the connection was closed as soon as the packet\'s length was read, before its bytes were buffered, and is made again. Our brokers send nothing that large; a DMZ broker that does is not one of ours, and on a plant\'s broker someone published a message that large under spBv1.0/. The embedded broker of npm start likewise closes the connection of a client that begins a packet larger than LIMITS.brokerPacketMaxBytes (Mosquitto\'s max_packet_size).',
+    description: 'A broker began an MQTT packet larger than the service reads from it (LIMITS.brokerExporterMaxPacketBytes for the broker exporter, LIMITS.sparkplugMaxPacketBytes for the field client\'s Sparkplug input on a plant\'s broker, where a PUBLISH at QoS 0 or 1 that large is skipped unread instead and refused alone as SPARKPLUG_PAYLOAD_INVALID): the connection was closed as soon as the packet\'s length was read, before its bytes were buffered, and is made again. Our brokers send nothing that large; a DMZ broker that does is not one of ours, and on a plant\'s broker someone published a message that large under spBv1.0/. The embedded broker of npm start likewise closes the connection of a client that begins a packet larger than LIMITS.brokerPacketMaxBytes (Mosquitto\'s max_packet_size).',
   },
   MQTT_PROTOCOL_VIOLATION: {
     http: 500,

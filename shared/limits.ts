@@ -675,13 +675,13 @@ export const LIMITS = {
    * thousands of metrics fits; larger is refused before protobuf allocates for it). */
   sparkplugPayloadMaxBytes: 4 * 1024 * 1024,
   /** bytes. Largest MQTT packet (its remaining length) the Sparkplug input reads from the plant's
-   * broker. Checked as the packet's length arrives (shared/mqtt/packet-limit.ts), so a larger one is
-   * never buffered: anyone publishing under spBv1.0/ there could send one of MQTT's 256 MB, which
-   * mqtt.js holds whole, and twice, before anything looks at it. The connection is then closed, and
-   * that ends every edge node's session there (its data STALE, as any connection lost), so the bound
-   * is well above sparkplugPayloadMaxBytes: a payload between the two (a birth of an edge node with
-   * very many metrics) is refused alone, as before, its edge node's births backed off, the others
-   * left alone. */
+   * broker. Checked as the packet's length arrives (shared/mqtt/oversized-publishes.ts), so a larger
+   * one is never buffered: anyone publishing under spBv1.0/ there could send one of MQTT's 256 MB,
+   * which mqtt.js holds whole, and twice, before anything looks at it. A PUBLISH over it is skipped
+   * unread, the connection kept; any other packet over it closes the connection, which ends every
+   * edge node's session there (its data STALE, as any connection lost). Well above
+   * sparkplugPayloadMaxBytes: a payload between the two (a birth of an edge node with very many
+   * metrics) is refused alone once read, as before. */
   sparkplugMaxPacketBytes: 16 * 1024 * 1024,
   /** metrics. Most metrics in one Sparkplug B payload, at its top level (the members of its
    * templates count toward sparkplugMaxElements). Counted on the wire before anything is decoded. */

@@ -137,10 +137,15 @@ export class SparkplugSession {
    * whose publishers send again what was not acknowledged (the local MQTT input): a message sent again
    * is read in the session it was sent in (resend.ts).
    */
-  onMessage(topic: string, bytes: Uint8Array, now = Date.now(), via?: Via): Promise<void> {
+  onMessage(topic: string, bytes: Uint8Array, now = Date.now(), via?: Via, unread?: FieldStreamError): Promise<void> {
     const t = parseTopic(topic);
     if (t === 'state') {
       this.stats.messages++;
+      // Unread, it is no STATE: not an empty one either, which would forget its host.
+      if (unread) {
+        this.refuse(new FieldStreamError('SPARKPLUG_STATE_INVALID', unread.message), topic);
+        return Promise.resolve();
+      }
       this.onState(stateHostId(topic) as string, topic, bytes, now);
       return Promise.resolve();
     }
@@ -164,6 +169,7 @@ export class SparkplugSession {
     try {
       let payload;
       try {
+        if (unread) throw unread;
         payload = decodePayload(bytes);
       } catch (err) {
         // A birth that cannot be read still changes its edge node's session: an NBIRTH ends it, a
@@ -174,7 +180,9 @@ export class SparkplugSession {
       }
       // A metric of this edge node renamed while the next batch holds values of it: that batch sealed first (appends.ts).
       this.appends.beforeTake(k);
-      outcome = payload instanceof FieldStreamError ? this.host.unreadableBirth(t, payload, now, via, digestOf(bytes)) : this.host.handle(t, payload, now, via, digestOf(bytes));
+      // Bytes never read have no digest: two of them are not one message sent again (duplicates.ts).
+      const digest = unread ? undefined : digestOf(bytes);
+      outcome = payload instanceof FieldStreamError ? this.host.unreadableBirth(t, payload, now, via, digest) : this.host.handle(t, payload, now, via, digest);
       // Its own birth or death may change what its earlier sessions' metrics are named (names.ts).
       if (t.type !== 'NDATA' && t.type !== 'DDATA') this.appends.mayRename(k);
     } catch (err) {
@@ -188,6 +196,16 @@ export class SparkplugSession {
     // A duplicate (SPARKPLUG_DUPLICATE) carries nothing: it is acknowledged only with, and undone
     // with, the messages of its edge node still waiting for the queue (appends.ts), one of which it may be.
     return this.appends.submit(items, topic, outcome.undo && { edge: k, undo: outcome.undo }, usedOf(outcome));
+  }
+
+  /**
+   * A message skipped unread, its packet over LIMITS.sparkplugMaxPacketBytes (sparkplug-input.ts):
+   * taken as one that cannot be decoded (SPARKPLUG_PAYLOAD_INVALID), as a payload over the 4 MiB
+   * decoded is; an NBIRTH so ends its edge node's session, a DBIRTH, NDATA or DDATA takes its seq.
+   */
+  onUnread(topic: string, length: number, now = Date.now()): Promise<void> {
+    const err = new FieldStreamError('SPARKPLUG_PAYLOAD_INVALID', `an MQTT packet of ${length} bytes, over the ${LIMITS.sparkplugMaxPacketBytes} read: skipped unread`);
+    return this.onMessage(topic, new Uint8Array(0), now, undefined, err);
   }
 
   /**

@@ -3,7 +3,7 @@ import { LIMITS, TIMINGS } from '../../../../shared/limits.ts';
 import type { Logger } from '../../../../shared/logger.ts';
 import { endMqttWithin, subscribeOnEveryConnect } from '../../../../shared/mqtt/connect.ts';
 import { closeAboveQos } from '../../../../shared/mqtt/qos-guard.ts';
-import { limitIncomingPackets } from '../../../../shared/mqtt/packet-limit.ts';
+import { skipOversizedPublishes } from '../../../../shared/mqtt/oversized-publishes.ts';
 import type { FieldClient } from '../../field-client.ts';
 import type { LocalInput } from '../input.ts';
 import type { FieldNames } from './names.ts';
@@ -108,6 +108,8 @@ export function sparkplugInput(client: FieldClient, o: SparkplugInputOptions, lo
         connectTimeout: TIMINGS.mqttConnectTimeoutMs,
         keepalive: TIMINGS.mqttKeepaliveS,
         resubscribe: false,
+        // Connected below, once the packets over the bound are skipped on every connection's stream.
+        manualConnect: true,
         ...(o.ca ? { ca: o.ca } : {}),
         ...(o.cert ? { cert: o.cert } : {}),
         ...(o.key ? { key: o.key } : {}),
@@ -118,9 +120,12 @@ export function sparkplugInput(client: FieldClient, o: SparkplugInputOptions, lo
       };
       const m = (mqtt = connect(o.url, options));
       // Whoever may publish under spBv1.0/ on the plant's broker could send a packet of MQTT's 256 MB,
-      // which mqtt.js buffers whole before decodePayload's bound sees it: closed at its length instead
-      // (MQTT_PACKET_TOO_LARGE; the 'close' below records the edge nodes dead, and mqtt.js reconnects).
-      limitIncomingPackets(m, LIMITS.sparkplugMaxPacketBytes, slog);
+      // which mqtt.js buffers whole before decodePayload's bound sees it: skipped as it arrives
+      // instead, taken as a payload that cannot be decoded. Not by closing the connection: published
+      // retained, the broker sent it again on every connection, and the input never stayed on.
+      skipOversizedPublishes(m, LIMITS.sparkplugMaxPacketBytes, slog, ({ topic, length }) => {
+        session.onUnread(topic, length).catch(() => undefined);
+      });
       // Subscribed at QoS 0 (the groups) and 1 (STATE): a QoS 2 message is the plant broker's breach
       // of the protocol, which mqtt.js would hold until a PUBREL that need never come (qos-guard.ts).
       closeAboveQos(m, 1, slog);
@@ -155,6 +160,7 @@ export function sparkplugInput(client: FieldClient, o: SparkplugInputOptions, lo
         session.onMessage(topic, payload).catch(() => undefined);
       });
       void Promise.all([stateSub.ready, sub.ready]).then(() => granted());
+      m.connect();
     },
     async close() {
       const m = mqtt;
