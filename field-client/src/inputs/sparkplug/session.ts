@@ -144,6 +144,7 @@ export class SparkplugSession {
       // Unread, it is no STATE: not an empty one either, which would forget its host.
       if (unread) {
         this.refuse(new FieldStreamError('SPARKPLUG_STATE_INVALID', unread.message), topic);
+        this.ownStateUnreadable(stateHostId(topic) as string);
         return Promise.resolve();
       }
       this.onState(stateHostId(topic) as string, topic, bytes, now);
@@ -198,11 +199,8 @@ export class SparkplugSession {
     return this.appends.submit(items, topic, outcome.undo && { edge: k, undo: outcome.undo }, usedOf(outcome));
   }
 
-  /**
-   * A message skipped unread, its packet over LIMITS.sparkplugMaxPacketBytes (sparkplug-input.ts):
-   * taken as one that cannot be decoded (SPARKPLUG_PAYLOAD_INVALID), as a payload over the 4 MiB
-   * decoded is; an NBIRTH so ends its edge node's session, a DBIRTH, NDATA or DDATA takes its seq.
-   */
+  /** A message skipped unread, its packet over LIMITS.sparkplugMaxPacketBytes (sparkplug-input.ts):
+   * taken as one that cannot be decoded, as a payload over the 4 MiB decoded is. */
   onUnread(topic: string, length: number, now = Date.now()): Promise<void> {
     const err = new FieldStreamError('SPARKPLUG_PAYLOAD_INVALID', `an MQTT packet of ${length} bytes, over the ${LIMITS.sparkplugMaxPacketBytes} read: skipped unread`);
     return this.onMessage(topic, new Uint8Array(0), now, undefined, err);
@@ -335,6 +333,15 @@ export class SparkplugSession {
     this.timer.unref();
   }
 
+  /**
+   * Our own retained STATE replaced by one that is not a STATE (a 2.2 host's `OFFLINE` under our id,
+   * other JSON, a packet too large to read): edge nodes waiting for their primary host read it as not
+   * online and keep away while it stays. Answered as ours delivered offline or removed is (onState).
+   */
+  private ownStateUnreadable(hostId: string): void {
+    if (hostId === this.options.hostId) this.options.onOwnOffline?.(undefined);
+  }
+
   /** A host application's STATE (§5.3 / "Sparkplug Host Application Session Establishment"). */
   private onState(hostId: string, topic: string, bytes: Uint8Array, now: number): void {
     let r;
@@ -342,6 +349,7 @@ export class SparkplugSession {
       r = this.peers.handle(hostId, bytes, now);
     } catch (err) {
       this.refuse(isFieldStreamError(err) ? err : new FieldStreamError('SPARKPLUG_STATE_INVALID', (err as Error).message), topic);
+      this.ownStateUnreadable(hostId);
       return;
     }
     this.stats.accepted++;

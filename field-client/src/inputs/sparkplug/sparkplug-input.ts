@@ -89,7 +89,7 @@ export function sparkplugInput(client: FieldClient, o: SparkplugInputOptions, lo
       onOwnOffline: (st) => {
         // Our own death at a clean stop comes back to us too: not answered then.
         if (closing || !mqtt?.connected) return;
-        slog.info({ hostId: o.hostId, timestamp: st?.timestamp, current: connectAt }, `own Sparkplug STATE ${st ? 'seen offline' : 'removed'}; published online again`);
+        slog.info({ hostId: o.hostId, timestamp: st?.timestamp, current: connectAt }, `own Sparkplug STATE ${st ? 'seen offline' : 'removed, or replaced by one that cannot be read'}; published online again`);
         publishBirth(mqtt);
       },
     },
