@@ -113,7 +113,10 @@ describe('never lose a reading: 100,000 readings through every kind of fault', (
     ).catch(async (err: Error) => {
       throw new Error(`${err.message}; have ${JSON.stringify(await stats())}\n${client.tail(30)}`);
     });
-    assert.deepEqual(last, { count: TOTAL, sum: (TOTAL * (TOTAL - 1)) / 2, min: 0, max: TOTAL - 1 });
+    // Asked again: InfluxDB 1.x runs each aggregate of one SELECT on its own cursor, so the answer
+    // that first counted them all may have taken its max before the last points were in.
+    assert.ok(last.count >= TOTAL);
+    assert.deepEqual(await stats(), { count: TOTAL, sum: (TOTAL * (TOTAL - 1)) / 2, min: 0, max: TOTAL - 1 });
     // One point per timestamp: so every reading is there once, none twice.
     const [first] = await influx.rows(DB, `SELECT first(v) FROM readings WHERE device = 'soak-1'`);
     assert.equal(first?.time, base);
