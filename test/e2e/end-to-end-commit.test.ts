@@ -246,7 +246,9 @@ describe('commit receipts, end to end: every hop crashes and no accepted reading
           `${twice.length} values twice${report()}`,
       );
     }
-    assert.equal(last.sum, (N * (N - 1)) / 2, `the sum of the values${report()}`);
+    // Asked again: InfluxDB 1.x runs each aggregate of one SELECT on its own cursor, so the answer
+    // that first counted them all may have summed them before the last points were in.
+    assert.equal((await counts()).sum, (N * (N - 1)) / 2, `the sum of the values${report()}`);
     const rows = await storedRows();
     assert.deepEqual(
       rows.map((r) => r.v),
