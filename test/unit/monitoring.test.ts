@@ -29,12 +29,13 @@ import type { FieldClient } from '../../field-client/src/field-client.ts';
 import type { GatewayConnection } from '../../field-client/src/gateway-connection.ts';
 import type { CommandHandlers } from '../../field-client/src/commands.ts';
 import type { FileOutbox } from '../../field-client/src/files/file-outbox.ts';
-import { GATEWAY_SECURITY_CODES, type StatusEnvelope } from '../../shared/contract/envelope.ts';
-import { gatewaySecurityTopic, gatewayUplinkTopic, statusTopic, uplinkTopic } from '../../shared/contract/topics.ts';
+import { GATEWAY_SECURITY_CODES } from '../../shared/contract/envelope.ts';
+import { gatewaySecurityTopic, gatewayUplinkTopic, uplinkTopic } from '../../shared/contract/topics.ts';
 import { CONSOLE, DAY_MS, TIMINGS } from '../../shared/limits.ts';
 import { createLogger } from '../../shared/logger.ts';
 import { parseExposition as parseSamples } from '../helpers/exposition.ts';
 import { withFileSizeLimit } from '../helpers/file-size-limit.ts';
+import { storedPresences } from '../helpers/stored-presences.ts';
 import { tempDir } from '../helpers/pki.ts';
 import { TestPrometheus } from '../helpers/prometheus.ts';
 import { eventually } from '../helpers/ws-device.ts';
@@ -1131,7 +1132,7 @@ describe('monitoring: Grafana provisioning and dashboards', () => {
   });
 
   it('the Grafana alert rules parse, reach their condition, and name only provisioned data sources', () => {
-    assert.deepEqual(alertRules.map(({ r }) => r.title), ['FieldStreamDeviceSilent']);
+    assert.deepEqual(alertRules.map(({ r }) => r.title), ['FieldStreamDeviceSilent', 'FieldStreamDeviceCertificateExpiring']);
     for (const { file, r } of alertRules) {
       const refIds = r.data.map((q) => q.refId);
       assert.ok(refIds.includes(r.condition), `${file} ${r.title}: the condition ${r.condition} is one of its queries`);
@@ -1376,7 +1377,8 @@ describe('monitoring: Grafana provisioning and dashboards', () => {
     });
 
     it('the device-silent alert query runs and answers one series per device that sent within its look-back: 0 for the silent one', async () => {
-      const queries = alertRules.flatMap(({ r }) => r.data.filter((q) => q.datasourceUid === 'influxdb').map((q) => q.model.query as string));
+      const rule = alertRules.find(({ r }) => r.title === 'FieldStreamDeviceSilent')?.r;
+      const queries = (rule?.data ?? []).filter((q) => q.datasourceUid === 'influxdb').map((q) => q.model.query as string);
       assert.equal(queries.length, 1);
       const answer = await influx.query(queries[0] as string, DB);
       const series = answer.results?.[0]?.series ?? [];
@@ -1385,7 +1387,6 @@ describe('monitoring: Grafana provisioning and dashboards', () => {
       const byDevice = Object.fromEntries(series.map((s) => [s.tags?.device, s.values[0]?.[1]]));
       assert.deepEqual(byDevice, { 'pump-7': 1, 'pump-8': 1, 'pump-10': 0, 'pump-11': 1 });
       // The rule's own threshold, applied to those values, fires for the silent device only.
-      const rule = alertRules[0]?.r;
       const threshold = rule?.data.find((q) => q.refId === rule.condition)?.model as { type?: string; conditions?: Array<{ evaluator: { type: string; params: number[] } }> } | undefined;
       assert.equal(threshold?.type, 'threshold');
       const evaluator = threshold?.conditions?.[0]?.evaluator;
@@ -1395,22 +1396,6 @@ describe('monitoring: Grafana provisioning and dashboards', () => {
     });
   });
 });
-
-/** device_status points as the distributor's handler stores these presences (newest last). */
-async function storedPresences(dir: string, presences: ReadonlyArray<[string, Omit<StatusEnvelope, 'v' | 'gatewayId'>]>): Promise<StoredPoint[]> {
-  mkdirSync(join(dir, 'keys'), { recursive: true });
-  // Registered devices: a presence of an id neither registered nor revoked is counted, not stored.
-  for (const [device] of presences) writeFileSync(join(dir, 'keys', `${device}.key`), `${'ab'.repeat(32)}\n`);
-  writeFileSync(join(dir, 'revoked.txt'), '');
-  const written: StoredPoint[] = [];
-  const sink = { description: 'memory', write: async (p: readonly StoredPoint[]) => void written.push(...p), close: async () => {} };
-  const log = createLogger('test', 'silent');
-  const verifier = new MessageVerifier(new DeviceKeyRegistry(join(dir, 'keys'), join(dir, 'revoked.txt')), new ReplayWindows(join(dir, 'replay')), { requireSignatures: true, freshnessMs: 30_000, maxDelayMs: 3_600_000 }, log);
-  const handler = new MessageHandler(sink, new FileStore(join(dir, 'files')), verifier, new DistributorMetrics());
-  for (const [device, status] of presences) await handler.handle(statusTopic(device), Buffer.from(JSON.stringify({ v: 1, gatewayId: 'gw-1', ...status })));
-  assert.equal(written.length, presences.length);
-  return written;
-}
 
 /**
  * security_events as the distributor writes them (its handler and verifier, into memory): a revoked
