@@ -138,6 +138,11 @@ export class DeadLetters {
     this.bytes = total;
   }
 
+  /** The folder's bound (DEAD_LETTER_MAX_BYTES): distributor_dead_letter_limit_bytes, for the alerts on its filling. */
+  get maxBytes(): number {
+    return this.bounds.maxBytes;
+  }
+
   /** Bytes the folder holds (as last measured, at the start and when a letter would pass a bound, plus this process's letters since). */
   get heldBytes(): number {
     return this.bytes;
@@ -147,7 +152,7 @@ export class DeadLetters {
    * Bytes the folder holds, measured again when last measured TIMINGS.deadLetterRescanMs ago or
    * more (what distributor_dead_letter_bytes reads at a scrape). Measured only at the start and when
    * a letter would pass a bound, the gauge kept what a folder an operator cleared held before, and
-   * the alert on it firing, until the next letter.
+   * the alerts on it (FieldStreamDeadLetterFolderFilling, ...NearlyFull) firing, until the next letter.
    */
   async measuredBytes(): Promise<number> {
     if (Date.now() - this.measuredAt >= TIMINGS.deadLetterRescanMs) await this.measure();

@@ -115,7 +115,7 @@ export function startDistributor(
   const eventTags = openEventTagAdmissions(lease.dir, securityLog);
   const handler = new MessageHandler(sink, files, verifier, metrics, presences, gateways, retainedClears, eventTags);
   const deadLetters = new DeadLetters(config.DEAD_LETTER_PATH, lease.slot, { maxBytes: config.DEAD_LETTER_MAX_BYTES });
-  metrics.bindDeadLetters(() => deadLetters.measuredBytes());
+  metrics.bindDeadLetters(() => deadLetters.measuredBytes(), deadLetters.maxBytes);
   const tls = readMqttTls(config);
   const group = config.DISTRIBUTOR_SHARE_GROUP;
   // Without a shared subscription every connection would get every message: one is enough.

@@ -26,6 +26,7 @@ export class DistributorMetrics {
   readonly deadLetters;
   readonly deadLettersNotKept;
   readonly deadLetterBytes;
+  readonly deadLetterLimit;
   readonly securityEvents;
   readonly gatewayUnlisted;
   readonly eventTagsOverflow;
@@ -69,6 +70,8 @@ export class DistributorMetrics {
       const held = await self.deadLetterHeld();
       if (held !== undefined) this.set(held);
     });
+    // The bound, beside what the folder holds: the alerts need the fraction (FieldStreamDeadLetterFolderFilling, ...NearlyFull).
+    this.deadLetterLimit = metrics.gauge('distributor_dead_letter_limit_bytes', 'Bytes the dead-letter folder may hold (DEAD_LETTER_MAX_BYTES): past half, invalid payloads are no longer kept; at the bound, a message with data waits unacknowledged and its consumer connection with it.');
     this.securityEvents = metrics.counter('distributor_security_events_total', 'Device messages refused by the security checks, by error code (duplicates are counted apart).', ['reason']);
     // Every reason at 0 from the start, as write_failures above: a revoked device's first refusal
     // would otherwise make its series appear at 1, and increase() (FieldStreamRevokedDeviceAttempts)
@@ -119,8 +122,10 @@ export class DistributorMetrics {
     );
   }
 
-  bindDeadLetters(held: () => Promise<number> | undefined): void {
+  /** What the dead-letter folder holds, read at each scrape, and its bound in bytes. */
+  bindDeadLetters(held: () => Promise<number> | undefined, limitBytes: number): void {
     this.deadLetterHeld = held;
+    this.deadLetterLimit.set(limitBytes);
   }
 
   bind(live: DistributorMetrics['live']): void {

@@ -130,7 +130,7 @@ describe('the dead-letter folder under a flood', () => {
     const dir = join(tmp.dir, 'cleared');
     const dead = new DeadLetters(dir, 1, { maxBytes: 1024 * 1024 });
     const metrics = new DistributorMetrics();
-    metrics.bindDeadLetters(() => dead.measuredBytes());
+    metrics.bindDeadLetters(() => dead.measuredBytes(), dead.maxBytes);
     const gauge = async () => Number(/^fieldstream_distributor_dead_letter_bytes\{[^}]*\} (\S+)$/m.exec(await metrics.metrics.registry.metrics())?.[1]);
     assert.equal(await dead.put('t/a', Buffer.alloc(8 * 1024, 1), rejected), 'whole');
     assert.equal(await gauge(), held(dir));

@@ -36,6 +36,7 @@ import { createLogger } from '../../shared/logger.ts';
 import { parseExposition as parseSamples } from '../helpers/exposition.ts';
 import { withFileSizeLimit } from '../helpers/file-size-limit.ts';
 import { storedPresences } from '../helpers/stored-presences.ts';
+import { promtoolTestRules, scrapedSeries } from '../helpers/promtool.ts';
 import { tempDir } from '../helpers/pki.ts';
 import { TestPrometheus } from '../helpers/prometheus.ts';
 import { eventually } from '../helpers/ws-device.ts';
@@ -504,43 +505,6 @@ describe("monitoring: the internal Prometheus pulls every DMZ server's /federate
     assert.equal(await prom.scalar(`fieldstream_gateway_connections{dmz_server="${honest}"}`), 5);
   });
 });
-
-/**
- * `promtool test rules` (Prometheus's unit tests of rules: input series, then the alerts expected at
- * given times) of the shipped alerts.yml. Fails with promtool's own account of the difference.
- */
-function promtoolTestRules(tests: string): void {
-  const tmp = tempDir('promtest');
-  try {
-    copyFileSync(join(mon, 'prometheus', 'alerts.yml'), join(tmp.dir, 'alerts.yml'));
-    writeFileSync(join(tmp.dir, 'tests.yml'), `rule_files: [alerts.yml]\nevaluation_interval: 15s\ntests:\n${tests}`);
-    try {
-      execFileSync('promtool', ['test', 'rules', join(tmp.dir, 'tests.yml')], { encoding: 'utf8', stdio: 'pipe' });
-    } catch (err) {
-      const e = err as { stdout?: string; stderr?: string };
-      assert.fail(`promtool test rules failed:\n${e.stdout ?? ''}${e.stderr ?? ''}`);
-    }
-  } finally {
-    tmp.cleanup();
-  }
-}
-
-/**
- * promtool's input series of the metrics named, as a service exposes them over successive scrapes
- * (each exposition repeated `times`, one scrape every 15 s): a series missing from a scrape is `_`,
- * as Prometheus has no sample of it then.
- */
-function scrapedSeries(scrapes: ReadonlyArray<{ text: string; times: number }>, names: readonly string[]): string {
-  const parsed = scrapes.map(({ text, times }) => ({ samples: parseSamples(text), times }));
-  const keys = new Set(parsed.flatMap(({ samples }) => [...samples.keys()].filter((k) => names.some((n) => k.startsWith(`${n}{`) || k === n))));
-  assert.ok(keys.size > 0, `no series of ${names.join(', ')}`);
-  return [...keys]
-    .map((k) => {
-      const values = parsed.flatMap(({ samples, times }) => Array<string>(times).fill(samples.has(k) ? String(samples.get(k)) : '_'));
-      return `      - series: '${k}'\n        values: '${values.join(' ')}'\n`;
-    })
-    .join('');
-}
 
 const REVOKED_ALERT = `        alertname: FieldStreamRevokedDeviceAttempts
         exp_alerts:
@@ -1054,7 +1018,7 @@ describe("monitoring: the services' metrics say what their names say", () => {
       writeFileSync(join(tmp.dir, '2026-01-15.jsonl'), kept);
       const metrics = new DistributorMetrics();
       const dead = new DeadLetters(tmp.dir);
-      metrics.bindDeadLetters(() => dead.measuredBytes()); // as distributor.ts binds it
+      metrics.bindDeadLetters(() => dead.measuredBytes(), dead.maxBytes); // as distributor.ts binds it
       assert.equal(parseSamples(await metrics.metrics.registry.metrics()).get('fieldstream_distributor_dead_letter_bytes{service="distributor"}'), Buffer.byteLength(kept));
     } finally {
       tmp.cleanup();
