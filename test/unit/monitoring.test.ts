@@ -1246,6 +1246,11 @@ describe('monitoring: Grafana provisioning and dashboards', () => {
       assert.equal((await first('Devices online'))?.count, 1);
       assert.equal((await first('Devices offline'))?.count, 1);
       assert.equal((await first('Certificates expiring within 30 days'))?.count, 1);
+      // One number, the readings of the selected devices (pump-7's two, pump-8's one), whatever
+      // fields each carries: a stat of count(*) showed a count per field name instead.
+      const stored = await influx.rows(DB, byTitle('Readings stored (range)'));
+      assert.deepEqual(stored.map((r) => Object.keys(r).filter((k) => k !== 'time')), [['count']], JSON.stringify(stored));
+      assert.equal(stored[0]?.count, 3);
       const revoked = await influx.query(byTitle('Revoked devices still trying (security_events: SECURITY_REVOKED, GATEWAY_CERTIFICATE_REVOKED, GATEWAY_TOKEN_REVOKED)'), DB);
       assert.deepEqual(revoked.results?.[0]?.series?.map((s) => s.values[0]?.[1]), [1]);
       const lastSeen = await influx.query(byTitle('Last seen: the last reading of each device (last 30 days)'), DB);
