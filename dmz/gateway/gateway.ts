@@ -15,6 +15,7 @@ import { GatewayMetrics } from './metrics.ts';
 import { SecurityReporter } from './security-reporter.ts';
 import { publishOnlineOnEveryConnect } from './gateway-presence.ts';
 import { CrlDelivery } from './crl-delivery.ts';
+import { certificateExpiry } from '../../shared/metrics/certificates.ts';
 import { ServiceMetrics } from '../../shared/metrics/registry.ts';
 import { startMetricsServer, type MetricsServer } from '../../shared/metrics/server.ts';
 import { settleWithin } from '../../shared/settle-within.ts';
@@ -39,6 +40,12 @@ export async function startGateway(config: Readonly<GatewayConfig>, logger: Logg
   const log = logger.child({ component: 'gateway', gatewayId: config.GATEWAY_ID });
   const served = config.GATEWAY_METRICS_PORT !== undefined;
   const metrics = new GatewayMetrics(new ServiceMetrics('gateway', { processMetrics: served && opts.processMetrics !== false, counting: served }));
+  certificateExpiry(metrics.metrics, [
+    { setting: 'GATEWAY_TLS_CERT_FILE', path: config.GATEWAY_TLS_CERT_FILE },
+    { setting: 'GATEWAY_CA_FILE', path: config.GATEWAY_CA_FILE },
+    { setting: 'MQTT_CERT_FILE', path: config.MQTT_CERT_FILE },
+    { setting: 'MQTT_CA_FILE', path: config.MQTT_CA_FILE },
+  ]);
   // The gateway's own presence: online at each connection to the broker; offline when it
   // stops, or from the broker itself (the will, MQTT 5 §3.1.2.5) when the gateway dies without a
   // word: the devices it held are gone with it, which the console shows.

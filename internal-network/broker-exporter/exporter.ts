@@ -1,5 +1,7 @@
 import type { MqttClient } from 'mqtt';
 import type { Logger } from '../../shared/logger.ts';
+import type { TLSSocket } from 'node:tls';
+import { certificateExpiry } from '../../shared/metrics/certificates.ts';
 import { collectedCounter } from '../../shared/metrics/collected.ts';
 import { ServiceMetrics } from '../../shared/metrics/registry.ts';
 import { startMetricsServer, type MetricsServer } from '../../shared/metrics/server.ts';
@@ -67,6 +69,8 @@ export class BrokerWatch {
   /** bridge states and heartbeats that arrived under a name not expected (what a compromised DMZ invents or forges), since start */
   ignoredBridgeStates = 0;
   lastSysAt = 0;
+  /** when the certificate the broker presented at the last TLS connection ends, Unix seconds (kept while it is away: it presents the same one on its return unless renewed) */
+  certificateNotAfter: number | undefined;
   /** expected bridge's client id → when its heartbeat last arrived, live (not a retained copy) */
   private readonly heartbeats = new Map<string, number>();
   /** when the connection was (last) made: a bridge's heartbeat is awaited from then on */
@@ -123,6 +127,7 @@ export class BrokerWatch {
     });
     client.on('connect', () => {
       this.connectedAt = Date.now();
+      this.certificateNotAfter = peerNotAfter(client) ?? this.certificateNotAfter;
     });
   }
 
@@ -153,6 +158,14 @@ export class BrokerWatch {
     const beatAt = Math.max(this.heartbeats.get(id) ?? 0, this.connectedAt);
     return this.up && this.bridges.get(id) === 1 && Date.now() - beatAt <= this.staleMs ? 1 : 0;
   }
+}
+
+/** The notAfter of the certificate the broker presented on this connection, Unix seconds; undefined without TLS. */
+function peerNotAfter(client: MqttClient): number | undefined {
+  const socket = (client as unknown as { stream?: Partial<TLSSocket> }).stream;
+  if (typeof socket?.getPeerX509Certificate !== 'function') return undefined;
+  const cert = socket.getPeerX509Certificate();
+  return cert ? Math.floor(Date.parse(cert.validTo) / 1000) : undefined;
 }
 
 export interface BrokerExporter {
@@ -198,6 +211,16 @@ export async function startBrokerExporter(config: Readonly<BrokerExporterConfig>
   // (BrokerWatch.bridgeUp): no connection to its DMZ broker is needed, whichever DMZ server it is.
 
   const m = new ServiceMetrics('broker-exporter');
+  certificateExpiry(m, [
+    { setting: 'MQTT_CERT_FILE', path: config.MQTT_CERT_FILE },
+    { setting: 'MQTT_CA_FILE', path: config.MQTT_CA_FILE },
+    { setting: 'DMZ_MQTT_CA_FILE', path: config.DMZ_MQTT_CA_FILE },
+  ]);
+  // The brokers' own certificates, as they present them: issued with the services', they end with them.
+  m.gauge('mosquitto_certificate_expiry_timestamp_seconds', "When the certificate the broker presented at the exporter's last TLS connection ends (notAfter), Unix seconds.", ['broker'], function () {
+    this.reset();
+    for (const b of brokers) if (b.certificateNotAfter !== undefined) this.set({ broker: b.name }, b.certificateNotAfter);
+  });
   m.gauge('mosquitto_up', '1 while the connection to the broker stands and its $SYS messages arrive, else 0.', ['broker'], function () {
     for (const b of brokers) this.set({ broker: b.name }, b.up ? 1 : 0);
   });

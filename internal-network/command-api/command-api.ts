@@ -14,6 +14,7 @@ import { ReloadingCredentials } from '../shared/credentials.ts';
 import { CommandStore } from './store.ts';
 import { DeviceKeyRegistry } from '../shared/device-keys.ts';
 import { CommandApiMetrics } from './metrics.ts';
+import { certificateExpiry } from '../../shared/metrics/certificates.ts';
 import { ServiceMetrics } from '../../shared/metrics/registry.ts';
 import { startMetricsServer, type MetricsServer } from '../../shared/metrics/server.ts';
 import { postgresConnection, postgresEnabled } from '../shared/postgres-settings.ts';
@@ -103,6 +104,10 @@ async function start(config: Readonly<CommandApiConfig>, log: Logger, opts: { pr
     { store, brokerConnected: () => mqtt.connected, refusedResponses: () => dispatcher.refusedResponses },
     new ServiceMetrics('command-api', { processMetrics: served && opts.processMetrics !== false, counting: served }),
   );
+  certificateExpiry(metrics.metrics, [
+    { setting: 'MQTT_CERT_FILE', path: config.MQTT_CERT_FILE },
+    { setting: 'MQTT_CA_FILE', path: config.MQTT_CA_FILE },
+  ]);
   if (config.COMMAND_ALLOW_UNSIGNED) log.warn('COMMAND_ALLOW_UNSIGNED is on: devices without a registered key get unsigned commands');
   // Whatever the broker says of our session: a restarted broker may have lost its subscriptions.
   subscribeOnEveryConnect(mqtt, [RESPONSE_FILTER, TOPIC_FILTERS.status], { qos: 1 }, log.child({ subsystem: 'mqtt' }));

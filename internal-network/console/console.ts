@@ -4,6 +4,7 @@ import { CONSOLE, LIMITS, TIMINGS } from '../../shared/limits.ts';
 import { LimitedLog } from '../../shared/limited-log.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { connectMqtt, endMqtt, endMqttWithin, subscribeOnEveryConnect } from '../../shared/mqtt/connect.ts';
+import { certificateExpiry } from '../../shared/metrics/certificates.ts';
 import { readMqttTls } from '../../shared/mqtt/settings.ts';
 import { selectSink } from '../distributor/sinks/select.ts';
 import { ReloadingCredentials } from '../shared/credentials.ts';
@@ -197,7 +198,10 @@ export async function startConsole(config: Readonly<ConsoleConfig>, logger: Logg
       config.CONSOLE_METRICS_PORT === undefined
         ? undefined
         : await startMetricsServer({
-            metrics: consoleMetrics({ fleet, stats, runner, own, streams: () => hub.size, brokerConnected: () => mqtt.connected }, { processMetrics: opts.processMetrics !== false }),
+            metrics: certificateExpiry(consoleMetrics({ fleet, stats, runner, own, streams: () => hub.size, brokerConnected: () => mqtt.connected }, { processMetrics: opts.processMetrics !== false }), [
+              { setting: 'MQTT_CERT_FILE', path: config.MQTT_CERT_FILE },
+              { setting: 'MQTT_CA_FILE', path: config.MQTT_CA_FILE },
+            ]),
             host: config.CONSOLE_METRICS_HOST,
             port: config.CONSOLE_METRICS_PORT,
             setting: 'CONSOLE_METRICS_PORT',

@@ -23,6 +23,7 @@ import { join } from 'node:path';
 import type { PointSink } from './sinks/sink.ts';
 import { ReceiptPublisher } from './receipts.ts';
 import { DistributorMetrics } from './metrics.ts';
+import { certificateExpiry } from '../../shared/metrics/certificates.ts';
 import { ServiceMetrics } from '../../shared/metrics/registry.ts';
 import { startMetricsServer, type MetricsServer } from '../../shared/metrics/server.ts';
 import { StoredFeedPublisher } from './stored-feed-publisher.ts';
@@ -77,6 +78,10 @@ export function startDistributor(
   if (lease.slot > 1) log.info({ slot: lease.slot, dir: lease.dir }, 'state kept in its own slot of the shared state folder');
   const served = config.DISTRIBUTOR_METRICS_PORT !== undefined;
   const metrics = new DistributorMetrics(new ServiceMetrics('distributor', { processMetrics: served && opts.processMetrics !== false, counting: served }));
+  certificateExpiry(metrics.metrics, [
+    { setting: 'MQTT_CERT_FILE', path: config.MQTT_CERT_FILE },
+    { setting: 'MQTT_CA_FILE', path: config.MQTT_CA_FILE },
+  ]);
   // Filled below, one per consumer; the stored feed and the receipts publish on these connections.
   const clients: MqttClient[] = [];
   const feed =

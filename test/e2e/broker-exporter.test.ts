@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomBytes, X509Certificate } from 'node:crypto';
 import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
@@ -77,6 +77,11 @@ describe('the broker exporter reports both Mosquittos and the bridge from $SYS',
       assert.ok(get(m, 'mosquitto_messages_stored', broker) !== undefined, broker);
       assert.equal(get(m, 'mosquitto_dropped_total', broker), 0, broker);
     }
+    // When the certificate each broker presents ends, and the exporter's own: FieldStreamServiceCertificateExpiringSoon.
+    const notAfter = (file: string) => Math.floor(Date.parse(new X509Certificate(readFileSync(file)).validTo) / 1000);
+    assert.equal(get(m, 'mosquitto_certificate_expiry_timestamp_seconds', 'dmz'), notAfter(pki.paths.service('dmz/mosquitto').cert));
+    assert.equal(get(m, 'mosquitto_certificate_expiry_timestamp_seconds', 'internal'), notAfter(pki.paths.service('internal/mosquitto').cert));
+    assert.equal(m.get('fieldstream_certificate_expiry_timestamp_seconds{setting="MQTT_CERT_FILE",service="broker-exporter"}'), notAfter(pki.paths.service('internal/monitor').cert));
     const text = await (await fetch(`${stack.metrics.brokerExporter}/metrics`)).text();
     assert.match(text, /^# TYPE fieldstream_mosquitto_messages_received_total counter$/m);
     assert.match(text, /^# TYPE fieldstream_mosquitto_dropped_total counter$/m);

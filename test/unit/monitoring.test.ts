@@ -23,6 +23,8 @@ import { DeviceKeyRegistry } from '../../internal-network/shared/device-keys.ts'
 import { SECURITY_REFUSAL_CODES } from '../../internal-network/distributor/security/refusal-events.ts';
 import { CONNECTION_REFUSAL_CODES, GatewayMetrics } from '../../dmz/gateway/metrics.ts';
 import { ServiceMetrics } from '../../shared/metrics/registry.ts';
+import { certificateExpiry } from '../../shared/metrics/certificates.ts';
+import { createCertificateAuthority } from '../../pki/certificates.ts';
 import { fieldClientMetrics } from '../../field-client/src/metrics.ts';
 import { DurableQueue } from '../../field-client/src/queue/durable-queue.ts';
 import type { FieldClient } from '../../field-client/src/field-client.ts';
@@ -352,8 +354,12 @@ describe("monitoring: the internal Prometheus pulls every DMZ server's /federate
   let honest = '';
   /** the honest server's gateway, as its DMZ Prometheus names it (instance) */
   let gatewayInstance = '';
+  /** a certificate file the gateways' series read, as they read MQTT_CERT_FILE */
+  let certFile = '';
   before(async () => {
     tmp = tempDir('federate');
+    certFile = join(tmp.dir, 'gateway.crt');
+    writeFileSync(certFile, createCertificateAuthority('gateway', 30).certPem);
     const gateway = new GatewayMetrics();
     gateway.bind({ brokerConnected: () => true, connections: () => 5 });
     gatewayServer = createServer((_req, res) => {
@@ -413,6 +419,7 @@ describe("monitoring: the internal Prometheus pulls every DMZ server's /federate
   /** A gateway's whole exposition (process metrics too), as a DMZ Prometheus federates it, with the labels given. */
   async function gatewaySeries(labels: string, connections: number): Promise<string[]> {
     const gateway = new GatewayMetrics(new ServiceMetrics('gateway', { processMetrics: true }));
+    certificateExpiry(gateway.metrics, [{ setting: 'MQTT_CERT_FILE', path: certFile }]); // as gateway.ts adds them
     gateway.bind({ brokerConnected: () => true, connections: () => connections });
     gateway.refusal('GATEWAY_FRAME_INVALID');
     return (await gateway.metrics.registry.metrics())
@@ -457,6 +464,7 @@ describe("monitoring: the internal Prometheus pulls every DMZ server's /federate
     await scraped(rogue, 1);
     assert.equal(await prom.scalar('fieldstream_gateway_connections{job="gateway",instance="10.0.0.5:9464"}'), 3);
     assert.equal(await prom.scalar('count({job="gateway",instance="10.0.0.5:9464",__name__=~"fieldstream_.*"})'), own.length, 'every series of the gateway is kept');
+    assert.ok(((await prom.scalar('fieldstream_certificate_expiry_timestamp_seconds{job="gateway",instance="10.0.0.5:9464",setting="MQTT_CERT_FILE"}')) ?? 0) > 0, "the gateway's certificate's end, for FieldStreamServiceCertificateExpiringSoon");
     assert.equal(await prom.scalar('up{job="gateway",instance="10.0.0.5:9464"}'), 1);
     const forged = await prom.query('{__name__=~"fieldstream_distributor_.*|fieldstream_console_.*"} or up{instance="forged:9465"} or fieldstream_broker_connected{service!="gateway"}');
     assert.deepEqual(forged.data?.result, [], JSON.stringify(forged.data?.result));
