@@ -15,6 +15,7 @@ import { CommandStore } from './store.ts';
 import { DeviceKeyRegistry } from '../shared/device-keys.ts';
 import { CommandApiMetrics } from './metrics.ts';
 import { certificateExpiry } from '../../shared/metrics/certificates.ts';
+import { durableFolderSpace } from '../../shared/metrics/disk.ts';
 import { ServiceMetrics } from '../../shared/metrics/registry.ts';
 import { startMetricsServer, type MetricsServer } from '../../shared/metrics/server.ts';
 import { postgresConnection, postgresEnabled } from '../shared/postgres-settings.ts';
@@ -108,6 +109,7 @@ async function start(config: Readonly<CommandApiConfig>, log: Logger, opts: { pr
     { setting: 'MQTT_CERT_FILE', path: config.MQTT_CERT_FILE },
     { setting: 'MQTT_CA_FILE', path: config.MQTT_CA_FILE },
   ]);
+  durableFolderSpace(metrics.metrics, [{ setting: 'COMMAND_STATE_PATH', path: config.COMMAND_STATE_PATH }]);
   if (config.COMMAND_ALLOW_UNSIGNED) log.warn('COMMAND_ALLOW_UNSIGNED is on: devices without a registered key get unsigned commands');
   // Whatever the broker says of our session: a restarted broker may have lost its subscriptions.
   subscribeOnEveryConnect(mqtt, [RESPONSE_FILTER, TOPIC_FILTERS.status], { qos: 1 }, log.child({ subsystem: 'mqtt' }));

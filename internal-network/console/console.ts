@@ -4,6 +4,7 @@ import { CONSOLE, LIMITS, TIMINGS } from '../../shared/limits.ts';
 import { LimitedLog } from '../../shared/limited-log.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { connectMqtt, endMqtt, endMqttWithin, subscribeOnEveryConnect } from '../../shared/mqtt/connect.ts';
+import { durableFolderSpace } from '../../shared/metrics/disk.ts';
 import { certificateExpiry } from '../../shared/metrics/certificates.ts';
 import { readMqttTls } from '../../shared/mqtt/settings.ts';
 import { selectSink } from '../distributor/sinks/select.ts';
@@ -198,10 +199,13 @@ export async function startConsole(config: Readonly<ConsoleConfig>, logger: Logg
       config.CONSOLE_METRICS_PORT === undefined
         ? undefined
         : await startMetricsServer({
-            metrics: certificateExpiry(consoleMetrics({ fleet, stats, runner, own, streams: () => hub.size, brokerConnected: () => mqtt.connected }, { processMetrics: opts.processMetrics !== false }), [
-              { setting: 'MQTT_CERT_FILE', path: config.MQTT_CERT_FILE },
-              { setting: 'MQTT_CA_FILE', path: config.MQTT_CA_FILE },
-            ]),
+            metrics: durableFolderSpace(
+              certificateExpiry(consoleMetrics({ fleet, stats, runner, own, streams: () => hub.size, brokerConnected: () => mqtt.connected }, { processMetrics: opts.processMetrics !== false }), [
+                { setting: 'MQTT_CERT_FILE', path: config.MQTT_CERT_FILE },
+                { setting: 'MQTT_CA_FILE', path: config.MQTT_CA_FILE },
+              ]),
+              [{ setting: 'CONSOLE_STATE_DIR', path: config.CONSOLE_STATE_DIR }],
+            ),
             host: config.CONSOLE_METRICS_HOST,
             port: config.CONSOLE_METRICS_PORT,
             setting: 'CONSOLE_METRICS_PORT',

@@ -24,6 +24,8 @@ import type { PointSink } from './sinks/sink.ts';
 import { ReceiptPublisher } from './receipts.ts';
 import { DistributorMetrics } from './metrics.ts';
 import { certificateExpiry } from '../../shared/metrics/certificates.ts';
+import { postgresEnabled } from '../shared/postgres-settings.ts';
+import { durableFolderSpace } from '../../shared/metrics/disk.ts';
 import { ServiceMetrics } from '../../shared/metrics/registry.ts';
 import { startMetricsServer, type MetricsServer } from '../../shared/metrics/server.ts';
 import { StoredFeedPublisher } from './stored-feed-publisher.ts';
@@ -81,6 +83,13 @@ export function startDistributor(
   certificateExpiry(metrics.metrics, [
     { setting: 'MQTT_CERT_FILE', path: config.MQTT_CERT_FILE },
     { setting: 'MQTT_CA_FILE', path: config.MQTT_CA_FILE },
+  ]);
+  durableFolderSpace(metrics.metrics, [
+    { setting: 'FILE_STORAGE_PATH', path: config.FILE_STORAGE_PATH },
+    { setting: 'DEAD_LETTER_PATH', path: config.DEAD_LETTER_PATH },
+    { setting: 'DISTRIBUTOR_STATE_DIR', path: config.DISTRIBUTOR_STATE_DIR },
+    // The local store only when it is the one written (neither InfluxDB nor PostgreSQL set).
+    ...(!config.INFLUXDB_URL && !postgresEnabled(config) ? [{ setting: 'TIMESERIES_LOCAL_PATH', path: config.TIMESERIES_LOCAL_PATH }] : []),
   ]);
   // Filled below, one per consumer; the stored feed and the receipts publish on these connections.
   const clients: MqttClient[] = [];

@@ -140,6 +140,12 @@ describe('service metrics and health (gateway, distributor, command API)', () =>
       assert.match(text, new RegExp(`^# TYPE ${name} counter$`, 'm'));
     }
     assert.ok(!s.some((x) => x.name.startsWith('fieldstream_process_')), 'process metrics only once in one process');
+    // Its durable folders' file systems (FieldStreamDiskFilling) and its certificates' ends (FieldStreamServiceCertificateExpiringSoon).
+    for (const setting of ['FILE_STORAGE_PATH', 'DEAD_LETTER_PATH', 'DISTRIBUTOR_STATE_DIR']) {
+      const available = value(s, 'fieldstream_filesystem_available_bytes', { setting });
+      assert.ok(available > 0 && available <= value(s, 'fieldstream_filesystem_size_bytes', { setting }), setting);
+    }
+    for (const setting of ['MQTT_CERT_FILE', 'MQTT_CA_FILE']) assert.ok(value(s, 'fieldstream_certificate_expiry_timestamp_seconds', { setting }) > Date.now() / 1000, setting);
   });
 
   it('the command API counts commands by state and requests by status', async () => {
@@ -149,6 +155,7 @@ describe('service metrics and health (gateway, distributor, command API)', () =>
     assert.ok(s.some((x) => x.name === 'fieldstream_command_api_commands' && x.labels.state === 'expired'), 'every state listed, 0 included');
     assert.ok(value(s, 'fieldstream_command_api_requests_total', { status: '202' }) >= 1);
     assert.match(text, /^# TYPE fieldstream_command_api_responses_refused_total counter$/m);
+    assert.ok(value(s, 'fieldstream_filesystem_available_bytes', { setting: 'COMMAND_STATE_PATH' }) > 0);
   });
 
   it('no series is labelled by device, and every one names its service', async () => {
