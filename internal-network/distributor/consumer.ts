@@ -5,7 +5,7 @@ import { LimitedLog } from '../../shared/limited-log.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { watchBrokerLiveness } from './broker-liveness.ts';
-import type { DeadLetters } from './dead-letter.ts';
+import { carriesOnlyTheDmzWord, type DeadLetters } from './dead-letter.ts';
 import { isFinal, type MessageHandler } from './message-handler.ts';
 import type { ReceiptPublisher } from './receipts.ts';
 
@@ -75,6 +75,11 @@ function isSystemError(err: unknown): boolean {
  * Either way, once the message is durable here its device is sent a commit receipt (receipts.ts):
  * only then may the device delete its copy, whatever became of the hops in between.
  */
+/** What a letter not kept was, for the log: the DMZ's unsigned word (valid, refused by the database) or an invalid payload. */
+function notKeptWhat(topic: string): string {
+  return carriesOnlyTheDmzWord(topic) ? "a presence or gateway report (the DMZ's word) the database refused" : 'an invalid payload';
+}
+
 export class Consumer {
   private stopped = false;
   /** the pauses between attempts in progress, ended at a stop or when their connection closes */
@@ -100,7 +105,7 @@ export class Consumer {
     private readonly receipts: ReceiptPublisher | undefined,
     private readonly log: Logger,
     private readonly deadLettered?: { inc(): void },
-    /** invalid payloads acknowledged without being kept (past their share of DEAD_LETTER_MAX_BYTES, or not writable) */
+    /** invalid payloads, and the DMZ's word the database refused, acknowledged without being kept (past their share of DEAD_LETTER_MAX_BYTES, or not writable) */
     private readonly notKept?: { inc(): void },
     /** the lines of failures retried, shared by all the distributor's consumers (retryLogs); none: this consumer's own */
     retries?: RetryLogs,
@@ -108,7 +113,7 @@ export class Consumer {
     // Lines a flood repeats per message (a compromised DMZ publishes tens of thousands a second):
     // one per TIMINGS.floodLogIntervalMs each; the metrics count every one.
     const flood = (level: 'warn' | 'error', what: string) => new LimitedLog(log, { level, maxPerWindow: 1, windowMs: TIMINGS.floodLogIntervalMs, what });
-    this.notKeptLog = flood('warn', 'invalid payloads not kept as dead letters');
+    this.notKeptLog = flood('warn', "invalid payloads and the DMZ's word not kept as dead letters");
     this.fullLog = flood('error', 'messages left unacknowledged while the dead-letter folder is full');
     this.tooLargeLog = flood('error', 'messages left unacknowledged whose dead letter is larger than the folder may hold');
     this.invalidLog = flood('error', 'invalid payloads kept as dead-letter excerpts');
@@ -234,7 +239,7 @@ export class Consumer {
           this.notKept?.inc();
           this.notKeptLog.write(
             { code: outcome === 'over-bound' ? 'DISTRIBUTOR_DEAD_LETTERS_FULL' : err.code, reason: err.code, topic, bytes: payload.length },
-            outcome === 'over-bound' ? 'an invalid payload was not kept: the dead-letter folder holds its share of DEAD_LETTER_MAX_BYTES' : 'an invalid payload could not be written to the dead-letter folder; not kept',
+            outcome === 'over-bound' ? `${notKeptWhat(topic)} was not kept: the dead-letter folder holds its share of DEAD_LETTER_MAX_BYTES` : `${notKeptWhat(topic)} could not be written to the dead-letter folder; not kept`,
           );
           return;
         }

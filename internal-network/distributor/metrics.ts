@@ -64,7 +64,7 @@ export class DistributorMetrics {
     this.deadLetters = metrics.counter('distributor_dead_letters_total', 'MQTT messages kept in the dead-letter folder because they can never be written.');
     this.deadLettersNotKept = metrics.counter(
       'distributor_dead_letters_not_kept_total',
-      'Invalid payloads (not a valid envelope) acknowledged without being kept: past their share of DEAD_LETTER_MAX_BYTES, or not writable.',
+      "Messages acknowledged without being kept as dead letters: invalid payloads (not a valid envelope), and presences or gateways' security reports the database refused (the DMZ's word), past their share of DEAD_LETTER_MAX_BYTES or not writable.",
     );
     this.deadLetterBytes = metrics.gauge('distributor_dead_letter_bytes', 'Bytes the dead-letter folder holds on disk (measured at the scrape, at most a second old; bounded by DEAD_LETTER_MAX_BYTES).', [], async function () {
       const held = await self.deadLetterHeld();

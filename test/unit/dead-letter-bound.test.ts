@@ -228,9 +228,13 @@ describe('the dead-letter folder under a flood', () => {
       const verifier = new MessageVerifier(new DeviceKeyRegistry(join(dir, 'keys')), new ReplayWindows(join(dir, 'replay')), { requireSignatures: true, freshnessMs: 30_000, maxDelayMs: 86_400_000 }, log);
       const written: StoredPoint[] = [];
       const store = { description: 'encoding', write: async (points: StoredPoint[]) => (await sink(points), void written.push(...points)), close: async () => {} };
-      const handler = new MessageHandler(store, new FileStore(join(dir, 'files')), verifier);
+      const metrics = new DistributorMetrics();
+      const handler = new MessageHandler(store, new FileStore(join(dir, 'files')), verifier, metrics);
       const mqtt = { reschedulePing: () => undefined, on: () => undefined, options: {} } as unknown as MqttClient;
-      const consumer = new Consumer(mqtt, handler, dead, { initialMs: 10, maxMs: 50 }, undefined, log);
+      // What the consumer says of those it does not keep.
+      const said: string[] = [];
+      const consumerLog = createLogger('test', 'warn', new Writable({ write: (chunk: Buffer, _e, cb) => (said.push(chunk.toString()), cb()) }));
+      const consumer = new Consumer(mqtt, handler, dead, { initialMs: 10, maxMs: 50 }, undefined, consumerLog, metrics.deadLetters, metrics.deadLettersNotKept);
       // Resolves at the acknowledgement, rejects past 2 s (awaited, not polled: 200 polls of 50 ms were most of the test's time).
       const deliver = (topic: string, payload: Buffer, what: string) =>
         new Promise<void>((resolve, reject) => {
@@ -250,6 +254,14 @@ describe('the dead-letter folder under a flood', () => {
         // A genuine presence after the flood is written.
         await deliver(statusTopic('pump-1'), Buffer.from(JSON.stringify({ v: 1, state: 'online', gatewayId: 'gw-1', at: Date.now() })), 'the genuine presence');
         assert.ok(written.some((p) => p.tags.device === 'pump-1' && p.tags.gateway === 'gw-1' && p.time > 1e12), 'the genuine presence written');
+        // Counted as not kept, and said to be what they are: valid presences, not invalid payloads
+        // (the metric's HELP and the log called every one of them "an invalid payload").
+        const text = await metrics.metrics.registry.metrics();
+        assert.match(text, /^fieldstream_distributor_dead_letters_not_kept_total\{?[^}\n]*\}? [1-9]\d*$/m);
+        assert.match(text, /^# HELP fieldstream_distributor_dead_letters_not_kept_total .*presence/m);
+        const notKept = said.filter((l) => l.includes('not kept'));
+        assert.ok(notKept.length > 0, said.join(''));
+        for (const line of notKept) assert.doesNotMatch(line, /invalid payload/, line);
       } finally {
         consumer.stop();
         await dead.close();
