@@ -15,6 +15,13 @@ export type Response = EnvelopeOf<'response'>['messages'][number];
  * the same registered key: the DMZ publishes uplink envelopes with the gateway's identity, and could
  * otherwise hold a command back and report it `completed`, or make it final with a `rejected`.
  */
+/**
+ * Every code a response is refused with (genuine() below). command_api_responses_refused_total
+ * exposes each at 0 from the start: a series that appears at its first refusal, already at 1, shows
+ * rate() and increase() nothing, and the dashboards missed a forged or revoked device's first response.
+ */
+export const RESPONSE_REFUSAL_CODES = ['SECURITY_REVOKED', 'SECURITY_BAD_SIGNATURE', 'SECURITY_UNKNOWN_DEVICE', 'SECURITY_UNSIGNED'] as const satisfies readonly ErrorCode[];
+
 export class BelievedResponses {
   /** responses ignored because they are not provably the device's, by code */
   readonly refused: Partial<Record<ErrorCode, number>> = {};
@@ -44,7 +51,7 @@ export class BelievedResponses {
    */
   genuine(env: EnvelopeOf<'response'>): Response[] {
     const { deviceId, gatewayId } = env;
-    const refuse = (code: ErrorCode, messages: readonly Response[], detail: string) => {
+    const refuse = (code: (typeof RESPONSE_REFUSAL_CODES)[number], messages: readonly Response[], detail: string) => {
       if (messages.length === 0) return;
       this.refused[code] = (this.refused[code] ?? 0) + messages.length;
       this.floodLog(

@@ -1,5 +1,6 @@
 import { Counter } from 'prom-client';
 import { METRIC_PREFIX, ServiceMetrics } from '../../shared/metrics/registry.ts';
+import { RESPONSE_REFUSAL_CODES } from './believed-responses.ts';
 import { COMMAND_STATES } from './schemas.ts';
 import type { CommandStore } from './store.ts';
 
@@ -26,12 +27,15 @@ export class CommandApiMetrics {
     // The dispatcher keeps its own tally (believed-responses.ts, dispatcher.ts refusedResponses); read when scraped.
     new Counter({
       name: `${METRIC_PREFIX}command_api_responses_refused_total`,
-      help: 'Command responses ignored because they are not provably the device’s, by error code.',
+      help: 'Command responses ignored because they are not provably the device’s, by error code (each code from 0).',
       labelNames: ['reason'],
       registers: [metrics.registry],
       collect() {
         this.reset();
-        for (const [reason, n] of Object.entries(o.refusedResponses())) if (n) this.inc({ reason }, n);
+        const refused = o.refusedResponses();
+        // Every code from 0 (RESPONSE_REFUSAL_CODES), so that the first refusal of each is seen.
+        for (const reason of RESPONSE_REFUSAL_CODES) this.inc({ reason }, refused[reason] ?? 0);
+        for (const [reason, n] of Object.entries(refused)) if (n && !(RESPONSE_REFUSAL_CODES as readonly string[]).includes(reason)) this.inc({ reason }, n);
       },
     });
   }
