@@ -1,12 +1,8 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import { connectAsync, type MqttClient } from 'mqtt';
-import type { RunningFieldClient } from '../../field-client/src/start.ts';
-import { freePort } from '../../scripts/local-stack/ports.ts';
+import { describe, it } from 'node:test';
+import { connectAsync } from 'mqtt';
 import { LIMITS } from '../../shared/limits.ts';
-import { LogCapture } from '../helpers/embedded.ts';
-import { startTestFieldClient } from '../helpers/field.ts';
-import { freezableBroker } from '../helpers/freezable-broker.ts';
+import { plantInput } from '../helpers/sparkplug.ts';
 import { eventually } from '../helpers/ws-device.ts';
 
 const DEVICE = 'plc-gw-010';
@@ -21,24 +17,8 @@ const TOPIC = `spBv1.0/STATE/${HOST}`;
  * answered as our STATE delivered offline, or removed, is: with our STATE online again.
  */
 describe('our own Sparkplug STATE replaced by one that cannot be read', () => {
-  const fx = freezableBroker('sparkplug-own-state', [DEVICE]);
-  const logs = new LogCapture();
-  let field: RunningFieldClient | undefined;
-  let raw: MqttClient | undefined;
-
-  before(async () => {
-    field = await startTestFieldClient(fx.pki.paths, DEVICE, `wss://127.0.0.1:${await freePort()}/ws`, logs.logger, {
-      FIELD_SPARKPLUG_URL: fx.broker.url,
-      FIELD_SPARKPLUG_GROUPS: 'Plant1',
-      FIELD_SPARKPLUG_HOST_ID: HOST,
-    });
-    await field.sparkplug?.ready;
-    raw = await connectAsync(fx.broker.url, { clientId: 'raw-publisher' });
-  });
-  after(async () => {
-    await raw?.endAsync();
-    await field?.close();
-  });
+  const rig = plantInput('sparkplug-own-state', DEVICE, { FIELD_SPARKPLUG_HOST_ID: HOST });
+  const { fx } = rig;
 
   /** The retained STATE as an edge node connecting now finds it (undefined: none within a second). */
   const retained = async (): Promise<string | undefined> => {
@@ -67,13 +47,13 @@ describe('our own Sparkplug STATE replaced by one that cannot be read', () => {
     ['a packet over the bound', Buffer.alloc(LIMITS.sparkplugMaxPacketBytes + 1024)],
   ] as const) {
     it(`answers ${what} with our STATE online again`, async () => {
-      assert.ok(raw && field?.sparkplug);
+      assert.ok(rig.raw && rig.field?.sparkplug);
       await eventually(online, 15_000, 'our STATE online to begin with');
-      const refused = field.sparkplug.session.stats.refusedByCode.SPARKPLUG_STATE_INVALID ?? 0;
-      await raw.publishAsync(TOPIC, payload, { qos: 1, retain: true });
-      await eventually(() => ((field?.sparkplug?.session.stats.refusedByCode.SPARKPLUG_STATE_INVALID ?? 0) > refused ? true : undefined), 15_000, 'it refused');
+      const refused = rig.field.sparkplug.session.stats.refusedByCode.SPARKPLUG_STATE_INVALID ?? 0;
+      await rig.raw.publishAsync(TOPIC, payload, { qos: 1, retain: true });
+      await eventually(() => ((rig.field?.sparkplug?.session.stats.refusedByCode.SPARKPLUG_STATE_INVALID ?? 0) > refused ? true : undefined), 15_000, 'it refused');
       await eventually(online, 15_000, 'our STATE online again');
-      assert.equal(field.sparkplug.session.peers.get(HOST), undefined, 'never a peer');
+      assert.equal(rig.field.sparkplug.session.peers.get(HOST), undefined, 'never a peer');
     });
   }
 });

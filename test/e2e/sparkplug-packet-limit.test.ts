@@ -1,13 +1,7 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import { connectAsync, type MqttClient } from 'mqtt';
-import type { RunningFieldClient } from '../../field-client/src/start.ts';
-import { freePort } from '../../scripts/local-stack/ports.ts';
+import { describe, it } from 'node:test';
 import { LIMITS } from '../../shared/limits.ts';
-import { LogCapture } from '../helpers/embedded.ts';
-import { startTestFieldClient } from '../helpers/field.ts';
-import { freezableBroker } from '../helpers/freezable-broker.ts';
-import { T0, tahu } from '../helpers/sparkplug.ts';
+import { plantInput, T0, tahu } from '../helpers/sparkplug.ts';
 import { eventually } from '../helpers/ws-device.ts';
 
 const DEVICE = 'plc-gw-008';
@@ -23,35 +17,20 @@ const DEVICE = 'plc-gw-008';
  * payload over the 4 MiB it decodes but within the packet bound is refused alone, as before.
  */
 describe('the Sparkplug input bounds the packets it reads from the plant broker', () => {
-  const fx = freezableBroker('sparkplug-packet-limit', [DEVICE]);
-  const logs = new LogCapture();
-  let field: RunningFieldClient | undefined;
-  let raw: MqttClient | undefined;
-
-  before(async () => {
-    field = await startTestFieldClient(fx.pki.paths, DEVICE, `wss://127.0.0.1:${await freePort()}/ws`, logs.logger, {
-      FIELD_SPARKPLUG_URL: fx.broker.url,
-      FIELD_SPARKPLUG_GROUPS: 'Plant1',
-    });
-    await field.sparkplug?.ready;
-    raw = await connectAsync(fx.broker.url, { clientId: 'raw-publisher' });
-  });
-  after(async () => {
-    await raw?.endAsync();
-    await field?.close();
-  });
+  const rig = plantInput('sparkplug-packet-limit', DEVICE);
+  const { logs } = rig;
 
   it('refuses a payload over 4 MiB alone, and skips a packet over its bound unread, the connection kept', async () => {
-    const sp = field?.sparkplug;
-    assert.ok(sp && raw);
+    const sp = rig.field?.sparkplug;
+    assert.ok(sp && rig.raw);
     const stats = sp.session.stats;
 
     // Over what the input decodes, within what it reads: refused alone, the connection kept.
-    await raw.publishAsync('spBv1.0/Plant1/NDATA/Edge1', Buffer.alloc(LIMITS.sparkplugPayloadMaxBytes + 1024));
+    await rig.raw.publishAsync('spBv1.0/Plant1/NDATA/Edge1', Buffer.alloc(LIMITS.sparkplugPayloadMaxBytes + 1024));
     await eventually(() => (stats.refusedByCode.SPARKPLUG_PAYLOAD_INVALID === 1 ? true : undefined), 15_000, 'the payload over 4 MiB refused');
 
     // Over the packet bound: skipped as it arrives, refused the same, the connection kept.
-    await raw.publishAsync('spBv1.0/Plant1/NDATA/Edge1', Buffer.alloc(LIMITS.sparkplugMaxPacketBytes + 1024));
+    await rig.raw.publishAsync('spBv1.0/Plant1/NDATA/Edge1', Buffer.alloc(LIMITS.sparkplugMaxPacketBytes + 1024));
     await eventually(() => (stats.refusedByCode.SPARKPLUG_PAYLOAD_INVALID === 2 ? true : undefined), 15_000, 'the packet over the bound refused');
     assert.ok(!logs.codes().includes('MQTT_PACKET_TOO_LARGE'), 'the connection was not closed for it');
     assert.ok(!logs.codes().includes('SPARKPLUG_BROKER_UNAVAILABLE'), 'the connection was not lost');
@@ -60,7 +39,7 @@ describe('the Sparkplug input bounds the packets it reads from the plant broker'
     const nbirth = tahu.encodePayload({ timestamp: T0, seq: 0, metrics: [{ name: 'bdSeq', type: 'UInt64', value: 0 }, { name: 'Temp', alias: 1, type: 'Double', value: 20.5 }] });
     await eventually(
       async () => {
-        await raw?.publishAsync('spBv1.0/Plant1/NBIRTH/Edge2', Buffer.from(nbirth));
+        await rig.raw?.publishAsync('spBv1.0/Plant1/NBIRTH/Edge2', Buffer.from(nbirth));
         return sp.session.host.session('Plant1', 'Edge2') ? true : undefined;
       },
       20_000,

@@ -1,13 +1,7 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import { connectAsync, type MqttClient } from 'mqtt';
-import type { RunningFieldClient } from '../../field-client/src/start.ts';
-import { freePort } from '../../scripts/local-stack/ports.ts';
+import { describe, it } from 'node:test';
 import { LIMITS } from '../../shared/limits.ts';
-import { LogCapture } from '../helpers/embedded.ts';
-import { startTestFieldClient } from '../helpers/field.ts';
-import { freezableBroker } from '../helpers/freezable-broker.ts';
-import { T0, tahu } from '../helpers/sparkplug.ts';
+import { plantInput, T0, tahu } from '../helpers/sparkplug.ts';
 import { eventually } from '../helpers/ws-device.ts';
 
 const DEVICE = 'plc-gw-009';
@@ -19,33 +13,18 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  * subscription, so it comes again on every connection the input makes.
  */
 describe('a retained packet over the Sparkplug input bound on the plant broker', () => {
-  const fx = freezableBroker('sparkplug-retained-oversize', [DEVICE]);
-  const logs = new LogCapture();
-  let field: RunningFieldClient | undefined;
-  let raw: MqttClient | undefined;
-
-  before(async () => {
-    field = await startTestFieldClient(fx.pki.paths, DEVICE, `wss://127.0.0.1:${await freePort()}/ws`, logs.logger, {
-      FIELD_SPARKPLUG_URL: fx.broker.url,
-      FIELD_SPARKPLUG_GROUPS: 'Plant1',
-    });
-    await field.sparkplug?.ready;
-    raw = await connectAsync(fx.broker.url, { clientId: 'raw-publisher' });
-  });
-  after(async () => {
-    await raw?.endAsync();
-    await field?.close();
-  });
+  const rig = plantInput('sparkplug-retained-oversize', DEVICE);
+  const { logs } = rig;
 
   it('skips it unread on every connection, the connection kept: an edge node born after it stays born, its data stored', async () => {
-    const sp = field?.sparkplug;
-    assert.ok(sp && raw);
+    const sp = rig.field?.sparkplug;
+    assert.ok(sp && rig.raw);
     const stats = sp.session.stats;
     const big = Buffer.alloc(LIMITS.sparkplugMaxPacketBytes + 1024);
     // At QoS 0 on a group followed (subscribed at QoS 0), and at QoS 1 on STATE (subscribed at QoS 1,
     // so the input must acknowledge it, or the broker holds it in flight).
-    await raw.publishAsync('spBv1.0/Plant1/NDATA/Junk', big, { qos: 1, retain: true });
-    await raw.publishAsync('spBv1.0/STATE/junk-host', big, { qos: 1, retain: true });
+    await rig.raw.publishAsync('spBv1.0/Plant1/NDATA/Junk', big, { qos: 1, retain: true });
+    await rig.raw.publishAsync('spBv1.0/STATE/junk-host', big, { qos: 1, retain: true });
     await eventually(
       () => ((stats.refusedByCode.SPARKPLUG_PAYLOAD_INVALID ?? 0) >= 1 && (stats.refusedByCode.SPARKPLUG_STATE_INVALID ?? 0) >= 1) || logs.codes().includes('MQTT_PACKET_TOO_LARGE') ? true : undefined,
       15_000,
@@ -55,14 +34,14 @@ describe('a retained packet over the Sparkplug input bound on the plant broker',
     const nbirth = Buffer.from(tahu.encodePayload({ timestamp: T0, seq: 0, metrics: [{ name: 'bdSeq', type: 'UInt64', value: 0 }, { name: 'Temp', alias: 1, type: 'Double', value: 20.5 }] }));
     await eventually(
       async () => {
-        await raw?.publishAsync('spBv1.0/Plant1/NBIRTH/Edge2', nbirth);
+        await rig.raw?.publishAsync('spBv1.0/Plant1/NBIRTH/Edge2', nbirth);
         return sp.session.host.session('Plant1', 'Edge2') ? true : undefined;
       },
       20_000,
       'an NBIRTH taken',
     );
     // Another host's STATE at QoS 1 after the one skipped: the stream read on in step, the PUBACK taken.
-    await raw.publishAsync('spBv1.0/STATE/scada-2', JSON.stringify({ online: true, timestamp: Date.now() }), { qos: 1, retain: true });
+    await rig.raw.publishAsync('spBv1.0/STATE/scada-2', JSON.stringify({ online: true, timestamp: Date.now() }), { qos: 1, retain: true });
     await eventually(() => sp.session.peers.get('scada-2')?.online, 10_000, 'the next STATE read');
     const refusalsBefore = logs.codes().filter((c) => c === 'MQTT_PACKET_TOO_LARGE').length;
     await sleep(4 * 1_000);

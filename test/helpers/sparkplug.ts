@@ -1,10 +1,16 @@
 import { writeFileSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
+import { after, before } from 'node:test';
+import { connectAsync, type MqttClient } from 'mqtt';
 import { newClient, type UPayload } from 'sparkplug-client';
 import * as sparkplugPayload from 'sparkplug-payload';
 import { ManagedProcess } from '../../scripts/local-stack/process.ts';
 import { freePort } from '../../scripts/local-stack/ports.ts';
+import type { RunningFieldClient } from '../../field-client/src/start.ts';
+import { LogCapture } from './embedded.ts';
+import { startTestFieldClient } from './field.ts';
+import { freezableBroker } from './freezable-broker.ts';
 
 /**
  * For the Sparkplug tests: a plain Mosquitto, and an edge node published by an implementation not
@@ -77,3 +83,28 @@ export function edgeNode(url: string, clientId: string) {
   return { edge, state };
 }
 
+
+/**
+ * A field client whose Sparkplug input follows group Plant1 on a plain Mosquitto of the test's own
+ * (`freezableBroker`), and a publisher of raw payloads on it: registered on the calling `describe`
+ * (its before and after hooks). `env`: more settings of the field client.
+ */
+export function plantInput(name: string, device: string, env: Record<string, string> = {}) {
+  const fx = freezableBroker(name, [device]);
+  const logs = new LogCapture();
+  const rig = { fx, logs, field: undefined as RunningFieldClient | undefined, raw: undefined as MqttClient | undefined };
+  before(async () => {
+    rig.field = await startTestFieldClient(fx.pki.paths, device, `wss://127.0.0.1:${await freePort()}/ws`, logs.logger, {
+      FIELD_SPARKPLUG_URL: fx.broker.url,
+      FIELD_SPARKPLUG_GROUPS: 'Plant1',
+      ...env,
+    });
+    await rig.field.sparkplug?.ready;
+    rig.raw = await connectAsync(fx.broker.url, { clientId: 'raw-publisher' });
+  });
+  after(async () => {
+    await rig.raw?.endAsync();
+    await rig.field?.close();
+  });
+  return rig;
+}
