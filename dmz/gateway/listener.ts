@@ -3,6 +3,7 @@ import { createServer as createHttpsServer } from 'node:https';
 import { createServer as createHttpServer, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
+import { answerClientError } from '../../shared/http-client-error.ts';
 import { listenFailed } from '../../shared/listen-failed.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
@@ -73,6 +74,18 @@ export function createListener(options: ListenerOptions, log: Logger, metrics: G
     socket.setTimeout(TIMINGS.gatewayPreUpgradeIdleMs);
   });
   server.on('tlsClientError', (err) => log.debug({ err: err.message }, 'TLS handshake refused'));
+  // A request Node's parser refuses (headers past its 16 KiB, a malformed header, headers not in
+  // within headersTimeout) reaches no 'upgrade': Node answered it with a bare status and no code, a
+  // device or Caddy passing it on could not tell why. Answered in the gateway's refusal shape, then
+  // ended as a refused upgrade is (the server allows half-open sockets).
+  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+    log.debug({ err: err.message, parserCode: err.code }, 'request refused by the HTTP parser');
+    answerClientError(err, socket, (code, message) => ({ code, message }));
+    if (socket.destroyed) return;
+    const linger = setTimeout(() => socket.destroy(), TIMINGS.gatewayRefusalLingerMs);
+    linger.unref();
+    socket.once('close', () => clearTimeout(linger));
+  });
   const pendingRefusalLog = new LimitedLog(log, { level: 'warn', maxPerWindow: LIMITS.gatewayUpgradeRefusalLogMaxPerWindow, windowMs: TIMINGS.gatewayRefusalLogWindowMs, what: 'connections closed as accepted' });
   const maxPending = options.maxPendingConnections ?? LIMITS.gatewayMaxPendingConnections;
   const maxPendingPerSource = options.maxPendingPerSource;

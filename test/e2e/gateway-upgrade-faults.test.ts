@@ -119,6 +119,21 @@ describe('a gateway terminating TLS: refused upgrades and closed connections', (
     assert.match(garbled, /^HTTP\/1\.1 404 GATEWAY_WRONG_PATH\r\n/, 'not GATEWAY_NO_CLIENT_CERTIFICATE: the device has one');
   });
 
+  it("answers requests Node's parser refuses with a code of the registry, and stays up", async () => {
+    const upgrade = 'GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n';
+    // Headers past Node's 16 KiB: a device's own, or Caddy's certificate header on top of them.
+    const huge = await answerTo(`${upgrade}X-Padding: ${'a'.repeat(20 * 1024)}\r\n\r\n`);
+    assert.match(huge, /^HTTP\/1\.1 431 /);
+    assert.match(huge, /"code":"HTTP_HEADERS_TOO_LARGE"/);
+    const malformed = await answerTo(`${upgrade}Bad Header: x\r\n\r\n`);
+    assert.match(malformed, /^HTTP\/1\.1 400 /);
+    assert.match(malformed, /"code":"HTTP_MALFORMED"/);
+    // and the gateway still takes a device
+    const d = await RawDevice.connect(`wss://127.0.0.1:${port}/ws`, tlsOf('after-bad-requests'));
+    await eventually(() => d.welcome, 5_000, 'welcome');
+    d.ws.terminate();
+  });
+
   it('takes no more frames from a device once its certificate is revoked, though the device ignores the close', async () => {
     const id = 'revokee';
     const tls = tlsOf(id);
