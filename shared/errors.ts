@@ -80,6 +80,7 @@ export const ERRORS = {
   GATEWAY_TOO_MANY_CONNECTIONS: { http: 503, transient: true, description: 'The gateway holds as many connections as it accepts; try again later.' },
   GATEWAY_SUPERSEDED: { http: 409, transient: false, description: 'Another connection of the same device replaced this one.' },
   GATEWAY_WRONG_PATH: { http: 404, transient: false, description: 'The WebSocket endpoint is at another path.' },
+  GATEWAY_UPGRADE_INVALID: { http: 400, transient: false, description: 'The upgrade request is no valid WebSocket handshake (RFC 6455 §4.2.1): not a GET, or its Upgrade, Sec-WebSocket-Key, Sec-WebSocket-Version or Sec-WebSocket-Protocol header is missing or malformed.' },
   GATEWAY_ACKS_HEADER_INVALID: { http: 400, transient: false, description: 'The upgrade request\'s X-FieldStream-Acks header is neither "all" nor "none" (given once).' },
   GATEWAY_SLOW_CONSUMER: {
     http: 408,

@@ -12,6 +12,7 @@ import { ServiceMetrics } from '../../shared/metrics/registry.ts';
  */
 export const CONNECTION_REFUSAL_CODES = [
   'GATEWAY_WRONG_PATH',
+  'GATEWAY_UPGRADE_INVALID',
   'GATEWAY_ACKS_HEADER_INVALID',
   'GATEWAY_TOO_MANY_CONNECTIONS',
   'GATEWAY_TOO_MANY_PENDING',

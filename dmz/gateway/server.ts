@@ -145,6 +145,14 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
   // autoPong off: the session answers pings itself, under its send-buffer bound (DeviceSession.pong).
   const wss = new WebSocketServer({ noServer: true, maxPayload: options.limits.frameMaxBytes, perMessageDeflate: false, autoPong: false });
   const upgradeRefusalLog = new LimitedLog(log, { level: 'warn', maxPerWindow: LIMITS.gatewayUpgradeRefusalLogMaxPerWindow, windowMs: TIMINGS.gatewayRefusalLogWindowMs, what: 'refused upgrades' });
+  // What ws still finds wrong with a handshake handshakeProblem passed (a subprotocol named twice):
+  // answered coded too, not with its bare 400 (ws emits this instead when it has a listener).
+  wss.on('wsClientError', (err: Error, socket: Duplex, req: IncomingMessage) => {
+    const coded = new FieldStreamError('GATEWAY_UPGRADE_INVALID', `Not a WebSocket handshake (RFC 6455 §4.2.1): ${err.message}.`);
+    upgradeRefusalLog.write({ code: coded.code, remote: req.socket.remoteAddress }, coded.message);
+    metrics.connectionsRefused.inc({ code: coded.code });
+    if (!socket.destroyed) refuseUpgrade(socket, coded);
+  });
 
   // The pre-upgrade idle timeout (above) stays on until the upgrade is accepted: a request refused,
   // or waiting for its identity check, must not hold its socket for ever.
@@ -167,6 +175,10 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
     let acks: AckMode;
     try {
       if (pathOf(req.url) !== options.path) throw new FieldStreamError('GATEWAY_WRONG_PATH', `Open the WebSocket at ${options.path}.`);
+      // Checked before the identity: ws refused these only after it (a token's hash spent on a
+      // request it then answered with a bare 400 of its own, uncounted, with no code).
+      const problem = handshakeProblem(req);
+      if (problem) throw new FieldStreamError('GATEWAY_UPGRADE_INVALID', `Not a WebSocket handshake (RFC 6455 §4.2.1): ${problem}.`);
       acks = ackModeOf(req.headers[ACKS_HEADER]);
       // Checked again once identified (below). Upgrades waiting for a token's hash hold no place
       // meanwhile (they are bounded on their own: DeviceTokens' checksMax), or wrong tokens from
@@ -296,6 +308,25 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
       clearTimeout(grace);
     },
   };
+}
+
+/** Sec-WebSocket-Key: 16 bytes in base64 (RFC 6455 §4.2.1, item 5), as ws takes it. */
+const WS_KEY = /^[+/0-9A-Za-z]{22}==$/;
+/** Sec-WebSocket-Protocol: a list of tokens (RFC 6455 §4.1, RFC 7230 §3.2.6) separated by commas. */
+const WS_PROTOCOLS = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+(?:[ \t]*,[ \t]*[!#$%&'*+.^_`|~0-9A-Za-z-]+)*$/;
+
+/** What makes an upgrade request no WebSocket handshake ws would take, or undefined (ws's own checks, made first here). */
+function handshakeProblem(req: IncomingMessage): string | undefined {
+  if (req.method !== 'GET') return 'the method is not GET';
+  const upgrade = req.headers.upgrade;
+  if (typeof upgrade !== 'string' || upgrade.toLowerCase() !== 'websocket') return 'Upgrade is not "websocket"';
+  const key = req.headers['sec-websocket-key'];
+  if (typeof key !== 'string' || !WS_KEY.test(key)) return 'Sec-WebSocket-Key is missing or not 16 bytes in base64';
+  const version = req.headers['sec-websocket-version'];
+  if (version !== '13' && version !== '8') return 'Sec-WebSocket-Version is not 13';
+  const protocols = req.headers['sec-websocket-protocol'];
+  if (protocols !== undefined && !WS_PROTOCOLS.test(protocols)) return 'Sec-WebSocket-Protocol is no list of tokens';
+  return undefined;
 }
 
 /** The path of a request's target; undefined for one no URL parser takes (`//[`). */

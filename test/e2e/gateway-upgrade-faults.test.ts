@@ -134,6 +134,28 @@ describe('a gateway terminating TLS: refused upgrades and closed connections', (
     d.ws.terminate();
   });
 
+  it('answers an upgrade that is no valid WebSocket handshake 400 GATEWAY_UPGRADE_INVALID, counted, before its identity is checked', async () => {
+    const counted = async () => (await gateway.metrics.connectionsRefused.get()).values.find((v) => v.labels.code === 'GATEWAY_UPGRADE_INVALID')?.value ?? 0;
+    const start = await counted();
+    const head = 'Host: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n';
+    const cases = [
+      `GET /ws HTTP/1.1\r\n${head}Sec-WebSocket-Version: 13\r\n\r\n`, // no key
+      `GET /ws HTTP/1.1\r\n${head}Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: short\r\n\r\n`,
+      `GET /ws HTTP/1.1\r\n${head}Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`, // no version
+      `POST /ws HTTP/1.1\r\n${head}Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nContent-Length: 0\r\n\r\n`,
+      `GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: h2c\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`,
+      `GET /ws HTTP/1.1\r\n${head}Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: a,,b\r\n\r\n`,
+      // found by ws itself, after the identity (a subprotocol named twice): answered the same way
+      `GET /ws HTTP/1.1\r\n${head}Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: chat, chat\r\n\r\n`,
+    ];
+    for (const request of cases) {
+      const answer = await answerTo(request);
+      assert.match(answer, /^HTTP\/1\.1 400 GATEWAY_UPGRADE_INVALID\r\n/, `${JSON.stringify(request.split('\r\n')[0])}: ${JSON.stringify(answer.slice(0, 200))}`);
+      assert.match(answer, /"code":"GATEWAY_UPGRADE_INVALID"/);
+    }
+    assert.equal((await counted()) - start, cases.length, 'each counted in gateway_connections_refused_total');
+  });
+
   it('takes no more frames from a device once its certificate is revoked, though the device ignores the close', async () => {
     const id = 'revokee';
     const tls = tlsOf(id);
@@ -282,6 +304,17 @@ describe('a gateway on a Unix socket (EDGE_HOP=unix): a device that leaves durin
     assert.equal((await counted()) - start, flood, 'every refusal counted in gateway_connections_refused_total');
     assert.ok(lines() - logged <= LIMITS.gatewayUpgradeRefusalLogMaxPerWindow, `${lines() - logged} log lines for ${flood} refused upgrades`);
     assert.ok(lines() - logged > 0, 'the refusals are still logged');
+  });
+
+  it('answers a token upgrade that is no WebSocket handshake GATEWAY_UPGRADE_INVALID, with no hash of its token', async () => {
+    const u = netConnect(socketPath);
+    u.on('error', () => undefined);
+    // No Sec-WebSocket-Key: ws would refuse it, but only after the token's hash had been spent on it.
+    u.write(`GET /ws HTTP/1.1\r\nHost: gateway\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nX-FieldStream-Route: token\r\nX-FieldStream-Client-Addr: 192.0.2.44\r\nAuthorization: Bearer fst1.pump-9.${'C'.repeat(43)}\r\n\r\n`);
+    const status = await new Promise<string>((resolve) => u.once('data', (d: Buffer) => resolve(d.toString().split('\r\n')[0] as string)));
+    u.destroy();
+    assert.equal(status, 'HTTP/1.1 400 GATEWAY_UPGRADE_INVALID');
+    assert.ok(!logs.lines.some((l) => l.source === '192.0.2.44' && String(l.code).startsWith('GATEWAY_TOKEN_')), 'no token check for it');
   });
 
   it("lets a certificate's device in while wrong tokens from many addresses wait for their hash", async () => {
