@@ -38,10 +38,14 @@ export interface DeviceTokensOptions {
  * when back. Started without the file, the gateway accepts no token until it is there.
  *
  * The tooling never takes a revocation back, nor a token a rotation replaced: a file that brings
- * one back as active is an older copy (pushed again, restored, crossing a newer one), and is not
- * taken either (TOKENS_FILE_INVALID), as the revoked serials never un-revoke what they listed
- * (revocation.ts). What was read as revoked or replaced is kept for the process's life: a device id
- * and a 16-hex-digit token id each, as many as the files held and the rotations made.
+ * one back as active is an older copy (pushed again, restored, crossing a newer one), or a newer
+ * file written over a restored older one. It is logged (TOKENS_FILE_INVALID, naming those devices)
+ * and taken but for them, whose entries read before stay in force, and for the devices it lacks,
+ * kept as read: the revoked serials never un-revoke what they listed (revocation.ts), and the
+ * revocations the file makes are taken (refused whole, a file written by `devices revoke` after a
+ * restore that undid a rotation left the device it revoked connected until the gateways restarted).
+ * What was read as revoked or replaced is kept for the process's life: a device id and a
+ * 16-hex-digit token id each, as many as the files held and the rotations made.
  */
 export class DeviceTokens {
   private file: TokensFile = { version: 1, devices: {} };
@@ -180,6 +184,16 @@ export class DeviceTokens {
       .map(([id]) => id);
   }
 
+  /**
+   * `next` with the entries in force now for the devices it brings back (`back`; revoked when none
+   * is), and for those it lacks: the rest of it (revocations, rotations, new devices) is taken.
+   */
+  private keepingCurrent(next: TokensFile, back: readonly string[]): TokensFile {
+    const devices: TokensFile['devices'] = { ...this.file.devices, ...next.devices };
+    for (const id of back) devices[id] = tokenEntry(this.file.devices, id) ?? { state: 'revoked', revokedAt: new Date().toISOString() };
+    return { version: 1, devices };
+  }
+
   /** What `next`, taken over `prev`, revokes or replaces (an entry gone is neither: its token is refused anyway). */
   private remember(prev: TokensFile, next: TokensFile): void {
     for (const [id, e] of Object.entries(next.devices)) if (e.state === 'revoked') this.revokedIds.add(id);
@@ -225,9 +239,10 @@ export class DeviceTokens {
     if (back.length > 0) {
       this.o.log.error(
         { code: 'TOKENS_FILE_INVALID', path: this.o.path, devices: back.slice(0, 20), count: back.length },
-        'device tokens file brings back tokens revoked or replaced before (an older copy?): the last good one stays in force',
+        'device tokens file brings back tokens revoked or replaced before (an older copy?): taken but for these devices, whose entries read before stay in force',
       );
-      return;
+      parsed = this.keepingCurrent(parsed, back);
+      if (sameDevices(parsed, this.file)) return;
     }
     this.remember(this.file, parsed);
     this.file = parsed;
@@ -241,4 +256,10 @@ export class DeviceTokens {
     );
     this.o.onChange?.();
   }
+}
+
+/** Whether two files hold the same entries (an older copy that changes nothing is not taken again). */
+function sameDevices(a: TokensFile, b: TokensFile): boolean {
+  const ids = Object.keys(a.devices);
+  return ids.length === Object.keys(b.devices).length && ids.every((id) => JSON.stringify(tokenEntry(a.devices, id)) === JSON.stringify(tokenEntry(b.devices, id)));
 }

@@ -549,6 +549,48 @@ describe('the gateway side: an older tokens file copied back', () => {
 });
 
 /**
+ * After a restore of an older certificates folder (docs/operations.md: revoke again what was revoked
+ * since the backup), every tokens file the tooling writes holds the token a rotation since the
+ * backup replaced. The gateway refused each such file whole: a device revoked after the restore kept
+ * its token accepted, and its connection open, until the gateways restarted.
+ */
+describe('the gateway side: a file that brings back a replaced token and revokes another', () => {
+  it('takes the revocation; the replaced token stays refused and its successor good', async () => {
+    const pki = makeTestPki([]);
+    try {
+      for (const id of ['tok-p', 'tok-q']) await issueDeviceToken(pki.dir, id);
+      const file = tokenPaths(pki.dir).file;
+      const token = (id: string) => readFileSync(tokenPaths(pki.dir, id).token, 'utf8').trim();
+      const backup = readFileSync(file, 'utf8');
+      const oldP = token('tok-p');
+      const q = token('tok-q');
+      const logs = captureLogs();
+      const tokens = new DeviceTokens({ path: file, maxFailures: 100, failureWindowMs: 60_000, log: logs.logger });
+      try {
+        const pIdentity = await tokens.verify(oldP, '10.6.0.1');
+        await issueDeviceToken(pki.dir, 'tok-p', { renew: true });
+        await eventually(() => (!tokens.isCurrent(pIdentity) ? true : undefined), 10_000, 'the rotation read');
+        const newP = token('tok-p');
+        const qIdentity = await tokens.verify(q, '10.6.0.1');
+        // The backup restored (its tokens file holds tok-p's replaced token), then tok-q revoked there.
+        writeFileSync(file, backup);
+        revokeDevice(pki.dir, 'tok-q');
+        assert.equal(JSON.parse(readFileSync(file, 'utf8')).devices['tok-p'].tokenId, pIdentity.tokenId, 'the file brings the replaced token back');
+        await eventually(() => (!tokens.isCurrent(qIdentity) ? true : undefined), 10_000, 'the revocation of tok-q taken');
+        assert.equal(await codeOf(tokens.verify(q, '10.6.0.2')), 'GATEWAY_TOKEN_REVOKED');
+        assert.equal(await codeOf(tokens.verify(oldP, '10.6.0.2')), 'GATEWAY_TOKEN_INVALID', 'the replaced token stays refused');
+        assert.equal((await tokens.verify(newP, '10.6.0.2')).deviceId, 'tok-p', 'its successor stays good');
+        assert.ok(logs.lines.some((l) => l.code === 'TOKENS_FILE_INVALID' && Array.isArray(l.devices) && (l.devices as string[]).includes('tok-p')), 'the device brought back named in the log');
+      } finally {
+        tokens.close();
+      }
+    } finally {
+      pki.cleanup();
+    }
+  });
+});
+
+/**
  * A revoked device is answered GATEWAY_TOKEN_REVOKED before any hash, so its tries cost the gateway
  * nothing and bring no guess nearer; yet each was charged against its address. A device revoked
  * while still running in the field (decommissioned, replaced) retries with its back-off, and kept
