@@ -13,7 +13,8 @@ import { stampOf } from '../../shared/reloaded-file.ts';
  * gateways that trust it), so what was read stays in force when the file cannot be read, is gone
  * or reads empty: a folder or a permission mistake, a copy caught half-way (`cp` truncates first),
  * or a file renamed away for a moment would otherwise let every revoked device back in for as long,
- * and an error thrown from the timer would have ended the gateway.
+ * and an error thrown from the timer would have ended the gateway. A file lacking serials read
+ * before (an older copy, the list of a restored folder) adds what it holds to them.
  *
  * At start there is nothing read yet to keep: a file that is there but cannot be read (a folder, no
  * permission, an I/O error) throws CONFIG_FILE_UNREADABLE and the gateway does not start, rather
@@ -72,14 +73,17 @@ export class RevokedSerials {
         .map((l) => l.trim().toUpperCase())
         .filter((l) => /^[0-9A-F]+$/.test(l)),
     );
-    const dropped = [...this.serials].filter((s) => !serials.has(s)).length;
-    if (dropped > 0) {
-      // Half-written, or replaced by an older copy: taken again once it holds them all.
-      this.report(`dropped ${dropped}`, 'revoked-serials file lacks serials read before (being written? an older copy?): they stay revoked');
-      return;
-    }
+    const dropped = [...this.serials].filter((s) => !serials.has(s));
     this.stamp = stamp;
-    this.problem = undefined;
+    if (dropped.length > 0) {
+      // Half-written, an older copy, or the list of a restored folder with revocations made since:
+      // what it lacks stays revoked, and what it adds is taken. Refused whole, a certificate revoked
+      // after a restore kept connecting until the gateways restarted.
+      this.report(`dropped ${dropped.length}`, 'revoked-serials file lacks serials read before (being written? an older copy? a restore?): they stay revoked; the serials it adds are taken');
+      for (const s of dropped) serials.add(s);
+    } else {
+      this.problem = undefined;
+    }
     if (serials.size === this.serials.size && this.serials.size > 0) return;
     this.serials = serials;
     this.log.info({ revoked: this.serials.size }, 'revoked certificate serials loaded');

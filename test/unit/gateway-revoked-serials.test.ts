@@ -105,3 +105,38 @@ describe("the gateway's revoked serials at start", () => {
     }
   });
 });
+
+/**
+ * After a restore of an older certificates folder, the lists the tooling writes lack the serials
+ * revoked since the backup until each such device is revoked again (docs/operations.md). The gateway
+ * refused such a list whole: a certificate revoked after the restore, before those, kept connecting
+ * until the gateways restarted.
+ */
+describe("the gateway's revoked serials from a list that lacks some read before", () => {
+  it('takes the serials it adds, keeps those it lacks, and says so', async () => {
+    const tmp = tempDir('revoked-serials-restored');
+    const path = join(tmp.dir, 'revoked-serials.txt');
+    const lines: Record<string, unknown>[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _e, done) {
+        for (const l of chunk.toString('utf8').split('\n')) if (l) lines.push(JSON.parse(l) as Record<string, unknown>);
+        done();
+      },
+    });
+    const told: string[][] = [];
+    writeFileSync(path, 'AA01\nBB02\n');
+    const list = new RevokedSerials(path, createLogger('gateway', 'info', sink), (s) => told.push([...s].sort()));
+    try {
+      // the list of a restored folder (no BB02), with a revocation made since: CC03
+      writeFileSync(path, 'AA01\nCC03\n');
+      await tick();
+      assert.ok(list.has('CC03'), 'the serial revoked after the restore is revoked');
+      assert.ok(list.has('AA01') && list.has('BB02'), 'what it lacks stays revoked');
+      assert.deepEqual(told.at(-1), ['AA01', 'BB02', 'CC03'], 'the gateway told, to close the connections of CC03');
+      assert.ok(lines.some((l) => l.code === 'CONFIG_FILE_UNREADABLE' && typeof l.problem === 'string' && l.problem.startsWith('dropped')), 'the serials it lacks are logged');
+    } finally {
+      list.close();
+      tmp.cleanup();
+    }
+  });
+});
