@@ -1,3 +1,4 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { FieldStreamError, type ErrorCode } from '../../shared/errors.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
@@ -62,6 +63,14 @@ export class DeviceTokens {
   /** devices read as revoked, and token ids read as replaced by a rotation, since the start */
   private readonly revokedIds = new Set<string>();
   private readonly replacedTokenIds = new Set<string>();
+  /**
+   * Per device, the expired token whose secret a check proved, and a SHA-256 of that secret: its
+   * retries are answered GATEWAY_TOKEN_EXPIRED without another scrypt. They are charged nothing (see
+   * check), so each was a slow hash anyone holding the expired token could ask for at full speed.
+   * One entry per device at most; the secret is 256 random bits, for which SHA-256 is as slow to
+   * guess as scrypt.
+   */
+  private readonly expiredProven = new Map<string, { tokenId: string; digest: Buffer }>();
 
   constructor(private readonly o: DeviceTokensOptions) {
     this.throttle = new TokenThrottle(o.maxFailures, o.failureWindowMs);
@@ -131,6 +140,11 @@ export class DeviceTokens {
     // revoked device still running in the field, charged at each retry, kept its address's budget
     // spent, and every token device behind the same NAT refused with it.
     if (entry?.state === 'revoked') throw refused('GATEWAY_TOKEN_REVOKED');
+    // An expired token proven before: its holder told again, with no hash. A wrong secret goes on
+    // to the slow check as any guess, charged.
+    if (entry?.state === 'active' && isTokenExpired(entry) && this.isProvenExpired(deviceId, entry.tokenId, parsed.secret)) {
+      throw refused('GATEWAY_TOKEN_EXPIRED', `The device token of ${deviceId} expired at ${entry.expiresAt}.`, { expiresAt: entry.expiresAt });
+    }
     // Charged before the slow check and refunded once the secret is proven: guesses sent in
     // parallel cannot all pass the budget check while the first ones are still being hashed.
     this.throttle.fail(keys);
@@ -150,8 +164,16 @@ export class DeviceTokens {
     // spent: every token device behind the same NAT was refused, and its own renewed token too.
     this.throttle.refund(keys);
     // Said only to the holder of the right secret: a guesser learns no more than "invalid".
-    if (isTokenExpired(now)) throw refused('GATEWAY_TOKEN_EXPIRED', `The device token of ${deviceId} expired at ${now.expiresAt}.`, { expiresAt: now.expiresAt });
+    if (isTokenExpired(now)) {
+      this.expiredProven.set(deviceId, { tokenId: now.tokenId, digest: secretDigest(parsed.secret) });
+      throw refused('GATEWAY_TOKEN_EXPIRED', `The device token of ${deviceId} expired at ${now.expiresAt}.`, { expiresAt: now.expiresAt });
+    }
     return { deviceId, tokenId: entry.tokenId };
+  }
+
+  private isProvenExpired(deviceId: string, tokenId: string, secret: string): boolean {
+    const proven = this.expiredProven.get(deviceId);
+    return proven?.tokenId === tokenId && timingSafeEqual(proven.digest, secretDigest(secret));
   }
 
   private decoyHash(): Promise<TokenHash> {
@@ -246,6 +268,11 @@ export class DeviceTokens {
     }
     this.remember(this.file, parsed);
     this.file = parsed;
+    // Only the expired tokens still in the file as they were: a renewed one is checked anew.
+    for (const [id, proven] of this.expiredProven) {
+      const e = tokenEntry(parsed.devices, id);
+      if (e?.state !== 'active' || e.tokenId !== proven.tokenId) this.expiredProven.delete(id);
+    }
     const now = Date.now();
     this.nextExpiryMs = this.earliestExpiry(now);
     const entries = Object.values(parsed.devices);
@@ -262,4 +289,9 @@ export class DeviceTokens {
 function sameDevices(a: TokensFile, b: TokensFile): boolean {
   const ids = Object.keys(a.devices);
   return ids.length === Object.keys(b.devices).length && ids.every((id) => JSON.stringify(tokenEntry(a.devices, id)) === JSON.stringify(tokenEntry(b.devices, id)));
+}
+
+/** A fast digest of a token's secret, for telling an expired token's retry (DeviceTokens.expiredProven). */
+function secretDigest(secret: string): Buffer {
+  return createHash('sha256').update(secret).digest();
 }

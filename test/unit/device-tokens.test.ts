@@ -239,6 +239,46 @@ describe('the gateway side: token expiry', () => {
   });
 });
 
+/**
+ * An expired token's right secret is no guess, so it is charged nothing (its device retries; its
+ * address's other devices must not be refused for it). But each try was still a scrypt: whoever kept
+ * a lost device's token, expired, could make the gateway hash at full speed from one address, every
+ * check slot and libuv thread busy, though an expired token is meant to be harmless.
+ */
+describe('the gateway side: an expired token retried', () => {
+  it('costs one scrypt, not one a try; still GATEWAY_TOKEN_EXPIRED to its holder only, and nothing charged', async () => {
+    const pki = makeTestPki([]);
+    try {
+      await issueDeviceToken(pki.dir, 'tok-x');
+      const path = tokenPaths(pki.dir).file;
+      const file = JSON.parse(readFileSync(path, 'utf8')) as { devices: Record<string, { expiresAt?: string }> };
+      file.devices['tok-x']!.expiresAt = new Date(Date.now() - 60_000).toISOString();
+      writeFileSync(path, JSON.stringify(file));
+      const expired = readFileSync(tokenPaths(pki.dir, 'tok-x').token, 'utf8').trim();
+      const tokens = new DeviceTokens({ path, maxFailures: 3, failureWindowMs: 60_000, log: silent });
+      try {
+        // One check's hash, on this machine now.
+        const started = performance.now();
+        assert.equal(await codeOf(tokens.verify(expired, '10.7.0.1')), 'GATEWAY_TOKEN_EXPIRED');
+        const oneHash = performance.now() - started;
+        const tries = 30;
+        const t0 = performance.now();
+        for (let i = 0; i < tries; i++) assert.equal(await codeOf(tokens.verify(expired, '10.7.0.1')), 'GATEWAY_TOKEN_EXPIRED');
+        const took = performance.now() - t0;
+        assert.ok(took < oneHash * 5, `${tries} tries of the expired token took ${Math.round(took)} ms, one hash ${Math.round(oneHash)} ms: a hash each`);
+        // A wrong secret is still hashed, answered only INVALID, and charged.
+        for (let i = 0; i < 3; i++) assert.equal(await codeOf(tokens.verify(generateToken('tok-x'), '10.7.0.2')), 'GATEWAY_TOKEN_INVALID');
+        assert.equal(await codeOf(tokens.verify(generateToken('tok-x'), '10.7.0.2')), 'GATEWAY_TOKEN_THROTTLED');
+        assert.equal(await codeOf(tokens.verify(expired, '10.7.0.1')), 'GATEWAY_TOKEN_EXPIRED', 'its own address never charged');
+      } finally {
+        tokens.close();
+      }
+    } finally {
+      pki.cleanup();
+    }
+  });
+});
+
 describe('the gateway side: guesses in parallel', () => {
   it('cannot pass the budget while the first ones are still being hashed', async () => {
     const pki = makeTestPki([]);
