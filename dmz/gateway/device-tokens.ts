@@ -64,13 +64,14 @@ export class DeviceTokens {
   private readonly revokedIds = new Set<string>();
   private readonly replacedTokenIds = new Set<string>();
   /**
-   * Per device, the expired token whose secret a check proved, and a SHA-256 of that secret: its
-   * retries are answered GATEWAY_TOKEN_EXPIRED without another scrypt. They are charged nothing (see
-   * check), so each was a slow hash anyone holding the expired token could ask for at full speed.
-   * One entry per device at most; the secret is 256 random bits, for which SHA-256 is as slow to
-   * guess as scrypt.
+   * Per device, the token whose secret a check proved last, and a SHA-256 of that secret: the same
+   * secret again (the device reconnecting, or retrying its expired token) is answered without another
+   * scrypt and without a check slot (provenAnswer). Its tries are charged nothing (see check), so each
+   * was a slow hash its holder could ask for at full speed, the slots of every other token device's
+   * checks taken. One entry per device at most; the secret is 256 random bits, for which SHA-256 is
+   * as slow to guess as scrypt, and a guess is never compared but with the one proven secret.
    */
-  private readonly expiredProven = new Map<string, { tokenId: string; digest: Buffer }>();
+  private readonly proven = new Map<string, { tokenId: string; digest: Buffer }>();
 
   constructor(private readonly o: DeviceTokensOptions) {
     this.throttle = new TokenThrottle(o.maxFailures, o.failureWindowMs);
@@ -108,6 +109,8 @@ export class DeviceTokens {
    * the checks at once (LIMITS.deviceTokenChecksMax) and the speed of scrypt.
    */
   async verify(token: string | undefined, source: string): Promise<TokenIdentity> {
+    const known = token === undefined ? undefined : this.provenAnswer(token, source);
+    if (known) return known;
     // Before anything is charged: a device refused for room tries again later, its budget whole.
     if (this.checking >= (this.o.checksMax ?? LIMITS.deviceTokenChecksMax)) {
       throw new FieldStreamError('GATEWAY_TOO_MANY_CONNECTIONS', 'The gateway is checking as many device tokens as it does at once; try again later.');
@@ -140,11 +143,6 @@ export class DeviceTokens {
     // revoked device still running in the field, charged at each retry, kept its address's budget
     // spent, and every token device behind the same NAT refused with it.
     if (entry?.state === 'revoked') throw refused('GATEWAY_TOKEN_REVOKED');
-    // An expired token proven before: its holder told again, with no hash. A wrong secret goes on
-    // to the slow check as any guess, charged.
-    if (entry?.state === 'active' && isTokenExpired(entry) && this.isProvenExpired(deviceId, entry.tokenId, parsed.secret)) {
-      throw refused('GATEWAY_TOKEN_EXPIRED', `The device token of ${deviceId} expired at ${entry.expiresAt}.`, { expiresAt: entry.expiresAt });
-    }
     // Charged before the slow check and refunded once the secret is proven: guesses sent in
     // parallel cannot all pass the budget check while the first ones are still being hashed.
     this.throttle.fail(keys);
@@ -163,17 +161,27 @@ export class DeviceTokens {
     // expired token's device retries with its back-off, and charged, it kept its address's budget
     // spent: every token device behind the same NAT was refused, and its own renewed token too.
     this.throttle.refund(keys);
+    this.proven.set(deviceId, { tokenId: now.tokenId, digest: secretDigest(parsed.secret) });
     // Said only to the holder of the right secret: a guesser learns no more than "invalid".
-    if (isTokenExpired(now)) {
-      this.expiredProven.set(deviceId, { tokenId: now.tokenId, digest: secretDigest(parsed.secret) });
-      throw refused('GATEWAY_TOKEN_EXPIRED', `The device token of ${deviceId} expired at ${now.expiresAt}.`, { expiresAt: now.expiresAt });
-    }
+    if (isTokenExpired(now)) throw expiredError(deviceId, now.expiresAt, source);
     return { deviceId, tokenId: entry.tokenId };
   }
 
-  private isProvenExpired(deviceId: string, tokenId: string, secret: string): boolean {
-    const proven = this.expiredProven.get(deviceId);
-    return proven?.tokenId === tokenId && timingSafeEqual(proven.digest, secretDigest(secret));
+  /**
+   * The answer to the secret a check proved last for its device, while that token is still the
+   * device's: its identity, or GATEWAY_TOKEN_EXPIRED, with no hash. Undefined for anything else
+   * (another secret, a token renewed or revoked since, an address refused), which is checked as any.
+   */
+  private provenAnswer(token: string, source: string): TokenIdentity | undefined {
+    const parsed = parseToken(token);
+    if (!parsed) return undefined;
+    const digest = secretDigest(parsed.secret);
+    const entry = tokenEntry(this.file.devices, parsed.deviceId);
+    const proven = this.proven.get(parsed.deviceId);
+    if (entry?.state !== 'active' || proven?.tokenId !== entry.tokenId || !timingSafeEqual(proven.digest, digest)) return undefined;
+    if (this.throttle.blocked(throttleKeys(source))) return undefined;
+    if (isTokenExpired(entry)) throw expiredError(parsed.deviceId, entry.expiresAt, source);
+    return { deviceId: parsed.deviceId, tokenId: entry.tokenId };
   }
 
   private decoyHash(): Promise<TokenHash> {
@@ -268,10 +276,10 @@ export class DeviceTokens {
     }
     this.remember(this.file, parsed);
     this.file = parsed;
-    // Only the expired tokens still in the file as they were: a renewed one is checked anew.
-    for (const [id, proven] of this.expiredProven) {
+    // Only the tokens still in the file as they were: a renewed one is checked anew.
+    for (const [id, proven] of this.proven) {
       const e = tokenEntry(parsed.devices, id);
-      if (e?.state !== 'active' || e.tokenId !== proven.tokenId) this.expiredProven.delete(id);
+      if (e?.state !== 'active' || e.tokenId !== proven.tokenId) this.proven.delete(id);
     }
     const now = Date.now();
     this.nextExpiryMs = this.earliestExpiry(now);
@@ -291,7 +299,12 @@ function sameDevices(a: TokensFile, b: TokensFile): boolean {
   return ids.length === Object.keys(b.devices).length && ids.every((id) => JSON.stringify(tokenEntry(a.devices, id)) === JSON.stringify(tokenEntry(b.devices, id)));
 }
 
-/** A fast digest of a token's secret, for telling an expired token's retry (DeviceTokens.expiredProven). */
+/** GATEWAY_TOKEN_EXPIRED for the holder of the right secret, with what the gateway's log names. */
+function expiredError(deviceId: string, expiresAt: string | undefined, source: string): FieldStreamError {
+  return new FieldStreamError('GATEWAY_TOKEN_EXPIRED', `The device token of ${deviceId} expired at ${expiresAt}.`, { deviceId, source, expiresAt });
+}
+
+/** A fast digest of a token's secret, for telling the secret proven last (DeviceTokens.proven). */
 function secretDigest(secret: string): Buffer {
   return createHash('sha256').update(secret).digest();
 }

@@ -279,6 +279,39 @@ describe('the gateway side: an expired token retried', () => {
   });
 });
 
+/**
+ * A device's right token is charged nothing either, and each connection of it was a scrypt and a
+ * check slot: one token device reconnecting in a burst (a loop, a bug, a thief of its token) held
+ * every slot (LIMITS.deviceTokenChecksMax) and every other token device was refused meanwhile.
+ */
+describe("the gateway side: a device's token proven before", () => {
+  it('takes no hash and no check slot when it comes again: the other devices are checked meanwhile', async () => {
+    const pki = makeTestPki([]);
+    try {
+      for (const id of ['tok-v', 'tok-w']) await issueDeviceToken(pki.dir, id);
+      const path = tokenPaths(pki.dir).file;
+      const token = (id: string) => readFileSync(tokenPaths(pki.dir, id).token, 'utf8').trim();
+      const tokens = new DeviceTokens({ path, maxFailures: 3, failureWindowMs: 60_000, log: silent, checksMax: 2 });
+      try {
+        assert.equal((await tokens.verify(token('tok-v'), '10.8.0.1')).deviceId, 'tok-v');
+        const burst = Array.from({ length: 6 }, () => codeOf(tokens.verify(token('tok-v'), '10.8.0.1')));
+        const other = codeOf(tokens.verify(token('tok-w'), '10.8.0.2'));
+        assert.deepEqual(await Promise.all(burst), Array(6).fill('ok'), "the device's own connections");
+        assert.equal(await other, 'ok', "another device's check, while the first device came again six times");
+        // Renewed: the old secret is checked anew, and refused.
+        const old = token('tok-v');
+        await issueDeviceToken(pki.dir, 'tok-v', { renew: true });
+        await eventually(async () => ((await codeOf(tokens.verify(old, '10.8.0.3'))) === 'GATEWAY_TOKEN_INVALID' ? true : undefined), 10_000, 'the renewal read');
+        assert.equal((await tokens.verify(token('tok-v'), '10.8.0.3')).deviceId, 'tok-v');
+      } finally {
+        tokens.close();
+      }
+    } finally {
+      pki.cleanup();
+    }
+  });
+});
+
 describe('the gateway side: guesses in parallel', () => {
   it('cannot pass the budget while the first ones are still being hashed', async () => {
     const pki = makeTestPki([]);
