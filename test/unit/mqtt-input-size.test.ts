@@ -164,6 +164,34 @@ describe('local MQTT input: a publish sent again (DUP)', () => {
     assert.equal(taken.earlier('c', 1, true, d), undefined, 'the oldest forgotten first');
   });
 
+  it('tells a copy not flagged DUP by its connection only while the first is appended, and then holds that connection no more', async () => {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const taken = new TakenPublishes();
+    const d = publishDigest('t', Buffer.from('{"a":1}'));
+    let queued!: (ok: boolean) => void;
+    // Made and looked at in a function of its own: an async function's frame may keep what it held.
+    const publishOn = (): WeakRef<object> => {
+      const connection = { id: 'a connection' };
+      taken.remember('c', 1, d, new Promise<boolean>((resolve) => (queued = resolve)), connection);
+      assert.ok(taken.earlier('c', 1, false, d, connection) instanceof Promise, 'being appended: a copy on its connection is the same publish');
+      assert.equal(taken.earlier('c', 1, false, d, {}), undefined, 'on another connection, not flagged DUP: a new publish');
+      assert.ok(taken.earlier('c', 1, false, d, {}, true) instanceof Promise, 'its identifier in use (a QoS 2 publish not released): the same publish');
+      return new WeakRef(connection);
+    };
+    const gone = publishOn();
+    queued(true);
+    await new Promise((r) => setImmediate(r));
+    assert.equal(taken.earlier('c', 1, false, d, {}), undefined, 'acknowledged: the identifier is free again');
+    assert.equal(taken.earlier('c', 1, true, d, {}), true);
+    // Not deref'd before a collection in the same turn: that keeps the target alive through it.
+    for (let i = 0; i < 3; i++) {
+      gc();
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    assert.equal(gone.deref(), undefined, 'the connection of a publish queued is not held');
+  });
+
   it('takes a publish flagged DUP that reuses a packet identifier with other bytes (the identifier was free again: MQTT 3.1.1 §2.3.1)', async () => {
     const ids = { n: 7 };
     const provider = { allocate: () => ids.n, getLastAllocated: () => ids.n, register: () => true, deallocate: () => undefined, clear: () => undefined };
@@ -345,6 +373,36 @@ describe('local MQTT input: QoS 2 publishes awaiting their PUBREL', () => {
     await real.publishAsync(`${PREFIX}/timeseries`, JSON.stringify({ temperature: 20 }), { qos: 2 });
     await real.endAsync();
     assert.equal(submitted.length, taken + 1);
+  });
+
+  it('takes a copy sent again before its PUBREL once, flagged DUP or not: its packet identifier is still in use (MQTT 3.1.1 §4.3.3, MQTT-4.3.3-2)', async () => {
+    const socket = tcpConnect(input.port as number, '127.0.0.1');
+    await once(socket, 'connect');
+    socket.on('error', () => undefined);
+    const parser = mqttPacket.parser({ protocolVersion: 4 });
+    const got: string[] = [];
+    parser.on('packet', (p) => void got.push(p.cmd));
+    socket.on('data', (d: Buffer) => parser.parse(d));
+    socket.write(mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clientId: 'resends-without-dup', clean: true, keepalive: 0 }));
+    await eventually(() => (got.includes('connack') ? true : undefined), 5_000, 'CONNACK');
+    const from = submitted.length;
+    const publish = (messageId: number, dup: boolean) => mqttPacket.generate({ cmd: 'publish', topic: `${PREFIX}/timeseries`, payload: JSON.stringify({ level: messageId }), qos: 2, messageId, retain: false, dup });
+    // After its PUBREC: the sender did not see it, and sends the publish again, without DUP (as some do).
+    socket.write(publish(7, false));
+    await eventually(() => (got.filter((c) => c === 'pubrec').length === 1 ? true : undefined), 5_000, 'the first PUBREC');
+    socket.write(publish(7, false));
+    await eventually(() => (got.filter((c) => c === 'pubrec').length === 2 ? true : undefined), 5_000, 'the PUBREC of the copy');
+    // Before its first PUBREC: two copies in one write, the second flagged DUP or not.
+    socket.write(Buffer.concat([publish(8, false), publish(8, false)]));
+    await eventually(() => (got.filter((c) => c === 'pubrec').length === 4 ? true : undefined), 5_000, 'both PUBRECs of 8');
+    socket.write(Buffer.concat([mqttPacket.generate({ cmd: 'pubrel', messageId: 7 }), mqttPacket.generate({ cmd: 'pubrel', messageId: 8 })]));
+    await eventually(() => (got.filter((c) => c === 'pubcomp').length === 2 ? true : undefined), 5_000, 'the PUBCOMPs');
+    assert.deepEqual(submitted.slice(from).map((s) => (s.payload as { level: number }).level), [7, 8]);
+    // Released, the identifier is free again: a publish with it is a new one, taken.
+    socket.write(publish(7, false));
+    await eventually(() => (got.filter((c) => c === 'pubrec').length === 5 ? true : undefined), 5_000, 'the PUBREC of a new publish');
+    assert.equal(submitted.length, from + 3);
+    socket.destroy();
   });
 });
 

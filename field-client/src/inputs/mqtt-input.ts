@@ -217,7 +217,7 @@ export function mqttInput(
           () => appending.delete(appended),
           () => appending.delete(appended),
         );
-        if (digest !== undefined) taken.remember(c.id, packet.messageId, digest, appended.then(() => true, () => false));
+        if (digest !== undefined) taken.remember(c.id, packet.messageId, digest, appended.then(() => true, () => false), c);
         appended.then(
           () => done(null),
           (err: unknown) => {
@@ -229,19 +229,22 @@ export function mqttInput(
       };
       // A publish sent again flagged DUP (MQTT 3.1.1 §3.3.1.1) whose first copy was taken: its
       // PUBACK was lost. Acknowledged once that copy is on disk, not queued a second time
-      // (mqtt-resends.ts); taken if that copy's append failed.
+      // (mqtt-resends.ts); taken if that copy's append failed. So is a copy not flagged DUP while
+      // its identifier is in use: a QoS 2 publish the broker holds until its PUBREL (the broker
+      // answers it PUBREC and forwards it to no one, MQTT-4.3.3-2), or one still being appended.
       const digest = packet.qos > 0 ? publishDigest(packet.topic, packet.payload) : undefined;
-      const resent = (): void => {
-        const earlier = digest === undefined ? undefined : taken.earlier(c.id, packet.messageId, packet.dup === true, digest);
+      const resent = (inUse: boolean): void => {
+        const earlier = digest === undefined ? undefined : taken.earlier(c.id, packet.messageId, packet.dup === true, digest, c, inUse);
         if (earlier === undefined) return take();
         void Promise.resolve(earlier).then((stored) => {
-          if (!stored) return resent();
+          if (!stored) return resent(inUse);
           // debug: how often is the client's to decide (a line each would be a flood's).
-          log.debug({ clientId: c.id, topic: packet.topic, messageId: packet.messageId }, 'a publish sent again (DUP) that was queued already: acknowledged, not queued again');
+          log.debug({ clientId: c.id, topic: packet.topic, messageId: packet.messageId }, 'a publish sent again that was queued already: acknowledged, not queued again');
           done(null);
         });
       };
-      resent();
+      if (packet.qos !== 2 || packet.dup === true || packet.messageId === undefined) return resent(false);
+      awaitingRelease(c, packet.messageId).then(resent, () => resent(false));
     },
     authorizeForward(c, packet) {
       // A connection that stopped reading is let go, not written to without end (what aedes does
@@ -272,6 +275,19 @@ export function mqttInput(
       done(null, sub);
     },
   });
+  /**
+   * Whether the broker holds a QoS 2 publish of this connection's client with this identifier, taken
+   * and awaiting its PUBREL (MQTT 3.1.1 §4.3.3): asked of its persistence, which aedes answers a
+   * copy from (PUBREC, forwarded to no one); false when it holds none or cannot say.
+   */
+  const awaitingRelease = async (c: object, messageId: number): Promise<boolean> => {
+    const persistence = (aedes as { persistence?: { incomingGetPacket?: (client: object, packet: { messageId: number }) => Promise<unknown> } } | undefined)?.persistence;
+    if (typeof persistence?.incomingGetPacket !== 'function') return false;
+    return persistence.incomingGetPacket(c, { messageId }).then(
+      () => true,
+      () => false,
+    );
+  };
   let server: Server | undefined;
   let bound: number | undefined;
   return {

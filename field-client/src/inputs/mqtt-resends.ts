@@ -12,10 +12,14 @@ import { LIMITS } from '../../../shared/limits.ts';
  *
  * So a publish flagged DUP, of a client and packet identifier whose last publish taken had the same
  * topic and payload, is that publish: acknowledged and not queued again (once the first copy is on
- * disk; if its append failed, the copy is taken). A packet identifier is free again once its
- * PUBACK was processed (§2.3.1), so a publish not flagged DUP is always a new one, and replaces the
- * record of its identifier; one flagged DUP with other bytes was never taken (its first copy lost on
- * the way) and is taken. At the protocol level every copy is still a publication (§4.3.2,
+ * disk; if its append failed, the copy is taken). So is one not flagged DUP while its identifier is
+ * still in use on the same connection (`inUse`): its first copy not yet acknowledged there (two
+ * copies in one write), or a QoS 2 publish not yet released (PUBREL), which MQTT 3.1.1 §4.3.3
+ * (MQTT-4.3.3-2) says is the same message whatever its flag; some senders send again without it.
+ * Taken again, such a copy was a second point. A packet identifier is free again once its
+ * PUBACK (or PUBCOMP) was processed (§2.3.1), so a publish not flagged DUP after that is a new one,
+ * and replaces the record of its identifier; one flagged DUP with other bytes was never taken (its
+ * first copy lost on the way) and is taken. At the protocol level every copy is still a publication (§4.3.2,
  * MQTT-4.3.2-2: acknowledged, and forwarded to any subscriber): only the queue does not take it twice.
  *
  * What this cannot tell apart: a client reusing an identifier for a publish of the very same bytes
@@ -29,33 +33,42 @@ import { LIMITS } from '../../../shared/limits.ts';
  * to 64 KiB) is kept as its digest.
  */
 export class TakenPublishes {
-  /** by `packet id` and client identifier (keyOf), oldest first: the digest of the publish and whether it is queued (a promise until known) */
-  private readonly taken = new Map<string, { digest: string; stored: Promise<boolean> | boolean }>();
+  /** by `packet id` and client identifier (keyOf), oldest first: the digest of the publish, whether it is queued (a promise until known), and the connection it came on */
+  private readonly taken = new Map<string, { digest: string; stored: Promise<boolean> | boolean; connection: object | undefined }>();
 
   /**
-   * When this publish is one sent again of a publish taken (flagged DUP, the same client, packet
-   * identifier and bytes): whether that one is queued (true once it is; false if its append failed,
-   * then this copy is to be taken). Undefined for a publish to take.
+   * When this publish is one sent again of a publish taken (the same client, packet identifier and
+   * bytes; flagged DUP, or `inUse`: its identifier still in use, a QoS 2 publish not yet released on
+   * `connection`): whether that one is queued (true once it is; false if its append failed, then this
+   * copy is to be taken). Undefined for a publish to take. On the connection the earlier copy came
+   * on, one whose append is still under way (not yet acknowledged) holds its identifier too.
    */
-  earlier(clientId: string, messageId: number | undefined, dup: boolean, digest: string): Promise<boolean> | boolean | undefined {
-    if (!dup || messageId === undefined) return undefined;
+  earlier(clientId: string, messageId: number | undefined, dup: boolean, digest: string, connection?: object, inUse = false): Promise<boolean> | boolean | undefined {
+    if (messageId === undefined) return undefined;
     const t = this.taken.get(keyOf(clientId, messageId));
-    return t?.digest === digest ? t.stored : undefined;
+    if (t?.digest !== digest) return undefined;
+    const unacknowledged = connection !== undefined && t.connection === connection && t.stored !== true;
+    return dup || inUse || unacknowledged ? t.stored : undefined;
   }
 
-  /** Remembers a publish being taken: `stored` resolves true once it is queued, false if it was not. */
-  remember(clientId: string, messageId: number | undefined, digest: string, stored: Promise<boolean>): void {
+  /** Remembers a publish being taken (on `connection`): `stored` resolves true once it is queued, false if it was not. */
+  remember(clientId: string, messageId: number | undefined, digest: string, stored: Promise<boolean>, connection?: object): void {
     if (messageId === undefined) return;
     const key = keyOf(clientId, messageId);
-    const entry: { digest: string; stored: Promise<boolean> | boolean } = { digest, stored };
+    const entry: { digest: string; stored: Promise<boolean> | boolean; connection: object | undefined } = { digest, stored, connection };
     this.taken.delete(key); // set again at the end: the newest
     this.taken.set(key, entry);
     if (this.taken.size > LIMITS.localMqttTakenPublishesMax) this.taken.delete(this.taken.keys().next().value as string);
     void stored.then((ok) => {
       if (this.taken.get(key) !== entry) return;
-      // One not queued is forgotten: a copy sent again is then taken as new.
-      if (ok) entry.stored = true;
-      else this.taken.delete(key);
+      // One not queued is forgotten: a copy sent again is then taken as new. One queued no longer
+      // holds its connection (only a copy while it is appended is told by it): kept, each of the
+      // last publishes held a closed connection's client in memory, a program publishing once per
+      // connection (mosquitto_pub) thousands of them.
+      if (ok) {
+        entry.stored = true;
+        entry.connection = undefined;
+      } else this.taken.delete(key);
     });
   }
 
