@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
 import { after, describe, it } from 'node:test';
 import mqtt from 'mqtt';
 import mqttPacket from 'mqtt-packet';
@@ -683,6 +684,40 @@ describe('local inputs: a hostile or broken producer', () => {
       const ok = await fetch(`http://127.0.0.1:${port}/v1/files?filename=photo.jpg`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: Buffer.from([0xff, 0xd8, 0xff, 0xe0, 1, 2, 3]) });
       assert.equal(ok.status, 202);
       assert.equal(((await ok.json()) as { bytes: number }).bytes, 7);
+    } finally {
+      await end();
+    }
+  });
+
+  it('HTTP: a body sent with a content coding (Content-Encoding: gzip) is refused, rather than a compressed file stored as the file it names', async () => {
+    const { d, port, end } = await withHttpInput('http-content-coding');
+    try {
+      const csv = Buffer.from('time,level\n1,2\n');
+      const json = Buffer.from(JSON.stringify({ level: 2 }));
+      for (const [path, type, body] of [
+        ['/v1/files?filename=levels.csv', 'text/csv', gzipSync(csv)],
+        ['/v1/timeseries', 'application/json', gzipSync(json)],
+        ['/v1/files?filename=levels.csv', 'text/csv', csv],
+      ] as const) {
+        for (const coding of ['gzip', 'br', 'gzip, identity']) {
+          const res = await fetch(`http://127.0.0.1:${port}${path}`, { method: 'POST', headers: { 'content-type': type, 'content-encoding': coding }, body });
+          const answer = (await res.json()) as { code?: string; message?: string };
+          assert.equal(res.status, 400, `${path} (${coding}): taken, as ${JSON.stringify(d.queue.find(() => true).map((m) => m.payload))}`);
+          assert.equal(answer.code, 'FIELD_INPUT_INVALID');
+          assert.match(answer.message ?? '', /Content-Encoding/);
+        }
+      }
+      assert.equal(d.queue.depth, 0, 'nothing queued');
+      assert.deepEqual(d.outbox.placed(), [], 'no file in the outbox');
+      // Without a coding, or with identity (none), each is taken.
+      for (const coding of [undefined, 'identity', ' Identity ']) {
+        const headers: Record<string, string> = { 'content-type': 'text/csv', ...(coding === undefined ? {} : { 'content-encoding': coding }) };
+        const file = await fetch(`http://127.0.0.1:${port}/v1/files?filename=levels.csv`, { method: 'POST', headers, body: csv });
+        assert.equal(file.status, 202, `${coding}: ${await file.text()}`);
+        const reading = await fetch(`http://127.0.0.1:${port}/v1/timeseries`, { method: 'POST', headers: { ...headers, 'content-type': 'application/json' }, body: json });
+        assert.equal(reading.status, 202, `${coding}: ${await reading.text()}`);
+      }
+      assert.equal(d.queue.depth, 6);
     } finally {
       await end();
     }

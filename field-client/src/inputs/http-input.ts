@@ -89,6 +89,7 @@ export function httpInput(client: FieldClient, host: string, port: number, dataD
     // fromBrowser let it read /status and /v1/health.
     refuseUnservedHost(req, served, 'FIELD_HTTP_HOST_NAMES');
     fromBrowser(req);
+    if (req.method === 'POST' || req.method === 'PUT') refuseContentCoding(req);
     if (req.method === 'GET' && url.pathname === '/status') return send(res, 200, { ...client.status(), health: health?.status() ?? null });
     if (url.pathname === '/v1/health') return healthRoute(req, res);
     if (req.method !== 'POST') throw new FieldStreamError('FIELD_INPUT_INVALID', 'Use POST /v1/timeseries, /v1/events, /v1/files, PUT /v1/health or GET /status.');
@@ -295,6 +296,23 @@ function fromBrowser(req: IncomingMessage): void {
   throw new FieldStreamError(
     'FIELD_INPUT_FROM_BROWSER',
     `A web page's request (Origin ${JSON.stringify((req.headers.origin ?? '').slice(0, 256))}, Sec-Fetch-Site ${JSON.stringify(String(site ?? '').slice(0, 64))}) is not taken: the local input is for programs on the device.`,
+  );
+}
+
+/**
+ * Refuses (FIELD_INPUT_INVALID) a body sent with a content coding (`Content-Encoding: gzip`, `br`,
+ * RFC 9110 §8.4), before any of it is read: the input takes bodies as they are, so a gzipped file
+ * was stored, answered 202 and delivered as its compressed bytes under the name and type of the
+ * file it was; a gzipped reading was refused as not UTF-8, which said nothing of why.
+ * `identity` (no coding at all) is taken.
+ */
+function refuseContentCoding(req: IncomingMessage): void {
+  const coding = req.headers['content-encoding'];
+  if (coding === undefined) return;
+  if (coding.split(',').every((c) => /^\s*(identity)?\s*$/i.test(c))) return;
+  throw new FieldStreamError(
+    'FIELD_INPUT_INVALID',
+    `The body is sent with Content-Encoding ${JSON.stringify(coding.slice(0, 64))}, which the input does not decode: send it as it is (no Content-Encoding); a file is stored as the bytes sent.`,
   );
 }
 
