@@ -20,11 +20,17 @@ import { FieldStreamError, isFieldStreamError, type ErrorCode } from './errors.t
 export async function readJsonBody(
   req: IncomingMessage,
   res: ServerResponse,
-  /** `maxContainers`: a body holding more objects and arrays is `invalid`, counted before it is parsed (json-bound.ts) */
-  o: { maxBytes: number; tooLarge: ErrorCode; invalid: ErrorCode; maxContainers?: number },
+  /**
+   * `maxContainers`: a body holding more objects and arrays is `invalid`, counted before it is parsed (json-bound.ts).
+   * `goOn`: called once the body is to be read, its announced length checked: where a client that
+   * asked first (Expect: 100-continue) is told to send it. Told before, one refused by its length
+   * sent it whole, to be read and discarded.
+   */
+  o: { maxBytes: number; tooLarge: ErrorCode; invalid: ErrorCode; maxContainers?: number; goOn?: () => void },
 ): Promise<unknown> {
   const tooLarge = () => new FieldStreamError(o.tooLarge, `The body is larger than ${o.maxBytes} bytes.`);
   if (Number(req.headers['content-length'] ?? 0) > o.maxBytes) throw tooLarge();
+  o.goOn?.();
   const chunks: Buffer[] = [];
   let size = 0;
   try {

@@ -7,6 +7,7 @@ import { after, describe, it } from 'node:test';
 import mqtt from 'mqtt';
 import mqttPacket from 'mqtt-packet';
 import { folderInput } from '../../field-client/src/inputs/folder-watch.ts';
+import { HealthReporter } from '../../field-client/src/health.ts';
 import { httpInput } from '../../field-client/src/inputs/http-input.ts';
 import { mqttInput } from '../../field-client/src/inputs/mqtt-input.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
@@ -476,31 +477,33 @@ describe('local inputs: a hostile or broken producer', () => {
     }
   });
 
+  /** The request's head, then its body only once told to go on (Expect: 100-continue); what came back, until the server closed or `waitMs`. */
+  const askFirst = (port: number, head: string, body: Buffer, waitMs: number) =>
+    new Promise<{ text: string; sent: boolean }>((resolve) => {
+      const socket = connect(port, '127.0.0.1', () => socket.write(head));
+      socket.on('error', () => undefined);
+      let text = '';
+      let sent = false;
+      const done = () => {
+        clearTimeout(timer);
+        socket.destroy();
+        resolve({ text, sent });
+      };
+      const timer = setTimeout(done, waitMs);
+      socket.on('data', (c) => {
+        text += c;
+        if (!sent && text.startsWith('HTTP/1.1 100 Continue\r\n\r\n')) {
+          sent = true;
+          socket.write(body);
+        }
+        if (/\r\n\r\n\{.*\}$/s.test(text)) done();
+      });
+      socket.on('close', done);
+    });
+
   it('HTTP: a file asking first (Expect: 100-continue) and refused by its length is not told to go on, and sends nothing', async () => {
     const { d, input, end } = await withHttpInput('http-expect', { maxBytes: 4 * 1024 * 1024 });
-    /** The request's head, then its body only once told to go on; what came back, until the server closed or `waitMs`. */
-    const ask = (head: string, body: Buffer, waitMs: number) =>
-      new Promise<{ text: string; sent: boolean }>((resolve) => {
-        const socket = connect(input.port as number, '127.0.0.1', () => socket.write(head));
-        socket.on('error', () => undefined);
-        let text = '';
-        let sent = false;
-        const done = () => {
-          clearTimeout(timer);
-          socket.destroy();
-          resolve({ text, sent });
-        };
-        const timer = setTimeout(done, waitMs);
-        socket.on('data', (c) => {
-          text += c;
-          if (!sent && text.startsWith('HTTP/1.1 100 Continue\r\n\r\n')) {
-            sent = true;
-            socket.write(body);
-          }
-          if (/\r\n\r\n\{.*\}$/s.test(text)) done();
-        });
-        socket.on('close', done);
-      });
+    const ask = (head: string, body: Buffer, waitMs: number) => askFirst(input.port as number, head, body, waitMs);
     try {
       const big = 100 * 1024 * 1024;
       const refused = await ask(`POST /v1/files?filename=big.bin HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: ${big}\r\nExpect: 100-continue\r\n\r\n`, Buffer.alloc(0), 3000);
@@ -515,6 +518,33 @@ describe('local inputs: a hostile or broken producer', () => {
       assert.equal(d.queue.depth, 1);
     } finally {
       await end();
+    }
+  });
+
+  it('HTTP: a reading, event or health values asking first (Expect: 100-continue) and refused by its length are not told to go on, and send nothing', async () => {
+    const d = await device('http-expect-json');
+    // Never started: it only takes the values PUT /v1/health is sent.
+    const health = new HealthReporter(d.client, d.connection, d.outbox, { intervalMs: 3_600_000, dataDir: d.dir, certFile: join(d.dir, 'none.crt'), version: 't' }, d.logs.logger);
+    const input = httpInput(d.client, '127.0.0.1', 0, d.dir, d.logs.logger, health);
+    await input.start();
+    try {
+      const big = LIMITS.localInputJsonMaxBytes + 1;
+      for (const [method, path] of [['POST', '/v1/timeseries'], ['POST', '/v1/events'], ['PUT', '/v1/health']]) {
+        const refused = await askFirst(input.port as number, `${method} ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: ${big}\r\nExpect: 100-continue\r\n\r\n`, Buffer.alloc(big, 0x20), 3000);
+        assert.equal(refused.text.split('\r\n')[0], 'HTTP/1.1 400 Bad Request', `${path}: told to go on first: ${JSON.stringify(refused.text.slice(0, 80))}`);
+        assert.equal(refused.sent, false, `${path}: its body was sent`);
+        assert.match(refused.text, /FIELD_INPUT_INVALID/);
+        assert.match(refused.text, /connection: close/i, `${path}: the connection, whose body never comes, is closed`);
+      }
+      // One that fits is told to go on, and taken.
+      const reading = Buffer.from(JSON.stringify({ level: 2 }));
+      const taken = await askFirst(input.port as number, `POST /v1/timeseries HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: ${reading.length}\r\nExpect: 100-continue\r\n\r\n`, reading, 5000);
+      assert.equal(taken.sent, true);
+      assert.match(taken.text, /HTTP\/1\.1 202 Accepted/);
+      assert.equal(d.queue.depth, 1);
+    } finally {
+      await input.close();
+      await d.close();
     }
   });
 

@@ -98,8 +98,7 @@ export function httpInput(client: FieldClient, host: string, port: number, dataD
       let held: HeldKey | undefined;
       try {
         held = holdKey(req);
-        goOn(req, res);
-        const body = await readJsonBody(req, res, { maxBytes: LIMITS.localInputJsonMaxBytes, tooLarge: 'FIELD_INPUT_INVALID', invalid: 'FIELD_INPUT_INVALID', maxContainers: READINGS_MAX_CONTAINERS });
+        const body = await readJsonBody(req, res, { maxBytes: LIMITS.localInputJsonMaxBytes, tooLarge: 'FIELD_INPUT_INVALID', invalid: 'FIELD_INPUT_INVALID', maxContainers: READINGS_MAX_CONTAINERS, goOn: () => goOn(req, res) });
         const fingerprint = held && requestFingerprint(req, url, JSON.stringify(body));
         if (answeredAsRetry(res, held, fingerprint)) return;
         const accepted = await client.submitMany(toSubmissions(url.pathname === '/v1/events' ? 'event' : 'timeseries', body));
@@ -164,8 +163,7 @@ export function httpInput(client: FieldClient, host: string, port: number, dataD
     if (req.method !== 'PUT') throw new FieldStreamError('FIELD_INPUT_INVALID', 'Use PUT /v1/health with {"name": value, ...} or GET /v1/health.');
     const release = holdJson(req, LIMITS.healthLocalBodyMaxBytes);
     try {
-      goOn(req, res);
-      const body = await readJsonBody(req, res, { maxBytes: LIMITS.healthLocalBodyMaxBytes, tooLarge: 'FIELD_INPUT_INVALID', invalid: 'FIELD_INPUT_INVALID' });
+      const body = await readJsonBody(req, res, { maxBytes: LIMITS.healthLocalBodyMaxBytes, tooLarge: 'FIELD_INPUT_INVALID', invalid: 'FIELD_INPUT_INVALID', goOn: () => goOn(req, res) });
       return send(res, 200, { local: health.setLocal(toLocalValuesUpdate(body)) });
     } finally {
       release();
