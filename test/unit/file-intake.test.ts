@@ -535,6 +535,47 @@ describe('files taken within the bound', () => {
     }
   });
 
+  it('under drop-oldest, a file (HTTP or the watched folder) takes the room of the oldest readings when the queue is full, as a reading does; under reject it is refused', async () => {
+    for (const fullPolicy of ['drop-oldest', 'reject'] as const) {
+      const d = await localDevice(join(tmp.dir, `full-${fullPolicy}`), 2 * MiB, { mode: 'always' }, fullPolicy);
+      const http = httpInput(d.client, '127.0.0.1', 0, d.dir, d.logs.logger);
+      await http.start();
+      const watched = join(d.dir, 'watched');
+      const folder = folderInput(d.client, watched, 20, d.logs.logger);
+      try {
+        // Readings until the queue is full: under drop-oldest the oldest go, under reject the next is refused.
+        const reading = { note: 'x'.repeat(8 * 1024) };
+        for (let i = 0; i < 400; i++) {
+          const full = await d.client.submitMany([{ dataType: 'timeseries', payload: { ...reading, i } }]).then(() => false, () => true);
+          if (full) break;
+        }
+        assert.ok(d.queue.bytesOnDisk > 1.5 * MiB, `the queue is full: ${d.queue.bytesOnDisk} bytes`);
+        const dropped = d.queue.stats.dropped;
+        const res = await fetch(`http://127.0.0.1:${http.port}/v1/files?filename=scan.bin`, { method: 'POST', body: Buffer.alloc(512 * 1024, 7) });
+        const answer = (await res.json()) as { code?: string };
+        await folder.start();
+        writeFileSync(join(watched, 'photo.jpg'), Buffer.alloc(512 * 1024, 8));
+        if (fullPolicy === 'drop-oldest') {
+          assert.equal(res.status, 202, `refused: ${JSON.stringify(answer)}`);
+          await eventually(() => (d.queue.find((m) => m.dataType === FILE_TRANSFER).length === 2 ? true : undefined), 10_000, 'the watched file queued');
+          assert.ok(d.queue.stats.dropped > dropped, 'the oldest readings dropped for them');
+          assert.ok(d.queue.bytesOnDisk + d.outbox.bytes() <= 2 * MiB, 'within the bound');
+          assert.ok(!existsSync(join(watched, 'photo.jpg')), 'taken from the folder');
+        } else {
+          assert.equal(res.status, 507);
+          assert.equal(answer.code, 'FIELD_QUEUE_FULL');
+          await new Promise((r) => setTimeout(r, 300));
+          assert.ok(existsSync(join(watched, 'photo.jpg')), 'left in the folder');
+          assert.equal(d.queue.find((m) => m.dataType === FILE_TRANSFER).length, 0);
+        }
+      } finally {
+        await folder.close();
+        await http.close();
+        await d.close();
+      }
+    }
+  });
+
   it('says in its drop-oldest line how many bytes were written to a file after it was placed (the policy is unchanged: it goes whole)', async () => {
     const d = await device('dropped-appended', 64 * MiB);
     try {

@@ -29,11 +29,12 @@ export function fileRoom(h: IntakeHost): number {
 
 /**
  * Holds room for `bytes` more of a file being taken (in `held`, or a new reservation), until it is
- * queued or released; FIELD_QUEUE_FULL when there is none. Held room counts in every later check,
- * the queue's own included, so files taken at once cannot together pass a bound each fits alone.
+ * queued or released; FIELD_QUEUE_FULL when there is none (under drop-oldest, once the oldest
+ * segments were dropped for it, as for a reading). Held room counts in every later check, the
+ * queue's own included, so files taken at once cannot together pass a bound each fits alone.
  */
 export function reserveFileRoom(h: IntakeHost, bytes: number, held?: Reservation): Reservation {
-  if (bytes > fileRoom(h)) {
+  if (bytes > fileRoom(h) && !h.queue.makeRoomFor(bytes)) {
     h.queue.stats.refused++;
     const taking = h.outbox.room.bytes;
     throw new FieldStreamError(

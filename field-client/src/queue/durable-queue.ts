@@ -1,5 +1,6 @@
 import { AckBook, type SeqRanges } from './ack-book.ts';
-import type { CapacityHost } from './capacity.ts';
+import { makeRoom, type CapacityHost } from './capacity.ts';
+import { FieldStreamError } from '../../../shared/errors.ts';
 import { bootId } from '../../../shared/process-identity.ts';
 import { QueueEpochs } from './queue-epochs.ts';
 import { TAIL_CACHE_BYTES, type OutgoingMessage, type QueuedMessage, type QueueItem, type QueueOptions, type Segment } from './queue-types.ts';
@@ -235,6 +236,21 @@ export class DurableQueue {
    */
   durable(): Promise<void> {
     return this.o.sync.mode === 'always' ? Promise.resolve() : this.writer.syncedNow();
+  }
+
+  /**
+   * Room for `bytes` more held outside the segments (a file being taken into the outbox, counted
+   * there): true when they fit within maxBytes, with what shares it. Under drop-oldest the oldest
+   * segments are dropped for them first, as for an append: refused instead, a file waited for room
+   * that readings, each taking it from the oldest, never left it. FIELD_QUEUE_WRITE_FAILED when a
+   * segment could not be deleted.
+   */
+  makeRoomFor(bytes: number): boolean {
+    try {
+      return makeRoom(this.capacity, this.o, bytes, this.stats);
+    } catch (err) {
+      throw new FieldStreamError('FIELD_QUEUE_WRITE_FAILED', `The queue could not delete its oldest segment to make room: ${(err as Error).message}`, {}, { cause: err });
+    }
   }
 
   /**
