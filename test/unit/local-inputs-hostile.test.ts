@@ -753,6 +753,27 @@ describe('local inputs: a hostile or broken producer', () => {
     }
   });
 
+  it('HTTP: a request its parser refuses (bad chunked encoding, a malformed header, headers past the limit) is answered with a code, and the input goes on serving', async () => {
+    const { d, port, end } = await withHttpInput('http-malformed');
+    try {
+      for (const [text, status, code] of [
+        ['POST /v1/timeseries HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n', 400, 'HTTP_MALFORMED'],
+        ['POST /v1/files?filename=a.bin HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\nabc', 400, 'HTTP_MALFORMED'],
+        ['POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nnot a header\r\n\r\n', 400, 'HTTP_MALFORMED'],
+        [`GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nx-big: ${'a'.repeat(20_000)}\r\n\r\n`, 431, 'HTTP_HEADERS_TOO_LARGE'],
+      ] as const) {
+        const answer = await rawRequest(port, text);
+        assert.equal(answer.status, status, text.slice(0, 40));
+        assert.equal((answer.body as { code?: string }).code, code, `${text.slice(0, 40)}: ${JSON.stringify(answer.body)}`);
+      }
+      assert.equal(d.queue.depth, 0);
+      const ok = await fetch(`http://127.0.0.1:${port}/v1/timeseries`, { method: 'POST', body: JSON.stringify({ level: 1 }) });
+      assert.equal(ok.status, 202);
+    } finally {
+      await end();
+    }
+  });
+
   it('HTTP: a request being queued as the input closes is answered (202), not cut off to be sent again as a copy; one still arriving is cut', async () => {
     const { d, input, port, end } = await withHttpInput('http-close');
     slowQueue(d.client); // an fsync on an SD card; a large file hashed and synced
