@@ -7,14 +7,12 @@ import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { after, before, describe, it } from 'node:test';
 import { connectAsync, type MqttClient } from 'mqtt';
 import WebSocket from 'ws';
-import { LIMITS } from '../../shared/limits.ts';
-import { identifyByProxy } from '../../dmz/gateway/identity.ts';
 import { DeviceTokens } from '../../dmz/gateway/device-tokens.ts';
 import { startGatewayServer, type GatewayServer } from '../../dmz/gateway/server.ts';
 import { generateToken, hashTokenSecret, parseToken } from '../../shared/security/device-token.ts';
 import { ManagedProcess } from '../../scripts/local-stack/process.ts';
 import { freePort } from '../../scripts/local-stack/ports.ts';
-import { captureLogs, edgeCertificates } from '../helpers/gateway-fixture.ts';
+import { captureLogs, edgeCertificates, socketGatewayOptions } from '../helpers/gateway-fixture.ts';
 import { tempDir } from '../helpers/pki.ts';
 import { REPO_ROOT } from '../helpers/stack.ts';
 import { startMosquitto } from '../helpers/sparkplug.ts';
@@ -64,20 +62,7 @@ describe('Caddy in front of a gateway: what reaches the gateway, and at what cos
     tokens = new DeviceTokens({ path: tokensFile, maxFailures: 1000, failureWindowMs: 300_000, log: logs.logger });
     broker = await startMosquitto(work.dir);
     mqtt = await connectAsync(broker.url, { protocolVersion: 5, clientId: 'edge-forwarding', reconnectPeriod: 200 });
-    gateway = await startGatewayServer({
-      host: '127.0.0.1',
-      port: 0,
-      setting: 'GATEWAY_SOCKET',
-      socketPath,
-      path: '/ws',
-      gatewayId: 'gw-edge-forwarding',
-      tls: { cert: '', key: '', ca: ca.certPem },
-      limits: { frameMaxBytes: LIMITS.frameMaxBytes, batchMaxMessages: LIMITS.batchMaxMessages, maxInFlight: 100, sendBufferMaxBytes: LIMITS.sendBufferMaxBytes, ackHoldMs: 0 },
-      identify: identifyByProxy(ca.certPem, ['edge'], tokens, 'socket'),
-      deviceTokens: tokens,
-      mqtt,
-      logger: logs.logger,
-    });
+    gateway = await startGatewayServer(socketGatewayOptions({ socketPath, gatewayId: 'gw-edge-forwarding', caPem: ca.certPem, tokens, mqtt, logger: logs.logger }));
     certPort = await freePort();
     tokenPort = await freePort();
     const httpPort = await freePort();

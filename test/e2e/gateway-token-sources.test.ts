@@ -4,13 +4,11 @@ import { connect as netConnect } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { connectAsync, type MqttClient } from 'mqtt';
-import { LIMITS } from '../../shared/limits.ts';
-import { identifyByProxy } from '../../dmz/gateway/identity.ts';
 import { DeviceTokens } from '../../dmz/gateway/device-tokens.ts';
 import { startGatewayServer, type GatewayServer } from '../../dmz/gateway/server.ts';
 import { createCertificateAuthority } from '../../pki/certificates.ts';
 import type { ManagedProcess } from '../../scripts/local-stack/process.ts';
-import { captureLogs } from '../helpers/gateway-fixture.ts';
+import { captureLogs, socketGatewayOptions } from '../helpers/gateway-fixture.ts';
 import { tempDir } from '../helpers/pki.ts';
 import { startMosquitto } from '../helpers/sparkplug.ts';
 
@@ -40,20 +38,7 @@ describe('the failed-token budget of a source: an IPv6 network, not each of its 
     tokens = new DeviceTokens({ path: tokensFile, maxFailures: 3, failureWindowMs: 300_000, log: logs.logger });
     broker = await startMosquitto(work.dir);
     mqtt = await connectAsync(broker.url, { protocolVersion: 5, clientId: 'gateway-token-sources' });
-    gateway = await startGatewayServer({
-      host: '127.0.0.1',
-      port: 0,
-      setting: 'GATEWAY_SOCKET',
-      socketPath,
-      path: '/ws',
-      gatewayId: 'gw-token-sources',
-      tls: { cert: '', key: '', ca: ca.certPem },
-      limits: { frameMaxBytes: LIMITS.frameMaxBytes, batchMaxMessages: LIMITS.batchMaxMessages, maxInFlight: 100, sendBufferMaxBytes: LIMITS.sendBufferMaxBytes, ackHoldMs: 0 },
-      identify: identifyByProxy(ca.certPem, ['edge'], tokens, 'socket'),
-      deviceTokens: tokens,
-      mqtt,
-      logger: logs.logger,
-    });
+    gateway = await startGatewayServer(socketGatewayOptions({ socketPath, gatewayId: 'gw-token-sources', caPem: ca.certPem, tokens, mqtt, logger: logs.logger }));
   });
   after(async () => {
     tokens?.close();

@@ -12,7 +12,7 @@ import { DeviceTokens } from '../../dmz/gateway/device-tokens.ts';
 import { startGatewayServer, type GatewayServer, type GatewayServerOptions } from '../../dmz/gateway/server.ts';
 import { createCertificateAuthority, issueCertificate, newKeyPair } from '../../pki/certificates.ts';
 import type { ManagedProcess } from '../../scripts/local-stack/process.ts';
-import { captureLogs, edgeCertificates } from '../helpers/gateway-fixture.ts';
+import { captureLogs, edgeCertificates, socketGatewayOptions } from '../helpers/gateway-fixture.ts';
 import { tempDir } from '../helpers/pki.ts';
 import { startMosquitto } from '../helpers/sparkplug.ts';
 import { eventually, RawDevice } from '../helpers/ws-device.ts';
@@ -230,21 +230,7 @@ describe('a gateway on a Unix socket (EDGE_HOP=unix): a device that leaves durin
     tokens = new DeviceTokens({ path: tokensFile, maxFailures: 10, failureWindowMs: 300_000, log: logger, checksMax: 2 });
     broker = await startMosquitto(work.dir);
     mqtt = await connectAsync(broker.url, { protocolVersion: 5, clientId: 'gateway-upgrade-faults-unix', reconnectPeriod: 200 });
-    options = {
-      host: '127.0.0.1',
-      port: 0,
-      setting: 'GATEWAY_SOCKET',
-      socketPath,
-      path: '/ws',
-      gatewayId: 'gw-upgrade-faults-unix',
-      tls: { cert: '', key: '', ca: ca.certPem },
-      limits: { frameMaxBytes: LIMITS.frameMaxBytes, batchMaxMessages: LIMITS.batchMaxMessages, maxInFlight: 100, sendBufferMaxBytes: LIMITS.sendBufferMaxBytes, ackHoldMs: 0 },
-      identify: identifyByProxy(ca.certPem, ['edge'], tokens, 'socket'),
-      deviceTokens: tokens,
-      maxConnections: 3,
-      mqtt,
-      logger,
-    };
+    options = socketGatewayOptions({ socketPath, gatewayId: 'gw-upgrade-faults-unix', caPem: ca.certPem, tokens, mqtt, logger }, { maxConnections: 3 });
     gateway = await startGatewayServer(options);
   });
   after(async () => {

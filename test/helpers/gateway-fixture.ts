@@ -1,6 +1,11 @@
 import { Writable } from 'node:stream';
 import { createCertificateAuthority, issueCertificate, newKeyPair, type KeyAndCert } from '../../pki/certificates.ts';
 import { createLogger, type Logger } from '../../shared/logger.ts';
+import type { MqttClient } from 'mqtt';
+import type { DeviceTokens } from '../../dmz/gateway/device-tokens.ts';
+import { identifyByProxy } from '../../dmz/gateway/identity.ts';
+import type { GatewayServerOptions } from '../../dmz/gateway/server.ts';
+import { LIMITS } from '../../shared/limits.ts';
 
 /**
  * What the gateway's own tests set up around startGatewayServer: its log lines, parsed, and the
@@ -39,5 +44,31 @@ export function edgeCertificates(): EdgeCertificates {
       const d = issueCertificate(ca, { commonName: deviceId, organizationalUnit: 'devices', role: 'client', validityDays, keyPair });
       return { ca: ca.certPem, cert: d.certPem, key: d.keyPem };
     },
+  };
+}
+
+/**
+ * A gateway as Caddy reaches it on the host (EDGE_HOP=unix): on a Unix socket, the device's identity
+ * taken from Caddy's certificate header or the device's token (identifyByProxy), no TLS of its own.
+ * `extra`: options of the test's own (maxConnections, ...).
+ */
+export function socketGatewayOptions(
+  o: { socketPath: string; gatewayId: string; caPem: string; tokens: DeviceTokens; mqtt: MqttClient; logger: Logger },
+  extra: Partial<GatewayServerOptions> = {},
+): GatewayServerOptions {
+  return {
+    host: '127.0.0.1',
+    port: 0,
+    setting: 'GATEWAY_SOCKET',
+    socketPath: o.socketPath,
+    path: '/ws',
+    gatewayId: o.gatewayId,
+    tls: { cert: '', key: '', ca: o.caPem },
+    limits: { frameMaxBytes: LIMITS.frameMaxBytes, batchMaxMessages: LIMITS.batchMaxMessages, maxInFlight: 100, sendBufferMaxBytes: LIMITS.sendBufferMaxBytes, ackHoldMs: 0 },
+    identify: identifyByProxy(o.caPem, ['edge'], o.tokens, 'socket'),
+    deviceTokens: o.tokens,
+    mqtt: o.mqtt,
+    logger: o.logger,
+    ...extra,
   };
 }

@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
 import { mkdirSync, renameSync, rmSync, rmdirSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { describe, it } from 'node:test';
 import { RevokedSerials } from '../../dmz/gateway/revocation.ts';
 import { isFieldStreamError } from '../../shared/errors.ts';
 import { TIMINGS } from '../../shared/limits.ts';
 import { createLogger } from '../../shared/logger.ts';
+import { captureLogs } from '../helpers/gateway-fixture.ts';
 import { tempDir } from '../helpers/pki.ts';
 
 const tick = () => new Promise((r) => setTimeout(r, TIMINGS.revokedSerialsReloadMs + 300));
@@ -15,16 +15,10 @@ describe("the gateway's revoked serials", () => {
   it('keep what was read when the file is gone, a folder, unreadable, empty or shorter, and never end the process; take a longer list', async () => {
     const tmp = tempDir('revoked-serials');
     const path = join(tmp.dir, 'revoked-serials.txt');
-    const lines: Record<string, unknown>[] = [];
-    const sink = new Writable({
-      write(chunk: Buffer, _e, done) {
-        for (const l of chunk.toString('utf8').split('\n')) if (l) lines.push(JSON.parse(l) as Record<string, unknown>);
-        done();
-      },
-    });
+    const { lines, logger } = captureLogs();
     const changes: number[] = [];
     writeFileSync(path, 'AA01\nbb02\n');
-    const list = new RevokedSerials(path, createLogger('gateway', 'info', sink), (s) => changes.push(s.size));
+    const list = new RevokedSerials(path, logger, (s) => changes.push(s.size));
     const touched = (at: number) => utimesSync(path, at, at);
     try {
       assert.ok(list.has('aa01') && list.has('BB02'));
@@ -116,16 +110,10 @@ describe("the gateway's revoked serials from a list that lacks some read before"
   it('takes the serials it adds, keeps those it lacks, and says so', async () => {
     const tmp = tempDir('revoked-serials-restored');
     const path = join(tmp.dir, 'revoked-serials.txt');
-    const lines: Record<string, unknown>[] = [];
-    const sink = new Writable({
-      write(chunk: Buffer, _e, done) {
-        for (const l of chunk.toString('utf8').split('\n')) if (l) lines.push(JSON.parse(l) as Record<string, unknown>);
-        done();
-      },
-    });
+    const { lines, logger } = captureLogs();
     const told: string[][] = [];
     writeFileSync(path, 'AA01\nBB02\n');
-    const list = new RevokedSerials(path, createLogger('gateway', 'info', sink), (s) => told.push([...s].sort()));
+    const list = new RevokedSerials(path, logger, (s) => told.push([...s].sort()));
     try {
       // the list of a restored folder (no BB02), with a revocation made since: CC03
       writeFileSync(path, 'AA01\nCC03\n');
