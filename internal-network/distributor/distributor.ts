@@ -159,23 +159,31 @@ export function startDistributor(
   // Sessions of consumers that no longer run still collect their share of the shared subscription:
   // taken over, emptied and removed in the background once ours are subscribed.
   const stopping = new AbortController();
+  // Waited for by close(): so it must settle when the distributor stops before its consumers ever
+  // subscribed (a broker down or not answering), or the stop waited for ever.
+  const subscribedOrStopping = new Promise<boolean>((resolve, reject) => {
+    ready.then(() => resolve(true), reject);
+    stopping.signal.addEventListener('abort', () => resolve(false), { once: true });
+  });
   const retirement =
     group !== 'none' && config.MQTT_PROTOCOL_VERSION === 5
-      ? ready.then(() =>
-          retireConsumerSessions({
-            stateFile: join(lease.dir, 'consumer-sessions.json'),
-            current: clients.map((c) => c.options.clientId as string),
-            base: config.DISTRIBUTOR_CLIENT_ID,
-            maxConsumers: LIMITS.distributorMaxConsumers,
-            filters,
-            connect: (clientId) =>
-              // Quiet below warnings: most are probes of sessions that do not exist.
-              connectMqtt({ url: config.MQTT_URL, ...tls, clientId, protocolVersion: 5, clean: false }, log.child({ subsystem: 'mqtt', clientId, retiring: true }, { level: 'warn' }), { resubscribe: false }),
-            consume: (client) => new Consumer(client, handler, deadLetters, { initialMs: TIMINGS.distributorRetryInitialMs, maxMs: config.DISTRIBUTOR_RETRY_MAX_MS }, receipts, log, metrics.deadLetters, metrics.deadLettersNotKept, retries),
-            signal: stopping.signal,
-            liveElsewhere: () => lease.othersLive(),
-            log: log.child({ subsystem: 'sessions' }),
-          }),
+      ? subscribedOrStopping.then((subscribed) =>
+          !subscribed
+            ? undefined
+            : retireConsumerSessions({
+                stateFile: join(lease.dir, 'consumer-sessions.json'),
+                current: clients.map((c) => c.options.clientId as string),
+                base: config.DISTRIBUTOR_CLIENT_ID,
+                maxConsumers: LIMITS.distributorMaxConsumers,
+                filters,
+                connect: (clientId) =>
+                  // Quiet below warnings: most are probes of sessions that do not exist.
+                  connectMqtt({ url: config.MQTT_URL, ...tls, clientId, protocolVersion: 5, clean: false }, log.child({ subsystem: 'mqtt', clientId, retiring: true }, { level: 'warn' }), { resubscribe: false }),
+                consume: (client) => new Consumer(client, handler, deadLetters, { initialMs: TIMINGS.distributorRetryInitialMs, maxMs: config.DISTRIBUTOR_RETRY_MAX_MS }, receipts, log, metrics.deadLetters, metrics.deadLettersNotKept, retries),
+                signal: stopping.signal,
+                liveElsewhere: () => lease.othersLive(),
+                log: log.child({ subsystem: 'sessions' }),
+              }),
         )
       : Promise.resolve(undefined);
   retirement.catch((err: unknown) => log.error({ err }, 'retiring earlier consumer sessions failed; tried again at the next start'));
