@@ -105,6 +105,11 @@ export const GatewayConfigSchema = z.object({
   if (c.EDGE_HOP === 'unix' && c.GATEWAY_IDENTITY_SOURCE !== 'proxy') {
     ctx.addIssue({ code: 'custom', path: ['EDGE_HOP'], message: 'EDGE_HOP=unix is the hop from Caddy: it needs GATEWAY_IDENTITY_SOURCE=proxy' });
   }
+  // Refused here, at start, not once the broker answers: a gateway whose broker was away waited on
+  // with the setting it cannot honour.
+  if (c.GATEWAY_TOKEN_AUTH === 'on' && c.GATEWAY_IDENTITY_SOURCE !== 'proxy') {
+    ctx.addIssue({ code: 'custom', path: ['GATEWAY_TOKEN_AUTH'], message: "GATEWAY_TOKEN_AUTH=on needs GATEWAY_IDENTITY_SOURCE=proxy: device tokens come by Caddy's token route" });
+  }
   // Past the bound the connection keeping the most is closed: below one message of the frame limit
   // (its fragments' headers on top), a device sending such a message alone was closed mid-message on
   // every try, for ever. Twice the frame limit: room for one, and a second beside it.

@@ -10,7 +10,6 @@ import type { GatewayConfig } from './config.ts';
 import { identifyByProxy, identifyByTls } from './identity.ts';
 import { startGatewayServer, type GatewayServer } from './server.ts';
 import { DeviceTokens } from './device-tokens.ts';
-import { FieldStreamError } from '../../shared/errors.ts';
 import { GatewayMetrics } from './metrics.ts';
 import { SecurityReporter } from './security-reporter.ts';
 import { publishOnlineOnEveryConnect } from './gateway-presence.ts';
@@ -51,6 +50,16 @@ export async function startGateway(config: Readonly<GatewayConfig>, logger: Logg
   // word: the devices it held are gone with it, which the console shows.
   // Not retained: the distributor's persistent session queues it while the distributor is away,
   // and a retained copy would be delivered again, before the SUBACK, at every subscription.
+  // The files its settings name are read before the broker is dialled: one missing (a mount Docker
+  // made an empty folder of) stops the gateway at start, as any wrong setting does, rather than once
+  // the broker answers, which a gateway whose broker was away waited for without a word.
+  const caPem = readPemSetting('GATEWAY_CA_FILE', config.GATEWAY_CA_FILE);
+  const tlsFiles = {
+    cert: readPemSetting('GATEWAY_TLS_CERT_FILE', config.GATEWAY_TLS_CERT_FILE),
+    key: readPemSetting('GATEWAY_TLS_KEY_FILE', config.GATEWAY_TLS_KEY_FILE),
+    ca: caPem,
+  };
+  const crl = new CrlDelivery(config.GATEWAY_CRL_FILE, caPem, log.child({ subsystem: 'crl' }));
   const since = Date.now();
   const presenceTopic = gatewayPresenceTopic(config.GATEWAY_ID);
   const presence = (state: GatewayPresence['state']) => JSON.stringify({ v: ENVELOPE_VERSION, state, gatewayId: config.GATEWAY_ID, since } satisfies GatewayPresence);
@@ -86,20 +95,6 @@ export async function startGateway(config: Readonly<GatewayConfig>, logger: Logg
   const securityReports = new SecurityReporter(mqtt, config.GATEWAY_ID, log.child({ subsystem: 'security-reports' }));
   // Devices are let in only once their messages can go somewhere.
   await whenConnected(mqtt);
-  const caPem = readPemSetting('GATEWAY_CA_FILE', config.GATEWAY_CA_FILE);
-  if (config.GATEWAY_TOKEN_AUTH === 'on' && config.GATEWAY_IDENTITY_SOURCE !== 'proxy') {
-    await endMqtt(mqtt, true);
-    await metricsServer?.close();
-    throw new FieldStreamError('CONFIG_INVALID', 'GATEWAY_TOKEN_AUTH=on needs GATEWAY_IDENTITY_SOURCE=proxy: device tokens come by Caddy\'s token route.');
-  }
-  let crl: CrlDelivery;
-  try {
-    crl = new CrlDelivery(config.GATEWAY_CRL_FILE, caPem, log.child({ subsystem: 'crl' }));
-  } catch (err) {
-    await endMqtt(mqtt, true);
-    await metricsServer?.close();
-    throw err;
-  }
   let server: GatewayServer | undefined;
   const unixHop = config.GATEWAY_IDENTITY_SOURCE === 'proxy' && config.EDGE_HOP === 'unix';
   const deviceTokens =
@@ -142,11 +137,7 @@ export async function startGateway(config: Readonly<GatewayConfig>, logger: Logg
     port: config.GATEWAY_PORT,
     path: config.GATEWAY_PATH,
     gatewayId: config.GATEWAY_ID,
-    tls: {
-      cert: readPemSetting('GATEWAY_TLS_CERT_FILE', config.GATEWAY_TLS_CERT_FILE),
-      key: readPemSetting('GATEWAY_TLS_KEY_FILE', config.GATEWAY_TLS_KEY_FILE),
-      ca: caPem,
-    },
+    tls: tlsFiles,
     limits: {
       frameMaxBytes: config.GATEWAY_MAX_FRAME_BYTES,
       batchMaxMessages: config.GATEWAY_MAX_BATCH,

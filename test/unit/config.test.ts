@@ -163,6 +163,11 @@ describe('configuration', () => {
     ['field-client', 'field-client/src/main.ts', {}, 'DEVICE_ID'],
     ['field-client (missing CRL file)', 'field-client/src/main.ts', { DEVICE_ID: 'dev-1', GATEWAY_URL: 'wss://localhost:1/ws', FIELD_CA_FILE: '/dev/null', FIELD_CRL_FILE: '/nonexistent/ca.crl' }, 'FIELD_CRL_FILE'],
     ['gateway (missing certificate file)', 'dmz/gateway/main.ts', { MQTT_CA_FILE: '/nonexistent/ca.crt', MQTT_URL: 'mqtts://127.0.0.1:1' }, 'MQTT_CA_FILE'],
+    // Its own files and settings were checked only once the broker answered: with the broker away
+    // (here: nothing listens) the gateway waited on, its error unsaid.
+    ['gateway (missing TLS certificate, broker away)', 'dmz/gateway/main.ts', { GATEWAY_CA_FILE: '/dev/null', GATEWAY_TLS_CERT_FILE: '/nonexistent/gateway.crt', MQTT_URL: 'mqtts://127.0.0.1:1' }, 'GATEWAY_TLS_CERT_FILE'],
+    ['gateway (CA file a folder Docker made, broker away)', 'dmz/gateway/main.ts', { GATEWAY_CA_FILE: '/tmp', MQTT_URL: 'mqtts://127.0.0.1:1' }, 'GATEWAY_CA_FILE'],
+    ['gateway (device tokens without Caddy, broker away)', 'dmz/gateway/main.ts', { GATEWAY_TOKEN_AUTH: 'on', MQTT_URL: 'mqtts://127.0.0.1:1' }, 'GATEWAY_TOKEN_AUTH'],
     ['distributor (not a URL)', 'internal-network/distributor/main.ts', { INFLUXDB_URL: 'http//x' }, 'INFLUXDB_URL'],
     ['command API (not a URL)', 'internal-network/command-api/main.ts', { COMMAND_API_TOKEN: 'x'.repeat(32), MQTT_URL: 'mqtts//broker' }, 'MQTT_URL'],
     ['broker exporter (not an MQTT URL)', 'internal-network/broker-exporter/main.ts', { DMZ_MQTT_URL: 'mqtt://dmz:1883' }, 'DMZ_MQTT_URL'],
