@@ -14,7 +14,7 @@ function influxOnly() {
 
 /** The command API's settings (see .env.example and docs/configuration.md). */
 const CommandApiSettings = z.object({
-  COMMAND_API_HOST: setting.host('0.0.0.0'),
+  COMMAND_API_HOST: setting.host('127.0.0.1'),
   COMMAND_API_PORT: setting.port(8080),
   /** A bearer token with the operator role: long and random (e.g. `openssl rand -hex 32`). */
   COMMAND_API_TOKEN: z.string().min(24, 'must be at least 24 characters (e.g. openssl rand -hex 32)'),

@@ -183,6 +183,19 @@ describe('deployment files', () => {
     });
   }
 
+  // The command API listened on every address by default, unlike the console beside it: run as a
+  // process of its own (systemd, no compose), its plain-HTTP API took bearer tokens from any network.
+  // Loopback now; the compose file, whose published port reaches it through the container's
+  // network, says 0.0.0.0 itself, as it does for the console.
+  it('docker-compose.internal.yml makes the command API and the console listen on the container network, their own defaults being loopback', () => {
+    const env = { PATH: process.env.PATH, DMZ_BROKER_HOST: 'fs.example.org', COMMAND_API_TOKEN: 'x'.repeat(32), GRAFANA_ADMIN_PASSWORD: 'g', BRIDGE_STATE_TOKEN: 'b'.repeat(32) };
+    const c = internalConfig(env, []);
+    assert.equal(c.services['command-api']?.environment?.COMMAND_API_HOST, '0.0.0.0');
+    assert.equal(c.services.console?.environment?.CONSOLE_HOST, '0.0.0.0');
+    assert.equal(CommandApiConfigSchema.parse({ COMMAND_API_TOKEN: 'x'.repeat(32) }).COMMAND_API_HOST, '127.0.0.1');
+    assert.equal(ConsoleConfigSchema.parse({ COMMAND_API_TOKEN: 'x'.repeat(32) }).CONSOLE_HOST, '127.0.0.1');
+  });
+
   it('docker-compose.internal.yml offers PostgreSQL under the with-postgres profile: pinned, a volume, a health check, the password from a secret file, the distributor and the console wired to it', () => {
     const env = { PATH: process.env.PATH, DMZ_BROKER_HOST: 'fs.example.org', COMMAND_API_TOKEN: 'x'.repeat(32), GRAFANA_ADMIN_PASSWORD: 'g', BRIDGE_STATE_TOKEN: 'b'.repeat(32), PGHOST: 'postgres', PGPASSWORD_FILE: '/run/fieldstream-secrets/postgres-password' };
     const c = internalConfig(env, ['with-postgres']);
