@@ -84,7 +84,7 @@ export function ensureSigningKey(root: string, deviceId: string): void {
   const registry = p.deviceKeyRegistry(deviceId);
   if ((existsSync(own) && existsSync(registry)) || isRevoked(root, deviceId)) return;
   const key = existsSync(own) ? readFileSync(own, 'utf8') : existsSync(registry) ? readFileSync(registry, 'utf8') : randomBytes(32).toString('hex') + '\n';
-  makeDirDurablySync(dirname(own));
+  makeDirDurablySync(dirname(own), 0o755);
   replaceFileDurablySync(own, key, 0o600);
   makeDirDurablySync(dirname(registry), 0o700);
   replaceFileDurablySync(registry, key, 0o600);

@@ -38,7 +38,7 @@ export function readTokensFile(root: string): TokensFile {
  * folder) was an entry its parent never synced, which a power cut could take with the file in it.
  */
 function writeAtomic(path: string, content: string, mode: number): void {
-  makeDirDurablySync(dirname(path));
+  makeDirDurablySync(dirname(path), 0o755);
   replaceFileDurablySync(path, content, mode);
 }
 

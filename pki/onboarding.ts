@@ -169,7 +169,9 @@ export function setupPki(root: string, options: SetupOptions): SetupReport {
       );
     }
   }
-  makeDirDurablySync(root);
+  // 0755 whatever the umask, as every folder in it: one others may write lets them rename ca/ or a
+  // folder of keys away and put their own in its place.
+  makeDirDurablySync(root, 0o755);
   const report: SetupReport = { ca: 'reused', created: [], kept: [], ...(finishingNewCa ? { finishedNewCa: true } : {}) };
 
   // Every key is made here, before the locks (an RSA key takes a while; the locks are held for

@@ -14,7 +14,8 @@ import { FieldStreamError } from '../shared/errors.ts';
 export function withPkiLock<T>(root: string, lock: string, waitMs: number, busy: () => FieldStreamError, fn: () => T, onWait?: () => void): T {
   let inside = false;
   try {
-    mkdirSync(root, { recursive: true });
+    // 0755 whatever the umask: a folder others may write lets them rename the CA's or the keys' away.
+    mkdirSync(root, { recursive: true, mode: 0o755 });
     return withDirLock(lock, waitMs, busy, () => {
       inside = true;
       return fn();

@@ -115,7 +115,7 @@ export function refuseWhileRestoring(root: string): void {
  * empty by a restore that failed and put everything back).
  */
 export function markRestoring(root: string, onWait?: (lock: string) => void): () => void {
-  const made = mkdirSync(root, { recursive: true });
+  const made = mkdirSync(root, { recursive: true, mode: 0o755 });
   const unmake = () => {
     if (made === undefined) return;
     try {

@@ -199,7 +199,7 @@ function revokeDeviceLocked(root: string, deviceId: string): { serials: string[]
   // The internal side forgets the device's signing key and remembers that it was revoked.
   rmSync(p.deviceKeyRegistry(deviceId), { force: true });
   const revokedDevices = p.revokedDevices;
-  mkdirSync(dirname(revokedDevices), { recursive: true });
+  mkdirSync(dirname(revokedDevices), { recursive: true, mode: 0o755 });
   if (!isRevoked(root, deviceId)) appendLinesSync(revokedDevices, `${deviceId}\n`, 0o644, new Set());
 
   writeRevocations(root);
@@ -278,7 +278,8 @@ export function writeRevocations(root: string): void {
   const p = pkiPaths(root);
   const revoked = readLines(join(p.caDir, 'revoked.jsonl'), RevokedRecordSchema);
   const serialsPath = revokedSerialsPath(root);
-  mkdirSync(dirname(serialsPath), { recursive: true });
+  // 0755 whatever the umask: where others may write, they could rename the list away and un-revoke.
+  mkdirSync(dirname(serialsPath), { recursive: true, mode: 0o755 });
   replaceFileDurablySync(serialsPath, revoked.map((r) => `${r.serial}\n`).join(''), 0o644);
 
   // A private CA's CRL: valid ten years, made again at every revocation. An entry whose
