@@ -74,22 +74,32 @@ export class DeviceCredentials {
     if ('tokenFile' in f) return { token: readDeviceToken(f.tokenFile, this.deviceId) };
     const cert = readFileSync(f.certFile, 'utf8');
     const key = readFileSync(f.keyFile, 'utf8');
-    let x509: X509Certificate;
-    try {
-      x509 = new X509Certificate(cert);
-    } catch (err) {
-      throw new Error(`FIELD_CERT_FILE=${f.certFile} is not a certificate: ${(err as Error).message}`);
-    }
-    let matches: boolean;
-    try {
-      matches = x509.checkPrivateKey(createPrivateKey(key));
-    } catch (err) {
-      throw new Error(`FIELD_KEY_FILE=${f.keyFile} is not a private key: ${(err as Error).message}`);
-    }
-    if (!matches) throw new Error(`FIELD_KEY_FILE=${f.keyFile} is not the key of FIELD_CERT_FILE=${f.certFile}`);
+    const x509 = certificateWithItsKey(f, cert, key);
     // The gateway takes the device id from the certificate (its CN).
     const cn = /(?:^|\n)CN=([^\n]+)/.exec(x509.subject)?.[1];
     if (cn !== this.deviceId) throw new Error(`FIELD_CERT_FILE=${f.certFile} is the certificate of device "${cn}", not of DEVICE_ID=${this.deviceId}`);
     return { cert, key };
   }
+}
+
+/**
+ * The certificate, once it is known to be one and `key` to be its private key; else an Error naming
+ * the setting at fault. At start as at a reload: a pair that does not match fails every TLS
+ * handshake, so the client could only retry for ever.
+ */
+export function certificateWithItsKey(f: { certFile: string; keyFile: string }, cert: string, key: string): X509Certificate {
+  let x509: X509Certificate;
+  try {
+    x509 = new X509Certificate(cert);
+  } catch (err) {
+    throw new Error(`FIELD_CERT_FILE=${f.certFile} is not a certificate: ${(err as Error).message}`);
+  }
+  let matches: boolean;
+  try {
+    matches = x509.checkPrivateKey(createPrivateKey(key));
+  } catch (err) {
+    throw new Error(`FIELD_KEY_FILE=${f.keyFile} is not a private key: ${(err as Error).message}`);
+  }
+  if (!matches) throw new Error(`FIELD_KEY_FILE=${f.keyFile} is not the key of FIELD_CERT_FILE=${f.certFile}`);
+  return x509;
 }

@@ -15,7 +15,7 @@ import { recoverOutbox } from './files/outbox-recovery.ts';
 import { GatewayConnection, readDeviceToken } from './gateway-connection.ts';
 import { HealthReporter, softwareVersion } from './health.ts';
 import { ServerCrlSource } from './server-crl-source.ts';
-import { DeviceCredentials, type DeviceAuth } from './device-credentials.ts';
+import { DeviceCredentials, certificateWithItsKey, type DeviceAuth } from './device-credentials.ts';
 import { folderInput } from './inputs/folder-watch.ts';
 import { httpInput } from './inputs/http-input.ts';
 import type { LocalInput } from './inputs/input.ts';
@@ -81,6 +81,14 @@ export async function startFieldClient(config: Readonly<FieldClientConfig>, logg
   const auth: DeviceAuth = config.FIELD_TOKEN_FILE
     ? { token: readDeviceToken(config.FIELD_TOKEN_FILE, config.DEVICE_ID) }
     : { cert: readPemSetting('FIELD_CERT_FILE', config.FIELD_CERT_FILE), key: readPemSetting('FIELD_KEY_FILE', config.FIELD_KEY_FILE) };
+  // A key that is not the certificate's stops the client here: it would fail every handshake.
+  if ('cert' in auth) {
+    try {
+      certificateWithItsKey({ certFile: config.FIELD_CERT_FILE, keyFile: config.FIELD_KEY_FILE }, auth.cert, auth.key);
+    } catch (err) {
+      throw new FieldStreamError('CONFIG_INVALID', (err as Error).message, { variable: 'FIELD_KEY_FILE' });
+    }
+  }
   // Read again when their files change (a renewal copied onto the device): device-credentials.ts.
   const credentials = new DeviceCredentials(config.FIELD_TOKEN_FILE ? { tokenFile: config.FIELD_TOKEN_FILE } : { certFile: config.FIELD_CERT_FILE, keyFile: config.FIELD_KEY_FILE }, config.DEVICE_ID, auth, log);
   const tls = { ca, crl, credentials, ...auth };

@@ -21,6 +21,7 @@ import { parse as parseDotenv } from 'dotenv';
 import { parseConfig } from '../../shared/config.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
+import { makeTestPki } from '../helpers/pki.ts';
 
 const repoRoot = join(import.meta.dirname, '..', '..');
 
@@ -188,6 +189,40 @@ describe('configuration', () => {
       if (variable !== 'MQTT_CA_FILE') assert.equal(r.status, 78);
     });
   }
+
+  // A key that is not its certificate's was taken at start and failed every connection attempt, for
+  // ever, logged as a "gateway connection error" of OpenSSL's ("key values mismatch"): the bundle's
+  // client.crt copied after a renewal, its client.key not. At a reload it was refused already.
+  it("stops the field-client process when FIELD_KEY_FILE is not FIELD_CERT_FILE's key, naming both", () => {
+    const pki = makeTestPki(['dev-1', 'dev-2']);
+    const data = mkdtempSync(join(tmpdir(), 'fieldstream-keypair-'));
+    try {
+      const r = spawnSync(join(repoRoot, 'node_modules', '.bin', 'tsx'), [join(repoRoot, 'field-client', 'src', 'main.ts')], {
+        cwd: repoRoot,
+        env: {
+          PATH: process.env.PATH,
+          FIELDSTREAM_ENV_FILE: '/dev/null',
+          DEVICE_ID: 'dev-1',
+          GATEWAY_URL: 'wss://localhost:1/ws',
+          FIELD_CA_FILE: pki.paths.publicCa,
+          FIELD_CERT_FILE: pki.paths.device('dev-1').cert,
+          FIELD_KEY_FILE: pki.paths.device('dev-2').key,
+          FIELD_DATA_DIR: data,
+          FIELD_HTTP_PORT: 'off',
+          FIELD_MQTT_PORT: 'off',
+          FIELD_METRICS_PORT: 'off',
+        },
+        encoding: 'utf8',
+        timeout: 20_000,
+      });
+      assert.equal(r.status, 78, r.stderr);
+      assert.match(r.stderr, /error CONFIG_INVALID: FIELD_KEY_FILE=\S+ is not the key of FIELD_CERT_FILE=/);
+      assert.doesNotMatch(r.stderr, /^\s+at /m);
+    } finally {
+      rmSync(data, { recursive: true, force: true });
+      pki.cleanup();
+    }
+  });
 
   // A .env that cannot be read was passed over in silence: the program ran on its defaults, every
   // setting of that file ignored (npm start wrote to data/ instead of the InfluxDB the file named).
