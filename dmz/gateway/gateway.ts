@@ -5,7 +5,7 @@ import { ENVELOPE_VERSION, type GatewayPresence } from '../../shared/contract/en
 import { gatewayPresenceTopic } from '../../shared/contract/topics.ts';
 import { readMqttTls } from '../../shared/mqtt/settings.ts';
 import type { Logger } from '../../shared/logger.ts';
-import { readPemSetting } from '../../shared/tls-files.ts';
+import { readKeyPairSettings, readPemSetting } from '../../shared/tls-files.ts';
 import type { GatewayConfig } from './config.ts';
 import { identifyByProxy, identifyByTls } from './identity.ts';
 import { startGatewayServer, type GatewayServer } from './server.ts';
@@ -55,8 +55,7 @@ export async function startGateway(config: Readonly<GatewayConfig>, logger: Logg
   // the broker answers, which a gateway whose broker was away waited for without a word.
   const caPem = readPemSetting('GATEWAY_CA_FILE', config.GATEWAY_CA_FILE);
   const tlsFiles = {
-    cert: readPemSetting('GATEWAY_TLS_CERT_FILE', config.GATEWAY_TLS_CERT_FILE),
-    key: readPemSetting('GATEWAY_TLS_KEY_FILE', config.GATEWAY_TLS_KEY_FILE),
+    ...readKeyPairSettings({ variable: 'GATEWAY_TLS_CERT_FILE', path: config.GATEWAY_TLS_CERT_FILE }, { variable: 'GATEWAY_TLS_KEY_FILE', path: config.GATEWAY_TLS_KEY_FILE }),
     ca: caPem,
   };
   const crl = new CrlDelivery(config.GATEWAY_CRL_FILE, caPem, log.child({ subsystem: 'crl' }));

@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import { z } from 'zod';
 import { setting } from '../config.ts';
-import { readPemSetting } from '../tls-files.ts';
+import { readKeyPairSettings, readPemSetting } from '../tls-files.ts';
 
 /**
  * The broker settings every MQTT-speaking service reads: where the broker is (TLS only), and the
@@ -42,7 +42,6 @@ export function readMqttTls(config: { readonly MQTT_CA_FILE: string; readonly MQ
 } {
   return {
     ca: readPemSetting('MQTT_CA_FILE', config.MQTT_CA_FILE),
-    cert: readPemSetting('MQTT_CERT_FILE', config.MQTT_CERT_FILE),
-    key: readPemSetting('MQTT_KEY_FILE', config.MQTT_KEY_FILE),
+    ...readKeyPairSettings({ variable: 'MQTT_CERT_FILE', path: config.MQTT_CERT_FILE }, { variable: 'MQTT_KEY_FILE', path: config.MQTT_KEY_FILE }),
   };
 }

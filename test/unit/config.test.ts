@@ -224,6 +224,54 @@ describe('configuration', () => {
     }
   });
 
+  // A service's key that was not its certificate's crashed it with OpenSSL's stack trace (the MQTT
+  // client's, at its first connection: "key values mismatch"), or would have, for the gateway's WSS
+  // certificate, once its broker answered.
+  for (const [service, entry, files] of [
+    ['distributor', 'internal-network/distributor/main.ts', { MQTT_CERT_FILE: 'internal/distributor', MQTT_KEY_FILE: 'internal/console' }],
+    ['command API', 'internal-network/command-api/main.ts', { MQTT_CERT_FILE: 'internal/command-api', MQTT_KEY_FILE: 'internal/distributor' }],
+    ['gateway', 'dmz/gateway/main.ts', { GATEWAY_TLS_CERT_FILE: 'dmz/gateway', GATEWAY_TLS_KEY_FILE: 'dmz/edge' }],
+  ] as const) {
+    const [certVar, keyVar] = Object.keys(files) as [string, string];
+    it(`stops the ${service} process when ${keyVar} is not ${certVar}'s key, in one line naming both`, () => {
+      const pki = makeTestPki([]);
+      const work = mkdtempSync(join(tmpdir(), 'fieldstream-keypair-'));
+      try {
+        const [certOf, keyOf] = Object.values(files) as [string, string];
+        const r = spawnSync(join(repoRoot, 'node_modules', '.bin', 'tsx'), [join(repoRoot, entry)], {
+          cwd: work,
+          env: {
+            PATH: process.env.PATH,
+            FIELDSTREAM_ENV_FILE: '/dev/null',
+            MQTT_URL: 'mqtts://127.0.0.1:1',
+            MQTT_CA_FILE: pki.paths.publicCa,
+            MQTT_CERT_FILE: pki.paths.service(entry.startsWith('dmz') ? 'dmz/gateway-client' : 'internal/distributor').cert,
+            MQTT_KEY_FILE: pki.paths.service(entry.startsWith('dmz') ? 'dmz/gateway-client' : 'internal/distributor').key,
+            [certVar]: pki.paths.service(certOf).cert,
+            [keyVar]: pki.paths.service(keyOf).key,
+            GATEWAY_CA_FILE: pki.paths.publicCa,
+            COMMAND_API_TOKEN: 'x'.repeat(32),
+            DISTRIBUTOR_DEVICE_KEYS_DIR: join(pki.dir, 'internal', 'device-keys'),
+            DISTRIBUTOR_STORED_FEED_KEY_FILE: join(pki.dir, 'internal', 'stored-feed.key'),
+            COMMAND_DEVICE_KEYS_DIR: join(pki.dir, 'internal', 'device-keys'),
+            DISTRIBUTOR_METRICS_PORT: 'off',
+            COMMAND_API_METRICS_PORT: 'off',
+            COMMAND_API_PORT: '0',
+            GATEWAY_METRICS_PORT: 'off',
+          },
+          encoding: 'utf8',
+          timeout: 20_000,
+        });
+        assert.equal(r.status, 78, r.stderr);
+        assert.match(r.stderr, new RegExp(`error CONFIG_INVALID: ${keyVar}=\\S+ is not the key of ${certVar}=`));
+        assert.equal(r.stderr.trimEnd().split('\n').length, 1, r.stderr);
+      } finally {
+        rmSync(work, { recursive: true, force: true });
+        pki.cleanup();
+      }
+    });
+  }
+
   // A .env that cannot be read was passed over in silence: the program ran on its defaults, every
   // setting of that file ignored (npm start wrote to data/ instead of the InfluxDB the file named).
   // None in the working directory is the usual case (a fresh clone, a container), and means none.
