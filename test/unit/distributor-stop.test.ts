@@ -63,7 +63,8 @@ describe('the distributor process stops on SIGTERM while its broker never let it
     it(`exits 0 within a bound, with ${what}`, async () => {
       const tmp = tempDir('distributor-stop');
       const p = pki.paths;
-      const child = spawn(join(repoRoot, 'node_modules', '.bin', 'tsx'), [join(repoRoot, 'internal-network', 'distributor', 'main.ts')], {
+      // node itself, not the tsx wrapper: the signals, and the SIGKILL of a failed run, reach the service.
+      const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), join(repoRoot, 'internal-network', 'distributor', 'main.ts')], {
         cwd: tmp.dir,
         env: {
           PATH: process.env.PATH,
