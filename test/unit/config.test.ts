@@ -163,7 +163,6 @@ describe('configuration', () => {
     ['distributor', 'internal-network/distributor/main.ts', { INFLUXDB_URL: 'http://db:8086' }, 'INFLUXDB_TOKEN'],
     ['field-client', 'field-client/src/main.ts', {}, 'DEVICE_ID'],
     ['field-client (missing CRL file)', 'field-client/src/main.ts', { DEVICE_ID: 'dev-1', GATEWAY_URL: 'wss://localhost:1/ws', FIELD_CA_FILE: '/dev/null', FIELD_CRL_FILE: '/nonexistent/ca.crl' }, 'FIELD_CRL_FILE'],
-    ['gateway (missing certificate file)', 'dmz/gateway/main.ts', { MQTT_CA_FILE: '/nonexistent/ca.crt', MQTT_URL: 'mqtts://127.0.0.1:1' }, 'MQTT_CA_FILE'],
     // Its own files and settings were checked only once the broker answered: with the broker away
     // (here: nothing listens) the gateway waited on, its error unsaid.
     ['gateway (missing TLS certificate, broker away)', 'dmz/gateway/main.ts', { GATEWAY_CA_FILE: '/dev/null', GATEWAY_TLS_CERT_FILE: '/nonexistent/gateway.crt', MQTT_URL: 'mqtts://127.0.0.1:1' }, 'GATEWAY_TLS_CERT_FILE'],
@@ -186,9 +185,39 @@ describe('configuration', () => {
       // One line: the code and the variable, no stack trace.
       assert.equal(r.stderr.trimEnd().split('\n').length, 1, r.stderr);
       assert.doesNotMatch(r.stderr, /^\s+at /m);
-      if (variable !== 'MQTT_CA_FILE') assert.equal(r.status, 78);
+      assert.equal(r.status, 78);
     });
   }
+
+  // Its own files are checked first (they are valid here), then the broker's.
+  it('stops the gateway (missing certificate file) process with a message naming MQTT_CA_FILE', () => {
+    const pki = makeTestPki([]);
+    try {
+      const p = pki.paths;
+      const r = spawnSync(join(repoRoot, 'node_modules', '.bin', 'tsx'), [join(repoRoot, 'dmz', 'gateway', 'main.ts')], {
+        cwd: repoRoot,
+        env: {
+          PATH: process.env.PATH,
+          FIELDSTREAM_ENV_FILE: '/dev/null',
+          GATEWAY_CA_FILE: p.publicCa,
+          GATEWAY_TLS_CERT_FILE: p.service('dmz/edge').cert,
+          GATEWAY_TLS_KEY_FILE: p.service('dmz/edge').key,
+          GATEWAY_CRL_FILE: p.crl,
+          GATEWAY_REVOKED_SERIALS_FILE: join(pki.dir, 'dmz', 'revocation', 'revoked-serials.txt'),
+          MQTT_CA_FILE: '/nonexistent/ca.crt',
+          MQTT_URL: 'mqtts://127.0.0.1:1',
+        },
+        encoding: 'utf8',
+        timeout: 20_000,
+      });
+      assert.notEqual(r.status, 0);
+      assert.match(r.stderr, /error CONFIG_[A-Z_]+: .*MQTT_CA_FILE/);
+      assert.equal(r.stderr.trimEnd().split('\n').length, 1, r.stderr);
+      assert.doesNotMatch(r.stderr, /^\s+at /m);
+    } finally {
+      pki.cleanup();
+    }
+  });
 
   // A key that is not its certificate's was taken at start and failed every connection attempt, for
   // ever, logged as a "gateway connection error" of OpenSSL's ("key values mismatch"): the bundle's
