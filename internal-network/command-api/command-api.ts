@@ -57,10 +57,7 @@ export async function startCommandApi(
   }
   const started = api;
   return {
-    port: started.port,
-    mqtt: started.mqtt,
-    metrics: started.metrics,
-    metricsServer: started.metricsServer,
+    ...started,
     async close() {
       try {
         await started.close();

@@ -13,7 +13,12 @@ import { holderDetails, holderText, lockFor, type ProcessLock } from '../../shar
  * other's. The second is refused with API_STATE_IN_USE, naming the first; one whose lock another took
  * over (it was stalled past TIMINGS.dataLockExpiryMs) is told so through `onLost`, and stops.
  */
-export function lockCommandState(statePath: string, onLost: (err: FieldStreamError) => void): Promise<ProcessLock> {
+export function lockCommandState(
+  statePath: string,
+  onLost: (err: FieldStreamError) => void,
+  /** what the refused taker is told to do (fieldstream-admin restore: stop the command API first) */
+  advice = 'Stop it, or give this one a COMMAND_STATE_PATH of its own.',
+): Promise<ProcessLock> {
   const path = `${resolve(statePath)}.lock`;
   makeDirDurablySync(dirname(path));
   return lockFor(
@@ -22,7 +27,7 @@ export function lockCommandState(statePath: string, onLost: (err: FieldStreamErr
       inUse: (lock) =>
         new FieldStreamError(
           'API_STATE_IN_USE',
-          `COMMAND_STATE_PATH=${statePath} is in use by another command API (${holderText(lock, 'command API')}): two on one journal would each rewrite it without the commands the other accepted. Stop it, or give this one a COMMAND_STATE_PATH of its own.`,
+          `COMMAND_STATE_PATH=${statePath} is in use by another command API (${holderText(lock, 'command API')}): two on one journal would each rewrite it without the commands the other accepted. ${advice}`,
           holderDetails(path, lock),
         ),
       lost: () => new FieldStreamError('API_STATE_IN_USE', `${path} was taken over by another command API while this one was stalled past ${TIMINGS.dataLockExpiryMs} ms; this one stops.`, { path }),

@@ -236,11 +236,9 @@ export async function restoreBackup(paths: AdminPaths, archive: string, o: Resto
 /** Takes the command journal's lock; one a command API holds refuses the restore (API_STATE_IN_USE). */
 async function lockJournal(journal: string): Promise<{ release(): void }> {
   try {
-    return await lockCommandState(journal, () => undefined);
+    return await lockCommandState(journal, () => undefined, 'Stop the command API, then restore; nothing was restored.');
   } catch (err) {
-    if (isFieldStreamError(err) && err.code === 'API_STATE_IN_USE') {
-      throw new FieldStreamError('API_STATE_IN_USE', `${err.message.replace(/ Stop it, or give this one a COMMAND_STATE_PATH of its own\.$/, '')} Stop the command API, then restore; nothing was restored.`, err.details, { cause: err });
-    }
+    if (isFieldStreamError(err)) throw err;
     throw new FieldStreamError('BACKUP_WRITE_FAILED', `Cannot lock the command journal ${journal} (${errnoOf(err) ?? (err as Error).message}); nothing was restored.`, undefined, { cause: err });
   }
 }
