@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { readdirSync, readFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
 import { connectAsync } from 'mqtt';
 import { after, before, describe, it } from 'node:test';
 import { runDoctor } from '../../field-client/src/doctor.ts';
@@ -61,10 +61,48 @@ describe('two DMZ servers: a device moves when its server dies', () => {
         return f.client.submit('timeseries', { seq, timestamp: Date.parse('2026-01-01T00:00:00Z') + seq * 1000 });
       }),
     );
-  /** every reading stored, and each once: as many rows as distinct sequence numbers, as many as were sent */
+  /** the sequence numbers of the device's stored readings, a row each (a reading written through two gateways is two series: two rows) */
+  const storedSeqs = async (id: string) => (await influx.rows(DB, `SELECT seq FROM readings WHERE device = '${id}'`)).map((r) => Number(r.seq));
+  /**
+   * Every reading stored, and each once: as many rows as distinct sequence numbers, as many as were
+   * sent. Counted here from the rows, not by InfluxDB's COUNT(DISTINCT()): the aggregates of one
+   * InfluxDB 1.x SELECT each read on a cursor of their own.
+   */
   const stored = async (id: string) => {
-    const [r] = await influx.rows(DB, `SELECT COUNT(seq) AS total, COUNT(DISTINCT(seq)) AS distinct_ FROM readings WHERE device = '${id}'`);
-    return { total: Number(r?.total ?? 0), distinct: Number(r?.distinct_ ?? 0) };
+    const seqs = await storedSeqs(id);
+    return { total: seqs.length, distinct: new Set(seqs).size };
+  };
+  /** For a failure's message: the codes of the warnings and errors in the services' logs under `dir`, counted by log file. */
+  const warningCodes = (dir: string) => {
+    const tally: Record<string, number> = {};
+    for (const f of readdirSync(dir, { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.log'))) {
+      for (const line of readFileSync(join(dir, f), 'utf8').split('\n')) {
+        let l: { level?: number; code?: string; msg?: string };
+        try {
+          l = JSON.parse(line) as typeof l;
+        } catch {
+          continue; // not a pino line (Mosquitto's, Caddy's), or cut short
+        }
+        const key = `${basename(f)} ${l.code ?? l.msg?.slice(0, 60)}`;
+        if ((l.level ?? 0) >= 40) tally[key] = (tally[key] ?? 0) + 1;
+      }
+    }
+    return tally;
+  };
+  /** For a failure's message: which sequence numbers are missing, and what the distributor counted of what it did not write. */
+  const whyNot = async (id: string) => {
+    const have = new Set(await storedSeqs(id));
+    const missing: string[] = [];
+    for (let s = 1; s <= (sent.get(id) as number); s++) {
+      if (have.has(s)) continue;
+      let e = s;
+      while (e + 1 <= (sent.get(id) as number) && !have.has(e + 1)) e++;
+      missing.push(s === e ? `${s}` : `${s}-${e}`);
+      s = e;
+    }
+    const m = parseExposition(await (await fetch(`${stack.metrics.distributor}/metrics`)).text());
+    const counters = [...m].filter(([k, v]) => v !== 0 && /^fieldstream_distributor_(duplicates|dead_letters|security_events|write_failures|messages)_total/.test(k));
+    return `missing seq ${missing.join(',')}; distributor ${JSON.stringify(Object.fromEntries(counters))}; warnings logged by the stack's services ${JSON.stringify(warningCodes(join(work.dir, 'stack')))}`;
   };
   const allStored = async (id: string) => {
     let last = { total: 0, distinct: 0 };
@@ -75,7 +113,7 @@ describe('two DMZ servers: a device moves when its server dies', () => {
       }, 60_000);
     } catch {
       const f = id === DEVICE ? field : balanced;
-      throw new Error(`${id}: ${last.distinct} distinct readings stored of ${sent.get(id)} sent; its client: ${JSON.stringify({ ...f.client.status().connection, unacknowledged: f.client.unacknowledged })}`);
+      throw new Error(`${id}: ${last.distinct} distinct readings stored of ${sent.get(id)} sent; ${await whyNot(id)}; its client: ${JSON.stringify({ ...f.client.status(), commands: undefined })}; the clients' warnings: ${JSON.stringify(logs.lines.filter((l) => Number(l.level) >= 40).slice(-20))}`);
     }
   };
 
