@@ -367,6 +367,12 @@ export const ERRORS = {
     transient: false,
     description: "The command is dated later than the device's clock plus FIELD_COMMAND_CLOCK_SKEW_S: a forgery, or a wrong clock; it was not run.",
   },
+  FIELD_RECEIPTS_SILENT: {
+    http: 504,
+    transient: true,
+    description:
+      'The gateway took messages, and LIMITS.receiptsSilentMoveResends resends for want of their commit receipts (twice as many with one GATEWAY_URL) brought no receipt on that connection: the field client closes it and connects again, to the next URL when there are several.',
+  },
   FIELD_GATEWAY_BROKER_DOWN: {
     http: 503,
     transient: true,

@@ -343,6 +343,13 @@ export const LIMITS = {
    * again: the wait (FIELD_COMMIT_TIMEOUT_MS) doubles after each resend that brought no receipt, so
    * a long outage of the internal side costs a resend every quarter of an hour, not every minute. */
   commitTimeoutMaxMs: 15 * 60 * 1000,
+  /** resends. A field client whose connection has had this many resends for want of a commit
+   * receipt since its welcome, none answered by a receipt, leaves it for the next GATEWAY_URL
+   * (FIELD_RECEIPTS_SILENT): the gateway takes messages, and the receipts do not come back through
+   * it (its DMZ server's bridge to the internal network down since the device connected). With one
+   * URL, twice as many (behind a load balancer the next connection may reach another server). With
+   * the default FIELD_COMMIT_TIMEOUT_MS (60 s) and its doubling: 3 minutes, and 15 with one URL. */
+  receiptsSilentMoveResends: 2,
   /** bytes. Room a file's queue record needs beside the file itself when the field client takes a
    * file within FIELD_QUEUE_MAX_BYTES: its JSON (a name of at most 255 bytes, a media type, a hash,
    * counts) and its segment framing are well under it, so a file that fits is not refused at its

@@ -63,6 +63,8 @@ export class CommitReceipts {
   private openFrom = 0;
   /** resends in a row that brought no receipt: each doubles the wait before the next (capped) */
   private fruitlessResends = 0;
+  /** of those, the ones made on the current connection since its welcome (receiptsSilent) */
+  private fruitlessHere = 0;
   /** when the connection was lost, on the queue's clock (undefined while connected). The times
    * here are all on that clock (durable-queue.ts, now()), which setting the device's clock does not move. */
   private disconnectedAt: number | undefined;
@@ -124,6 +126,7 @@ export class CommitReceipts {
     this.stats.lastCommitAt = Date.now();
     this.lastCommitAt = this.queue.now();
     this.fruitlessResends = 0;
+    this.fruitlessHere = 0;
     return committed;
   }
 
@@ -135,6 +138,18 @@ export class CommitReceipts {
   welcomed(now: number): void {
     if (this.disconnectedAt !== undefined) this.afterReconnect = { before: this.disconnectedAt, at: now + (this.options.reconnectGraceMs ?? TIMINGS.reconnectReceiptGraceMs) };
     this.disconnectedAt = undefined;
+    this.fruitlessHere = 0;
+  }
+
+  /**
+   * Whether the current connection has had `resends` resends for want of a receipt, none answered
+   * by one, since its welcome: its gateway takes messages, and the receipts of what it took do not
+   * come back through it (its DMZ server's bridge down since it connected: the DMZ broker holds the
+   * messages for the bridge's session). Another server's path may work. The doubling of the wait
+   * spaces these out, on every connection, for as long as no receipt comes from anywhere.
+   */
+  receiptsSilent(resends: number): boolean {
+    return this.fruitlessHere >= resends;
   }
 
   /**
@@ -168,7 +183,10 @@ export class CommitReceipts {
     }
     if (n > 0) {
       this.lastResendAt = now;
-      if (now - this.lastCommitAt > timeout) this.fruitlessResends++;
+      if (now - this.lastCommitAt > timeout) {
+        this.fruitlessResends++;
+        if (connected) this.fruitlessHere++;
+      }
       this.stats.resentForReceipt += n;
       this.log.warn({ code: 'FIELD_COMMIT_TIMEOUT', messages: n, timeoutMs: timeout }, 'no commit receipt in time; sending again');
     }

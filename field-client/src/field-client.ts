@@ -3,7 +3,7 @@ import type { DownlinkFrame, WelcomeFrame } from '../../shared/contract/downlink
 import { canonicalPayload, type DataType, type ResponsePayload } from '../../shared/contract/payloads.ts';
 import type { FieldClientOptions, PayloadOf, Submission } from './client-options.ts';
 import { clientStatus, type ClientStatus } from './client-status.ts';
-import { TIMINGS } from '../../shared/limits.ts';
+import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import type { LimitedLog } from '../../shared/limited-log.ts';
 import { CommitReceipts, noReceiptStats, type ReceiptStats } from './commit-receipts.ts';
 import type { Logger } from '../../shared/logger.ts';
@@ -351,6 +351,13 @@ export class FieldClient {
     const resent = this.receipts.expire(now, this.connection.isOpen);
     // The frames that carried what is given up on unanswered no longer hold the pacing's budget.
     if (this.pacing.giveUp(now - wait, now) || resent > 0) this.schedulePump();
+    const resends = this.connection.urlCount > 1 ? LIMITS.receiptsSilentMoveResends : 2 * LIMITS.receiptsSilentMoveResends;
+    if (resent > 0 && this.receipts.receiptsSilent(resends)) {
+      this.connection.moveOn(
+        { code: 'FIELD_RECEIPTS_SILENT', resends, waitMs: wait },
+        'the gateway takes messages but no commit receipt comes back through it; connecting again (the next gateway URL, if several)',
+      );
+    }
   }
 
   /** bytes set aside (rejected.jsonl, rejected/), counted against maxBytes */
