@@ -141,6 +141,12 @@ export const ERRORS = {
     description:
       "A chunked transfer's marker in the file storage (its stored file's record, .partial/DEVICE/ID.done.json, or its verdict, .failed/DEVICE/ID.json) is not what it should be: damaged, or edited by hand. The chunk was not stored; it is kept whole as a dead letter.",
   },
+  DISTRIBUTOR_FILE_TRANSFER_REUSED: {
+    http: 409,
+    transient: false,
+    description:
+      "A chunk declares a file (its size and SHA-256) other than the one its transfer id already stored: the device used a transfer id again for other content. The chunk was not stored; it is kept whole as a dead letter.",
+  },
   // -- Field client ---------------------------------------------------------------------------------
   FIELD_QUEUE_FULL: { http: 507, transient: true, description: 'The local queue is full (FIELD_QUEUE_MAX_BYTES) and its policy is to refuse new data.' },
   FIELD_QUEUE_DROPPED_OLDEST: { http: 507, transient: false, description: 'The local queue was full; its oldest segment was dropped to make room (policy drop-oldest), with what it held that was not yet committed.' },

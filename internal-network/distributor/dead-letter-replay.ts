@@ -305,9 +305,9 @@ async function fileRecords(files: FileToStore[], o: Pick<ReplayOptions, 'files' 
     const { transfer, filename, metadata } = f.message.payload;
     let record: StoredFileInfo | undefined;
     try {
-      record = transfer ? await store.recordOf(f.deviceId, transfer.id) : { filename, path: '', size: 0, sha256: '', contentType: '', timestamp: metadata?.timestamp };
+      record = transfer ? await store.recordOf(f.deviceId, transfer.id, transfer) : { filename, path: '', size: 0, sha256: '', contentType: '', timestamp: metadata?.timestamp };
     } catch (err) {
-      if (!isFieldStreamError(err, 'DISTRIBUTOR_FILE_MARKER_DAMAGED')) throw err;
+      if (!isFieldStreamError(err, 'DISTRIBUTOR_FILE_MARKER_DAMAGED') && !isFieldStreamError(err, 'DISTRIBUTOR_FILE_TRANSFER_REUSED')) throw err;
       refused ??= err;
       continue;
     }
@@ -318,11 +318,12 @@ async function fileRecords(files: FileToStore[], o: Pick<ReplayOptions, 'files' 
 
 /**
  * What the storage refuses a letter's file for, for good as when the distributor gave it: a verdict
- * on the file (its checksum, its name), or a damaged marker (no verdict on the file, but final until
- * an operator puts it right: the letter stays, to be replayed then).
+ * on the file (its checksum, its name, its transfer id taken by other content), or a damaged marker
+ * (no verdict on the file, but final until an operator puts it right: the letter stays, to be
+ * replayed then).
  */
 function refusedFile(err: unknown): err is FieldStreamError {
-  return ['DISTRIBUTOR_FILE_CHECKSUM', 'DISTRIBUTOR_FILE_NAME_TAKEN', 'DISTRIBUTOR_UNSAFE_FILENAME', 'DISTRIBUTOR_FILE_MARKER_DAMAGED'].some((code) => isFieldStreamError(err, code as ErrorCode));
+  return ['DISTRIBUTOR_FILE_CHECKSUM', 'DISTRIBUTOR_FILE_NAME_TAKEN', 'DISTRIBUTOR_UNSAFE_FILENAME', 'DISTRIBUTOR_FILE_MARKER_DAMAGED', 'DISTRIBUTOR_FILE_TRANSFER_REUSED'].some((code) => isFieldStreamError(err, code as ErrorCode));
 }
 
 interface LetterData {

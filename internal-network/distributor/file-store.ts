@@ -19,6 +19,24 @@ import type { StoredFileInfo } from './points.ts';
 export type { FileStoreSweep } from './file-sweep.ts';
 
 /**
+ * `done`, the record of the file transfer `t.id` stored, when it is the file `t` declares (its size
+ * and SHA-256, which every chunk carries); DISTRIBUTOR_FILE_TRANSFER_REUSED otherwise. The done
+ * marker is found by the transfer id alone, and a device may send other content under an id it
+ * used before (one restored from a backup, or faulty): answered with the record, each chunk of the
+ * new file was receipted as stored, and its device deleted a file the storage never held. Refused
+ * for good instead, each chunk is kept whole as a dead letter and receipted. The earlier file's own
+ * chunks, delivered again, match and are answered with its record as before.
+ */
+function sameFile(deviceId: string, t: Pick<FileTransfer, 'id' | 'size' | 'sha256'>, done: StoredFileInfo): StoredFileInfo {
+  if (done.sha256 === t.sha256 && done.size === t.size) return done;
+  throw new FieldStreamError(
+    'DISTRIBUTOR_FILE_TRANSFER_REUSED',
+    `File transfer ${t.id} from ${deviceId} declares ${t.size} bytes with SHA-256 ${t.sha256}, but that transfer id stored other content already (${done.path}: ${done.size} bytes, SHA-256 ${done.sha256}). The device used the id again; this chunk is not stored, and is kept whole as a dead letter.`,
+    { transferId: t.id, size: t.size, sha256: t.sha256, storedPath: done.path, storedSize: done.size, storedSha256: done.sha256 },
+  );
+}
+
+/**
  * Files from devices, stored as ROOT/DEVICE_ID/FILENAME.
  *
  * - A device's file name is checked again here (the DMZ is not trusted) and the final path must
@@ -97,7 +115,7 @@ export class FileStore {
     const partial = this.partialDir(deviceId, t.id);
     const doneMarker = `${partial}.done.json`;
     const done = await readDone(doneMarker);
-    if (done) return { result: done, wrote: false };
+    if (done) return { result: sameFile(deviceId, t, done), wrote: false };
     const failed = await readFailed(this.failedMarker(deviceId, t.id));
     if (failed) throw await this.failedAgain(deviceId, t.id, partial, failed);
     try {
@@ -111,7 +129,7 @@ export class FileStore {
       // one, the consumer retries.
       if (!isFieldStreamError(err, 'DISTRIBUTOR_WRITE_FAILED')) throw err;
       const record = await readDone(doneMarker).catch(() => undefined);
-      if (record) return { result: record, wrote: false };
+      if (record) return { result: sameFile(deviceId, t, record), wrote: false };
       const failed = await readFailed(this.failedMarker(deviceId, t.id)).catch(() => undefined);
       if (failed) throw await this.failedAgain(deviceId, t.id, partial, failed);
       throw err;
@@ -120,11 +138,13 @@ export class FileStore {
 
   /**
    * The record of a chunked transfer's file once stored (its done marker), or undefined; nothing is
-   * written. For a dry run of the dead-letter replay.
+   * written. For a dry run of the dead-letter replay. `declared`: the transfer as a chunk declares
+   * it; a record of other content is DISTRIBUTOR_FILE_TRANSFER_REUSED, as storeChunk answers it.
    */
-  async recordOf(deviceId: string, transferId: string): Promise<StoredFileInfo | undefined> {
+  async recordOf(deviceId: string, transferId: string, declared?: Pick<FileTransfer, 'size' | 'sha256'>): Promise<StoredFileInfo | undefined> {
     if (!DeviceIdSchema.safeParse(deviceId).success) throw new FieldStreamError('DISTRIBUTOR_UNSAFE_FILENAME', `Refused device id ${JSON.stringify(deviceId.slice(0, 100))}`);
-    return readDone(`${this.partialDir(deviceId, transferId)}.done.json`);
+    const done = await readDone(`${this.partialDir(deviceId, transferId)}.done.json`);
+    return done && declared ? sameFile(deviceId, { id: transferId, ...declared }, done) : done;
   }
 
   private async addChunk(dir: string, deviceId: string, partial: string, doneMarker: string, payload: FilePayload & { transfer: FileTransfer }, receivedAt: number | undefined): Promise<StoredFileInfo | undefined> {

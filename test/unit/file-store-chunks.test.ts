@@ -251,6 +251,33 @@ describe('file storage: chunked files', () => {
     assert.deepEqual(readdirSync(join(root, '.failed', 'cam-7')).sort(), [basename(kept), 'failed-once.json'].sort(), 'the verdict kept beside the chunks');
   });
 
+  it("a transfer id used again for other content (a faulty or restored device) is refused, DISTRIBUTOR_FILE_TRANSFER_REUSED (a dead letter, kept whole), never answered with the earlier file's record", async () => {
+    // Answered from the done marker, which the transfer id alone found, each chunk of the new file
+    // was receipted as stored, and its device deleted a file the storage never held.
+    const earlier = Buffer.from('the file first sent under this transfer id');
+    const info = await Promise.all(chunksOf(earlier, 20, 'reused').map((c) => store.storeChunk('cam-21', c))).then((r) => r.find((i) => i));
+    assert.equal(info?.sha256, sha(earlier));
+    const stored = readdirSync(join(root, 'cam-21'));
+    for (const other of [Buffer.from('other content, sent later under the same id'), Buffer.concat([earlier, Buffer.from('!')])]) {
+      for (const c of chunksOf(other, 20, 'reused')) {
+        const err = await store.storeChunk('cam-21', c).then(
+          (r) => assert.fail(`chunk ${c.transfer.index} of other content answered with the record of ${r?.path} (${r?.sha256})`),
+          (e: unknown) => e as FieldStreamError,
+        );
+        assert.ok(coded('DISTRIBUTOR_FILE_TRANSFER_REUSED')(err), String(err));
+        assert.equal(err.details?.transferId, 'reused');
+        assert.equal(err.details?.sha256, sha(other), 'the content refused named');
+        assert.equal(err.details?.storedSha256, sha(earlier), 'and the file the id stored');
+        await assert.rejects(store.recordOf('cam-21', 'reused', c.transfer), coded('DISTRIBUTOR_FILE_TRANSFER_REUSED'), 'the dry run of a replay');
+      }
+    }
+    assert.deepEqual(readdirSync(join(root, 'cam-21')), stored, 'the earlier file untouched, nothing else stored');
+    assert.deepEqual(readdirSync(join(root, '.partial', 'cam-21')), ['reused.done.json'], 'no chunks receipted into a folder of the id');
+    // The earlier file's chunks, delivered again, are still answered with its record.
+    for (const c of chunksOf(earlier, 20, 'reused')) assert.deepEqual(await store.storeChunk('cam-21', c), info);
+    assert.deepEqual(await store.recordOf('cam-21', 'reused', chunksOf(earlier, 20, 'reused')[0]!.transfer), info);
+  });
+
   it("a damaged marker (a torn or hand-edited file) is a final verdict on the transfer's chunks, DISTRIBUTOR_FILE_MARKER_DAMAGED (a dead letter, receipted), not a retry for ever", async () => {
     // Read back as DISTRIBUTOR_WRITE_FAILED, every chunk of the transfer was retried unacknowledged
     // for good: its consumer connection stalled on it, and the broker handed it on at each restart.
