@@ -17,6 +17,7 @@ import { ReplayWindows } from '../../internal-network/distributor/security/repla
 import { MessageVerifier } from '../../internal-network/distributor/security/verifier.ts';
 import { DeviceKeyRegistry } from '../../internal-network/shared/device-keys.ts';
 import { uplinkTopic } from '../../shared/contract/topics.ts';
+import { parseUplinkFrame } from '../../shared/contract/uplink.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { createLogger } from '../../shared/logger.ts';
 import { signGroup } from '../../shared/security/message-auth.ts';
@@ -39,6 +40,26 @@ describe('file storage', () => {
     }
     await assert.rejects(store.store('../cam', { filename: 'a.txt', data: b64('x') }), (e: unknown) => e instanceof FieldStreamError && e.code === 'DISTRIBUTOR_UNSAFE_FILENAME');
     assert.ok(readdirSync(tmp.dir).every((f) => f === 'files'), 'nothing written beside the storage folder');
+  });
+
+  it('refuses names holding bidi controls or other invisible format characters, which would show an operator listing the folder another name; takes the joiners words and emoji need', async () => {
+    // "report\u202efdp.exe" is listed as "reportexe.pdf"; a zero-width space or a tag character
+    // makes a name that looks like another one already there.
+    const misleading = ['report\u202efdp.exe', 'a\u202ab.txt', 'a\u202bb.txt', 'a\u202cb.txt', 'a\u202db.txt', 'a\u2066b.txt', 'a\u2067b.txt', 'a\u2068b.txt', 'a\u2069b.txt', 'a\u200eb.txt', 'a\u200fb.txt', 'a\u061cb.txt', 'in\u200bvoice.pdf', '\ufeffa.txt', 'a\u2060b.txt', 'soft\u00adhyphen.txt', 'tag\u{e0041}.txt'];
+    const refused = (e: unknown) => e instanceof FieldStreamError && e.code === 'DISTRIBUTOR_UNSAFE_FILENAME' && /format character/.test(e.message);
+    for (const filename of misleading) {
+      await assert.rejects(store.store('cam-bidi', { filename, data: b64('x') }), refused, JSON.stringify(filename));
+      const sha256 = createHash('sha256').update('x').digest('hex');
+      await assert.rejects(store.storeChunk('cam-bidi', { filename, data: b64('x'), transfer: { id: 'bidi', index: 0, count: 1, size: 1, sha256 } }), refused, JSON.stringify(filename));
+      const frame = JSON.stringify({ deviceId: 'cam-bidi', dataType: 'file', payload: { filename, data: b64('x') } });
+      assert.throws(() => parseUplinkFrame(frame), (e: unknown) => e instanceof FieldStreamError && e.code === 'CONTRACT_UNSAFE_FILENAME', `the gateway refuses ${JSON.stringify(filename)} too`);
+    }
+    assert.ok(!existsSync(join(root, 'cam-bidi')) || readdirSync(join(root, 'cam-bidi')).length === 0, 'nothing stored');
+    // ZWNJ spells Persian and Indic words; ZWJ joins emoji: names with them are names, stored as they are.
+    for (const filename of ['\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645.txt', 'family \u{1f468}\u200d\u{1f469}\u200d\u{1f467}.jpg', 'caf\u00e9.txt']) {
+      assert.equal((await store.store('cam-bidi', { filename, data: b64(filename) })).filename, filename);
+      assert.equal(readFileSync(join(root, 'cam-bidi', filename), 'utf8'), filename);
+    }
   });
 
   it('stores once when the same file arrives again (a redelivery)', async () => {
