@@ -74,12 +74,20 @@ export class DeviceCredentials {
     if ('tokenFile' in f) return { token: readDeviceToken(f.tokenFile, this.deviceId) };
     const cert = readFileSync(f.certFile, 'utf8');
     const key = readFileSync(f.keyFile, 'utf8');
-    const x509 = certificateWithItsKey(f, cert, key);
-    // The gateway takes the device id from the certificate (its CN).
-    const cn = /(?:^|\n)CN=([^\n]+)/.exec(x509.subject)?.[1];
-    if (cn !== this.deviceId) throw new Error(`FIELD_CERT_FILE=${f.certFile} is the certificate of device "${cn}", not of DEVICE_ID=${this.deviceId}`);
+    certificateOfDevice(f.certFile, certificateWithItsKey(f, cert, key), this.deviceId);
     return { cert, key };
   }
+}
+
+/**
+ * An Error naming FIELD_CERT_FILE when the certificate is another device's. At start as at a
+ * reload: the gateway takes the device id from the certificate (its CN), not from DEVICE_ID, so
+ * the client would connect as that other device and each of its messages, which say DEVICE_ID, be
+ * refused (GATEWAY_DEVICE_MISMATCH), for ever.
+ */
+export function certificateOfDevice(certFile: string, x509: X509Certificate, deviceId: string): void {
+  const cn = /(?:^|\n)CN=([^\n]+)/.exec(x509.subject)?.[1];
+  if (cn !== deviceId) throw new Error(`FIELD_CERT_FILE=${certFile} is the certificate of device "${cn ?? ''}", not of DEVICE_ID=${deviceId}`);
 }
 
 /**

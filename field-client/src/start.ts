@@ -1,4 +1,5 @@
 
+import type { X509Certificate } from 'node:crypto';
 import { join } from 'node:path';
 import { readJsonSetting } from '../../shared/config.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
@@ -15,7 +16,7 @@ import { recoverOutbox } from './files/outbox-recovery.ts';
 import { GatewayConnection, readDeviceToken } from './gateway-connection.ts';
 import { HealthReporter, softwareVersion } from './health.ts';
 import { ServerCrlSource } from './server-crl-source.ts';
-import { DeviceCredentials, certificateWithItsKey, type DeviceAuth } from './device-credentials.ts';
+import { DeviceCredentials, certificateOfDevice, certificateWithItsKey, type DeviceAuth } from './device-credentials.ts';
 import { folderInput } from './inputs/folder-watch.ts';
 import { httpInput } from './inputs/http-input.ts';
 import type { LocalInput } from './inputs/input.ts';
@@ -81,12 +82,19 @@ export async function startFieldClient(config: Readonly<FieldClientConfig>, logg
   const auth: DeviceAuth = config.FIELD_TOKEN_FILE
     ? { token: readDeviceToken(config.FIELD_TOKEN_FILE, config.DEVICE_ID) }
     : { cert: readPemSetting('FIELD_CERT_FILE', config.FIELD_CERT_FILE), key: readPemSetting('FIELD_KEY_FILE', config.FIELD_KEY_FILE) };
-  // A key that is not the certificate's stops the client here: it would fail every handshake.
+  // A key that is not the certificate's, or another device's certificate, stops the client here:
+  // it would fail every handshake, or have every message refused by the gateway.
   if ('cert' in auth) {
+    let x509: X509Certificate;
     try {
-      certificateWithItsKey({ certFile: config.FIELD_CERT_FILE, keyFile: config.FIELD_KEY_FILE }, auth.cert, auth.key);
+      x509 = certificateWithItsKey({ certFile: config.FIELD_CERT_FILE, keyFile: config.FIELD_KEY_FILE }, auth.cert, auth.key);
     } catch (err) {
       throw new FieldStreamError('CONFIG_INVALID', (err as Error).message, { variable: 'FIELD_KEY_FILE' });
+    }
+    try {
+      certificateOfDevice(config.FIELD_CERT_FILE, x509, config.DEVICE_ID);
+    } catch (err) {
+      throw new FieldStreamError('CONFIG_INVALID', (err as Error).message, { variable: 'FIELD_CERT_FILE' });
     }
   }
   // Read again when their files change (a renewal copied onto the device): device-credentials.ts.

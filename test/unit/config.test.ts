@@ -219,39 +219,46 @@ describe('configuration', () => {
     }
   });
 
-  // A key that is not its certificate's was taken at start and failed every connection attempt, for
-  // ever, logged as a "gateway connection error" of OpenSSL's ("key values mismatch"): the bundle's
-  // client.crt copied after a renewal, its client.key not. At a reload it was refused already.
-  it("stops the field-client process when FIELD_KEY_FILE is not FIELD_CERT_FILE's key, naming both", () => {
-    const pki = makeTestPki(['dev-1', 'dev-2']);
-    const data = mkdtempSync(join(tmpdir(), 'fieldstream-keypair-'));
-    try {
-      const r = spawnSync(join(repoRoot, 'node_modules', '.bin', 'tsx'), [join(repoRoot, 'field-client', 'src', 'main.ts')], {
-        cwd: repoRoot,
-        env: {
-          PATH: process.env.PATH,
-          FIELDSTREAM_ENV_FILE: '/dev/null',
-          DEVICE_ID: 'dev-1',
-          GATEWAY_URL: 'wss://localhost:1/ws',
-          FIELD_CA_FILE: pki.paths.publicCa,
-          FIELD_CERT_FILE: pki.paths.device('dev-1').cert,
-          FIELD_KEY_FILE: pki.paths.device('dev-2').key,
-          FIELD_DATA_DIR: data,
-          FIELD_HTTP_PORT: 'off',
-          FIELD_MQTT_PORT: 'off',
-          FIELD_METRICS_PORT: 'off',
-        },
-        encoding: 'utf8',
-        timeout: 20_000,
-      });
-      assert.equal(r.status, 78, r.stderr);
-      assert.match(r.stderr, /error CONFIG_INVALID: FIELD_KEY_FILE=\S+ is not the key of FIELD_CERT_FILE=/);
-      assert.doesNotMatch(r.stderr, /^\s+at /m);
-    } finally {
-      rmSync(data, { recursive: true, force: true });
-      pki.cleanup();
-    }
-  });
+  // Both were taken at start and failed every connection attempt, for ever; at a reload they were
+  // refused already. A key that is not its certificate's (the bundle's client.crt copied after a
+  // renewal, its client.key not) was a "gateway connection error" of OpenSSL's ("key values
+  // mismatch"); another device's bundle connected, and the gateway refused each of its messages
+  // (GATEWAY_DEVICE_MISMATCH: the device id is the certificate's CN, not DEVICE_ID).
+  for (const [what, cert, key, stderr] of [
+    ["FIELD_KEY_FILE is not FIELD_CERT_FILE's key, naming both", 'dev-1', 'dev-2', /error CONFIG_INVALID: FIELD_KEY_FILE=\S+ is not the key of FIELD_CERT_FILE=/],
+    ['FIELD_CERT_FILE is the certificate of another device, naming it and DEVICE_ID', 'dev-2', 'dev-2', /error CONFIG_INVALID: FIELD_CERT_FILE=\S+ is the certificate of device "dev-2", not of DEVICE_ID=dev-1/],
+  ] as const) {
+    it(`stops the field-client process when ${what}`, () => {
+      const pki = makeTestPki(['dev-1', 'dev-2']);
+      const data = mkdtempSync(join(tmpdir(), 'fieldstream-keypair-'));
+      try {
+        const r = spawnSync(join(repoRoot, 'node_modules', '.bin', 'tsx'), [join(repoRoot, 'field-client', 'src', 'main.ts')], {
+          cwd: repoRoot,
+          env: {
+            PATH: process.env.PATH,
+            FIELDSTREAM_ENV_FILE: '/dev/null',
+            DEVICE_ID: 'dev-1',
+            GATEWAY_URL: 'wss://localhost:1/ws',
+            FIELD_CA_FILE: pki.paths.publicCa,
+            FIELD_CERT_FILE: pki.paths.device(cert).cert,
+            FIELD_KEY_FILE: pki.paths.device(key).key,
+            FIELD_DATA_DIR: data,
+            FIELD_HTTP_PORT: 'off',
+            FIELD_MQTT_PORT: 'off',
+            FIELD_METRICS_PORT: 'off',
+          },
+          encoding: 'utf8',
+          timeout: 20_000,
+        });
+        assert.equal(r.status, 78, r.stderr);
+        assert.match(r.stderr, stderr);
+        assert.doesNotMatch(r.stderr, /^\s+at /m);
+      } finally {
+        rmSync(data, { recursive: true, force: true });
+        pki.cleanup();
+      }
+    });
+  }
 
   // A service's key that was not its certificate's crashed it with OpenSSL's stack trace (the MQTT
   // client's, at its first connection: "key values mismatch"), or would have, for the gateway's WSS
