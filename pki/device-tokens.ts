@@ -81,6 +81,9 @@ export async function issueDeviceToken(root: string, deviceId: string, options: 
     const current = tokenEntry(tokens.devices, deviceId);
     if (current?.state === 'revoked') throw new FieldStreamError('PKI_DEVICE_REVOKED', `The token of device ${deviceId} was revoked; onboard it under a new id.`);
     if (current && !options.renew) throw new FieldStreamError('PKI_CERT_EXISTS', `Device ${deviceId} already has a token; pass --renew (devices renew ID --token) to replace it.`);
+    // Under the revocation lock, which issuing a certificate takes too: one issued meanwhile is seen.
+    // After the revocation: a revoked device is answered as revoked, whatever it holds.
+    if (!options.renew) refuseCertificateDevice(root, deviceId);
     if (!current && options.renew) throw new FieldStreamError('ADMIN_UNKNOWN_DEVICE', `Device ${deviceId} has no token to renew.`);
     tokens.devices[deviceId] = { state: 'active', tokenId, issuedAt: issuedAt.toISOString(), expiresAt, scrypt };
     const { token: tokenFile } = tokenPaths(root, deviceId);
@@ -88,6 +91,21 @@ export async function issueDeviceToken(root: string, deviceId: string, options: 
     ensureSigningKey(root, deviceId);
     return { changed: true, result: { tokenFile, tokenId, expiresAt } };
   }));
+}
+
+/**
+ * PKI_CERT_EXISTS when the device has a client certificate: a token is given instead of one, never
+ * beside it. Issued all the same, it left the certificate valid as a second way in, overwrote the
+ * certificate's bundle with the token's, and made the tooling (deviceAuth) list the device as a
+ * token device, its certificate out of sight.
+ */
+function refuseCertificateDevice(root: string, deviceId: string): void {
+  const { cert } = pkiPaths(root).device(deviceId);
+  if (!existsSync(cert)) return;
+  throw new FieldStreamError(
+    'PKI_CERT_EXISTS',
+    `Device ${deviceId} already has a certificate (${cert}): a device has a certificate or a token, not both. Renew its certificate (devices renew ${deviceId}), or give the token to a new id and revoke this one (devices revoke ${deviceId}).`,
+  );
 }
 
 /**
