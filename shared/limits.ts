@@ -1232,6 +1232,12 @@ export const TIMINGS = {
    * stored responses cannot be read (API_RESPONSES_UNREADABLE): its response may be there. Past it,
    * it is expired (a late answer still replaces `expired`). */
   commandReconcileGraceMs: 15 * 60_000,
+  /** milliseconds. How long after the command API expired a command (with no final answer) it is
+   * still looked up among the responses the distributor stored, at the start and at each connection
+   * to the broker: a device runs a command until its expiry plus FIELD_COMMAND_CLOCK_SKEW_S (at most
+   * a day), a program may run an hour (commands-file.ts), and the device's queue may hold the answer
+   * a while longer. Bounded so that a start does not look up every expired command kept (100,000). */
+  commandLateAnswerLookUpMs: 2 * 24 * 3_600_000,
   /** milliseconds. A device's answer the command API's journal could not take is written again after
    * this long, doubling up to commandJournalRetryMaxMs; the broker's PUBACK waits for it. */
   commandJournalRetryInitialMs: 250,

@@ -256,7 +256,8 @@ export class CommandDispatcher {
    * minutes, so its answer can come after the sweep. It says what happened, and replaces
    * `expired` (left, it told the operator a command that ran did not, and it was sent again);
    * an acceptance is kept in `response`, the command staying final. Any other final state is
-   * the device's own answer, which never changes.
+   * the device's own answer, which never changes. `expiredAt` stays: the command shows that its
+   * answer came after this API had said `expired`, which an operator may have acted on.
    */
   private answer(record: CommandRecord, response: Pick<Response['payload'], 'status' | 'result'>): boolean {
     const late = record.state === 'expired';
@@ -271,6 +272,7 @@ export class CommandDispatcher {
       state: late && !isFinal(response.status) ? 'expired' : response.status,
       response: { status: response.status, ...(response.result !== undefined ? { result: response.result as CommandRecord['params'] } : {}), at: Date.now() },
     });
+    if (late) this.log.warn({ commandId: record.commandId, deviceId: record.deviceId, state: response.status, expiredAt: record.expiredAt }, "the device's answer came after the command was expired: recorded, the command showing both");
     return true;
   }
 
@@ -318,7 +320,7 @@ export class CommandDispatcher {
     const overdue = [...this.store.all()].filter((r) => due(r, now));
     if (overdue.length === 0) return;
     if (!this.reconciler) {
-      for (const r of overdue) this.update(r, { state: 'expired' });
+      for (const r of overdue) this.update(r, { state: 'expired', expiredAt: now });
       return;
     }
     // Looked up first: a command whose response the distributor stored ends with that response.
@@ -346,7 +348,7 @@ export class CommandDispatcher {
     if (this.closed) return;
     for (const r of records) {
       const current = this.store.get(r.commandId);
-      if (still(current)) this.update(current as CommandRecord, { state: 'expired' });
+      if (still(current)) this.update(current as CommandRecord, { state: 'expired', expiredAt: Date.now() });
     }
   }
 

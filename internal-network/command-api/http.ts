@@ -278,6 +278,7 @@ function view(r: CommandRecord): CommandView {
     attempts: r.attempts,
     ...(r.sentAt ? { sentAt: new Date(r.sentAt).toISOString() } : {}),
     ...(r.response ? { response: { ...r.response, at: new Date(r.response.at).toISOString() } } : {}),
+    ...(r.expiredAt !== undefined ? { expiredAt: new Date(r.expiredAt).toISOString() } : {}),
   };
 }
 

@@ -1,6 +1,6 @@
 import { ResponsePayloadSchema } from '../../shared/contract/payloads.ts';
 import { isFieldStreamError } from '../../shared/errors.ts';
-import { LIMITS } from '../../shared/limits.ts';
+import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { DeviceKeyRegistry } from '../shared/device-keys.ts';
 import type { Response } from './believed-responses.ts';
@@ -42,14 +42,20 @@ export class Reconciler {
     private readonly closed: () => boolean,
   ) {}
 
-  /** Looks up the stored responses of every command still waiting (at the start, at each connection). */
+  /**
+   * Looks up the stored responses of every command still waiting, and of those expired within
+   * TIMINGS.commandLateAnswerLookUpMs (at the start, at each connection). An expired command's
+   * device may still answer (it runs a command until its expiry plus its clock skew), and the
+   * broker's copy of that late answer is lost as any other's; the distributor's is there.
+   */
   waiting(): Promise<void> {
     // One waiting to run is enough: it takes what waits when it starts (a broker that flaps
     // queues no look-up per connection).
     if (this.waitingLookUp) return this.waitingLookUp;
     const lookUp = this.lookUp(() => {
       this.waitingLookUp = undefined;
-      return [...this.store.all()].filter((r) => !isFinal(r.state));
+      const since = Date.now() - TIMINGS.commandLateAnswerLookUpMs;
+      return [...this.store.all()].filter((r) => !isFinal(r.state) || (r.state === 'expired' && (r.expiredAt ?? r.expiresAt) >= since));
     }).then(
       () => undefined,
       (err: unknown) => this.log.warn({ code: isFieldStreamError(err) ? err.code : 'API_RESPONSES_UNREADABLE', err: (err as Error).message }, 'the responses the distributor stored could not be read; looked up again before each command expires'),

@@ -45,6 +45,10 @@ export const CommandRecordSchema = z.object({
   /** epoch ms of the broker's PUBACK of the last publish */
   sentAt: z.number().int().optional(),
   response: z.object({ status: z.enum(COMMAND_RESPONSE_STATUSES), result: JsonValueSchema.optional(), at: z.number().int() }).optional(),
+  /** epoch ms at which this API ended the command `expired`; kept when the device's answer comes
+   * after and replaces that state, so the command says the answer came late and that `expired` was
+   * shown meanwhile (absent from commands expired before it was recorded) */
+  expiredAt: z.number().int().optional(),
   updatedAt: z.number().int(),
   /** the request that made it, when it came with an Idempotency-Key: who sent it, the key, and the
    * SHA-256 of its body (a retry of the request is answered with its commands, never new ones) */
@@ -66,6 +70,8 @@ export const CommandViewSchema = z.object({
   attempts: z.number().int().min(0),
   sentAt: IsoTimeSchema.optional(),
   response: z.object({ status: z.enum(COMMAND_RESPONSE_STATUSES), result: JsonValueSchema.optional(), at: IsoTimeSchema }).optional(),
+  /** when this API ended it `expired`, also once a late answer of the device's replaced that state */
+  expiredAt: IsoTimeSchema.optional(),
 });
 export type CommandView = z.infer<typeof CommandViewSchema>;
 

@@ -12,8 +12,9 @@ const CommandFieldsSchema = CommandViewSchemaOfApi.extend({
   expiresAt: ms,
   sentAt: ms.optional(),
   response: CommandViewSchemaOfApi.shape.response.unwrap().extend({ at: ms }).optional(),
+  expiredAt: ms.optional(),
 });
-const withUpdatedAt = <C extends z.infer<typeof CommandFieldsSchema>>(c: C) => ({ ...c, updatedAt: Math.max(c.issuedAt, c.sentAt ?? 0, c.response?.at ?? 0) });
+const withUpdatedAt = <C extends z.infer<typeof CommandFieldsSchema>>(c: C) => ({ ...c, updatedAt: Math.max(c.issuedAt, c.sentAt ?? 0, c.response?.at ?? 0, c.expiredAt ?? 0) });
 const CommandViewSchema = CommandFieldsSchema.transform(withUpdatedAt);
 
 /** What the command API answers, read as untrusted as any other network answer. */

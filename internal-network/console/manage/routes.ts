@@ -88,6 +88,7 @@ function testEventView(c: ConsoleCommand) {
     expiresAt: iso(c.expiresAt),
     ...(c.sentAt !== undefined ? { sentAt: iso(c.sentAt) } : {}),
     ...(c.response ? { response: { status: c.response.status, ...(c.response.result !== undefined ? { result: c.response.result } : {}), at: iso(c.response.at) } } : {}),
+    ...(c.expiredAt !== undefined ? { expiredAt: iso(c.expiredAt) } : {}),
   };
 }
 

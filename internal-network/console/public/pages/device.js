@@ -155,11 +155,16 @@ export function mountDevice(root, { store, id, canCommand }) {
       const response = c.response && typeof c.response === 'object'
         ? `${value(c.response.status)}${c.response.result !== undefined ? ': ' + shown(c, c.response.result) : ''}`
         : '—';
+      // The command API said `expired` first, and the device's answer came after (docs/commands.md):
+      // said, since an operator may have acted on `expired` meanwhile.
+      const late = c.state !== 'expired' && typeof c.expiredAt === 'number'
+        ? h('span', { class: 'muted', testid: 'command-late' }, ` (answered after it expired, ${time(c.expiredAt)})`)
+        : null;
       return h('tr', { testid: 'command-row', data: { commandId: c.commandId, state: String(c.state) } },
         h('td', null, time(c.issuedAt)),
         h('td', { class: 'mono' }, value(c.command)),
         h('td', { class: 'mono' }, c.params === undefined ? '—' : shown(c, c.params)),
-        h('td', null, badge(String(c.state), String(c.state), { testid: 'command-state' })),
+        h('td', null, badge(String(c.state), String(c.state), { testid: 'command-state' }), late),
         h('td', { class: 'num' }, number(c.attempts)),
         h('td', { class: 'mono' }, response),
         h('td', null, relativeTime(c.updatedAt)));
