@@ -166,4 +166,53 @@ describe('a command sent again after its answer was lost is one command', () => 
     await w.page.waitForSelector(`${sel('commands-unread')}[hidden]`, { state: 'attached' });
     assert.equal(await w.page.locator(sel('command-row')).count(), before);
   });
+
+  it('the device page reloaded after a command whose answer was lost: the command is offered again with its key, and sent again it is one command', async () => {
+    // The key lived in the page's memory only: a reload (what an operator does after a network
+    // error) forgot it, and the same command sent again from the reloaded page was a second one.
+    const first = pages[0];
+    assert.ok(first, 'the browser of the tests before');
+    const w = await browser!.openTab(first, 'about:blank');
+    pages.push(w);
+    w.page.setDefaultTimeout(TIMINGS.commandApiRequestTimeoutMs * 3);
+    await w.page.goto(`${console_.url}#/device/${DEVICE}`);
+    await w.page.waitForSelector(sel('command-form'));
+    await w.page.fill(sel('command-name'), 'retry-reload');
+    await w.page.fill(sel('command-params'), '{"seconds": 7}');
+    await w.page.fill(sel('command-ttl'), '600');
+    await answerLost(async () => {
+      await w.page.click(sel('command-submit'));
+      await w.page.waitForSelector(`${sel('command-error')}:not([hidden])`);
+    });
+    const made = await commandsNamed('retry-reload');
+    assert.equal(made.length, 1, 'the command API took the first');
+
+    await w.page.reload();
+    await w.page.waitForSelector(sel('command-form'));
+    // The reloaded page offers the command not confirmed, as it was typed, and says why.
+    const offered = await Promise.all(['command-name', 'command-params', 'command-ttl'].map((t) => w.page.inputValue(sel(t))));
+    const notice = (await w.page.textContent(sel('command-error'))) ?? '';
+    // The operator sends the same command again (typed again, or as offered).
+    await w.page.fill(sel('command-name'), 'retry-reload');
+    await w.page.fill(sel('command-params'), '{"seconds": 7}');
+    await w.page.fill(sel('command-ttl'), '600');
+    await w.page.click(sel('command-submit'));
+    await w.page.waitForFunction((s) => /^Sent: retry-reload/.test(document.querySelector(s)?.textContent ?? ''), sel('command-status'));
+    assert.deepEqual(await commandsNamed('retry-reload'), made, 'sent again after a reload, the same command: none more');
+    assert.deepEqual(offered, ['retry-reload', '{"seconds": 7}', '600'], 'the reloaded page offered the command not confirmed');
+    assert.match(notice, /not confirmed/i);
+
+    // Confirmed, it is forgotten: a reload offers nothing, and the same command sent now is a new one.
+    await w.page.reload();
+    await w.page.waitForSelector(sel('command-form'));
+    assert.equal(await w.page.inputValue(sel('command-name')), '');
+    assert.equal(await w.page.isHidden(sel('command-error')), true);
+    await w.page.fill(sel('command-name'), 'retry-reload');
+    await w.page.fill(sel('command-params'), '{"seconds": 7}');
+    await w.page.fill(sel('command-ttl'), '600');
+    await w.page.click(sel('command-submit'));
+    await w.page.waitForFunction((s) => /^Sent: retry-reload/.test(document.querySelector(s)?.textContent ?? ''), sel('command-status'));
+    assert.equal((await commandsNamed('retry-reload')).length, 2, 'a new command after the first was confirmed');
+    w.assertClean([/Failed to load resource: the server responded with a status of 502/]);
+  });
 });

@@ -49,6 +49,38 @@ function newKey() {
   return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, '0')).join('');
 }
 
+/**
+ * The command waiting to be confirmed, kept in the tab's sessionStorage (per device) so that it
+ * outlives a reload of the page: kept in the page's memory only, the key was lost at the reload an
+ * operator does after a network error, and the same command sent again from the reloaded page went
+ * under a new key, a second command. The tab's own storage, not localStorage: another tab sending
+ * the same command means another command. Storage refused (a browser that disables it) leaves the
+ * key in memory, as before.
+ */
+const pendingStore = {
+  name: (deviceId) => `fieldstream.command-pending.${deviceId}`,
+  read(deviceId) {
+    try {
+      const v = JSON.parse(sessionStorage.getItem(this.name(deviceId)) ?? 'null');
+      // Read as any stored text: only the shape written below is taken.
+      if (!v || typeof v.text !== 'string' || typeof v.key !== 'string' || !/^[0-9a-f]{32}$/.test(v.key)) return null;
+      const f = v.fields;
+      if (!f || typeof f.name !== 'string' || typeof f.params !== 'string' || typeof f.ttl !== 'string') return null;
+      return { text: v.text, key: v.key, fields: { name: f.name, params: f.params, ttl: f.ttl } };
+    } catch {
+      return null;
+    }
+  },
+  write(deviceId, pending) {
+    try {
+      if (pending) sessionStorage.setItem(this.name(deviceId), JSON.stringify(pending));
+      else sessionStorage.removeItem(this.name(deviceId));
+    } catch {
+      // kept in memory only
+    }
+  },
+};
+
 /** Whether a failed send may have been taken all the same: no answer, or the console's 5xx (the
  * command API's answer lost or failed: CONSOLE_COMMAND_API_FAILED). A 4xx refused it: nothing was sent. */
 const unsure = (err) => err.status === 0 || err.status >= 500;
@@ -58,8 +90,13 @@ export function commandForm(deviceId, onSent) {
   // The command waiting to be confirmed (its JSON) and the Idempotency-Key it went with. Sent again
   // unchanged (the button pressed again after an answer that never came), it carries the same key,
   // and the command API answers with the command it took, if it took one: never a second command.
-  // A confirmed command, or another one, gets a new key.
-  let pending = null;
+  // A confirmed command, or another one, gets a new key. Kept in the tab's storage until then
+  // (pendingStore): a reload offers it again, with its key.
+  let pending = pendingStore.read(deviceId);
+  const setPending = (p) => {
+    pending = p;
+    pendingStore.write(deviceId, p);
+  };
   const field = (id, label, control, hint) => {
     const error = h('p', { id: `${id}-error`, class: 'field-error', testid: `${id}-error`, hidden: true });
     control.id = id;
@@ -111,17 +148,18 @@ export function commandForm(deviceId, onSent) {
           submit.disabled = true;
           setText(status, 'Sending…');
           const text = JSON.stringify(checked.body);
-          if (!pending || pending.text !== text) pending = { text, key: newKey() };
+          // Stored before it is sent: a reload while it is on its way keeps its key too.
+          if (!pending || pending.text !== text) setPending({ text, key: newKey(), fields: { name: name.control.value, params: params.control.value, ttl: ttl.control.value } });
           try {
             const record = await sendCommand(deviceId, checked.body, pending.key);
-            pending = null;
+            setPending(null);
             setText(status, `Sent: ${checked.body.command} (${record?.commandId ?? 'no id'}), ${record?.state ?? 'queued'}.`);
             params.control.value = '';
             if (record && typeof record.commandId === 'string') onSent(record);
           } catch (err) {
             setText(status, '');
             failure.hidden = false;
-            if (!unsure(err)) pending = null;
+            if (!unsure(err)) setPending(null);
             setText(failure,
               err.status === 403 ? 'Your role may not send commands.'
               : unsure(err) ? `Not confirmed: ${err.message} (${err.code}). The command may have been taken: sending it again unchanged does not send it twice.`
@@ -139,5 +177,14 @@ export function commandForm(deviceId, onSent) {
     status,
     failure,
   );
+  if (pending) {
+    // A command of this tab not confirmed before the page was left or reloaded: offered again as
+    // it was typed, so that sending it unchanged goes under its key.
+    name.control.value = pending.fields.name;
+    params.control.value = pending.fields.params;
+    ttl.control.value = pending.fields.ttl;
+    failure.hidden = false;
+    setText(failure, 'A command sent from this page was not confirmed: it may have been taken. Sending it again unchanged does not send it twice.');
+  }
   return form;
 }
