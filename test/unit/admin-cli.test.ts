@@ -8,6 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { gzipSync } from 'node:zlib';
 import { adminWaitingFor, holdLock } from '../helpers/admin-waiting.ts';
+import { adminWith } from '../helpers/admin.ts';
 import { makeTestPki, tempDir } from '../helpers/pki.ts';
 import { REPO_ROOT } from '../helpers/stack.ts';
 import { createBackup, tarEntry } from '../../scripts/admin/backup.ts';
@@ -27,12 +28,7 @@ describe('fieldstream-admin devices', () => {
   after(() => pki.cleanup());
 
   /** Runs a command line in this process with the test PKI as CERTS_DIR. */
-  const admin = async (...argv: string[]) => {
-    let out = '';
-    let err = '';
-    const code = await runAdmin(argv, { out: (t) => void (out += t), err: (t) => void (err += t), env: { CERTS_DIR: pki.dir }, cwd: REPO_ROOT });
-    return { code, out, err };
-  };
+  const admin = adminWith(pki.dir);
   const list = async () => JSON.parse((await admin('devices', 'list', '--json')).out) as DeviceSummary[];
 
   it('answers bad arguments with its usage and exit 2', async () => {
@@ -156,9 +152,7 @@ describe('fieldstream-admin devices', () => {
       const tokens = join(own.dir, 'dmz', 'tokens', 'device-tokens.json');
       mkdirSync(dirname(tokens), { recursive: true });
       writeFileSync(tokens, '{"devices": {"dev-t": ');
-      let out = '';
-      let err = '';
-      const code = await runAdmin(['devices', 'revoke', 'dev-t'], { out: (t) => void (out += t), err: (t) => void (err += t), env: { CERTS_DIR: own.dir }, cwd: REPO_ROOT });
+      const { code, out, err } = await adminWith(own.dir)('devices', 'revoke', 'dev-t');
       assert.notEqual(code, EXIT.ok, out);
       assert.match(err, /TOKENS_FILE_INVALID/);
       assert.match(err, /certificates are revoked/);
@@ -182,9 +176,7 @@ describe('fieldstream-admin devices', () => {
       mkdirSync(dirname(tokens), { recursive: true });
       writeFileSync(tokens, '{"devices": {"dev-u": ');
       for (const json of [true, false]) {
-        let out = '';
-        let err = '';
-        const code = await runAdmin(['devices', 'list', ...(json ? ['--json'] : [])], { out: (t) => void (out += t), err: (t) => void (err += t), env: { CERTS_DIR: own.dir }, cwd: REPO_ROOT });
+        const { code, out, err } = await adminWith(own.dir)('devices', 'list', ...(json ? ['--json'] : []));
         assert.equal(code, EXIT.failed, err);
         assert.equal(err.match(/TOKENS_FILE_INVALID/g)?.length, 1, err);
         assert.match(err, /^error TOKENS_FILE_INVALID: /);

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { after, describe, it } from 'node:test';
+import { adminWith } from '../helpers/admin.ts';
 import { makeTestPki } from '../helpers/pki.ts';
-import { REPO_ROOT } from '../helpers/stack.ts';
 import { hasToken } from '../../pki/device-tokens.ts';
-import { EXIT, runAdmin } from '../../scripts/admin/run.ts';
+import { EXIT } from '../../scripts/admin/run.ts';
 import type { DeviceSummary } from '../../scripts/admin/devices.ts';
 
 /**
@@ -16,12 +16,8 @@ import type { DeviceSummary } from '../../scripts/admin/devices.ts';
 describe('fieldstream-admin devices add --token on a device that has a certificate', () => {
   const pki = makeTestPki([]);
   after(() => pki.cleanup());
-  const admin = async (...argv: string[]) => {
-    let out = '';
-    let err = '';
-    const code = await runAdmin(argv, { out: (t) => void (out += t), err: (t) => void (err += t), env: { CERTS_DIR: pki.dir }, cwd: REPO_ROOT });
-    return { code, out, err };
-  };
+  /** Runs a command line in this process with the test PKI as CERTS_DIR. */
+  const admin = adminWith(pki.dir);
 
   it('is refused (PKI_CERT_EXISTS, exit 4) naming the certificate; no token, the bundle and the listing as they were', async () => {
     const added = await admin('devices', 'add', 'dev-c');
