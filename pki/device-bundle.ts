@@ -11,6 +11,7 @@ import { pkiPaths, refuseReservedDeviceId } from './layout.ts';
 import { isRevoked, loadCa, readPkiMeta, VALIDITY_DAYS, writeKeyAndCert } from './onboarding.ts';
 import { refuseChangedCa } from './restore-mark.ts';
 import { underRevocationLock } from './revocation.ts';
+import { refuseTokenDevice } from './device-tokens.ts';
 
 /*
  * A device's certificate, signing key and bundle: what `generate-client-cert.sh` and
@@ -42,6 +43,12 @@ export function issueDeviceCertificate(root: string, deviceId: string, options: 
     if (isRevoked(root, deviceId)) {
       throw new FieldStreamError('PKI_DEVICE_REVOKED', `Device ${deviceId} was revoked; onboard it under a new id.`);
     }
+    // After the revoked check, as issueDeviceToken's check for a certificate. Under the revocation
+    // lock, the second time: every change of the tokens file (a token's issue, a revocation, a
+    // restore's mark) is made under it too, so a token issued meanwhile is seen here. Before the
+    // certificate check: a device left with both (a certificate issued before this check) is told
+    // of its token, not sent to --renew, which would refuse it for the token.
+    refuseTokenDevice(root, deviceId);
     if (existsSync(paths.cert) && !options.renew) {
       throw new FieldStreamError('PKI_CERT_EXISTS', `Device ${deviceId} already has a certificate (${paths.cert}); pass --renew to issue a new one.`);
     }

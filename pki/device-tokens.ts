@@ -109,6 +109,37 @@ function refuseCertificateDevice(root: string, deviceId: string): void {
 }
 
 /**
+ * The other side of refuseCertificateDevice, for issueDeviceCertificate: a device with an entry in
+ * the tokens file is refused a certificate (PKI_CERT_EXISTS; PKI_DEVICE_REVOKED when its token was
+ * revoked). Issued all the same, it left the token valid as a second way in, overwrote the token's
+ * bundle with the certificate's, and the tooling (deviceAuth) still listed a token device. A tokens
+ * file that cannot be read is refused too (TOKENS_FILE_INVALID): whether the device has a token
+ * cannot be told, and a second credential is not to be granted blind.
+ */
+export function refuseTokenDevice(root: string, deviceId: string): void {
+  const { file } = tokenPaths(root);
+  let tokens: TokensFile;
+  try {
+    tokens = readTokensFile(root);
+  } catch (err) {
+    if (!(err instanceof FieldStreamError) || err.code !== 'TOKENS_FILE_INVALID') throw err;
+    throw new FieldStreamError(
+      'TOKENS_FILE_INVALID',
+      `Device ${deviceId} is not issued a certificate: the tokens file cannot be read (${err.message}), so it cannot be told whether the device has a token, and a device has a certificate or a token, not both. Put a good copy back as ${file} (the one last copied to the DMZ server, or the one in the latest fieldstream-admin backup archive), then run the command again.`,
+      err.details,
+      { cause: err },
+    );
+  }
+  const entry = tokenEntry(tokens.devices, deviceId);
+  if (!entry) return;
+  if (entry.state === 'revoked') throw new FieldStreamError('PKI_DEVICE_REVOKED', `The token of device ${deviceId} was revoked; onboard it under a new id.`);
+  throw new FieldStreamError(
+    'PKI_CERT_EXISTS',
+    `Device ${deviceId} has a device token (${file}): a device has a certificate or a token, not both. Renew its token (devices renew ${deviceId} --token); or, for a certificate instead, add the device under a new id (devices add NEW-ID) and revoke this one (devices revoke ${deviceId}).`,
+  );
+}
+
+/**
  * One read, change and write of the tokens file under CERTS/.tokens.lock (shared/dir-lock.ts), so
  * two admin commands at once cannot both read it and the second write undo the first: a token
  * revoked while another device's token was being issued stayed active. None while a restore

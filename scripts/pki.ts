@@ -29,6 +29,7 @@ function usage(): never {
   scripts/generate-certificates.sh DOMAIN [--new-ca] [--renew] [--renew-dmz] [--renew-service NAME]... [--edge-host HOST]... [--dmz-broker-host HOST]... [--internal-broker-host HOST]...
       --renew-service NAME: one of ${[...REVOCABLE_SERVICE_CERTS.keys()].join(', ')}
   scripts/generate-client-cert.sh DEVICE_ID [--days N] [--renew]
+      refused for a device that has a device token (fieldstream-admin devices renew DEVICE_ID --token renews it)
   scripts/revoke-device.sh DEVICE_ID`);
   process.exit(64);
 }

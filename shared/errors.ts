@@ -592,7 +592,7 @@ export const ERRORS = {
   },
   PKI_CA_MISSING: { http: 404, transient: false, description: 'No CA was found; run scripts/generate-certificates.sh first.' },
   PKI_INVALID_NAME: { http: 400, transient: false, description: 'The name is not valid for a certificate.' },
-  PKI_CERT_EXISTS: { http: 409, transient: false, description: 'A certificate with this name already exists.' },
+  PKI_CERT_EXISTS: { http: 409, transient: false, description: 'A certificate with this name already exists, or the device has the other credential (a certificate or a token, not both).' },
   PKI_NAMES_MISSING: { http: 409, transient: false, description: 'The existing service certificates do not name the domain or hosts asked for; nothing was changed.' },
   PKI_BUSY: { http: 503, transient: true, description: 'Another fieldstream-admin command is changing the device tokens file or the revocations; try again.' },
   PKI_RESTORE_RUNNING: {

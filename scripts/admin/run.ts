@@ -25,11 +25,13 @@ export const USAGE = `usage: fieldstream-admin COMMAND [OPTIONS]
   devices list [--json]                       every device: id, auth (certificate or token), its expiry, token, revoked,
                                               signing key
   devices show ID [--json]                    one device in detail
-  devices add ID [--days N]                   certificate, signing key and bundle for a new device
+  devices add ID [--days N]                   certificate, signing key and bundle for a new device;
+                                              refused for a device that has a token
   devices add ID --token [--days N]           a device token instead of a certificate (only its scrypt hash goes
                                               to dmz/tokens/device-tokens.json), signing key and bundle;
                                               refused for a device that has a certificate
   devices renew ID [--days N]                 a new certificate and bundle; the signing key is kept
+                                              (refused for a token device: its token is renewed with --token)
   devices renew ID --token [--days N]         a new token replacing the old one, and a new bundle
                                               (--days: validity, 1 to 3650; default ${VALIDITY_DAYS.device}, for tokens ${LIMITS.deviceTokenValidityDays})
   devices revoke ID                           revoke every certificate and the token of the device, and its signing key
