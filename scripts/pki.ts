@@ -14,6 +14,8 @@ import { caKeyExists } from '../pki/set-meta.ts';
 import { buildDeviceBundle, deviceStartSteps, issueDeviceCertificate, RENEWED_DEVICE_STEPS } from '../pki/device-bundle.ts';
 import { pkiPaths, REVOCABLE_SERVICE_CERTS, SERVICE_CERTS } from '../pki/layout.ts';
 import { revokeDevice } from '../pki/revocation.ts';
+import { readTokensFile, tokenPaths } from '../pki/device-tokens.ts';
+import { tokenEntry, type TokensFile } from '../shared/security/device-token.ts';
 
 const repoRoot = resolve(import.meta.dirname, '..');
 // CERTS_DIR from the environment or .env, as npm start and fieldstream-admin take it (relative to
@@ -127,10 +129,10 @@ function setup(argv: string[]): void {
   kept:      ${report.kept.join(', ') || '(none)'}
 ${(report.ca === 'replaced' || report.finishedNewCa) && bundles.length > 0 ? `
 The device bundles made before (${bundles.join(', ')}) are of the replaced CA: the servers refuse their certificates,
-and their ca.crt does not verify the servers' new ones. Issue them again (scripts/generate-client-cert.sh DEVICE_ID --renew).
+and their ca.crt does not verify the servers' new ones. ${reissueSteps(bundles)}.
 ` : before !== undefined && before !== domain && bundles.length > 0 ? `
 The domain was ${before}: the device bundles made before (${bundles.join(', ')}) point at wss://${before}/ws.
-Issue them again (scripts/generate-client-cert.sh DEVICE_ID --renew), or set GATEWAY_URL in each device's .env.
+${reissueSteps(bundles)}, or set GATEWAY_URL in each device's .env.
 ` : ''}
 Keep ${p.caDir}/ on this machine only: it never goes to a server or a device.
 ${renewalSteps.length > 0 ? renewalSteps.join('\n\n') : `Copy certs/ca.crt + certs/ca.crl + certs/dmz/ to the DMZ server, certs/ca.crt + certs/ca.crl + certs/internal/ to the internal server
@@ -198,6 +200,31 @@ and both brokers take any certificate of the CA until their CRL lists it.
   DMZ server(s):   certs/ca.crl, then
                    docker-compose -f docker-compose.dmz.yml up -d --force-recreate dmz-mosquitto
   Kubernetes:      copy the same files into each overlay's certs/ and apply both overlays again.`;
+}
+
+/**
+ * How the bundles `bundles` (ID.tar.gz) are made again, per kind of device: a token device's by
+ * renewing its token, as generate-client-cert.sh refuses it a certificate (a device has one or the
+ * other). A tokens file that cannot be read names both commands without sorting the devices.
+ */
+function reissueSteps(bundles: readonly string[]): string {
+  const ids = bundles.map((f) => f.slice(0, -'.tar.gz'.length));
+  const certificate = 'scripts/generate-client-cert.sh DEVICE_ID --renew';
+  const token = 'bin/fieldstream-admin devices renew DEVICE_ID --token';
+  let tokens: TokensFile;
+  try {
+    tokens = readTokensFile(certsDir);
+  } catch (err) {
+    if (!isFieldStreamError(err) || err.code !== 'TOKENS_FILE_INVALID') throw err;
+    return `Issue them again (${certificate}; for a device with a token, ${token}: ${tokenPaths(certsDir).file} cannot be read to tell which)`;
+  }
+  const byToken = ids.filter((id) => tokenEntry(tokens.devices, id) !== undefined);
+  const byCertificate = ids.filter((id) => !byToken.includes(id));
+  const steps = [
+    ...(byCertificate.length > 0 ? [`(${certificate}) for ${byCertificate.join(', ')}`] : []),
+    ...(byToken.length > 0 ? [`(${token}) for ${byToken.join(', ')}`] : []),
+  ];
+  return `Issue them again ${steps.join(', and ')}`;
 }
 
 /** What --renew-dmz leaves to do on the servers (docs/operations.md, "Recovering from a DMZ compromise"). */
