@@ -11,7 +11,7 @@ import type { CommandHandlers } from './commands.ts';
 import type { FileOutbox } from './files/file-outbox.ts';
 import { dropFilesOf } from './files/file-records.ts';
 import { FinishedTransfers } from './files/finished-transfers.ts';
-import { fileRoom, reserveFileRoom, takeFile, type IntakeHost } from './files/file-intake.ts';
+import { fileRoom, holdAnnouncedRoom, reserveFileRoom, takeFile, type IntakeHost } from './files/file-intake.ts';
 import type { Reservation } from './files/file-room.ts';
 import { chunkBytesForFrame } from './files/transfer-record.ts';
 import { FileTransfers } from './files/transfers.ts';
@@ -211,6 +211,11 @@ export class FieldClient {
   /** Holds room for `bytes` more of a file being taken until it is queued or released; FIELD_QUEUE_FULL when there is none. */
   reserveFileRoom(bytes: number, held?: Reservation): Reservation {
     return reserveFileRoom(this.intake, bytes, held);
+  }
+
+  /** Holds room for a file its sender says is `bytes` long, before it arrives (files/file-intake.ts holdAnnouncedRoom). */
+  holdAnnouncedRoom(bytes: number): Reservation {
+    return holdAnnouncedRoom(this.intake, bytes);
   }
 
   /**

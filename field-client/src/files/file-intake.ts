@@ -48,6 +48,19 @@ export function reserveFileRoom(h: IntakeHost, bytes: number, held?: Reservation
 }
 
 /**
+ * Holds room for a file about to arrive, `bytes` long by its sender's word (an HTTP upload's
+ * Content-Length), before a byte of it came. Under reject, all of it, or FIELD_QUEUE_FULL at once.
+ * Under drop-oldest, only what fits without dropping anything: the rest is made room for as the
+ * bytes arrive (reserveFileRoom, dropping then). Held whole, an upload that announced a large
+ * length and sent nothing had the device drop its oldest data for bytes that never came. A length
+ * past FIELD_QUEUE_MAX_BYTES can never fit: refused at once under either policy.
+ */
+export function holdAnnouncedRoom(h: IntakeHost, bytes: number): Reservation {
+  if (!h.queue.dropsOldest || bytes > h.maxBytes) return reserveFileRoom(h, bytes);
+  return h.outbox.room.reserve(Math.min(bytes, Math.max(0, fileRoom(h))));
+}
+
+/**
  * Takes a file into the outbox and queues its record, within the room it is given first.
  * `reservation`: room the caller already holds for it (the HTTP input, while the file arrived).
  * `sourceKept`: told, once the file is queued, that it was to be moved but was copied, as its

@@ -127,7 +127,8 @@ export function httpInput(client: FieldClient, host: string, port: number, dataD
       const contentType = url.searchParams.get('contentType') ?? req.headers['content-type'] ?? 'application/octet-stream';
       const typeCheck = FilePayloadSchema.shape.contentType.safeParse(contentType);
       if (!typeCheck.success) throw new FieldStreamError('FIELD_INPUT_INVALID', `contentType ${typeCheck.error.issues[0]?.message ?? 'is not a media type'}`);
-      // Room is held from the start, as the body arrives: refused at once by its announced length,
+      // Room is held from the start, as the body arrives: refused at once by its announced length
+      // (under drop-oldest, only what fits without dropping is held then, the rest as bytes come),
       // and cut off once it outgrows the room left, rather than written whole (up to
       // fileTransferMaxBytes, each upload at once) before the bound is looked at.
       const announced = Number(req.headers['content-length'] ?? 0);
@@ -138,7 +139,7 @@ export function httpInput(client: FieldClient, host: string, port: number, dataD
       let size = 0;
       try {
         // A retry of a file taken is only compared with it (its digest): it needs no room, nor a copy on disk.
-        const room = held?.kept === undefined ? client.reserveFileRoom((Number.isSafeInteger(announced) && announced > 0 ? announced : 0) + LIMITS.fileRecordRoomBytes) : undefined;
+        const room = held?.kept === undefined ? client.holdAnnouncedRoom((Number.isSafeInteger(announced) && announced > 0 ? announced : 0) + LIMITS.fileRecordRoomBytes) : undefined;
         reservation = room;
         goOn(req, res);
         // The body's digest, for the request's fingerprint, as it arrives: only for a keyed request.

@@ -245,6 +245,11 @@ export class DurableQueue {
    * that readings, each taking it from the oldest, never left it. FIELD_QUEUE_WRITE_FAILED when a
    * segment could not be deleted.
    */
+  /** FIELD_QUEUE_FULL_POLICY is drop-oldest: room is made by dropping the oldest data */
+  get dropsOldest(): boolean {
+    return this.o.fullPolicy === 'drop-oldest';
+  }
+
   makeRoomFor(bytes: number): boolean {
     try {
       return makeRoom(this.capacity, this.o, bytes, this.stats);
