@@ -1104,7 +1104,7 @@ describe('monitoring: Grafana provisioning and dashboards', () => {
   });
 
   it('the Grafana alert rules parse, reach their condition, and name only provisioned data sources', () => {
-    assert.deepEqual(alertRules.map(({ r }) => r.title), ['FieldStreamDeviceSilent', 'FieldStreamDeviceCertificateExpiring']);
+    assert.deepEqual(alertRules.map(({ r }) => r.title), ['FieldStreamDeviceSilent', 'FieldStreamDeviceCertificateExpiring', 'FieldStreamDeviceBacklog', 'FieldStreamDeviceDiskLow']);
     for (const { file, r } of alertRules) {
       const refIds = r.data.map((q) => q.refId);
       assert.ok(refIds.includes(r.condition), `${file} ${r.title}: the condition ${r.condition} is one of its queries`);
