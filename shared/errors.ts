@@ -489,6 +489,7 @@ export const ERRORS = {
       'Another command API holds COMMAND_STATE_PATH (its lock, the file beside it named .lock, names it, renewed every 2 s): two on one journal would each rewrite it without the commands the other accepted. Stop the other, or give each its own COMMAND_STATE_PATH. A lock whose holder is gone (killed, the machine restarted) is taken over at once on the same machine, after 15 s from another.',
   },
   API_STATE_WRITE_FAILED: { http: 500, transient: true, description: 'The command API could not write a command\'s state to its journal (COMMAND_STATE_PATH); the write is retried at the next change.' },
+  API_STATE_CLOSE_FAILED: { http: 500, transient: false, description: 'The command journal (COMMAND_STATE_PATH) was written and synced, then closing it failed (NFS reports write-back errors at close): what was written counts as written (a new command is answered 202 and sent). Check the volume.' },
   API_RESPONSES_UNREADABLE: {
     http: 503,
     transient: true,

@@ -129,8 +129,14 @@ export class LineFile {
  * syncs (the file and, once per process and whenever this append makes the file, its name) and
  * closes. A file made again after its first append here (the operator moved the field client's
  * rejected.jsonl off the device) needs its name synced too: its lines are let go on this return.
+ *
+ * Throws when the lines are not appended (none of them is left: all or none). Returns the close's
+ * error when only the close failed after the sync (NFS reports a write-back error at close too): the
+ * lines are on the disk then, and read back at the next start, so the caller must count them as
+ * appended; told otherwise, it refused what it would act on after a restart (the command API: a
+ * command refused, retried by its operator, and dispatched twice).
  */
-export function appendLinesSync(path: string, lines: string, mode: number, named: Set<string>): void {
+export function appendLinesSync(path: string, lines: string, mode: number, named: Set<string>): Error | undefined {
   if (!existsSync(path)) named.delete(path);
   const fd = openSync(path, 'a+', mode);
   try {
@@ -149,17 +155,30 @@ export function appendLinesSync(path: string, lines: string, mode: number, named
       }
     } catch (err) {
       // All or none: the lines written before the disk refused the rest would otherwise be read
-      // back as appended, though the caller was told they were not.
+      // back as appended, though the caller was told they were not. The cut is synced: a failed
+      // fsync may have put some of them on the disk, and a power cut must not bring them back.
       try {
         ftruncateSync(fd, size);
+        fsyncSync(fd);
       } catch {
-        // the torn line stays; the next append starts on a line of its own
+        // what was written stays; a torn line is skipped at reading, the next append starts on a line of its own
       }
       throw err;
     }
-  } finally {
-    closeSync(fd);
+  } catch (err) {
+    try {
+      closeSync(fd);
+    } catch {
+      // the append's own failure is the one to tell
+    }
+    throw err;
   }
+  try {
+    closeSync(fd);
+  } catch (err) {
+    return err as Error;
+  }
+  return undefined;
 }
 
 /**

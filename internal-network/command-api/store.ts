@@ -205,7 +205,11 @@ export class CommandStore {
   flush(): void {
     this.flushScheduled = false;
     if (this.pending === '') return;
-    appendLinesSync(this.path, this.pending, 0o640, this.named);
+    const closeFailed = appendLinesSync(this.path, this.pending, 0o640, this.named);
+    // Synced, then the close failed (NFS reports write-back errors there too): the lines are on the
+    // disk and read back at a start, so they count as written; refused, a new command would be
+    // dispatched after a restart all the same, and its operator's retry made it twice.
+    if (closeFailed) this.log.warn({ code: 'API_STATE_CLOSE_FAILED', err: closeFailed.message, path: this.path }, 'command journal synced, its close failed; the changes count as written');
     this.journalBytes += Buffer.byteLength(this.pending);
     this.pending = '';
     if (this.lines > 2 * this.entries.size + LIMITS.commandJournalSlackLines || this.journalBytes > 2 * this.storeBytes + LIMITS.commandJournalSlackBytes) this.compact();

@@ -1,0 +1,127 @@
+import assert from 'node:assert/strict';
+import fs, { readFileSync } from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { after, describe, it } from 'node:test';
+import type { CommandRecord } from '../../internal-network/command-api/schemas.ts';
+import { CommandStore } from '../../internal-network/command-api/store.ts';
+import { isFieldStreamError } from '../../shared/errors.ts';
+import { createLogger } from '../../shared/logger.ts';
+import { tempDir } from '../helpers/pki.ts';
+
+/**
+ * The command journal's append (shared/line-file.ts appendLinesSync) on a real file whose fsync or
+ * close the disk refuses. NFS reports a write-back error at close too: after the fsync took the
+ * lines, a failed close left them journaled (and dispatched after a restart) while the request was
+ * refused, and the operator's retry made the command twice.
+ */
+const temp = tempDir('command-journal-close');
+after(() => temp.cleanup());
+const lines: Record<string, unknown>[] = [];
+const log = createLogger(
+  'command-api',
+  'debug',
+  new Writable({
+    write(chunk: Buffer, _enc, done) {
+      for (const l of chunk.toString('utf8').split('\n')) if (l) lines.push(JSON.parse(l) as Record<string, unknown>);
+      done();
+    },
+  }),
+);
+
+let n = 0;
+function record(): CommandRecord {
+  const now = Date.now();
+  n++;
+  return { commandId: `cmd-${n}`, deviceId: 'pump-1', command: 'reboot', issuedAt: now, expiresAt: now + 60_000, state: 'queued', attempts: 0, updatedAt: now };
+}
+
+/** Runs `body` with the named fs call failing with EIO for files under `dir` (by descriptor: those opened there). */
+function failing(call: 'closeSync' | 'fsyncSync', dir: string, body: () => void): void {
+  const f = fs as unknown as Record<string, (...a: unknown[]) => unknown>;
+  const open = f.openSync as (...a: unknown[]) => number;
+  const original = f[call] as (...a: unknown[]) => unknown;
+  const ours = new Set<number>();
+  f.openSync = (...a) => {
+    const fd = open(...a);
+    if (String(a[0]).startsWith(dir)) ours.add(fd);
+    return fd;
+  };
+  f[call] = (...a) => {
+    const fd = a[0] as number;
+    if (!ours.has(fd)) return original(...a);
+    // Done as the kernel does: a failing close still releases the descriptor.
+    if (call === 'closeSync') {
+      ours.delete(fd);
+      original(...a);
+    }
+    throw Object.assign(new Error(`EIO: i/o error, ${call}`), { code: 'EIO', errno: -5, syscall: call.replace('Sync', '') });
+  };
+  syncBuiltinESMExports();
+  try {
+    body();
+  } finally {
+    f.openSync = open;
+    f[call] = original;
+    syncBuiltinESMExports();
+  }
+}
+
+const journaled = (path: string) =>
+  readFileSync(path, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => (JSON.parse(l) as { commandId: string }).commandId);
+
+describe('the command journal when the disk fails the append', () => {
+  it('takes new commands whose lines were synced though the close after failed: they are journaled once, and read back', () => {
+    const dir = join(temp.dir, 'close');
+    const path = join(dir, 'commands.jsonl');
+    const store = new CommandStore(path, log);
+    const before = record();
+    store.add([before]);
+    const a = record();
+    const b = record();
+    lines.length = 0;
+    failing('closeSync', dir, () => store.add([a, b]));
+    assert.equal(store.get(a.commandId)?.state, 'queued', 'kept in memory: answered 202');
+    assert.equal(store.get(b.commandId)?.state, 'queued');
+    assert.ok(
+      lines.some((l) => l.code === 'API_STATE_CLOSE_FAILED' && l.level === 40),
+      `the close's failure is logged: ${JSON.stringify(lines)}`,
+    );
+    // The next change is appended after them, not with them again.
+    store.put({ ...before, state: 'sent', updatedAt: Date.now() });
+    store.flush();
+    assert.deepEqual(journaled(path), [before.commandId, a.commandId, b.commandId, before.commandId], 'each line once');
+    const again = new CommandStore(path, log);
+    assert.deepEqual([...again.all()].map((r) => r.commandId).sort(), [before.commandId, a.commandId, b.commandId].sort());
+  });
+
+  it('refuses new commands whose fsync failed, and leaves no line of them that a restart would take', () => {
+    const dir = join(temp.dir, 'fsync');
+    const path = join(dir, 'commands.jsonl');
+    const store = new CommandStore(path, log);
+    const kept = record();
+    store.add([kept]);
+    const refused = record();
+    lines.length = 0;
+    let thrown: unknown;
+    failing('fsyncSync', dir, () => {
+      try {
+        store.add([refused]);
+      } catch (err) {
+        thrown = err;
+      }
+    });
+    assert.ok(isFieldStreamError(thrown) && thrown.code === 'API_STATE_WRITE_FAILED', String(thrown));
+    assert.equal(store.get(refused.commandId), undefined, 'not kept');
+    assert.deepEqual(journaled(path), [kept.commandId], 'the journal as before the refused append');
+    assert.deepEqual([...new CommandStore(path, log).all()].map((r) => r.commandId), [kept.commandId]);
+    // The disk back: the next command is written and read back.
+    const next = record();
+    store.add([next]);
+    assert.deepEqual([...new CommandStore(path, log).all()].map((r) => r.commandId), [kept.commandId, next.commandId]);
+  });
+});
