@@ -549,6 +549,14 @@ export const LIMITS = {
    * waiting command is never forgotten; a fleet command of MAX_TARGETS devices with params of
    * apiBodyMaxBytes (64 MiB) still fits an idle store. */
   commandMaxLiveBytes: 128 * 1024 * 1024,
+  /** bytes. Most the results of devices' progress answers (`accepted`: no final state) may take as
+   * JSON, all waiting commands together; past it the oldest are let go (the command shows
+   * `resultNotKept`). A waiting command keeps its last such answer, of up to stringMaxChars as JSON
+   * (six bytes a character where controls are escaped): commandMaxLive of them took gigabytes, past
+   * commandMaxLiveBytes, which is checked only when commands are made. The final answer's result, what the operator waits for, is always
+   * kept; a quarter of commandMaxLiveBytes still holds hundreds of bytes of progress for each of
+   * commandMaxLive commands, and the waiting ones stay within half of commandStoreMaxBytes plus this. */
+  commandProgressResultsMaxBytes: 32 * 1024 * 1024,
   /** bytes. The command journal is also compacted when it holds more than twice the bytes of the
    * commands kept plus these: with changes written without their params, it grows mostly by new
    * commands, and stays within about 2 × commandStoreMaxBytes. */

@@ -44,7 +44,9 @@ export const CommandRecordSchema = z.object({
   attempts: z.number().int().min(0),
   /** epoch ms of the broker's PUBACK of the last publish */
   sentAt: z.number().int().optional(),
-  response: z.object({ status: z.enum(COMMAND_RESPONSE_STATUSES), result: JsonValueSchema.optional(), at: z.number().int() }).optional(),
+  /** `resultNotKept`: the device's result of this progress answer (`accepted`) was let go, as the
+   * results of waiting commands are held within LIMITS.commandProgressResultsMaxBytes (progress-results.ts) */
+  response: z.object({ status: z.enum(COMMAND_RESPONSE_STATUSES), result: JsonValueSchema.optional(), resultNotKept: z.literal(true).optional(), at: z.number().int() }).optional(),
   /** epoch ms at which this API ended the command `expired`; kept when the device's answer comes
    * after and replaces that state, so the command says the answer came late and that `expired` was
    * shown meanwhile (absent from commands expired before it was recorded) */
@@ -69,7 +71,7 @@ export const CommandViewSchema = z.object({
   expiresAt: IsoTimeSchema,
   attempts: z.number().int().min(0),
   sentAt: IsoTimeSchema.optional(),
-  response: z.object({ status: z.enum(COMMAND_RESPONSE_STATUSES), result: JsonValueSchema.optional(), at: IsoTimeSchema }).optional(),
+  response: z.object({ status: z.enum(COMMAND_RESPONSE_STATUSES), result: JsonValueSchema.optional(), resultNotKept: z.literal(true).optional(), at: IsoTimeSchema }).optional(),
   /** when this API ended it `expired`, also once a late answer of the device's replaced that state */
   expiredAt: IsoTimeSchema.optional(),
 });

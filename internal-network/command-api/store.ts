@@ -7,6 +7,7 @@ import { MessageIdSchema } from '../../shared/contract/primitives.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import { appendLinesSync, readLinesSync } from '../../shared/line-file.ts';
 import type { Logger } from '../../shared/logger.ts';
+import { ProgressResults, withoutResult } from './progress-results.ts';
 import { CommandRecordSchema, isFinal, type CommandRecord } from './schemas.ts';
 
 /**
@@ -45,7 +46,8 @@ interface Entry {
  * - Bounded: at most LIMITS.commandStoreMaxRecords commands and LIMITS.commandStoreMaxBytes of them
  *   are kept, the least recently changed finished ones forgotten first. A command still to be
  *   answered is never forgotten: at most LIMITS.commandMaxLive of them, of at most
- *   LIMITS.commandMaxLiveBytes, may be waiting (API_COMMANDS_FULL past either), far below the caps.
+ *   LIMITS.commandMaxLiveBytes, may be waiting (API_COMMANDS_FULL past either), far below the caps;
+ *   the results of their progress answers grow them by LIMITS.commandProgressResultsMaxBytes at most.
  *   So the journal stays within about twice the byte cap, and is read back line by line, never
  *   whole: one string of it could not be made past 512 MiB, and the API could not start again.
  */
@@ -70,6 +72,8 @@ export class CommandStore {
   private liveBytesSum = 0;
   /** bytes of every command kept */
   private storeBytes = 0;
+  /** the results of progress answers held, within their bound */
+  private readonly progress = new ProgressResults();
 
   constructor(
     private readonly path: string,
@@ -243,6 +247,7 @@ export class CommandStore {
       if (ids) ids.add(record.commandId);
       else this.waiting.set(record.deviceId, new Set([record.commandId]));
     }
+    for (const id of this.progress.hold(record)) this.letResultGo(id);
     while (this.entries.size > LIMITS.commandStoreMaxRecords || this.storeBytes > LIMITS.commandStoreMaxBytes) {
       if (!this.forgetOldestFinished()) break;
     }
@@ -251,6 +256,7 @@ export class CommandStore {
   private forget(commandId: string): void {
     const e = this.entries.get(commandId);
     if (!e) return;
+    this.progress.drop(commandId);
     this.entries.delete(commandId);
     this.finished.delete(commandId);
     this.storeBytes -= e.bytes;
@@ -267,6 +273,22 @@ export class CommandStore {
       ids?.delete(commandId);
       if (ids?.size === 0) this.waiting.delete(e.record.deviceId);
     }
+  }
+
+  /**
+   * Lets a waiting command's progress result go (ProgressResults), in memory only: the command keeps
+   * its place among the changed, and the journal its line, read back within the bound again at a
+   * start and rewritten without the result at the next compaction.
+   */
+  private letResultGo(commandId: string): void {
+    const e = this.entries.get(commandId);
+    this.progress.drop(commandId);
+    if (!e) return;
+    const record = withoutResult(e.record);
+    const bytes = e.bytes - lineBytes({ ...e.record, params: undefined }) + lineBytes({ ...record, params: undefined });
+    this.entries.set(commandId, { record, bytes });
+    this.storeBytes += bytes - e.bytes;
+    this.liveBytesSum += bytes - e.bytes;
   }
 
   private forgetOldestFinished(): boolean {
