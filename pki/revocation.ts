@@ -7,7 +7,7 @@ import { DeviceIdSchema } from '../shared/contract/primitives.ts';
 import { FieldStreamError } from '../shared/errors.ts';
 import { withPkiLock } from './pki-lock.ts';
 import { TIMINGS } from '../shared/limits.ts';
-import { appendLinesSync } from '../shared/line-file.ts';
+import { appendLinesSync, closeFailedOnStderr } from '../shared/line-file.ts';
 import { BACKDATE_MINUTES, createCrl } from './certificates.ts';
 import { verifyCrl } from '../shared/security/crl.ts';
 import { pkiPaths } from './layout.ts';
@@ -68,7 +68,7 @@ function appendRecords(path: string, lines: string, schema: z.ZodType): void {
       }
     }
   }
-  appendLinesSync(path, lines, 0o600, new Set());
+  closeFailedOnStderr(path, appendLinesSync(path, lines, 0o600, new Set()));
 }
 
 function parseRecord<S extends z.ZodType>(line: string, schema: S) {
@@ -200,7 +200,7 @@ function revokeDeviceLocked(root: string, deviceId: string): { serials: string[]
   rmSync(p.deviceKeyRegistry(deviceId), { force: true });
   const revokedDevices = p.revokedDevices;
   mkdirSync(dirname(revokedDevices), { recursive: true, mode: 0o755 });
-  if (!isRevoked(root, deviceId)) appendLinesSync(revokedDevices, `${deviceId}\n`, 0o644, new Set());
+  if (!isRevoked(root, deviceId)) closeFailedOnStderr(revokedDevices, appendLinesSync(revokedDevices, `${deviceId}\n`, 0o644, new Set()));
 
   writeRevocations(root);
   if (tokenFailure) {

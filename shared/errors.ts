@@ -586,6 +586,11 @@ export const ERRORS = {
   // -- Configuration, certificates, start-up ------------------------------------------------------
   CONFIG_INVALID: { http: 500, transient: false, description: 'A setting is missing or wrong.' },
   CONFIG_FILE_UNREADABLE: { http: 500, transient: false, description: 'A file named by a setting cannot be read.' },
+  FILE_CLOSE_FAILED: {
+    http: 500,
+    transient: false,
+    description: 'A file was appended to and synced, then closing it failed (NFS reports write-back errors at close): the lines are written and count as written. Check the volume.',
+  },
   ROLE_TOKENS_INVALID: {
     http: 500,
     transient: false,

@@ -237,3 +237,12 @@ async function endsWithNewline(fh: FileHandle): Promise<boolean> {
   const { bytesRead } = await fh.read(last, 0, 1, size - 1);
   return bytesRead === 1 && last[0] === 0x0a;
 }
+
+/**
+ * For the operator's scripts (the CA's, the dead-letter replay), which log only errors: a close
+ * that failed after the sync (appendLinesSync's return) is said on stderr, as a line with its code.
+ * The lines are on the disk and count as written.
+ */
+export function closeFailedOnStderr(path: string, err: Error | undefined): void {
+  if (err) process.stderr.write(`${JSON.stringify({ level: 'warn', code: 'FILE_CLOSE_FAILED', path, err: err.message, msg: 'synced, the close failed; the lines count as written' })}\n`);
+}

@@ -87,6 +87,8 @@ export class CommandJournal {
   readonly damagedPrograms: string[] = [];
   /** a compaction's failure not yet taken (and logged) by the caller: the line before it was synced, nothing is lost */
   private compactionFailure: Error | undefined;
+  /** a close that failed after its line was synced, not yet taken (and logged) by the caller: the line is written */
+  private closeFailure: Error | undefined;
   private lines = 0;
   private bytes = 0;
   /** bytes at the last rewrite (or, at a start, what a rewrite would hold) */
@@ -125,6 +127,13 @@ export class CommandJournal {
     return err;
   }
 
+  /** The last append's failed close, once: its line was synced and counts as written. */
+  takeCloseFailure(): Error | undefined {
+    const err = this.closeFailure;
+    this.closeFailure = undefined;
+    return err;
+  }
+
   get(id: string): JournalEntry | undefined {
     return this.seen.get(id);
   }
@@ -138,7 +147,8 @@ export class CommandJournal {
   write(id: string, entry: JournalEntry): void {
     if (this.path) {
       const line = `${format(id, entry)}\n`;
-      appendLinesSync(this.path, line, 0o600, this.named);
+      // A close failing after the sync (NFS) leaves the line on the disk, read back at a start: written.
+      this.closeFailure = appendLinesSync(this.path, line, 0o600, this.named) ?? this.closeFailure;
       this.lines++;
       this.bytes += Buffer.byteLength(line);
     }

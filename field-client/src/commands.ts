@@ -287,6 +287,8 @@ export class CommandHandlers {
     if (refused) log.warn({ code: 'FIELD_COMMAND_JOURNAL_FAILED', err: refused.message }, 'cannot record an exec program\'s process group in the command journal: had the client been killed while it ran, its next start could not have ended it');
     const err = this.journal.takeCompactionFailure();
     if (err) log.warn({ code: 'FIELD_COMMAND_JOURNAL_FAILED', err: err.message }, 'cannot rewrite the command journal (its lines are synced); tried again at its next change');
+    const closeFailed = this.journal.takeCloseFailure();
+    if (closeFailed) log.warn({ code: 'FILE_CLOSE_FAILED', err: closeFailed.message }, 'command journal synced, its close failed; the lines count as written');
   }
 
   /** Drop-oldest dropped these records: a command's answer among them is kept and queued again (KeptAnswers.dropped). */

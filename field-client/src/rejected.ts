@@ -2,6 +2,7 @@ import { lstatSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { LIMITS } from '../../shared/limits.ts';
 import { appendLinesSync } from '../../shared/line-file.ts';
+import type { Logger } from '../../shared/logger.ts';
 import type { QueuedMessage } from './queue/durable-queue.ts';
 
 /** The gateway's refusal of messages it named, as kept beside each of them. */
@@ -30,7 +31,10 @@ export class RejectedMessages {
   private readonly named = new Set<string>();
   private size: number;
 
-  constructor(private readonly dataDir: string) {
+  constructor(
+    private readonly dataDir: string,
+    private readonly log?: Logger,
+  ) {
     this.path = join(dataDir, 'rejected.jsonl');
     // What earlier runs set aside counts from the start.
     this.size = rejectedBytes(dataDir);
@@ -57,7 +61,9 @@ export class RejectedMessages {
 
   /** Appends lines (each from `line`) whole and synced; throws when the disk refuses them (then none counts as written). */
   write(lines: string): void {
-    appendLinesSync(this.path, lines, 0o600, this.named);
+    const closeFailed = appendLinesSync(this.path, lines, 0o600, this.named);
+    // Synced, then the close failed (NFS): the lines are on the disk, so the messages count as set aside.
+    if (closeFailed) this.log?.warn({ code: 'FILE_CLOSE_FAILED', err: closeFailed.message, path: this.path }, 'rejected.jsonl synced, its close failed; the messages count as set aside');
     this.size += Buffer.byteLength(lines, 'utf8');
   }
 

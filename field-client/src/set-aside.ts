@@ -49,7 +49,7 @@ export class SetAside {
   private readonly timer: NodeJS.Timeout;
 
   constructor(private readonly o: SetAsideOptions) {
-    this.rejected = new RejectedMessages(o.dataDir);
+    this.rejected = new RejectedMessages(o.dataDir, o.log);
     this.reserve = Math.floor((o.maxBytes * LIMITS.rejectedReservePercent) / 100);
     if (this.rejected.bytes > 0) {
       o.log.warn(

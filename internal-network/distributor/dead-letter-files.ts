@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { LIMITS } from '../../shared/limits.ts';
-import { appendLinesSync, readLinesSync } from '../../shared/line-file.ts';
+import { appendLinesSync, closeFailedOnStderr, readLinesSync } from '../../shared/line-file.ts';
 import { carriesOnlyTheDmzWord, DeadLetterSchema, isUnparsable, LETTER_FILE, type DeadLetter } from './dead-letter.ts';
 
 /**
@@ -153,7 +153,7 @@ export class ReplayLedger {
    * too, and its letter counted as not replayed.
    */
   record(r: Pick<ReadLetter, 'file' | 'sha256'>): void {
-    appendLinesSync(this.path, `${JSON.stringify({ at: new Date().toISOString(), file: r.file, sha256: r.sha256 } satisfies z.infer<typeof ReplayedSchema>)}\n`, 0o640, this.named);
+    closeFailedOnStderr(this.path, appendLinesSync(this.path, `${JSON.stringify({ at: new Date().toISOString(), file: r.file, sha256: r.sha256 } satisfies z.infer<typeof ReplayedSchema>)}\n`, 0o640, this.named));
     this.done.add(key(r.file, r.sha256));
   }
 }

@@ -6,6 +6,8 @@ import { Writable } from 'node:stream';
 import { after, describe, it } from 'node:test';
 import type { CommandRecord } from '../../internal-network/command-api/schemas.ts';
 import { CommandStore } from '../../internal-network/command-api/store.ts';
+import { CommandJournal } from '../../field-client/src/command-journal.ts';
+import { RejectedMessages } from '../../field-client/src/rejected.ts';
 import { isFieldStreamError } from '../../shared/errors.ts';
 import { createLogger } from '../../shared/logger.ts';
 import { tempDir } from '../helpers/pki.ts';
@@ -123,5 +125,37 @@ describe('the command journal when the disk fails the append', () => {
     const next = record();
     store.add([next]);
     assert.deepEqual([...new CommandStore(path, log).all()].map((r) => r.commandId), [kept.commandId, next.commandId]);
+  });
+});
+
+describe("the field client's line files when the close after the sync fails", () => {
+  it('counts the refused messages set aside in rejected.jsonl, and logs FILE_CLOSE_FAILED', () => {
+    const dir = join(temp.dir, 'rejected');
+    fs.mkdirSync(dir);
+    const rejected = new RejectedMessages(dir, log);
+    const text = `${JSON.stringify({ at: 'now', code: 'CONTRACT_INVALID_MESSAGE', reason: 'bad', messageIds: ['m1'] })}\n`;
+    // A first append syncs the file's name: the failing close below is the file's own.
+    rejected.write(text);
+    lines.length = 0;
+    failing('closeSync', dir, () => rejected.write(text));
+    assert.equal(rejected.bytes, 2 * Buffer.byteLength(text), 'counted as set aside');
+    assert.equal(readFileSync(rejected.path, 'utf8'), text + text, 'on the disk once');
+    assert.ok(
+      lines.some((l) => l.code === 'FILE_CLOSE_FAILED' && l.level === 40 && l.path === rejected.path),
+      `the close's failure is logged: ${JSON.stringify(lines)}`,
+    );
+  });
+
+  it("keeps the command journal's line and hands over the close's failure once", () => {
+    const dir = join(temp.dir, 'field-journal');
+    fs.mkdirSync(dir);
+    const path = join(dir, 'commands.journal');
+    const journal = new CommandJournal(path, 10);
+    journal.write('c-0', { state: 'started', issuedAt: Date.now() });
+    failing('closeSync', dir, () => journal.write('c-1', { state: 'started', issuedAt: Date.now() }));
+    assert.equal(journal.get('c-1')?.state, 'started', 'remembered: the line is written');
+    assert.match(String(journal.takeCloseFailure()?.message), /EIO/);
+    assert.equal(journal.takeCloseFailure(), undefined, 'once');
+    assert.equal(new CommandJournal(path, 10).get('c-1')?.state, 'started', 'read back');
   });
 });

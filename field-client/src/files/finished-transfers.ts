@@ -113,7 +113,8 @@ export class FinishedTransfers {
       return;
     }
     try {
-      appendLinesSync(this.path, line(transferId, seq), 0o600, this.named);
+      const closeFailed = appendLinesSync(this.path, line(transferId, seq), 0o600, this.named);
+      if (closeFailed) this.log.warn({ code: 'FILE_CLOSE_FAILED', err: closeFailed.message, path: this.path }, 'file transfers finished synced, the close failed; the line counts as written');
       this.lines++;
       this.unwritten = false;
     } catch (err) {

@@ -136,7 +136,8 @@ export class GatewayAdmission {
       this.compact();
       return;
     }
-    appendLinesSync(this.o.file, `${gatewayId} ${now}\n`, 0o600, this.named);
+    const closeFailed = appendLinesSync(this.o.file, `${gatewayId} ${now}\n`, 0o600, this.named);
+    if (closeFailed) this.log.warn({ code: 'FILE_CLOSE_FAILED', err: closeFailed.message, path: this.o.file }, 'gateway admission file synced, its close failed; the line counts as written');
     this.lines++;
   }
 
