@@ -19,7 +19,10 @@ import { startWebServer } from '../../internal-network/console/web/server.ts';
 import { BoundedSessionStore } from '../../internal-network/console/web/session-store.ts';
 import { MANAGE_PREFIX, manageRoutes } from '../../internal-network/console/manage/routes.ts';
 import { Fleet } from '../../internal-network/console/fleet/fleet.ts';
-import type { CommandClient } from '../../internal-network/console/command-client.ts';
+import { CommandClient } from '../../internal-network/console/command-client.ts';
+import { createServer } from 'node:http';
+import type { CommandView } from '../../internal-network/command-api/schemas.ts';
+import type { AddressInfo } from 'node:net';
 import Fastify from 'fastify';
 import { commandTopic, gatewayPresenceTopic, gatewayUplinkTopic, gatewaySecurityTopic, parseTopic, receiptTopic, statusTopic, uplinkTopic } from '../../shared/contract/topics.ts';
 
@@ -544,6 +547,38 @@ describe('management API: the device list', () => {
     } finally {
       Array.prototype.sort = sort;
       await app.close();
+    }
+  });
+});
+
+describe('management API: the test event as the command API holds it', () => {
+  it("passes response.resultNotKept on: a progress answer's result the command API let go", async () => {
+    const commandId = 'cmd-test-not-kept';
+    const at = new Date(Date.UTC(2026, 0, 1, 12)).toISOString();
+    // The command API's answer to GET /v1/commands/ID, on a real socket, read by the console's real client.
+    const answer: CommandView = { commandId, deviceId: 'meter-1', command: 'fieldstream.test', state: 'accepted', issuedAt: at, expiresAt: at, attempts: 1, sentAt: at, response: { status: 'accepted', resultNotKept: true, at } };
+    const api = createServer((req, res) => {
+      res.writeHead(req.url === `/v1/commands/${commandId}` ? 200 : 404, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(req.url === `/v1/commands/${commandId}` ? answer : { code: 'API_NOT_FOUND', message: 'no' }));
+    });
+    await new Promise<void>((resolve) => api.listen(0, '127.0.0.1', resolve));
+    const app = Fastify();
+    try {
+      manageRoutes({
+        credentials: { verify: (t) => (t === 'viewer-token' ? { name: 'viewer-user', role: 'viewer' } : undefined) },
+        fleet: new Fleet({ staleAfterMs: 180_000 }),
+        pipeline: () => view(),
+        brokerConnected: () => true,
+        commands: new CommandClient(`http://127.0.0.1:${(api.address() as AddressInfo).port}`),
+        log: pino({ level: 'silent' }),
+      })(app);
+      await app.ready();
+      const res = await app.inject({ url: `${MANAGE_PREFIX}/test-events/${commandId}`, headers: { authorization: 'Bearer viewer-token' } });
+      assert.equal(res.statusCode, 200, res.body);
+      assert.deepEqual(res.json().response, { status: 'accepted', resultNotKept: true, at });
+    } finally {
+      await app.close();
+      await new Promise((resolve) => api.close(resolve));
     }
   });
 });

@@ -87,7 +87,11 @@ function testEventView(c: ConsoleCommand) {
     issuedAt: iso(c.issuedAt),
     expiresAt: iso(c.expiresAt),
     ...(c.sentAt !== undefined ? { sentAt: iso(c.sentAt) } : {}),
-    ...(c.response ? { response: { status: c.response.status, ...(c.response.result !== undefined ? { result: c.response.result } : {}), at: iso(c.response.at) } } : {}),
+    // resultNotKept: the command API let go of a progress answer's result (its bound on them all),
+    // said so that a missing result is not read as the device having sent none.
+    ...(c.response
+      ? { response: { status: c.response.status, ...(c.response.result !== undefined ? { result: c.response.result } : {}), ...(c.response.resultNotKept ? { resultNotKept: true } : {}), at: iso(c.response.at) } }
+      : {}),
     ...(c.expiredAt !== undefined ? { expiredAt: iso(c.expiredAt) } : {}),
   };
 }

@@ -153,7 +153,7 @@ export function mountDevice(root, { store, id, canCommand }) {
     const rows = [...byId.values()].sort((a, b) => (b.issuedAt ?? 0) - (a.issuedAt ?? 0));
     commands.fill(rows, (c) => {
       const response = c.response && typeof c.response === 'object'
-        ? `${value(c.response.status)}${c.response.result !== undefined ? ': ' + shown(c, c.response.result) : ''}`
+        ? `${value(c.response.status)}${c.response.result !== undefined ? ': ' + shown(c, c.response.result) : c.response.resultNotKept === true ? ' (result not kept)' : ''}`
         : '—';
       // The command API said `expired` first, and the device's answer came after (docs/commands.md):
       // said, since an operator may have acted on `expired` meanwhile.
