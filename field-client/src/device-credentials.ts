@@ -1,5 +1,6 @@
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { stampOf } from '../../shared/reloaded-file.ts';
 import { readDeviceToken } from './gateway-connection.ts';
@@ -80,12 +81,17 @@ export class DeviceCredentials {
 }
 
 /**
- * An Error naming FIELD_CERT_FILE when the certificate is another device's. At start as at a
+ * An Error naming FIELD_CERT_FILE when the certificate is no device's (a service's, a CA's: the
+ * gateway refuses it, GATEWAY_NOT_A_DEVICE_CERTIFICATE) or another device's. At start as at a
  * reload: the gateway takes the device id from the certificate (its CN), not from DEVICE_ID, so
  * the client would connect as that other device and each of its messages, which say DEVICE_ID, be
  * refused (GATEWAY_DEVICE_MISMATCH), for ever.
  */
 export function certificateOfDevice(certFile: string, x509: X509Certificate, deviceId: string): void {
+  // Before the name: a service's certificate (of the same CA, so TLS takes it) is refused by the
+  // gateway at every attempt, whatever its CN; told it was "of device X", the operator renamed the device.
+  const notDevice = notADeviceCertificate(x509);
+  if (notDevice !== undefined) throw new Error(`FIELD_CERT_FILE=${certFile} is ${notDevice}: the gateway refuses it (GATEWAY_NOT_A_DEVICE_CERTIFICATE)`);
   const cn = /(?:^|\n)CN=([^\n]+)/.exec(x509.subject)?.[1];
   if (cn !== deviceId) throw new Error(`FIELD_CERT_FILE=${certFile} is the certificate of device "${cn ?? ''}", not of DEVICE_ID=${deviceId}`);
 }
@@ -110,4 +116,28 @@ export function certificateWithItsKey(f: { certFile: string; keyFile: string }, 
   }
   if (!matches) throw new Error(`FIELD_KEY_FILE=${f.keyFile} is not the key of FIELD_CERT_FILE=${f.certFile}`);
   return x509;
+}
+
+/** The TLS client authentication purpose (RFC 5280 §4.2.1.12), which a device's certificate must allow. */
+const CLIENT_AUTH_OID = '1.3.6.1.5.5.7.3.2';
+
+/** One attribute of a subject as Node prints it ("CN=x\nO=y\nOU=z"). */
+function subjectField(subject: string, key: string): string | undefined {
+  return subject.split('\n').find((line) => line.startsWith(`${key}=`))?.slice(key.length + 1);
+}
+
+/**
+ * What the certificate is when it is not a device's, as the gateway tells one (dmz/gateway/identity.ts:
+ * OU "devices", a device id as CN) and TLS does (a CA's certificate, or one not for TLS clients,
+ * is refused in the handshake); undefined for a device's. The start, a reload and `fieldstream doctor`
+ * judge by it alike.
+ */
+export function notADeviceCertificate(cert: X509Certificate): string | undefined {
+  const cn = subjectField(cert.subject, 'CN');
+  if (cert.ca) return `a CA's certificate (${JSON.stringify(cn ?? cert.subject)}), not the device's`;
+  const ou = subjectField(cert.subject, 'OU');
+  if (ou !== 'devices') return `the certificate of ${JSON.stringify(cn ?? '')} (OU ${ou === undefined ? 'none' : JSON.stringify(ou)}), not a device certificate (OU "devices")`;
+  if (!DeviceIdSchema.safeParse(cn).success) return `a certificate whose CN ${JSON.stringify(cn ?? '')} is no device id`;
+  if (cert.keyUsage !== undefined && !cert.keyUsage.includes(CLIENT_AUTH_OID)) return 'a certificate not for TLS clients (its extended key usage lacks clientAuth)';
+  return undefined;
 }

@@ -1,6 +1,5 @@
 import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
 import { isFieldStreamError } from '../../shared/errors.ts';
 import { TIMINGS } from '../../shared/limits.ts';
 import { createLogger } from '../../shared/logger.ts';
@@ -10,6 +9,7 @@ import type { Check, CheckResult, Context } from './doctor-context.ts';
 import { clockSkew, dns, roundTrip, tcp, tlsHandshake, websocket } from './doctor-network.ts';
 import { queueAndDisk } from './doctor-storage.ts';
 import { gatewayUrls } from './gateway-urls.ts';
+import { notADeviceCertificate } from './device-credentials.ts';
 import { readDeviceToken } from './gateway-connection.ts';
 import { serverIdentityCheck, type ServerCrl } from './server-crl.ts';
 import { ServerCrlSource } from './server-crl-source.ts';
@@ -141,29 +141,6 @@ async function certificates(ctx: Context): Promise<CheckResult[]> {
   const days = daysUntil(notAfter, now);
   if (days < TIMINGS.certWarnDays) return [{ name: 'certificates', level: 'warn', detail: `expires in ${days} days (${cert.validTo})`, hint: `Renew soon: scripts/generate-client-cert.sh ${c.DEVICE_ID} --renew` }];
   return [{ name: 'certificates', level: 'ok', detail: `CN ${cn}, key matches, issued by our CA, valid ${days} more days` }];
-}
-
-/** The TLS client authentication purpose (RFC 5280 §4.2.1.12), which a device's certificate must allow. */
-const CLIENT_AUTH_OID = '1.3.6.1.5.5.7.3.2';
-
-/** One attribute of a subject as Node prints it ("CN=x\nO=y\nOU=z"). */
-function subjectField(subject: string, key: string): string | undefined {
-  return subject.split('\n').find((line) => line.startsWith(`${key}=`))?.slice(key.length + 1);
-}
-
-/**
- * What the certificate is when it is not a device's, as the gateway tells one (dmz/gateway/identity.ts:
- * OU "devices", a device id as CN) and TLS does (a CA's certificate, or one not for TLS clients,
- * is refused in the handshake); undefined for a device's.
- */
-function notADeviceCertificate(cert: X509Certificate): string | undefined {
-  const cn = subjectField(cert.subject, 'CN');
-  if (cert.ca) return `a CA's certificate (${JSON.stringify(cn ?? cert.subject)}), not the device's`;
-  const ou = subjectField(cert.subject, 'OU');
-  if (ou !== 'devices') return `the certificate of ${JSON.stringify(cn ?? '')} (OU ${ou === undefined ? 'none' : JSON.stringify(ou)}), not a device certificate (OU "devices")`;
-  if (!DeviceIdSchema.safeParse(cn).success) return `a certificate whose CN ${JSON.stringify(cn ?? '')} is no device id`;
-  if (cert.keyUsage !== undefined && !cert.keyUsage.includes(CLIENT_AUTH_OID)) return 'a certificate not for TLS clients (its extended key usage lacks clientAuth)';
-  return undefined;
 }
 
 /** The CRL the server's certificate is checked against (server-crl.ts), read as the client reads it. */

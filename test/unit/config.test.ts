@@ -223,13 +223,19 @@ describe('configuration', () => {
   // refused already. A key that is not its certificate's (the bundle's client.crt copied after a
   // renewal, its client.key not) was a "gateway connection error" of OpenSSL's ("key values
   // mismatch"); another device's bundle connected, and the gateway refused each of its messages
-  // (GATEWAY_DEVICE_MISMATCH: the device id is the certificate's CN, not DEVICE_ID).
-  for (const [what, cert, key, stderr] of [
+  // (GATEWAY_DEVICE_MISMATCH: the device id is the certificate's CN, not DEVICE_ID). A service's
+  // certificate of the same CA (its OU not "devices") was refused by the gateway at each attempt
+  // (GATEWAY_NOT_A_DEVICE_CERTIFICATE), with DEVICE_ID its CN too. A name with a slash is a service's.
+  const NOT_A_DEVICE = /error CONFIG_INVALID: FIELD_CERT_FILE=\S+ is the certificate of "consumer" \(OU "[^"]+"\), not a device certificate \(OU "devices"\): the gateway refuses it \(GATEWAY_NOT_A_DEVICE_CERTIFICATE\)/;
+  for (const [what, cert, key, stderr, deviceId = 'dev-1'] of [
     ["FIELD_KEY_FILE is not FIELD_CERT_FILE's key, naming both", 'dev-1', 'dev-2', /error CONFIG_INVALID: FIELD_KEY_FILE=\S+ is not the key of FIELD_CERT_FILE=/],
     ['FIELD_CERT_FILE is the certificate of another device, naming it and DEVICE_ID', 'dev-2', 'dev-2', /error CONFIG_INVALID: FIELD_CERT_FILE=\S+ is the certificate of device "dev-2", not of DEVICE_ID=dev-1/],
+    ["FIELD_CERT_FILE is a service's certificate, naming what it is", 'internal/consumer', 'internal/consumer', NOT_A_DEVICE],
+    ["FIELD_CERT_FILE is a service's certificate whose CN is DEVICE_ID, naming what it is", 'internal/consumer', 'internal/consumer', NOT_A_DEVICE, 'consumer'],
   ] as const) {
     it(`stops the field-client process when ${what}`, () => {
       const pki = makeTestPki(['dev-1', 'dev-2']);
+      const files = (name: string) => (name.includes('/') ? pki.paths.service(name) : pki.paths.device(name));
       const data = mkdtempSync(join(tmpdir(), 'fieldstream-keypair-'));
       try {
         const r = spawnSync(join(repoRoot, 'node_modules', '.bin', 'tsx'), [join(repoRoot, 'field-client', 'src', 'main.ts')], {
@@ -237,11 +243,11 @@ describe('configuration', () => {
           env: {
             PATH: process.env.PATH,
             FIELDSTREAM_ENV_FILE: '/dev/null',
-            DEVICE_ID: 'dev-1',
+            DEVICE_ID: deviceId,
             GATEWAY_URL: 'wss://localhost:1/ws',
             FIELD_CA_FILE: pki.paths.publicCa,
-            FIELD_CERT_FILE: pki.paths.device(cert).cert,
-            FIELD_KEY_FILE: pki.paths.device(key).key,
+            FIELD_CERT_FILE: files(cert).cert,
+            FIELD_KEY_FILE: files(key).key,
             FIELD_DATA_DIR: data,
             FIELD_HTTP_PORT: 'off',
             FIELD_MQTT_PORT: 'off',
