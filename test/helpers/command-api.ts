@@ -3,6 +3,10 @@ import { loadCommandApiConfig } from '../../internal-network/command-api/config.
 import { startCommandApi, type CommandApi } from '../../internal-network/command-api/command-api.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { makeTestPki } from './pki.ts';
+import type { CommandDispatcher } from '../../internal-network/command-api/dispatcher.ts';
+import { startCommandHttp } from '../../internal-network/command-api/http.ts';
+import type { CommandStore } from '../../internal-network/command-api/store.ts';
+import { Credentials, sha256Hex, type Principal } from '../../internal-network/shared/credentials.ts';
 
 /**
  * The command API as embedded/pipeline.ts starts it, on a broker of the test's own over mutual TLS
@@ -47,4 +51,23 @@ export async function issueTestCommand(port: number, token: string, body: Record
 export async function testCommandState(port: number, token: string, id: string): Promise<string> {
   const res = await fetch(`http://127.0.0.1:${port}/v1/commands/${id}`, { headers: { authorization: `Bearer ${token}` } });
   return ((await res.json()) as { state: string }).state;
+}
+
+/**
+ * The command API's HTTP server alone (internal-network/command-api/http.ts) over `dispatcher` and
+ * `store`, on a port picked now, each user by its token; the broker as `brokerConnected` says.
+ */
+export function startTestCommandHttp(o: { dispatcher: CommandDispatcher; store: CommandStore; logger: Logger; users: Record<string, Principal>; brokerConnected?: boolean }) {
+  return startCommandHttp({
+    host: '127.0.0.1',
+    port: 0,
+    setting: 'COMMAND_API_PORT',
+    credentials: new Credentials(Object.entries(o.users).map(([token, user]) => [sha256Hex(token), user])),
+    groups: {},
+    defaultTtlSeconds: 60,
+    dispatcher: o.dispatcher,
+    store: o.store,
+    brokerConnected: () => o.brokerConnected ?? false,
+    logger: o.logger,
+  });
 }

@@ -2,14 +2,13 @@ import assert from 'node:assert/strict';
 import fs, { readFileSync } from 'node:fs';
 import { syncBuiltinESMExports } from 'node:module';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { after, describe, it } from 'node:test';
 import type { CommandRecord } from '../../internal-network/command-api/schemas.ts';
 import { CommandStore } from '../../internal-network/command-api/store.ts';
 import { CommandJournal } from '../../field-client/src/command-journal.ts';
 import { RejectedMessages } from '../../field-client/src/rejected.ts';
 import { isFieldStreamError } from '../../shared/errors.ts';
-import { createLogger } from '../../shared/logger.ts';
+import { LogCapture } from '../helpers/embedded.ts';
 import { tempDir } from '../helpers/pki.ts';
 
 /**
@@ -20,17 +19,9 @@ import { tempDir } from '../helpers/pki.ts';
  */
 const temp = tempDir('command-journal-close');
 after(() => temp.cleanup());
-const lines: Record<string, unknown>[] = [];
-const log = createLogger(
-  'command-api',
-  'debug',
-  new Writable({
-    write(chunk: Buffer, _enc, done) {
-      for (const l of chunk.toString('utf8').split('\n')) if (l) lines.push(JSON.parse(l) as Record<string, unknown>);
-      done();
-    },
-  }),
-);
+const logs = new LogCapture('debug');
+const lines = logs.lines;
+const log = logs.logger;
 
 let n = 0;
 function record(): CommandRecord {

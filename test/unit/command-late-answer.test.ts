@@ -3,15 +3,14 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import mqtt, { type IPublishPacket } from 'mqtt';
 import { CommandDispatcher } from '../../internal-network/command-api/dispatcher.ts';
-import { startCommandHttp } from '../../internal-network/command-api/http.ts';
 import { CommandViewSchema, type CommandRecord } from '../../internal-network/command-api/schemas.ts';
 import { CommandStore } from '../../internal-network/command-api/store.ts';
 import type { ResponseLedger, Wanted } from '../../internal-network/command-api/stored-responses.ts';
-import { Credentials, sha256Hex } from '../../internal-network/shared/credentials.ts';
 import { DeviceKeyRegistry } from '../../internal-network/shared/device-keys.ts';
 import { uplinkTopic } from '../../shared/contract/topics.ts';
 import { TIMINGS } from '../../shared/limits.ts';
 import { createLogger } from '../../shared/logger.ts';
+import { startTestCommandHttp } from '../helpers/command-api.ts';
 import { tempDir } from '../helpers/pki.ts';
 
 /**
@@ -45,18 +44,7 @@ describe("a device's answer after its command expired", () => {
     s.add([late]);
     const broker = noBroker();
     const d = new CommandDispatcher(broker, s, log, { keys: keys(), allowUnsigned: true });
-    const api = await startCommandHttp({
-      host: '127.0.0.1',
-      port: 0,
-      setting: 'COMMAND_API_PORT',
-      credentials: new Credentials([[sha256Hex('viewer-token'), { name: 'watch', role: 'viewer' }]]),
-      groups: {},
-      defaultTtlSeconds: 60,
-      dispatcher: d,
-      store: s,
-      brokerConnected: () => false,
-      logger: log,
-    });
+    const api = await startTestCommandHttp({ dispatcher: d, store: s, logger: log, users: { 'viewer-token': { name: 'watch', role: 'viewer' } } });
     const get = async () => {
       const res = await fetch(`http://127.0.0.1:${api.port}/v1/commands/${late.commandId}`, { headers: { authorization: 'Bearer viewer-token' } });
       assert.equal(res.status, 200);

@@ -3,14 +3,13 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import mqtt, { type IPublishPacket } from 'mqtt';
 import { CommandDispatcher } from '../../internal-network/command-api/dispatcher.ts';
-import { startCommandHttp } from '../../internal-network/command-api/http.ts';
 import { CommandViewSchema, type CommandRecord } from '../../internal-network/command-api/schemas.ts';
 import { CommandStore } from '../../internal-network/command-api/store.ts';
-import { Credentials, sha256Hex } from '../../internal-network/shared/credentials.ts';
 import { DeviceKeyRegistry } from '../../internal-network/shared/device-keys.ts';
 import { uplinkTopic } from '../../shared/contract/topics.ts';
 import { LIMITS } from '../../shared/limits.ts';
 import { createLogger } from '../../shared/logger.ts';
+import { startTestCommandHttp } from '../helpers/command-api.ts';
 import { tempDir } from '../helpers/pki.ts';
 
 /**
@@ -47,18 +46,7 @@ describe("devices' progress results held by the command API", () => {
     const broker = mqtt.connect('mqtt://127.0.0.1:1', { reconnectPeriod: 0, connectTimeout: 100 });
     broker.on('error', () => undefined);
     const d = new CommandDispatcher(broker, s, log, { keys: new DeviceKeyRegistry(join(temp.dir, 'keys')), allowUnsigned: true });
-    const api = await startCommandHttp({
-      host: '127.0.0.1',
-      port: 0,
-      setting: 'COMMAND_API_PORT',
-      credentials: new Credentials([[sha256Hex('viewer-token'), { name: 'watch', role: 'viewer' }]]),
-      groups: {},
-      defaultTtlSeconds: 60,
-      dispatcher: d,
-      store: s,
-      brokerConnected: () => false,
-      logger: log,
-    });
+    const api = await startTestCommandHttp({ dispatcher: d, store: s, logger: log, users: { 'viewer-token': { name: 'watch', role: 'viewer' } } });
     const answer = (commandId: string, status: string, result: unknown) => {
       const env = { v: 1, deviceId: 'pump-3', dataType: 'response', gatewayId: 'gw-1', receivedAt: Date.now(), messages: [{ messageId: `r-${commandId}-${status}`, payload: { commandId, status, result } }] };
       broker.emit('message', uplinkTopic('pump-3', 'response'), Buffer.from(JSON.stringify(env)), {} as IPublishPacket);
