@@ -20,7 +20,7 @@ describe('an HTTP upload under drop-oldest', () => {
   const tmp = tempDir('http-upload-announced');
   after(() => tmp.cleanup());
 
-  it('drops nothing for a length it announces and never sends; a whole one still takes the room of the oldest readings', async () => {
+  it('drops nothing for a length it announces and never sends, nor for one that can never fit; a whole one still takes the room of the oldest readings', async () => {
     const d = await localDevice(join(tmp.dir, 'device'), 2 * MiB, { mode: 'always' }, 'drop-oldest');
     const http = httpInput(d.client, '127.0.0.1', 0, d.dir, d.logs.logger);
     await http.start();
@@ -41,6 +41,23 @@ describe('an HTTP upload under drop-oldest', () => {
       await new Promise((r) => setTimeout(r, 300));
       assert.equal(d.queue.stats.dropped, 0, 'nothing dropped for bytes that never came');
       assert.equal(d.client.unacknowledged, depth, 'every reading still held');
+
+      // More than FIELD_QUEUE_MAX_BYTES announced: it can never fit, refused at once, nothing dropped
+      // (the queue dropped every segment it could, then refused it all the same).
+      const tooLong = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const req = request({ host: '127.0.0.1', port: http.port, method: 'POST', path: '/v1/files?filename=huge.bin', headers: { 'content-length': String(2 * MiB + 1) } });
+        req.on('error', reject);
+        req.on('response', (res) => {
+          let body = '';
+          res.on('data', (c: Buffer) => (body += c.toString()));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+        });
+        req.write(Buffer.alloc(1024, 2));
+      });
+      assert.equal(tooLong.status, 507, tooLong.body);
+      assert.match(tooLong.body, /FIELD_QUEUE_FULL/);
+      assert.equal(d.queue.stats.dropped, 0, 'nothing dropped for a file that can never fit');
+      assert.equal(d.client.unacknowledged, depth);
 
       // A whole 1 MiB upload: room is made as it arrives, from the oldest readings.
       const res = await fetch(`http://127.0.0.1:${http.port}/v1/files?filename=whole.bin`, { method: 'POST', body: Buffer.alloc(MiB, 7) });

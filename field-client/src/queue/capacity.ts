@@ -16,11 +16,19 @@ export interface CapacityHost {
 /**
  * The queue's bound on disk: true when `size` more bytes fit. Under drop-oldest, the oldest
  * segments (never the active one) are deleted first to make room, and what they held that was not
- * yet committed (unsent, in flight or awaiting its receipt) is counted as dropped and logged.
+ * yet committed (unsent, in flight or awaiting its receipt) is counted as dropped and logged; none
+ * is when dropping them all would not make the room.
  */
 export function makeRoom(host: CapacityHost, o: { maxBytes: number; fullPolicy: FullPolicy; log: Logger }, size: number, stats: { dropped: number }): boolean {
   if (host.bytesOnDisk() + size <= o.maxBytes) return true;
   if (o.fullPolicy === 'reject') return false;
+  // What can never fit, even with every segment but the active one dropped (an HTTP upload announcing
+  // more than FIELD_QUEUE_MAX_BYTES), drops nothing: refused after the drops, it cost the device
+  // its whole backlog for a refusal.
+  const active = host.activeSegment();
+  let droppable = 0;
+  for (const seg of host.segments) if (seg !== active) droppable += seg.bytes;
+  if (host.bytesOnDisk() - droppable + size > o.maxBytes) return false;
   let droppedNow = 0;
   try {
     while (host.bytesOnDisk() + size > o.maxBytes) {
