@@ -88,7 +88,9 @@ describe("a device's answer after the command API expired its command", () => {
     const row = `${sel('command-row')}[data-command-id="${id}"]`;
     await w.page.waitForSelector(row);
     assert.equal(await w.page.getAttribute(row, 'data-state'), 'completed');
-    assert.match((await w.page.textContent(`${row} ${sel('command-late')}`)) ?? '', /answered after it expired/);
+    // The time it was said expired, shown as a date (a <time> element put in a text was "[object HTMLTimeElement]").
+    assert.match((await w.page.textContent(`${row} ${sel('command-late')}`)) ?? '', /^ \(answered after it expired, \d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\)$/);
+    await w.screenshot('device-command-late-answer', { fullPage: true });
     w.assertClean();
   });
 });

@@ -192,6 +192,7 @@ describe('a command sent again after its answer was lost is one command', () => 
     // The reloaded page offers the command not confirmed, as it was typed, and says why.
     const offered = await Promise.all(['command-name', 'command-params', 'command-ttl'].map((t) => w.page.inputValue(sel(t))));
     const notice = (await w.page.textContent(sel('command-error'))) ?? '';
+    await w.screenshot('device-command-not-confirmed', { fullPage: true });
     // The operator sends the same command again (typed again, or as offered).
     await w.page.fill(sel('command-name'), 'retry-reload');
     await w.page.fill(sel('command-params'), '{"seconds": 7}');

@@ -158,7 +158,7 @@ export function mountDevice(root, { store, id, canCommand }) {
       // The command API said `expired` first, and the device's answer came after (docs/commands.md):
       // said, since an operator may have acted on `expired` meanwhile.
       const late = c.state !== 'expired' && typeof c.expiredAt === 'number'
-        ? h('span', { class: 'muted', testid: 'command-late' }, ` (answered after it expired, ${time(c.expiredAt)})`)
+        ? h('span', { class: 'muted', testid: 'command-late' }, ' (answered after it expired, ', time(c.expiredAt), ')')
         : null;
       return h('tr', { testid: 'command-row', data: { commandId: c.commandId, state: String(c.state) } },
         h('td', null, time(c.issuedAt)),
