@@ -7,7 +7,7 @@ import { createCertificateAuthority, issueCertificate, type KeyAndCert } from '.
 import { anchoredCertificate, hasOwnAnchor, oneShotCa, withNamesOf, type AnchoredCertificate } from './dmz-anchor.ts';
 import { ensureDmzAnchors, ensureRevokedDevicesList, ensureStoredFeedKey } from './set-files.ts';
 import { DMZ_SERVICE_FILES, pkiPaths, REVOCABLE_SERVICE_CERTS, SERVICE_CERTS, type ServiceCertSpec } from './layout.ts';
-import { caKeyExists, caUnreadable, DomainSchema, isHostName, namesMissing, pairHolds, readPkiMeta } from './set-meta.ts';
+import { caKeyExists, caUnreadable, DomainSchema, isHostName, isServerCopy, namesMissing, pairHolds, readPkiMeta } from './set-meta.ts';
 import { refuseChangedCa, refuseWhileRestoring } from './restore-mark.ts';
 import { readChoiceInputs, refuseChangedInputs } from './setup-inputs.ts';
 import { recordIssued, revokedAnyOf, revokedSerialsPath, revokeServiceCertificatesLocked, underPkiLocks, writeRevocations } from './revocation.ts';
@@ -124,6 +124,16 @@ export function setupPki(root: string, options: SetupOptions): SetupReport {
   // Checked again under the locks, where everything is written; here before the keys are made.
   refuseWhileRestoring(root);
   const caExists = caKeyExists(root);
+  // On a server's copy (no CA here), a set-up made a new CA and issued every certificate again over
+  // the deployment's, which the other servers and the devices then refused. Only --new-ca says so.
+  if (!caExists && options.newCa !== true && isServerCopy(root)) {
+    const was = domainOfSet(root);
+    throw new FieldStreamError(
+      'PKI_CA_KEY_MISSING',
+      `${root} holds a deployment's certificates (${p.publicCa}${was !== undefined ? `, set up for ${was}` : ''}) but not its CA (${p.caDir}): a server's copy. Nothing was changed. ` +
+        'Run this on the machine that keeps the CA and copy the files here again, or run it with --new-ca to make a new CA here (every service certificate and device certificate issued again).',
+    );
+  }
   // What the choices below are made from, compared under the locks before anything is written.
   const seen = readChoiceInputs(root);
   // A new CA whose set-up was killed before it had issued every service certificate (the marker is
@@ -155,12 +165,7 @@ export function setupPki(root: string, options: SetupOptions): SetupReport {
       return missing.length > 0 ? [`${spec.file}.crt lacks ${missing.join(', ')}`] : [];
     });
     if (lacking.length > 0) {
-      let was: string | undefined;
-      try {
-        was = readPkiMeta(root)?.domain;
-      } catch {
-        /* unreadable: the message goes without it */
-      }
+      const was = domainOfSet(root);
       throw new FieldStreamError(
         'PKI_NAMES_MISSING',
         `The service certificates in ${root} were issued for other names (${was ? `set up for ${was}` : 'an earlier set-up'}): ${lacking.join('; ')}. ` +
@@ -303,4 +308,13 @@ export function setupPki(root: string, options: SetupOptions): SetupReport {
     options.onWait,
   );
   return report;
+}
+
+/** The domain fieldstream-pki.json names, for a message: undefined when it is not there or is damaged. */
+function domainOfSet(root: string): string | undefined {
+  try {
+    return readPkiMeta(root)?.domain;
+  } catch {
+    return undefined;
+  }
 }

@@ -108,6 +108,20 @@ export function caKeyExists(root: string): boolean {
   }
 }
 
+/**
+ * Whether `root` is a server's copy of a deployment's certificates: the CA's public certificate
+ * (certs/ca.crt) or the set's fieldstream-pki.json without the CA's folder (certs/ca/), as the DMZ
+ * and internal servers get them (docs/deployment.md). The CA's folder is what says the CA is kept
+ * here: a set-up killed before the CA's key was written leaves the folder (its key is written before
+ * certs/ca.crt and fieldstream-pki.json, and a --new-ca makes the new folder before either), so it
+ * is never taken for a copy.
+ */
+export function isServerCopy(root: string): boolean {
+  const p = pkiPaths(root);
+  const there = (path: string) => statSync(path, { throwIfNoEntry: false }) !== undefined;
+  return !there(p.caDir) && (there(p.publicCa) || there(p.meta));
+}
+
 /** CONFIG_FILE_UNREADABLE for the CA's files, with what mends a permission error: the folder's owner. */
 export function caUnreadable(root: string, err: unknown): FieldStreamError {
   const p = pkiPaths(root);

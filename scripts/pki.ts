@@ -308,7 +308,7 @@ try {
 } catch (err) {
   if (isFieldStreamError(err)) {
     console.error(`error ${err.code}: ${err.message}`);
-    process.exit(err.code === 'PKI_CERT_EXISTS' || err.code === 'PKI_DEVICE_REVOKED' || err.code === 'PKI_NAMES_MISSING' ? 73 : 65);
+    process.exit(err.code === 'PKI_CERT_EXISTS' || err.code === 'PKI_DEVICE_REVOKED' || err.code === 'PKI_NAMES_MISSING' || err.code === 'PKI_CA_KEY_MISSING' ? 73 : 65);
   }
   throw err;
 }

@@ -617,6 +617,18 @@ export const ERRORS = {
     transient: false,
     description: "The CA has expired: nothing it signs is accepted, so no certificate was issued; make a new CA (--new-ca) and issue the devices' certificates again under it.",
   },
+  PKI_CA_KEY_MISSING: {
+    http: 409,
+    transient: false,
+    description:
+      "The certificates folder holds a deployment's certificates (certs/ca.crt, fieldstream-pki.json) but not its CA (certs/ca/): a server's copy. Nothing was changed: run the set-up on the machine that keeps the CA, or with --new-ca to make a new CA here (every service certificate and device issued again).",
+  },
+  PKI_NOT_DEVELOPMENT: {
+    http: 409,
+    transient: false,
+    description:
+      "npm start or npm run stack was given a deployment's certificates folder (of a domain, or a server's copy without the CA): it issues development devices and service certificates, which would be credentials the deployment accepts, or a new CA over the deployment's. Nothing was changed: give it a folder of its own (CERTS_DIR=./certs-dev).",
+  },
   PKI_DEVICE_REVOKED: { http: 409, transient: false, description: 'The device was revoked; it cannot be issued a certificate again under that id.' },
   GATEWAY_CERTIFICATE_REVOKED: { http: 403, transient: false, description: 'The client certificate was revoked.' },
   GATEWAY_CERTIFICATE_EXPIRED: { http: 401, transient: false, description: 'The client certificate expired while the device was connected; the connection was closed, and a new one is refused at the TLS handshake.' },

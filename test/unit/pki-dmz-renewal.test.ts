@@ -232,8 +232,12 @@ describe('renewing the DMZ certificates after a compromise (--renew-dmz)', () =>
     assert.equal(openssl('verify', '-CAfile', anchor, pkiPaths(copy).service('dmz/mosquitto').cert).status, 0, 'mended once the lock was free');
   });
 
-  it('npm start runs on a set renewed so (its clients verify the broker with the anchor)', () => {
-    assert.doesNotThrow(() => ensureDevelopmentPki(root, ['pump-1']));
+  it('npm start runs on a development set renewed so (its clients verify the broker with the anchor), and refuses the deployment\'s', () => {
+    const dev = join(tmp.dir, 'dev-certs');
+    ensureDevelopmentPki(dev, ['pump-1']);
+    execFileSync(join(repoRoot, 'scripts', 'generate-certificates.sh'), ['localhost', '--renew-dmz'], { env: { ...process.env, CERTS_DIR: dev }, encoding: 'utf8' });
+    assert.doesNotThrow(() => ensureDevelopmentPki(dev, ['pump-1', 'pump-2']));
+    assert.throws(() => ensureDevelopmentPki(root, ['pump-1']), (e) => e instanceof FieldStreamError && e.code === 'PKI_NOT_DEVELOPMENT');
   });
 
   it('says so when a DMZ certificate is not on this machine, so its names (--edge-host, --dmz-broker-host of the set-up) cannot be kept', () => {

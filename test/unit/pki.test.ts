@@ -839,7 +839,7 @@ describe('the onboarding scripts', () => {
     }
   });
 
-  it("generate-certificates.sh for a domain after npm start: refuses, changing nothing, until --new-ca or --renew, and npm start still runs after --new-ca", () => {
+  it("generate-certificates.sh for a domain after npm start: refuses, changing nothing, until --new-ca or --renew; npm start then refuses the deployment's folder", () => {
     const scratch = tempDir('scripts-after-start');
     const certs = join(scratch.dir, 'certs');
     const q = pkiPaths(certs);
@@ -863,12 +863,12 @@ describe('the onboarding scripts', () => {
       assert.doesNotThrow(() => openssl('verify', '-CAfile', q.publicCa, q.service('dmz/edge').cert, q.service('dmz/mosquitto').cert));
       assert.throws(() => openssl('verify', '-CAfile', q.publicCa, q.device('sensor-001').cert), 'the development devices are not trusted by the new CA');
 
-      // npm start in the same folder afterwards issues its devices again, under the CA now in place.
-      const again = ensureDevelopmentPki(certs, ['field-sim-001', 'sensor-001', 'sensor-002']);
-      assert.deepEqual(again.created, ['devices/field-sim-001', 'devices/sensor-001'], 'the revoked device is left alone, and npm start goes on');
-      assert.ok(!existsSync(q.deviceKeyRegistry('sensor-002')), 'nor is its signing key put back');
-      assert.doesNotThrow(() => openssl('verify', '-CAfile', q.publicCa, q.device('sensor-001').cert, q.device('field-sim-001').cert));
-      assert.deepEqual(ensureDevelopmentPki(certs, ['field-sim-001', 'sensor-001']).created, [], 'then kept');
+      // npm start in the same folder afterwards issues nothing under the deployment's CA: its
+      // development devices would be credentials the deployment accepts (pki-deployment-folder.test.ts).
+      const devicesBefore = readdirSync(join(certs, 'devices')).sort();
+      assert.throws(() => ensureDevelopmentPki(certs, ['field-sim-001', 'sensor-001', 'sensor-002']), (e) => e instanceof FieldStreamError && e.code === 'PKI_NOT_DEVELOPMENT');
+      assert.deepEqual(readdirSync(join(certs, 'devices')).sort(), devicesBefore);
+      assert.throws(() => openssl('verify', '-CAfile', q.publicCa, q.device('field-sim-001').cert), 'no development device issued under it');
     } finally {
       scratch.cleanup();
     }
