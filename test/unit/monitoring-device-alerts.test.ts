@@ -1,15 +1,13 @@
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { z } from 'zod';
 import { InfluxV1 } from '../../scripts/local-stack/databases.ts';
-import { healthPoints } from '../../internal-network/distributor/points.ts';
 import { InfluxV1Sink } from '../../internal-network/distributor/sinks/influx-v1.ts';
-import { parseEnvelope, UplinkEnvelopeSchema, type EnvelopeOf } from '../../shared/contract/envelope.ts';
-import type { HealthPayload } from '../../shared/contract/payloads.ts';
 import { DAY_MS, LIMITS } from '../../shared/limits.ts';
+import { alertingFile, firing, HEALTH_MESSAGES, HEALTH_TELLING, ruleGroups, ruleOn, storedHealth, thresholdOf, type Rule } from '../helpers/grafana-rules.ts';
 import { tempDir } from '../helpers/pki.ts';
 import { storedPresences } from '../helpers/stored-presences.ts';
 
@@ -20,69 +18,9 @@ import { storedPresences } from '../helpers/stored-presences.ts';
  * from these rules. Grafana cannot run here; each rule's query runs on a real InfluxDB 1.x holding
  * what the distributor stores, and the rule's own reduce and threshold are applied to its answer.
  */
-const repoRoot = join(import.meta.dirname, '..', '..');
-const alertingFile = join(repoRoot, 'monitoring', 'grafana', 'provisioning', 'alerting', 'fieldstream.yml');
-
-const RuleSchema = z.looseObject({
-  title: z.string(),
-  condition: z.string(),
-  data: z.array(
-    z.object({
-      refId: z.string(),
-      datasourceUid: z.string(),
-      relativeTimeRange: z.object({ from: z.number(), to: z.number() }).optional(),
-      model: z.looseObject({ query: z.string().optional(), type: z.string().optional(), expression: z.string().optional(), reducer: z.string().optional(), conditions: z.array(z.object({ evaluator: z.object({ type: z.string(), params: z.array(z.number()) }) })).optional() }),
-    }),
-  ),
-  noDataState: z.string(),
-  execErrState: z.string(),
-  labels: z.record(z.string(), z.string()),
-  annotations: z.record(z.string(), z.string()),
-});
-const AlertingSchema = z.object({ groups: z.array(z.object({ rules: z.array(RuleSchema) })) });
-
-/** The provisioning file as Grafana reads it (YAML, through PyYAML: Node has no YAML parser of its own). */
-function rules(): Array<z.infer<typeof RuleSchema>> {
-  const json = execFileSync('python3', ['-c', 'import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)'], { input: readFileSync(alertingFile), encoding: 'utf8' });
-  return AlertingSchema.parse(JSON.parse(json)).groups.flatMap((g) => g.rules);
-}
-
 type Series = { tags?: Record<string, string> | undefined; values: unknown[][] };
-
-/**
- * The devices a rule fires for, given its InfluxQL query's answer: Grafana's reduce (last) of each
- * series, then its threshold. Only the shapes these rules use are understood; any other fails.
- */
-function firing(rule: z.infer<typeof RuleSchema>, series: readonly Series[]): string[] {
-  const threshold = rule.data.find((q) => q.refId === rule.condition)?.model;
-  assert.equal(threshold?.type, 'threshold', `${rule.title}: its condition is a threshold`);
-  const reduce = rule.data.find((q) => q.refId === threshold.expression)?.model;
-  assert.ok(reduce?.type === 'reduce' && reduce.reducer === 'last', `${rule.title}: the threshold reads a reduce (last)`);
-  const evaluator = threshold.conditions?.[0]?.evaluator;
-  assert.ok(evaluator && (evaluator.type === 'lt' || evaluator.type === 'gt') && evaluator.params.length === 1, JSON.stringify(evaluator));
-  const limit = evaluator.params[0] as number;
-  return series
-    .filter((s) => {
-      const last = Number(s.values.at(-1)?.[1]);
-      return evaluator.type === 'lt' ? last < limit : last > limit;
-    })
-    .map((s) => s.tags?.device ?? '?')
-    .sort();
-}
-
-/**
- * device_health points as the distributor stores health messages (its own point builder, on the
- * envelope as the contract parses it), one message per entry: [device, taken this long ago (ms),
- * the figures beyond those every device sends].
- */
-function storedHealth(messages: ReadonlyArray<[string, number, Partial<HealthPayload>]>) {
-  const now = Date.now();
-  return messages.flatMap(([deviceId, ago, figures], i) => {
-    const payload = { uptimeSeconds: 86_400 * 3, queueMessages: 5, queueBytes: 40_960, awaitingReceipt: 2, version: '0.1.0', intervalSeconds: 60, ...figures, timestamp: new Date(now - ago).toISOString() };
-    const raw = { v: 1, deviceId, dataType: 'health', gatewayId: 'gw-1', receivedAt: now, messages: [{ messageId: `h.${i}`, payload }] };
-    return healthPoints(parseEnvelope(UplinkEnvelopeSchema, Buffer.from(JSON.stringify(raw))) as EnvelopeOf<'health'>);
-  });
-}
+/** Each series' device and last value: what Grafana's reduce (last) takes of it. */
+const lastValues = (series: readonly Series[]) => series.map((s) => [s.tags?.device ?? '?', Number(s.values.at(-1)?.[1])] as const);
 
 describe("monitoring: Grafana's per-device alert rules on a real InfluxDB 1.x holding what the distributor stores", () => {
   const DB = 'fieldstream';
@@ -97,23 +35,14 @@ describe("monitoring: Grafana's per-device alert rules on a real InfluxDB 1.x ho
     tmp?.cleanup();
   });
 
-  /** The rule, and what its one InfluxQL query answers now: one series per device, as Grafana's alerting needs. */
-  async function ruleAnswer(title: string): Promise<{ rule: z.infer<typeof RuleSchema>; series: Series[] }> {
-    const rule = rules().find((r) => r.title === title);
-    assert.ok(rule, `a Grafana alert rule ${title} is provisioned`);
-    const queries = rule.data.filter((q) => q.datasourceUid === 'influxdb');
-    assert.equal(queries.length, 1);
-    const query = queries[0]?.model.query as string;
-    assert.doesNotMatch(query, /\$/, 'Grafana would expand $NAME from its environment in a provisioned query');
-    const answer = await influx.query(query, DB);
+  /** The rule on InfluxDB, and what its one InfluxQL query answers now: one series per device, as Grafana's alerting needs. */
+  async function ruleAnswer(title: string): Promise<{ rule: Rule; series: Series[] }> {
+    const { rule, model } = ruleOn(title, 'influxdb');
+    const answer = await influx.query(model.query as string, DB);
     assert.equal(answer.results?.[0]?.error, undefined, JSON.stringify(answer));
     const series = answer.results?.[0]?.series ?? [];
     const devices = series.map((s) => s.tags?.device);
     assert.equal(new Set(devices).size, devices.length, JSON.stringify(devices));
-    assert.match(rule.labels.severity ?? '', /^(warning|critical)$/);
-    assert.match(rule.annotations.summary ?? '', /\{\{ \$labels\.device \}\}/);
-    assert.equal(rule.noDataState, 'OK', `${title}: no device with anything to say is nothing to say`);
-    assert.equal(rule.execErrState, 'Error', `${title}: a query that fails is an error, not a quiet fleet`);
     return { rule, series };
   }
 
@@ -140,37 +69,12 @@ describe("monitoring: Grafana's per-device alert rules on a real InfluxDB 1.x ho
     ]);
     await new InfluxV1Sink({ url: influx.url, database: DB, username: influx.user, password: influx.password, timeoutMs: 5000 }).write(points);
     const { rule, series } = await ruleAnswer('FieldStreamDeviceCertificateExpiring');
-    assert.deepEqual(firing(rule, series), ['meter-1', 'meter-3']);
+    assert.deepEqual(firing(rule, lastValues(series)), ['meter-1', 'meter-3']);
   });
 
   describe("on each device's last health message of the last 24 hours", () => {
-    const HOUR_MS = 3_600_000;
-    const MIB = 1024 * 1024;
     before(async () => {
-      const points = storedHealth([
-        // its oldest message not committed two hours old, and 10 GB free
-        ['meter-1', 2 * 60_000, { oldestUnsentAgeSeconds: 7200, freeDiskBytes: 10_000_000_000 }],
-        // keeping up: a few messages awaiting their receipt; 1 byte under 64 MiB free
-        ['meter-2', 60_000, { oldestUnsentAgeSeconds: 42, freeDiskBytes: 64 * MIB - 1 }],
-        // caught up: a backlog of 2.5 hours, then nothing waiting (the field absent) and the disk
-        // unreadable; an earlier message's figures are no longer true
-        ['meter-3', 3 * 60_000, { oldestUnsentAgeSeconds: 9000, freeDiskBytes: MIB }],
-        ['meter-3', 60_000, {}],
-        // exactly at the thresholds: not over an hour, not under 64 MiB
-        ['meter-4', 60_000, { oldestUnsentAgeSeconds: 3600, freeDiskBytes: 64 * MIB }],
-        // silent for 20 hours, its last word a backlog and a nearly full disk: told as of then
-        ['meter-5', 20 * HOUR_MS, { oldestUnsentAgeSeconds: 5000, freeDiskBytes: MIB }],
-        // silent for 25 hours: out of the query
-        ['meter-6', 25 * HOUR_MS, { oldestUnsentAgeSeconds: 99_999, freeDiskBytes: MIB }],
-        // fell behind since its last minute
-        ['meter-7', 10 * 60_000, { oldestUnsentAgeSeconds: 2, freeDiskBytes: 5 * 1024 * MIB }],
-        ['meter-7', 60_000, { oldestUnsentAgeSeconds: 4000, freeDiskBytes: 5 * 1024 * MIB }],
-        // drained its backlog, and room was made on its disk
-        ['meter-8', 5 * 60_000, { oldestUnsentAgeSeconds: 8000, freeDiskBytes: MIB }],
-        ['meter-8', 60_000, { oldestUnsentAgeSeconds: 30, freeDiskBytes: 1024 * MIB }],
-        // a device that never tells either figure
-        ['meter-9', 60_000, {}],
-      ]);
+      const points = storedHealth(HEALTH_MESSAGES);
       await new InfluxV1Sink({ url: influx.url, database: DB, username: influx.user, password: influx.password, timeoutMs: 5000 }).write(points);
     });
 
@@ -179,10 +83,10 @@ describe("monitoring: Grafana's per-device alert rules on a real InfluxDB 1.x ho
       // learnt of a stuck device only when its queue filled and data was dropped or refused.
       const { rule, series } = await ruleAnswer('FieldStreamDeviceBacklog');
       // meter-3's last message says nothing waits: no series, though an earlier one said 2.5 hours.
-      assert.deepEqual(series.map((s) => s.tags?.device).sort(), ['meter-1', 'meter-2', 'meter-4', 'meter-5', 'meter-7', 'meter-8']);
-      assert.deepEqual(firing(rule, series), ['meter-1', 'meter-5', 'meter-7']);
+      assert.deepEqual(series.map((s) => s.tags?.device).sort(), HEALTH_TELLING);
+      assert.deepEqual(firing(rule, lastValues(series)), ['meter-1', 'meter-5', 'meter-7']);
       // An hour is past several of a field client's longest waits for a receipt before it resends.
-      const limit = rule.data.find((q) => q.refId === rule.condition)?.model.conditions?.[0]?.evaluator.params[0] as number;
+      const { limit } = thresholdOf(rule);
       assert.ok(limit * 1000 >= 4 * LIMITS.commitTimeoutMaxMs, `${limit} s`);
     });
 
@@ -190,8 +94,79 @@ describe("monitoring: Grafana's per-device alert rules on a real InfluxDB 1.x ho
       // Every health message carries the free space, and nothing inside watched it: an operator
       // learnt of a full disk only when the device refused data it could not write.
       const { rule, series } = await ruleAnswer('FieldStreamDeviceDiskLow');
-      assert.deepEqual(series.map((s) => s.tags?.device).sort(), ['meter-1', 'meter-2', 'meter-4', 'meter-5', 'meter-7', 'meter-8']);
-      assert.deepEqual(firing(rule, series), ['meter-2', 'meter-5']);
+      assert.deepEqual(series.map((s) => s.tags?.device).sort(), HEALTH_TELLING);
+      assert.deepEqual(firing(rule, lastValues(series)), ['meter-2', 'meter-5']);
     });
+  });
+});
+
+describe("monitoring: which database's per-device alert rules run (GRAFANA_DEVICE_ALERTS)", () => {
+  const repoRoot = join(import.meta.dirname, '..', '..');
+  const yamlDocs = (file: string): unknown[] =>
+    JSON.parse(execFileSync('python3', ['-c', 'import json, sys, yaml; json.dump([d for d in yaml.safe_load_all(sys.stdin) if d], sys.stdout)'], { input: readFileSync(join(repoRoot, file)), encoding: 'utf8' })) as unknown[];
+  const Compose = z.object({ services: z.object({ grafana: z.object({ entrypoint: z.array(z.string()), environment: z.record(z.string(), z.string()) }) }) });
+  const Workload = z.looseObject({ kind: z.string(), spec: z.looseObject({ template: z.looseObject({ spec: z.looseObject({ containers: z.array(z.looseObject({ name: z.string(), command: z.array(z.string()).optional() })) }) }) }) });
+  const compose = Compose.parse(yamlDocs('docker-compose.internal.yml')[0]).services.grafana;
+  // compose writes a `$` of the shell as `$$`.
+  const composeCommand = compose.entrypoint.map((a) => a.replaceAll('$$', '$'));
+  const k8sCommand = yamlDocs('k8s/base/internal/grafana.yaml')
+    .flatMap((d) => {
+      const w = Workload.safeParse(d);
+      return w.success ? w.data.spec.template.spec.containers.filter((c) => c.name === 'grafana') : [];
+    })
+    .map((c) => c.command)[0];
+
+  /** Runs the container's entrypoint with the image's /run.sh replaced by a stub that prints the environment it was given. */
+  function start(setting: string | undefined): { status: number | null; stderr: string; env: Record<string, string> } {
+    const dir = tempDir('grafana-entrypoint');
+    try {
+      const stub = join(dir.dir, 'run.sh');
+      writeFileSync(stub, '#!/bin/sh\nenv\n', { mode: 0o755 });
+      const [sh, flag, script, ...rest] = composeCommand;
+      assert.deepEqual([sh, flag], ['/bin/sh', '-c']);
+      assert.match(script ?? '', /exec \/run\.sh "\$@"\n$/, 'the image entrypoint is what runs last');
+      const r = spawnSync('/bin/sh', ['-c', (script ?? '').replace('exec /run.sh', `exec ${stub}`), ...rest], { env: { PATH: process.env.PATH, ...(setting === undefined ? {} : { GRAFANA_DEVICE_ALERTS: setting }) }, encoding: 'utf8' });
+      const env = Object.fromEntries(r.stdout.split('\n').filter((l) => l.startsWith('FIELDSTREAM_')).map((l) => l.split('=', 2) as [string, string]));
+      return { status: r.status, stderr: r.stderr, env };
+    } finally {
+      dir.cleanup();
+    }
+  }
+
+  it('pauses the rules of the database the site does not use, from one setting, and refuses any other value', () => {
+    // A rule on a data source the site lacks fails at each evaluation, and execErrState Error
+    // alerts on that: a PostgreSQL-only site had four alerts always firing, or none of its own.
+    assert.equal(compose.environment.GRAFANA_DEVICE_ALERTS, '${GRAFANA_DEVICE_ALERTS:-influxdb}', 'influxdb by default, as before the setting');
+    assert.deepEqual(start('influxdb'), { status: 0, stderr: '', env: { FIELDSTREAM_INFLUXDB_ALERTS_PAUSED: 'false', FIELDSTREAM_POSTGRES_ALERTS_PAUSED: 'true' } });
+    assert.deepEqual(start('postgres'), { status: 0, stderr: '', env: { FIELDSTREAM_INFLUXDB_ALERTS_PAUSED: 'true', FIELDSTREAM_POSTGRES_ALERTS_PAUSED: 'false' } });
+    // Grafana parses isPaused as a boolean once expanded: an empty one would stop it provisioning anything.
+    for (const wrong of ['both', '', 'InfluxDB', undefined]) {
+      const r = start(wrong);
+      assert.equal(r.status, 78, `GRAFANA_DEVICE_ALERTS=${String(wrong)}`);
+      assert.match(r.stderr, /GRAFANA_DEVICE_ALERTS is influxdb or postgres/);
+      assert.deepEqual(r.env, {});
+    }
+    // Kubernetes runs the same entrypoint, the setting from the overlay's internal-site.
+    assert.deepEqual(k8sCommand, composeCommand);
+    assert.match(readFileSync(join(repoRoot, 'k8s', 'overlays', 'internal', 'kustomization.yaml'), 'utf8'), /^ {2}- GRAFANA_DEVICE_ALERTS=influxdb$/m);
+    assert.match(readFileSync(join(repoRoot, '.env.example'), 'utf8'), /^GRAFANA_DEVICE_ALERTS=influxdb$/m);
+  });
+
+  it("pauses each rule by its own database's variable, the only ones Grafana expands outside the queries", () => {
+    const groups = ruleGroups();
+    assert.equal(groups.length, 2);
+    for (const g of groups) {
+      for (const r of g.rules) {
+        const uids = r.data.map((q) => q.datasourceUid).filter((u) => u !== '__expr__');
+        assert.equal(uids.length, 1, r.uid);
+        const expected = { influxdb: '${FIELDSTREAM_INFLUXDB_ALERTS_PAUSED}', postgres: '${FIELDSTREAM_POSTGRES_ALERTS_PAUSED}' }[uids[0] as string];
+        assert.equal(r.isPaused, expected, `${g.name} ${r.uid} (${String(uids[0])})`);
+      }
+    }
+    // Every other `${` of the file is in its comments: Grafana expands them in any value.
+    const values = readFileSync(alertingFile, 'utf8')
+      .split('\n')
+      .filter((l) => !/^\s*#/.test(l) && l.includes('${'));
+    assert.ok(values.every((l) => /isPaused: \$\{FIELDSTREAM_(INFLUXDB|POSTGRES)_ALERTS_PAUSED\}$/.test(l)), values.join('\n'));
   });
 });

@@ -138,7 +138,7 @@ const RuleQuerySchema = z.object({
   refId: z.string(),
   datasourceUid: z.string(),
   relativeTimeRange: z.object({ from: z.number().positive(), to: z.number().min(0) }).optional(),
-  model: z.looseObject({ refId: z.string(), query: z.string().optional(), type: z.string().optional(), expression: z.string().optional() }),
+  model: z.looseObject({ refId: z.string(), query: z.string().optional(), rawSql: z.string().optional(), type: z.string().optional(), expression: z.string().optional() }),
 });
 const AlertingSchema = z.object({
   apiVersion: z.literal(1),
@@ -1104,7 +1104,10 @@ describe('monitoring: Grafana provisioning and dashboards', () => {
   });
 
   it('the Grafana alert rules parse, reach their condition, and name only provisioned data sources', () => {
-    assert.deepEqual(alertRules.map(({ r }) => r.title), ['FieldStreamDeviceSilent', 'FieldStreamDeviceCertificateExpiring', 'FieldStreamDeviceBacklog', 'FieldStreamDeviceDiskLow']);
+    // Each rule twice: on InfluxDB, and on PostgreSQL (test/e2e/postgres-device-alerts.test.ts runs its SQL).
+    const titles = ['FieldStreamDeviceSilent', 'FieldStreamDeviceCertificateExpiring', 'FieldStreamDeviceBacklog', 'FieldStreamDeviceDiskLow'];
+    assert.deepEqual(alertRules.map(({ r }) => r.title), [...titles, ...titles]);
+    assert.equal(new Set(alertRules.map(({ r }) => r.uid)).size, alertRules.length, 'rule uids unique');
     for (const { file, r } of alertRules) {
       const refIds = r.data.map((q) => q.refId);
       assert.ok(refIds.includes(r.condition), `${file} ${r.title}: the condition ${r.condition} is one of its queries`);
@@ -1113,7 +1116,8 @@ describe('monitoring: Grafana provisioning and dashboards', () => {
         if (q.datasourceUid === '__expr__') assert.ok(q.model.expression && refIds.includes(q.model.expression), `${file} ${r.title} ${q.refId} reads a query of the rule`);
         else {
           assert.ok(provisioned.includes(q.datasourceUid), `${file} ${r.title} ${q.refId}: ${q.datasourceUid} is provisioned`);
-          assert.ok(q.relativeTimeRange && q.model.query, `${file} ${r.title} ${q.refId}: a time range and a query`);
+          // InfluxQL in `query`, SQL in `rawSql` (the PostgreSQL data source's field).
+          assert.ok(q.relativeTimeRange && (q.model.query ?? q.model.rawSql), `${file} ${r.title} ${q.refId}: a time range and a query`);
         }
         // Grafana expands $NAME from its environment in a provisioned rule's queries (not in annotations).
         assert.doesNotMatch(JSON.stringify(q.model), /\$/, `${file} ${r.title} ${q.refId}: no $ in the query`);
@@ -1354,7 +1358,7 @@ describe('monitoring: Grafana provisioning and dashboards', () => {
     });
 
     it('the device-silent alert query runs and answers one series per device that sent within its look-back: 0 for the silent one', async () => {
-      const rule = alertRules.find(({ r }) => r.title === 'FieldStreamDeviceSilent')?.r;
+      const rule = alertRules.find(({ r }) => r.title === 'FieldStreamDeviceSilent' && r.data.some((q) => q.datasourceUid === 'influxdb'))?.r;
       const queries = (rule?.data ?? []).filter((q) => q.datasourceUid === 'influxdb').map((q) => q.model.query as string);
       assert.equal(queries.length, 1);
       const answer = await influx.query(queries[0] as string, DB);
