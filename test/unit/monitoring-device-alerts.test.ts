@@ -140,7 +140,9 @@ describe("monitoring: which database's per-device alert rules run (GRAFANA_DEVIC
     assert.deepEqual(start('influxdb'), { status: 0, stderr: '', env: { FIELDSTREAM_INFLUXDB_ALERTS_PAUSED: 'false', FIELDSTREAM_POSTGRES_ALERTS_PAUSED: 'true' } });
     assert.deepEqual(start('postgres'), { status: 0, stderr: '', env: { FIELDSTREAM_INFLUXDB_ALERTS_PAUSED: 'true', FIELDSTREAM_POSTGRES_ALERTS_PAUSED: 'false' } });
     // Grafana parses isPaused as a boolean once expanded: an empty one would stop it provisioning anything.
-    for (const wrong of ['both', '', 'InfluxDB', undefined]) {
+    // Unset (a Kubernetes overlay made before the setting: its key is optional) is influxdb, as before.
+    assert.deepEqual(start(undefined), start('influxdb'));
+    for (const wrong of ['both', '', 'InfluxDB']) {
       const r = start(wrong);
       assert.equal(r.status, 78, `GRAFANA_DEVICE_ALERTS=${String(wrong)}`);
       assert.match(r.stderr, /GRAFANA_DEVICE_ALERTS is influxdb or postgres/);
