@@ -1,29 +1,13 @@
 import { existsSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { z } from 'zod';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { makeDirDurablySync, removeLeftAsideSync, replaceFileDurablySync } from '../../shared/durable-fs.ts';
-import { MessageIdSchema } from '../../shared/contract/primitives.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
-import { appendLinesSync, readLinesSync } from '../../shared/line-file.ts';
+import { appendLinesSync } from '../../shared/line-file.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { ProgressResults, withoutResult } from './progress-results.ts';
-import { CommandRecordSchema, isFinal, type CommandRecord } from './schemas.ts';
-
-/**
- * A journal line: a command whole, or a change of one written without its params (which never
- * change), marked `paramsAsBefore`: they are those of the command's line before. Journals written
- * before changes were marked hold whole commands only, and read the same.
- *
- * The new commands of one request (more than one: a fleet command) are written in one write, each
- * line marked `batch`: the id of the request's first command and how many it made. A kill in the
- * middle of that write (SIGKILL, the OOM killer: a write is cut at a page) left the first lines
- * whole, and no 202 answered: read back alone, those devices got a command no one was told of, and
- * a retry with the request's Idempotency-Key was answered with them only, the other devices never
- * getting theirs. A request's commands are now read back all or none. Compactions write no mark.
- */
-const BatchSchema = z.object({ first: MessageIdSchema, of: z.number().int().min(2) });
-const JournalLineSchema = CommandRecordSchema.extend({ paramsAsBefore: z.literal(true).optional(), batch: BatchSchema.optional() });
+import { lineBytes, readJournal } from './journal-lines.ts';
+import { isFinal, type CommandRecord } from './schemas.ts';
 
 interface Entry {
   record: CommandRecord;
@@ -323,67 +307,10 @@ export class CommandStore {
 
   private load(): void {
     if (!existsSync(this.path)) return;
-    let skipped = 0;
-    /** the commands of a request read so far, taken once all of them are (JournalLineSchema) */
-    let batch: { first: string; of: number; records: CommandRecord[] } | undefined;
-    for (const line of readLinesSync(this.path, LIMITS.commandJournalLineMaxBytes)) {
-      if (line !== undefined && !line.trim()) continue;
-      this.lines++;
-      const parsed = line === undefined ? undefined : JournalLineSchema.safeParse(safeJson(line));
-      // A request's commands cut off before their last line (a torn line, or another write's next): none.
-      if (batch && (parsed?.success ? parsed.data.batch?.first : undefined) !== batch.first) {
-        skipped += batch.records.length;
-        batch = undefined;
-      }
-      if (!parsed?.success) {
-        skipped++;
-        continue;
-      }
-      const { paramsAsBefore, batch: mark, ...command } = parsed.data;
-      if (mark) {
-        // Only the request's first command opens it; a line of it without that one is no command taken.
-        if (!batch && mark.first === command.commandId && !paramsAsBefore) batch = { first: mark.first, of: mark.of, records: [] };
-        if (!batch || paramsAsBefore) {
-          skipped++;
-          continue;
-        }
-        batch.records.push(command);
-        if (batch.records.length === batch.of) {
-          for (const r of batch.records) this.remember(r, lineBytes(r));
-          batch = undefined;
-        }
-        continue;
-      }
-      if (!paramsAsBefore) {
-        this.remember(command, Buffer.byteLength(line as string) + 1);
-        continue;
-      }
-      // A change of a command whose whole line is not here is not sent again without its params.
-      const before = this.entries.get(command.commandId);
-      if (!before) {
-        skipped++;
-        continue;
-      }
-      const { params: _ignored, ...rest } = command;
-      const bytes = before.bytes - lineBytes({ ...before.record, params: undefined }) + lineBytes(rest);
-      this.remember(before.record.params === undefined ? rest : { ...rest, params: before.record.params }, bytes);
-    }
-    if (batch) skipped += batch.records.length;
+    const { lines, skipped } = readJournal(this.path, { get: (id) => this.entries.get(id), take: (record, bytes) => this.remember(record, bytes) });
+    this.lines = lines;
     if (skipped > 0) this.log.warn({ code: 'API_STATE_LINE_SKIPPED', path: this.path, skipped }, 'command journal lines skipped: torn by a crash, damaged, a change of a command not in the journal, or commands of a request cut off before all were written');
     this.journalBytes = statSync(this.path).size;
     if (this.lines > 2 * this.entries.size || this.journalBytes > 2 * this.storeBytes + LIMITS.commandJournalSlackBytes) this.compact();
-  }
-}
-
-/** Bytes of a record as one journal line (params left out when undefined, as JSON.stringify does). */
-function lineBytes(record: object): number {
-  return Buffer.byteLength(JSON.stringify(record)) + 1;
-}
-
-function safeJson(line: string): unknown {
-  try {
-    return JSON.parse(line);
-  } catch {
-    return undefined;
   }
 }
