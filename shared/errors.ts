@@ -489,6 +489,12 @@ export const ERRORS = {
       'Another command API holds COMMAND_STATE_PATH (its lock, the file beside it named .lock, names it, renewed every 2 s): two on one journal would each rewrite it without the commands the other accepted. Stop the other, or give each its own COMMAND_STATE_PATH. A lock whose holder is gone (killed, the machine restarted) is taken over at once on the same machine, after 15 s from another.',
   },
   API_STATE_WRITE_FAILED: { http: 500, transient: true, description: 'The command API could not write a command\'s state to its journal (COMMAND_STATE_PATH); the write is retried at the next change.' },
+  API_STATE_UNCERTAIN: {
+    http: 500,
+    transient: false,
+    description:
+      "New commands' journal append failed and cutting its lines back off failed too: they may be in the journal (COMMAND_STATE_PATH), and a restart would send them, or may not. They are kept and sent (details.commandIds), not refused, and the journal is rewritten from memory once the disk takes a write again. Do not send them again: follow them by their ids.",
+  },
   API_STATE_CLOSE_FAILED: { http: 500, transient: false, description: 'The command journal (COMMAND_STATE_PATH) was written and synced, then closing it failed (NFS reports write-back errors at close): what was written counts as written (a new command is answered 202 and sent). Check the volume.' },
   API_RESPONSES_UNREADABLE: {
     http: 503,
@@ -590,6 +596,11 @@ export const ERRORS = {
     http: 500,
     transient: false,
     description: 'A file was appended to and synced, then closing it failed (NFS reports write-back errors at close): the lines are written and count as written. Check the volume.',
+  },
+  FILE_APPEND_UNCERTAIN: {
+    http: 500,
+    transient: false,
+    description: 'An append to a file of lines failed (its write or its fsync), and cutting what it wrote back off failed too: some or all of its lines may be in the file, and read back at the next start. Check the volume.',
   },
   ROLE_TOKENS_INVALID: {
     http: 500,

@@ -2,6 +2,7 @@ import { closeSync, existsSync, fstatSync, fsyncSync, ftruncateSync, openSync, r
 import { open, stat, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { makeDirDurablySync, syncDir, syncDirSync, writeWholeSync } from './durable-fs.ts';
+import { FieldStreamError } from './errors.ts';
 
 /**
  * Files of lines (JSON Lines) that hold what was acknowledged: the distributor's dead letters and
@@ -130,11 +131,14 @@ export class LineFile {
  * closes. A file made again after its first append here (the operator moved the field client's
  * rejected.jsonl off the device) needs its name synced too: its lines are let go on this return.
  *
- * Throws when the lines are not appended (none of them is left: all or none). Returns the close's
- * error when only the close failed after the sync (NFS reports a write-back error at close too): the
- * lines are on the disk then, and read back at the next start, so the caller must count them as
- * appended; told otherwise, it refused what it would act on after a restart (the command API: a
- * command refused, retried by its operator, and dispatched twice).
+ * Throws when the lines are not appended: with the write's or the sync's own error when none of
+ * them is left (all or none); with FILE_APPEND_UNCERTAIN when cutting them back off failed too, and
+ * some or all of them may be in the file, read back at the next start: the caller must then not
+ * tell anyone they were refused. Returns the close's error when only the close failed after the
+ * sync (NFS reports a write-back error at close too): the lines are on the disk then, and read back
+ * at the next start, so the caller must count them as appended. Told otherwise in either case, a
+ * caller refused what it would act on after a restart (the command API: a command refused, retried
+ * by its operator, and dispatched twice).
  */
 export function appendLinesSync(path: string, lines: string, mode: number, named: Set<string>): Error | undefined {
   if (!existsSync(path)) named.delete(path);
@@ -160,8 +164,16 @@ export function appendLinesSync(path: string, lines: string, mode: number, named
       try {
         ftruncateSync(fd, size);
         fsyncSync(fd);
-      } catch {
-        // what was written stays; a torn line is skipped at reading, the next append starts on a line of its own
+      } catch (cutErr) {
+        // What was written may stay, whole lines read back at the next start (a torn one is skipped,
+        // and the next append starts on a line of its own). Told only "not appended", a caller
+        // refused what it would act on after a restart: it is told so, to keep them as appended.
+        throw new FieldStreamError(
+          'FILE_APPEND_UNCERTAIN',
+          `Appending to ${path} failed (${(err as Error).message}), and cutting it back failed too (${(cutErr as Error).message}): some or all of the lines may be in the file.`,
+          { path },
+          { cause: err },
+        );
       }
       throw err;
     }

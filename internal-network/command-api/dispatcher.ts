@@ -128,7 +128,14 @@ export class CommandDispatcher {
     // On disk before anything is sent or answered: a command the API took survives a crash. The
     // store refuses the request whole (API_COMMANDS_FULL) when too many commands, or too many bytes
     // of them, wait already.
-    this.store.add(records);
+    try {
+      this.store.add(records);
+    } catch (err) {
+      // Kept, perhaps not durable (store.ts keepUnsettled): sent as a restart would send them, and
+      // the caller told so.
+      if (isFieldStreamError(err, 'API_STATE_UNCERTAIN')) for (const r of records) this.publish(r);
+      throw err;
+    }
     for (const r of records) this.publish(r);
     return records;
   }

@@ -151,6 +151,8 @@ export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: n
             if (earlier[0]?.request?.sha256 !== request.sha256) {
               throw new FieldStreamError('API_IDEMPOTENCY_KEY_REUSED', 'Another request was sent with this Idempotency-Key before; nothing was sent. Use a new key for a new request.');
             }
+            // Not 202 while the journal may not hold them (API_STATE_UNCERTAIN, as the first answer said).
+            o.store.confirmDurable(earlier);
             o.logger.info({ by: who.name, commands: earlier.map((r) => r.commandId) }, 'a request sent again with its Idempotency-Key: answered with the commands it made');
             return send(res, 202, issuedAnswer(earlier));
           }

@@ -1,6 +1,6 @@
 import { existsSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { FieldStreamError } from '../../shared/errors.ts';
+import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
 import { makeDirDurablySync, removeLeftAsideSync, replaceFileDurablySync } from '../../shared/durable-fs.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import { appendLinesSync } from '../../shared/line-file.ts';
@@ -58,6 +58,16 @@ export class CommandStore {
   private storeBytes = 0;
   /** the results of progress answers held, within their bound */
   private readonly progress = new ProgressResults();
+  /**
+   * An append failed and so did its cut (line-file.ts FILE_APPEND_UNCERTAIN): the journal may hold
+   * some of its lines, or none. It is rewritten from memory (compacted) at each flush until that
+   * goes through; meanwhile the new commands of such appends are `unsettled` (keepUnsettled). Other
+   * appends go on: a journal with such a tail reads back right (a torn line is skipped, and the next
+   * append starts on a line of its own; a request cut off before its last line is taken none of it),
+   * and refusing them all held every device's answer (its PUBACK) and every new command too.
+   */
+  private unsure = false;
+  private readonly unsettled = new Set<string>();
 
   constructor(
     private readonly path: string,
@@ -158,7 +168,8 @@ export class CommandStore {
    * Records new commands and syncs them to disk before returning, all or none. Refused whole with
    * API_COMMANDS_FULL when they would make more than LIMITS.commandMaxLive, or more than
    * LIMITS.commandMaxLiveBytes, wait; when the disk refuses them, they are not kept (nor written,
-   * line-file.ts) and API_STATE_WRITE_FAILED is thrown.
+   * line-file.ts) and API_STATE_WRITE_FAILED is thrown; when it refuses them and then their cut, they
+   * are kept, and API_STATE_UNCERTAIN is thrown unless the journal could be rewritten (keepUnsettled).
    */
   add(records: readonly CommandRecord[]): void {
     const batch = records.length > 1 ? { first: (records[0] as CommandRecord).commandId, of: records.length } : undefined;
@@ -181,26 +192,84 @@ export class CommandStore {
     try {
       this.flush();
     } catch (err) {
-      for (const r of records) this.forget(r.commandId);
       this.pending = this.pending.slice(0, this.pending.length - text.length);
+      if (isFieldStreamError(err, 'FILE_APPEND_UNCERTAIN')) return this.keepUnsettled(records, err);
+      for (const r of records) this.forget(r.commandId);
       this.lines -= records.length;
       this.log.error({ code: 'API_STATE_WRITE_FAILED', err: (err as Error).message, path: this.path, commands: records.length }, 'new commands not written to the journal; refused');
       throw new FieldStreamError('API_STATE_WRITE_FAILED', `The commands could not be written to ${this.path}; nothing was sent.`, undefined, { cause: err });
     }
   }
 
+  /**
+   * Throws API_STATE_UNCERTAIN when some of `records` may not be on the disk (keepUnsettled), once
+   * the journal was tried again: what a request sent again under its Idempotency-Key is told too,
+   * rather than 202, until they are.
+   */
+  confirmDurable(records: readonly CommandRecord[]): void {
+    const unsettled = () => records.flatMap((r) => (this.unsettled.has(r.commandId) ? [r.commandId] : []));
+    if (unsettled().length === 0) return;
+    try {
+      this.flush();
+    } catch {
+      // told below, with the commands still unsettled
+    }
+    const ids = unsettled();
+    if (ids.length > 0) throw this.uncertain(ids);
+  }
+
+  private uncertain(commandIds: string[]): FieldStreamError {
+    return new FieldStreamError(
+      'API_STATE_UNCERTAIN',
+      `The commands were taken and are being sent, but ${this.path} may not hold them: a restart may send them, or not. Do not send them again; follow them by their ids.`,
+      { commandIds },
+    );
+  }
+
+  /**
+   * New commands whose append failed, and then its cut: their lines may be in the journal, read
+   * back and sent at a start. Refused, they would be sent after a restart though their operator was
+   * told they were not (and twice, sent again without an Idempotency-Key). So they are kept and
+   * sent, as a restart may, and not answered 202 either while a restart may lose them: the answer
+   * says they were taken but may not be durable (API_STATE_UNCERTAIN). Their lines are not appended
+   * again: a request's lines twice in a row read back as one request of the wrong commands (load).
+   * The journal is rewritten from memory instead, at once if the disk lets it (then answered 202),
+   * else at the next flush that goes through (a change, the request sent again under its key).
+   */
+  private keepUnsettled(records: readonly CommandRecord[], err: FieldStreamError): void {
+    for (const r of records) this.unsettled.add(r.commandId);
+    const fields = { err: err.message, path: this.path, commands: records.length };
+    if (this.compact()) {
+      this.log.warn({ ...fields, code: 'FILE_APPEND_UNCERTAIN' }, 'new commands: their append failed and its cut too; the journal was rewritten from memory, they are on the disk');
+      return;
+    }
+    this.log.error({ ...fields, code: 'API_STATE_UNCERTAIN' }, 'new commands: their append failed and its cut too, so a restart may send them; kept and sent, not refused; the journal is rewritten once the disk takes a write');
+    throw this.uncertain(records.map((r) => r.commandId));
+  }
+
   /** Writes and syncs every change recorded so far; throws when the disk refuses them (they stay pending, written at the next flush). */
   flush(): void {
     this.flushScheduled = false;
-    if (this.pending === '') return;
-    const closeFailed = appendLinesSync(this.path, this.pending, 0o640, this.named);
+    if (this.pending === '') {
+      if (this.unsure) this.compact();
+      return;
+    }
+    let closeFailed: Error | undefined;
+    try {
+      closeFailed = appendLinesSync(this.path, this.pending, 0o640, this.named);
+    } catch (err) {
+      // The lines pending may be in the journal, or not: appended again, a change of a command read
+      // twice is the same change; a request's new commands are not appended again (keepUnsettled).
+      if (isFieldStreamError(err, 'FILE_APPEND_UNCERTAIN')) this.unsure = true;
+      throw err;
+    }
     // Synced, then the close failed (NFS reports write-back errors there too): the lines are on the
     // disk and read back at a start, so they count as written; refused, a new command would be
     // dispatched after a restart all the same, and its operator's retry made it twice.
     if (closeFailed) this.log.warn({ code: 'API_STATE_CLOSE_FAILED', err: closeFailed.message, path: this.path }, 'command journal synced, its close failed; the changes count as written');
     this.journalBytes += Buffer.byteLength(this.pending);
     this.pending = '';
-    if (this.lines > 2 * this.entries.size + LIMITS.commandJournalSlackLines || this.journalBytes > 2 * this.storeBytes + LIMITS.commandJournalSlackBytes) this.compact();
+    if (this.unsure || this.lines > 2 * this.entries.size + LIMITS.commandJournalSlackLines || this.journalBytes > 2 * this.storeBytes + LIMITS.commandJournalSlackBytes) this.compact();
   }
 
   private flushQuietly(): void {
@@ -279,11 +348,16 @@ export class CommandStore {
     const oldest = this.finished.values().next();
     if (oldest.done) return false;
     this.forget(oldest.value);
+    this.unsettled.delete(oldest.value);
     return true;
   }
 
-  /** Rewrites the journal with one whole line per command kept, a piece at a time; the old journal stands if this fails. */
-  private compact(): void {
+  /**
+   * Rewrites the journal with one whole line per command kept, a piece at a time; the old journal
+   * stands if this fails. Done, it holds what memory holds: every change recorded so far (none is
+   * pending), and each command once, whatever an append of unknown outcome left (keepUnsettled).
+   */
+  private compact(): boolean {
     const entries = this.entries;
     function* pieces(): Generator<string> {
       let piece = '';
@@ -300,8 +374,13 @@ export class CommandStore {
       replaceFileDurablySync(this.path, pieces(), 0o640);
       this.lines = this.entries.size;
       this.journalBytes = this.storeBytes;
+      this.pending = '';
+      this.unsure = false;
+      this.unsettled.clear();
+      return true;
     } catch (err) {
       this.log.warn({ code: 'API_STATE_WRITE_FAILED', err: (err as Error).message, path: this.path }, 'command journal not compacted; it stays as it was');
+      return false;
     }
   }
 

@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import fs, { readFileSync } from 'node:fs';
-import { syncBuiltinESMExports } from 'node:module';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import type { CommandRecord } from '../../internal-network/command-api/schemas.ts';
@@ -9,6 +8,7 @@ import { CommandJournal } from '../../field-client/src/command-journal.ts';
 import { RejectedMessages } from '../../field-client/src/rejected.ts';
 import { isFieldStreamError } from '../../shared/errors.ts';
 import { LogCapture } from '../helpers/embedded.ts';
+import { failing } from '../helpers/failing-fs.ts';
 import { tempDir } from '../helpers/pki.ts';
 
 /**
@@ -28,37 +28,6 @@ function record(): CommandRecord {
   const now = Date.now();
   n++;
   return { commandId: `cmd-${n}`, deviceId: 'pump-1', command: 'reboot', issuedAt: now, expiresAt: now + 60_000, state: 'queued', attempts: 0, updatedAt: now };
-}
-
-/** Runs `body` with the named fs call failing with EIO for files under `dir` (by descriptor: those opened there). */
-function failing(call: 'closeSync' | 'fsyncSync', dir: string, body: () => void): void {
-  const f = fs as unknown as Record<string, (...a: unknown[]) => unknown>;
-  const open = f.openSync as (...a: unknown[]) => number;
-  const original = f[call] as (...a: unknown[]) => unknown;
-  const ours = new Set<number>();
-  f.openSync = (...a) => {
-    const fd = open(...a);
-    if (String(a[0]).startsWith(dir)) ours.add(fd);
-    return fd;
-  };
-  f[call] = (...a) => {
-    const fd = a[0] as number;
-    if (!ours.has(fd)) return original(...a);
-    // Done as the kernel does: a failing close still releases the descriptor.
-    if (call === 'closeSync') {
-      ours.delete(fd);
-      original(...a);
-    }
-    throw Object.assign(new Error(`EIO: i/o error, ${call}`), { code: 'EIO', errno: -5, syscall: call.replace('Sync', '') });
-  };
-  syncBuiltinESMExports();
-  try {
-    body();
-  } finally {
-    f.openSync = open;
-    f[call] = original;
-    syncBuiltinESMExports();
-  }
 }
 
 const journaled = (path: string) =>
@@ -116,6 +85,74 @@ describe('the command journal when the disk fails the append', () => {
     const next = record();
     store.add([next]);
     assert.deepEqual([...new CommandStore(path, log).all()].map((r) => r.commandId), [kept.commandId, next.commandId]);
+  });
+});
+
+describe('the command journal when the disk fails the append, and then the cut that takes it back', () => {
+  const sorted = (records: Iterable<CommandRecord>) => [...records].map((r) => r.commandId).sort();
+
+  it('keeps new commands whose lines a restart reads back, and answers API_STATE_UNCERTAIN rather than refusing them', () => {
+    const dir = join(temp.dir, 'cut');
+    const path = join(dir, 'commands.jsonl');
+    const store = new CommandStore(path, log);
+    const kept = record();
+    store.add([kept]);
+    // One request's two commands, under an Idempotency-Key: read back all or none.
+    const request = { by: 'ops', key: 'k-1', sha256: 'a'.repeat(64) };
+    const a = { ...record(), request };
+    const b = { ...record(), request };
+    lines.length = 0;
+    let thrown: unknown;
+    let sentAgain: unknown;
+    // The journal's fsync fails, then the cut, then the rewrite from memory (its fsync, in the same folder).
+    failing(['fsyncSync', 'ftruncateSync'], dir, () => {
+      try {
+        store.add([a, b]);
+      } catch (err) {
+        thrown = err;
+      }
+      // The request sent again under its key, the disk still failing: told the same, not 202.
+      try {
+        store.confirmDurable(store.byRequest('ops', 'k-1'));
+      } catch (err) {
+        sentAgain = err;
+      }
+    });
+    const all = sorted([kept, a, b]);
+    // What a restart does on this journal: the lines stayed, so it reads them back and sends them.
+    assert.deepEqual(sorted(new CommandStore(path, log).all()), all, 'a restart takes them');
+    // Not refused then: kept and sent as the restart does, told as taken but perhaps not durable.
+    assert.ok(isFieldStreamError(thrown, 'API_STATE_UNCERTAIN'), `not refused: ${String(thrown)}`);
+    assert.deepEqual(thrown.details?.commandIds, [a.commandId, b.commandId]);
+    assert.equal(store.get(a.commandId)?.state, 'queued', 'kept, as a restart keeps it');
+    assert.equal(store.get(b.commandId)?.state, 'queued');
+    assert.ok(
+      lines.some((l) => l.code === 'API_STATE_UNCERTAIN' && l.level === 50),
+      `logged: ${JSON.stringify(lines)}`,
+    );
+    assert.ok(isFieldStreamError(sentAgain, 'API_STATE_UNCERTAIN'), `sent again: ${String(sentAgain)}`);
+    // The disk back: the next change's append goes through, and the journal is rewritten from memory.
+    store.put({ ...kept, state: 'sent', updatedAt: Date.now() });
+    store.flush();
+    assert.deepEqual(journaled(path).sort(), all, 'each command once');
+    store.confirmDurable(store.byRequest('ops', 'k-1'));
+    const again = new CommandStore(path, log);
+    assert.deepEqual(sorted(again.all()), all);
+    assert.equal(again.get(kept.commandId)?.state, 'sent');
+  });
+
+  it('answers 202 when the journal, its cut failed, is rewritten from memory at once', () => {
+    const dir = join(temp.dir, 'cut-rewritten');
+    const path = join(dir, 'commands.jsonl');
+    const store = new CommandStore(path, log);
+    const kept = record();
+    store.add([kept]);
+    const a = record();
+    // The journal itself fails; the file written aside to replace it does not.
+    failing(['fsyncSync', 'ftruncateSync'], (p) => p === path, () => store.add([a]));
+    assert.equal(store.get(a.commandId)?.state, 'queued');
+    assert.deepEqual(journaled(path), [kept.commandId, a.commandId], 'each command once');
+    assert.deepEqual(sorted(new CommandStore(path, log).all()), sorted([kept, a]));
   });
 });
 
