@@ -8,6 +8,7 @@ import { admittedEventTags, boundEventTags, openEventTagAdmissions } from '../..
 import { MEASUREMENTS, POINT_KEY, type StoredPoint } from '../../internal-network/distributor/points.ts';
 import { TABLES } from '../../internal-network/distributor/sinks/postgres/rows.ts';
 import { OVERFLOW_TAG_VALUE, TagAdmission } from '../../internal-network/distributor/security/tag-admission.ts';
+import { failing } from '../helpers/failing-fs.ts';
 import { tempDir } from '../helpers/pki.ts';
 
 const DAY = 86_400_000;
@@ -108,6 +109,20 @@ describe('the admission of event tag values', () => {
       readFileSync(file, 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { v: string }).v).sort(),
       ['a', 'e'],
     );
+  });
+
+  it('a value whose line the disk refused is not taken as remembered: admitted again, it is written, and a restart counts it', () => {
+    const file = fileOf();
+    const a = new TagAdmission({ tag: 'event_type', perDevice: 2, total: 100, file }, silent);
+    assert.equal(a.admits('d1', 'a'), true);
+    // The write of b's line fails: the event is not stored (its message is retried), and b is not counted.
+    assert.throws(() => failing('fsyncSync', (p) => p === file, () => a.admits('d1', 'b')), /EIO/);
+    assert.equal(a.size, 1, 'not counted in memory when the file does not hold it');
+    // The message again, the disk back: b is admitted, and its line written before its event is stored.
+    assert.equal(a.admits('d1', 'b'), true);
+    const again = new TagAdmission({ tag: 'event_type', perDevice: 2, total: 100, file }, silent);
+    assert.equal(again.size, 2, 'a restart counts the value stored under');
+    assert.equal(again.admits('d1', 'c'), false, 'the bound stays closed');
   });
 
   it('logs an overflow at most once per device per minute, counting each', () => {

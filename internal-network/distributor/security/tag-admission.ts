@@ -130,7 +130,18 @@ export class TagAdmission {
     if (!this.room(device, value) && now - this.lastSweep >= TIMINGS.eventTagAdmissionSweepMs) this.forgetUnused(now);
     if (this.room(device, value)) {
       this.add(key, device, value, now);
-      this.remember(key, device, value, now);
+      try {
+        this.remember(key, device, value, now);
+      } catch (err) {
+        // Not in the file, not counted: kept in memory, the value was admitted without a write at
+        // its message's retry, its events stored, and a restart did not count it (the bound open
+        // again by as many). A line the disk took though the append failed (line-file.ts
+        // FILE_APPEND_UNCERTAIN) counts it after a restart, a value with no series: the safe side.
+        this.used.delete(key);
+        decrement(this.perDevice, device);
+        decrement(this.perValue, value);
+        throw err;
+      }
       return true;
     }
     this.overflowed(device, value, now);
@@ -208,13 +219,14 @@ export class TagAdmission {
   }
 
   private remember(key: string, device: string, value: string, now: number): void {
-    this.written.set(key, now);
     // The file holds a line per writing: rewritten whole, with one line per pair, once it holds four per pair.
     if (this.lines >= 4 * Math.max(this.used.size, 256)) {
       this.compact();
       return;
     }
     const closeFailed = appendLinesSync(this.o.file, line(device, value, now), 0o600, this.named);
+    // Once written only: set before, a refused line was taken as written, and not tried again.
+    this.written.set(key, now);
     if (closeFailed) this.log.warn({ code: 'FILE_CLOSE_FAILED', err: closeFailed.message, path: this.o.file }, 'tag admission file synced, its close failed; the line counts as written');
     this.lines++;
   }
