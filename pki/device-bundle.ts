@@ -10,7 +10,8 @@ import { caEndBefore, issueCertificate } from './certificates.ts';
 import { pkiPaths, refuseReservedDeviceId } from './layout.ts';
 import { isRevoked, loadCa, readPkiMeta, VALIDITY_DAYS, writeKeyAndCert } from './onboarding.ts';
 import { refuseChangedCa } from './restore-mark.ts';
-import { underRevocationLock } from './revocation.ts';
+import { readIssuedRecords, serialOf, underRevocationLock } from './revocation.ts';
+import { checkRevocationLogs, revokeSupersededLocked } from './superseded.ts';
 import { refuseTokenDevice } from './device-tokens.ts';
 
 /*
@@ -23,13 +24,18 @@ export interface DeviceOptions {
   validityDays?: number;
   /** Replace an existing certificate of this device. */
   renew?: boolean;
+  /**
+   * With renew: revoke every earlier certificate of the device still valid, under the lock the
+   * issue holds (superseded.ts): for a key that may have been copied.
+   */
+  revokeSuperseded?: boolean;
 }
 
 /**
  * Issues the device's certificate (and its signing key when it has none). `caEnd`: the CA ends
  * before the validity asked for, and so does the certificate (certificates.ts caEndBefore).
  */
-export function issueDeviceCertificate(root: string, deviceId: string, options: DeviceOptions = {}): { cert: string; key: string; caEnd?: Date } {
+export function issueDeviceCertificate(root: string, deviceId: string, options: DeviceOptions = {}): { cert: string; key: string; caEnd?: Date; revoked?: string[] } {
   if (!DeviceIdSchema.safeParse(deviceId).success) {
     throw new FieldStreamError(
       'PKI_INVALID_NAME',
@@ -65,16 +71,24 @@ export function issueDeviceCertificate(root: string, deviceId: string, options: 
     role: 'client',
     validityDays: options.validityDays ?? VALIDITY_DAYS.device,
   });
-  underRevocationLock(root, () => {
+  const revoked = underRevocationLock(root, () => {
     refuse();
     refuseChangedCa(root, ca.certPem);
+    // The certificate it replaces, should the CA's log lack it (a set older than the log); and the
+    // logs read before anything is written, so that a damaged one stops the renewal, not only its
+    // revocation after the new certificate is out.
+    const replaced = options.revokeSuperseded && existsSync(paths.cert) ? serialOf(readFileSync(paths.cert)) : undefined;
+    if (options.revokeSuperseded) checkRevocationLogs(root);
     writeKeyAndCert(paths, issued, { root, name: `devices/${deviceId}` });
     // Under the lock too: a revocation between the two would otherwise find no key to remove, and
     // this would then register the revoked device's key.
     ensureSigningKey(root, deviceId);
+    if (!options.revokeSuperseded) return undefined;
+    const mine = readIssuedRecords(root).filter((r) => r.name === `devices/${deviceId}`);
+    return revokeSupersededLocked(root, mine, replaced ? [replaced] : []);
   });
   const caEnd = caEndBefore(ca.certPem, options.validityDays ?? VALIDITY_DAYS.device);
-  return { cert: paths.cert, key: paths.key, ...(caEnd ? { caEnd } : {}) };
+  return { cert: paths.cert, key: paths.key, ...(caEnd ? { caEnd } : {}), ...(revoked ? { revoked } : {}) };
 }
 
 /**
@@ -125,6 +139,13 @@ export function deviceEnvFile(deviceId: string, domain: string): string {
  */
 export const RENEWED_DEVICE_STEPS =
   'On the device: put the new certs/client.crt and certs/client.key from the bundle in place: the running client presents them from its next connection, no restart.';
+
+/**
+ * What a renewal without --revoke-old leaves to do: its earlier certificates stay valid (so that the
+ * device is not cut off before it has the new one) until they are revoked (superseded.ts).
+ */
+export const supersededStep = (deviceId: string) =>
+  `The earlier certificate(s) stay valid until they expire: once the device connects with the new one (the gateway logs its serial), revoke them with bin/fieldstream-admin devices revoke ${deviceId} --superseded.`;
 
 /**
  * What to run on the device once its bundle is there, as the onboarding commands print it. The

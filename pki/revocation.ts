@@ -166,7 +166,7 @@ function revokeDeviceLocked(root: string, deviceId: string): { serials: string[]
   if (!DeviceIdSchema.safeParse(deviceId).success) throw new FieldStreamError('PKI_INVALID_NAME', `"${deviceId}" is not a device id: it must start with a letter or digit and hold only letters, digits, ".", "_" and "-".`);
   const p = pkiPaths(root);
   if (!caKeyExists(root)) throw new FieldStreamError('PKI_CA_MISSING', `No CA in ${p.caDir}.`);
-  const issued = readLines(join(p.caDir, 'issued.jsonl'), IssuedRecordSchema).filter((r) => r.name === `devices/${deviceId}`);
+  const issued = readIssuedRecords(root).filter((r) => r.name === `devices/${deviceId}`);
   const current = p.device(deviceId).cert;
   // The current certificate adds its serial should the log lack it (a set older than the log). One
   // that cannot be read (truncated, not PEM) is passed over: the log holds every serial issued, each
@@ -189,12 +189,7 @@ function revokeDeviceLocked(root: string, deviceId: string): { serials: string[]
     tokenFailure = err;
   }
   if (issued.length === 0 && !token && !tokenFailure) throw new FieldStreamError('ADMIN_UNKNOWN_DEVICE', `No certificate or token was issued to device ${deviceId}.`);
-  const revokedPath = join(p.caDir, 'revoked.jsonl');
-  const already = new Set(readLines(revokedPath, RevokedRecordSchema).map((r) => r.serial));
-  const now = new Date().toISOString();
-  // Whole, synced, on lines of their own (line-file.ts): "Revoked" is said once they survive a power cut.
-  const lines = issued.filter((r) => !already.has(r.serial)).map((r) => JSON.stringify({ ...r, revokedAt: now }) + '\n');
-  if (lines.length > 0) appendRecords(revokedPath, lines.join(''), RevokedRecordSchema);
+  appendRevocationsLocked(root, issued);
 
   // The internal side forgets the device's signing key and remembers that it was revoked.
   rmSync(p.deviceKeyRegistry(deviceId), { force: true });
@@ -229,21 +224,41 @@ export function revokeServiceCertificatesLocked(
   current: ReadonlyArray<{ name: string; pem: string }>,
   keep: ReadonlySet<string>,
 ): Array<{ name: string; serial: string }> {
-  const p = pkiPaths(root);
-  const issued = readLines(join(p.caDir, 'issued.jsonl'), IssuedRecordSchema).filter((r) => names.has(r.name));
+  const issued = readIssuedRecords(root).filter((r) => names.has(r.name));
   for (const c of current) {
     const serial = serialOf(Buffer.from(c.pem));
     if (serial !== undefined && !issued.some((r) => r.serial === serial)) issued.push({ name: c.name, serial, notAfter: '', subject: '' });
   }
-  const revokedPath = join(p.caDir, 'revoked.jsonl');
-  const already = new Set(readLines(revokedPath, RevokedRecordSchema).map((r) => r.serial));
-  const now = new Date().toISOString();
-  const fresh = issued.filter((r) => !keep.has(r.serial) && !already.has(r.serial));
-  const unique = [...new Map(fresh.map((r) => [r.serial, r])).values()];
   // Whole and synced before the lists are written from them, as a device's revocation.
-  if (unique.length > 0) appendRecords(revokedPath, unique.map((r) => JSON.stringify({ ...r, revokedAt: now }) + '\n').join(''), RevokedRecordSchema);
+  const unique = appendRevocationsLocked(root, issued.filter((r) => !keep.has(r.serial)));
   writeRevocations(root);
   return unique.map((r) => ({ name: r.name, serial: r.serial }));
+}
+
+/** Every record of the CA's log of issued certificates (ca/issued.jsonl); a damaged line: CONFIG_INVALID. */
+export function readIssuedRecords(root: string): IssuedRecord[] {
+  return readLines(join(pkiPaths(root).caDir, 'issued.jsonl'), IssuedRecordSchema);
+}
+
+/** The serials the CA's revocation log (ca/revoked.jsonl) holds; a damaged line: CONFIG_INVALID. */
+export function readRevokedSerials(root: string): Set<string> {
+  return new Set(readLines(join(pkiPaths(root).caDir, 'revoked.jsonl'), RevokedRecordSchema).map((r) => r.serial));
+}
+
+/**
+ * Appends to the revocation log the records of `records` it does not hold yet (each serial once),
+ * dated now, and returns them. Every revocation goes through here (a device's, its superseded
+ * certificates', a service's), under the revocation lock, and then writes the CRL and the gateways'
+ * list from the log (writeRevocations). Whole, synced, on lines of their own (line-file.ts):
+ * "Revoked" is said once they survive a power cut.
+ */
+export function appendRevocationsLocked(root: string, records: readonly IssuedRecord[]): IssuedRecord[] {
+  const revokedPath = join(pkiPaths(root).caDir, 'revoked.jsonl');
+  const already = readRevokedSerials(root);
+  const now = new Date().toISOString();
+  const fresh = [...new Map(records.filter((r) => !already.has(r.serial)).map((r) => [r.serial, r])).values()];
+  if (fresh.length > 0) appendRecords(revokedPath, fresh.map((r) => JSON.stringify({ ...r, revokedAt: now }) + '\n').join(''), RevokedRecordSchema);
+  return fresh;
 }
 
 /**
@@ -257,7 +272,7 @@ export function revokedAnyOf(root: string, names: readonly string[]): boolean {
 }
 
 /** A certificate's serial (upper-case hex), or undefined when the bytes are not a certificate. */
-function serialOf(pem: Buffer): string | undefined {
+export function serialOf(pem: Buffer): string | undefined {
   try {
     return new X509Certificate(pem).serialNumber.toUpperCase();
   } catch {

@@ -11,9 +11,10 @@ import { TIMINGS } from '../shared/limits.ts';
 import { caEndBefore, caEndWarning } from '../pki/certificates.ts';
 import { readPkiMeta, setupPki, VALIDITY_DAYS } from '../pki/onboarding.ts';
 import { caKeyExists } from '../pki/set-meta.ts';
-import { buildDeviceBundle, deviceStartSteps, issueDeviceCertificate, RENEWED_DEVICE_STEPS } from '../pki/device-bundle.ts';
+import { buildDeviceBundle, deviceStartSteps, issueDeviceCertificate, RENEWED_DEVICE_STEPS, supersededStep } from '../pki/device-bundle.ts';
 import { pkiPaths, REVOCABLE_SERVICE_CERTS, SERVICE_CERTS } from '../pki/layout.ts';
 import { revokeDevice } from '../pki/revocation.ts';
+import { revokeSupersededCertificates } from '../pki/superseded.ts';
 import { readTokensFile, tokenPaths } from '../pki/device-tokens.ts';
 import { tokenEntry, type TokensFile } from '../shared/security/device-token.ts';
 
@@ -30,9 +31,11 @@ function usage(): never {
   console.error(`usage:
   scripts/generate-certificates.sh DOMAIN [--new-ca] [--renew] [--renew-dmz] [--renew-service NAME]... [--edge-host HOST]... [--dmz-broker-host HOST]... [--internal-broker-host HOST]...
       --renew-service NAME: one of ${[...REVOCABLE_SERVICE_CERTS.keys()].join(', ')}
-  scripts/generate-client-cert.sh DEVICE_ID [--days N] [--renew]
+  scripts/generate-client-cert.sh DEVICE_ID [--days N] [--renew [--revoke-old]]
       refused for a device that has a device token (fieldstream-admin devices renew DEVICE_ID --token renews it)
-  scripts/revoke-device.sh DEVICE_ID`);
+      --revoke-old: every earlier certificate of the device revoked at once (a key that may have been copied)
+  scripts/revoke-device.sh DEVICE_ID [--superseded]
+      --superseded: only the device's certificates a renewal superseded; its newest and its signing key stay`);
   process.exit(64);
 }
 
@@ -257,10 +260,14 @@ function client(argv: string[]): void {
   const { values, positionals } = parseOptions({
     args: argv,
     allowPositionals: true,
-    options: { days: { type: 'string' }, renew: { type: 'boolean', default: false } },
+    options: { days: { type: 'string' }, renew: { type: 'boolean', default: false }, 'revoke-old': { type: 'boolean', default: false } },
   });
   const deviceId = positionals[0];
   if (!deviceId || positionals.length > 1) usage();
+  if (values['revoke-old'] && !values.renew) {
+    console.error('error ADMIN_USAGE: --revoke-old goes with --renew: a first certificate supersedes none');
+    usage();
+  }
   const days = values.days === undefined ? undefined : Number(values.days);
   if (days !== undefined && (!Number.isInteger(days) || days < 1 || days > 3650)) {
     console.error('error: --days must be a whole number of days from 1 to 3650');
@@ -269,25 +276,42 @@ function client(argv: string[]): void {
   // Read before the certificate is issued: a damaged file stops the command with nothing issued
   // (the bundle needs its domain), not after, when the next try would need --renew.
   const meta = readPkiMeta(certsDir);
-  const paths = issueDeviceCertificate(certsDir, deviceId, { renew: values.renew, ...(days ? { validityDays: days } : {}) });
+  const paths = issueDeviceCertificate(certsDir, deviceId, { renew: values.renew, revokeSuperseded: values['revoke-old'], ...(days ? { validityDays: days } : {}) });
   if (paths.caEnd) console.error(caEndWarning(paths.caEnd, days ?? VALIDITY_DAYS.device));
   const bundle = buildDeviceBundle(certsDir, deviceId, fieldCompose);
   console.log(`Device ${deviceId}
   certificate: ${paths.cert}
   key:         ${paths.key} (mode 0600)
   bundle:      ${bundle}
-
+${paths.revoked === undefined ? '' : paths.revoked.length === 0 ? '  revoked:     none: no earlier certificate of the device was left valid\n' : `  revoked:     the superseded certificate(s) ${paths.revoked.join(', ')}: refused once the files below reach the servers
+  certs/ca.crl                        updated: copy it to both servers and restart their Mosquittos
+  certs/dmz/revocation/revoked-serials.txt  updated: copy it to the DMZ server; gateways apply it within seconds
+`}
 ${
     values.renew
-      ? RENEWED_DEVICE_STEPS
+      ? `${RENEWED_DEVICE_STEPS}${values['revoke-old'] ? '' : `\n${supersededStep(deviceId)}`}`
       : `${deviceStartSteps(deviceId, meta?.domain ?? 'DOMAIN', fieldCompose)}
 Copy certs/internal/device-keys/${deviceId}.key to the internal server (the distributor and command API read it within seconds).`
   }`);
 }
 
 function revoke(argv: string[]): void {
-  const deviceId = argv[0];
-  if (!deviceId || argv.length > 1) usage();
+  const { values, positionals } = parseOptions({ args: argv, allowPositionals: true, options: { superseded: { type: 'boolean', default: false } } });
+  const deviceId = positionals[0];
+  if (!deviceId || positionals.length > 1) usage();
+  if (values.superseded) {
+    const { serials, kept } = revokeSupersededCertificates(certsDir, deviceId);
+    console.log(
+      serials.length === 0
+        ? `Device ${deviceId} has no superseded certificate left valid (its newest, ${kept}, is its only valid one); nothing revoked now.`
+        : `Revoked the superseded certificates of device ${deviceId} (serials ${serials.join(', ')}); its newest, ${kept}, stays valid.
+  certs/ca.crl                        updated: copy it to both servers and restart their Mosquittos
+                                      (Mosquitto reads a CRL only at start)
+  certs/dmz/revocation/revoked-serials.txt  updated: copy it to the DMZ server; gateways apply it within seconds
+The device itself is not revoked: its signing key stays registered.`,
+    );
+    return;
+  }
   const { serials, token } = revokeDevice(certsDir, deviceId);
   console.log(`Revoked device ${deviceId} (${serials.length ? `certificate serials ${serials.join(', ')}` : 'no certificate'}${token ? '; its device token' : ''}).${token ? `
   certs/dmz/tokens/device-tokens.json        the token's hash removed: copy it to the DMZ server; gateways apply it within seconds` : ''}
@@ -308,7 +332,8 @@ try {
 } catch (err) {
   if (isFieldStreamError(err)) {
     console.error(`error ${err.code}: ${err.message}`);
-    process.exit(err.code === 'PKI_CERT_EXISTS' || err.code === 'PKI_DEVICE_REVOKED' || err.code === 'PKI_NAMES_MISSING' || err.code === 'PKI_CA_KEY_MISSING' ? 73 : 65);
+    const conflict = ['PKI_CERT_EXISTS', 'PKI_DEVICE_REVOKED', 'PKI_NAMES_MISSING', 'PKI_NO_NEWER_CERTIFICATE', 'PKI_CERT_NOT_NEWEST', 'PKI_CA_KEY_MISSING'];
+    process.exit(conflict.includes(err.code) ? 73 : 65);
   }
   throw err;
 }

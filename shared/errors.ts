@@ -641,6 +641,16 @@ export const ERRORS = {
       "npm start or npm run stack was given a deployment's certificates folder (of a domain, or a server's copy without the CA): it issues development devices and service certificates, which would be credentials the deployment accepts, or a new CA over the deployment's. Nothing was changed: give it a folder of its own (CERTS_DIR=./certs-dev).",
   },
   PKI_DEVICE_REVOKED: { http: 409, transient: false, description: 'The device was revoked; it cannot be issued a certificate again under that id.' },
+  PKI_NO_NEWER_CERTIFICATE: {
+    http: 409,
+    transient: false,
+    description: "The device has no certificate newer than the one it has: the CA's log holds one certificate of it (or none), so none is superseded; nothing was revoked.",
+  },
+  PKI_CERT_NOT_NEWEST: {
+    http: 409,
+    transient: false,
+    description: "The device's certificate in place is not the newest the CA's log holds for it (a renewal that stopped midway); revoking the others would revoke the one its bundle carries, so nothing was revoked.",
+  },
   GATEWAY_CERTIFICATE_REVOKED: { http: 403, transient: false, description: 'The client certificate was revoked.' },
   GATEWAY_CERTIFICATE_EXPIRED: { http: 401, transient: false, description: 'The client certificate expired while the device was connected; the connection was closed, and a new one is refused at the TLS handshake.' },
   GATEWAY_TOKEN_AUTH_DISABLED: { http: 403, transient: false, description: 'This gateway takes no device tokens (GATEWAY_TOKEN_AUTH is off).' },

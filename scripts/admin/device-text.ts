@@ -17,7 +17,7 @@ function expiryText(d: DeviceSummary): string {
 }
 
 export function deviceTable(devices: DeviceSummary[]): string {
-  const rows = [['ID', 'AUTH', 'EXPIRES', 'DAYS LEFT', 'TOKEN', 'REVOKED', 'SIGNING KEY']];
+  const rows = [['ID', 'AUTH', 'EXPIRES', 'DAYS LEFT', 'TOKEN', 'REVOKED', 'SIGNING KEY', 'SUPERSEDED']];
   for (const d of devices) {
     rows.push([
       d.id,
@@ -27,9 +27,15 @@ export function deviceTable(devices: DeviceSummary[]): string {
       d.token ? d.token.state : '-',
       d.revoked ? `yes${d.revokedAt ? ` (${d.revokedAt})` : ''}` : 'no',
       d.signingKeyRegistered ? 'registered' : 'not registered',
+      d.superseded.length > 0 ? `${d.superseded.length} still valid` : '-',
     ]);
   }
-  return columns(rows);
+  // What a rotation leaves to do, under the table: the renewal kept the old certificates valid so
+  // that the device is not cut off before it has the new one.
+  const pending = devices
+    .filter((d) => d.superseded.length > 0)
+    .map((d) => `${d.id}: ${d.superseded.length} superseded certificate(s) still valid; once the device connects with its newest, revoke them: bin/fieldstream-admin devices revoke ${d.id} --superseded\n`);
+  return columns(rows) + (pending.length > 0 ? `\n${pending.join('')}` : '');
 }
 
 export function deviceDetails(d: DeviceSummary): string {
@@ -54,6 +60,7 @@ export function deviceDetails(d: DeviceSummary): string {
     `  signing key:   ${d.signingKeyRegistered ? 'registered on the internal side' : 'not registered (its messages are refused)'}`,
     `  device files:  client key ${yesNo(d.deviceFiles.clientKey)}, signing key ${yesNo(d.deviceFiles.signingKey)}`,
     `  bundle:        ${d.bundle ?? '(none)'}`,
-    `  issued:        ${d.issued.length === 0 ? '(no record)' : d.issued.map((i) => `${i.serial} until ${i.notAfter}${i.revoked ? ' (revoked)' : ''}`).join('\n                 ')}`,
+    `  superseded:    ${d.superseded.length === 0 ? 'none still valid' : `${d.superseded.length} still valid (serials ${d.superseded.map((s) => s.serial).join(', ')}): devices revoke ${d.id} --superseded`}`,
+    `  issued:        ${d.issued.length === 0 ? '(no record)' : d.issued.map((i) => `${i.serial} until ${i.notAfter}${i.revoked ? ' (revoked)' : d.superseded.some((s) => s.serial === i.serial) ? ' (superseded, still valid)' : ''}`).join('\n                 ')}`,
   ].join('\n') + '\n';
 }

@@ -5,6 +5,7 @@ import { z } from 'zod';
 import { readTokensFile } from '../../pki/device-tokens.ts';
 import { pkiPaths } from '../../pki/layout.ts';
 import { readRevokedDevices } from '../../pki/onboarding.ts';
+import { supersededOf } from '../../pki/superseded.ts';
 import { deviceAuth, tokenEntry, tokenStanding, type TokensFile } from '../../shared/security/device-token.ts';
 import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
 import { isFieldStreamError, type FieldStreamError } from '../../shared/errors.ts';
@@ -42,7 +43,8 @@ export const DeviceSummarySchema = z.object({
   /** the device's current certificate (devices/ID/client.crt), when this machine has it */
   certificate: DeviceCertificateSchema.optional(),
   revoked: z.boolean(),
-  /** when its certificates were revoked (ISO 8601), from the CA's log */
+  /** when it was revoked (ISO 8601): its certificates' latest revocation in the CA's log; absent for a
+   * device not revoked, whose superseded certificates alone were */
   revokedAt: z.string().optional(),
   /** whether the internal registry holds its message-signing key (internal/device-keys/ID.key) */
   signingKeyRegistered: z.boolean(),
@@ -52,6 +54,9 @@ export const DeviceSummarySchema = z.object({
   bundle: z.string().optional(),
   /** every certificate the CA issued to it, oldest first */
   issued: z.array(z.object({ serial: z.string(), notAfter: z.string(), revoked: z.boolean() })),
+  /** its certificates a renewal superseded that are still valid (neither revoked nor expired; none for a
+   * revoked device): what `devices revoke ID --superseded` revokes, oldest first */
+  superseded: z.array(z.object({ serial: z.string(), notAfter: z.string() })),
   /** its device token (the DMZ tokens file): active since and until (null: never), or revoked when;
    * unreadable: the tokens file cannot be read (listDevicesDespiteTokens); absent: none */
   token: z
@@ -157,7 +162,8 @@ function summarize(certsDir: string, file: TokensFile | undefined, now: number):
     const d = p.device(id);
     const name = `devices/${id}`;
     const mine = issued.filter((r) => r.name === name);
-    const revokedAt = revokedLog.filter((r) => r.name === name).map((r) => r.revokedAt).sort().at(-1);
+    const revoked = revokedIds.has(id);
+    const revokedAt = revoked ? revokedLog.filter((r) => r.name === name).map((r) => r.revokedAt).sort().at(-1) : undefined;
     let certificate: DeviceSummary['certificate'];
     try {
       if (existsSync(d.cert)) certificate = describe(readFileSync(d.cert), now);
@@ -172,12 +178,13 @@ function summarize(certsDir: string, file: TokensFile | undefined, now: number):
       auth,
       expiresAt: auth === 'certificate' ? (certificate?.notAfter ?? null) : token?.state === 'active' ? token.expiresAt : null,
       ...(certificate ? { certificate } : {}),
-      revoked: revokedIds.has(id),
+      revoked,
       ...(revokedAt ? { revokedAt } : {}),
       signingKeyRegistered: existsSync(p.deviceKeyRegistry(id)),
       deviceFiles: { clientKey: existsSync(d.key), signingKey: existsSync(d.signingKey) },
       ...(existsSync(p.bundle(id)) ? { bundle: p.bundle(id) } : {}),
       issued: mine.map((r) => ({ serial: r.serial, notAfter: isoDate(r.notAfter), revoked: revokedSerials.has(r.serial) })),
+      superseded: revoked ? [] : supersededOf(mine, revokedSerials, now).map((r) => ({ serial: r.serial, notAfter: isoDate(r.notAfter) })),
       ...(token ? { token } : {}),
     });
   });

@@ -2,8 +2,9 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { caEndWarning } from '../../pki/certificates.ts';
 import { readPkiMeta, VALIDITY_DAYS } from '../../pki/onboarding.ts';
-import { buildDeviceBundle, deviceStartSteps, issueDeviceCertificate, RENEWED_DEVICE_STEPS } from '../../pki/device-bundle.ts';
+import { buildDeviceBundle, deviceStartSteps, issueDeviceCertificate, RENEWED_DEVICE_STEPS, supersededStep } from '../../pki/device-bundle.ts';
 import { revokeDevice } from '../../pki/revocation.ts';
+import { revokeSupersededCertificates } from '../../pki/superseded.ts';
 import { buildTokenBundle, hasToken, issueDeviceToken } from '../../pki/device-tokens.ts';
 import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
 import { ERRORS, FieldStreamError, isFieldStreamError, type ErrorCode } from '../../shared/errors.ts';
@@ -23,7 +24,7 @@ import { restoreBackup } from './restore.ts';
  */
 export const USAGE = `usage: fieldstream-admin COMMAND [OPTIONS]
   devices list [--json]                       every device: id, auth (certificate or token), its expiry, token, revoked,
-                                              signing key
+                                              signing key, superseded certificates still valid
   devices show ID [--json]                    one device in detail
   devices add ID [--days N]                   certificate, signing key and bundle for a new device;
                                               refused for a device that has a token
@@ -32,9 +33,13 @@ export const USAGE = `usage: fieldstream-admin COMMAND [OPTIONS]
                                               refused for a device that has a certificate
   devices renew ID [--days N]                 a new certificate and bundle; the signing key is kept
                                               (refused for a token device: its token is renewed with --token)
+  devices renew ID --revoke-old [--days N]    the same, and every earlier certificate of the device revoked at once
+                                              (a key that may have been copied: the device is refused until it has the new one)
   devices renew ID --token [--days N]         a new token replacing the old one, and a new bundle
                                               (--days: validity, 1 to 3650; default ${VALIDITY_DAYS.device}, for tokens ${LIMITS.deviceTokenValidityDays})
   devices revoke ID                           revoke every certificate and the token of the device, and its signing key
+  devices revoke ID --superseded              revoke only the certificates of the device a renewal superseded, still
+                                              valid; its newest and its signing key stay (refused when it has no newer one)
   backup FILE [--force]                       one archive (mode 0600) of the CA, certificates, device keys, the
                                               stored-feed key, revocations, replay windows and command journal
   restore FILE [--force] [--expect-sha256 HEX]
@@ -73,6 +78,8 @@ export function exitCodeFor(code: ErrorCode): number {
       return EXIT.notFound;
     case 'PKI_CERT_EXISTS':
     case 'PKI_DEVICE_REVOKED':
+    case 'PKI_NO_NEWER_CERTIFICATE':
+    case 'PKI_CERT_NOT_NEWEST':
     case 'BACKUP_EXISTS':
     case 'BACKUP_STATE_EXISTS':
       return EXIT.conflict;
@@ -87,6 +94,8 @@ const OPTIONS = {
   'command-state': { type: 'string' },
   days: { type: 'string' },
   token: { type: 'boolean' },
+  superseded: { type: 'boolean' },
+  'revoke-old': { type: 'boolean' },
   force: { type: 'boolean' },
   json: { type: 'boolean' },
   'expect-sha256': { type: 'string' },
@@ -104,8 +113,8 @@ const COMMANDS: Record<string, { args: number; options: OptionName[] }> = {
   'devices list': { args: 0, options: ['json'] },
   'devices show': { args: 1, options: ['json'] },
   'devices add': { args: 1, options: ['days', 'token'] },
-  'devices renew': { args: 1, options: ['days', 'token'] },
-  'devices revoke': { args: 1, options: [] },
+  'devices renew': { args: 1, options: ['days', 'token', 'revoke-old'] },
+  'devices revoke': { args: 1, options: ['superseded'] },
   backup: { args: 1, options: ['force'] },
   restore: { args: 1, options: ['force', 'expect-sha256'] },
   'dead-letters list': { args: 0, options: ['json'] },
@@ -169,10 +178,10 @@ function known(paths: AdminPaths, id: string): DeviceSummary {
   return d;
 }
 
-function issue(paths: AdminPaths, id: string, validityDays: number | undefined, renew: boolean): string {
+function issue(paths: AdminPaths, id: string, validityDays: number | undefined, renew: boolean, revokeOld = false): string {
   // Before anything is issued: a damaged fieldstream-pki.json (CONFIG_INVALID) stops it here.
   const domain = readPkiMeta(paths.certsDir)?.domain ?? 'DOMAIN';
-  const issued = issueDeviceCertificate(paths.certsDir, id, { renew, ...(validityDays ? { validityDays } : {}) });
+  const issued = issueDeviceCertificate(paths.certsDir, id, { renew, revokeSuperseded: revokeOld, ...(validityDays ? { validityDays } : {}) });
   const bundle = buildDeviceBundle(paths.certsDir, id, join(REPO_ROOT, 'field-client', 'docker-compose.yml'));
   const d = findDevice(paths.certsDir, id);
   return `${issued.caEnd ? `${caEndWarning(issued.caEnd, validityDays ?? VALIDITY_DAYS.device)}\n` : ''}${renew ? 'Renewed' : 'Added'} device ${id}
@@ -180,14 +189,27 @@ function issue(paths: AdminPaths, id: string, validityDays: number | undefined, 
   key:         ${issued.key} (mode 0600)
   signing key: ${renew ? 'kept (what the device has queued stays valid)' : 'new'}, registered in ${join(paths.certsDir, 'internal', 'device-keys')}
   bundle:      ${bundle} (mode 0600)
-${
+${issued.revoked ? `${revokedOldText(issued.revoked)}
+` : ''}${
   renew
-    ? RENEWED_DEVICE_STEPS
+    ? `${RENEWED_DEVICE_STEPS}${revokeOld ? '' : `\n${supersededStep(id)}`}`
     : `${deviceStartSteps(id, domain, join(REPO_ROOT, 'field-client', 'docker-compose.yml'))}
 Copy certs/internal/device-keys/${id}.key to the internal server (the distributor and command API read it within seconds).`
 }
 `;
 }
+
+/** What a renewal with --revoke-old says of the certificates it revoked, and what it leaves to copy. */
+function revokedOldText(serials: readonly string[]): string {
+  if (serials.length === 0) return '  revoked:     none: no earlier certificate of the device was left valid (ca.crl and the gateways\' list written again)';
+  return `  revoked:     the superseded certificate(s) ${serials.join(', ')}: refused once the files below reach the servers,
+               so the device connects again only once it has the new certificate
+${CRL_STEPS}`;
+}
+
+/** What a revocation of certificates leaves to copy: the CRL and the gateways' list (pki/revocation.ts). */
+const CRL_STEPS = `  ca.crl                          updated: copy it to both servers and restart their Mosquittos (Mosquitto reads a CRL only at start)
+  dmz/revocation/revoked-serials.txt  updated: copy it to the DMZ server; gateways apply it within seconds`;
 
 /** The port of Caddy's token route the bundle's .env points at (CADDY_TOKEN_PORT, as in the Caddyfile). */
 function tokenPort(env: Io['env']): number {
@@ -238,22 +260,36 @@ async function execute(command: string, args: string[], values: Values, io: Io):
       if (values.token) return io.out(await issueToken(paths, deviceId(args[0]!), days(values.days), false, io));
       return io.out(issue(paths, deviceId(args[0]!), days(values.days), false));
     case 'devices renew': {
+      // A token's renewal refuses the old token already: there is nothing superseded to revoke.
+      if (values.token && values['revoke-old']) throw usageError('--revoke-old is for a certificate\'s renewal: renewing a token (--token) refuses the old token already');
       if (values.token) return io.out(await issueToken(paths, deviceId(args[0]!), days(values.days), true, io));
       const id = deviceId(args[0]!);
       const validity = days(values.days);
       known(paths, id);
-      return io.out(issue(paths, id, validity, true));
+      return io.out(issue(paths, id, validity, true, values['revoke-old'] === true));
     }
     case 'devices revoke': {
       const id = deviceId(args[0]!);
+      if (values.superseded) {
+        const { serials, kept } = revokeSupersededCertificates(paths.certsDir, id);
+        return io.out(
+          serials.length === 0
+            ? `Device ${id} has no superseded certificate left valid (its newest, ${kept}, is its only valid one); nothing revoked now.
+ca.crl and dmz/revocation/revoked-serials.txt were written again from the revocation log.
+`
+            : `Revoked the superseded certificates of device ${id} (serials ${serials.join(', ')}); its newest, ${kept}, stays valid.
+${CRL_STEPS}
+The device itself is not revoked: its signing key stays registered and it connects with its newest certificate.
+`,
+        );
+      }
       // Not looked up through known(): its listing reads the tokens file, and a damaged one stopped
       // the revocation before anything was revoked. revokeDevice revokes the certificates all the
       // same, says the token could not be, and answers ADMIN_UNKNOWN_DEVICE for an id with neither.
       const { serials, token } = revokeDevice(paths.certsDir, id);
       return io.out(`Revoked device ${id} (${serials.length ? `certificate serials ${serials.join(', ')}` : 'no certificate'}${token ? '; its device token' : ''}).${token ? `
   dmz/tokens/device-tokens.json          the token's hash removed: copy it to the DMZ server; gateways apply it within seconds` : ''}
-  ca.crl                          updated: copy it to both servers and restart their Mosquittos (Mosquitto reads a CRL only at start)
-  dmz/revocation/revoked-serials.txt  updated: copy it to the DMZ server; gateways apply it within seconds
+${CRL_STEPS}
   internal/device-keys/${id}.key  removed, and ${id} added to internal/revoked-devices.txt:
                                   on the internal server, copy the list over its own (in place) and remove the key
                                   there too; distributors refuse its messages within seconds

@@ -8,6 +8,8 @@ import { makeTestPki, tempDir } from '../helpers/pki.ts';
 import { startTestStack } from '../helpers/stack.ts';
 import { startTestFieldClient } from '../helpers/field.ts';
 import { LogCapture } from '../helpers/embedded.ts';
+import { adminWith } from '../helpers/admin.ts';
+import { EXIT } from '../../scripts/admin/run.ts';
 import type { LocalStack } from '../../scripts/local-stack/stack.ts';
 import { revokeDevice } from '../../pki/revocation.ts';
 import { readLocalStore } from '../../internal-network/distributor/sinks/local-store.ts';
@@ -16,7 +18,7 @@ import { parseSigningKey, signMessage } from '../../shared/security/message-auth
 
 describe('revoking a device on the real stack', () => {
   const work = tempDir('revoke');
-  const pki = makeTestPki(['rev-1', 'ok-1']);
+  const pki = makeTestPki(['rev-1', 'ok-1', 'rot-1']);
   const logs = new LogCapture();
   let stack: LocalStack;
   before(async () => {
@@ -78,5 +80,53 @@ describe('revoking a device on the real stack', () => {
       await victim.close();
       await other.close();
     }
+  });
+  it('after a renewal, revoking the superseded certificates refuses the old one at the gateway and the brokers; the renewed one connects and its data arrives', async () => {
+    const admin = adminWith(pki.dir);
+    const refusedWith = (tls: ReturnType<typeof RawDevice.tlsFor>) =>
+      RawDevice.connect(stack.urls.wss, tls).then(
+        (d) => {
+          d.ws.close();
+          return undefined;
+        },
+        (e: { status?: number; body?: string }) => (e.status === 403 ? (JSON.parse(e.body ?? '{}') as { code?: string }).code : `HTTP ${e.status}`),
+      );
+    const first = RawDevice.tlsFor(pki.paths, 'rot-1');
+    const open = await RawDevice.connect(stack.urls.wss, first);
+    assert.equal((await admin('devices', 'renew', 'rot-1')).code, EXIT.ok);
+    const second = RawDevice.tlsFor(pki.paths, 'rot-1');
+    // The renewal alone cuts nobody off: the device that has not got its new certificate yet connects.
+    assert.equal(await refusedWith(first), undefined);
+
+    const r = await admin('devices', 'revoke', 'rot-1', '--superseded');
+    assert.equal(r.code, EXIT.ok, r.err);
+    await eventually(() => (open.closeCode !== undefined ? true : undefined), 10_000, 'the superseded certificate\'s open connection closed');
+    await eventually(async () => ((await refusedWith(first)) === 'GATEWAY_CERTIFICATE_REVOKED' ? true : undefined), 10_000, 'the superseded certificate refused');
+    assert.equal(await refusedWith(second), undefined, 'the renewed certificate connects');
+    // The device is not revoked: with its renewed certificate, its signed data is taken inside.
+    const field = await startTestFieldClient(pki.paths, 'rot-1', stack.urls.wss, logs.logger, { FIELD_RECONNECT_MAX_MS: '500' });
+    let third = second;
+    try {
+      await field.client.submit('timeseries', { rotated: 1, timestamp: 1760000000100 });
+      await eventually(() => (points().some((p) => p.fields.rotated === 1) ? true : undefined));
+
+      // A key that may have been copied: renewed and the old one revoked at once. The running client
+      // is closed on its second certificate and comes back with the third, which it reads from its files.
+      assert.equal((await admin('devices', 'renew', 'rot-1', '--revoke-old')).code, EXIT.ok);
+      third = RawDevice.tlsFor(pki.paths, 'rot-1');
+      await eventually(async () => ((await refusedWith(second)) === 'GATEWAY_CERTIFICATE_REVOKED' ? true : undefined), 10_000, 'the second certificate refused');
+      assert.equal(await refusedWith(third), undefined);
+      await field.client.submit('timeseries', { rotated: 2, timestamp: 1760000000101 });
+      await eventually(() => (points().some((p) => p.fields.rotated === 2) ? true : undefined), 20_000, 'data sent with the third certificate');
+    } finally {
+      await field.close();
+    }
+
+    // The brokers read the CRL at start: after a restart the superseded certificates cannot finish TLS, the newest can.
+    await stack.dmzMosquitto.restart();
+    const mqttAs = (tls: typeof first) => connectAsync(stack.urls.dmzMqtt, { ...tls, protocolVersion: 5, reconnectPeriod: 0, connectTimeout: 5000 });
+    await assert.rejects(mqttAs(first));
+    await assert.rejects(mqttAs(second));
+    (await mqttAs(third)).end(true);
   });
 });

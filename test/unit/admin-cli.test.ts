@@ -55,8 +55,8 @@ describe('fieldstream-admin devices', () => {
     }
     const text = await admin('devices', 'list');
     assert.equal(text.code, EXIT.ok);
-    assert.match(text.out, /^ID\s+AUTH\s+EXPIRES\s+DAYS LEFT\s+TOKEN\s+REVOKED\s+SIGNING KEY\n/);
-    assert.match(text.out, /\ndev-a\s+certificate\s+\d{4}-\d\d-\d\dT[\d:.]+Z\s+7(29|30)\s+-\s+no\s+registered\n/);
+    assert.match(text.out, /^ID\s+AUTH\s+EXPIRES\s+DAYS LEFT\s+TOKEN\s+REVOKED\s+SIGNING KEY\s+SUPERSEDED\n/);
+    assert.match(text.out, /\ndev-a\s+certificate\s+\d{4}-\d\d-\d\dT[\d:.]+Z\s+7(29|30)\s+-\s+no\s+registered\s+-\n/);
     for (const d of devices) assert.deepEqual([d.auth, d.expiresAt], ['certificate', d.certificate?.notAfter]);
   });
 
@@ -81,7 +81,7 @@ describe('fieldstream-admin devices', () => {
     const d = (await list()).find((x) => x.id === 'tok-x');
     assert.deepEqual([d?.auth, d?.expiresAt, d?.token?.state === 'active' && d.token.expiresAt, d?.token?.state === 'active' && d.token.expired], ['token', printed, printed, false]);
     const text = await admin('devices', 'list');
-    assert.match(text.out, new RegExp(`\\ntok-x\\s+token\\s+${printed.replace(/\./g, '\\.')}\\s+(9|10)\\s+active\\s+no\\s+registered\\n`));
+    assert.match(text.out, new RegExp(`\\ntok-x\\s+token\\s+${printed.replace(/\./g, '\\.')}\\s+(9|10)\\s+active\\s+no\\s+registered\\s+-\\n`));
     const shown = await admin('devices', 'show', 'tok-x');
     assert.match(shown.out, new RegExp(`\\n  auth: +device token, expires ${printed.replace(/\./g, '\\.')}\\n`));
     assert.match(shown.out, /\n  token: +active since \S+, expires \S+ \((9|10) days left\)\n/);
