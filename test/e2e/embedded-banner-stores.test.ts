@@ -3,6 +3,7 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Postgres } from '../../scripts/local-stack/databases.ts';
+import { quietStartEnv } from '../helpers/embedded.ts';
 import { tempDir } from '../helpers/pki.ts';
 import { REPO_ROOT } from '../helpers/stack.ts';
 
@@ -31,18 +32,7 @@ describe('npm start: the "time series" line of its banner', () => {
     const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), join(REPO_ROOT, 'scripts', 'start-embedded.ts')], {
       cwd: work.dir,
       env: {
-        PATH: process.env.PATH,
-        FIELDSTREAM_ENV_FILE: '/dev/null',
-        CERTS_DIR: join(dir, 'certs'),
-        DEVICE_ID: 'none',
-        EMBEDDED_MQTT_PORT: '0',
-        GATEWAY_PORT: '0',
-        COMMAND_API_PORT: '0',
-        GATEWAY_METRICS_PORT: 'off',
-        DISTRIBUTOR_METRICS_PORT: 'off',
-        COMMAND_API_METRICS_PORT: 'off',
-        CONSOLE_PORT: 'off',
-        CONSOLE_METRICS_PORT: 'off',
+        ...quietStartEnv(join(dir, 'certs')),
         TIMESERIES_LOCAL_PATH: join(dir, 'timeseries'),
         FILE_STORAGE_PATH: join(dir, 'files'),
         DEAD_LETTER_PATH: join(dir, 'dead-letter'),

@@ -10,6 +10,7 @@ import { startEmbeddedBroker, type EmbeddedBroker } from '../../embedded/broker.
 import { uplinkTopic } from '../../shared/contract/topics.ts';
 import { LIMITS } from '../../shared/limits.ts';
 import { createLogger } from '../../shared/logger.ts';
+import { quietStartEnv } from '../helpers/embedded.ts';
 import { makeTestPki, tempDir } from '../helpers/pki.ts';
 import { setupPki } from '../../pki/onboarding.ts';
 import { eventually } from '../helpers/ws-device.ts';
@@ -174,7 +175,7 @@ describe("the embedded broker's CRL file", () => {
     try {
       const r = spawnSync(join(repoRoot, 'node_modules', '.bin', 'tsx'), [join(repoRoot, 'scripts', 'start-embedded.ts')], {
         cwd: pki.dir,
-        env: { PATH: process.env.PATH, FIELDSTREAM_ENV_FILE: '/dev/null', CERTS_DIR: pki.dir, DEVICE_ID: 'none', EMBEDDED_MQTT_PORT: '0', GATEWAY_PORT: '0', COMMAND_API_PORT: '0', GATEWAY_METRICS_PORT: 'off', DISTRIBUTOR_METRICS_PORT: 'off', COMMAND_API_METRICS_PORT: 'off', CONSOLE_PORT: 'off', CONSOLE_METRICS_PORT: 'off' },
+        env: quietStartEnv(pki.dir),
         encoding: 'utf8',
         timeout: 30_000,
       });

@@ -93,6 +93,28 @@ export async function startEmbeddedFixture(deviceIds: readonly string[], extraEn
   };
 }
 
+/**
+ * `npm start`'s environment (scripts/start-embedded.ts) for a test: no .env, the certificates in
+ * `certsDir`, no simulated device, and nothing on a fixed port (every listener picked at start or
+ * off), so that it runs beside anything else on the machine.
+ */
+export function quietStartEnv(certsDir: string): Record<string, string> {
+  return {
+    PATH: process.env.PATH ?? '',
+    FIELDSTREAM_ENV_FILE: '/dev/null',
+    CERTS_DIR: certsDir,
+    DEVICE_ID: 'none',
+    EMBEDDED_MQTT_PORT: '0',
+    GATEWAY_PORT: '0',
+    COMMAND_API_PORT: '0',
+    GATEWAY_METRICS_PORT: 'off',
+    DISTRIBUTOR_METRICS_PORT: 'off',
+    COMMAND_API_METRICS_PORT: 'off',
+    CONSOLE_PORT: 'off',
+    CONSOLE_METRICS_PORT: 'off',
+  };
+}
+
 /** The settings of an internal service reaching the fixture's broker with `service`'s certificate. */
 export function brokerSettings(fx: EmbeddedFixture, service: string): Record<string, string> {
   const svc = fx.pki.paths.service(service);

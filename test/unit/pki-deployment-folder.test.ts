@@ -6,6 +6,7 @@ import { join, relative } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ensureDevelopmentPki } from '../../embedded/dev-pki.ts';
 import { isFieldStreamError } from '../../shared/errors.ts';
+import { quietStartEnv } from '../helpers/embedded.ts';
 import { makeTestPki, tempDir } from '../helpers/pki.ts';
 
 const repoRoot = join(import.meta.dirname, '..', '..');
@@ -28,21 +29,7 @@ function snapshot(root: string): Map<string, string> {
 function run(script: 'start-embedded.ts' | 'local-stack.ts', certs: string, work: string): { status: number | null; stderr: string } {
   const r = spawnSync(process.execPath, ['--import', import.meta.resolve('tsx'), join(repoRoot, 'scripts', script)], {
     cwd: work,
-    env: {
-      PATH: process.env.PATH,
-      FIELDSTREAM_ENV_FILE: '/dev/null',
-      CERTS_DIR: certs,
-      STACK_DIR: join(work, 'stack'),
-      DEVICE_ID: 'none',
-      EMBEDDED_MQTT_PORT: '0',
-      GATEWAY_PORT: '0',
-      COMMAND_API_PORT: '0',
-      GATEWAY_METRICS_PORT: 'off',
-      DISTRIBUTOR_METRICS_PORT: 'off',
-      COMMAND_API_METRICS_PORT: 'off',
-      CONSOLE_PORT: 'off',
-      CONSOLE_METRICS_PORT: 'off',
-    },
+    env: { ...quietStartEnv(certs), STACK_DIR: join(work, 'stack') },
     encoding: 'utf8',
     timeout: 60_000,
   });
