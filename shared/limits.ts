@@ -1395,13 +1395,15 @@ export const TIMINGS = {
    * that ends on SIGTERM is seen gone within this, and the client's start waits no longer. */
   fieldCommandOrphanPollMs: 50,
   /** milliseconds. A `#floor` or issuedAt of the field client's command journal further than this
-   * past the device's clock at its start is damage (a digit flipped or added on the disk), not
+   * past the device's clock at its start, or past the journal's last write (mtime) when that is later
+   * (a clock that reads behind), is damage (a digit flipped or added on the disk), not
    * believed: a command issued that far ahead is refused as FIELD_COMMAND_FUTURE long before (the
    * clock skew allowed is minutes), and a floor believed there refused every new command as a replay. */
   fieldCommandJournalAheadMaxMs: 24 * 3_600_000,
   /** epoch milliseconds (2026-01-01). A device clock before this is not set yet (a device without a
    * real-time clock boots in 1970 until NTP sets it): the command journal's values are not judged
-   * against it (fieldCommandJournalAheadMaxMs), as every one would look far ahead. */
+   * against it (fieldCommandJournalAheadMaxMs), as every one would look far ahead, unless the
+   * journal's last write (its mtime) reads later than this. */
   fieldClockPlausibleMinMs: Date.UTC(2026, 0, 1),
   /** milliseconds. The window of LIMITS.gatewayRefusalLogMaxPerWindow and LIMITS.gatewayUpgradeRefusalLogMaxPerWindow. */
   gatewayRefusalLogWindowMs: 60_000,

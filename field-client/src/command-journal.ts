@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { z } from 'zod';
 import { ResponsePayloadSchema } from '../../shared/contract/payloads.ts';
 import { removeLeftAsideSync, replaceFileDurablySync } from '../../shared/durable-fs.ts';
@@ -72,13 +72,21 @@ export class CommandJournal {
    */
   unreadable = 0;
   /**
-   * Values read at the start (a `#floor`, an issuedAt) further past the device's clock than
-   * TIMINGS.fieldCommandJournalAheadMaxMs: damage on the disk, not believed. A floor so read is
-   * skipped; an id's issuedAt is taken as the start's time (it was journaled before the start), so
-   * the id is still known and, once forgotten, does not raise the floor past every new command.
-   * Said once at the start with the unreadable lines (start.ts).
+   * Values read at the start (a `#floor`, an issuedAt) further than
+   * TIMINGS.fieldCommandJournalAheadMaxMs past `judgedAgainst`: damage on the disk, not believed. A
+   * floor so read is skipped; an id's issuedAt is taken as `judgedAgainst` (it was journaled before
+   * then), so the id is still known and, once forgotten, does not raise the floor past every new
+   * command. Said once at the start with the unreadable lines (start.ts).
    */
   damagedValues = 0;
+  /**
+   * epoch ms: what the values read are judged against, the later of the device's clock at the start
+   * and the journal's last write (its mtime, by the clock then). The clock alone read every value as
+   * damage at a start with the clock behind (a dead RTC battery: systemd sets the clock to its build
+   * date), dropping the floor and each id's issuedAt: an id forgotten since was then no longer
+   * refused, and the DMZ's copy of it, still within its TTL, ran again once NTP set the clock.
+   */
+  private judgedAgainst: number;
   /**
    * Program records read at the start that fail their schema (torn by a power cut, damaged on the
    * disk), by command id, of the commands the journal still says started (unanswered): their
@@ -98,11 +106,13 @@ export class CommandJournal {
   constructor(
     private readonly path: string | undefined,
     private readonly remembered: number,
-    /** epoch ms: the device's clock at the start, what the values read are judged against */
-    private readonly startedAt = Date.now(),
+    /** epoch ms: the device's clock at the start, what the values read are judged against (with the journal's mtime: judgedAgainst) */
+    startedAt = Date.now(),
   ) {
+    this.judgedAgainst = startedAt;
     if (path) removeLeftAsideSync(path);
     if (!path || !existsSync(path)) return;
+    this.judgedAgainst = Math.max(startedAt, statSync(path).mtimeMs);
     // Line by line, each at most fieldCommandJournalLineMaxBytes: a longer one is no line of ours.
     for (const line of readLinesSync(path, LIMITS.fieldCommandJournalLineMaxBytes)) {
       this.lines++;
@@ -216,7 +226,7 @@ export class CommandJournal {
     let read = Number(s ? (s[3] ?? 0) : m[2]);
     if (this.beyondClock(read)) {
       this.damagedValues++;
-      read = this.startedAt;
+      read = this.judgedAgainst;
     }
     const issuedAt = Math.max(read, this.seen.get(id)?.issuedAt ?? 0);
     if (s) {
@@ -241,18 +251,20 @@ export class CommandJournal {
     const program = ProgramRecordSchema.safeParse(parseJson(json));
     if (!program.success) this.damagedPrograms.push(id);
     // The issuedAt of the id's "started" line before it; the program line's own only when that was lost.
-    const at = seen?.issuedAt ?? (this.beyondClock(issuedAt) ? this.startedAt : issuedAt);
+    const at = seen?.issuedAt ?? (this.beyondClock(issuedAt) ? this.judgedAgainst : issuedAt);
     this.remember(id, program.success ? { state: 'started', issuedAt: at, program: program.data } : { state: 'started', issuedAt: at });
     return true;
   }
 
   /**
-   * Whether a value read is further past the device's clock than any command can be dated (damage).
-   * Not judged while the clock is not set (before TIMINGS.fieldClockPlausibleMinMs): then every
-   * value would look so, and a floor not believed lets a forgotten id run again once the clock is set.
+   * Whether a value read is further past `judgedAgainst` (the clock, or the journal's last write when
+   * that is later) than any command can be dated (damage). Not judged while neither says a plausible
+   * time (before TIMINGS.fieldClockPlausibleMinMs: a clock not set yet, a journal written by one):
+   * then every value would look so, and a floor not believed lets a forgotten id run again once the
+   * clock is set.
    */
   private beyondClock(value: number): boolean {
-    return this.startedAt >= TIMINGS.fieldClockPlausibleMinMs && !(value <= this.startedAt + TIMINGS.fieldCommandJournalAheadMaxMs);
+    return this.judgedAgainst >= TIMINGS.fieldClockPlausibleMinMs && !(value <= this.judgedAgainst + TIMINGS.fieldCommandJournalAheadMaxMs);
   }
 
   /** The lines a rewrite holds: the floor, then each id kept, oldest first (the order they are forgotten in). */

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { appendFileSync } from 'node:fs';
+import { appendFileSync, utimesSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import type { CommandFrame } from '../../shared/contract/downlink.ts';
@@ -80,7 +80,38 @@ describe('a command journal damaged on the disk (command-journal.ts)', () => {
       assert.equal(early.floor, T);
       const now = new CommandJournal(journal, 10, T);
       assert.equal(now.damagedValues, 0);
-      assert.equal(new CommandJournal(journal, 10, T - 3 * 86_400_000).damagedValues, 2, 'three days behind a plausible clock');
+      // Judged against the later of the clock and the journal's last write (its mtime, by the clock then).
+      const written = T / 1000;
+      utimesSync(journal, written - 3 * 86_400, written - 3 * 86_400);
+      assert.equal(new CommandJournal(journal, 10, T - 3 * 86_400_000).damagedValues, 2, 'three days beyond both the clock and the last write');
+    } finally {
+      tmp.cleanup();
+    }
+  });
+
+  // A device whose clock reads behind at a start (a dead RTC battery: systemd sets the clock to its
+  // build date; a clock restored from an old saved value) read every value of its journal as damage:
+  // the floor was dropped and each id's issuedAt replaced by the start's time, so an id forgotten
+  // since was no longer refused. Once the clock was set right, the DMZ's copy of such a command, still
+  // within its TTL, ran a second time. The journal's values are now judged against the later of the
+  // clock and the time the journal was last written, by the clock then.
+  it('keeps its floor and issuedAts when the device starts with its clock behind the journal: a forgotten id still refused once the clock is right', async () => {
+    const tmp = tempDir('journal-clock-behind');
+    try {
+      const journal = join(tmp.dir, 'commands.journal');
+      // Written three days ahead of the clock this start reads (the clock then was right, this one is behind).
+      const W = T + 3 * 86_400_000;
+      appendFileSync(journal, `#floor ${W - 60_000}\ncmd-1 answered ${W - 1_000}\n`);
+      utimesSync(journal, W / 1000, W / 1000);
+      const after = new CommandHandlers(opts, journal, 2).register('open_valve', () => ({ status: 'completed' }));
+      assert.equal(after.journalDamagedValues, 0, 'nothing in it is past the time it was written');
+      // NTP sets the clock right: `now` is W from here on.
+      assert.equal((await after.run(f('cmd-0', W - 120_000), W))?.code, 'FIELD_COMMAND_REPLAYED', 'an id forgotten before the floor');
+      assert.equal((await after.run(f('cmd-2', W + 1), W + 1))?.status, 'completed');
+      assert.equal((await after.run(f('cmd-3', W + 2), W + 2))?.status, 'completed');
+      assert.equal((await after.run(f('cmd-4', W + 3), W + 3))?.status, 'completed');
+      // cmd-1 is forgotten now: its issuedAt, believed, is the floor's.
+      assert.equal((await after.run(f('cmd-1', W - 1_000), W + 4))?.code, 'FIELD_COMMAND_REPLAYED', 'an id forgotten since the start');
     } finally {
       tmp.cleanup();
     }
