@@ -110,7 +110,12 @@ function runProgram(
     };
     let timedOut = false;
     const timer = setTimeout(() => {
-      timedOut = true;
+      // Timed out only if the program itself still runs. One that exited already (a service it
+      // started keeps the output it inherited: an init script, start-stop-daemon --background) said
+      // how it went by its exit code: answered `failed` (FIELD_COMMAND_TIMEOUT), a program that had
+      // completed was sent again by an operator told it failed, and ran twice. Its group is ended
+      // and its output let go all the same: what it left behind is not waited for past the timeout.
+      timedOut = child.exitCode === null && child.signalCode === null;
       killGroup();
     }, timeoutMs);
     let stopped = false;

@@ -653,6 +653,55 @@ describe('an exec command (commands-file.ts)', () => {
     }
   });
 
+  it('answers a program that exited before its timeout by its exit code, though a process it left holds its output open', async () => {
+    // A program that starts a service and exits 0 at once, the service keeping the output it
+    // inherited (an init script, start-stop-daemon --background): killed nothing, the program had
+    // completed, and the answer said `failed` (FIELD_COMMAND_TIMEOUT). Told so, an operator sends it
+    // again, and it runs twice. Its own exit is the answer: `completed` (or `failed` with its code).
+    const tmp = tempDir('exec-exited-held');
+    const pidFile = join(tmp.dir, 'daemon.pid');
+    const childFile = join(tmp.dir, 'child.pid');
+    try {
+      const h = new CommandHandlers(unsigned).configure(
+        {
+          service: { type: 'exec', program: '/bin/sh', args: ['-c', `setsid sh -c 'echo $$ > "${pidFile}"; exec sleep 30' & echo started`], timeoutMs: 300 },
+          refused: { type: 'exec', program: '/bin/sh', args: ['-c', `setsid sh -c 'echo $$ > "${pidFile}-3"; exec sleep 30' & echo no >&2; exit 3`], timeoutMs: 300 },
+          // A child left in its group, still holding the output at the timeout: ended with the group, as before.
+          left: { type: 'exec', program: '/bin/sh', args: ['-c', `sleep 30 & echo $! > '${childFile}'; echo done`], timeoutMs: 300 },
+        },
+        undefined,
+      );
+      const service = await h.run({ type: 'command', commandId: 'cmd-exec-exited', command: 'service', issuedAt: Date.now() });
+      assert.equal(service?.status, 'completed', String(service?.result));
+      assert.equal(service?.result, 'started');
+      const refused = await h.run({ type: 'command', commandId: 'cmd-exec-exited-3', command: 'refused', issuedAt: Date.now() });
+      assert.equal(refused?.status, 'failed');
+      assert.equal(refused?.result, 'exit code 3: no');
+      const left = await h.run({ type: 'command', commandId: 'cmd-exec-left', command: 'left', issuedAt: Date.now() });
+      assert.equal(left?.status, 'completed', String(left?.result));
+      assert.equal(left?.result, 'done');
+      const child = Number(readFileSync(childFile, 'utf8'));
+      const gone = () => {
+        try {
+          return readFileSync(`/proc/${child}/stat`, 'utf8').replace(/^.*\) /s, '').startsWith('Z');
+        } catch {
+          return true;
+        }
+      };
+      for (let i = 0; i < 50 && !gone(); i++) await new Promise((r) => setTimeout(r, 100));
+      assert.ok(gone(), 'the child left in its group is ended at the timeout');
+    } finally {
+      for (const file of [pidFile, `${pidFile}-3`]) {
+        try {
+          process.kill(Number(readFileSync(file, 'utf8')), 'SIGKILL');
+        } catch {
+          /* not started, or gone */
+        }
+      }
+      tmp.cleanup();
+    }
+  });
+
   it('answers at its timeout a program whose output a process outside its group holds open', async () => {
     // A program that starts a daemon of its own session (setsid, as daemons do) which keeps the
     // output it inherited: killing the program's group does not reach it, and the answer waited
