@@ -92,16 +92,34 @@ function runProgram(
     child.stderr.on('data', (c: string) => (err = (err + c).slice(-LIMITS.fieldCommandErrorOutputMaxChars)));
     child.stdin.on('error', () => undefined);
     child.stdin.end(json);
-    const signalGroup = (signal: NodeJS.Signals) => {
-      try {
-        if (child.pid === undefined) throw new Error('no pid');
-        process.kill(-child.pid, signal);
-      } catch {
-        child.kill(signal);
+    /**
+     * Signals the program's group: `refused` when the client may not (EPERM: the program runs as
+     * another user, sudo or a setuid program). Never through child.kill(), which reports that refusal
+     * as the child's 'error', taken for a failure to start it: the command was answered "cannot run"
+     * while its program ran on, and sent again by an operator told so, it ran twice.
+     */
+    const signalGroup = (signal: NodeJS.Signals): 'sent' | 'gone' | 'refused' => {
+      if (child.pid === undefined) return 'gone';
+      for (const target of [-child.pid, child.pid]) {
+        try {
+          process.kill(target, signal);
+          return 'sent';
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code === 'EPERM') return 'refused';
+        }
       }
+      return 'gone';
     };
-    const killGroup = () => {
-      signalGroup('SIGKILL');
+    /** Answered at once when the program cannot be ended: it runs on, for as long as it likes, and what it does is unknown. */
+    const cannotEnd = (why: string) => {
+      settled();
+      child.stdout.destroy();
+      child.stderr.destroy();
+      const e = new FieldStreamError('FIELD_COMMAND_OUTCOME_UNKNOWN', `${program} ${why} and could not be ended (it runs as another user: sudo, a setuid program): it may still run; what it did is unknown; not run again`);
+      resolve({ status: 'failed', result: `${e.code}: ${e.message}` });
+    };
+    const killGroup = (why: string) => {
+      if (signalGroup('SIGKILL') === 'refused') return cannotEnd(why);
       // 'close' waits for the output to close too, and a process outside the group (a daemon the
       // program started in a session of its own: setsid) can hold it open for ever, the command
       // never answered. What it would still write is not waited for: the answer is the kill's.
@@ -116,14 +134,15 @@ function runProgram(
       // completed was sent again by an operator told it failed, and ran twice. Its group is ended
       // and its output let go all the same: what it left behind is not waited for past the timeout.
       timedOut = child.exitCode === null && child.signalCode === null;
-      killGroup();
+      killGroup(`ran past its timeout of ${timeoutMs} ms`);
     }, timeoutMs);
     let stopped = false;
     let stopTimer: NodeJS.Timeout | undefined;
     const onStop = () => {
       stopped = true;
-      signalGroup('SIGTERM');
-      stopTimer = setTimeout(killGroup, TIMINGS.fieldCommandStopGraceMs);
+      const why = 'was stopped with the field client while it ran';
+      if (signalGroup('SIGTERM') === 'refused') return cannotEnd(why);
+      stopTimer = setTimeout(() => killGroup(why), TIMINGS.fieldCommandStopGraceMs);
     };
     const settled = () => {
       clearTimeout(timer);
