@@ -20,7 +20,7 @@ const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
 const skip = process.getuid?.() !== 0 ? 'needs root (a setuid-root program for the client to run)' : SETPRIV === undefined ? 'no setpriv' : false;
 
 describe('an exec program running as another user (commands-file.ts)', { skip }, () => {
-  it('is answered of unknown outcome at its timeout and at the client\'s stop, never as not run', () => {
+  it('is answered of unknown outcome at its timeout and at the client\'s stop, never as not run', (t) => {
     const tmp = tempDir('exec-other-user');
     const pids = [join(tmp.dir, 'timeout.pid'), join(tmp.dir, 'stop.pid')];
     try {
@@ -28,6 +28,12 @@ describe('an exec program running as another user (commands-file.ts)', { skip },
       const rootpriv = join(tmp.dir, 'rootpriv');
       copyFileSync(SETPRIV as string, rootpriv);
       chmodSync(rootpriv, 0o4755);
+      // What the machine must allow, checked rather than assumed: a setuid program taking effect in
+      // this folder (not on a nosuid mount), and `nobody` reaching the checkout and its tsx (not under
+      // a home folder of mode 0700).
+      const asNobody = (args: string[]) => spawnSync(SETPRIV as string, ['--reuid=65534', '--regid=65534', '--clear-groups', ...args], { cwd: REPO_ROOT, encoding: 'utf8', timeout: 30_000 });
+      if (asNobody([rootpriv, '--reuid=0', '--regid=0', '--clear-groups', 'id', '-u']).stdout.trim() !== '0') return t.skip(`a setuid program does not take effect in ${tmp.dir} (nosuid)`);
+      if (asNobody([process.execPath, '--import', 'tsx', '-e', 'process.exit(0)']).status !== 0) return t.skip(`nobody cannot run tsx from ${REPO_ROOT}`);
       const asRoot = (pidFile: string) => [rootpriv, '--reuid=0', '--regid=0', '--clear-groups', '/bin/sh', '-c', `echo $$ > '${pidFile}'; exec sleep 30`];
       const [timeoutProgram, ...timeoutArgs] = asRoot(pids[0] as string);
       const [stopProgram, ...stopArgs] = asRoot(pids[1] as string);
