@@ -30,6 +30,18 @@ const REJECTING_CLASSES = new Set(['22', '23', '54']);
  */
 const SCHEMA_GONE = new Set(['42P01', '3F000']);
 
+/**
+ * The transaction's COMMIT answered only once its WAL is flushed, whatever the DBA set for the role,
+ * the database or the server. With synchronous_commit = off (a common tuning for ingest), COMMIT is
+ * answered before the flush, and a crash of PostgreSQL (or of its machine) up to three times
+ * wal_writer_delay later loses the transaction (PostgreSQL docs §30.4, "Asynchronous Commit"): the
+ * distributor had acknowledged its messages and their devices deleted them on its receipt. Only
+ * `off` is raised, to `on` (PostgreSQL's default): every other level flushes locally first, and a
+ * stricter one (remote_apply) is kept. SET LOCAL (set_config's `true`): it ends with the transaction,
+ * as behind a pooler it must. The functions named in pg_catalog (see rows.ts ts()).
+ */
+const DURABLE_COMMIT = "SELECT pg_catalog.set_config('synchronous_commit', 'on', true) WHERE pg_catalog.current_setting('synchronous_commit') = 'off'";
+
 export function isRejection(err: unknown): boolean {
   const code = (err as { code?: unknown } | null)?.code;
   return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) && REJECTING_CLASSES.has(code.slice(0, 2));
@@ -96,7 +108,7 @@ export class PostgresSink implements PointSink {
       // Two round trips and one per table: the staging tables made (a no-op once they exist on
       // this connection), each table's rows copied, then every INSERT and the COMMIT in one simple
       // query (a statement that fails ends it: the COMMIT after it is never run).
-      await client.query(['BEGIN', `SET LOCAL statement_timeout = ${Math.trunc(this.connection.timeoutMs)}`, ...batches.map((b) => b.statements.stage)].join(';\n'));
+      await client.query(['BEGIN', `SET LOCAL statement_timeout = ${Math.trunc(this.connection.timeoutMs)}`, DURABLE_COMMIT, ...batches.map((b) => b.statements.stage)].join(';\n'));
       for (const b of batches) await pipeline(Readable.from([Buffer.from(b.text)]), client.query(copyFrom(b.statements.copy)));
       await client.query([...batches.map((b) => b.statements.insert), 'COMMIT'].join(';\n'));
       this.stats.transactions++;
