@@ -95,4 +95,42 @@ CREATE TRIGGER note_setting AFTER INSERT ON fieldstream.readings FOR EACH ROW EX
       await db.psql('SELECT pg_reload_conf()');
     }
   });
+
+  it("runs no operator another role of the database made: the times it writes are PostgreSQL's arithmetic, never code run as the writer", async () => {
+    // PUBLIC may create in the schema public, as PostgreSQL 14 and earlier let it (a database
+    // upgraded with pg_upgrade keeps that). A role that may only read (monitoring.md's
+    // grafana_reader, whose SQL any Grafana editor writes) defines `*` for (bigint, interval), an
+    // exact match where PostgreSQL's own needs a cast (float8 * interval): unqualified, the
+    // sink's time arithmetic ran it, as the writing role, at every write.
+    await db.createUser('owner', PASSWORD);
+    await query('owner', `GRANT CREATE ON SCHEMA public TO PUBLIC;
+CREATE ROLE reader LOGIN PASSWORD '${PASSWORD}';
+CREATE TABLE public.loot (who text, rows bigint);
+GRANT INSERT ON public.loot TO PUBLIC`);
+    const s = sink('owner');
+    const time = Date.UTC(2026, 0, 2, 3, 4, 5, 678);
+    await s.write([reading('h1', 's:e:1', { v: 1 }, time)]);
+    // The grants monitoring.md gives Grafana's role.
+    await query('owner', `GRANT USAGE ON SCHEMA fieldstream TO reader;
+GRANT SELECT ON ALL TABLES IN SCHEMA fieldstream TO reader;
+SET ROLE reader;
+CREATE FUNCTION public.shift(bigint, interval) RETURNS interval LANGUAGE sql AS
+  'INSERT INTO public.loot SELECT current_user, (SELECT count(*) FROM fieldstream.readings); SELECT $1::float8 * $2 + interval ''1 year''';
+CREATE OPERATOR public.* (LEFTARG = bigint, RIGHTARG = interval, FUNCTION = public.shift)`);
+    await s.write([reading('h1', 's:e:2', { v: 2 }, time)]);
+    const rows = await query('owner', "SELECT message_key, (extract(epoch FROM time) * 1000)::bigint AS ms FROM fieldstream.readings WHERE device = 'h1' ORDER BY message_key");
+    assert.deepEqual(rows, [
+      { message_key: 's:e:1', ms: String(time) },
+      { message_key: 's:e:2', ms: String(time) },
+    ]);
+    assert.deepEqual(await query('owner', 'SELECT who FROM public.loot'), [], "the reader's operator never ran");
+    // The same with the schema's migration, which a distributor runs at its start: the lock it takes
+    // is pg_advisory_xact_lock(bigint), of an integer hash.
+    await query('owner', `SET ROLE reader;
+CREATE FUNCTION public.pg_advisory_xact_lock(integer) RETURNS void LANGUAGE sql AS
+  'INSERT INTO public.loot SELECT current_user, (SELECT count(*) FROM fieldstream.readings)'`);
+    await sink('owner').write([reading('h1', 's:e:3', { v: 3 }, time)]);
+    assert.deepEqual(await query('owner', "SELECT count(*)::int AS n FROM fieldstream.readings WHERE device = 'h1'"), [{ n: 3 }]);
+    assert.deepEqual(await query('owner', 'SELECT who FROM public.loot'), [], "the reader's function never ran");
+  });
 });

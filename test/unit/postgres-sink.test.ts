@@ -167,7 +167,7 @@ describe('PostgreSQL rows', () => {
       stage: 'CREATE TEMP TABLE IF NOT EXISTS fieldstream_stage_readings_0a970fb1 (c0 text, c1 bigint, c2 text, c3 jsonb) ON COMMIT DELETE ROWS',
       copy: 'COPY pg_temp.fieldstream_stage_readings_0a970fb1 FROM STDIN',
       insert:
-        "INSERT INTO fs.readings (device, time, message_key, fields) SELECT r.c0, 'epoch'::timestamptz + r.c1 * interval '1 millisecond', r.c2, r.c3 FROM pg_temp.fieldstream_stage_readings_0a970fb1 AS r ON CONFLICT (device, time, message_key) DO NOTHING",
+        "INSERT INTO fs.readings (device, time, message_key, fields) SELECT r.c0, 'epoch'::pg_catalog.timestamptz OPERATOR(pg_catalog.+) (r.c1 OPERATOR(pg_catalog.*) interval '1 millisecond'), r.c2, r.c3 FROM pg_temp.fieldstream_stage_readings_0a970fb1 AS r ON CONFLICT (device, time, message_key) DO NOTHING",
     });
   });
 
@@ -186,7 +186,7 @@ describe('PostgreSQL rows', () => {
     const staging = stage.split(' ')[6];
     assert.equal(
       insert,
-      `INSERT INTO fs.gateway_status (gateway, time, message_key, state, since) SELECT r.c0, 'epoch'::timestamptz + r.c1 * interval '1 millisecond', r.c2, r.c3, 'epoch'::timestamptz + r.c4 * interval '1 millisecond' FROM pg_temp.${staging} AS r ON CONFLICT (gateway, message_key) DO NOTHING`,
+      `INSERT INTO fs.gateway_status (gateway, time, message_key, state, since) SELECT r.c0, 'epoch'::pg_catalog.timestamptz OPERATOR(pg_catalog.+) (r.c1 OPERATOR(pg_catalog.*) interval '1 millisecond'), r.c2, r.c3, 'epoch'::pg_catalog.timestamptz OPERATOR(pg_catalog.+) (r.c4 OPERATOR(pg_catalog.*) interval '1 millisecond') FROM pg_temp.${staging} AS r ON CONFLICT (gateway, message_key) DO NOTHING`,
     );
     for (const spec of Object.values(TABLES)) assert.doesNotMatch(tableStatements('fs', spec).insert, / WHERE /, spec.table);
   });

@@ -160,9 +160,17 @@ export function fallbackKey(p: StoredPoint): string {
   return `h:${createHash('sha256').update(JSON.stringify([p.measurement, tags, p.time])).digest('base64url').slice(0, 22)}`;
 }
 
-/** Epoch milliseconds as timestamptz, exactly. */
+/**
+ * Epoch milliseconds as timestamptz, exactly, by PostgreSQL's own operators, named in pg_catalog.
+ * There is no `bigint * interval` there (the bigint is cast to float8), so an unqualified `*` was
+ * looked up along the search_path, where an operator of exactly (bigint, interval) that another
+ * role made in a schema it may create in is the better match: `public`, where PUBLIC may create
+ * before PostgreSQL 15 and in databases upgraded from it. A role that may only read (Grafana's) ran
+ * its code as the writing role at every write, and moved every time (PostgreSQL docs §5.9.6,
+ * "Usage Patterns"; CVE-2018-1058).
+ */
 function ts(ms: string): string {
-  return `'epoch'::timestamptz + ${ms} * interval '1 millisecond'`;
+  return `'epoch'::pg_catalog.timestamptz OPERATOR(pg_catalog.+) (${ms} OPERATOR(pg_catalog.*) interval '1 millisecond')`;
 }
 
 /** The statements of one table (see the top of this file). */

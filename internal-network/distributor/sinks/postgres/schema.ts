@@ -139,7 +139,10 @@ const ExistsRowSchema = z.object({ found: z.boolean() });
 export async function migrate(client: PoolClient, schema: string, log: Logger, timeoutMs: number, repair = false): Promise<{ version: number; timescale: boolean; applied: number[] }> {
   await client.query(`BEGIN; SET LOCAL statement_timeout = ${Math.trunc(timeoutMs)}`);
   try {
-    await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`fieldstream.schema.${schema}`]);
+    // Named in pg_catalog: there is no pg_advisory_xact_lock(integer) there (the hash is cast to
+    // bigint), and one of that exact type another role made in public (PUBLIC may create there
+    // before PostgreSQL 15) was the better match, run as this role (rows.ts ts()).
+    await client.query('SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext($1))', [`fieldstream.schema.${schema}`]);
     const exists = ExistsRowSchema.parse((await client.query('SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1) AS found', [schema])).rows[0]);
     // Created only when missing: an existing schema may belong to a role that cannot create one.
     if (!exists.found) await client.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
