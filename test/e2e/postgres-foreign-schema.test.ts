@@ -9,6 +9,7 @@ import { POINT_KEY, type StoredPoint } from '../../internal-network/distributor/
 import { PostgresSink } from '../../internal-network/distributor/sinks/postgres/sink.ts';
 import { postgresConnection } from '../../internal-network/distributor/sinks/postgres/settings.ts';
 import { TABLES } from '../../internal-network/distributor/sinks/postgres/rows.ts';
+import { WriteBatcher } from '../../internal-network/distributor/write-batcher.ts';
 
 const USER = 'fieldstream';
 const PASSWORD = 'pg-foreign-Qx81zT';
@@ -62,6 +63,38 @@ describe('the PostgreSQL sink on a schema someone else changed', () => {
     // A message delivered again is still one row, without a word.
     assert.equal(await code(s.write([reading('s:e:1', 1)])), 'ok');
     assert.equal(await count("SELECT count(*) FROM uniq.readings WHERE message_key = 's:e:1'"), 1);
+  });
+
+  it('never reports as written a message whose row a trigger or a rule someone else added kept out: it is refused (a dead letter), the other messages of its batch written', async () => {
+    const s = sink('trig');
+    const now = Date.now();
+    const reading = (device: string, key: string): StoredPoint => ({ measurement: 'readings', tags: { device }, fields: { v: 1 }, time: now, [POINT_KEY]: key });
+    const event = (type: string, key: string): StoredPoint => ({ measurement: 'events', tags: { device: 't1', event_type: type }, fields: { message: type }, time: now, [POINT_KEY]: key });
+    assert.equal(await code(s.write([reading('t1', 's:e:1'), event('alarm', 's:e:1')])), 'ok');
+    // A BEFORE trigger that returns NULL for the rows it does not want, and a DO INSTEAD NOTHING
+    // rule: PostgreSQL answers the INSERT (and the COMMIT) without an error, the rows not there.
+    await db.psql(
+      `CREATE FUNCTION trig.skip_retired() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN IF NEW.device = 'retired' THEN RETURN NULL; END IF; RETURN NEW; END $$;
+CREATE TRIGGER skip_retired BEFORE INSERT ON trig.readings FOR EACH ROW EXECUTE FUNCTION trig.skip_retired();
+CREATE RULE no_noise AS ON INSERT TO trig.events WHERE NEW.event_type = 'noise' DO INSTEAD NOTHING`,
+      USER,
+    );
+    const stored = (key: string, table = 'readings') => count(`SELECT count(*) FROM trig.${table} WHERE message_key = '${key}'`);
+    assert.equal(await code(s.write([reading('t1', 's:e:2'), reading('retired', 's:e:3')])), 'DISTRIBUTOR_WRITE_REJECTED', 'a row the trigger dropped');
+    assert.equal(await code(s.write([event('noise', 's:e:4')])), 'DISTRIBUTOR_WRITE_REJECTED', 'a row the rule dropped');
+    assert.equal(await stored('s:e:3') + (await stored('s:e:4', 'events')), 0);
+    // Through the write batcher: each message learns its own outcome; a copy of a message already
+    // there (skipped, as every redelivery is) and the other messages are written and answered done.
+    const batcher = new WriteBatcher(s, 100);
+    const outcomes = await Promise.all([
+      code(batcher.write([reading('t1', 's:e:5')])),
+      code(batcher.write([reading('retired', 's:e:6')])),
+      code(batcher.write([reading('t1', 's:e:1')])),
+      code(batcher.write([event('noise', 's:e:7')])),
+      code(batcher.write([event('alarm', 's:e:8')])),
+    ]);
+    assert.deepEqual(outcomes, ['ok', 'DISTRIBUTOR_WRITE_REJECTED', 'ok', 'DISTRIBUTOR_WRITE_REJECTED', 'ok']);
+    assert.deepEqual([await stored('s:e:2'), await stored('s:e:5'), await stored('s:e:1'), await stored('s:e:8', 'events')], [1, 1, 1, 1]);
   });
 
   it("names as each table's conflict the primary key its migration made, column for column", async () => {

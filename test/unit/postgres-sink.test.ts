@@ -168,7 +168,22 @@ describe('PostgreSQL rows', () => {
       copy: 'COPY pg_temp.fieldstream_stage_readings_0a970fb1 FROM STDIN',
       insert:
         "INSERT INTO fs.readings (device, time, message_key, fields) SELECT r.c0, 'epoch'::pg_catalog.timestamptz OPERATOR(pg_catalog.+) (r.c1 OPERATOR(pg_catalog.*) interval '1 millisecond'), r.c2, r.c3 FROM pg_temp.fieldstream_stage_readings_0a970fb1 AS r ON CONFLICT (device, time, message_key) DO NOTHING",
+      verify:
+        "SELECT pg_catalog.count(*)::int AS missing FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), pg_catalog.unnest($2::pg_catalog.int8[]), pg_catalog.unnest($3::pg_catalog.text[])) AS k(c0, c1, c2) WHERE NOT EXISTS (SELECT 1 FROM fs.readings AS x WHERE x.device OPERATOR(pg_catalog.=) k.c0 AND x.time OPERATOR(pg_catalog.=) ('epoch'::pg_catalog.timestamptz OPERATOR(pg_catalog.+) (k.c1 OPERATOR(pg_catalog.*) interval '1 millisecond')) AND x.message_key OPERATOR(pg_catalog.=) k.c2)",
     });
+  });
+
+  it("keeps each row's primary key beside its COPY text, one array per key column, for the look-up after an INSERT that wrote fewer rows than it was given", () => {
+    const reading: StoredPoint = { measurement: 'readings', tags: { device: 'd1' }, fields: { v: 1 }, time: 1_000, [POINT_KEY]: 's:e:1' };
+    const gateway: StoredPoint = { measurement: 'gateway_status', tags: { gateway: 'gw-1' }, fields: { state: 'online', since: 5 }, time: 2_000, [POINT_KEY]: 'g:1' };
+    const { batches } = toTableBatches('fs', [reading, { ...reading, time: 1_001, [POINT_KEY]: 's:e:2' }, gateway], new Map());
+    assert.deepEqual(
+      batches.map((b) => [b.table, b.keys]),
+      [
+        ['readings', [['d1', 'd1'], [1_000, 1_001], ['s:e:1', 's:e:2']]],
+        ['gateway_status', [['gw-1'], ['g:1']]],
+      ],
+    );
   });
 
   it("names a staging table after its columns: a table given a column (device_status.since, schema version 2) does not meet a pooled connection's staging table of the version before", () => {

@@ -178,6 +178,11 @@ export interface TableStatements {
   stage: string;
   copy: string;
   insert: string;
+  /**
+   * How many of the keys given (one array per primary-key column, $1…, in TableBatch.keys) have no
+   * row in the table: run after a COMMIT whose INSERT wrote fewer rows than were staged (see sink.ts).
+   */
+  verify: string;
 }
 
 export function tableStatements(schema: string, spec: TableSpec): TableStatements {
@@ -199,7 +204,41 @@ export function tableStatements(schema: string, spec: TableSpec): TableStatement
     // acknowledged. Only a copy of a message is skipped; any other conflict is SQLSTATE 23505, a
     // refusal, and its message a dead letter.
     insert: `INSERT INTO ${schema}.${spec.table} (${cols.map((c) => c.name).join(', ')}) SELECT ${select} FROM pg_temp.${staging} AS r ON CONFLICT (${spec.key.join(', ')}) DO NOTHING`,
+    verify: verifyStatement(schema, spec),
   };
+}
+
+interface KeyColumn {
+  name: string;
+  /** where it is in a row (TableSpec.row) and among the staging table's columns */
+  index: number;
+  column: Column;
+}
+const keyColumnsOf = new Map<TableSpec, readonly KeyColumn[]>();
+
+/** The primary-key columns of a table, found once. */
+function keyColumns(spec: TableSpec): readonly KeyColumn[] {
+  let found = keyColumnsOf.get(spec);
+  if (found === undefined) {
+    found = spec.key.map((name) => {
+      const index = spec.columns.findIndex((c) => c.name === name);
+      const column = spec.columns[index];
+      if (column === undefined) throw new Error(`the key column ${name} of ${spec.table} is not one of its columns`);
+      return { name, index, column };
+    });
+    keyColumnsOf.set(spec, found);
+  }
+  return found;
+}
+
+/** TableStatements.verify: the keys unnested side by side, each looked up by the primary key. */
+function verifyStatement(schema: string, spec: TableSpec): string {
+  const keys = keyColumns(spec);
+  // ROWS FROM: unnest of several arrays side by side is that form's shorthand, taken unqualified only.
+  const arrays = keys.map((k, j) => `pg_catalog.unnest($${j + 1}::pg_catalog.${k.column.type === 'bigint' ? 'int8' : 'text'}[])`).join(', ');
+  // ts() in parentheses: every OPERATOR(…) has the same precedence, left to right.
+  const match = keys.map((k, j) => `x.${k.name} OPERATOR(pg_catalog.=) ${k.column.time ? `(${ts(`k.c${j}`)})` : `k.c${j}`}`).join(' AND ');
+  return `SELECT pg_catalog.count(*)::int AS missing FROM ROWS FROM (${arrays}) AS k(${keys.map((_k, j) => `c${j}`).join(', ')}) WHERE NOT EXISTS (SELECT 1 FROM ${schema}.${spec.table} AS x WHERE ${match})`;
 }
 
 export interface TableBatch {
@@ -208,6 +247,8 @@ export interface TableBatch {
   /** the rows, as the text COPY reads */
   text: string;
   rows: number;
+  /** the rows' primary keys, one array per key column (statements.verify's parameters) */
+  keys: unknown[][];
 }
 
 /**
@@ -228,15 +269,15 @@ export function toTableBatches(schema: string, points: readonly StoredPoint[], s
 export function toTransactions(schema: string, points: readonly StoredPoint[], statements: Map<string, TableStatements>, maxBytes: number = LIMITS.postgresTransactionMaxBytes): { transactions: TableBatch[][]; unknown: string[] } {
   const transactions: TableBatch[][] = [];
   const unknown: string[] = [];
-  let groups = new Map<TableSpec, string[]>();
+  let groups = new Map<TableSpec, { rows: string[]; keys: unknown[][] }>();
   let bytes = 0;
   const close = () => {
     if (groups.size === 0) return;
     const batches: TableBatch[] = [];
-    for (const [spec, rows] of groups) {
+    for (const [spec, { rows, keys }] of groups) {
       let sql = statements.get(spec.table);
       if (sql === undefined) statements.set(spec.table, (sql = tableStatements(schema, spec)));
-      batches.push({ table: spec.table, statements: sql, text: rows.join(''), rows: rows.length });
+      batches.push({ table: spec.table, statements: sql, text: rows.join(''), rows: rows.length, keys });
     }
     transactions.push(batches);
     groups = new Map();
@@ -248,12 +289,15 @@ export function toTransactions(schema: string, points: readonly StoredPoint[], s
       unknown.push(p.measurement);
       continue;
     }
-    const text = copyRows([spec.row(p, p[POINT_KEY] ?? fallbackKey(p))]);
+    const row = spec.row(p, p[POINT_KEY] ?? fallbackKey(p));
+    const text = copyRows([row]);
     const size = Buffer.byteLength(text, 'utf8');
     if (bytes > 0 && bytes + size > maxBytes) close();
     let group = groups.get(spec);
-    if (!group) groups.set(spec, (group = []));
-    group.push(text);
+    if (!group) groups.set(spec, (group = { rows: [], keys: keyColumns(spec).map(() => []) }));
+    group.rows.push(text);
+    const keys = group.keys;
+    keyColumns(spec).forEach((k, j) => keys[j]?.push(row[k.index]));
     bytes += size;
   }
   close();

@@ -110,10 +110,13 @@ export class PostgresSink implements PointSink {
       // query (a statement that fails ends it: the COMMIT after it is never run).
       await client.query(['BEGIN', `SET LOCAL statement_timeout = ${Math.trunc(this.connection.timeoutMs)}`, DURABLE_COMMIT, ...batches.map((b) => b.statements.stage)].join(';\n'));
       for (const b of batches) await pipeline(Readable.from([Buffer.from(b.text)]), client.query(copyFrom(b.statements.copy)));
-      await client.query([...batches.map((b) => b.statements.insert), 'COMMIT'].join(';\n'));
+      const results = await client.query([...batches.map((b) => b.statements.insert), 'COMMIT'].join(';\n'));
       this.stats.transactions++;
       for (const b of batches) this.stats.rows += b.rows;
+      await this.verify(client, batches, results as unknown as pg.QueryResult | pg.QueryResult[]);
     } catch (err) {
+      // verify's refusal: the transaction is over and the connection in step.
+      if (isFieldStreamError(err, 'DISTRIBUTOR_WRITE_REJECTED')) throw err;
       // The connection is not reused after a failure: it may be half-way through a transaction or dead.
       broken = err instanceof Error ? err : new Error(String(err));
       const sqlstate = (err as { code?: unknown } | null)?.code;
@@ -125,6 +128,34 @@ export class PostgresSink implements PointSink {
       throw this.failure(err);
     } finally {
       client.release(broken);
+    }
+  }
+
+  /**
+   * Every row of a committed transaction is in its table, or the write is refused. An INSERT that
+   * wrote fewer rows than were staged skipped some: copies of rows already there (a message
+   * delivered again, as after every retry), or rows something the DBA added kept out without an
+   * error: a BEFORE trigger returning NULL, a DO INSTEAD NOTHING rule. Those were answered written,
+   * their messages acknowledged and receipted, and they were nowhere. So, and only then (a write
+   * whose INSERTs wrote every row costs nothing more), the batch's keys are looked up; any missing
+   * is DISTRIBUTOR_WRITE_REJECTED (writing it again gives the same answer): the write batcher
+   * writes the batch again message by message, and only a message whose row is kept out becomes a
+   * dead letter, replayable once the trigger or rule lets it in. The rows that are in stay: each
+   * write again of them is skipped.
+   */
+  private async verify(client: pg.PoolClient, batches: readonly TableBatch[], results: pg.QueryResult | pg.QueryResult[]): Promise<void> {
+    const answers = Array.isArray(results) ? results : [results];
+    for (const [i, b] of batches.entries()) {
+      const written = answers[i]?.rowCount;
+      if (typeof written === 'number' && written >= b.rows) continue;
+      const row = (await client.query(b.statements.verify, b.keys)).rows[0] as { missing?: unknown } | undefined;
+      const missing = Number(row?.missing);
+      if (missing === 0) continue;
+      throw new FieldStreamError(
+        'DISTRIBUTOR_WRITE_REJECTED',
+        `PostgreSQL: ${Number.isNaN(missing) ? 'some' : missing} of ${b.rows} rows of ${this.connection.schema}.${b.table} answered written are not in the table: a trigger or a rule keeps them out`,
+        { table: b.table, missing },
+      );
     }
   }
 
