@@ -84,6 +84,8 @@ export function postgresEnabled(c: PostgresSettings): boolean {
   return c.POSTGRES_URL !== undefined || c.PGHOST !== undefined;
 }
 
+const ONE_HOST = 'which is not supported: name one (a virtual IP, a load balancer, or a DNS name that follows the primary)';
+
 /** Settings that contradict each other (a superRefine of the schema). */
 export function checkPostgresSettings(c: PostgresSettings, ctx: z.RefinementCtx): void {
   if (c.PGPASSWORD !== undefined && c.PGPASSWORD_FILE !== undefined) {
@@ -91,6 +93,9 @@ export function checkPostgresSettings(c: PostgresSettings, ctx: z.RefinementCtx)
   }
   if (c.POSTGRES_URL !== undefined) {
     const url = new URL(c.POSTGRES_URL);
+    if (url.hostname.includes(',') || url.searchParams.get('host')?.includes(',')) {
+      ctx.addIssue({ code: 'custom', path: ['POSTGRES_URL'], message: `lists several hosts, ${ONE_HOST}` });
+    }
     // The TLS mode has one place, POSTGRES_SSL; any other parameter would be silently ignored.
     for (const name of url.searchParams.keys()) {
       if (name !== 'host') ctx.addIssue({ code: 'custom', path: ['POSTGRES_URL'], message: `parameter "${name}" is not supported (TLS: POSTGRES_SSL and its files)` });
@@ -100,6 +105,12 @@ export function checkPostgresSettings(c: PostgresSettings, ctx: z.RefinementCtx)
     for (const [part, value] of [['user', url.username], ['password', url.password], ['database', url.pathname.slice(1)]] as const) {
       if (!decodable(value)) ctx.addIssue({ code: 'custom', path: ['POSTGRES_URL'], message: `its ${part} is not valid percent-encoding (RFC 3986 §2.1): write "%" as "%25"` });
     }
+  }
+  // libpq's list of hosts (PostgreSQL docs §34.1.1.3, "Specifying Multiple Hosts"), a site's usual
+  // way to fail over (with target_session_attrs): node-postgres connects to one host and looked the
+  // list up as one name (ENOTFOUND), so the distributor started, then retried every write for ever.
+  if (c.PGHOST?.includes(',')) {
+    ctx.addIssue({ code: 'custom', path: ['PGHOST'], message: `lists several hosts, ${ONE_HOST}` });
   }
   if ((c.POSTGRES_SSL_CERT_FILE === undefined) !== (c.POSTGRES_SSL_KEY_FILE === undefined)) {
     ctx.addIssue({ code: 'custom', path: ['POSTGRES_SSL_KEY_FILE'], message: 'POSTGRES_SSL_CERT_FILE and POSTGRES_SSL_KEY_FILE go together' });

@@ -74,6 +74,23 @@ describe('PostgreSQL settings', () => {
     assert.deepEqual(problems({ POSTGRES_URL: 'mysql://h/db' }), ['POSTGRES_URL']);
   });
 
+  it("refuses libpq's list of hosts (PGHOST=a,b; the URL's host=a,b), which node-postgres would look up as one name and never reach", () => {
+    const problems = (env: Record<string, string>) => {
+      try {
+        settings(env);
+        return [];
+      } catch (e) {
+        return (e as FieldStreamError).details?.variables;
+      }
+    };
+    assert.deepEqual(problems({ PGHOST: 'pg1.example,pg2.example' }), ['PGHOST']);
+    assert.deepEqual(problems({ PGHOST: '/run/postgresql,/tmp' }), ['PGHOST']);
+    assert.deepEqual(problems({ POSTGRES_URL: 'postgres://u@pg1,pg2/db' }), ['POSTGRES_URL']);
+    assert.deepEqual(problems({ POSTGRES_URL: 'postgres:///db?host=/run/a,/run/b' }), ['POSTGRES_URL']);
+    assert.deepEqual(problems({ PGHOST: 'pg.example' }), []);
+    assert.deepEqual(problems({ POSTGRES_URL: 'postgres:///db?host=/run/postgresql' }), []);
+  });
+
   it("refuses a POSTGRES_TIMEOUT_MS whose client timeout (twice it) a Node timer cannot hold: past 2^31 - 1 ms it fires at once", () => {
     const accepted = (ms: number) => {
       try {
