@@ -43,6 +43,10 @@ runService('fieldstream', loadEmbeddedConfig, async (config) => {
   const rel = (path: string) => path.replace(`${process.cwd()}/`, '');
   const dev = p.device('sensor-001');
   const my = p.device('my-device');
+  // generate-client-cert.sh takes CERTS_DIR from the shell it is typed in, or that shell's .env, or
+  // certs/: a folder given to npm start in its own environment alone (CERTS_DIR=./certs-dev npm
+  // start, beside a deployment's certs/) is none of those, and the device went under the other CA.
+  const issueInto = certsDir === resolve(import.meta.dirname, '..', 'certs') ? '' : `CERTS_DIR=${rel(certsDir)} `;
   // The other device's local inputs beside the simulated device's, on ports free now: fixed ones
   // (8082, 1885) were the simulated device's own, or another service's, when those were moved.
   const otherHttp = await freePortFrom((pipeline.field?.httpPort ?? 8081) + 1);
@@ -81,7 +85,7 @@ ${simulated ? 'Send the simulated device a command, then read its state:' : 'Sen
   curl -s '${apiUrl}/v1/commands?deviceId=${simulated ?? 'sensor-001'}' -H "Authorization: Bearer ${token}"
 
 Connect another device (a real one, or this machine as one, with a data folder and local ports beside the simulated device's):
-  scripts/generate-client-cert.sh my-device
+  ${issueInto}scripts/generate-client-cert.sh my-device
   DEVICE_ID=my-device GATEWAY_URL=${pipeline.gatewayUrl} FIELD_CA_FILE=${rel(p.publicCa)} \\
     FIELD_CERT_FILE=${rel(my.cert)} FIELD_KEY_FILE=${rel(my.key)} \\
     FIELD_SIGNING_KEY_FILE=${rel(my.signingKey)} FIELD_DATA_DIR=data/my-device FIELD_HTTP_PORT=${otherHttp} FIELD_MQTT_PORT=${otherMqtt} npm run field-client
