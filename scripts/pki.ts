@@ -9,7 +9,7 @@ import { loadDotenv } from '../shared/config.ts';
 import { isFieldStreamError } from '../shared/errors.ts';
 import { TIMINGS } from '../shared/limits.ts';
 import { caEndBefore, caEndWarning } from '../pki/certificates.ts';
-import { readPkiMeta, setupPki, VALIDITY_DAYS } from '../pki/onboarding.ts';
+import { readPkiMeta, readRevokedDevices, setupPki, VALIDITY_DAYS } from '../pki/onboarding.ts';
 import { caKeyExists } from '../pki/set-meta.ts';
 import { buildDeviceBundle, deviceStartSteps, issueDeviceCertificate, RENEWED_DEVICE_STEPS, supersededStep } from '../pki/device-bundle.ts';
 import { pkiPaths, REVOCABLE_SERVICE_CERTS, SERVICE_CERTS } from '../pki/layout.ts';
@@ -132,10 +132,10 @@ function setup(argv: string[]): void {
   kept:      ${report.kept.join(', ') || '(none)'}
 ${(report.ca === 'replaced' || report.finishedNewCa) && bundles.length > 0 ? `
 The device bundles made before (${bundles.join(', ')}) are of the replaced CA: the servers refuse their certificates,
-and their ca.crt does not verify the servers' new ones. ${reissueSteps(bundles)}.
+and their ca.crt does not verify the servers' new ones. ${reissueSteps(bundles)}
 ` : before !== undefined && before !== domain && bundles.length > 0 ? `
 The domain was ${before}: the device bundles made before (${bundles.join(', ')}) point at wss://${before}/ws.
-${reissueSteps(bundles)}, or set GATEWAY_URL in each device's .env.
+${reissueSteps(bundles, ", or set GATEWAY_URL in each device's .env")}
 ` : ''}
 Keep ${p.caDir}/ on this machine only: it never goes to a server or a device.
 ${renewalSteps.length > 0 ? renewalSteps.join('\n\n') : `Copy certs/ca.crt + certs/ca.crl + certs/dmz/ to the DMZ server, certs/ca.crt + certs/ca.crl + certs/internal/ to the internal server
@@ -210,8 +210,16 @@ and both brokers take any certificate of the CA until their CRL lists it.
  * renewing its token, as generate-client-cert.sh refuses it a certificate (a device has one or the
  * other). A tokens file that cannot be read names both commands without sorting the devices.
  */
-function reissueSteps(bundles: readonly string[]): string {
-  const ids = bundles.map((f) => f.slice(0, -'.tar.gz'.length));
+function reissueSteps(bundles: readonly string[], alternative = ''): string {
+  // A revoked device's bundle stays in bundles/ (nothing removes it), and both commands refuse its
+  // id (PKI_DEVICE_REVOKED): told to run them, the operator met that refusal once per such device.
+  const revokedIds = readRevokedDevices(certsDir);
+  const all = bundles.map((f) => f.slice(0, -'.tar.gz'.length));
+  const ids = all.filter((id) => !revokedIds.has(id));
+  const revoked = all.filter((id) => revokedIds.has(id));
+  const one = revoked.length === 1;
+  const revokedNote = revoked.length > 0 ? ` ${revoked.join(', ')} ${one ? 'was' : 'were'} revoked: nothing to issue for ${one ? 'it' : 'them'} (remove ${one ? 'its bundle' : 'their bundles'}).` : '';
+  if (ids.length === 0) return revokedNote.trimStart();
   const certificate = 'scripts/generate-client-cert.sh DEVICE_ID --renew';
   const token = 'bin/fieldstream-admin devices renew DEVICE_ID --token';
   let tokens: TokensFile;
@@ -219,7 +227,7 @@ function reissueSteps(bundles: readonly string[]): string {
     tokens = readTokensFile(certsDir);
   } catch (err) {
     if (!isFieldStreamError(err) || err.code !== 'TOKENS_FILE_INVALID') throw err;
-    return `Issue them again (${certificate}; for a device with a token, ${token}: ${tokenPaths(certsDir).file} cannot be read to tell which)`;
+    return `Issue them again (${certificate}; for a device with a token, ${token}: ${tokenPaths(certsDir).file} cannot be read to tell which) for ${ids.join(', ')}${alternative}.${revokedNote}`;
   }
   const byToken = ids.filter((id) => tokenEntry(tokens.devices, id) !== undefined);
   const byCertificate = ids.filter((id) => !byToken.includes(id));
@@ -227,7 +235,7 @@ function reissueSteps(bundles: readonly string[]): string {
     ...(byCertificate.length > 0 ? [`(${certificate}) for ${byCertificate.join(', ')}`] : []),
     ...(byToken.length > 0 ? [`(${token}) for ${byToken.join(', ')}`] : []),
   ];
-  return `Issue them again ${steps.join(', and ')}`;
+  return `Issue them again ${steps.join(', and ')}${alternative}.${revokedNote}`;
 }
 
 /** What --renew-dmz leaves to do on the servers (docs/operations.md, "Recovering from a DMZ compromise"). */

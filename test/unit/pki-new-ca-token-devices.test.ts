@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { adminWith } from '../helpers/admin.ts';
-import { makeTestPki } from '../helpers/pki.ts';
+import { makeTestPki, tempDir } from '../helpers/pki.ts';
+import { ensureDevelopmentPki } from '../../embedded/dev-pki.ts';
 import { REPO_ROOT } from '../helpers/stack.ts';
 import { EXIT } from '../../scripts/admin/run.ts';
 
@@ -34,5 +35,39 @@ describe('generate-certificates.sh --new-ca with token devices', () => {
     // What it says works: the token device's bundle is made again, under the new CA.
     const renewed = await admin('devices', 'renew', 'tok-1', '--token');
     assert.equal(renewed.code, EXIT.ok, renewed.err);
+  });
+});
+
+/**
+ * It listed revoked devices too, certificate or token, whose bundles stay in bundles/: the command
+ * it gave them (generate-client-cert.sh ID --renew, devices renew ID --token) is refused,
+ * PKI_DEVICE_REVOKED.
+ */
+describe('generate-certificates.sh --new-ca with revoked devices', () => {
+  it('names only devices that can be issued again, and says which bundles are of revoked devices', () => {
+    const scratch = tempDir('new-ca-revoked');
+    const certs = join(scratch.dir, 'certs');
+    const env = { PATH: process.env.PATH ?? '', FIELDSTREAM_ENV_FILE: '/dev/null', CERTS_DIR: certs };
+    const run = (file: string, args: string[]) => execFileSync(join(REPO_ROOT, file), args, { cwd: REPO_ROOT, env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    try {
+      ensureDevelopmentPki(certs, ['field-sim-001']); // what npm start makes
+      for (const id of ['kept-device', 'gone-device']) run('scripts/generate-client-cert.sh', [id]);
+      for (const id of ['kept-plc', 'gone-plc']) run('bin/fieldstream-admin', ['devices', 'add', id, '--token']);
+      run('scripts/revoke-device.sh', ['gone-device']);
+      run('bin/fieldstream-admin', ['devices', 'revoke', 'gone-plc']);
+
+      const out = run('scripts/generate-certificates.sh', ['fieldstream.example.org', '--new-ca']);
+      const certificate = /\(scripts\/generate-client-cert\.sh DEVICE_ID --renew\) for ([^\n(.]+?)(?:, and|\.)/.exec(out)?.[1];
+      const token = /\(bin\/fieldstream-admin devices renew DEVICE_ID --token\) for ([^\n(.]+?)(?:, and|\.)/.exec(out)?.[1];
+      assert.equal(certificate, 'kept-device', out);
+      assert.equal(token, 'kept-plc', out);
+      assert.match(out, /gone-device, gone-plc were revoked: nothing to issue/, out);
+
+      // What it says to do works, for each device it names.
+      run('scripts/generate-client-cert.sh', ['kept-device', '--renew']);
+      run('bin/fieldstream-admin', ['devices', 'renew', 'kept-plc', '--token']);
+    } finally {
+      scratch.cleanup();
+    }
   });
 });
