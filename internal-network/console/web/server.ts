@@ -57,7 +57,8 @@ export async function startWebServer(o: WebOptions): Promise<{ app: FastifyInsta
   const app = Fastify({
     bodyLimit: CONSOLE.bodyMaxBytes,
     // A path parameter too long for the router matched no route: refused by its schema instead (400).
-    maxParamLength: CONSOLE.pathParamMaxChars,
+    // In routerOptions: as a top-level option fastify 5 warns at every start, and fastify 6 drops it.
+    routerOptions: { maxParamLength: CONSOLE.pathParamMaxChars },
     // Fastify's own request log would duplicate ours; errors are logged by the handler below.
     logger: false,
     requestTimeout: TIMINGS.commandApiRequestTimeoutMs * 2,
