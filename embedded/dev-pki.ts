@@ -32,7 +32,9 @@ export function ensureDevelopmentPki(certsDir: string, deviceIds: readonly strin
     throw new FieldStreamError(
       'PKI_NOT_DEVELOPMENT',
       `${certsDir} holds ${what}: a development set there would ${copy ? 'replace them with a new CA' : 'be issued under that CA, its devices credentials the deployment accepts'}. Nothing was changed. ` +
-        'Give it a certificates folder of its own: CERTS_DIR=./certs-dev (in the environment or .env).',
+        // Not .env: the set-up scripts and fieldstream-admin read it too, and the deployment's next
+        // device would be issued by the development CA, its bundle for localhost.
+        'Give it a certificates folder of its own, in the environment: CERTS_DIR=./certs-dev npm start (or npm run stack); not in .env, where the set-up scripts and fieldstream-admin would take it too.',
     );
   }
   const report = setupPki(certsDir, { domain: DEVELOPMENT_DOMAIN });

@@ -67,6 +67,10 @@ describe("a deployment's certificates folder", () => {
       const r = run(script, pki.dir, tmp.dir);
       assert.equal(r.status, 1, `${script}: ${r.stderr}`);
       assert.match(r.stderr, /error PKI_NOT_DEVELOPMENT: .*set up for fieldstream\.example\.org.*Nothing was changed\. .*CERTS_DIR=\.\/certs-dev/, script);
+      // Not in .env: the set-up scripts and fieldstream-admin read it too, and the deployment's next
+      // device (generate-client-cert.sh ID) was issued by the development CA, its bundle for localhost.
+      assert.doesNotMatch(r.stderr, /or \.env/, script);
+      assert.match(r.stderr, /CERTS_DIR=\.\/certs-dev npm (start|run stack)/, script);
     }
     assert.deepEqual(snapshot(pki.dir), before, 'nothing was changed');
     assert.ok(!existsSync(join(pki.dir, 'devices', 'field-sim-001')));
