@@ -2,10 +2,12 @@
  * Certificate onboarding CLI, behind scripts/generate-certificates.sh and
  * scripts/generate-client-cert.sh. Run those; this file is their implementation.
  */
+import { X509Certificate } from 'node:crypto';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { loadDotenv } from '../shared/config.ts';
+import { DEVELOPMENT_DOMAIN } from '../embedded/dev-pki.ts';
 import { isFieldStreamError } from '../shared/errors.ts';
 import { TIMINGS } from '../shared/limits.ts';
 import { caEndBefore, caEndWarning } from '../pki/certificates.ts';
@@ -136,7 +138,7 @@ and their ca.crt does not verify the servers' new ones. ${reissueSteps(bundles)}
 ` : before !== undefined && before !== domain && bundles.length > 0 ? `
 The domain was ${before}: the device bundles made before (${bundles.join(', ')}) point at wss://${before}/ws.
 ${reissueSteps(bundles, ", or set GATEWAY_URL in each device's .env")}
-` : ''}
+` : ''}${before === DEVELOPMENT_DOMAIN && domain !== DEVELOPMENT_DOMAIN && report.ca === 'reused' && !report.finishedNewCa ? developmentDevicesKept() : ''}
 Keep ${p.caDir}/ on this machine only: it never goes to a server or a device.
 ${renewalSteps.length > 0 ? renewalSteps.join('\n\n') : `Copy certs/ca.crt + certs/ca.crl + certs/dmz/ to the DMZ server, certs/ca.crt + certs/ca.crl + certs/internal/ to the internal server
 (both Mosquittos read certs/ca.crl: where it is missing, Docker mounts an empty folder and the broker stops).
@@ -236,6 +238,28 @@ function reissueSteps(bundles: readonly string[], alternative = ''): string {
     ...(byToken.length > 0 ? [`(${token}) for ${byToken.join(', ')}`] : []),
   ];
   return `Issue them again ${steps.join(', and ')}${alternative}.${revokedNote}`;
+}
+
+/**
+ * After --renew over npm start's folder: its development devices' certificates are of the CA kept,
+ * their keys in devices/ for anyone with a copy of the clone, so the deployment accepts them until
+ * each is revoked (docs/deployment.md). Those still valid, not revoked, are named.
+ */
+function developmentDevicesKept(): string {
+  const p = pkiPaths(certsDir);
+  const ca = new X509Certificate(readFileSync(p.caCert));
+  const devicesDir = dirname(p.device('x').dir);
+  const revoked = readRevokedDevices(certsDir);
+  const kept = (existsSync(devicesDir) ? readdirSync(devicesDir) : []).filter((id) => {
+    if (revoked.has(id) || !existsSync(p.device(id).cert)) return false;
+    const cert = new X509Certificate(readFileSync(p.device(id).cert));
+    return cert.checkIssued(ca) && cert.verify(ca.publicKey) && Date.parse(cert.validTo) > Date.now();
+  });
+  if (kept.length === 0) return '';
+  return `
+The development devices npm start made here (${kept.join(', ')}) have certificates of the CA kept, their keys in ${devicesDir}/:
+the deployment accepts them until each is revoked: bin/fieldstream-admin devices revoke ID, for each (or set up with --new-ca instead).
+`;
 }
 
 /** What --renew-dmz leaves to do on the servers (docs/operations.md, "Recovering from a DMZ compromise"). */
