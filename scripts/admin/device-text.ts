@@ -52,7 +52,7 @@ export function deviceDetails(d: DeviceSummary): string {
         : `active since ${t.issuedAt}, expires ${t.expiresAt} (${t.expired ? 'expired: the gateways refuse it; renew --token' : `${daysUntil(t.expiresAt)} days left`})`;
   return [
     `device ${d.id}`,
-    `  auth:          ${d.auth === 'token' ? 'device token' : 'client certificate'}, expires ${d.expiresAt ?? (d.auth === 'token' && t?.state === 'active' ? 'never' : '-')}`,
+    `  auth:          ${d.auth === 'token' ? 'device token' : d.auth === 'certificate' ? 'client certificate' : 'unknown (no certificate, CA log or readable tokens file here to tell)'}, expires ${d.expiresAt ?? (d.auth === 'token' && t?.state === 'active' ? 'never' : '-')}`,
     `  certificate:   ${c ? `serial ${c.serial}, valid ${c.notBefore} to ${c.notAfter} (${c.daysLeft} days left)` : '(none on this machine)'}`,
     ...(c ? [`  subject:       ${c.subject}`] : []),
     `  token:         ${tokenText}`,

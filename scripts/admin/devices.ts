@@ -2,7 +2,7 @@ import { X509Certificate } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { readTokensFile } from '../../pki/device-tokens.ts';
+import { readTokensFile, tokenPaths } from '../../pki/device-tokens.ts';
 import { pkiPaths } from '../../pki/layout.ts';
 import { readRevokedDevices } from '../../pki/onboarding.ts';
 import { supersededOf } from '../../pki/superseded.ts';
@@ -158,6 +158,7 @@ function summarize(certsDir: string, file: TokensFile | undefined, now: number):
     ...revokedIds,
   ]);
   const revokedSerials = new Set(revokedLog.map((r) => r.serial));
+  const tokensFileHere = existsSync(tokenPaths(certsDir).file);
   return [...ids].sort().map((id) => {
     const d = p.device(id);
     const name = `devices/${id}`;
@@ -172,7 +173,11 @@ function summarize(certsDir: string, file: TokensFile | undefined, now: number):
     }
     const entry = tokenEntry(tokens, id);
     const token: DeviceSummary['token'] = !file ? { state: 'unreadable' } : entry ? tokenStanding(entry, now) : undefined;
-    const auth = file ? deviceAuth(entry) : 'unknown';
+    // Without a token entry, a certificate here or in the CA's log, or a tokens file that would hold
+    // the entry, says it is a certificate device. The internal server's copy has none of them (no
+    // CA, no tokens file): calling each device a certificate device there was a guess, wrong for
+    // every token device.
+    const auth = !file ? 'unknown' : entry || certificate || mine.length > 0 || tokensFileHere ? deviceAuth(entry) : 'unknown';
     return DeviceSummarySchema.parse({
       id,
       auth,

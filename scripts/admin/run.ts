@@ -253,7 +253,11 @@ async function execute(command: string, args: string[], values: Values, io: Io):
       return;
     }
     case 'devices show': {
-      const d = known(paths, deviceId(args[0]!));
+      // Every device the list shows: on the internal server's copy (no CA, no tokens file) one is
+      // known by its registered key or its revocation alone, which known() does not take.
+      const id = deviceId(args[0]!);
+      const d = findDevice(paths.certsDir, id);
+      if (!d) throw new FieldStreamError('ADMIN_UNKNOWN_DEVICE', `No device ${id} in ${paths.certsDir}: no certificate or token was issued to it, no signing key is registered and it is not revoked.`);
       return io.out(values.json ? JSON.stringify(d, null, 2) + '\n' : deviceDetails(d));
     }
     case 'devices add':
