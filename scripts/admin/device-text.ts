@@ -11,7 +11,7 @@ const daysUntil = (iso: string, now = Date.now()) => Math.floor((Date.parse(iso)
 
 /** The EXPIRES column: the certificate's notAfter, or the token's expiresAt ("never": a token from before expiry dates). */
 function expiryText(d: DeviceSummary): string {
-  if (d.auth === 'certificate') return d.expiresAt ?? '(no certificate here)';
+  if (d.auth === 'certificate') return d.expiresAt === null ? '(no certificate here)' : `${d.expiresAt}${d.certificate?.ofCa === false ? ' (replaced CA)' : ''}`;
   if (d.auth === 'unknown' || d.token?.state !== 'active') return '-';
   return d.expiresAt === null ? 'never' : `${d.expiresAt}${d.token.expired ? ' (expired)' : ''}`;
 }
@@ -32,9 +32,20 @@ export function deviceTable(devices: DeviceSummary[]): string {
   }
   // What a rotation leaves to do, under the table: the renewal kept the old certificates valid so
   // that the device is not cut off before it has the new one.
-  const pending = devices
-    .filter((d) => d.superseded.length > 0)
-    .map((d) => `${d.id}: ${d.superseded.length} superseded certificate(s) still valid; once the device connects with its newest, revoke them: bin/fieldstream-admin devices revoke ${d.id} --superseded\n`);
+  const pending = [
+    ...devices
+      .filter((d) => d.superseded.length > 0)
+      .map((d) => `${d.id}: ${d.superseded.length} superseded certificate(s) still valid; once the device connects with its newest, revoke them: bin/fieldstream-admin devices revoke ${d.id} --superseded\n`),
+  ];
+  // One line, not a renewal per device: npm start's development devices are among them, and issued
+  // again under a deployment's CA they would be credentials it accepts (docs/deployment.md).
+  const oldCa = devices.filter((d) => d.certificate?.ofCa === false && !d.revoked).map((d) => d.id);
+  if (oldCa.length > 0) {
+    pending.push(
+      `Certificates of a replaced CA (--new-ca), which the servers refuse: ${oldCa.join(', ')}. Issue again those of devices in use\n` +
+        `(bin/fieldstream-admin devices renew ID, and the new bundle to the device); npm start's development devices are left as they are.\n`,
+    );
+  }
   return columns(rows) + (pending.length > 0 ? `\n${pending.join('')}` : '');
 }
 
@@ -53,7 +64,7 @@ export function deviceDetails(d: DeviceSummary): string {
   return [
     `device ${d.id}`,
     `  auth:          ${d.auth === 'token' ? 'device token' : d.auth === 'certificate' ? 'client certificate' : 'unknown (no certificate, CA log or readable tokens file here to tell)'}, expires ${d.expiresAt ?? (d.auth === 'token' && t?.state === 'active' ? 'never' : '-')}`,
-    `  certificate:   ${c ? `serial ${c.serial}, valid ${c.notBefore} to ${c.notAfter} (${c.daysLeft} days left)` : '(none on this machine)'}`,
+    `  certificate:   ${c ? `serial ${c.serial}, valid ${c.notBefore} to ${c.notAfter} (${c.daysLeft} days left)${c.ofCa === false ? `, of a replaced CA: the servers refuse it (devices renew ${d.id})` : ''}` : '(none on this machine)'}`,
     ...(c ? [`  subject:       ${c.subject}`] : []),
     `  token:         ${tokenText}`,
     `  revoked:       ${d.revoked ? `yes${d.revokedAt ? `, ${d.revokedAt}` : ''}` : 'no'}`,

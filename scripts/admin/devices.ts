@@ -30,6 +30,9 @@ export const DeviceCertificateSchema = z.object({
   notAfter: z.string(),
   /** whole days until notAfter; negative once expired */
   daysLeft: z.number().int(),
+  /** whether the CA of this folder (ca.crt) signed it; false: a CA that --new-ca replaced did, and the
+   * servers refuse it until the device is issued again; absent: no ca.crt here to check it with */
+  ofCa: z.boolean().optional(),
 });
 
 export const DeviceSummarySchema = z.object({
@@ -108,7 +111,7 @@ function readRevokedIds(certsDir: string): Set<string> {
   return new Set([...readRevokedDevices(certsDir)].filter(isDeviceId));
 }
 
-function describe(certPem: Buffer, now: number): z.infer<typeof DeviceCertificateSchema> {
+function describe(certPem: Buffer, now: number, ca: X509Certificate | undefined): z.infer<typeof DeviceCertificateSchema> {
   const cert = new X509Certificate(certPem);
   const notAfter = new Date(cert.validTo);
   return {
@@ -117,7 +120,19 @@ function describe(certPem: Buffer, now: number): z.infer<typeof DeviceCertificat
     notBefore: new Date(cert.validFrom).toISOString(),
     notAfter: notAfter.toISOString(),
     daysLeft: Math.floor((notAfter.getTime() - now) / DAY_MS),
+    // After --new-ca a certificate not issued again is of the CA moved aside: listed as any other,
+    // it read as valid for years while every server refused it.
+    ...(ca ? { ofCa: cert.checkIssued(ca) && cert.verify(ca.publicKey) } : {}),
   };
+}
+
+/** The folder's CA certificate (ca.crt), to check the devices' with; undefined where it is missing or damaged. */
+function readCa(certsDir: string): X509Certificate | undefined {
+  try {
+    return new X509Certificate(readFileSync(pkiPaths(certsDir).publicCa));
+  } catch {
+    return undefined;
+  }
 }
 
 /** Every device the certificates folder knows, sorted by id; throws TOKENS_FILE_INVALID when the tokens file cannot be read. */
@@ -159,6 +174,7 @@ function summarize(certsDir: string, file: TokensFile | undefined, now: number):
   ]);
   const revokedSerials = new Set(revokedLog.map((r) => r.serial));
   const tokensFileHere = existsSync(tokenPaths(certsDir).file);
+  const ca = readCa(certsDir);
   return [...ids].sort().map((id) => {
     const d = p.device(id);
     const name = `devices/${id}`;
@@ -167,7 +183,7 @@ function summarize(certsDir: string, file: TokensFile | undefined, now: number):
     const revokedAt = revoked ? revokedLog.filter((r) => r.name === name).map((r) => r.revokedAt).sort().at(-1) : undefined;
     let certificate: DeviceSummary['certificate'];
     try {
-      if (existsSync(d.cert)) certificate = describe(readFileSync(d.cert), now);
+      if (existsSync(d.cert)) certificate = describe(readFileSync(d.cert), now, ca);
     } catch {
       certificate = undefined; // not a certificate: shown as none, `devices renew` replaces it
     }

@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { cpSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { adminWith } from '../helpers/admin.ts';
 import { makeTestPki, tempDir } from '../helpers/pki.ts';
 import { EXIT } from '../../scripts/admin/run.ts';
+import { REPO_ROOT } from '../helpers/stack.ts';
 
 /**
  * `fieldstream-admin devices list|show` on the internal server's copy of the certificates (ca.crt,
@@ -52,5 +54,30 @@ describe("fieldstream-admin on the internal server's copy of the certificates", 
     const onCaListed = JSON.parse((await onCa('devices', 'list', '--json')).out) as Array<{ id: string; auth: string }>;
     assert.deepEqual(onCaListed.map((d) => [d.id, d.auth]), [['plc-1', 'token'], ['plc-2', 'token'], ['pump-1', 'certificate']]);
     assert.equal((await onServer('devices', 'show', 'nothing-here')).code, EXIT.notFound);
+  });
+});
+
+/**
+ * After `generate-certificates.sh --new-ca` the certificates of the devices not issued again are of
+ * the replaced CA: the servers refuse them. `devices list` showed them as any other, valid for 729
+ * days more.
+ */
+describe('fieldstream-admin devices list after --new-ca', () => {
+  const pki = makeTestPki(['old-1', 'old-2']);
+  after(() => pki.cleanup());
+
+  it('says which certificates are of a replaced CA, until the device is issued again', async () => {
+    const admin = adminWith(pki.dir);
+    const env = { PATH: process.env.PATH ?? '', FIELDSTREAM_ENV_FILE: '/dev/null', CERTS_DIR: pki.dir };
+    execFileSync(join(REPO_ROOT, 'scripts', 'generate-certificates.sh'), ['localhost', '--new-ca'], { cwd: REPO_ROOT, env, stdio: 'ignore' });
+    assert.equal((await admin('devices', 'renew', 'old-2')).code, EXIT.ok);
+
+    const listed = JSON.parse((await admin('devices', 'list', '--json')).out) as Array<{ id: string; certificate?: { ofCa?: boolean } }>;
+    assert.deepEqual(listed.map((d) => [d.id, d.certificate?.ofCa]), [['old-1', false], ['old-2', true]]);
+    const table = (await admin('devices', 'list')).out;
+    assert.match(table, /^old-1 .*replaced CA/m, table);
+    assert.doesNotMatch(table, /^old-2 .*replaced CA/m, table);
+    assert.match(table, /Certificates of a replaced CA[^\n]*refuse: old-1\.[\s\S]*devices renew ID/, table);
+    assert.match((await admin('devices', 'show', 'old-1')).out, /certificate: .*of a replaced CA/);
   });
 });
