@@ -2,6 +2,7 @@
  * Reads back the embedded time-series store (the default when INFLUXDB_URL is not set).
  * Usage: USAGE below (docs/operations.md, "Reading the data back").
  */
+import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadDotenv } from '../shared/config.ts';
@@ -79,6 +80,15 @@ if (values.help) {
 }
 const last = Number(values.last);
 if (!Number.isInteger(last) || last < 0) usageError('--last must be a whole number (0 = all)');
+// No folder: nothing was ever written there. Said, as a store with no points says nothing: before
+// npm start first wrote, a mistyped --dir, or npm run stack's store read without --dir all printed
+// nothing at all.
+if (!existsSync(resolve(values.dir))) {
+  process.stderr.write(
+    `no time series at ${resolve(values.dir)}: npm start (with no database set) writes there once it runs; ` +
+      'npm run stack writes to data/stack/timeseries (--dir); a database is queried with its own tools\n',
+  );
+}
 let points = readLocalStore(resolve(values.dir));
 if (values.measurement) points = points.filter((p) => p.measurement === values.measurement);
 if (values.device) points = points.filter((p) => p.tags.device === values.device);

@@ -58,6 +58,16 @@ describe('npm run readings: a wrong option is a usage error, not a crash', () =>
     assert.match(r.stdout, /^usage: npm run readings -- .*--measurement.*--device.*--last.*--line-protocol.*--dir/s);
   });
 
+  it('a store folder that does not exist: said on stderr, naming it and where the stores are, nothing on stdout', async () => {
+    // Before npm start first wrote, or --dir mistyped, or npm run stack's store without --dir: it
+    // printed nothing at all, as for a store with no points.
+    const r = await run(['--dir', '/nonexistent/fieldstream-timeseries']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, '');
+    assert.match(r.stderr, /no time series at \/nonexistent\/fieldstream-timeseries/);
+    assert.match(r.stderr, /data\/stack\/timeseries/);
+  });
+
   it('--last that is no whole number: the same', async () => {
     const r = await run(['--last', 'x']);
     assert.equal(r.code, 64);
