@@ -179,6 +179,10 @@ export class LiveFeed {
     this.retryTimer = 0;
     this.silenceTimer = 0;
     this.stopped = true;
+    /** When the stream last handed this page an event (epoch ms; null: never; a snapshot's parts
+     * count once it is whole): what it shows is the console's word as of then, which the shell says
+     * while the stream is down. */
+    this.heardAt = null;
   }
 
   start() {
@@ -242,10 +246,12 @@ export class LiveFeed {
             return;
           }
           this.retryMs = RETRY_MIN_MS;
+          this.heardAt = Date.now();
           this.onStatus('live');
           this.onEvent('snapshot', { ...data, devices });
           return;
         }
+        this.heardAt = Date.now();
         this.onEvent(name, data);
       });
     }

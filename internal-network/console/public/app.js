@@ -7,6 +7,8 @@
 //   user-name, user-role     the logged-in user; user-role has data-role = viewer|operator|admin
 //   logout                   the logout button; logout-error says a logout was not done (no answer)
 //   live-status              the live feed; data-state = connecting|live|reconnecting|stopped
+//   live-down                says the feed is down and since when (data-since, epoch ms); main has
+//                            data-live = connecting|live|down
 //   nav-fleet, nav-security, nav-pipeline, nav-anomalies   navigation links
 //   page-fleet, page-device, page-security, page-pipeline, page-anomalies   each page's root
 //   fleet-search, fleet-count, fleet-table, fleet-empty, fleet-state-counts
@@ -34,6 +36,7 @@
 //   fatal-error              the server could not be reached at start
 
 import { h, replaceChildren, setText, setData } from './dom.js';
+import { dateTime } from './format.js';
 import { getSession, logout, setSessionChangedHandler, setUnauthorizedHandler, LiveFeed } from './api.js';
 import { Store } from './store.js';
 import { startRouter } from './router.js';
@@ -96,14 +99,36 @@ function startShell(session, focusPage = false) {
   teardown();
   const store = new Store();
   const liveStatus = h('span', { class: 'live-status', testid: 'live-status', role: 'status' });
+  const main = h('main', { id: 'main', tabindex: -1, data: { live: 'connecting' } });
+  // While the stream is down, every state and value on the pages is the console's word as of its
+  // last event: a device shown online may have gone offline since. Said over every page, with
+  // since when, and the pages marked (main[data-live="down"]), until a new snapshot replaces it all.
+  const liveDown = h('p', { class: 'notice live-down', role: 'alert', testid: 'live-down', hidden: true });
+  let down = false;
   const setLiveStatus = (state) => {
     setData(liveStatus, 'state', state);
     setText(liveStatus, LIVE_TEXT[state] ?? state);
+    if (state === 'live') {
+      down = false;
+      liveDown.hidden = true;
+      setData(liveDown, 'since', null);
+      setData(main, 'live', 'live');
+    } else if (state === 'reconnecting' && !down) {
+      // A reopening after a failure is still down ('connecting' follows 'reconnecting'), and so
+      // is the page opened meanwhile; a device page's own reopening of a live stream is not.
+      down = true;
+      const since = live.heardAt;
+      setText(liveDown, since === null
+        ? 'Not live: the console\'s live feed could not be opened, so no state shown here is the console\'s. Reconnecting…'
+        : `Not live since ${dateTime(since)}: the live feed from the console is down, and every state and value shown is as the console said then (a device shown online may have gone offline since). Reconnecting…`);
+      setData(liveDown, 'since', since);
+      liveDown.hidden = false;
+      setData(main, 'live', 'down');
+    }
   };
   const live = new LiveFeed((name, data) => store.apply(name, data), setLiveStatus);
   setLiveStatus('connecting');
   const navLinks = new Map(NAV.map(([page, label]) => [page, h('a', { href: `#/${page}`, testid: `nav-${page}` }, label)]));
-  const main = h('main', { id: 'main', tabindex: -1 });
   const logoutError = h('span', { class: 'form-error', role: 'alert', testid: 'logout-error', hidden: true });
   const logoutButton = h('button', {
     type: 'button',
@@ -146,6 +171,7 @@ function startShell(session, focusPage = false) {
           h('span', { class: `role role-${COMMANDERS.has(session.role) || session.role === 'viewer' ? session.role : 'unknown'}`, testid: 'user-role', data: { role: session.role } }, session.role)),
         logoutButton,
         logoutError)),
+    liveDown,
     main,
   );
 
