@@ -36,7 +36,7 @@
 //   fatal-error              the server could not be reached at start
 
 import { h, replaceChildren, setText, setData } from './dom.js';
-import { dateTime } from './format.js';
+import { dateTime, visible } from './format.js';
 import { getSession, logout, setSessionChangedHandler, setUnauthorizedHandler, LiveFeed } from './api.js';
 import { Store } from './store.js';
 import { startRouter } from './router.js';
@@ -205,7 +205,8 @@ function startShell(session, focusPage = false) {
     const ctx = { store, openDevice, id: route.id, canCommand: COMMANDERS.has(session.role) };
     const mount = { fleet: mountFleet, device: mountDevice, security: mountSecurity, pipeline: mountPipeline, anomalies: mountAnomalies }[route.page];
     current.page = mount(root, ctx);
-    document.title = `${route.page === 'device' ? route.id : TITLES[route.page]} · FieldStream console`;
+    // A device page's id is the URL's, any text a link holds (the console refuses what is no device id).
+    document.title = `${route.page === 'device' ? visible(route.id) : TITLES[route.page]} · FieldStream console`;
     // After a navigation, focus goes to the new page's heading, as a page load would put it.
     if (!first) root.querySelector('h2')?.focus();
     first = false;

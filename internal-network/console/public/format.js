@@ -66,8 +66,27 @@ export function json(v, max = 200) {
   return shorten(s ?? '', max);
 }
 
+/**
+ * Unicode's format characters (\p{Cf}) but the joiners ZWNJ and ZWJ, which scripts and emoji need:
+ * bidi overrides, embeddings and isolates, direction marks, the zero-width space, the byte order
+ * mark, the soft hyphen, tag characters. They show nothing themselves; a bidi control reorders what
+ * follows it ("report<U+202E>fdp.exe" on screen as "reportexe.pdf"), the others make a text look
+ * like another. A device chooses every value, event and command result the pages show.
+ */
+const INVISIBLE = /(?![\u200c\u200d])\p{Cf}/gu;
+
+/** `s` with each invisible format character as the text `\uXXXX` (`\u{XXXXX}` past U+FFFF): seen, never obeyed,
+ * as the management API writes them for a terminal (shared/terminal-text.ts). */
+export function visible(s) {
+  return s.replace(INVISIBLE, (c) => {
+    const cp = c.codePointAt(0);
+    return cp > 0xffff ? `\\u{${cp.toString(16)}}` : `\\u${cp.toString(16).padStart(4, '0')}`;
+  });
+}
+
+/** `s` cut to `max` characters (an ellipsis for the rest), its invisible characters made visible. */
 export function shorten(s, max) {
-  return s.length > max ? s.slice(0, max - 1) + '…' : s;
+  return visible(s.length > max ? s.slice(0, max - 1) + '…' : s);
 }
 
 /** "temperature 21.5 · humidity 40" for a reading's fields. */

@@ -6,7 +6,7 @@
 
 import { h, replaceChildren, setText, setData, routeLink } from '../dom.js';
 import { getDevice } from '../api.js';
-import { badge, setBadge, relativeTime, dateTime, value, json, number, score, bytes, duration } from '../format.js';
+import { badge, setBadge, relativeTime, dateTime, value, json, number, score, bytes, duration, visible } from '../format.js';
 import { dataTable, section } from '../table.js';
 import { DeviceCharts, WINDOWS } from '../charts.js';
 import { commandForm } from '../command-form.js';
@@ -98,7 +98,7 @@ export function mountDevice(root, { store, id, canCommand }) {
 
   root.append(
     h('div', { class: 'page-head' },
-      h('h2', { tabindex: -1 }, h('span', { class: 'muted' }, 'Device '), h('span', { testid: 'device-id' }, id), ' ', stateBadge),
+      h('h2', { tabindex: -1 }, h('span', { class: 'muted' }, 'Device '), h('span', { testid: 'device-id' }, visible(id)), ' ', stateBadge),
       routeLink(['fleet'], '← Fleet', { class: 'back-link' })),
     unknown,
     facts,
@@ -298,7 +298,7 @@ function cutText(r) {
 }
 
 /** A command's parameters or result: of a command the live feed cut (`cut`), the JSON text it sent, already cut. */
-const shown = (c, v) => (c.cut === true && typeof v === 'string' ? v : json(v, 120));
+const shown = (c, v) => (c.cut === true && typeof v === 'string' ? visible(v) : json(v, 120));
 
 /** A gateway's report is its word, and counts several refusals: both said beside the reason. */
 function securityNote(e) {
