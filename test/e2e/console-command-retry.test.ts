@@ -216,4 +216,51 @@ describe('a command sent again after its answer was lost is one command', () => 
     assert.equal((await commandsNamed('retry-reload')).length, 2, 'a new command after the first was confirmed');
     w.assertClean([/Failed to load resource: the server responded with a status of 502/]);
   });
+  it("a command not confirmed in a tab is offered again to its sender only: another user logging in at that tab after a logout is not told it would not be sent twice", async () => {
+    // The command API keeps a key per caller: the same key from another user is another command.
+    // The tab offered the command it kept to whoever logged in next, saying that sending it again
+    // "does not send it twice": sent by them it was a second command.
+    browser ??= await TestBrowser.launch({ artifacts: 'test-artifacts/console' });
+    const w = await browser.open('about:blank');
+    pages.push(w);
+    w.page.setDefaultTimeout(TIMINGS.commandApiRequestTimeoutMs * 3);
+    const loginAt = async (role: keyof typeof ROLE_TOKENS) => {
+      await w.page.goto(`${console_.url}#/device/${DEVICE}`);
+      await w.page.fill(sel('login-token'), ROLE_TOKENS[role]);
+      await w.page.click(sel('login-submit'));
+      await w.page.waitForSelector(`[data-testid="user-role"][data-role="${role}"]`);
+      await w.page.evaluate((d) => void (location.hash = `#/device/${d}`), DEVICE);
+      await w.page.waitForSelector(sel('command-form'));
+    };
+    const logOut = async () => {
+      await w.page.click(sel('logout'));
+      await w.page.waitForSelector(sel('page-login'));
+    };
+    await loginAt('operator');
+    await w.page.fill(sel('command-name'), 'retry-user');
+    await w.page.fill(sel('command-params'), '{"seconds": 9}');
+    await answerLost(async () => {
+      await w.page.click(sel('command-submit'));
+      await w.page.waitForSelector(`${sel('command-error')}:not([hidden])`);
+    });
+    const made = await commandsNamed('retry-user');
+    assert.equal(made.length, 1, 'the command API took the first');
+    await logOut();
+
+    // Another user at this tab: nothing offered, no word of a command they never sent.
+    await loginAt('admin');
+    assert.equal(await w.page.inputValue(sel('command-name')), '', "the other user's command is not offered");
+    assert.equal(await w.page.inputValue(sel('command-params')), '');
+    assert.equal(await w.page.isHidden(sel('command-error')), true, 'no "not confirmed" notice for a command this user never sent');
+    await logOut();
+
+    // Its sender back at the tab: offered again, and sent again it is still one command.
+    await loginAt('operator');
+    assert.deepEqual(await Promise.all(['command-name', 'command-params'].map((t) => w.page.inputValue(sel(t)))), ['retry-user', '{"seconds": 9}']);
+    assert.match((await w.page.textContent(sel('command-error'))) ?? '', /not confirmed/i);
+    await w.page.click(sel('command-submit'));
+    await w.page.waitForFunction((s) => /^Sent: retry-user/.test(document.querySelector(s)?.textContent ?? ''), sel('command-status'));
+    assert.deepEqual(await commandsNamed('retry-user'), made, 'sent again by its sender after logging in again: none more');
+    w.assertClean([/Failed to load resource: the server responded with a status of 502/]);
+  });
 });

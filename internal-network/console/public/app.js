@@ -202,7 +202,7 @@ function startShell(session, focusPage = false) {
     }
     const root = h('div', { class: `page page-${route.page}`, testid: `page-${route.page}` });
     main.append(root);
-    const ctx = { store, openDevice, id: route.id, canCommand: COMMANDERS.has(session.role) };
+    const ctx = { store, openDevice, id: route.id, canCommand: COMMANDERS.has(session.role), user: session.user };
     const mount = { fleet: mountFleet, device: mountDevice, security: mountSecurity, pipeline: mountPipeline, anomalies: mountAnomalies }[route.page];
     current.page = mount(root, ctx);
     // A device page's id is the URL's, any text a link holds (the console refuses what is no device id).

@@ -58,10 +58,13 @@ function newKey() {
  * key in memory, as before.
  */
 const pendingStore = {
-  name: (deviceId) => `fieldstream.command-pending.${deviceId}`,
-  read(deviceId) {
+  // Per user as well as per device: the command API keeps an Idempotency-Key per caller, so the
+  // same key sent by another user logged in at this tab after a logout is another command. Offered
+  // to them, the command was said not to be sent twice, and was. Only its sender is offered it.
+  name: (user, deviceId) => `fieldstream.command-pending:${JSON.stringify([user, deviceId])}`,
+  read(user, deviceId) {
     try {
-      const v = JSON.parse(sessionStorage.getItem(this.name(deviceId)) ?? 'null');
+      const v = JSON.parse(sessionStorage.getItem(this.name(user, deviceId)) ?? 'null');
       // Read as any stored text: only the shape written below is taken.
       if (!v || typeof v.text !== 'string' || typeof v.key !== 'string' || !/^[0-9a-f]{32}$/.test(v.key)) return null;
       const f = v.fields;
@@ -71,10 +74,10 @@ const pendingStore = {
       return null;
     }
   },
-  write(deviceId, pending) {
+  write(user, deviceId, pending) {
     try {
-      if (pending) sessionStorage.setItem(this.name(deviceId), JSON.stringify(pending));
-      else sessionStorage.removeItem(this.name(deviceId));
+      if (pending) sessionStorage.setItem(this.name(user, deviceId), JSON.stringify(pending));
+      else sessionStorage.removeItem(this.name(user, deviceId));
     } catch {
       // kept in memory only
     }
@@ -85,17 +88,17 @@ const pendingStore = {
  * command API's answer lost or failed: CONSOLE_COMMAND_API_FAILED). A 4xx refused it: nothing was sent. */
 const unsure = (err) => err.status === 0 || err.status >= 500;
 
-/** The form; `onSent(record)` is called with the command API's record of a command it accepted. */
-export function commandForm(deviceId, onSent) {
+/** The form of `user` (the logged-in user's name); `onSent(record)` is called with the command API's record of a command it accepted. */
+export function commandForm(deviceId, user, onSent) {
   // The command waiting to be confirmed (its JSON) and the Idempotency-Key it went with. Sent again
   // unchanged (the button pressed again after an answer that never came), it carries the same key,
   // and the command API answers with the command it took, if it took one: never a second command.
   // A confirmed command, or another one, gets a new key. Kept in the tab's storage until then
   // (pendingStore): a reload offers it again, with its key.
-  let pending = pendingStore.read(deviceId);
+  let pending = pendingStore.read(user, deviceId);
   const setPending = (p) => {
     pending = p;
-    pendingStore.write(deviceId, p);
+    pendingStore.write(user, deviceId, p);
   };
   const field = (id, label, control, hint) => {
     const error = h('p', { id: `${id}-error`, class: 'field-error', testid: `${id}-error`, hidden: true });

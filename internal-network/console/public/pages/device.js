@@ -38,7 +38,7 @@ const OMITTED_LISTS = [
   ['numericFields', 'numeric fields (not charted)'],
 ];
 
-export function mountDevice(root, { store, id, canCommand }) {
+export function mountDevice(root, { store, id, canCommand, user }) {
   const stateBadge = badge('unknown', 'unknown', { testid: 'device-state' });
   const facts = h('dl', { class: 'facts', testid: 'device-facts' });
   const unknown = h('p', { class: 'notice', testid: 'device-unknown', hidden: true });
@@ -110,7 +110,7 @@ export function mountDevice(root, { store, id, canCommand }) {
       chartBox, omittedNote('numericFields')),
     section('commands', 'Commands',
       canCommand
-        ? commandForm(id, (record) => {
+        ? commandForm(id, user, (record) => {
             sent.set(record.commandId, record);
             renderCommands();
           })
