@@ -219,8 +219,9 @@ describe('the operator console in a real browser', () => {
     await w.screenshot('device', { fullPage: true });
 
     // A long value comes cut in its `device` event (bounded as every event of the stream); the page
-    // reads the whole reading (GET /api/devices/:id) when asked.
-    const note = `${'n'.repeat(150)}.`;
+    // reads the whole reading (GET /api/devices/:id) when asked, and shows it whole: a value past
+    // the 200 characters a value is cut to elsewhere too (it ended in "…", nothing said cut).
+    const note = `${'n'.repeat(150)} ${'w'.repeat(300)}.`;
     await field.client.submit('timeseries', { level: 61, note, timestamp: t0 + 122_000 });
     const noteCell = sel('latest-value', { field: 'note' });
     await w.page.waitForFunction((s) => document.querySelector(s)?.textContent === `${'n'.repeat(40)}…`, noteCell);

@@ -185,7 +185,7 @@ export function mountDevice(root, { store, id, canCommand, user }) {
     if (cut) setText(latestCutText, cutText(reading));
     fields.sort(([a], [b]) => a.localeCompare(b));
     setText(latestTime, d.latest ? `Reading of ${dateTime(d.latest.time)} (${relativeTime(d.latest.time)})` : 'No reading yet.');
-    latest.fill(fields, ([k, v]) => h('tr', null, h('th', { scope: 'row' }, k), h('td', { testid: 'latest-value', data: { field: k } }, value(v))), 'No values.');
+    latest.fill(fields, ([k, v]) => h('tr', null, h('th', { scope: 'row' }, k), h('td', { testid: 'latest-value', data: { field: k } }, wholeValue(v))), 'No values.');
 
     const hf = d.health && typeof d.health.fields === 'object' && d.health.fields ? Object.entries(d.health.fields) : [];
     hf.sort(([a], [b]) => (HEALTH.has(a) ? 0 : 1) - (HEALTH.has(b) ? 0 : 1) || a.localeCompare(b));
@@ -196,7 +196,7 @@ export function mountDevice(root, { store, id, canCommand, user }) {
     health.fill(hf, ([k, v]) => {
       const known = HEALTH.get(k);
       const label = known ? known[0] : k.startsWith('local_') ? `Local: ${k.slice(6)}` : k;
-      return h('tr', null, h('th', { scope: 'row' }, label), h('td', { testid: 'health-value', data: { field: k } }, known ? known[1](v) : value(v)));
+      return h('tr', null, h('th', { scope: 'row' }, label), h('td', { testid: 'health-value', data: { field: k } }, known ? known[1](v) : wholeValue(v)));
     }, 'No health values.');
 
     if (Array.isArray(d.numericFields)) charts.setFields(d.numericFields);
@@ -296,6 +296,14 @@ function cutText(r) {
   const omitted = typeof r.omitted === 'number' && r.omitted > 0 ? `, ${number(r.omitted)} fields left out` : '';
   return `Long values cut${omitted}.`;
 }
+
+/**
+ * A value of the latest reading or heartbeat as it came, in a box of its own that wraps and scrolls:
+ * what the live feed cut it says it cut (`cut`), and the whole reading ("Show the whole reading")
+ * is shown whole. Cut again here to 200 characters, a long value ended in "…" with nothing saying
+ * so, after the page had said the reading was whole. A string holds at most LIMITS.stringMaxChars.
+ */
+const wholeValue = (v) => (typeof v === 'string' ? h('div', { class: 'value-text' }, value(v, Number.POSITIVE_INFINITY)) : value(v));
 
 /** A command's parameters or result: of a command the live feed cut (`cut`), the JSON text it sent, already cut. */
 const shown = (c, v) => (c.cut === true && typeof v === 'string' ? visible(v) : json(v, 120));
