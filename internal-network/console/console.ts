@@ -146,6 +146,9 @@ export async function startConsole(config: Readonly<ConsoleConfig>, logger: Logg
 
   const pipeline = new PipelinePoller(config.CONSOLE_PIPELINE_TARGETS, log.child({ subsystem: 'pipeline' }), () => ({
     feedRefused: Object.values(stats.feedRefused).reduce((a, b) => a + b, 0),
+    // Cut from the internal broker, the console hears nothing of the fleet while the brokers, the
+    // bridge and the distributor all look fine: the pages say so (docs/console.md).
+    feedConnected: mqtt.connected,
   }));
   pipeline.start();
   const sessions = new BoundedSessionStore(config.CONSOLE_SESSION_TTL_S * 1000);

@@ -231,7 +231,7 @@ describe("the console's live security updates", () => {
     const devices = ids('dev', 5000);
     const fleet = fleetOf(devices);
     for (const [i, id] of devices.entries()) fleet.apply(finding(id, i + 1));
-    const view: PipelineView = { at: 0, services: [], brokers: [], bridgeConnected: null, readingsPerSecond: null, writeFailures: null, deadLetters: null, feedDropped: null, feedRefused: null };
+    const view: PipelineView = { at: 0, services: [], brokers: [], bridgeConnected: null, readingsPerSecond: null, writeFailures: null, deadLetters: null, feedDropped: null, feedRefused: null, feedConnected: null, feedDownSince: null };
     const hub = new LiveHub({ fleet, pipeline: () => view, deviceDetail: async () => undefined, sessionAlive: () => true }, createLogger('test', 'silent'));
     const res = new FakeResponse();
     try {

@@ -17,7 +17,7 @@ import { createLogger } from '../../shared/logger.ts';
  */
 
 const limits = CONSOLE as { liveMaxBufferedBytes: number };
-const view: PipelineView = { at: 0, services: [], brokers: [], bridgeConnected: null, readingsPerSecond: null, writeFailures: null, deadLetters: null, feedDropped: null, feedRefused: null };
+const view: PipelineView = { at: 0, services: [], brokers: [], bridgeConnected: null, readingsPerSecond: null, writeFailures: null, deadLetters: null, feedDropped: null, feedRefused: null, feedConnected: null, feedDownSince: null };
 
 /** Reads a response at about `bytesPerSecond`, pausing it (so the socket pushes back) when ahead. */
 function readSlowly(res: IncomingMessage, bytesPerSecond: number): { text: () => string; ended: Promise<void> } {

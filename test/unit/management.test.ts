@@ -42,6 +42,8 @@ const view = (over: Partial<PipelineView> = {}): PipelineView => ({
   deadLetters: null,
   feedDropped: null,
   feedRefused: null,
+  feedConnected: null,
+  feedDownSince: null,
   ...over,
 });
 

@@ -16,6 +16,11 @@ export interface PipelineView {
   feedDropped: number | null;
   /** stored-feed messages this console refused (no valid MAC, replayed, stale): forged ones come from the DMZ */
   feedRefused: number | null;
+  /** whether this console is connected to the internal broker, where the stored feed comes from
+   * (null: not told). Not connected, it hears nothing of the fleet, however well the rest runs. */
+  feedConnected: boolean | null;
+  /** epoch ms of the last look at which it was connected (its start if none), while it is not; else null */
+  feedDownSince: number | null;
 }
 
 /** What a service's /readyz answers (shared/metrics/server.ts). */
@@ -27,7 +32,9 @@ const ReadyzSchema = z.object({ status: z.string(), service: z.string().max(100)
  * answer shows as not ready, with why; a figure no service gives is null, not 0.
  */
 export class PipelinePoller {
-  private view: PipelineView = { at: 0, services: [], brokers: [], bridgeConnected: null, readingsPerSecond: null, writeFailures: null, deadLetters: null, feedDropped: null, feedRefused: null };
+  private view: PipelineView = { at: 0, services: [], brokers: [], bridgeConnected: null, readingsPerSecond: null, writeFailures: null, deadLetters: null, feedDropped: null, feedRefused: null, feedConnected: null, feedDownSince: null };
+  /** the last look at which the console's feed was connected (its start before any) */
+  private feedLastConnected = Date.now();
   /** each target's counter of readings written at the last look that gave it, by the target's index */
   private readonly last = new Map<number, { at: number; written: number }>();
   private timer: NodeJS.Timeout | undefined;
@@ -37,7 +44,7 @@ export class PipelinePoller {
     private readonly targets: ReadonlyArray<{ name: string; url: string }>,
     private readonly log: Logger,
     /** the console's own figures: known here, not read from a service's /metrics */
-    private readonly own: () => { feedRefused: number } | undefined = () => undefined,
+    private readonly own: () => { feedRefused: number; feedConnected?: boolean } | undefined = () => undefined,
   ) {}
 
   start(): void {
@@ -89,6 +96,9 @@ export class PipelinePoller {
     const brokers = samples.filter((s) => s.name === 'fieldstream_mosquitto_up').map((s) => ({ name: s.labels.broker ?? 'broker', up: s.value === 1 }));
     const bridge = sumOf(samples, 'fieldstream_bridge_connected');
     const num = (name: string) => sumOf(samples, name) ?? null;
+    const own = this.own();
+    const feedConnected = own?.feedConnected ?? null;
+    if (feedConnected === true) this.feedLastConnected = at;
     this.view = {
       at,
       services: looks.map((l) => ({ name: l.target.name, ready: l.ready, detail: l.detail, ...(l.service !== undefined ? { service: l.service } : {}), ...(l.checks ? { checks: l.checks } : {}), ...(l.failing ? { failing: l.failing } : {}) })),
@@ -98,7 +108,9 @@ export class PipelinePoller {
       writeFailures: num('fieldstream_distributor_write_failures_total'),
       deadLetters: num('fieldstream_distributor_dead_letters_total'),
       feedDropped: num('fieldstream_distributor_feed_dropped_points_total'),
-      feedRefused: this.own()?.feedRefused ?? null,
+      feedRefused: own?.feedRefused ?? null,
+      feedConnected,
+      feedDownSince: feedConnected === false ? this.feedLastConnected : null,
     };
     return this.view;
   }

@@ -9,6 +9,8 @@
 //   live-status              the live feed; data-state = connecting|live|reconnecting|stopped
 //   live-down                says the feed is down and since when (data-since, epoch ms); main has
 //                            data-live = connecting|live|down
+//   feed-down                says the console's own feed (internal broker) is down, since when
+//                            (data-since); main has data-feed = ok|down; pipeline-feed-state its badge
 //   nav-fleet, nav-security, nav-pipeline, nav-anomalies   navigation links
 //   page-fleet, page-device, page-security, page-pipeline, page-anomalies   each page's root
 //   fleet-search, fleet-count, fleet-table, fleet-empty, fleet-state-counts
@@ -105,6 +107,20 @@ function startShell(session, focusPage = false) {
   // since when, and the pages marked (main[data-live="down"]), until a new snapshot replaces it all.
   const liveDown = h('p', { class: 'notice live-down', role: 'alert', testid: 'live-down', hidden: true });
   let down = false;
+  // The console's own feed (its connection to the internal broker, in the `pipeline` view): cut,
+  // it hears nothing of the fleet, and what the pages show is as of then, while this page's stream
+  // is live. Said over every page too (main[data-feed="down"]).
+  const feedDown = h('p', { class: 'notice live-down', role: 'alert', testid: 'feed-down', hidden: true });
+  const showFeed = (p) => {
+    const cut = Boolean(p && p.feedConnected === false);
+    feedDown.hidden = !cut;
+    const since = cut && typeof p.feedDownSince === 'number' ? p.feedDownSince : null;
+    setData(feedDown, 'since', since);
+    setText(feedDown, cut
+      ? `The console is not receiving the fleet's data${since === null ? '' : ` since ${dateTime(since)}`} (its connection to the internal broker is down): device states and values are as it last heard them (a device shown online may have gone offline since).`
+      : '');
+    setData(main, 'feed', cut ? 'down' : 'ok');
+  };
   const setLiveStatus = (state) => {
     setData(liveStatus, 'state', state);
     setText(liveStatus, LIVE_TEXT[state] ?? state);
@@ -172,9 +188,11 @@ function startShell(session, focusPage = false) {
         logoutButton,
         logoutError)),
     liveDown,
+    feedDown,
     main,
   );
 
+  store.subscribe('pipeline', () => showFeed(store.pipeline));
   shell = { store, live, page: null, stopRouter: null };
   const current = shell;
   let first = !focusPage;

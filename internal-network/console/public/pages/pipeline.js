@@ -1,4 +1,4 @@
-// Pipeline: services ready, brokers up, the bridge, throughput and the counts of what went wrong
+// Pipeline: services ready, brokers up, the bridge, this console's own feed, throughput and the counts of what went wrong
 // (PipelineView, sent every 2 s). null means the server could not tell: shown as "unknown".
 
 import { h, setText, replaceChildren } from '../dom.js';
@@ -19,6 +19,9 @@ export function mountPipeline(root, { store }) {
   const services = dataTable({ caption: 'Services', headings: ['Service', 'Ready', 'Detail'], testid: 'pipeline-services' });
   const brokers = dataTable({ caption: 'Brokers', headings: ['Broker', 'Up'], testid: 'pipeline-brokers' });
   const bridge = h('p', { testid: 'pipeline-bridge' });
+  // The console's own connection to the internal broker: the brokers and the bridge may all be up
+  // while the console hears nothing of the fleet.
+  const feed = h('p', { testid: 'pipeline-feed' });
   const metrics = h('div', { class: 'metrics' });
   const at = h('span', { class: 'muted', testid: 'pipeline-at' });
 
@@ -29,7 +32,8 @@ export function mountPipeline(root, { store }) {
       section('pipeline-services-section', 'Services', services.el),
       h('div', null,
         section('pipeline-brokers-section', 'Brokers', brokers.el),
-        section('pipeline-bridge-section', 'Bridge', bridge))),
+        section('pipeline-bridge-section', 'Bridge', bridge),
+        section('pipeline-feed-section', "This console's feed", feed))),
   );
 
   function render() {
@@ -56,6 +60,8 @@ export function mountPipeline(root, { store }) {
         h('th', { scope: 'row' }, value(b.name)),
         h('td', null, boolBadge(b.up, 'up', 'down'))), 'No brokers reported.');
     replaceChildren(bridge, 'Internal broker to DMZ broker: ', boolBadge(p.bridgeConnected, 'connected', 'disconnected'));
+    replaceChildren(feed, 'This console to the internal broker: ', boolBadge(p.feedConnected, 'connected', 'not connected', false, { testid: 'pipeline-feed-state' }),
+      p.feedConnected === false && typeof p.feedDownSince === 'number' ? ` since ${dateTime(p.feedDownSince)}` : null);
   }
 
   const unsubscribe = store.subscribe('pipeline', render);
