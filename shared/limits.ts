@@ -1748,6 +1748,11 @@ export const CONSOLE = {
    * history/local.ts): past it the console
    * starts, and the presences are applied when the read ends, the feed's newer ones winning */
   lastPresenceStartWaitMs: 15_000,
+  /** milliseconds. Once the console's connection to the broker is back after a cut, the presences
+   * dated from this long before the cut on are read back from the store (console.ts): one dated just
+   * before it (the distributor dates a presence at its arrival, then writes it, then seals it into the
+   * feed) may have been on its way when the connection went. */
+  feedCutPresenceMarginMs: 60_000,
   /** security reports of the DMZ's gateways (source=gateway, their word) kept fleet-wide (newest),
    * apart from the distributor's own findings (fleetRing), which they can never push out */
   gatewayReportsRing: 1000,

@@ -143,6 +143,18 @@ export async function startConsole(config: Readonly<ConsoleConfig>, logger: Logg
     await Promise.race([loading, new Promise<void>((resolve) => (waited = setTimeout(resolve, CONSOLE.lastPresenceStartWaitMs)))]);
     clearTimeout(waited);
   }
+  // Cut from the broker, the console missed what the feed brought meanwhile (its subscription is not
+  // durable: a clean session, QoS 0): a device that went offline stayed online, and then stale, until
+  // it was heard from again. Once connected again, the presences since a little before the cut are
+  // read back from the store as at the start, the feed's newer ones winning as there.
+  let cutAt: number | undefined;
+  mqtt.on('close', () => void (cutAt ??= Date.now()));
+  mqtt.on('connect', () => {
+    if (cutAt === undefined || !reader.lastPresences) return;
+    const since = cutAt - CONSOLE.feedCutPresenceMarginMs;
+    cutAt = undefined;
+    void loadLastPresences(fleet, { lastPresences: reader.lastPresences.bind(reader) }, log.child({ subsystem: 'last-presences' }), Date.now(), since);
+  });
 
   const pipeline = new PipelinePoller(config.CONSOLE_PIPELINE_TARGETS, log.child({ subsystem: 'pipeline' }), () => ({
     feedRefused: Object.values(stats.feedRefused).reduce((a, b) => a + b, 0),

@@ -13,7 +13,8 @@ import { TcpRelay } from '../helpers/tcp-relay.ts';
  * broker, the bridge and the distributor are fine: the console hears nothing of the fleet, so the
  * devices it shows are as of the cut (one that went offline meanwhile still online). The pages
  * say so over every page, with since when, and the pipeline page names the console's own feed, until
- * it is connected again. A real browser, the embedded pipeline, a real field client.
+ * it is connected again; then the presences it missed are read from the store, and the device is
+ * shown offline. A real browser, the embedded pipeline, a real field client.
  * docs/console.md.
  */
 
@@ -84,6 +85,10 @@ describe("the console pages while the console's own feed is down", () => {
     await w.page.waitForSelector(sel('pipeline-feed-state', { state: 'ok' }));
     await w.page.waitForSelector(sel('feed-down'), { state: 'hidden' });
     assert.equal(await w.page.getAttribute('main', 'data-feed'), 'ok');
+    // What the console missed while cut (its subscription is not durable) is read from the store
+    // once it is back: the device that went offline meanwhile is shown offline, not online for ever.
+    await w.page.evaluate(() => void (location.hash = '#/fleet'));
+    await w.page.waitForSelector(`${row}[data-state="offline"]`);
     w.assertClean();
   });
 });

@@ -24,12 +24,16 @@ import type { Fleet } from './fleet.ts';
  *
  * A store that cannot be read is logged (CONSOLE_PRESENCES_NOT_LOADED) and the console goes on: the
  * states then come from the feed, as before. Never throws.
+ *
+ * Read again, from `since` (a little before the cut), each time the console's connection to the
+ * broker is back after one was cut: its subscription is not durable, so what the feed brought
+ * meanwhile (a device gone offline) never came (console.ts).
  */
-export async function loadLastPresences(fleet: Fleet, reader: PresenceReader, log: Logger, now = Date.now()): Promise<void> {
+export async function loadLastPresences(fleet: Fleet, reader: PresenceReader, log: Logger, now = Date.now(), since = now - CONSOLE.lastPresenceWindowMs): Promise<void> {
   let read;
   try {
     // The devices with a row read first: ids a DMZ invented, however many, cannot push them out.
-    read = await reader.lastPresences(now - CONSOLE.lastPresenceWindowMs, new Set(fleet.ids()));
+    read = await reader.lastPresences(since, new Set(fleet.ids()));
   } catch (err) {
     log.warn(
       { code: 'CONSOLE_PRESENCES_NOT_LOADED', cause: isFieldStreamError(err) ? err.code : undefined, err: (err as Error).message },
