@@ -1080,6 +1080,13 @@ export const TIMINGS = {
   /** milliseconds. A retired consumer's session (internal-network/distributor/session-retirement.ts)
    * is removed once no message has come on it for this long. */
   sessionRetireIdleMs: 2_000,
+  /** milliseconds. How often a distributor looks for slots of DISTRIBUTOR_STATE_DIR left free
+   * (session-retirement.ts retireFreeSlots): a replica gone for good leaves broker sessions there. */
+  freeSlotCheckMs: 15_000,
+  /** milliseconds. A slot free this long (no lease, or one not renewed) has its broker sessions taken
+   * over by a replica still running: longer than a restart takes (compose's, a pod rescheduled), so
+   * a replica coming back finds its sessions as it left them. */
+  freeSlotGraceMs: 120_000,
   /** milliseconds. The distributor's first pause before writing again while the database is down
    * (full jitter, doubling up to DISTRIBUTOR_RETRY_MAX_MS). */
   distributorRetryInitialMs: 250,

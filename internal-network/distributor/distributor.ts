@@ -7,7 +7,7 @@ import type { Logger } from '../../shared/logger.ts';
 import { connectMqtt, endMqtt, subscribeOnEveryConnect } from '../../shared/mqtt/connect.ts';
 import { readMqttTls } from '../../shared/mqtt/settings.ts';
 import type { DistributorConfig } from './config.ts';
-import { retireConsumerSessions, type RetirementResult } from './session-retirement.ts';
+import { retireConsumerSessions, retireFreeSlots, type RetirementResult } from './session-retirement.ts';
 import { Consumer, retryLogs } from './consumer.ts';
 import { settleWithin } from '../../shared/settle-within.ts';
 import { DeadLetters } from './dead-letter.ts';
@@ -66,7 +66,14 @@ export interface Distributor {
 export function startDistributor(
   config: Readonly<DistributorConfig>,
   logger: Logger,
-  opts: { processMetrics?: boolean; onStateLost?: (err: FieldStreamError) => void; /** tests: sooner sweeps (TIMINGS.retainedSweep*) */ retainedSweep?: Partial<RetainedSweepOptions> } = {},
+  opts: {
+    processMetrics?: boolean;
+    onStateLost?: (err: FieldStreamError) => void;
+    /** tests: sooner sweeps (TIMINGS.retainedSweep*) */
+    retainedSweep?: Partial<RetainedSweepOptions>;
+    /** tests: sooner looks at free slots (TIMINGS.freeSlotCheckMs, freeSlotGraceMs) */
+    freeSlots?: { checkMs?: number; graceMs?: number };
+  } = {},
 ): Distributor {
   const log = logger.child({ component: 'distributor' });
   // Read before anything is claimed or opened: a missing or wrong key, or a revoked devices' list
@@ -165,28 +172,43 @@ export function startDistributor(
     ready.then(() => resolve(true), reject);
     stopping.signal.addEventListener('abort', () => resolve(false), { once: true });
   });
-  const retirement =
-    group !== 'none' && config.MQTT_PROTOCOL_VERSION === 5
-      ? subscribedOrStopping.then((subscribed) =>
-          !subscribed
-            ? undefined
-            : retireConsumerSessions({
-                stateFile: join(lease.dir, 'consumer-sessions.json'),
-                current: clients.map((c) => c.options.clientId as string),
-                base: config.DISTRIBUTOR_CLIENT_ID,
-                maxConsumers: LIMITS.distributorMaxConsumers,
-                filters,
-                connect: (clientId) =>
-                  // Quiet below warnings: most are probes of sessions that do not exist.
-                  connectMqtt({ url: config.MQTT_URL, ...tls, clientId, protocolVersion: 5, clean: false }, log.child({ subsystem: 'mqtt', clientId, retiring: true }, { level: 'warn' }), { resubscribe: false }),
-                consume: (client) => new Consumer(client, handler, deadLetters, { initialMs: TIMINGS.distributorRetryInitialMs, maxMs: config.DISTRIBUTOR_RETRY_MAX_MS }, receipts, log, metrics.deadLetters, metrics.deadLettersNotKept, retries),
-                signal: stopping.signal,
-                liveElsewhere: () => lease.othersLive(),
-                log: log.child({ subsystem: 'sessions' }),
-              }),
-        )
-      : Promise.resolve(undefined);
+  const retiring = group !== 'none' && config.MQTT_PROTOCOL_VERSION === 5;
+  const retireVia = {
+    stateFile: join(lease.dir, 'consumer-sessions.json'),
+    current: clients.map((c) => c.options.clientId as string),
+    filters,
+    connect: (clientId: string) =>
+      // Quiet below warnings: most are probes of sessions that do not exist.
+      connectMqtt({ url: config.MQTT_URL, ...tls, clientId, protocolVersion: 5, clean: false }, log.child({ subsystem: 'mqtt', clientId, retiring: true }, { level: 'warn' }), { resubscribe: false }),
+    consume: (client: MqttClient) => new Consumer(client, handler, deadLetters, { initialMs: TIMINGS.distributorRetryInitialMs, maxMs: config.DISTRIBUTOR_RETRY_MAX_MS }, receipts, log, metrics.deadLetters, metrics.deadLettersNotKept, retries),
+    signal: stopping.signal,
+    log: log.child({ subsystem: 'sessions' }),
+  };
+  const retirement = retiring
+    ? subscribedOrStopping.then((subscribed) =>
+        !subscribed ? undefined : retireConsumerSessions({ ...retireVia, base: config.DISTRIBUTOR_CLIENT_ID, maxConsumers: LIMITS.distributorMaxConsumers, liveElsewhere: () => lease.othersLive() }),
+      )
+    : Promise.resolve(undefined);
   retirement.catch((err: unknown) => log.error({ err }, 'retiring earlier consumer sessions failed; tried again at the next start'));
+  // The sessions of a replica gone for good (its slot left free): taken over after the start's own
+  // retirement, one look at a time (session-retirement.ts retireFreeSlots).
+  const freeSlotsSeen = new Map<number, number>();
+  let freeSlotLook: Promise<void> | undefined;
+  const freeSlotTimer = retiring
+    ? setInterval(() => {
+        if (freeSlotLook || stopping.signal.aborted) return;
+        // After the start's retirement, whatever became of it (its failure is logged above).
+        freeSlotLook = retirement
+          .catch(() => undefined)
+          .then(() => retireFreeSlots({ ...retireVia, stateRoot: config.DISTRIBUTOR_STATE_DIR, lease, graceMs: opts.freeSlots?.graceMs ?? TIMINGS.freeSlotGraceMs, seen: freeSlotsSeen }))
+          .then(
+            () => undefined,
+            (err: unknown) => log.error({ err }, 'taking over the broker sessions of a replica gone failed; tried again at the next look'),
+          )
+          .finally(() => (freeSlotLook = undefined));
+      }, opts.freeSlots?.checkMs ?? TIMINGS.freeSlotCheckMs)
+    : undefined;
+  freeSlotTimer?.unref();
   // What is retained on the internal broker, swept on a connection of its own (a clean session, so
   // no session is left behind), with MQTT 5 only: our clears come back to the consumers with their
   // RETAIN flag (Retain As Published), which tells them from an empty message.
@@ -328,9 +350,11 @@ export function startDistributor(
       closing ??= (async () => {
         clearInterval(healthTimer);
         clearInterval(sweepTimer);
+        clearInterval(freeSlotTimer);
         stopping.abort();
         await sweeping;
         await retirement.catch(() => undefined);
+        await freeSlotLook;
         await (await metricsServer.catch(() => undefined))?.close();
         for (const c of consumers) c.stop();
         feed?.close();

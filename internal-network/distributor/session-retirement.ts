@@ -1,10 +1,11 @@
 import { readFileSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { MqttClient } from 'mqtt';
 import { z } from 'zod';
 import { makeDirDurablySync, replaceFileDurablySync } from '../../shared/durable-fs.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { TIMINGS } from '../../shared/limits.ts';
+import { slotDir, type StateLease } from './state-lease.ts';
 
 /**
  * Retires the broker sessions of consumers that no longer run, after taking what is queued in them.
@@ -70,9 +71,7 @@ export async function retireConsumerSessions(o: RetirementOptions): Promise<Reti
   candidates.delete(o.base);
   for (const id of current) candidates.delete(id);
   const live = o.liveElsewhere?.() ?? [];
-  // A consumer's id is its distributor's base id, or the base id, a dash and its number.
-  const isLive = (id: string) => live.some((base) => id === base || (id.startsWith(`${base}-`) && /^\d+$/.test(id.slice(base.length + 1))));
-  for (const id of candidates) if (isLive(id)) candidates.delete(id);
+  for (const id of candidates) if (isLiveIn(live, id)) candidates.delete(id);
   // Recorded first: a crash while retiring leaves these to be tried again, never forgotten.
   writeState(o.stateFile, [...new Set([...o.current, ...candidates])]);
   const result: RetirementResult = { retired: [], empty: 0, failed: [] };
@@ -92,8 +91,23 @@ export async function retireConsumerSessions(o: RetirementOptions): Promise<Reti
   return result;
 }
 
-/** True when the session existed (and was taken over); false when there was none. */
-async function retireOne(clientId: string, o: RetirementOptions): Promise<boolean> {
+/** Whether `id` is a consumer of one of the distributors `live` (base ids): its base id, or the base id, a dash and its number. */
+function isLiveIn(live: readonly string[], id: string): boolean {
+  return live.some((base) => id === base || (id.startsWith(`${base}-`) && /^\d+$/.test(id.slice(base.length + 1))));
+}
+
+/** A session whose distributor runs again (its lease renewed): left to it, not removed. */
+class TakenBack extends Error {}
+
+/**
+ * True when the session existed (and was taken over); false when there was none. `live`: the base
+ * ids of the distributors running now, asked again while retiring (retireFreeSlots); throws
+ * TakenBack once `clientId` is one of theirs.
+ */
+async function retireOne(clientId: string, o: Pick<RetirementOptions, 'connect' | 'consume' | 'filters' | 'signal'>, live?: () => readonly string[]): Promise<boolean> {
+  const takenBack = () => {
+    if (live && isLiveIn(live(), clientId)) throw new TakenBack(`${clientId} belongs to a distributor running again`);
+  };
   const client = o.connect(clientId);
   let consumer: ReturnType<RetirementOptions['consume']> | undefined;
   try {
@@ -126,6 +140,7 @@ async function retireOne(clientId: string, o: RetirementOptions): Promise<boolea
     for (;;) {
       await new Promise((r) => setTimeout(r, TIMINGS.sessionRetireIdleMs / 4));
       if (o.signal.aborted) throw new Error('the distributor is stopping');
+      takenBack();
       if (Date.now() - lastActivity < TIMINGS.sessionRetireIdleMs || consumer.inProgressSince !== undefined) continue;
       // Quiet is not empty: a broker that stalls (frozen, a long save of its database, its host
       // swapping) sends nothing for a while, and past max_inflight_messages it sends what the
@@ -147,6 +162,7 @@ async function retireOne(clientId: string, o: RetirementOptions): Promise<boolea
       }
       if (received === before && consumer.inProgressSince === undefined) break;
     }
+    takenBack();
     await unlessStopping(removeSession(client), o.signal);
     return true;
   } finally {
@@ -159,6 +175,95 @@ async function retireOne(clientId: string, o: RetirementOptions): Promise<boolea
       await new Promise<void>((resolve) => client.end(true, {}, () => resolve()));
     }
   }
+}
+
+export interface FreeSlotOptions extends Pick<RetirementOptions, 'connect' | 'consume' | 'filters' | 'signal' | 'log'> {
+  /** DISTRIBUTOR_STATE_DIR, every slot's */
+  stateRoot: string;
+  /** this slot's list of sessions (consumer-sessions.json) */
+  stateFile: string;
+  /** this run's consumer client ids */
+  current: readonly string[];
+  lease: Pick<StateLease, 'slot' | 'freeSlots' | 'whileFree' | 'whileLocked' | 'othersLive'>;
+  /** milliseconds a slot stays free before its sessions are taken over (TIMINGS.freeSlotGraceMs) */
+  graceMs: number;
+  /** slot → when it was first seen free (epoch ms), kept by the caller from one look to the next */
+  seen: Map<number, number>;
+}
+
+/**
+ * Takes over the broker sessions of replicas gone for good. A replica scaled away (compose
+ * --scale distributor=N, fewer than before) or killed on a host that does not come back releases its
+ * slot, or leaves its lease to expire, and nothing claims it again: every other replica keeps its
+ * own slot at a restart. Its sessions stay in the share group, and Mosquitto deals them their share
+ * of every message for as long as they exist (persistent_client_expiration, 7 days): messages the
+ * broker acknowledged to the bridge that no distributor writes. So each replica looks now and then
+ * (TIMINGS.freeSlotCheckMs) at the other slots; one free for `graceMs` (longer than a restart
+ * takes) has its list of sessions moved into this slot's, under the lock claims take, and its
+ * sessions retired as at a start: taken over, written, removed. A crash meanwhile leaves them in
+ * this slot's list, retired at the next start. A session whose distributor runs again meanwhile
+ * (its lease renewed: one paused past the expiry, or restarted late) is left to it, and its id
+ * listed again in the slot it came from.
+ */
+export async function retireFreeSlots(o: FreeSlotOptions): Promise<RetirementResult> {
+  const result: RetirementResult = { retired: [], empty: 0, failed: [] };
+  // This run's own ids, listed again where another took them away: it did so while this one was
+  // paused past its lease's expiry (its slot free), and without them here a successor with another
+  // client id (a recreated container) would never retire the sessions this run leaves.
+  const own = readState(o.stateFile);
+  if (o.current.some((id) => !own.includes(id))) {
+    o.lease.whileLocked(o.lease.slot, () => writeState(o.stateFile, [...new Set([...readState(o.stateFile, o.log), ...o.current])]));
+  }
+  const now = Date.now();
+  const free = new Set(o.lease.freeSlots());
+  for (const slot of o.seen.keys()) if (!free.has(slot)) o.seen.delete(slot);
+  for (const slot of free) if (!o.seen.has(slot)) o.seen.set(slot, now);
+  const mine = new Set(o.current);
+  for (const [slot, since] of o.seen) {
+    if (now - since < o.graceMs || o.signal.aborted) continue;
+    const listOf = (dir: string) => join(dir, 'consumer-sessions.json');
+    // Looked at without the lock first (quietly: a damaged list is told when taken): most free
+    // slots were never used, or were taken over already, and list nothing.
+    if (readState(listOf(slotDir(o.stateRoot, slot))).length === 0) continue;
+    const moved = o.lease.whileFree(slot, (dir) => {
+      const theirs = readState(listOf(dir), o.log);
+      if (theirs.length === 0) return [];
+      const live = o.lease.othersLive();
+      // Ours (a swap of slots listed them there) and a live replica's (its own slot lists them) stay.
+      const ids = theirs.filter((id) => !mine.has(id) && !isLiveIn(live, id));
+      writeState(o.stateFile, [...new Set([...readState(o.stateFile, o.log), ...ids])]);
+      writeState(listOf(dir), []);
+      return ids;
+    });
+    if (!moved || moved.length === 0) continue;
+    o.log.info({ slot, sessions: moved }, 'taking over the broker sessions of a replica whose slot of the state folder stayed free');
+    const outcomes = await Promise.allSettled(moved.map((id) => (o.signal.aborted ? Promise.reject(new Error('the distributor is stopping')) : retireOne(id, o, () => o.lease.othersLive()))));
+    const back: string[] = [];
+    const gone: string[] = [];
+    const liveNow = o.lease.othersLive();
+    for (const [i, id] of moved.entries()) {
+      const outcome = outcomes[i] as PromiseSettledResult<boolean>;
+      if (outcome.status === 'fulfilled') {
+        if (outcome.value) result.retired.push(id);
+        else result.empty++;
+        gone.push(id);
+      } else if (outcome.reason instanceof TakenBack || isLiveIn(liveNow, id)) {
+        // Its distributor took the session back (a connection of ours it took over fails what was in flight on it).
+        back.push(id);
+      } else {
+        result.failed.push(id);
+        o.log.warn({ clientId: id, err: (outcome.reason as Error).message }, 'could not retire the broker session of a replica gone; trying again at the next start');
+      }
+    }
+    const done = new Set([...gone, ...back]);
+    writeState(o.stateFile, readState(o.stateFile, o.log).filter((id) => !done.has(id) || mine.has(id)));
+    if (back.length > 0) {
+      o.lease.whileLocked(slot, (dir) => writeState(listOf(dir), [...new Set([...readState(listOf(dir), o.log), ...back])]));
+      o.log.info({ slot, sessions: back }, 'left the broker sessions of a replica running again to it');
+    }
+  }
+  if (result.retired.length > 0) o.log.info({ retired: result.retired }, 'retired the broker sessions of a replica gone, after writing what was queued in them');
+  return result;
 }
 
 /** Session expiry 0 at DISCONNECT: the broker removes the session (MQTT 5 §3.14.2.2.2). */
@@ -189,7 +294,8 @@ function unlessStopping<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
   });
 }
 
-function readState(file: string, log: Logger): string[] {
+/** The ids `file` lists; [] when it is missing or damaged (said in `log`, when given). */
+function readState(file: string, log?: Logger): string[] {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
@@ -202,7 +308,7 @@ function readState(file: string, log: Logger): string[] {
   } catch {
     // falls through: not JSON
   }
-  log.warn({ file }, 'the file of earlier consumer sessions is damaged; only the numbered ones past the consumers are retired');
+  log?.warn({ file }, 'the file of earlier consumer sessions is damaged; only the numbered ones past the consumers are retired');
   return [];
 }
 

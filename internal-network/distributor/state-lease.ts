@@ -58,6 +58,15 @@ export interface StateLease {
    * earlier sessions names (session-retirement.ts).
    */
   othersLive(): string[];
+  /** The other slots free now (no lease, or one not renewed for TIMINGS.stateLeaseExpiryMs). */
+  freeSlots(): number[];
+  /**
+   * `fn` with the folder of slot `slot`, under the lock claims take, if that slot is free still: no
+   * distributor claims it meanwhile. undefined when it is held.
+   */
+  whileFree<T>(slot: number, fn: (dir: string) => T): T | undefined;
+  /** `fn` with the folder of slot `slot` under the lock claims take, held or not. */
+  whileLocked<T>(slot: number, fn: (dir: string) => T): T;
   /** Stops renewing and frees the slot for the next distributor. */
   release(): void;
 }
@@ -84,6 +93,11 @@ function readLease(path: string): { lease: Lease | undefined; ageMs: number } | 
   return { lease, ageMs: Date.now() - mtimeMs };
 }
 
+/** Free: never claimed, released at a clean stop, or not renewed for TIMINGS.stateLeaseExpiryMs. */
+function isFree(held: ReturnType<typeof readLease>): boolean {
+  return !held || held.ageMs > TIMINGS.stateLeaseExpiryMs;
+}
+
 /** Claims are serialised by DIR/.claiming (a claim takes milliseconds). */
 function withClaimLock<T>(root: string, fn: () => T): T {
   const lock = join(root, '.claiming');
@@ -102,7 +116,7 @@ export function claimStateSlot(root: string, clientId: string, onLost: (err: Fie
   const slot = withClaimLock(root, () => {
     const leases = Array.from({ length: LIMITS.distributorMaxInstances }, (_, i) => ({ slot: i + 1, held: readLease(join(slotDir(root, i + 1), 'lease.json')) }));
     const mine = leases.find((l) => l.held?.lease?.clientId === clientId);
-    const free = leases.find((l) => !l.held || l.held.ageMs > TIMINGS.stateLeaseExpiryMs);
+    const free = leases.find((l) => isFree(l.held));
     const chosen = mine ?? free;
     if (!chosen) {
       throw new FieldStreamError('DISTRIBUTOR_STATE_LEASE', `All ${LIMITS.distributorMaxInstances} slots of ${root} are held by running distributors.`);
@@ -166,6 +180,19 @@ export function claimStateSlot(root: string, clientId: string, onLost: (err: Fie
         if (held?.lease && held.ageMs <= TIMINGS.stateLeaseExpiryMs) ids.push(held.lease.clientId);
       }
       return ids;
+    },
+    freeSlots() {
+      const free: number[] = [];
+      for (let i = 1; i <= LIMITS.distributorMaxInstances; i++) {
+        if (i !== slot && isFree(readLease(join(slotDir(root, i), 'lease.json')))) free.push(i);
+      }
+      return free;
+    },
+    whileFree(other, fn) {
+      return withClaimLock(root, () => (isFree(readLease(join(slotDir(root, other), 'lease.json'))) ? fn(slotDir(root, other)) : undefined));
+    },
+    whileLocked(other, fn) {
+      return withClaimLock(root, () => fn(slotDir(root, other)));
     },
     release() {
       if (released) return;
