@@ -32,7 +32,7 @@ describe('the distributor acknowledges only what it has written', () => {
     const blocked = [0, 86_400_000].map((ahead) => join(store.dir, `${new Date(Date.now() + ahead).toISOString().slice(0, 10)}.jsonl`));
     for (const dir of blocked) mkdirSync(dir, { recursive: true });
     const failing = distributorWith(store.dir);
-    await within(failing.ready, 15_000, 'the failing distributor subscribing');
+    await within(failing.ready, 60_000, 'the failing distributor subscribing');
 
     const d = await within(RawDevice.connect(fx.pipeline.gatewayUrl, RawDevice.tlsFor(fx.pki.paths, 'sensor-001')), 15_000, 'the device connecting');
     d.send(JSON.stringify({ deviceId: 'sensor-001', dataType: 'timeseries', messageId: 'precious-1', payload: { v: 42, timestamp: 1750000000000 } }));
@@ -60,7 +60,7 @@ describe('the distributor acknowledges only what it has written', () => {
     writeFileSync(live, 'being written');
     const healthy = distributorWith(store.dir);
     try {
-      await within(healthy.ready, 15_000, 'the healthy distributor subscribing');
+      await within(healthy.ready, 60_000, 'the healthy distributor subscribing');
       // Swept at its start.
       await eventually(() => (!existsSync(stale) && !existsSync(stored) ? true : undefined), 10_000, 'file storage swept');
       assert.ok(existsSync(live) && existsSync(`${stored}.done.json`), 'a fresh temporary file and the done marker kept');
