@@ -87,7 +87,7 @@ export function fieldClientMetrics(
       for (const s of sparkplug) for (const [code, n] of Object.entries(s.stats.refusedByCode)) byCode.set(code, (byCode.get(code) ?? 0) + (n ?? 0));
       return [[{ outcome: 'accepted' }, sum((s) => s.stats.accepted)] as const, ...[...byCode].map(([code, n]) => [{ outcome: code }, n] as const)];
     });
-    collectedCounter(m, 'field_sparkplug_metrics_skipped_total', 'Sparkplug metrics left out of readings (null, not a scalar type, transient, name too long).', [], () => sum((s) => s.stats.metricsSkipped));
+    collectedCounter(m, 'field_sparkplug_metrics_skipped_total', 'Sparkplug metrics left out of readings (null, not a scalar type, transient, BAD or STALE quality, name too long).', [], () => sum((s) => s.stats.metricsSkipped));
     collectedCounter(m, 'field_sparkplug_field_name_collisions_total', 'Field names that metrics of a Sparkplug birth share with other metrics followed, counted at each such birth; one keeps the name, the others get a suffix (SPARKPLUG_FIELD_NAME_COLLISION).', [], () => sum((s) => s.stats.fieldNameCollisions));
     collectedCounter(m, 'field_sparkplug_rebirths_requested_total', 'Rebirth requests (NCMD Node Control/Rebirth) sent to Sparkplug edge nodes.', [], () => sum((s) => s.stats.rebirthsRequested));
     collectedCounter(m, 'field_sparkplug_reordered_total', 'Sparkplug messages that arrived ahead of their seq and were taken in order once the missing ones came.', [], () => sum((s) => s.stats.reordered));

@@ -78,7 +78,7 @@ export interface HostOutcome {
   rebirth: boolean;
   /** the message was refused, or (SPARKPLUG_DEATH_STALE) ignored: why */
   refused?: FieldStreamError | undefined;
-  /** metrics left out of the readings (null, not a scalar type, transient, name too long) */
+  /** metrics left out of the readings (null, not a scalar type, transient, BAD or STALE quality, name too long) */
   skipped: number;
   /** the message arrived ahead of its seq and is held for the missing ones (nothing else to do yet) */
   held: boolean;

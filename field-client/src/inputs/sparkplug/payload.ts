@@ -32,6 +32,37 @@ export type RawValue =
   | { kind: 'string'; v: string }
   | { kind: 'bytes' | 'dataset' | 'template' | 'none' };
 
+/**
+ * §6.4.9.1 (Quality Codes): a metric's `Quality` property, an Int32 (type 3), says whether its value
+ * may be trusted. BAD and STALE values are not measurements (a failed sensor, a PLC no longer read,
+ * the last value kept): the host skips them (sequenced.ts fields).
+ */
+export const QUALITY = { BAD: 0, GOOD: 192, STALE: 500 } as const;
+const QUALITY_KEY = 'Quality';
+
+/** A property set as decoded (proto.ts: arrays left out when empty); only what qualityOf reads is checked. */
+const PropertySetSchema = z.object({
+  keys: z.array(z.unknown()).optional(),
+  values: z.array(z.unknown()).optional(),
+});
+const QualityValueSchema = z.object({ intValue: U32.optional(), longValue: z.string().regex(/^\d{1,20}$/).optional() });
+
+/**
+ * The `Quality` of a metric's properties: its Int32 value (carried in the unsigned `int_value`, read
+ * back signed as values.ts reads an Int32), undefined when there is none or it cannot be read.
+ */
+function qualityOf(properties: Record<string, unknown> | undefined): number | undefined {
+  if (properties === undefined) return undefined;
+  const set = PropertySetSchema.safeParse(properties);
+  if (!set.success) return undefined;
+  const i = set.data.keys?.indexOf(QUALITY_KEY) ?? -1;
+  if (i < 0) return undefined;
+  const v = QualityValueSchema.safeParse(set.data.values?.[i]);
+  if (!v.success) return undefined;
+  if (v.data.intValue !== undefined) return v.data.intValue | 0;
+  return v.data.longValue === undefined ? undefined : Number(BigInt.asIntN(64, BigInt(v.data.longValue)));
+}
+
 export const SparkplugMetricSchema = z
   .object({
     name: z.string().max(LIMITS.sparkplugNameMaxChars).optional(),
@@ -69,6 +100,7 @@ export const SparkplugMetricSchema = z
     isHistorical: m.isHistorical === true,
     isTransient: m.isTransient === true,
     isNull: m.isNull === true,
+    quality: qualityOf(m.properties),
     raw: rawOf(m),
   }));
 export type SparkplugMetric = z.infer<typeof SparkplugMetricSchema>;

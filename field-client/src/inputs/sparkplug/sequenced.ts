@@ -5,7 +5,7 @@ import type { HeldDefinitions } from './held.ts';
 import { bytesOf, duplicate, key, type HostOutcome, type NodeSession } from './host-types.ts';
 import { lifecycleEvent, toReadings, type FieldAt } from './mapping.ts';
 import { nameDefinitions } from './naming.ts';
-import type { SparkplugMetric, SparkplugPayload } from './payload.ts';
+import { QUALITY, type SparkplugMetric, type SparkplugPayload } from './payload.ts';
 import type { RebirthRequests } from './rebirth.ts';
 import type { ReorderBuffers } from './reorder.ts';
 import type { SparkplugTopic } from './topic.ts';
@@ -151,6 +151,13 @@ export class SequencedMessages {
       const def = resolve(m, defs, t);
       // §6.4.7 is_transient: a value not to be stored as history.
       if (m.isTransient) {
+        out.skipped++;
+        continue;
+      }
+      // §6.4.9.1: a value of BAD or STALE quality is no measurement (a failed sensor, a PLC no longer
+      // read, the last value kept): stored, it stood in the series as one, indistinguishable from the
+      // real ones. Skipped and counted; a value of GOOD quality, or with none, is stored.
+      if (m.quality === QUALITY.BAD || m.quality === QUALITY.STALE) {
         out.skipped++;
         continue;
       }

@@ -27,7 +27,7 @@ export interface SparkplugStats {
   accepted: number;
   readings: number;
   events: number;
-  /** metrics left out of the readings: null, not a scalar type, transient, name too long */
+  /** metrics left out of the readings: null, not a scalar type, transient, BAD or STALE quality, name too long */
   metricsSkipped: number;
   rebirthsRequested: number;
   /** messages refused or ignored, by code (SPARKPLUG_DEATH_STALE: a death of an older session) */

@@ -19,6 +19,8 @@ import type { RawValue } from './payload.ts';
  * A value whose member contradicts its data type is refused (SPARKPLUG_PAYLOAD_INVALID). The rest
  * (null values, NaN and infinities, DataSet, Bytes, File, Template, property sets, arrays) has no
  * place in a flat reading: it is skipped and counted, with the reason.
+ * A value of BAD or STALE quality (its `Quality` property, §6.4.9.1) is skipped before it is read
+ * (sequenced.ts fields).
  */
 export type MetricValue = { value: Scalar } | { skip: string };
 
