@@ -790,6 +790,14 @@ export const LIMITS = {
    * each waits for its edge node's messages before it (sparkplug/appends.ts), and uncounted a flood
    * of them behind an append that did not end grew memory without bound. */
   sparkplugPendingMaxItems: 50_000,
+  /** bytes. Most a reading the Sparkplug input makes may take as JSON (UTF-8): the metrics of one
+   * timestamp past it go to another reading of that timestamp (sparkplug/mapping.ts toReadings). A
+   * payload is bounded on the wire (sparkplugPayloadMaxBytes), but a String value grows as JSON (a
+   * control character becomes six bytes), and one reading over queuedPayloadMaxBytes had the queue
+   * refuse the whole batch it was in, other edge nodes' messages with it. Above the largest one field
+   * takes (a 128-character name and stringMaxChars characters of six bytes each: 393 KiB), far below
+   * queuedPayloadMaxBytes. */
+  sparkplugReadingMaxBytes: 1024 * 1024,
   /** bytes. The journal of the Sparkplug sessions the local MQTT input saves (sparkplug/store.ts: one
    * line per edge node and batch, a few KiB each) is rewritten with one line per edge node past this,
    * or past twice that compacted size: the disk it takes stays bounded by the edge nodes followed. */

@@ -16,7 +16,8 @@ import { LIMITS } from '../../../../shared/limits.ts';
  * name two metrics share to one of them and a suffixed one to the others (names.ts).
  *
  * Metrics of one message become one reading per distinct timestamp (the metric's own, else the
- * payload's, else the moment it arrived), at most LIMITS.readingMaxFields fields each.
+ * payload's, else the moment it arrived), at most LIMITS.readingMaxFields fields and
+ * LIMITS.sparkplugReadingMaxBytes bytes as JSON each.
  */
 export function fieldName(group: string, edge: string, device: string | undefined, metric: string): string | undefined {
   const clean = (s: string) => s.replace(/[^A-Za-z0-9_.-]/g, '_');
@@ -33,20 +34,45 @@ export interface FieldAt {
   at: number;
 }
 
-/** Fields to readings: one per timestamp, split when more than a reading may hold. */
+/** bytes. What a reading takes as JSON besides its fields: its braces and `"timestamp":<ms>`. */
+const READING_BASE_BYTES = 32;
+
+/**
+ * bytes. What field `name` with `value` adds to a reading as JSON (UTF-8): `"name":value,`. Field
+ * names are ASCII (FIELD_NAME_PATTERN), a number or boolean is as long as its text; a string is
+ * measured escaped, where a control character takes six bytes and a character past U+007F up to 3.
+ */
+function fieldBytes(name: string, value: Scalar): number {
+  const v = typeof value === 'string' ? Buffer.byteLength(JSON.stringify(value), 'utf8') : String(value).length;
+  return name.length + 4 + v;
+}
+
+/**
+ * Fields to readings: one per timestamp, split when more than a reading may hold, in fields
+ * (LIMITS.readingMaxFields) or in bytes as JSON (LIMITS.sparkplugReadingMaxBytes): a reading the queue
+ * refused for its size took the whole batch it was in with it.
+ */
 export function toReadings(fields: readonly FieldAt[]): TimeseriesPayload[] {
-  const byTime = new Map<number, Record<string, Scalar>[]>();
+  const byTime = new Map<number, Array<{ r: Record<string, Scalar>; n: number; bytes: number }>>();
   const max = LIMITS.readingMaxFields - 1; // one is the timestamp
   for (const f of fields) {
     let list = byTime.get(f.at);
-    if (!list) byTime.set(f.at, (list = [{}]));
-    let last = list[list.length - 1] as Record<string, Scalar>;
+    if (!list) byTime.set(f.at, (list = [{ r: {}, n: 0, bytes: READING_BASE_BYTES }]));
+    let last = list[list.length - 1] as { r: Record<string, Scalar>; n: number; bytes: number };
     // A field named twice at one time (a metric repeated in a message) keeps its last value.
-    if (!(f.field in last) && Object.keys(last).length >= max) list.push((last = {}));
-    last[f.field] = f.value;
+    if (f.field in last.r) {
+      last.bytes -= fieldBytes(f.field, last.r[f.field] as Scalar);
+      delete last.r[f.field];
+      last.n--;
+    }
+    const bytes = fieldBytes(f.field, f.value);
+    if (last.n > 0 && (last.n >= max || last.bytes + bytes > LIMITS.sparkplugReadingMaxBytes)) list.push((last = { r: {}, n: 0, bytes: READING_BASE_BYTES }));
+    last.r[f.field] = f.value;
+    last.n++;
+    last.bytes += bytes;
   }
   const out: TimeseriesPayload[] = [];
-  for (const [at, list] of [...byTime].sort((a, b) => a[0] - b[0])) for (const r of list) out.push({ ...r, timestamp: at });
+  for (const [at, list] of [...byTime].sort((a, b) => a[0] - b[0])) for (const { r } of list) out.push({ ...r, timestamp: at });
   return out;
 }
 
