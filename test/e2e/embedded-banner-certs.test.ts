@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { quietStartEnv } from '../helpers/embedded.ts';
+import { npmStartBanner } from '../helpers/embedded.ts';
 import { tempDir } from '../helpers/pki.ts';
 import { REPO_ROOT } from '../helpers/stack.ts';
 
@@ -18,38 +18,8 @@ describe("npm start's banner: another device's certificate goes where npm start'
   const work = tempDir('embedded-banner-certs');
   after(() => work.cleanup());
 
-  async function banner(env: Record<string, string>): Promise<string> {
-    const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), join(REPO_ROOT, 'scripts', 'start-embedded.ts')], {
-      cwd: REPO_ROOT,
-      env: {
-        ...quietStartEnv(env.CERTS_DIR ?? join(work.dir, 'certs')),
-        TIMESERIES_LOCAL_PATH: join(work.dir, 'timeseries'),
-        FILE_STORAGE_PATH: join(work.dir, 'files'),
-        DEAD_LETTER_PATH: join(work.dir, 'dead-letter'),
-        COMMAND_STATE_PATH: join(work.dir, 'commands.jsonl'),
-        DISTRIBUTOR_STATE_DIR: join(work.dir, 'distributor-state'),
-        ...env,
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    const exited = new Promise<void>((r) => child.once('exit', () => r()));
-    try {
-      const deadline = Date.now() + 45_000;
-      while (!out.includes('Inspect the TLS endpoint')) {
-        if (child.exitCode !== null || child.signalCode !== null) assert.fail(`npm start exited before it ran: ${err}${out}`);
-        if (Date.now() > deadline) assert.fail(`npm start did not print its banner within 45 s: ${err}${out}`);
-        await new Promise((r) => setTimeout(r, 100));
-      }
-      return out;
-    } finally {
-      child.kill('SIGTERM');
-      await exited;
-    }
-  }
+  /** What npm start printed (cwd: the checkout, as `npm start` runs), once it printed all of it. */
+  const banner = (env: Record<string, string>): Promise<string> => npmStartBanner(REPO_ROOT, work.dir, 'Inspect the TLS endpoint', env);
 
   it('CERTS_DIR in the environment: the printed commands, typed in a shell whose default is another folder, issue into it and find the files', async () => {
     const certsDev = join(work.dir, 'certs-dev');

@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { Writable } from 'node:stream';
 import { join } from 'node:path';
 import { createLogger, type Logger } from '../../shared/logger.ts';
@@ -113,6 +114,43 @@ export function quietStartEnv(certsDir: string): Record<string, string> {
     CONSOLE_PORT: 'off',
     CONSOLE_METRICS_PORT: 'off',
   };
+}
+
+/**
+ * Runs `npm start` (scripts/start-embedded.ts) in `cwd` on quietStartEnv, its stores under `dir`,
+ * with `env` over both; returns what it printed once `until` is in it (at most 45 s), then stops it.
+ */
+export async function npmStartBanner(cwd: string, dir: string, until: string, env: Record<string, string> = {}): Promise<string> {
+  const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), join(import.meta.dirname, '..', '..', 'scripts', 'start-embedded.ts')], {
+    cwd,
+    env: {
+      ...quietStartEnv(join(dir, 'certs')),
+      TIMESERIES_LOCAL_PATH: join(dir, 'timeseries'),
+      FILE_STORAGE_PATH: join(dir, 'files'),
+      DEAD_LETTER_PATH: join(dir, 'dead-letter'),
+      COMMAND_STATE_PATH: join(dir, 'commands.jsonl'),
+      DISTRIBUTOR_STATE_DIR: join(dir, 'distributor-state'),
+      ...env,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  try {
+    const deadline = Date.now() + 45_000;
+    while (!out.includes(until)) {
+      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`npm start exited before it printed "${until}": ${err}${out}`);
+      if (Date.now() > deadline) throw new Error(`npm start did not print "${until}" within 45 s: ${err}${out}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    return out;
+  } finally {
+    child.kill('SIGTERM');
+    await exited;
+  }
 }
 
 /** The settings of an internal service reaching the fixture's broker with `service`'s certificate. */
