@@ -503,7 +503,7 @@ describe('backup and restore', () => {
   });
 
   it("a compose host whose .env is docs/deployment.md's copy of .env.example: backup takes the compose file's journal", () => {
-    // `cp .env.example .env` is the set-up of both servers, and the admin command reads .env as the
+    // A copy of .env.example (`install -m 0600 .env.example .env`) is the set-up of both servers, and the admin command reads .env as the
     // services do: a COMMAND_STATE_PATH there is a setting, which wins over finding the compose
     // file's journal, and a backup of the internal server held no command journal.
     const checkout = join(work.dir, 'compose-host-dotenv');

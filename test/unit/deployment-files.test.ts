@@ -250,10 +250,10 @@ describe('deployment files', () => {
   });
 
   it('docker-compose.internal.yml passes docker-compose config with what docs/deployment.md says to set: an InfluxDB 2.x or 1.x of your own, or none, no profile', () => {
-    // docs/deployment.md, "3. Internal server": `cp .env.example .env  # set ...`, then `up`.
+    // docs/deployment.md, "3. Internal server": `install -m 0600 .env.example .env  # set ...`, then `up`.
     const lines = readFileSync(join(repoRoot, 'docs', 'deployment.md'), 'utf8').split('\n');
     const up = lines.indexOf('docker-compose -f docker-compose.internal.yml up -d --build');
-    const told = /^cp \.env\.example \.env\s+# set (.*)$/.exec(lines[up - 1] ?? '')?.[1];
+    const told = /^install -m 0600 \.env\.example \.env\s+# set (.*)$/.exec(lines[up - 1] ?? '')?.[1];
     assert.ok(told, 'the set-up names the settings to set');
     const named = new Set(told.match(/\b[A-Z][A-Z0-9_]*[A-Z0-9]\b/g));
     // Every variable the compose file requires (${VAR:?...}) is one the doc names.
@@ -300,6 +300,29 @@ describe('deployment files', () => {
     const fresh = spawnSync('docker-compose', [...envFile, '-f', join(repoRoot, 'docker-compose.internal.yml'), 'config', '-q'], { env: { PATH: process.env.PATH }, encoding: 'utf8', cwd: repoRoot });
     assert.notEqual(fresh.status, 0);
     assert.match(fresh.stderr, /set (DMZ_BROKER_HOST|COMMAND_API_TOKEN|GRAFANA_ADMIN_PASSWORD|BRIDGE_STATE_TOKEN)/);
+  });
+
+  it(".env, made as docs/deployment.md says from .env.example, is readable by its owner only: it holds the servers' tokens and passwords", () => {
+    // The internal server's .env holds COMMAND_API_TOKEN (commands to every device),
+    // GRAFANA_ADMIN_PASSWORD, BRIDGE_STATE_TOKEN and the InfluxDB token. A `cp` of the repository's
+    // 0644 .env.example, under an operator's usual umask 022, left them readable by every local user.
+    const lines = [...readFileSync(join(repoRoot, 'docs', 'deployment.md'), 'utf8').matchAll(/^(\S[^#\n]*\.env\.example[^#\n]*?)\s*(#.*)?$/gm)]
+      .map((m) => m[1] as string)
+      .filter((l) => /\s\.env$/.test(l));
+    assert.ok(lines.length >= 2, `the DMZ and internal servers' set-up each make a .env: ${lines.join(' | ')}`);
+    const tmp = tempDir('env-mode');
+    try {
+      for (const [i, line] of lines.entries()) {
+        const site = join(tmp.dir, `site-${i}`);
+        mkdirSync(site);
+        writeFileSync(join(site, '.env.example'), readFileSync(join(repoRoot, '.env.example')), { mode: 0o644 });
+        execFileSync('sh', ['-c', `umask 022 && ${line}`], { cwd: site });
+        const mode = statSync(join(site, '.env')).mode & 0o777;
+        assert.equal(mode & 0o077, 0, `\`${line}\` makes .env mode 0${mode.toString(8)}: readable by others than its owner`);
+      }
+    } finally {
+      tmp.cleanup();
+    }
   });
 
   it("docker-compose.internal.yml's InfluxDB (with-influxdb) refuses to start without its password and token, naming them, and else runs the image's entrypoint", () => {
