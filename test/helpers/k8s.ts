@@ -75,6 +75,8 @@ export const KubeObject = z.object({
   spec: z
     .object({
       replicas: z.number().optional(),
+      // a Deployment's: Recreate where its pod's PersistentVolumeClaim is one pod's
+      strategy: z.object({ type: z.string() }).optional(),
       selector: LabelSelector.optional(),
       template: z.object({ metadata: z.object({ labels: Labels }), spec: PodSpec }).optional(),
       volumeClaimTemplates: z.array(z.object({ metadata: z.object({ name: z.string() }) })).optional(),

@@ -308,6 +308,44 @@ describe('Kubernetes manifests', () => {
         assert.equal(seen > 0, tier.overlay === 'internal');
       });
 
+      it("keeps on a PersistentVolumeClaim each folder compose keeps in the host's data/, and one pod at a time writes it", () => {
+        // A folder compose keeps across `docker-compose up` is state someone relies on: on an emptyDir
+        // a pod deleted (a drain, an upgrade) comes back without it. Grafana's holds the contact
+        // points and notification policies the operator adds (docs/monitoring.md: none is
+        // provisioned), and its silences: on an emptyDir the per-device alerts went nowhere after
+        // every new pod. Left out, each for its reason (docs/kubernetes.md's table):
+        const NOT_KEPT: Record<string, string> = {
+          'caddy:/config': "Caddy's copy of its own configuration, made again from the Caddyfile at each start",
+          'caddy:/run/fieldstream': 'the socket of EDGE_HOP=unix; Kubernetes runs the mtls hop',
+          'gateway:/run/fieldstream': 'the socket of EDGE_HOP=unix; Kubernetes runs the mtls hop',
+          'dmz-prometheus:/prometheus': 'two days of gateway series the internal Prometheus has pulled already',
+        };
+        const Services = z.object({ services: z.record(z.string(), z.object({ profiles: z.array(z.string()).optional(), volumes: z.array(z.string()).optional() })) });
+        const [doc] = z.array(z.unknown()).parse(toJson(readFileSync(join(repoRoot, tier.compose), 'utf8')));
+        let seen = 0;
+        for (const [name, svc] of Object.entries(Services.parse(doc).services)) {
+          if (svc.profiles?.length) continue;
+          for (const v of svc.volumes ?? []) {
+            const [source = '', path = '', mode] = v.split(':');
+            if (!source.startsWith('./data/') || mode === 'ro' || NOT_KEPT[`${name}:${path}`]) continue;
+            seen++;
+            const w = workloads().find((o) => o.metadata.name === name) ?? assert.fail(`no workload ${name}`);
+            const claims = new Set((w.spec.volumeClaimTemplates ?? []).map((t) => t.metadata.name));
+            const volumes = new Map(podSpecOf(w).volumes?.map((x) => [x.name, x]));
+            const c = containersOf(w)[0] ?? assert.fail(name);
+            const where = `${name}: ${path} (compose: ${source})`;
+            const mount = (c.volumeMounts ?? []).filter((m) => path === m.mountPath || path.startsWith(`${m.mountPath}/`)).sort((a, b) => b.mountPath.length - a.mountPath.length)[0] ?? assert.fail(`${where}: on no volume`);
+            assert.ok(!mount.readOnly, `${where}: writable`);
+            const claim = volumes.get(mount.name)?.persistentVolumeClaim;
+            assert.ok(claims.has(mount.name) || claim, `${where}: on ${mount.name}, not a PersistentVolumeClaim: a new pod starts without it`);
+            // A claim of the Deployment's own (ReadWriteOnce) is one pod's: a rolling update's second
+            // pod would wait for the volume on another node, or write the same files beside the first.
+            if (claim && w.kind === 'Deployment') assert.equal(w.spec.strategy?.type, 'Recreate', `${name}: PVC ${claim.claimName} is replaced by Recreate, one pod at a time`);
+          }
+        }
+        assert.ok(seen > 0, `${tier.compose} keeps folders in data/`);
+      });
+
       it('runs the brokers as StatefulSets with their store on a PVC, the repository\'s configuration and renderer', () => {
         const broker = named('StatefulSet', `${tier.overlay}-mosquitto`);
         assert.ok(broker.spec.volumeClaimTemplates?.some((t) => t.metadata.name === 'data'));
