@@ -4,6 +4,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, statSync, symlinkSync, wri
 import { dirname, join, relative, resolve } from 'node:path';
 import { isBuiltin } from 'node:module';
 import { describe, it } from 'node:test';
+import { z } from 'zod';
 import { denyFilters, readFilters, writeFilters } from '../../shared/acl.ts';
 import { GatewayConfigSchema } from '../../dmz/gateway/config.ts';
 import { DistributorConfigSchema } from '../../internal-network/distributor/config.ts';
@@ -674,6 +675,28 @@ describe('deployment files', () => {
       assert.deepEqual(uncopied('docker-compose.internal.yml', listed(m[2] as string)), [], 'generate-certificates.sh, internal server');
     } finally {
       tmp.cleanup();
+    }
+  });
+
+  it("every container of the compose files, the device bundle's too, keeps a bounded log: rotated, never more than LOG_MAX_BYTES", () => {
+    // Docker's default json-file driver keeps a container's stdout for as long as the container
+    // exists, growing without end: on a field device, years of reconnects and refusals would fill
+    // the disk the durable queue (FIELD_QUEUE_MAX_BYTES, bounded itself) writes to; on a DMZ server,
+    // the gateways' connection logs the one the broker persists its queue on.
+    const LOG_MAX_BYTES = 64 * 2 ** 20;
+    const Logging = z.object({ driver: z.enum(['json-file', 'local']), options: z.object({ 'max-size': z.string(), 'max-file': z.string() }) });
+    const bytes = (size: string): number => {
+      const m = /^(\d+)([kmg])$/.exec(size) ?? assert.fail(`max-size ${size}: a number and k, m or g`);
+      return Number(m[1]) * 1024 ** ' kmg'.indexOf(m[2] as string);
+    };
+    for (const file of ['docker-compose.dmz.yml', 'docker-compose.internal.yml', 'field-client/docker-compose.yml']) {
+      const parsed = JSON.parse(execFileSync('python3', ['-c', 'import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)'], { input: readFileSync(join(repoRoot, file), 'utf8'), encoding: 'utf8' })) as { services: Record<string, { logging?: unknown }> };
+      for (const [name, svc] of Object.entries(parsed.services)) {
+        const r = Logging.safeParse(svc.logging);
+        assert.ok(r.success, `${file}: ${name} keeps its log without bound (logging: ${JSON.stringify(svc.logging)})`);
+        const kept = bytes(r.data.options['max-size']) * Number(r.data.options['max-file']);
+        assert.ok(kept > 0 && kept <= LOG_MAX_BYTES, `${file}: ${name} keeps up to ${kept} bytes of log`);
+      }
     }
   });
 
