@@ -57,6 +57,12 @@ const TIERS: Tier[] = [
 
 /** docs/configuration.md: each service's /metrics, /healthz and /readyz port. */
 const METRICS_PORTS: Record<string, number> = { gateway: 9464, distributor: 9465, 'command-api': 9466, 'broker-exporter': 9468, console: 9469 };
+/**
+ * The services of one pod that go on answering their callers while cut from the internal broker:
+ * the console shows every page with a notice saying since when (docs/console.md), the command API
+ * takes a command and sends it once the broker is back. Their port for those callers.
+ */
+const SERVED_WHILE_CUT: Record<string, number> = { console: 8090, 'command-api': 8080 };
 
 function toJson(yamlText: string): unknown {
   return JSON.parse(
@@ -217,10 +223,19 @@ describe('Kubernetes manifests', () => {
             const where = `${w.metadata.name}/${c.name}`;
             assert.ok(c.livenessProbe && c.readinessProbe, `${where}: probes`);
             const port = METRICS_PORTS[w.metadata.name];
+            const served = SERVED_WHILE_CUT[w.metadata.name];
             if (port !== undefined) {
               assert.ok(c.env?.some((e) => /_METRICS_PORT$/.test(e.name) && e.value === String(port)), `${where}: metrics on ${port}`);
               assert.deepEqual([c.livenessProbe.httpGet?.path, c.livenessProbe.httpGet?.port], ['/healthz', port], where);
-              assert.deepEqual([c.readinessProbe.httpGet?.path, c.readinessProbe.httpGet?.port], ['/readyz', port], where);
+              if (served === undefined) assert.deepEqual([c.readinessProbe.httpGet?.path, c.readinessProbe.httpGet?.port], ['/readyz', port], where);
+              else {
+                // /readyz says whether it reaches the broker; failing it would take the one pod out
+                // of the Service its callers come through, and they would get no answer at all
+                // instead of its own (the console's notice, the command API's queued command).
+                assert.deepEqual([c.readinessProbe.tcpSocket?.port, c.readinessProbe.httpGet], [served, undefined], `${where}: ready while its port ${served} takes connections, broker or not`);
+                const svc = (renderedServices.get(tier.overlay) ?? []).find((x) => x.metadata.name === w.metadata.name) ?? assert.fail(`${where}: no Service ${w.metadata.name}`);
+                assert.ok(svc.spec.ports.some((p) => p.targetPort === served), `${where}: the Service ${svc.metadata.name} carries ${served}`);
+              }
             } else if (c.image.startsWith('eclipse-mosquitto:')) {
               assert.equal(c.livenessProbe.tcpSocket?.port, 8883, where);
               assert.equal(c.readinessProbe.tcpSocket?.port, 8883, where);
