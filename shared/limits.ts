@@ -1401,8 +1401,9 @@ export const TIMINGS = {
   /** milliseconds. At an orderly stop, the field client sends SIGTERM to the process group of each
    * exec command still running, and SIGKILL this long after to what is left of it; it waits for their
    * answers (journaled and queued) up to twice this. A program left running after its client stopped
-   * carried on unseen, and its command was answered as though it had failed. Within the 10 s a
-   * container's stop gives before its SIGKILL, with room for the rest of the client's stop. A start
+   * carried on unseen, and its command was answered as though it had failed. The device's compose
+   * file gives its stop 30 s before Docker's SIGKILL (stop_grace_period; the default, 10 s, is less
+   * than these waits and the rest of the client's stop). A start
    * after a SIGKILL gives the programs that client left running the same grace (command-orphans.ts). */
   fieldCommandStopGraceMs: 5_000,
   /** milliseconds. How often a start looks whether the process group of a program its killed

@@ -14,6 +14,7 @@ import { BrokerExporterConfigSchema } from '../../internal-network/broker-export
 import { setupPki } from '../../pki/onboarding.ts';
 import { buildDeviceBundle, issueDeviceCertificate } from '../../pki/device-bundle.ts';
 import { tempDir } from '../helpers/pki.ts';
+import { TIMINGS } from '../../shared/limits.ts';
 import { postgresSettings } from '../../internal-network/shared/postgres-settings.ts';
 
 const repoRoot = join(import.meta.dirname, '..', '..');
@@ -698,6 +699,16 @@ describe('deployment files', () => {
         assert.ok(kept > 0 && kept <= LOG_MAX_BYTES, `${file}: ${name} keeps up to ${kept} bytes of log`);
       }
     }
+  });
+
+  it("the field client's container is given the time of its orderly stop before Docker's SIGKILL", () => {
+    // Its stop waits for the answers of exec commands still running (up to twice
+    // TIMINGS.fieldCommandStopGraceMs), then closes its queue and connection: past Docker's default
+    // 10 s, after which the programs' answers waited for the next start.
+    const parsed = JSON.parse(execFileSync('python3', ['-c', 'import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)'], { input: readFileSync(join(repoRoot, 'field-client', 'docker-compose.yml'), 'utf8'), encoding: 'utf8' })) as { services: Record<string, { stop_grace_period?: string }> };
+    const grace = parsed.services['field-client']?.stop_grace_period ?? '10s';
+    const m = /^(\d+)s$/.exec(grace) ?? assert.fail(`stop_grace_period ${grace}: seconds`);
+    assert.ok(Number(m[1]) * 1000 >= 2 * TIMINGS.fieldCommandStopGraceMs + 10_000, `stop_grace_period ${grace}`);
   });
 
   it("the field client's compose file passes docker-compose config inside a device bundle", () => {
