@@ -77,6 +77,11 @@ export const ERRORS = {
   },
   GATEWAY_UNFINISHED_FRAMES_FULL: { http: 503, transient: true, description: 'Devices together keep more of unfinished messages buffered than the gateway holds: the connection keeping the most was closed (1013); send again later.' },
   GATEWAY_TOO_MANY_PENDING: { http: 503, transient: true, description: 'The gateway holds as many connections in their handshake or upgrade as it accepts: this one was closed as it was accepted; try again later.' },
+  GATEWAY_RECONNECTING_TOO_FAST: {
+    http: 429,
+    transient: true,
+    description: 'This device opened more connections to the gateway in a short time than it may; try again in a few seconds.',
+  },
   GATEWAY_TOO_MANY_CONNECTIONS: { http: 503, transient: true, description: 'The gateway holds as many connections as it accepts; try again later.' },
   GATEWAY_SUPERSEDED: { http: 409, transient: false, description: 'Another connection of the same device replaced this one.' },
   GATEWAY_WRONG_PATH: { http: 404, transient: false, description: 'The WebSocket endpoint is at another path.' },

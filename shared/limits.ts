@@ -956,6 +956,12 @@ export const LIMITS = {
    * publishes them through the bridge without end. The rest are counted, and their number logged in
    * the next window; command_api_responses_refused_total counts every refused response. */
   commandApiRefusalLogMaxPerWindow: 5,
+  /** connections. How many WebSocket connections one device (its certificate's or token's id) may
+   * open at a gateway in a row before it must wait TIMINGS.gatewayDeviceConnectRefillMs for each
+   * next one (GATEWAY_RECONNECTING_TOO_FAST, 429): every connection opened costs two log lines and
+   * two retained presences carried to the internal network and stored there, and a device
+   * connecting and hanging up in a loop made as many as its TLS handshakes allowed. */
+  gatewayDeviceConnectsBurst: 20,
 } as const;
 
 export type Limits = typeof LIMITS;
@@ -1427,6 +1433,10 @@ export const TIMINGS = {
    * GATEWAY_RATE_LIMITED answer): its frames wait in its TCP connection meanwhile, rather than each
    * being read, parsed and refused. A device that keeps to its limits never meets it. */
   gatewayRateLimitedPauseMs: 500,
+  /** milliseconds. One connection of a device's budget (LIMITS.gatewayDeviceConnectsBurst) comes back
+   * this long after each: a device may open 20 a minute for as long as it likes, one every 3 s.
+   * A field client's back-off never comes near it but on a link that drops every few seconds. */
+  gatewayDeviceConnectRefillMs: 3_000,
   /** milliseconds. Longest pause (TIMINGS.transientRewindMs doubled after each transient error that
    * was followed by no progress, with jitter) before the field client sends again after a transient
    * error frame; the pause starts over at base once the gateway acks something. A gateway answering

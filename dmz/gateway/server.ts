@@ -25,6 +25,7 @@ import { Heartbeat } from './heartbeat.ts';
 import { UnfinishedFrames } from './unfinished-frames.ts';
 import { HeldBytesByDevice } from './read-pause.ts';
 import { CertificateExpiry } from './certificate-expiry.ts';
+import { ConnectBudget, type ConnectBudgetOptions } from './connect-budget.ts';
 
 export interface GatewayServerOptions extends ListenerOptions {
   gatewayId: string;
@@ -44,6 +45,8 @@ export interface GatewayServerOptions extends ListenerOptions {
   envelopes?: UplinkEnvelopes | undefined;
   /** connections held at most */
   maxConnections?: number | undefined;
+  /** connections one device may open in a row, and how soon one more (connect-budget.ts; default LIMITS/TIMINGS) */
+  deviceConnects?: ConnectBudgetOptions | undefined;
   /** bytes of unfinished messages all devices together may keep buffered (unfinished-frames.ts; default LIMITS.gatewayUnfinishedFramesMaxBytes) */
   unfinishedFramesMaxBytes?: number | undefined;
   /** envelope bytes handed to the broker and not acknowledged yet, past which messages are refused (uplink-publisher.ts backlogBytes; default LIMITS.gatewayBrokerBacklogMaxBytes) */
@@ -118,6 +121,7 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
   });
   metrics.bind({ brokerConnected: () => options.mqtt.connected, connections: () => live.size, pending: () => pending.pending, unfinishedBytes: () => unfinished.bytes, brokerBacklogBytes: () => publisher.backlogBytes });
   const rate = options.rateLimits ? new DeviceRateLimiter(options.rateLimits) : undefined;
+  const connects = new ConnectBudget(options.deviceConnects);
   const revoked = new RevokedSerials(options.revokedSerialsFile, log.child({ subsystem: 'revocation' }), (serials) => {
     for (const { identity, session } of live.values()) {
       if (serials.has(identity.serial.toUpperCase())) {
@@ -189,6 +193,9 @@ export async function startGatewayServer(options: GatewayServerOptions): Promise
       if (identity.proxySerial !== undefined && revoked.has(identity.proxySerial)) throw new FieldStreamError('GATEWAY_UNTRUSTED_PROXY', "The proxy's certificate is revoked.");
       if (revoked.has(identity.serial)) throw new FieldStreamError('GATEWAY_CERTIFICATE_REVOKED', undefined, { deviceId: identity.deviceId });
       if (options.maxConnections !== undefined && live.size >= options.maxConnections) throw new FieldStreamError('GATEWAY_TOO_MANY_CONNECTIONS');
+      // Last, so that only a connection let in is charged: each costs two log lines and two
+      // retained presences stored inside, and a device connecting in a loop made them without bound.
+      if (!connects.take(identity.deviceId)) throw new FieldStreamError('GATEWAY_RECONNECTING_TOO_FAST', undefined, { deviceId: identity.deviceId });
     } catch (err) {
       // Identities are refused with a code (identity.ts); an error without one is a fault of the
       // gateway (a token's hash failing), not the device's missing certificate.

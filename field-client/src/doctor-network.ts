@@ -123,6 +123,8 @@ export async function websocket(ctx: Context): Promise<CheckResult> {
         resolve({ name: 'websocket', level: 'fail', detail: `upgrade refused: HTTP ${res.statusCode} ${code}`, hint:
             code === 'GATEWAY_WRONG_PATH'
               ? 'Check the path of GATEWAY_URL (/ws).'
+              : code === 'GATEWAY_RECONNECTING_TOO_FAST' || code === 'GATEWAY_TOO_MANY_CONNECTIONS'
+                ? 'The gateway refused for now (this device connected too often in a row, or the gateway is full: docs/errors.md); the client retries by itself. Run the doctor again in a minute.'
               : ctx.token !== undefined
                 ? 'Check the token and that GATEWAY_URL is the token route (docs/errors.md: GATEWAY_TOKEN_*).'
                 : 'Check that the certificate is a device certificate of this CA.',
