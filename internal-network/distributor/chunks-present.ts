@@ -18,7 +18,14 @@ import { LIMITS } from '../../shared/limits.ts';
  * each arrival meets at most one absent, so the looks cost count + arrivals in all. A chunk
  * delivered again finds its bit set and changes nothing.
  *
- * An index is marked only once its chunk has its name (renamed in): chunks never leave the folder
+ * The bytes of the chunks known present are counted with them (each index once, at the size it has
+ * when marked: a chunk is never put in place of another of another length, file-store.ts), so that
+ * chunks adding up to more than the file declared are refused as they come, not at a join that waits
+ * for every index: without chunk 0, up to 65,536 chunks each as large as the file were kept, never
+ * joined. Those another distributor wrote count once this one meets them (its listing, or passing
+ * them in order): distributors sharing the storage hold at most the file's size each.
+ *
+ * An index is marked only once its chunk has its name (linked in): chunks never leave the folder
  * but with the whole transfer (stored, or set aside with its verdict: the markers answer from then
  * on), or an operator moving it away; then the join finds a chunk missing and the caller forgets
  * the transfer (`forget`), which is listed again at its next chunk.
@@ -30,17 +37,18 @@ export class ChunksPresent {
   constructor(private readonly maxTransfers: number = LIMITS.fileStoreChunkIndexTransfersMax) {}
 
   /**
-   * Chunk `index` is in `partial` (durably named): whether every index below `count` is there now.
+   * Chunk `index`, of `bytes` bytes, is in `partial` (durably named): whether every index below
+   * `count` is there now, and the bytes of the chunks known there (`held`).
    * Rejects with the file system's error (the folder gone: another consumer completed or set aside
    * the transfer meanwhile), the transfer forgotten.
    */
-  async add(partial: string, index: number, count: number): Promise<boolean> {
+  async add(partial: string, index: number, count: number, bytes: number): Promise<{ complete: boolean; held: number }> {
     let t = this.transfers.get(partial);
     if (t) {
       this.transfers.delete(partial); // most recently used: to the end
       this.transfers.set(partial, t);
     } else {
-      t = { bits: new Uint8Array(0), firstUnknown: 0, listed: undefined };
+      t = { bits: new Uint8Array(0), firstUnknown: 0, held: 0, listed: undefined };
       t.listed = listInto(partial, t);
       this.transfers.set(partial, t);
       // Bounded: a device may open transfers without end. One forgotten is listed again at its next chunk.
@@ -48,17 +56,18 @@ export class ChunksPresent {
     }
     try {
       await t.listed;
-      mark(t, index);
+      mark(t, index, bytes);
       while (t.firstUnknown < count) {
         if (has(t, t.firstUnknown)) {
           t.firstUnknown++;
           continue;
         }
         const at = t.firstUnknown;
-        if (!(await chunkThere(partial, at))) return false;
-        mark(t, at); // the loop passes it (a concurrent arrival may have passed it already)
+        const size = await chunkSize(partial, at);
+        if (size === undefined) return { complete: false, held: t.held };
+        mark(t, at, size); // the loop passes it (a concurrent arrival may have passed it already)
       }
-      return true;
+      return { complete: true, held: t.held };
     } catch (err) {
       this.forget(partial);
       throw err;
@@ -81,23 +90,29 @@ interface Transfer {
   bits: Uint8Array;
   /** every index below it is known present */
   firstUnknown: number;
+  /** bytes of the chunks marked, each at the size it had when marked */
+  held: number;
   /** the one listing of the folder, when this process met the transfer */
   listed: Promise<void> | undefined;
 }
 
 const CHUNK_NAME = /^(0|[1-9][0-9]{0,8})\.chunk$/;
 
-/** The folder's chunks, marked: once per transfer met. */
+/** The folder's chunks, marked with their sizes: once per transfer met. */
 async function listInto(partial: string, t: Transfer): Promise<void> {
   for (const name of await readdir(partial)) {
     const m = CHUNK_NAME.exec(name);
-    if (m) mark(t, Number(m[1]));
+    if (!m) continue;
+    const size = await chunkSize(partial, Number(m[1]));
+    if (size !== undefined) mark(t, Number(m[1]), size);
   }
 }
 
-function mark(t: Transfer, index: number): void {
+/** Marks chunk `index` present, counting its `bytes` unless it was marked already. */
+function mark(t: Transfer, index: number, bytes: number): void {
   // Never past the contract's bound on chunks (a name an operator or another program left there).
-  if (index >= LIMITS.fileMaxChunks) return;
+  if (index >= LIMITS.fileMaxChunks || has(t, index)) return;
+  t.held += bytes;
   const byte = index >> 3;
   if (byte >= t.bits.length) {
     const grown = new Uint8Array(Math.min(Math.ceil(LIMITS.fileMaxChunks / 8), Math.max(byte + 1, t.bits.length * 2)));
@@ -112,13 +127,12 @@ function has(t: Transfer, index: number): boolean {
   return byte < t.bits.length && (t.bits[byte]! & (1 << (index & 7))) !== 0;
 }
 
-/** Whether INDEX.chunk is in the folder; a failure to tell but its absence is thrown. */
-async function chunkThere(partial: string, index: number): Promise<boolean> {
+/** The size of INDEX.chunk in the folder, undefined when it is not there; a failure to tell but its absence is thrown. */
+async function chunkSize(partial: string, index: number): Promise<number | undefined> {
   try {
-    await lstat(join(partial, `${index}.chunk`));
-    return true;
+    return (await lstat(join(partial, `${index}.chunk`))).size;
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw err;
   }
 }

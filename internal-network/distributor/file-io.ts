@@ -1,6 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { constants, type Dirent } from 'node:fs';
-import { lstat, open, opendir, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { link, lstat, open, opendir, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FieldStreamError } from '../../shared/errors.ts';
 
@@ -115,5 +115,29 @@ export async function writeTemp(dir: string, data: Buffer, tmp = join(dir, `.inc
   } catch (err) {
     await unlink(tmp).catch(() => undefined);
     throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `Cannot write in ${dir}: ${(err as Error).message}`, { path: dir }, { cause: err });
+  }
+}
+
+/**
+ * Gives a chunk written to `tmp` its name `chunkPath`, unless one is there: returns undefined when
+ * linked, or the length of the chunk found there, which stays. Never renamed over it: the one
+ * received first stays. A copy of it (a redelivery) is the same length; one of another length is
+ * the device contradicting a chunk receipted (deleted on its side), and put in its place it made
+ * the bytes the store counts (each index once, chunks-present.ts) no longer the bytes held: a device
+ * could send each chunk small, then large. `tmp` is gone either way.
+ */
+export async function linkChunk(tmp: string, chunkPath: string): Promise<number | undefined> {
+  try {
+    return await link(tmp, chunkPath).then(
+      () => undefined,
+      async (err: NodeJS.ErrnoException) => {
+        if (err.code !== 'EEXIST') throw err;
+        const there = await lstat(chunkPath);
+        if (!there.isFile()) throw new Error(`${chunkPath} is not a file`); // a storage gone wrong: retried
+        return there.size;
+      },
+    );
+  } finally {
+    await unlink(tmp).catch(() => undefined);
   }
 }

@@ -9,7 +9,7 @@ import { syncDir } from '../../shared/durable-fs.ts';
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
 import { LIMITS } from '../../shared/limits.ts';
 import { ChunksPresent } from './chunks-present.ts';
-import { checkSize, entries, exists, ifGone, io, writeTemp } from './file-io.ts';
+import { checkSize, entries, exists, ifGone, io, linkChunk, writeTemp } from './file-io.ts';
 import { createDoneMarker, createFailedMarker, readDone, readFailed, type FailedTransfer } from './file-markers.ts';
 import { placeFile } from './file-placement.ts';
 import { sweepFiles, type FileStoreSweep } from './file-sweep.ts';
@@ -153,8 +153,8 @@ export class FileStore {
     const data = Buffer.from(payload.data, 'base64');
     const chunkTmp = await writeTemp(partial, data);
     const chunkPath = join(partial, `${t.index}.chunk`);
-    await io(chunkPath, () => rename(chunkTmp, chunkPath));
-    await io(partial, () => syncDir(partial)); // the rename is what makes the receipted chunk findable
+    const heldBefore = await io(chunkPath, () => linkChunk(chunkTmp, chunkPath));
+    await io(partial, () => syncDir(partial)); // the link is what makes the receipted chunk findable
     // Another consumer may have failed the transfer meanwhile, and moved the folder this chunk went
     // to, or made it again after the move: looked at after the chunk is in, so this chunk is either
     // in the folder set aside or answered with the transfer's verdict (and set aside with it).
@@ -170,11 +170,29 @@ export class FileStore {
         details: { transferId: t.id, chunksKeptIn: aside },
       }));
     }
+    if (heldBefore !== undefined && heldBefore !== data.length) {
+      throw await this.setAside(deviceId, t.id, partial, (aside) => ({
+        code: 'DISTRIBUTOR_FILE_CHECKSUM',
+        message: `File ${t.id} (${payload.filename}) from ${deviceId}: chunk ${t.index} came again with ${data.length} bytes, where the one received had ${heldBefore}. Not stored; its chunks, as received (the first chunk ${t.index}), are kept in ${aside}.`,
+        details: { transferId: t.id, chunksKeptIn: aside },
+      }));
+    }
     // Complete when every index below `count` is there: not when enough files are (chunks of one id
     // that disagree on `count` would be counted, and the join would miss one on every redelivery).
     // Known from what this process saw (chunks-present.ts): a listing of the folder at each arrival
     // was quadratic, some two billion entries read for a file of 65,536 chunks.
-    if (!(await io(partial, () => this.present.add(partial, t.index, t.count)))) return undefined;
+    const known = await io(partial, () => this.present.add(partial, t.index, t.count, data.length));
+    // Chunks holding more than the whole file: it can never pass its checksum. Refused now, not at
+    // the join, which waits for every index: a device that never sends one (chunk 0) had each of up
+    // to 65,536 chunks, each as large as the file, receipted and kept for good.
+    if (known.held > t.size) {
+      throw await this.setAside(deviceId, t.id, partial, (aside) => ({
+        code: 'DISTRIBUTOR_FILE_CHECKSUM',
+        message: `File ${t.id} (${payload.filename}) from ${deviceId}: its chunks received hold ${known.held} bytes, more than the whole file the device declared (${t.size} bytes). Not stored; its chunks, as received, are kept in ${aside}.`,
+        details: { transferId: t.id, chunksKeptIn: aside },
+      }));
+    }
+    if (!known.complete) return undefined;
 
     const joined = await this.joinChunks(partial, t.count, t.size);
     if (!joined) {

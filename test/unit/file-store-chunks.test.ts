@@ -77,7 +77,11 @@ describe('file storage: chunked files', () => {
     assert.equal(await store.storeChunk('cam-3', three[2]!), undefined);
     // Two .chunk files now, and this one says count 2: 1.chunk is still missing.
     assert.equal(await store.storeChunk('cam-3', two[0]!), undefined);
-    const info = await store.storeChunk('cam-3', two[1]!);
+    // With it, the chunks held (the other cut's 2.chunk too) are more than the file: refused for good, kept.
+    await assert.rejects(store.storeChunk('cam-3', two[1]!), coded('DISTRIBUTOR_FILE_CHECKSUM'));
+    const again = chunksOf(file, 10, 'mixed-not');
+    assert.equal(await store.storeChunk('cam-3', again[0]!), undefined);
+    const info = await store.storeChunk('cam-3', again[1]!);
     assert.equal(info?.sha256, sha(file));
     assert.ok(readFileSync(join(root, info!.path)).equals(file));
   });
@@ -327,14 +331,58 @@ describe('file storage: chunked files', () => {
     assert.deepEqual(readdirSync(join(root, '.partial', 'cam-20')), [], 'nothing left in .partial');
   });
 
-  it('chunks adding up to more than the file they declare fail the transfer for good once their join passes that size, never joined whole', async () => {
+  it('chunks held for a transfer never add up to more than the file it declares: a device that never sends chunk 0 cannot fill the storage with receipted chunks that are never joined', async () => {
+    // Each chunk no larger than the file, but up to 65,536 of them: checked only at the join, which
+    // waits for every index, a device declaring 5 MiB kept 320 GiB in .partial/, receipted, for good.
+    const declared = 1000;
+    const file = randomBytes(declared * 40);
+    const chunks = chunksOf(file, declared, 'never-joined').map((c) => ({ ...c, transfer: { ...c.transfer, size: declared } }));
+    const partial = join(root, '.partial', 'cam-22', 'never-joined');
+    const held = () => (existsSync(partial) ? readdirSync(partial).reduce((n, f) => n + statSync(join(partial, f)).size, 0) : 0);
+    let err: FieldStreamError | undefined;
+    for (const c of chunks.slice(1)) {
+      err = await store.storeChunk('cam-22', c).then(() => undefined, (e: unknown) => e as FieldStreamError);
+      if (err) break;
+      assert.ok(held() <= declared, `${held()} bytes held in .partial for a file declared as ${declared}`);
+    }
+    assert.ok(err && coded('DISTRIBUTOR_FILE_CHECKSUM')(err), `refused once its chunks pass the size: ${String(err)}`);
+    assert.equal(err.details?.transferId, 'never-joined');
+    assert.equal(readdirSync(err.details?.chunksKeptIn as string).length, 2, 'the chunks as received, kept');
+    await assert.rejects(store.storeChunk('cam-22', chunks[5]!), coded('DISTRIBUTOR_FILE_CHECKSUM'), 'a chunk after: the verdict');
+    assert.equal(held(), 0, 'nothing left in .partial');
+  });
+
+  it('chunks written by other distributors count towards the declared size once a distributor meets the transfer (a restart lists them)', async () => {
+    const file = randomBytes(1800);
+    const chunks = chunksOf(file, 600, 'spread').map((c) => ({ ...c, transfer: { ...c.transfer, count: 10, size: 1000 } }));
+    const [a, b] = [new FileStore(root), new FileStore(root)];
+    assert.equal(await a.storeChunk('cam-23', chunks[1]!), undefined);
+    await assert.rejects(b.storeChunk('cam-23', chunks[2]!), coded('DISTRIBUTOR_FILE_CHECKSUM'), "the other's chunk listed: 1,200 bytes of 1,000");
+    await assert.rejects(new FileStore(root).storeChunk('cam-23', chunks[0]!), coded('DISTRIBUTOR_FILE_CHECKSUM'));
+  });
+
+  it('a chunk delivered again with another length is refused for good, never put in place of the one receipted: the bytes counted stay the bytes held', async () => {
+    const declared = 1000;
+    const one = (id: string, index: number, bytes: number) => ({ filename: 'file.bin', data: randomBytes(bytes).toString('base64'), transfer: { id, index, count: 40, size: declared, sha256: 'a'.repeat(64) } });
+    const partial = join(root, '.partial', 'cam-24', 'regrown');
+    for (let i = 1; i < 40; i++) assert.equal(await store.storeChunk('cam-24', one('regrown', i, 10)), undefined);
+    const err = await store.storeChunk('cam-24', one('regrown', 3, declared)).then(() => undefined, (e: unknown) => e as FieldStreamError);
+    assert.ok(err && coded('DISTRIBUTOR_FILE_CHECKSUM')(err), `a longer copy of chunk 3 refused: ${String(err)}`);
+    assert.equal(statSync(join(err.details?.chunksKeptIn as string, '3.chunk')).size, 10, 'the chunk received first kept');
+    assert.ok(!existsSync(partial), 'nothing left in .partial');
+    // The same chunk again, same length: a redelivery, as before.
+    const same = one('again', 1, 10);
+    assert.equal(await store.storeChunk('cam-24', same), undefined);
+    assert.equal(await store.storeChunk('cam-24', same), undefined);
+  });
+
+  it('chunks adding up to more than the file they declare fail the transfer for good as soon as they do, never joined', async () => {
     // Each chunk no larger than the file (refused at once otherwise), but many of them: joined whole
     // before the size was compared, a device declaring 1 KiB could have 65,536 chunks of 1 KiB (or
     // of 10 GiB, declaring that) copied into one temporary file first.
     const declared = 1000;
     const file = randomBytes(declared * 40);
     const chunks = chunksOf(file, declared, 'overflow').map((c) => ({ ...c, transfer: { ...c.transfer, size: declared } }));
-    for (const c of chunks.slice(0, -1)) assert.equal(await store.storeChunk('cam-21', c), undefined);
     // The join's writes counted (FileHandle.writeFile is the join's alone).
     const fh = await fs.promises.open(process.execPath, 'r');
     const proto = Object.getPrototypeOf(fh) as { writeFile: (data: Buffer, ...rest: unknown[]) => Promise<void> };
@@ -347,16 +395,17 @@ describe('file storage: chunked files', () => {
     };
     let err: FieldStreamError;
     try {
-      err = await store.storeChunk('cam-21', chunks.at(-1)!).then(() => assert.fail('stored'), (e: unknown) => e as FieldStreamError);
+      assert.equal(await store.storeChunk('cam-21', chunks.at(-1)!), undefined);
+      err = await store.storeChunk('cam-21', chunks[0]!).then(() => assert.fail('receipted'), (e: unknown) => e as FieldStreamError);
     } finally {
       proto.writeFile = original;
     }
     assert.ok(coded('DISTRIBUTOR_FILE_CHECKSUM')(err), String(err));
-    assert.ok(joined <= declared, `${joined} bytes joined for a file of ${declared}`);
+    assert.equal(joined, 0, 'nothing joined');
     const kept = err.details?.chunksKeptIn as string;
-    assert.equal(readdirSync(kept).length, chunks.length, 'every chunk kept as received');
+    assert.equal(readdirSync(kept).length, 2, 'every chunk kept as received');
     assert.ok(existsSync(join(root, '.failed', 'cam-21', 'overflow.json')), 'the verdict kept');
-    await assert.rejects(store.storeChunk('cam-21', chunks[0]!), coded('DISTRIBUTOR_FILE_CHECKSUM'), 'a chunk again: the verdict');
+    await assert.rejects(store.storeChunk('cam-21', chunks[1]!), coded('DISTRIBUTOR_FILE_CHECKSUM'), 'a chunk after: the verdict');
   });
 
   it('a distributor SIGKILLed between the verdict and the move of the chunks: the chunk delivered again moves them, with the same error', { skip: !strace && 'strace is not available' }, async () => {
