@@ -170,9 +170,15 @@ export class DurableQueue {
     this.segments.push(...segments);
     this.stats.corruptTails += corruptTails;
     const last = segments[segments.length - 1];
-    this.nextSeq = Math.max(this.book.watermark + 1, last ? last.lastSeq + 1 : 1);
     const first = segments[0];
     if (first) this.book.raiseWatermark(first.firstSeq - 1);
+    // Never below the epochs meta.json names (QueueEpochs.committedFloor): ack.json lost or damaged.
+    const floor = QueueEpochs.committedFloor(this.o.dir);
+    if (floor > this.book.watermark) {
+      this.o.log.info({ watermark: floor, fromAckFile: this.mark.written }, 'the committed watermark is raised to where the oldest epoch remembered begins: every number below it was committed');
+      this.book.raiseWatermark(floor);
+    }
+    this.nextSeq = Math.max(this.book.watermark + 1, last ? last.lastSeq + 1 : 1);
     this.commits.forget(lost);
     this.book.commitRanges(gaps, this.nextSeq);
     this.commits.deleteCommittedSegments();

@@ -161,6 +161,26 @@ export class QueueEpochs {
     return q;
   }
 
+  /**
+   * The numbers below the oldest epoch meta.json names: all committed, as an epoch is forgotten only
+   * once ack.json holds, synced, a watermark past its numbers (open). The queue's watermark never
+   * starts below it: with ack.json lost or damaged (written without fsync, a power cut on an SD card
+   * can leave it empty) the oldest segment is sent again, and records of a forgotten epoch that it
+   * still held (the segment went on under a new epoch after a power cut) were sent under the
+   * current one: ids never sent before, stored twice downstream, and never receipted under an epoch
+   * that does not name them, holding the watermark, and so the receipt window, for good.
+   * 0 when there is no meta.json, or it cannot be read (open refuses a damaged one).
+   */
+  static committedFloor(dir: string): number {
+    const path = join(dir, META);
+    if (!existsSync(path)) return 0;
+    try {
+      return (readMeta(path).epochs[0] as EpochEntry).from - 1;
+    } catch {
+      return 0;
+    }
+  }
+
   /** true while new numbers may not be given (open could not write the new epoch, or remove the clean-stop mark) */
   get drainOnly(): boolean {
     return this.unsaved.epoch !== undefined || this.unsaved.clean !== undefined;
