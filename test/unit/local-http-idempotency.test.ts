@@ -138,6 +138,29 @@ describe('local HTTP input: requests sent again with their Idempotency-Key', () 
     }
   });
 
+  it("a retry after the device's clock was stepped forward (NTP, a clock without a battery) is still answered as it was, queued once", async () => {
+    // The wall clock as the process reads it, stepped by `offset` (set before the input reads it).
+    const wallClock = Date.now;
+    let offset = 0;
+    Date.now = () => wallClock() + offset;
+    const { d, post, end } = await withInput('clock-step');
+    try {
+      const reading = '{"temperature": 19.5}';
+      const key = { 'idempotency-key': '"3b7d-clock-step"' };
+      const first = await post('/v1/timeseries', reading, key);
+      assert.equal(first.status, 202, JSON.stringify(first.body));
+      // Booted at the date its clock was left at, then set right: two days on in an instant.
+      offset = 2 * TIMINGS.localInputKeyKeptMs;
+      const again = await post('/v1/timeseries', reading, key);
+      assert.equal(again.status, 202, JSON.stringify(again.body));
+      assert.deepEqual(again.body, first.body, 'answered as it was: the same message ids');
+      assert.equal(d.queue.depth, 1, 'queued once');
+    } finally {
+      Date.now = wallClock;
+      await end();
+    }
+  });
+
   it('answers are kept within their bounds: LIMITS.localInputKeysKeptMax, LIMITS.localInputKeptAnswersMaxBytes, TIMINGS.localInputKeyKeptMs', () => {
     const limits = LIMITS as unknown as Record<string, number>;
     const saved = { keys: limits.localInputKeysKeptMax as number, bytes: limits.localInputKeptAnswersMaxBytes as number };

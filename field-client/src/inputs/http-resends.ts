@@ -35,7 +35,13 @@ export class KeyedRequests {
   private readonly taking = new Set<string>();
   private bytes = 0;
 
-  constructor(private readonly now: () => number = Date.now) {}
+  /**
+   * `now`: milliseconds on the clock answers are kept by: this process's monotonic clock, not the
+   * wall clock. A device without a battery-backed clock boots at the date it was left at, and NTP
+   * then steps it forward, days at once after a long outage: on the wall clock every answer kept
+   * expired at that step, and a producer's retry of a request taken just before was queued again.
+   */
+  constructor(private readonly now: () => number = () => performance.now()) {}
 
   /**
    * A request with `key` arrives: the answer kept for the key, to be compared with the request once
