@@ -324,6 +324,47 @@ describe('files taken into the outbox when the client stopped', () => {
   });
 });
 
+describe('a move across file systems killed between its copy and the removal of its source', () => {
+  const tmp = tempDir('outbox-xfs-kill');
+  after(() => tmp.cleanup());
+  const queuedFiles = (queue: DurableQueue) => queue.find((m) => m.dataType === FILE_TRANSFER);
+
+  it('queues the file once: the source the kill left in the watched folder goes at the next start, not taken again', async (t) => {
+    const other = '/dev/shm';
+    if (!existsSync(other) || statSync(other).dev === statSync(tmp.dir).dev) return t.skip('needs a second file system at /dev/shm');
+    const watched = mkdtempSync(join(other, 'fieldstream-xfs-kill-'));
+    try {
+      const source = join(watched, 'scan.tif');
+      writeFileSync(source, Buffer.alloc(256 * 1024, 9));
+      const data = join(tmp.dir, 'data');
+      // A real process taking the file, SIGKILLed as it is about to remove the source: its copy is
+      // whole and synced, its note says the outbox's copy is the file, the source is still there.
+      const code = `
+        const fs = (await import('node:fs')).default;
+        const { syncBuiltinESMExports } = await import('node:module');
+        const unlink = fs.unlinkSync;
+        fs.unlinkSync = (p, ...rest) => { if (String(p) === ${JSON.stringify(source)}) process.kill(process.pid, 'SIGKILL'); return unlink(p, ...rest); };
+        syncBuiltinESMExports();
+        const { FileOutbox } = await import(${JSON.stringify(join(import.meta.dirname, '..', '..', 'field-client', 'src', 'files', 'file-outbox.ts'))});
+        await new FileOutbox(${JSON.stringify(data)}, 64 * 1024).accept(${JSON.stringify(source)}, { move: true, filename: 'scan.tif' });
+        console.log('not killed');`;
+      const child = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], { cwd: join(import.meta.dirname, '..', '..'), encoding: 'utf8' });
+      assert.equal(child.signal, 'SIGKILL', `killed at the removal: ${child.stdout}${child.stderr}`);
+      assert.ok(existsSync(source), 'the source is still in the watched folder');
+
+      const queue = await DurableQueue.open({ dir: join(data, 'queue'), maxBytes: 1 << 30, segmentBytes: 1 << 20, fullPolicy: 'reject', sync: { mode: 'always' }, log: new LogCapture().logger });
+      await recoverOutbox(new FileOutbox(data, 64 * 1024), queue, new LogCapture().logger);
+      const queued = queuedFiles(queue).length;
+      // Queued, and the source left in the folder too: the folder's next look takes it again, a second file downstream.
+      assert.ok(queued + (existsSync(source) ? 1 : 0) === 1, `the file is taken once: ${queued} queued, source ${existsSync(source) ? 'still in the folder' : 'gone'}`);
+      assert.equal(queued, 1, 'the whole copy the kill left is queued, not dropped');
+      await queue.close();
+    } finally {
+      rmSync(watched, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('the outbox takes regular files only', () => {
   const tmp = tempDir('outbox-links');
   after(() => tmp.cleanup());

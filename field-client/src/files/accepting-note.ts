@@ -12,7 +12,15 @@ import type { Logger } from '../../../shared/logger.ts';
  * as the file. Written aside, synced and renamed (replaceFileDurablySync): a note is whole or absent.
  */
 export const NOTE = '.accepting';
-const AcceptingNoteSchema = z.strictObject({ filename: z.string().min(1), contentType: z.string().min(1), move: z.boolean() });
+/**
+ * The source a move across file systems copied, as it was (its path, device, inode, size and
+ * modification time), in the note from the copy's end until the source is removed: a kill or a
+ * power cut between the two left the whole copy noted as the file and the source in its folder,
+ * both taken. The next start removes the source when it is still that file (FileOutbox.resume).
+ */
+const SourceSchema = z.strictObject({ path: z.string().min(1), dev: z.number(), ino: z.number(), size: z.number(), mtimeMs: z.number() });
+export type NotedSource = z.infer<typeof SourceSchema>;
+const AcceptingNoteSchema = z.strictObject({ filename: z.string().min(1), contentType: z.string().min(1), move: z.boolean(), source: SourceSchema.optional() });
 export type AcceptingNote = z.infer<typeof AcceptingNoteSchema>;
 
 function notePath(dir: string, transferId: string): string {

@@ -9,7 +9,7 @@ import type { Logger } from '../../../shared/logger.ts';
 import { NOTE, readNotes, removeNote, writeNote, type AcceptingNote } from './accepting-note.ts';
 import { copyNoFollow } from './copy-no-follow.ts';
 import { FileRoom, type Reservation } from './file-room.ts';
-import { moveBack, moveIn } from './source-moves.ts';
+import { finishLeaving, moveBack, moveIn } from './source-moves.ts';
 import { growing, hashPrefix } from './taking-steps.ts';
 import { chunkBytesFor, type FileTransferRecord } from './transfer-record.ts';
 
@@ -208,7 +208,9 @@ export class FileOutbox {
     const from = existsSync(target) ? target : `${target}.tmp`;
     this.measured = undefined;
     if (!existsSync(from)) return undefined;
-    if (!note.move) {
+    // A move across file systems cut between its copy and its source's removal: the source goes now
+    // (unless it cannot leave: then it stays, to be taken again, and the copy is dropped).
+    if (!note.move || (note.source !== undefined && !finishLeaving(note.source))) {
       rmSync(from, { force: true });
       return undefined;
     }

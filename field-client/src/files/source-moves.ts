@@ -3,7 +3,7 @@ import { open, rename } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { FieldStreamError } from '../../../shared/errors.ts';
 import { syncDirSync } from '../../../shared/durable-fs.ts';
-import { writeNote, type AcceptingNote } from './accepting-note.ts';
+import { writeNote, type AcceptingNote, type NotedSource } from './accepting-note.ts';
 import { copyNoFollow } from './copy-no-follow.ts';
 import { cannotLeave, removeSourceSync } from './taking-steps.ts';
 
@@ -44,8 +44,9 @@ export async function moveIn(dir: string, transferId: string, source: string, tm
     const before = lstatSync(source);
     await copyNoFollow(source, tmp, limit);
     if (kept === undefined) {
-      // Whole and synced: from now on the outbox's copy is the file, and the source goes.
-      writeNote(dir, transferId, note);
+      // Whole and synced: from now on the outbox's copy is the file, and the source goes. Noted
+      // with it, so that a kill or a power cut before its removal does not leave both taken.
+      writeNote(dir, transferId, { ...note, source: { path: source, dev: before.dev, ino: before.ino, size: before.size, mtimeMs: before.mtimeMs } });
       // Unless it changed since the copy began: the copy saw growth only until it read to the end,
       // and what its producer wrote after (while the copy was synced, seconds on an SD card) would
       // go with the source, in no copy. Looked at last, just before the removal.
@@ -71,6 +72,31 @@ export async function moveIn(dir: string, transferId: string, source: string, tm
     note.move = false;
     sourceKept?.(kept);
   }
+}
+
+/**
+ * At a start, for a move across file systems whose note says its copy is the file: removes its
+ * source (`noted`) if it is still there and still that file (a kill or a power cut came between the
+ * copy and the removal). True when the copy is the file to send (the source gone, now or before,
+ * or replaced by another file, which is taken as any); false when the source cannot leave its
+ * folder (EACCES, EPERM, EROFS): it stays and is taken again, and the copy is to be dropped.
+ */
+export function finishLeaving(noted: NotedSource): boolean {
+  let now: Stats;
+  try {
+    now = lstatSync(noted.path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return true;
+    throw err;
+  }
+  if (now.dev !== noted.dev || now.ino !== noted.ino || now.size !== noted.size || now.mtimeMs !== noted.mtimeMs) return true;
+  try {
+    removeSourceSync(noted.path);
+  } catch (err) {
+    if (cannotLeave(err as NodeJS.ErrnoException)) return false;
+    throw err;
+  }
+  return true;
 }
 
 /** Whether the file at `path` is no longer the one `before` describes (its inode, size or modification time). */
