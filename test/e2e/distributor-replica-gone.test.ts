@@ -202,7 +202,7 @@ describe('a replica gone for good: the others take over its broker sessions (rea
       const old = new Date(Date.now() - 60_000);
       utimesSync(join(stateDir, 'instances', '2', 'lease.json'), old, old);
     };
-    await eventually(() => (setBack(), list(theirs).length === 0 ? true : undefined), 5_000, 'its sessions taken over');
+    await eventually(() => (setBack(), list(theirs).length === 0 ? true : undefined), 20_000, 'its sessions taken over');
     // Its renewal (every 5 s) finds the slot its own still and goes on; its next look lists them again.
     await eventually(() => (list(theirs).length === 2 ? true : undefined), 10_000, 'listed again by itself');
     assert.deepEqual(list(theirs).sort(), ['dozed-1', 'dozed-2']);
