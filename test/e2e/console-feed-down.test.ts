@@ -60,6 +60,7 @@ describe("the console pages while the console's own feed is down", () => {
     const row = sel('fleet-row', { 'device-id': DEVICE });
     await w.page.waitForSelector(`${row}[data-state="online"]`);
     await w.page.waitForSelector('main[data-feed="ok"]');
+    assert.equal(await w.page.textContent(sel('fleet-count')), '1 device', 'one device, counted in the singular');
     assert.equal(await w.page.isVisible(sel('feed-down')), false, 'no notice while the console hears the fleet');
 
     const beforeCut = Date.now();

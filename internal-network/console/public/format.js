@@ -41,6 +41,11 @@ export function number(v) {
   return a >= 1000 ? v.toFixed(1) : a >= 1 ? String(Number(v.toFixed(3))) : String(Number(v.toPrecision(4)));
 }
 
+/** A count and its noun, the noun in the plural but for one: "1 device", "0 devices", "2 devices". */
+export function plural(n, word) {
+  return `${number(n)} ${word}${n === 1 ? '' : 's'}`;
+}
+
 /** An anomaly score: two decimals are enough to compare. */
 export function score(v) {
   return typeof v === 'number' && Number.isFinite(v) ? v.toFixed(2) : value(v);

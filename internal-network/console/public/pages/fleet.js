@@ -3,7 +3,7 @@
 // and the virtual table draws only the rows in view.
 
 import { h, setText, setData } from '../dom.js';
-import { relativeTime, dateTime, fieldsSummary, readingSummary, number, setBadge, badge } from '../format.js';
+import { relativeTime, dateTime, fieldsSummary, readingSummary, number, plural, setBadge, badge } from '../format.js';
 import { VirtualTable } from '../virtual-table.js';
 
 /** Must match `.fleet-table .vrow` height in console.css. */
@@ -186,7 +186,7 @@ export function mountFleet(root, { store, openDevice }) {
     table.setRows(rows);
     for (const s of STATES) setText(stateCounts.get(s), perState[s]);
     const total = store.devices.size;
-    setText(count, query ? `${rows.length} of ${total} devices` : `${total} devices`);
+    setText(count, query ? `${rows.length} of ${plural(total, 'device')}` : plural(total, 'device'));
     empty.hidden = rows.length > 0;
     setText(empty, total === 0 ? 'No device has been seen yet.' : 'No device id contains that text.');
   }

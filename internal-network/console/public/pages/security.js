@@ -5,7 +5,7 @@
 
 import { getSecurityDevices } from '../api.js';
 import { h, setText, routeLink } from '../dom.js';
-import { dateTime, timeOfDay, value, number } from '../format.js';
+import { dateTime, timeOfDay, value, number, plural } from '../format.js';
 import { dataTable, section } from '../table.js';
 import { listedDevices } from './security-devices.js';
 
@@ -113,7 +113,6 @@ export function mountSecurity(root, { store }) {
     setText(moreText, devices > rows.length ? `and ${number(devices - rows.length)} more` : '');
     more.hidden = devices <= rows.length;
     const sum = reasons.reduce((a, [, n]) => a + n, 0);
-    const plural = (n, word) => `${number(n)} ${word}${n === 1 ? '' : 's'}`;
     setText(total, `${plural(sum, 'event')}, ${plural(devices, 'device')}`);
   }
 
