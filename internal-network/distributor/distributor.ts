@@ -83,7 +83,7 @@ export function startDistributor(
   const lease = claimStateSlot(config.DISTRIBUTOR_STATE_DIR, config.DISTRIBUTOR_CLIENT_ID, (err) => {
     log.error({ code: err.code, err: err.message }, 'lost the state folder to another distributor; stopping');
     void distributor.close().finally(() => opts.onStateLost?.(err));
-  });
+  }, (path, err) => log.warn({ path, err: err instanceof Error ? err.message : undefined }, 'could not read or renew the state folder\'s lease this time; trying again at the next renewal'));
   if (lease.slot > 1) log.info({ slot: lease.slot, dir: lease.dir }, 'state kept in its own slot of the shared state folder');
   const served = config.DISTRIBUTOR_METRICS_PORT !== undefined;
   const metrics = new DistributorMetrics(new ServiceMetrics('distributor', { processMetrics: served && opts.processMetrics !== false, counting: served }));

@@ -76,21 +76,37 @@ export function slotDir(root: string, slot: number): string {
   return slot === 1 ? root : join(root, 'instances', String(slot));
 }
 
-function readLease(path: string): { lease: Lease | undefined; ageMs: number } | undefined {
+/**
+ * A slot's lease as its file says: undefined when there is none (free); `unreadable` when the file
+ * is there but could not be looked at (EIO, EMFILE, ESTALE on NFS ...). Such a lease is nobody's
+ * known and is not free (ageMs 0): until 2026-12-08 an error of any kind read as "free", so a
+ * distributor that could not read its own lease for one renewal (out of descriptors, a storage
+ * hiccup) took itself for taken over and stopped, and a replica that could not read another's for
+ * the grace period took its live broker sessions over.
+ */
+function readLease(path: string): { lease: Lease | undefined; ageMs: number; unreadable?: unknown } | undefined {
+  const unreadable = (err: unknown) => ({ lease: undefined, ageMs: 0, unreadable: err });
   let mtimeMs: number;
   try {
     mtimeMs = statSync(path).mtimeMs;
-  } catch {
-    return undefined; // free
+  } catch (err) {
+    return isGone(err) ? undefined : unreadable(err);
   }
   let lease: Lease | undefined;
   try {
     const parsed = LeaseSchema.safeParse(JSON.parse(readFileSync(path, 'utf8')));
     if (parsed.success) lease = parsed.data;
-  } catch {
+  } catch (err) {
+    if (!(err instanceof SyntaxError)) return isGone(err) ? undefined : unreadable(err);
     /* damaged: nobody's, free once it expires */
   }
   return { lease, ageMs: Date.now() - mtimeMs };
+}
+
+/** The lease file is not there (removed, or its folder is): the slot is free. */
+function isGone(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException).code;
+  return code === 'ENOENT' || code === 'ENOTDIR';
 }
 
 /** Free: never claimed, released at a clean stop, or not renewed for TIMINGS.stateLeaseExpiryMs. */
@@ -109,7 +125,13 @@ function withClaimLock<T>(root: string, fn: () => T): T {
  * Claims a slot of `root` for `clientId` and keeps it renewed; `onLost` is called if another
  * process took it over (this one stalled past the expiry): its state must not be written any more.
  */
-export function claimStateSlot(root: string, clientId: string, onLost: (err: FieldStreamError) => void): StateLease {
+export function claimStateSlot(
+  root: string,
+  clientId: string,
+  onLost: (err: FieldStreamError) => void,
+  /** a renewal that could neither read nor touch the lease file (it is tried again at the next) */
+  onUnreadable?: (path: string, err?: unknown) => void,
+): StateLease {
   makeDirDurablySync(root);
   const owner = randomUUID();
   let held: number | undefined; // our lease file, open: see Fencing above
@@ -151,13 +173,19 @@ export function claimStateSlot(root: string, clientId: string, onLost: (err: Fie
     return lost;
   };
   const timer = setInterval(() => {
+    const held = readLease(path);
+    // Not known either way (an I/O error): renewed at the next tick. Should the errors last, the
+    // lease expires, another distributor takes the slot by renaming its lease over ours, and
+    // assertHeld's fstat sees that before anything more is acknowledged.
+    if (held?.unreadable !== undefined) return onUnreadable?.(path, held.unreadable);
     try {
-      if (ours()) {
+      if (held?.lease?.owner === owner) {
         const now = new Date();
         utimesSync(path, now, now);
         return;
       }
-    } catch {
+    } catch (err) {
+      if (!isGone(err)) return onUnreadable?.(path, err);
       /* removed between the look and the touch: not ours any more */
     }
     lose();

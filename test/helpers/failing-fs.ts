@@ -55,3 +55,37 @@ export function failing<T>(calls: FsCall | FsCall[], where: string | ((path: str
   restore();
   return result;
 }
+
+/** fs calls by path a test makes fail (failingByPath). */
+export type FsPathCall = 'statSync' | 'readFileSync' | 'utimesSync';
+
+/**
+ * Runs `body` with the named fs calls failing with `code` (EIO by default: a storage hiccup; EMFILE:
+ * a process out of descriptors) for the paths `where` says; a `body` that returns a promise has them
+ * fail until it settles. For code that looks at a file by its path each time (state-lease.ts).
+ */
+export function failingByPath<T>(calls: FsPathCall[], where: (path: string) => boolean, body: () => T, code = 'EIO'): T {
+  const f = fs as unknown as Record<string, (...a: unknown[]) => unknown>;
+  const originals = new Map(calls.map((call) => [call, f[call] as (...a: unknown[]) => unknown]));
+  for (const [call, original] of originals) {
+    f[call] = (...a) => {
+      if (!where(String(a[0]))) return original(...a);
+      throw Object.assign(new Error(`${code}: failing by test, ${call.replace('Sync', '')} '${String(a[0])}'`), { code, syscall: call.replace('Sync', ''), path: String(a[0]) });
+    };
+  }
+  syncBuiltinESMExports();
+  const restore = () => {
+    for (const [call, fn] of originals) f[call] = fn;
+    syncBuiltinESMExports();
+  };
+  let result: T;
+  try {
+    result = body();
+  } catch (err) {
+    restore();
+    throw err;
+  }
+  if (result instanceof Promise) return result.finally(restore) as T;
+  restore();
+  return result;
+}

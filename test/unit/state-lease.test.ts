@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { appendFileSync, existsSync, mkdirSync, readFileSync, readdirSync, utimesSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readFileSync, readdirSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { ReplayWindows } from '../../internal-network/distributor/security/replay-window.ts';
@@ -9,6 +9,7 @@ import { classify } from '../../scripts/admin/backup-manifest.ts';
 import { withDirLock } from '../../shared/dir-lock.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { TIMINGS } from '../../shared/limits.ts';
+import { failingByPath } from '../helpers/failing-fs.ts';
 import { inTempDir, tempDir } from '../helpers/pki.ts';
 
 const never = () => assert.fail('the lease was not lost');
@@ -301,5 +302,39 @@ describe('the distributor state lease (replicas sharing one DISTRIBUTOR_STATE_DI
     assert.equal(classify('distributor-state', 'lease.json'), undefined);
     assert.equal(classify('distributor-state', 'instances/2/lease.json'), undefined);
     assert.equal(classify('distributor-state', 'instances/2/replay/windows-3.log'), 'replay-windows');
+  });
+
+  it('keeps its slot through a renewal that cannot read or touch its lease, and never takes a lease it cannot read for free', async () => {
+    const tmp = tempDir('lease-unreadable');
+    try {
+      const unreadable: unknown[] = [];
+      const a = claimStateSlot(tmp.dir, 'distributor-a', never, (_path, err) => unreadable.push(err));
+      const b = claimStateSlot(tmp.dir, 'distributor-b', never);
+      const leaseA = join(tmp.dir, 'lease.json');
+      const leaseB = join(tmp.dir, 'instances', '2', 'lease.json');
+      // One renewal of a's with its lease file failing to read (EMFILE: out of descriptors), one
+      // with it failing to be touched (EIO): a took itself for taken over at the first, and stopped.
+      await failingByPath(['readFileSync'], (p) => p === leaseA, () => new Promise((r) => setTimeout(r, TIMINGS.stateLeaseRenewMs + 500)), 'EMFILE');
+      await failingByPath(['utimesSync'], (p) => p === leaseA, () => new Promise((r) => setTimeout(r, TIMINGS.stateLeaseRenewMs)));
+      assert.deepEqual(unreadable.map((e) => (e as NodeJS.ErrnoException).code), ['EMFILE', 'EIO']);
+      a.assertHeld();
+      // Renewed again once it can be: its lease is younger than a renewal.
+      age(leaseA, TIMINGS.stateLeaseExpiryMs - 1000);
+      await new Promise((r) => setTimeout(r, TIMINGS.stateLeaseRenewMs + 500));
+      const fresh = Date.now() - statSync(leaseA).mtimeMs;
+      assert.ok(fresh < TIMINGS.stateLeaseRenewMs + 1000, `renewed ${fresh} ms ago`);
+      a.assertHeld();
+      // b's lease, unreadable to a: not free (its broker sessions are live), nor for a new claimer.
+      failingByPath(['statSync'], (p) => p === leaseB, () => {
+        assert.deepEqual(a.freeSlots().filter((slot) => slot === 2), [], 'slot 2 is not taken for free');
+        const c = claimStateSlot(tmp.dir, 'distributor-c', never);
+        assert.equal(c.slot, 3);
+        c.release();
+      });
+      a.release();
+      b.release();
+    } finally {
+      tmp.cleanup();
+    }
   });
 });
