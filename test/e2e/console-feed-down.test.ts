@@ -77,6 +77,11 @@ describe("the console pages while the console's own feed is down", () => {
     assert.equal(await w.page.getAttribute(row, 'data-state'), 'online', 'the row is what the console last heard');
     assert.equal(await w.page.getAttribute('main', 'data-feed'), 'down');
     await w.screenshot('feed-down-fleet');
+    // The management API's state of the pipeline says so too: its devices are as of the cut.
+    const status = async () => (await (await fetch(new URL('/api/v1/manage/status', console_.url), { headers: { authorization: `Bearer ${ROLE_TOKENS.viewer}` } })).json()) as { feed: { connected: boolean; downSince: string | null } };
+    const cut = await status();
+    assert.equal(cut.feed.connected, false);
+    assert.ok(cut.feed.downSince !== null && Math.abs(Date.parse(cut.feed.downSince) - since) < 5_000, `down since ${cut.feed.downSince}, the page says ${new Date(since).toISOString()}`);
 
     await w.page.evaluate(() => void (location.hash = '#/pipeline'));
     await w.page.waitForSelector(sel('pipeline-feed-state', { state: 'bad' }));
@@ -86,6 +91,7 @@ describe("the console pages while the console's own feed is down", () => {
     await w.page.waitForSelector(sel('pipeline-feed-state', { state: 'ok' }));
     await w.page.waitForSelector(sel('feed-down'), { state: 'hidden' });
     assert.equal(await w.page.getAttribute('main', 'data-feed'), 'ok');
+    assert.deepEqual((await status()).feed, { connected: true, downSince: null });
     // What the console missed while cut (its subscription is not durable) is read from the store
     // once it is back: the device that went offline meanwhile is shown offline, not online for ever.
     await w.page.evaluate(() => void (location.hash = '#/fleet'));

@@ -20,6 +20,12 @@ export interface ManageStatus {
   database: { ok: boolean | null; detail: string };
   services: PipelineView['services'];
   figures: { readingsPerSecond: number | null; writeFailures: number | null; deadLetters: number | null; feedDropped: number | null; feedRefused: number | null };
+  /**
+   * The console's own connection to the internal broker, which its fleet (GET /devices) is heard
+   * through: while it is down, every device's state and values are as of `downSince` (the last look
+   * at which it stood; null when not known), whatever the brokers' own state says.
+   */
+  feed: { connected: boolean; downSince: string | null };
 }
 
 const EXPORTER = 'broker-exporter';
@@ -68,6 +74,7 @@ export function manageStatus(view: PipelineView, consoleBrokerConnected: boolean
     database,
     services: view.services,
     figures: { readingsPerSecond: view.readingsPerSecond, writeFailures: view.writeFailures, deadLetters: view.deadLetters, feedDropped: view.feedDropped, feedRefused: view.feedRefused },
+    feed: { connected: consoleBrokerConnected, downSince: !consoleBrokerConnected && view.feedDownSince !== null ? new Date(view.feedDownSince).toISOString() : null },
   };
 }
 
