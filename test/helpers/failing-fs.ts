@@ -39,21 +39,7 @@ export function failing<T>(calls: FsCall | FsCall[], where: string | ((path: str
       throw Object.assign(new Error(`EIO: i/o error, ${call}`), { code: 'EIO', errno: -5, syscall: call.replace('Sync', '') });
     };
   }
-  syncBuiltinESMExports();
-  const restore = () => {
-    for (const [call, fn] of originals) f[call] = fn;
-    syncBuiltinESMExports();
-  };
-  let result: T;
-  try {
-    result = body();
-  } catch (err) {
-    restore();
-    throw err;
-  }
-  if (result instanceof Promise) return result.finally(restore) as T;
-  restore();
-  return result;
+  return whileReplaced(f, originals, body);
 }
 
 /** fs calls by path a test makes fail (failingByPath). */
@@ -73,6 +59,11 @@ export function failingByPath<T>(calls: FsPathCall[], where: (path: string) => b
       throw Object.assign(new Error(`${code}: failing by test, ${call.replace('Sync', '')} '${String(a[0])}'`), { code, syscall: call.replace('Sync', ''), path: String(a[0]) });
     };
   }
+  return whileReplaced(f, originals, body);
+}
+
+/** `body` run with the fs calls replaced (as they are in `f`), `originals` put back once it settles. */
+function whileReplaced<T>(f: Record<string, (...a: unknown[]) => unknown>, originals: ReadonlyMap<string, (...a: unknown[]) => unknown>, body: () => T): T {
   syncBuiltinESMExports();
   const restore = () => {
     for (const [call, fn] of originals) f[call] = fn;
