@@ -346,7 +346,7 @@ export const ERRORS = {
     transient: true,
     description: 'No commit receipt came within FIELD_COMMIT_TIMEOUT_MS of the gateway\'s ack; the messages are sent again (copies are recognised and not written twice).',
   },
-  FIELD_COMMAND_TIMEOUT: { http: 504, transient: false, description: 'A command handler did not finish in time.' },
+  FIELD_COMMAND_TIMEOUT: { http: 504, transient: false, description: 'A command handler did not finish in time; its program was ended part way, so what it did is unknown.' },
   FIELD_COMMAND_OUTCOME_UNKNOWN: {
     http: 500,
     transient: false,

@@ -158,8 +158,12 @@ function runProgram(
     child.on('close', (code, signal) => {
       settled();
       if (timedOut) {
-        const e = new FieldStreamError('FIELD_COMMAND_TIMEOUT', `${program} did not finish within ${timeoutMs} ms`);
-        return resolve({ status: 'failed', result: `${e.code}: ${e.message}` });
+        // Ended part way: what it did until then stays done, so the answer must not read as "did
+        // nothing" (sent again, a half-done action ran twice). What it wrote until then says how far
+        // it got: its error output, else its output, as a failed exit's answer carries them.
+        const said = (err.trim() || out.trim()).slice(-LIMITS.fieldCommandErrorOutputMaxChars);
+        const e = new FieldStreamError('FIELD_COMMAND_TIMEOUT', `${program} did not finish within ${timeoutMs} ms and was ended with its process group: what it did until then is unknown; look at the device before sending it again`);
+        return resolve({ status: 'failed', result: `${e.code}: ${e.message}${said ? `; its output until then: ${said}` : ''}` });
       }
       if (stopped && code !== 0) {
         const how = signal ? `ended by ${signal}` : `exit code ${code}`;

@@ -631,12 +631,14 @@ describe('an exec command (commands-file.ts)', () => {
     const tmp = tempDir('exec-timeout');
     try {
       const pidFile = join(tmp.dir, 'child.pid');
-      const h = new CommandHandlers(unsigned).configure({ slow: { type: 'exec', program: '/bin/sh', args: ['-c', `sleep 30 & echo $! > '${pidFile}'; wait`], timeoutMs: 300 } }, undefined);
+      const h = new CommandHandlers(unsigned).configure({ slow: { type: 'exec', program: '/bin/sh', args: ['-c', `echo 'valve 1 closed'; sleep 30 & echo $! > '${pidFile}'; wait`], timeoutMs: 300 } }, undefined);
       const started = Date.now();
       const answer = await h.run({ type: 'command', commandId: 'cmd-exec-timeout', command: 'slow', issuedAt: Date.now() });
       assert.ok(Date.now() - started < 10_000, `answered after ${Date.now() - started} ms`);
       assert.equal(answer?.status, 'failed');
       assert.match(String(answer?.result), /^FIELD_COMMAND_TIMEOUT/);
+      // Not taken for "did nothing": it did something, and says how far it got.
+      assert.match(String(answer?.result), /what it did until then is unknown.*its output until then: valve 1 closed$/);
       // Gone, or dead and not yet reaped by whoever adopted it (a zombie, state Z).
       const pid = Number(readFileSync(pidFile, 'utf8'));
       const gone = () => {
