@@ -457,6 +457,12 @@ export const ERRORS = {
     description:
       'The field client could not write its command journal (FIELD_DATA_DIR/commands.journal: a full, read-only or failing disk, a file size limit). A command it could not record as started was not run; one that ran keeps its answer in memory; either is answered when the command is delivered again and the journal takes the write.',
   },
+  FIELD_COMMANDS_WAITING_FULL: {
+    http: 503,
+    transient: true,
+    description:
+      'As many commands as the field client keeps waiting (LIMITS.fieldCommandsWaitingMax, 100) wait already for one of the FIELD_COMMANDS_CONCURRENCY that run at once to end: this one was not run, nor journaled, nor answered; its next delivery (the device\'s next connection, or the gateway\'s next presence for it) runs it.',
+  },
   FIELD_COMMAND_JOURNAL_DAMAGED: {
     http: 500,
     transient: false,

@@ -871,6 +871,19 @@ export const LIMITS = {
    * it), so that the journal and the memory hold at most this many answers of ~192 KiB
    * (stringMaxChars of JSON, in UTF-8). */
   fieldCommandAnswersHeldMax: 100,
+  /** commands. FIELD_COMMANDS_CONCURRENCY's default: commands whose handler (an exec program each)
+   * runs at once on the field client; the others wait for one of them to end (command-slots.ts). A
+   * device back online is delivered every command queued for it at once, and ran them all together:
+   * dozens of processes on a small device. */
+  fieldCommandsConcurrencyDefault: 4,
+  /** commands. Most FIELD_COMMANDS_CONCURRENCY takes. */
+  fieldCommandsConcurrencyMax: 64,
+  /** commands. Most commands the field client keeps waiting for a slot to run (FIELD_COMMANDS_CONCURRENCY
+   * taken), in order of arrival; one more is not run, nor journaled (FIELD_COMMANDS_WAITING_FULL): its
+   * next delivery runs it. Only genuine commands wait (authenticated, fresh, not seen before), each id
+   * once, but a compromised gateway can deliver every one it ever held, and to a device that allows
+   * unsigned commands anything: each waiting holds its frame (at most LIMITS.downlinkFrameMaxBytes). */
+  fieldCommandsWaitingMax: 100,
   /** bytes. Longest environment string ("NAME=value" and its NUL) Linux passes to a program
    * (MAX_ARG_STRLEN, 32 pages: include/uapi/linux/binfmts.h); execve(2) fails with E2BIG past it.
    * An exec command's params (up to stringMaxChars of JSON, ~192 KiB in UTF-8) go in

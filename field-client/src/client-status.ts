@@ -56,7 +56,8 @@ export function clientStatus(s: StatusSources) {
     /** what is set aside, counted against FIELD_QUEUE_MAX_BYTES; held: refused messages waiting in the queue for room */
     rejected: s.rejected.status(),
     filesInTransfer: s.transfers.size,
-    commands: { run: commands.stats.run, refused: commands.stats.refused, refusedByCode: { ...commands.stats.refusedByCode }, unanswered: commands.stats.unanswered },
+    /** running: handlers running now; waiting: commands waiting for one of those to end (FIELD_COMMANDS_CONCURRENCY) */
+    commands: { run: commands.stats.run, refused: commands.stats.refused, refusedByCode: { ...commands.stats.refusedByCode }, unanswered: commands.stats.unanswered, running: commands.runningNow, waiting: commands.waitingNow },
   };
 }
 export type ClientStatus = ReturnType<typeof clientStatus>;

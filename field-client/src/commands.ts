@@ -1,15 +1,17 @@
 import type { CommandFrame } from '../../shared/contract/downlink.ts';
 import type { ResponsePayload } from '../../shared/contract/payloads.ts';
 import { answerTestCommand, TEST_COMMAND } from '../../shared/contract/test-command.ts';
-import { ERRORS, FieldStreamError, type ErrorCode } from '../../shared/errors.ts';
-import { LimitedLog } from '../../shared/limited-log.ts';
+import { ERRORS, type ErrorCode } from '../../shared/errors.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { checkCommand, type CommandGuardOptions } from './command-guard.ts';
 import { CommandJournal, type KeptAnswer } from './command-journal.ts';
 import { KeptAnswers } from './command-kept-answers.ts';
 import { endOrphans, recordProgram } from './command-orphans.ts';
-import { journalFailed, keepable, thrownText } from './command-outcome.ts';
+import { queueAnswer } from './command-answer.ts';
+import { CommandLogs, logJournalTroubles } from './command-logs.ts';
+import { heldFull, journalFailed, keepable, notRunStopping, OUTCOME_UNKNOWN, thrownText, UNANSWERED, waitingFull } from './command-outcome.ts';
+import { CommandSlots } from './command-slots.ts';
 import { fileHandlers, type CommandsFile } from './commands-file.ts';
 import type { QueuedMessage } from './queue/durable-queue.ts';
 
@@ -29,21 +31,6 @@ const REMEMBERED = 10_000;
  * now, for the reason in `code` and `result`: its next delivery is; `timestamp`: when the answer was
  * decided (kept with it, so that an answer queued again says the same). */
 export type CommandAnswer = CommandOutcome & { code?: ErrorCode; unanswered?: true; deferred?: true; timestamp?: KeptAnswer['timestamp'] };
-
-/** Refusals that get no answer: the command is not the command API's (its authentication fails), or
- * its id was answered already (a replay). Answering those would let whoever can send frames (a
- * compromised gateway) fill the durable queue with answers, fsync'ed and waiting for receipts. */
-const UNANSWERED: ReadonlySet<ErrorCode> = new Set(['FIELD_COMMAND_UNSIGNED', 'FIELD_COMMAND_BAD_SIGNATURE', 'FIELD_COMMAND_REPLAYED']);
-/**
- * A command found "started" at its next delivery: the client stopped while it ran (killed, a power
- * cut). It ran, or may have, and its program may even have run on to the end: answered as of unknown
- * outcome, never as failed (FIELD_COMMAND_OUTCOME_UNKNOWN, in the result of a `failed` answer: the
- * contract's statuses have none for "unknown", and a new one would be refused by a gateway or a
- * command API that does not know it).
- */
-const OUTCOME_UNKNOWN = (e => `${e.code}: ${e.message}`)(
-  new FieldStreamError('FIELD_COMMAND_OUTCOME_UNKNOWN', 'the field client stopped (killed, or a power cut) while the command ran: whether it completed is unknown; not run again'),
-);
 
 /**
  * Runs commands and guarantees one answer per command id, across reconnects and restarts: each id
@@ -69,6 +56,8 @@ export class CommandHandlers {
   private readonly handlers = new Map<string, CommandHandler>();
   private readonly journal: CommandJournal;
   private readonly running = new Set<string>();
+  /** the commands running at once, and the line of those waiting to (command-slots.ts) */
+  private readonly slots: CommandSlots;
   /** ids answer() handles now, from the checks until the answer is in the queue (or refused by it) */
   private readonly answering = new Set<string>();
   /** for status(): commands run, and commands refused by code */
@@ -79,12 +68,8 @@ export class CommandHandlers {
   private readonly underWay = new Set<Promise<void>>();
   /** the answers kept in the journal until they are in the queue: queued again (command-kept-answers.ts) */
   private readonly kept: KeptAnswers;
-  /** refusals that are not answered, logged (a flood of forged commands would be a line each) */
-  private refusalLog: LimitedLog | undefined;
-  /** commands not answered now (not run, or their answer not queued), logged by level (notAnsweredLog) */
-  private readonly notAnsweredLogs = new Map<'warn' | 'error', LimitedLog>();
-  /** copies of a command delivered while it is answered, logged (a gateway can send them without end) */
-  private copyLog: LimitedLog | undefined;
+  /** the rate-limited logs: refusals not answered, copies, commands not answered now (command-logs.ts) */
+  private readonly logs = new CommandLogs();
   /** the journal's refusal of a program's record (spawned), not yet logged */
   private programRecordFailure: Error | undefined;
 
@@ -93,14 +78,17 @@ export class CommandHandlers {
     journal?: string,
     /** command ids remembered (REMEMBERED; smaller in tests) */
     remembered = REMEMBERED,
+    /** commands run at once (FIELD_COMMANDS_CONCURRENCY), and commands waiting for one of those at most */
+    slots: { concurrency: number; waitingMax: number } = { concurrency: LIMITS.fieldCommandsConcurrencyDefault, waitingMax: LIMITS.fieldCommandsWaitingMax },
   ) {
     this.journal = new CommandJournal(journal, remembered);
+    this.slots = new CommandSlots(slots.concurrency, slots.waitingMax);
     this.kept = new KeptAnswers({
       journal: this.journal,
       answering: this.answering,
       record: (id, issuedAt, answer) => this.record(id, issuedAt, answer),
       answered: (id) => this.answered(id),
-      notAnsweredLog: (log, level) => this.notAnsweredLog(log, level),
+      notAnsweredLog: (log, level) => this.logs.notAnswered(log, level),
     });
     // Every device answers the management API's test event by itself (it changes nothing here);
     // like any command it runs only once authenticated and fresh (checkCommand, below).
@@ -117,6 +105,16 @@ export class CommandHandlers {
     return this.journal.damagedValues;
   }
 
+  /** Commands whose handler runs now (each holding a slot). */
+  get runningNow(): number {
+    return this.slots.running;
+  }
+
+  /** Commands waiting for a slot to run (FIELD_COMMANDS_CONCURRENCY taken): nothing of them journaled yet. */
+  get waitingNow(): number {
+    return this.slots.waiting;
+  }
+
   register(name: string, handler: CommandHandler): this {
     this.handlers.set(name, handler);
     return this;
@@ -129,10 +127,14 @@ export class CommandHandlers {
   }
 
   /**
-   * The answer to send, or undefined when this command is running now (its answer follows).
+   * The answer to send, or undefined when this command is running, or waiting for a slot, now (its answer follows).
+   *
+   * At most FIELD_COMMANDS_CONCURRENCY commands run at once; the others wait for a slot, in order
+   * of arrival (`ticket`, given as answer() took the command; by default, now), before anything of
+   * them is journaled (takeSlot).
    *
    * A SIGKILL (or a power cut) at each instant, and what the command's next delivery then gets:
-   * - before "started" is synced: nothing ran; it runs.
+   * - before "started" is synced (waiting for a slot among them): nothing ran; it runs.
    * - while the handler runs, or after it returned but before "done" is synced: the journal says
    *   "started"; answered "failed" with FIELD_COMMAND_OUTCOME_UNKNOWN (not run again).
    * - after "done" is synced, before its answer is in the queue: the kept answer, queued now.
@@ -140,8 +142,53 @@ export class CommandHandlers {
    *   (status, result, timestamp): the command API records a command's response once.
    * - after "answered" is synced: FIELD_COMMAND_REPLAYED, no answer (one is in the queue).
    */
-  async run(frame: CommandFrame, now = Date.now()): Promise<CommandAnswer | undefined> {
-    if (this.running.has(frame.commandId)) return undefined;
+  async run(frame: CommandFrame, now = Date.now(), ticket = this.slots.arrive()): Promise<CommandAnswer | undefined> {
+    try {
+      return await this.runInTurn(frame, now, ticket);
+    } finally {
+      // One that runs nothing (a copy, a refusal, an answer given before, no handler) holds back no
+      // one from here (whatever it threw): those after it take their slots. Nothing, once it took one.
+      this.slots.leave(ticket);
+    }
+  }
+
+  private async runInTurn(frame: CommandFrame, now: number, ticket: number): Promise<CommandAnswer | undefined> {
+    if (this.running.has(frame.commandId) || this.slots.isWaiting(frame.commandId)) return undefined;
+    const answer = this.beforeStart(frame, now);
+    if (answer) return answer;
+    const handler = this.handlers.get(frame.command);
+    // Runs nothing: no slot to wait for.
+    if (!handler) return this.started(frame) ?? this.done(frame, { status: 'rejected', result: `unknown command "${frame.command}"` });
+    const notNow = await this.takeSlot(frame, now, ticket);
+    if (notNow) return notNow;
+    // stop() called meanwhile (while it waited, or as it was handed the slot): started now, it would be cut off at once.
+    if (this.stopping.signal.aborted) return (this.slots.release(), notRunStopping());
+    // The slot is this command's until its answer is journaled (or its "started" line refused).
+    this.running.add(frame.commandId);
+    try {
+      const refused = this.started(frame);
+      if (refused) return refused;
+      let outcome: CommandOutcome;
+      try {
+        outcome = await handler(frame.params, frame, this.stopping.signal, (pid) => (this.programRecordFailure = recordProgram(this.journal, frame.commandId, pid) ?? this.programRecordFailure));
+      } catch (err) {
+        // Whatever was thrown (null, a string: JavaScript throws anything): reading `.message` of
+        // null threw again, past the journal's "done", and the command was answered only at its
+        // next delivery, as interrupted by a restart, which it was not.
+        outcome = { status: 'failed', result: thrownText(err) };
+      }
+      return this.done(frame, outcome);
+    } finally {
+      this.running.delete(frame.commandId);
+      this.slots.release();
+    }
+  }
+
+  /**
+   * What is answered instead of running the command — a refusal, a kept answer, an interrupted run,
+   * "not now" — or undefined when it may start. Nothing is journaled when it may.
+   */
+  private beforeStart(frame: CommandFrame, now: number): CommandAnswer | undefined {
     const refused = checkCommand(frame, this.guard, now) ?? this.replayed(frame);
     if (refused) {
       this.countRefused(refused);
@@ -157,7 +204,7 @@ export class CommandHandlers {
       // "rejected" as final, so this id must never run afterwards, also once the device's clock is
       // right again (set by NTP after a boot without one) and the command is delivered again (sent
       // again while the answer was on its way, or replayed by the DMZ), and after a restart.
-      if (this.journal.held >= LIMITS.fieldCommandAnswersHeldMax) return this.heldFull();
+      if (this.journal.held >= LIMITS.fieldCommandAnswersHeldMax) return heldFull(this.journal.held);
       const kept = this.record(frame.commandId, frame.issuedAt, keepable(answer, new Date().toISOString()));
       return kept.deferred ? kept : { ...kept, code: refused };
     }
@@ -166,7 +213,44 @@ export class CommandHandlers {
     if (seen?.state === 'done') return seen.unsynced ? this.record(frame.commandId, seen.issuedAt, seen.answer) : seen.answer;
     // Seen before but never answered: the client died while it ran. Never run a command twice.
     if (seen?.state === 'started') return this.done(frame, { status: 'failed', result: OUTCOME_UNKNOWN });
-    if (this.journal.held >= LIMITS.fieldCommandAnswersHeldMax) return this.heldFull();
+    if (this.journal.held >= LIMITS.fieldCommandAnswersHeldMax) return heldFull(this.journal.held);
+    return undefined;
+  }
+
+  /**
+   * Takes one of the slots (FIELD_COMMANDS_CONCURRENCY) for `frame`, waiting in line for it when all
+   * are taken: undefined once it holds one (given back by run()), or what to answer instead. Nothing
+   * is journaled while it waits: killed then, the client ran nothing of it, and its next delivery
+   * runs it. A copy delivered while it waits takes no second place (run() returns undefined for it).
+   */
+  private async takeSlot(frame: CommandFrame, now: number, ticket: number): Promise<CommandAnswer | undefined> {
+    const slot = this.slots.take(frame.commandId, ticket);
+    if (slot === 'taken') return undefined;
+    // The line is bounded: a compromised gateway holds every genuine command and can deliver them
+    // (or, to a device allowing unsigned commands, any) without end.
+    if (slot === 'full') return waitingFull(this.slots);
+    const waitedFrom = Date.now();
+    if (!(await slot)) return notRunStopping();
+    // Checked again, against the clock now: the guard judges whether a command may *start*, and a
+    // command runs only until its signed expiry (plus the skew; docs/commands.md: after that the
+    // command API may show it expired, and an operator send it again). One that expired while it
+    // waited is refused as it would have been had it arrived now (FIELD_COMMAND_STALE, answered
+    // "rejected" and journaled when authenticated), not run. The journal's checks are taken again
+    // too: answers held (heldFull) may have reached their bound meanwhile.
+    let answer: CommandAnswer | undefined;
+    let checked = false;
+    try {
+      answer = this.beforeStart(frame, now + (Date.now() - waitedFrom));
+      checked = true;
+    } finally {
+      // Not to run (or the check threw): the slot goes on to the next waiting.
+      if (answer !== undefined || !checked) this.slots.release();
+    }
+    return answer;
+  }
+
+  /** Journals `frame` as started (synced) and counts it run; or, when the journal refuses the line, what to answer. */
+  private started(frame: CommandFrame): CommandAnswer | undefined {
     try {
       this.journal.write(frame.commandId, { state: 'started', issuedAt: frame.issuedAt });
     } catch (err) {
@@ -174,21 +258,7 @@ export class CommandHandlers {
       return journalFailed(err, 'not run: the journal cannot record that it started; its next delivery runs it');
     }
     this.stats.run++;
-    const handler = this.handlers.get(frame.command);
-    if (!handler) return this.done(frame, { status: 'rejected', result: `unknown command "${frame.command}"` });
-    this.running.add(frame.commandId);
-    let outcome: CommandOutcome;
-    try {
-      outcome = await handler(frame.params, frame, this.stopping.signal, (pid) => (this.programRecordFailure = recordProgram(this.journal, frame.commandId, pid) ?? this.programRecordFailure));
-    } catch (err) {
-      // Whatever was thrown (null, a string: JavaScript throws anything): reading `.message` of
-      // null threw again, past the journal's "done", and the command was answered only at its
-      // next delivery, as interrupted by a restart, which it was not.
-      outcome = { status: 'failed', result: thrownText(err) };
-    } finally {
-      this.running.delete(frame.commandId);
-    }
-    return this.done(frame, outcome);
+    return undefined;
   }
 
   /**
@@ -202,14 +272,6 @@ export class CommandHandlers {
   /** Program records of the journal read at the start that failed their schema: their command ids (CommandJournal.damagedPrograms). */
   get journalDamagedPrograms(): readonly string[] {
     return this.journal.damagedPrograms;
-  }
-
-  /**
-   * The queue refuses answers (FIELD_QUEUE_FULL): one more would be held too, and they would grow
-   * the journal without bound. Not journaled: its next delivery runs (or refuses) it.
-   */
-  private heldFull(): CommandAnswer {
-    return { status: 'failed', result: `${this.journal.held} answers wait for room in the queue; not run, left for its next delivery`, code: 'FIELD_QUEUE_FULL', deferred: true };
   }
 
   /** Journals `outcome` as the command's answer (synced before it is queued), and returns it. */
@@ -240,15 +302,18 @@ export class CommandHandlers {
    * never rejects.
    */
   answer(frame: CommandFrame, queueResponse: (r: ResponsePayload) => Promise<unknown>, log: Logger): Promise<void> {
-    const p = this.answerNow(frame, queueResponse, log);
+    // Its place in the order of arrival, taken now: the checks before its slot may wait (drain, below).
+    const ticket = this.slots.arrive();
+    const p = this.answerNow(frame, ticket, queueResponse, log).finally(() => this.slots.leave(ticket));
     this.underWay.add(p);
     void p.finally(() => this.underWay.delete(p));
     return p;
   }
 
   /**
-   * At the client's orderly stop, before its queue closes: runs no new command (its next delivery,
-   * after the restart, runs it), tells the handlers running (an exec program's process group gets
+   * At the client's orderly stop, before its queue closes: runs no new command, nor any of those
+   * waiting for a slot (let go at once, not journaled: their next delivery, after the restart, runs
+   * them), tells the handlers running (an exec program's process group gets
    * SIGTERM, then SIGKILL after TIMINGS.fieldCommandStopGraceMs: commands-file.ts), and waits for
    * their answers to be journaled and queued, up to twice that grace. A handler still running then
    * (one registered in code, which may not heed the signal) is left: the journal says "started",
@@ -256,13 +321,15 @@ export class CommandHandlers {
    */
   async stop(): Promise<void> {
     this.stopping.abort();
+    // The commands waiting for a slot are let go, not run (nothing of them is journaled): their next delivery runs them.
+    this.slots.close();
     if (this.underWay.size === 0) return;
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([Promise.allSettled([...this.underWay]), new Promise((r) => (timer = setTimeout(r, 2 * TIMINGS.fieldCommandStopGraceMs)))]);
     clearTimeout(timer);
   }
 
-  private async answerNow(frame: CommandFrame, queueResponse: (r: ResponsePayload) => Promise<unknown>, log: Logger): Promise<void> {
+  private async answerNow(frame: CommandFrame, ticket: number, queueResponse: (r: ResponsePayload) => Promise<unknown>, log: Logger): Promise<void> {
     // A copy delivered while the command runs or its answer is being queued gets nothing: the
     // first's answer is the one. Past run(), until the queue took it, the journal says "done" (or
     // still "started" while its line is written), and a copy would queue it a second time (or
@@ -274,7 +341,7 @@ export class CommandHandlers {
     if (this.isCopy(frame, log)) return; // delivered again meanwhile
     this.answering.add(frame.commandId);
     try {
-      await this.answerOnce(frame, queueResponse, log);
+      await this.answerOnce(frame, ticket, queueResponse, log);
     } catch (err) {
       // Not expected (run() and answered() catch the journal's failures); field-client.ts does not
       // wait for this promise, and a rejection would end the process.
@@ -284,11 +351,7 @@ export class CommandHandlers {
     }
     const refused = this.programRecordFailure;
     this.programRecordFailure = undefined;
-    if (refused) log.warn({ code: 'FIELD_COMMAND_JOURNAL_FAILED', err: refused.message }, 'cannot record an exec program\'s process group in the command journal: had the client been killed while it ran, its next start could not have ended it');
-    const err = this.journal.takeCompactionFailure();
-    if (err) log.warn({ code: 'FIELD_COMMAND_JOURNAL_FAILED', err: err.message }, 'cannot rewrite the command journal (its lines are synced); tried again at its next change');
-    const closeFailed = this.journal.takeCloseFailure();
-    if (closeFailed) log.warn({ code: 'FILE_CLOSE_FAILED', err: closeFailed.message }, 'command journal synced, its close failed; the lines count as written');
+    logJournalTroubles(log, this.journal, refused);
   }
 
   /** Drop-oldest dropped these records: a command's answer among them is kept and queued again (KeptAnswers.dropped). */
@@ -305,16 +368,6 @@ export class CommandHandlers {
     void this.kept.drain(queueResponse, log);
   }
 
-  /** The rate-limited log of commands not answered now (not run, or their answer not queued), by level. */
-  private notAnsweredLog(log: Logger, level: 'warn' | 'error'): LimitedLog {
-    let l = this.notAnsweredLogs.get(level);
-    if (!l) {
-      l = new LimitedLog(log, { level, maxPerWindow: LIMITS.fieldCommandLogMaxPerWindow, windowMs: TIMINGS.fieldCommandLogWindowMs, what: 'commands not answered now' });
-      this.notAnsweredLogs.set(level, l);
-    }
-    return l;
-  }
-
   /** Whether `frame` is a copy of a command being answered now; if so, it is counted and logged, and gets nothing. */
   private isCopy(frame: CommandFrame, log: Logger): boolean {
     if (!this.answering.has(frame.commandId)) return false;
@@ -322,62 +375,23 @@ export class CommandHandlers {
     // of a refused one counts as its refusal, a forgery as its own).
     this.countRefused(checkCommand(frame, this.guard, Date.now()) ?? 'FIELD_COMMAND_REPLAYED');
     this.stats.unanswered++;
-    this.copyLog ??= new LimitedLog(log, { maxPerWindow: LIMITS.fieldCommandLogMaxPerWindow, windowMs: TIMINGS.fieldCommandLogWindowMs, what: 'command copies delivered while answered' });
-    this.copyLog.write({ commandId: frame.commandId.slice(0, 128) }, 'command delivered again while it is answered; its answer follows');
+    this.logs.copy(log).write({ commandId: frame.commandId.slice(0, 128) }, 'command delivered again while it is answered; its answer follows');
     return true;
   }
 
-  private async answerOnce(frame: CommandFrame, queueResponse: (r: ResponsePayload) => Promise<unknown>, log: Logger): Promise<void> {
-    // Checked here, as run() journals "started" before it awaits anything: no command starts once
-    // stop() was called, to be cut off by it.
+  private async answerOnce(frame: CommandFrame, ticket: number, queueResponse: (r: ResponsePayload) => Promise<unknown>, log: Logger): Promise<void> {
+    // Checked here, and again by run() once a command got its slot (it may wait for one): no
+    // command starts once stop() was called, to be cut off by it.
     if (this.stopping.signal.aborted) {
-      this.notAnsweredLog(log, 'warn').write({ commandId: frame.commandId, command: frame.command }, 'command not run: the field client is stopping; its next delivery runs it');
+      this.logs.notAnswered(log, 'warn').write({ commandId: frame.commandId, command: frame.command }, 'command not run: the field client is stopping; its next delivery runs it');
       return;
     }
-    const outcome = await this.run(frame);
+    const outcome = await this.run(frame, Date.now(), ticket);
     if (!outcome) {
       log.info({ commandId: frame.commandId }, 'command delivered again while it runs; its answer follows');
       return;
     }
-    if (outcome.unanswered) {
-      this.refusalLog ??= new LimitedLog(log, { maxPerWindow: LIMITS.fieldCommandLogMaxPerWindow, windowMs: TIMINGS.fieldCommandLogWindowMs, what: 'unanswered command refusals' });
-      this.refusalLog.write({ code: outcome.code, commandId: frame.commandId.slice(0, 128), command: frame.command.slice(0, 128) }, 'command refused; not run, not answered');
-      return;
-    }
-    // Not answered now: each copy of the command delivered meanwhile comes here again, and a
-    // compromised DMZ can deliver a genuine one without end, so these lines are rate-limited.
-    if (outcome.deferred) {
-      const fields = { code: outcome.code, commandId: frame.commandId, command: frame.command };
-      this.notAnsweredLog(log, outcome.code === 'FIELD_COMMAND_JOURNAL_FAILED' ? 'error' : 'warn').write(fields, `command ${String(outcome.result)}`);
-      return;
-    }
-    try {
-      await queueResponse({
-        commandId: frame.commandId,
-        status: outcome.status,
-        ...(outcome.result !== undefined ? { result: outcome.result } : {}),
-        timestamp: outcome.timestamp ?? new Date().toISOString(),
-      });
-    } catch (err) {
-      this.notAnsweredLog(log, 'error').write(
-        { err: (err as Error).message, ...(err instanceof FieldStreamError ? { code: err.code } : {}), commandId: frame.commandId, status: outcome.status },
-        'cannot queue the command response; it is queued again when the command is delivered again',
-      );
-      return;
-    }
-    // Once the answer is queued: once per command id, however often it was delivered.
-    if (outcome.code) log.warn({ code: outcome.code, commandId: frame.commandId, command: frame.command }, 'command refused; not run');
-    else log.info({ commandId: frame.commandId, command: frame.command, status: outcome.status }, 'command answered');
-    try {
-      // Dropped by drop-oldest before its sync returned: kept, and queued again once this delivery
-      // is over (the walk passes over the ids being answered).
-      if (!this.answered(frame.commandId)) setImmediate(() => void this.kept.drain(queueResponse, log));
-    } catch (err) {
-      log.warn(
-        { code: 'FIELD_COMMAND_JOURNAL_FAILED', err: (err as Error).message, commandId: frame.commandId },
-        'command answer queued, but the journal cannot record it: after a restart, the same answer may be queued again (the command API records it once)',
-      );
-    }
+    await queueAnswer({ logs: this.logs, answered: (id) => this.answered(id), drainKept: () => this.kept.drain(queueResponse, log) }, frame, outcome, queueResponse, log);
   }
 
   /**

@@ -127,6 +127,16 @@ export const FieldClientConfigSchema = z.object({
    * signing key (a device with one always requires it); anyone holding the DMZ can then command it.
    */
   FIELD_ALLOW_UNSIGNED_COMMANDS: setting.bool(false),
+  /**
+   * commands whose handler runs at once (an exec program each); the others wait, in order of
+   * arrival, for one to end (a device back online is delivered every command queued for it at once)
+   */
+  FIELD_COMMANDS_CONCURRENCY: z.coerce
+    .number({ error: 'must be a whole number of commands' })
+    .int({ error: 'must be a whole number of commands' })
+    .min(1, { error: `must be at least 1 (commands run at once)` })
+    .max(LIMITS.fieldCommandsConcurrencyMax, { error: `must be at most ${LIMITS.fieldCommandsConcurrencyMax} (commands run at once)` })
+    .default(LIMITS.fieldCommandsConcurrencyDefault),
   /** seconds: the oldest command run, by its issuedAt (default: the command API's longest TTL, 30 days) */
   FIELD_COMMAND_MAX_AGE_S: setting.positiveInt(LIMITS.commandMaxTtlS),
   /** seconds: how far the command API's clock may be ahead of (or behind) the device's */

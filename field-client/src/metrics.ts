@@ -49,6 +49,12 @@ export function fieldClientMetrics(
     const oldest = queue.oldestUnacked();
     this.set(oldest === undefined ? 0 : Math.max(0, (Date.now() - oldest) / 1000));
   });
+  m.gauge('field_commands_running', 'Commands whose handler (an exec program each) runs now: at most FIELD_COMMANDS_CONCURRENCY.', [], function () {
+    this.set(commands.runningNow);
+  });
+  m.gauge('field_commands_waiting', 'Commands waiting for one of those running to end, in order of arrival (at most 100, LIMITS.fieldCommandsWaitingMax; past it FIELD_COMMANDS_WAITING_FULL).', [], function () {
+    this.set(commands.waitingNow);
+  });
   m.gauge('field_connected', '1 while connected to the gateway, else 0.', [], function () {
     this.set(connection.isOpen ? 1 : 0);
   });

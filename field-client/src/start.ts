@@ -151,6 +151,8 @@ export async function startFieldClient(config: Readonly<FieldClientConfig>, logg
       skewMs: config.FIELD_COMMAND_CLOCK_SKEW_S * 1000,
     },
     join(config.FIELD_DATA_DIR, 'commands.journal'),
+    undefined,
+    { concurrency: config.FIELD_COMMANDS_CONCURRENCY, waitingMax: LIMITS.fieldCommandsWaitingMax },
   );
   if (commands.journalUnreadable > 0 || commands.journalDamagedValues > 0) {
     log.warn(

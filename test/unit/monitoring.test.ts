@@ -539,7 +539,7 @@ function fieldClient(connected = true) {
     {
       client: client as unknown as FieldClient,
       connection: { isOpen: connected } as unknown as GatewayConnection,
-      commands: { stats: { run: 0, refusedByCode: {}, unanswered: 0 } } as unknown as CommandHandlers,
+      commands: { stats: { run: 0, refusedByCode: {}, unanswered: 0 }, runningNow: 0, waitingNow: 0 } as unknown as CommandHandlers,
       outbox: { bytes: () => 0 } as unknown as FileOutbox,
       certFile: join(repoRoot, 'no-such-certificate.pem'),
     },
@@ -922,7 +922,7 @@ ${series}    alert_rule_test:
         {
           client: client as unknown as FieldClient,
           connection: { isOpen: true } as unknown as GatewayConnection,
-          commands: { stats: { run: 0, refusedByCode: {}, unanswered: 0 } } as unknown as CommandHandlers,
+          commands: { stats: { run: 0, refusedByCode: {}, unanswered: 0 }, runningNow: 0, waitingNow: 0 } as unknown as CommandHandlers,
           outbox: { bytes: () => 0 } as unknown as FileOutbox,
           certFile: join(repoRoot, 'no-such-certificate.pem'),
         },
