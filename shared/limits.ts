@@ -1681,6 +1681,9 @@ export const CONSOLE = {
   /** milliseconds. How often Node looks for requests past headersTimeoutMs (its default, 30 s, lets
    * them linger that much longer). */
   connectionsCheckMs: 2_000,
+  /** seconds a browser keeps to HTTPS for the console once told (Strict-Transport-Security's
+   * max-age, sent only when the console is reached over HTTPS): a year */
+  hstsMaxAgeS: 31_536_000,
   /** bytes. Largest request body the console reads. */
   bodyMaxBytes: 16 * 1024,
   /** characters. Longest path parameter (a device id, a command id) the console's router matches:

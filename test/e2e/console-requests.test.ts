@@ -1,15 +1,17 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { CONSOLE, LIMITS } from '../../shared/limits.ts';
+import { CONSOLE, LIMITS, MANAGE } from '../../shared/limits.ts';
+import { ERRORS } from '../../shared/errors.ts';
 import { ConsoleSession, ROLE_TOKENS, writeRoleTokens } from '../helpers/console-client.ts';
 import { startEmbeddedFixture, type EmbeddedFixture } from '../helpers/embedded.ts';
-import { rawRequest } from '../helpers/http-from.ts';
+import { rawRequest, requestFrom } from '../helpers/http-from.ts';
 import { tempDir } from '../helpers/pki.ts';
 
 /**
  * The operator console's answers to requests that are odd rather than hostile, on the embedded
  * pipeline (real HTTP, MQTT, disk, the local store): each gets a coded 4xx, never a 500 with an
- * error-level log line; and what every answer of the pages' API says to caches. docs/console.md.
+ * error-level log line; what every answer of the pages' API says to caches; and that every error,
+ * those no route sees too, carries the pages' security headers. docs/console.md.
  */
 describe('the operator console answering odd requests', () => {
   const tmp = tempDir('console-requests');
@@ -258,5 +260,72 @@ describe('the operator console answering odd requests', () => {
     const page = await fetch(new URL('/index.html', base));
     await page.arrayBuffer();
     assert.equal(page.headers.get('cache-control'), 'no-cache');
+  });
+
+  it('answers every error with the security headers of its pages (CSP, nosniff, no framing, no referrer) and no-store, each with its code: those no route sees too', async () => {
+    const port = fx.pipeline.console!.port;
+    // What a page is answered with, named one by one (docs/console.md): the values every error must carry.
+    const protective = ['content-security-policy', 'x-frame-options', 'x-content-type-options', 'referrer-policy', 'cross-origin-opener-policy', 'cross-origin-resource-policy', 'origin-agent-cluster', 'x-dns-prefetch-control', 'x-download-options', 'x-permitted-cross-domain-policies', 'x-xss-protection'];
+    const page = await rawRequest(port, 'GET /index.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    assert.equal(page.status, 200);
+    assert.match(page.headers['content-security-policy'] ?? '', /^default-src 'self';.*frame-ancestors 'none'$/);
+    assert.deepEqual([page.headers['x-frame-options'], page.headers['x-content-type-options'], page.headers['referrer-policy']], ['DENY', 'nosniff', 'no-referrer']);
+    const expected = Object.fromEntries(protective.map((h) => [h, page.headers[h]]));
+    assert.ok(protective.every((h) => page.headers[h] !== undefined), `the page has them all: ${JSON.stringify(expected)}`);
+    const admin = `Authorization: Bearer ${ROLE_TOKENS.admin}\r\n`;
+    const json = (body: string) => `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
+    const cases: Array<[string, string, number, string]> = [
+      ['a URL it cannot decode', 'GET /% HTTP/1.1\r\nHost: x\r\n\r\n', 400, 'CONSOLE_INVALID_REQUEST'],
+      ["one under the management API's prefix", `GET /api/v1/manage/devices/% HTTP/1.1\r\nHost: x\r\n${admin}\r\n`, 400, 'MANAGE_INVALID_REQUEST'],
+      ['an HTTP/1.1 request without Host', 'GET /api/session HTTP/1.1\r\n\r\n', 400, 'HTTP_MALFORMED'],
+      ['a malformed header', 'GET /api/session HTTP/1.1\r\nHost: x\r\nnot a header\r\n\r\n', 400, 'HTTP_MALFORMED'],
+      ['a Content-Length that is no number', 'POST /api/login HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n', 400, 'HTTP_MALFORMED'],
+      ['headers past the parser\'s limit', `GET /api/session HTTP/1.1\r\nHost: x\r\nx-big: ${'a'.repeat(20_000)}\r\n\r\n`, ERRORS.HTTP_HEADERS_TOO_LARGE.http, 'HTTP_HEADERS_TOO_LARGE'],
+      ['an expectation other than 100-continue', 'GET /no-such-page HTTP/1.1\r\nHost: x\r\nExpect: something-else\r\n\r\n', 404, 'CONSOLE_NOT_FOUND'],
+      ['no such page', 'GET /no-such-page HTTP/1.1\r\nHost: x\r\n\r\n', 404, 'CONSOLE_NOT_FOUND'],
+      ['no such method', 'PROPFIND /api/session HTTP/1.1\r\nHost: x\r\n\r\n', 404, 'CONSOLE_NOT_FOUND'],
+      ['a static file refused for its path', 'GET /./index.html HTTP/1.1\r\nHost: x\r\n\r\n', 404, 'CONSOLE_NOT_FOUND'],
+      ['a Range past the end of a file', 'GET /index.html HTTP/1.1\r\nHost: x\r\nRange: bytes=999999-\r\n\r\n', 416, 'CONSOLE_RANGE_NOT_SATISFIABLE'],
+      ['a login without its CSRF token', `POST /api/login HTTP/1.1\r\nHost: x\r\n${json('{}')}`, 403, 'CONSOLE_CSRF_INVALID'],
+      ['no login', 'GET /api/devices/meter-1 HTTP/1.1\r\nHost: x\r\n\r\n', 401, 'CONSOLE_UNAUTHORIZED'],
+      ['no bearer token', 'GET /api/v1/manage/status HTTP/1.1\r\nHost: x\r\n\r\n', 401, 'MANAGE_UNAUTHORIZED'],
+      ['a body that is not JSON', `POST /api/v1/manage/topics/validate HTTP/1.1\r\nHost: x\r\n${admin}${json('{x')}`, 400, 'MANAGE_INVALID_REQUEST'],
+      ['a body past the bound', `POST /api/v1/manage/topics/validate HTTP/1.1\r\nHost: x\r\n${admin}Content-Type: application/json\r\nContent-Length: ${CONSOLE.bodyMaxBytes + 1}\r\n\r\n{}`, 400, 'MANAGE_INVALID_REQUEST'],
+    ];
+    for (const [what, head, status, code] of cases) {
+      // Each on a connection of its own, closed after it (the parser's refusals close theirs anyway).
+      const text = head.replace('\r\n', '\r\nConnection: close\r\n');
+      const r = await rawRequest(port, text);
+      assert.deepEqual([r.status, r.body?.error?.code], [status, code], `${what}: ${JSON.stringify(r.body).slice(0, 200)}`);
+      assert.deepEqual(Object.fromEntries(protective.map((h) => [h, r.headers[h]])), expected, `${what}: its security headers`);
+      assert.equal(r.headers['cache-control'], 'no-store', `${what}: kept by no cache`);
+      assert.match(r.headers['content-type'] ?? '', /^application\/json/, what);
+      // A message of the console's own: nothing of fastify's text or a stack.
+      assert.equal(typeof r.body.error.message, 'string', what);
+      assert.ok(!/FST_|\n\s+at /.test(JSON.stringify(r.body)), `${what}: ${JSON.stringify(r.body)}`);
+    }
+    // The refusals of a budget, each from an address of its own (any 127.x is the loopback): the
+    // management API's wrong bearer tokens, the pages' login attempts (200 a minute in this fixture).
+    const manage = `http://127.0.0.1:${port}/api/v1/manage/status`;
+    for (let i = 0; i < MANAGE.authMaxFailures; i++) await requestFrom(manage, { from: '127.0.0.77', headers: { authorization: 'Bearer not-a-credential' } });
+    const throttled = await requestFrom(manage, { from: '127.0.0.77', headers: { authorization: `Bearer ${ROLE_TOKENS.admin}` } });
+    // A login attempt counts once past its CSRF check: with a visitor's cookie and token.
+    const visitor = await requestFrom(`http://127.0.0.1:${port}/api/session`, { from: '127.0.0.78' });
+    const attempt = {
+      from: '127.0.0.78',
+      method: 'POST',
+      headers: { cookie: (visitor.headers['set-cookie'] ?? []).map((c) => c.split(';')[0]).join('; '), 'x-csrf-token': String(visitor.body.csrfToken) },
+      body: { token: 'not-a-token-of-ours' },
+    };
+    let limited = await requestFrom(`http://127.0.0.1:${port}/api/login`, attempt);
+    for (let i = 0; i < 200 && limited.status === 401; i++) limited = await requestFrom(`http://127.0.0.1:${port}/api/login`, attempt);
+    for (const [what, r, code] of [
+      ['too many wrong bearer tokens', throttled, 'MANAGE_THROTTLED'],
+      ['too many login attempts', limited, 'CONSOLE_LOGIN_RATE_LIMITED'],
+    ] as const) {
+      assert.deepEqual([r.status, r.body?.error?.code], [429, code], `${what}: ${JSON.stringify(r.body)}`);
+      assert.deepEqual(Object.fromEntries(protective.map((h) => [h, r.headers[h]])), expected, `${what}: its security headers`);
+      assert.equal(r.headers['cache-control'], 'no-store', what);
+    }
   });
 });

@@ -40,7 +40,7 @@ export function requestFrom(url: string | URL, o: { from?: string; method?: stri
  * Bytes written as they are to a server's port, and its answer read until it closes: for requests
  * no HTTP client would send (a malformed header, headers past the parser's limit).
  */
-export function rawRequest(port: number, text: string): Promise<{ status: number; body: any }> {
+export function rawRequest(port: number, text: string): Promise<{ status: number; headers: Record<string, string>; body: any }> {
   return new Promise((resolve, reject) => {
     const socket = connect(port, '127.0.0.1');
     let got = '';
@@ -49,6 +49,12 @@ export function rawRequest(port: number, text: string): Promise<{ status: number
     socket.on('error', reject);
     socket.on('close', () => {
       const status = Number(/^HTTP\/1\.1 (\d{3}) /.exec(got)?.[1] ?? 0);
+      // The head's fields by lower-case name (a repeated one: its last value).
+      const headers: Record<string, string> = {};
+      for (const line of got.slice(0, Math.max(0, got.indexOf('\r\n\r\n'))).split('\r\n').slice(1)) {
+        const colon = line.indexOf(':');
+        if (colon > 0) headers[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim();
+      }
       const text = got.slice(got.indexOf('\r\n\r\n') + 4);
       let body: unknown = text;
       try {
@@ -56,7 +62,7 @@ export function rawRequest(port: number, text: string): Promise<{ status: number
       } catch {
         /* not JSON */
       }
-      resolve({ status, body });
+      resolve({ status, headers, body });
     });
     socket.write(text);
   });

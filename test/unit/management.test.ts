@@ -14,7 +14,7 @@ import pino from 'pino';
 import { issueDeviceToken, revokeDeviceToken, tokenPaths } from '../../pki/device-tokens.ts';
 import { CONSOLE, DAY_MS, MANAGE } from '../../shared/limits.ts';
 import { makeTestPki } from '../helpers/pki.ts';
-import { oversizedChunkedThenNext, pipelinedUnread, readSlowly } from '../helpers/http-from.ts';
+import { oversizedChunkedThenNext, pipelinedUnread, rawRequest, readSlowly } from '../helpers/http-from.ts';
 import { startWebServer } from '../../internal-network/console/web/server.ts';
 import { BoundedSessionStore } from '../../internal-network/console/web/session-store.ts';
 import { MANAGE_PREFIX, manageRoutes } from '../../internal-network/console/manage/routes.ts';
@@ -28,9 +28,10 @@ import { commandTopic, gatewayPresenceTopic, gatewayUplinkTopic, gatewaySecurity
 
 /** The management API's parts that need no network: topics, the pipeline's state, the test event's answer, the device list's pages. */
 
-/** The console's web server on a free port, without TLS or a proxy, serving `routes` (and its pages). */
-const testWebServer = (routes: Parameters<typeof startWebServer>[0]['routes'], sessions = new BoundedSessionStore(60_000)) =>
-  startWebServer({ host: '127.0.0.1', port: 0, setting: 'CONSOLE_PORT', secure: false, sessionTtlMs: 60_000, sessions, trustedProxies: undefined, logger: pino({ level: 'silent' }), routes });
+/** The console's web server on a free port, without TLS or a proxy, serving `routes` (and its pages);
+ * `secure`: as if reached over HTTPS (CONSOLE_COOKIE_SECURE). */
+const testWebServer = (routes: Parameters<typeof startWebServer>[0]['routes'], sessions = new BoundedSessionStore(60_000), secure = false) =>
+  startWebServer({ host: '127.0.0.1', port: 0, setting: 'CONSOLE_PORT', secure, sessionTtlMs: 60_000, sessions, trustedProxies: undefined, logger: pino({ level: 'silent' }), routes });
 
 const view = (over: Partial<PipelineView> = {}): PipelineView => ({
   at: Date.UTC(2026, 0, 1),
@@ -235,6 +236,21 @@ describe("the console's HTTP server (the management API's routes are on it)", ()
         // The older header for browsers without CSP's frame-ancestors says the same: no framing,
         // not even by the console's own origin (SAMEORIGIN, helmet's default, said otherwise).
         assert.equal(res.headers.get('x-frame-options'), 'DENY', path);
+        // Reached over plain HTTP: no HSTS (the console is told it is not behind HTTPS).
+        assert.equal(res.headers.get('strict-transport-security'), null, path);
+      }
+    } finally {
+      await web.close();
+    }
+  });
+
+  it('tells browsers to keep to HTTPS on every answer once the console is reached over it, a refusal of the HTTP parser too', async () => {
+    const web = await testWebServer(() => undefined, undefined, true);
+    try {
+      const hsts = `max-age=${CONSOLE.hstsMaxAgeS}; includeSubDomains`;
+      for (const text of ['GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n', 'GET /% HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n', 'GET / HTTP/1.1\r\nHost: x\r\nnot a header\r\n\r\n']) {
+        const r = await rawRequest(web.port, text);
+        assert.equal(r.headers['strict-transport-security'], hsts, `${text.split('\r\n')[0]} (${r.status})`);
       }
     } finally {
       await web.close();

@@ -5,7 +5,6 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import fastifyCookie from '@fastify/cookie';
 import fastifyCsrf from '@fastify/csrf-protection';
-import fastifyHelmet from '@fastify/helmet';
 import fastifyRateLimit from '@fastify/rate-limit';
 import fastifySession from '@fastify/session';
 import fastifyStatic from '@fastify/static';
@@ -19,6 +18,7 @@ import { answerClientError } from '../../../shared/http-client-error.ts';
 import { oneRequestAtATime } from '../../../shared/pipelined-requests.ts';
 import { closeStalledConnections } from '../../../shared/stalled-answers.ts';
 import { MANAGE_PREFIX } from '../manage/routes.ts';
+import { consoleSecurityHeaders } from './security-headers.ts';
 import type { BoundedSessionStore } from './session-store.ts';
 
 export interface WebOptions {
@@ -47,13 +47,15 @@ const PUBLIC_DIR = join(import.meta.dirname, '..', 'public');
 const UPLOT_DIR = dirname(createRequire(import.meta.url).resolve('uplot'));
 
 /**
- * The console's HTTP server: fastify with its official plugins for what they do well: security
- * headers and a strict Content-Security-Policy (helmet), signed session cookies with server-side
- * sessions (cookie, session), CSRF tokens on every state-changing request (csrf-protection), login
- * attempts per address (rate-limit), static files (static). Every answer that is not a page or a
- * stream is JSON; every error is `{ "error": { "code", "message" } }` with a code of the registry.
+ * The console's HTTP server: fastify with its official plugins for what they do well: signed
+ * session cookies with server-side sessions (cookie, session), CSRF tokens on every state-changing
+ * request (csrf-protection), login attempts per address (rate-limit), static files (static).
+ * Every answer that is not a page or a stream is JSON; every error is `{ "error": { "code",
+ * "message" } }` with a code of the registry. Every answer, errors too, carries the security
+ * headers and strict Content-Security-Policy of security-headers.ts.
  */
 export async function startWebServer(o: WebOptions): Promise<{ app: FastifyInstance; port: number; close(): Promise<void> }> {
+  const securityHeaders = consoleSecurityHeaders(o.secure);
   const app = Fastify({
     bodyLimit: CONSOLE.bodyMaxBytes,
     // A path parameter too long for the router matched no route: refused by its schema instead (400).
@@ -76,7 +78,7 @@ export async function startWebServer(o: WebOptions): Promise<{ app: FastifyInsta
     // API's code for a URL under its prefix too, not the pages' CONSOLE_INVALID_REQUEST.
     frameworkErrors: (err, req, reply) => sendError(err, req, reply, o.logger, isManagePath(req.url) ? 'MANAGE_INVALID_REQUEST' : undefined),
     // Nor does a request Node's HTTP parser refuses.
-    clientErrorHandler: (err, socket) => answerClientError(err, socket, (code, message) => ({ error: { code, message } })),
+    clientErrorHandler: (err, socket) => answerClientError(err, socket, (code, message) => ({ error: { code, message } }), securityHeaders),
   });
 
   // fastify's own handler, run for one request of a connection at a time (pipelined ones wait for
@@ -85,7 +87,11 @@ export async function startWebServer(o: WebOptions): Promise<{ app: FastifyInsta
   const [fastifyHandler] = app.server.listeners('request') as Array<(req: IncomingMessage, res: ServerResponse) => void>;
   if (fastifyHandler === undefined) throw new Error("fastify's server has no request handler");
   app.server.removeListener('request', fastifyHandler);
-  app.server.on('request', oneRequestAtATime(hostRequired(fastifyHandler), CONSOLE.pipelinedRequestsMaxWaiting));
+  app.server.on('request', oneRequestAtATime(withHeaders(securityHeaders, hostRequired(fastifyHandler)), CONSOLE.pipelinedRequestsMaxWaiting));
+  // A request whose Expect names anything but 100-continue: Node's own answer was a 417 with no
+  // body, no code and none of the headers. Served as if it expected nothing (RFC 9110 §10.1.1 lets
+  // a server answer 417 to it, and asks nothing of one that does not).
+  app.server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => app.server.emit('request', req, res));
   // A connection that sends nothing is watched by none of Node's timeouts (headersTimeout starts
   // with a request's first byte): closed once silent for CONSOLE.connectionIdleBeforeRequestMs.
   // Its first request lifts the limit: a request's own wait (a history read, a live stream that
@@ -100,29 +106,6 @@ export async function startWebServer(o: WebOptions): Promise<{ app: FastifyInsta
   // Headers trickled in a byte at a time are never silence: they must all be in within this, or 408.
   app.server.headersTimeout = CONSOLE.headersTimeoutMs;
 
-  await app.register(fastifyHelmet, {
-    contentSecurityPolicy: {
-      useDefaults: false,
-      directives: {
-        defaultSrc: ["'self'"],
-        scriptSrc: ["'self'"],
-        styleSrc: ["'self'"],
-        imgSrc: ["'self'", 'data:'],
-        connectSrc: ["'self'"],
-        fontSrc: ["'self'"],
-        objectSrc: ["'none'"],
-        baseUri: ["'none'"],
-        formAction: ["'self'"],
-        frameAncestors: ["'none'"],
-      },
-    },
-    // X-Frame-Options, for browsers without CSP's frame-ancestors, says what it says: no framing at
-    // all (helmet's default, SAMEORIGIN, let the console's own origin frame it).
-    frameguard: { action: 'deny' },
-    hsts: o.secure ? { maxAge: 31_536_000 } : false,
-    referrerPolicy: { policy: 'no-referrer' },
-    crossOriginEmbedderPolicy: false,
-  });
   // Answers quote devices (a reading's strings, a test event's result) and the management API is
   // read with curl in a terminal (docs/management-api.md): DEL, C1 and bidi controls, which
   // JSON.stringify writes raw, go as \u escapes, the same JSON values (shared/terminal-text.ts).
@@ -190,6 +173,19 @@ export async function startWebServer(o: WebOptions): Promise<{ app: FastifyInsta
   const port = typeof address === 'object' && address ? address.port : o.port;
   o.logger.info({ host: o.host, port }, 'console listening');
   return { app, port, close: () => app.close() };
+}
+
+/**
+ * The console's security headers set on the answer before anything else sees the request: every
+ * answer made from it carries them, fastify's errors before any hook (a URL it cannot decode), the
+ * Host check below, the live streams' own heads (Node keeps headers set this way under writeHead's).
+ */
+function withHeaders(headers: Readonly<Record<string, string>>, handler: (req: IncomingMessage, res: ServerResponse) => void): (req: IncomingMessage, res: ServerResponse) => void {
+  const list = Object.entries(headers);
+  return (req, res) => {
+    for (const [name, value] of list) res.setHeader(name, value);
+    handler(req, res);
+  };
 }
 
 /**
