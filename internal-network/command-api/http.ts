@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
+import { HOST_MISSING_MESSAGE, hostMissing } from '../../shared/host-required.ts';
 import { listenFailed } from '../../shared/listen-failed.ts';
 import { terminalText } from '../../shared/terminal-text.ts';
 import { readJsonBody } from '../../shared/http-body.ts';
@@ -77,7 +78,8 @@ export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: n
 
   // How often Node looks for requests past headersTimeout and requestTimeout: its default (30 s) let
   // a client trickling its headers (slowloris) hold its connection six times headersTimeout.
-  const server: Server = createServer({ connectionsCheckingInterval: TIMINGS.commandApiConnectionsCheckMs }, (req, res) => {
+  // A request without Host is refused in handle(), in the API's shape (shared/host-required.ts).
+  const server: Server = createServer({ connectionsCheckingInterval: TIMINGS.commandApiConnectionsCheckMs, requireHostHeader: false }, (req, res) => {
     if (o.requests) res.once('finish', () => o.requests?.inc({ status: String(res.statusCode) }));
     // The connection, kept here: a request once destroyed has no req.socket any more (null). A body
     // refused as too large while it arrived was (readJsonBody destroyed it), and reading
@@ -106,7 +108,11 @@ export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: n
     });
   });
   // A request Node's parser refuses, answered in the API's error shape too.
-  server.on('clientError', (err: NodeJS.ErrnoException, socket) => answerClientError(err, socket, (code, message) => ({ code, message })));
+  server.on('clientError', (err: NodeJS.ErrnoException, socket) => answerClientError(err, socket, (code, message) => ({ code, message }), ANSWER_HEADERS));
+  // A request whose Expect names anything but 100-continue: Node's own answer was a 417 with no
+  // body, no code and neither of ANSWER_HEADERS. Served as if it expected nothing (RFC 9110
+  // §10.1.1 lets a server answer 417 to it, and asks nothing of one that does not).
+  server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => server.emit('request', req, res));
   // How many at once: one more is closed as it is accepted. The timeouts bound how long each lasts,
   // not how many there are; without it anyone reaching the port could take every file descriptor,
   // and the journal (opened at each write) and the broker connection with them.
@@ -125,6 +131,11 @@ export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: n
   let listingsHeld = 0;
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (hostMissing(req)) {
+      // As a request Node's parser refuses: the connection closed after the answer.
+      res.shouldKeepAlive = false;
+      throw new FieldStreamError('HTTP_MALFORMED', HOST_MISSING_MESSAGE);
+    }
     const url = requestUrl(req);
     if (url.pathname === '/healthz') {
       const ok = o.brokerConnected();
@@ -321,6 +332,13 @@ function listAnswer(records: readonly CommandRecord[], total: number): string {
   return `{"commands":[${pieces.join(',')}]${truncated ? ',"truncated":true' : ''},"total":${total}}`;
 }
 
+/**
+ * On every answer, errors and the parser's refusals too: no cache keeps a command, a listing or a
+ * refusal (each is one caller's), and no browser takes the JSON for anything else (a device's
+ * result is quoted in it).
+ */
+const ANSWER_HEADERS: Readonly<Record<string, string>> = { 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' };
+
 function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   // A device's result is read with curl in a terminal (docs/commands.md): DEL, C1 and bidi controls
   // in its strings, which JSON.stringify writes raw, are sent as \u escapes, the same JSON values.
@@ -329,7 +347,7 @@ function send(res: ServerResponse, status: number, body: unknown, headers: Recor
 
 /** An answer of JSON text, its terminal controls escaped already (terminalText, as send() does). */
 function sendText(res: ServerResponse, status: number, text: string, headers: Record<string, string> = {}): void {
-  res.writeHead(status, { ...headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
+  res.writeHead(status, { ...headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...ANSWER_HEADERS });
   if (text.length <= LIMITS.commandApiAnswerPieceBytes / 3) {
     res.end(text);
     return;

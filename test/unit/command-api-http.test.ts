@@ -137,6 +137,38 @@ test("a request Node's HTTP parser refuses is answered in the API's error shape,
   }
 });
 
+test('every answer, each error too, says Cache-Control: no-store and X-Content-Type-Options: nosniff, with its code in the body: those Node answered by itself included', async () => {
+  const { api } = await failingApi();
+  const bearer = `Authorization: Bearer ${TOKEN}\r\n`;
+  try {
+    const cases: Array<[string, string, number, string | undefined]> = [
+      ['an answer', 'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n', 200, undefined],
+      ['a malformed header', 'GET /v1/commands HTTP/1.1\r\nHost: x\r\nnot a header\r\n\r\n', 400, 'HTTP_MALFORMED'],
+      ["headers past the parser's limit", `GET /v1/commands HTTP/1.1\r\nHost: x\r\nx-big: ${'a'.repeat(20_000)}\r\n\r\n`, 431, 'HTTP_HEADERS_TOO_LARGE'],
+      // Node refused these itself: a 400 and a 417 with no body, no code and neither header.
+      ['an HTTP/1.1 request without Host', `GET /v1/commands HTTP/1.1\r\n${bearer}\r\n`, 400, 'HTTP_MALFORMED'],
+      ['an expectation other than 100-continue', 'GET /v1/commands HTTP/1.1\r\nHost: x\r\nExpect: something-else\r\n\r\n', 401, 'API_UNAUTHORIZED'],
+      ['no bearer token', 'GET /v1/commands HTTP/1.1\r\nHost: x\r\n\r\n', 401, 'API_UNAUTHORIZED'],
+      ['no such path', `GET /v2/nothing HTTP/1.1\r\nHost: x\r\n${bearer}\r\n`, 404, 'API_NOT_FOUND'],
+      ['no such method', `DELETE /v1/commands HTTP/1.1\r\nHost: x\r\n${bearer}\r\n`, 405, 'API_METHOD_NOT_ALLOWED'],
+      ['a target the URL parser refuses', 'GET //[ HTTP/1.1\r\nHost: x\r\n\r\n', 400, 'API_INVALID_REQUEST'],
+      ['a body of another type', `POST /v1/commands HTTP/1.1\r\nHost: x\r\n${bearer}Content-Type: text/plain\r\nContent-Length: 2\r\n\r\n{}`, 400, 'API_INVALID_BODY'],
+    ];
+    for (const [what, head, status, code] of cases) {
+      const r = await rawRequest(api.port, head.replace('\r\n', '\r\nConnection: close\r\n'));
+      assert.deepEqual([r.status, r.body?.code], [status, code], `${what}: ${JSON.stringify(r.body).slice(0, 200)}`);
+      assert.deepEqual([r.headers['cache-control'], r.headers['x-content-type-options']], ['no-store', 'nosniff'], what);
+      assert.match(r.headers['content-type'] ?? '', /^application\/json/, what);
+      if (code !== undefined) assert.equal(typeof r.body.message, 'string', what);
+    }
+    // A request without Host is refused as an HTTP/1.1 one only: an HTTP/1.0 request may name none.
+    const old = await rawRequest(api.port, 'GET /healthz HTTP/1.0\r\n\r\n');
+    assert.equal(old.status, 200, JSON.stringify(old.body));
+  } finally {
+    await api.close();
+  }
+});
+
 test("a caller's mistake is still API_INVALID_BODY (400), and is not logged as an internal error", async () => {
   const { api, lines } = await failingApi();
   try {

@@ -10,6 +10,7 @@ import fastifySession from '@fastify/session';
 import fastifyStatic from '@fastify/static';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { ERRORS, FieldStreamError, isFieldStreamError, type ErrorCode } from '../../../shared/errors.ts';
+import { HOST_MISSING_MESSAGE, hostMissing } from '../../../shared/host-required.ts';
 import { listenFailed } from '../../../shared/listen-failed.ts';
 import { terminalText } from '../../../shared/terminal-text.ts';
 import { CONSOLE, TIMINGS } from '../../../shared/limits.ts';
@@ -189,14 +190,13 @@ function withHeaders(headers: Readonly<Record<string, string>>, handler: (req: I
 }
 
 /**
- * An HTTP/1.1 request must name its host (RFC 9112 §3.2: the server answers 400 to one without
- * Host): answered here as every refusal of what Node's parser takes, `HTTP_MALFORMED` in the
- * registry's shape, and the connection closed. An HTTP/1.0 request may name none: served.
+ * An HTTP/1.1 request without Host (shared/host-required.ts): answered here as every refusal of
+ * what Node's parser takes, `HTTP_MALFORMED` in the registry's shape, and the connection closed.
  */
 function hostRequired(handler: (req: IncomingMessage, res: ServerResponse) => void): (req: IncomingMessage, res: ServerResponse) => void {
   return (req, res) => {
-    if (req.headers.host !== undefined || req.httpVersion !== '1.1') return handler(req, res);
-    const body = JSON.stringify({ error: { code: 'HTTP_MALFORMED', message: 'An HTTP/1.1 request must name its host (a Host header, RFC 9112 §3.2); the connection is closed.' } });
+    if (!hostMissing(req)) return handler(req, res);
+    const body = JSON.stringify({ error: { code: 'HTTP_MALFORMED', message: HOST_MISSING_MESSAGE } });
     res.writeHead(ERRORS.HTTP_MALFORMED.http, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store', connection: 'close' });
     res.end(body);
   };
