@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
-import { HOST_MISSING_MESSAGE, hostMissing } from '../../shared/host-required.ts';
+import { hostRefusal } from '../../shared/host-required.ts';
 import { listenFailed } from '../../shared/listen-failed.ts';
 import { terminalText } from '../../shared/terminal-text.ts';
 import { readJsonBody } from '../../shared/http-body.ts';
@@ -78,7 +78,7 @@ export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: n
 
   // How often Node looks for requests past headersTimeout and requestTimeout: its default (30 s) let
   // a client trickling its headers (slowloris) hold its connection six times headersTimeout.
-  // A request without Host is refused in handle(), in the API's shape (shared/host-required.ts).
+  // A request without Host, or naming it twice, is refused in handle(), in the API's shape (shared/host-required.ts).
   const server: Server = createServer({ connectionsCheckingInterval: TIMINGS.commandApiConnectionsCheckMs, requireHostHeader: false }, (req, res) => {
     if (o.requests) res.once('finish', () => o.requests?.inc({ status: String(res.statusCode) }));
     // The connection, kept here: a request once destroyed has no req.socket any more (null). A body
@@ -131,10 +131,11 @@ export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: n
   let listingsHeld = 0;
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    if (hostMissing(req)) {
+    const hostRefused = hostRefusal(req);
+    if (hostRefused !== undefined) {
       // As a request Node's parser refuses: the connection closed after the answer.
       res.shouldKeepAlive = false;
-      throw new FieldStreamError('HTTP_MALFORMED', HOST_MISSING_MESSAGE);
+      throw new FieldStreamError('HTTP_MALFORMED', hostRefused);
     }
     const url = requestUrl(req);
     if (url.pathname === '/healthz') {

@@ -278,6 +278,9 @@ describe('the operator console answering odd requests', () => {
       ['a URL it cannot decode', 'GET /% HTTP/1.1\r\nHost: x\r\n\r\n', 400, 'CONSOLE_INVALID_REQUEST'],
       ["one under the management API's prefix", `GET /api/v1/manage/devices/% HTTP/1.1\r\nHost: x\r\n${admin}\r\n`, 400, 'MANAGE_INVALID_REQUEST'],
       ['an HTTP/1.1 request without Host', 'GET /api/session HTTP/1.1\r\n\r\n', 400, 'HTTP_MALFORMED'],
+      // RFC 9112 §3.2: one Host, not the first of several (a proxy in front may have read another).
+      ['two Host headers', 'GET /api/session HTTP/1.1\r\nHost: x\r\nhost: y\r\n\r\n', 400, 'HTTP_MALFORMED'],
+      ['two Host headers in HTTP/1.0', 'GET /api/session HTTP/1.0\r\nHost: x\r\nHost: y\r\n\r\n', 400, 'HTTP_MALFORMED'],
       ['a malformed header', 'GET /api/session HTTP/1.1\r\nHost: x\r\nnot a header\r\n\r\n', 400, 'HTTP_MALFORMED'],
       ['a Content-Length that is no number', 'POST /api/login HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n', 400, 'HTTP_MALFORMED'],
       ['headers past the parser\'s limit', `GET /api/session HTTP/1.1\r\nHost: x\r\nx-big: ${'a'.repeat(20_000)}\r\n\r\n`, ERRORS.HTTP_HEADERS_TOO_LARGE.http, 'HTTP_HEADERS_TOO_LARGE'],

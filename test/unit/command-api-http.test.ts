@@ -147,6 +147,8 @@ test('every answer, each error too, says Cache-Control: no-store and X-Content-T
       ["headers past the parser's limit", `GET /v1/commands HTTP/1.1\r\nHost: x\r\nx-big: ${'a'.repeat(20_000)}\r\n\r\n`, 431, 'HTTP_HEADERS_TOO_LARGE'],
       // Node refused these itself: a 400 and a 417 with no body, no code and neither header.
       ['an HTTP/1.1 request without Host', `GET /v1/commands HTTP/1.1\r\n${bearer}\r\n`, 400, 'HTTP_MALFORMED'],
+      // RFC 9112 §3.2: one Host, not the first of several (a proxy in front may have read another).
+      ['two Host headers', `GET /v1/commands HTTP/1.1\r\nHost: x\r\nhost: y\r\n${bearer}\r\n`, 400, 'HTTP_MALFORMED'],
       ['an expectation other than 100-continue', 'GET /v1/commands HTTP/1.1\r\nHost: x\r\nExpect: something-else\r\n\r\n', 401, 'API_UNAUTHORIZED'],
       ['no bearer token', 'GET /v1/commands HTTP/1.1\r\nHost: x\r\n\r\n', 401, 'API_UNAUTHORIZED'],
       ['no such path', `GET /v2/nothing HTTP/1.1\r\nHost: x\r\n${bearer}\r\n`, 404, 'API_NOT_FOUND'],

@@ -10,7 +10,7 @@ import fastifySession from '@fastify/session';
 import fastifyStatic from '@fastify/static';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { ERRORS, FieldStreamError, isFieldStreamError, type ErrorCode } from '../../../shared/errors.ts';
-import { HOST_MISSING_MESSAGE, hostMissing } from '../../../shared/host-required.ts';
+import { hostRefusal } from '../../../shared/host-required.ts';
 import { listenFailed } from '../../../shared/listen-failed.ts';
 import { terminalText } from '../../../shared/terminal-text.ts';
 import { CONSOLE, TIMINGS } from '../../../shared/limits.ts';
@@ -190,13 +190,15 @@ function withHeaders(headers: Readonly<Record<string, string>>, handler: (req: I
 }
 
 /**
- * An HTTP/1.1 request without Host (shared/host-required.ts): answered here as every refusal of
- * what Node's parser takes, `HTTP_MALFORMED` in the registry's shape, and the connection closed.
+ * An HTTP/1.1 request without Host, or any naming it more than once (shared/host-required.ts):
+ * answered here as every refusal of Node's parser, `HTTP_MALFORMED` in the registry's shape, and
+ * the connection closed.
  */
 function hostRequired(handler: (req: IncomingMessage, res: ServerResponse) => void): (req: IncomingMessage, res: ServerResponse) => void {
   return (req, res) => {
-    if (!hostMissing(req)) return handler(req, res);
-    const body = JSON.stringify({ error: { code: 'HTTP_MALFORMED', message: HOST_MISSING_MESSAGE } });
+    const refusal = hostRefusal(req);
+    if (refusal === undefined) return handler(req, res);
+    const body = JSON.stringify({ error: { code: 'HTTP_MALFORMED', message: refusal } });
     res.writeHead(ERRORS.HTTP_MALFORMED.http, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store', connection: 'close' });
     res.end(body);
   };
