@@ -1,4 +1,4 @@
-import { STATUS_CODES } from 'node:http';
+import { STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { ERRORS, type ErrorCode } from './errors.ts';
 
@@ -35,4 +35,23 @@ export function answerClientError(err: NodeJS.ErrnoException, socket: Duplex, re
   socket.end(
     `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\n${own}content-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n${body}`,
   );
+}
+
+/**
+ * On every answer of a JSON API reached with curl or by programs (the command API, the services'
+ * metrics ports), errors and the parser's refusals too: no cache keeps an answer (each is one
+ * caller's), and no browser takes the JSON for anything else (a device's text is quoted in it).
+ */
+export const API_ANSWER_HEADERS: Readonly<Record<string, string>> = { 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' };
+
+/**
+ * What a plain node:http server answers before any handler of its own sees the request: a request
+ * Node's parser refuses gets the server's error shape with a code and `headers` (answerClientError),
+ * and one whose Expect names anything but 100-continue is served as if it expected nothing (Node's
+ * own answer was a 417 with no body, no code and none of the server's headers; RFC 9110 §10.1.1
+ * lets a server answer 417 to it, and asks nothing of one that does not).
+ */
+export function answerBeforeHandlers(server: Server, render: (code: ErrorCode, message: string) => unknown, headers: Readonly<Record<string, string>>): void {
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => answerClientError(err, socket, render, headers));
+  server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => server.emit('request', req, res));
 }

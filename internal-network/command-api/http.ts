@@ -15,7 +15,7 @@ import type { CommandDispatcher } from './dispatcher.ts';
 import { CommandRequestSchema, type CommandRecord, type CommandRequest, type CommandView, type IssuedAnswer } from './schemas.ts';
 import { roleAllows, type Credentials, type Principal } from '../shared/credentials.ts';
 import type { CommandStore } from './store.ts';
-import { answerClientError } from '../../shared/http-client-error.ts';
+import { answerBeforeHandlers, API_ANSWER_HEADERS } from '../../shared/http-client-error.ts';
 import { closeStalledConnections } from '../../shared/stalled-answers.ts';
 import { TEST_COMMAND, TestCommandParamsSchema, type TestCommandParams } from '../../shared/contract/test-command.ts';
 
@@ -107,12 +107,9 @@ export async function startCommandHttp(o: CommandHttpOptions): Promise<{ port: n
       send(res, coded.httpStatus, { code: coded.code, message: coded.message, ...(coded.details ? { details: coded.details } : {}) }, typeof retryAfterS === 'number' ? { 'retry-after': String(retryAfterS) } : {});
     });
   });
-  // A request Node's parser refuses, answered in the API's error shape too.
-  server.on('clientError', (err: NodeJS.ErrnoException, socket) => answerClientError(err, socket, (code, message) => ({ code, message }), ANSWER_HEADERS));
-  // A request whose Expect names anything but 100-continue: Node's own answer was a 417 with no
-  // body, no code and neither of ANSWER_HEADERS. Served as if it expected nothing (RFC 9110
-  // §10.1.1 lets a server answer 417 to it, and asks nothing of one that does not).
-  server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => server.emit('request', req, res));
+  // A request Node's parser refuses, answered in the API's error shape too; an unknown Expect
+  // served as if absent, not with Node's bare 417.
+  answerBeforeHandlers(server, (code, message) => ({ code, message }), API_ANSWER_HEADERS);
   // How many at once: one more is closed as it is accepted. The timeouts bound how long each lasts,
   // not how many there are; without it anyone reaching the port could take every file descriptor,
   // and the journal (opened at each write) and the broker connection with them.
@@ -333,13 +330,6 @@ function listAnswer(records: readonly CommandRecord[], total: number): string {
   return `{"commands":[${pieces.join(',')}]${truncated ? ',"truncated":true' : ''},"total":${total}}`;
 }
 
-/**
- * On every answer, errors and the parser's refusals too: no cache keeps a command, a listing or a
- * refusal (each is one caller's), and no browser takes the JSON for anything else (a device's
- * result is quoted in it).
- */
-const ANSWER_HEADERS: Readonly<Record<string, string>> = { 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' };
-
 function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   // A device's result is read with curl in a terminal (docs/commands.md): DEL, C1 and bidi controls
   // in its strings, which JSON.stringify writes raw, are sent as \u escapes, the same JSON values.
@@ -348,7 +338,7 @@ function send(res: ServerResponse, status: number, body: unknown, headers: Recor
 
 /** An answer of JSON text, its terminal controls escaped already (terminalText, as send() does). */
 function sendText(res: ServerResponse, status: number, text: string, headers: Record<string, string> = {}): void {
-  res.writeHead(status, { ...headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...ANSWER_HEADERS });
+  res.writeHead(status, { ...headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...API_ANSWER_HEADERS });
   if (text.length <= LIMITS.commandApiAnswerPieceBytes / 3) {
     res.end(text);
     return;

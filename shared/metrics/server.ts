@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { isFieldStreamError } from '../errors.ts';
+import { answerBeforeHandlers, API_ANSWER_HEADERS } from '../http-client-error.ts';
 import { LIMITS, TIMINGS } from '../limits.ts';
 import { listenFailed } from '../listen-failed.ts';
 import { oneRequestAtATime } from '../pipelined-requests.ts';
@@ -57,7 +58,7 @@ export async function startMetricsServer(o: {
   const server: Server = createServer(oneRequestAtATime((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     const send = (status: number, type: string, body: string) => {
-      res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' });
+      res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body), ...API_ANSWER_HEADERS });
       res.end(body);
     };
     try {
@@ -87,6 +88,9 @@ export async function startMetricsServer(o: {
     }
     send(404, 'text/plain', 'not found: /metrics, /healthz, /readyz\n');
   }, LIMITS.metricsPipelinedRequestsMaxWaiting));
+  // What Node's parser refuses (a malformed header, headers past its limit) gets a coded answer with
+  // the same headers, not Node's bare 400; an unknown Expect, not Node's bare 417.
+  answerBeforeHandlers(server, (code, message) => ({ code, message }), API_ANSWER_HEADERS);
   closeStalledConnections(server, () => TIMINGS.metricsAnswerStallMs, o.log);
   // A connection that sends nothing is watched by none of Node's timeouts (headersTimeout starts with
   // a request's first byte): closed once silent for metricsIdleBeforeRequestMs. Its first request

@@ -194,4 +194,21 @@ describe('the metrics server and a page rebound to its address', () => {
       await server.close();
     }
   });
+
+  it("answers what Node's parser refuses, and an unknown Expect, with a code and its headers (nosniff, no-store), never Node's bare 400 or 417", async () => {
+    const server = await startMetricsServer({ metrics: new ServiceMetrics('svc', { processMetrics: false }), host: '127.0.0.1', port: 0, setting: 'GATEWAY_METRICS_PORT', log: createLogger('test', 'silent') });
+    try {
+      const ours = (h: Record<string, string>) => [h['x-content-type-options'], h['cache-control']];
+      const page = await rawRequest(server.port, 'GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n');
+      assert.deepEqual([page.status, ...ours(page.headers)], [200, 'nosniff', 'no-store']);
+      const malformed = await rawRequest(server.port, 'GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nBad Header: x\r\n\r\n');
+      assert.deepEqual([malformed.status, malformed.body.code, ...ours(malformed.headers)], [400, 'HTTP_MALFORMED', 'nosniff', 'no-store']);
+      const tooLarge = await rawRequest(server.port, `GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`);
+      assert.deepEqual([tooLarge.status, tooLarge.body.code, ...ours(tooLarge.headers)], [431, 'HTTP_HEADERS_TOO_LARGE', 'nosniff', 'no-store']);
+      const expect = await rawRequest(server.port, 'GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: something-else\r\nConnection: close\r\n\r\n');
+      assert.deepEqual([expect.status, expect.body.status, ...ours(expect.headers)], [200, 'alive', 'nosniff', 'no-store']);
+    } finally {
+      await server.close();
+    }
+  });
 });
