@@ -7,7 +7,7 @@ import { unsafeFilenameReason } from '../../../shared/contract/filename.ts';
 import { FilePayloadSchema } from '../../../shared/contract/payloads.ts';
 import { FieldStreamError, isFieldStreamError } from '../../../shared/errors.ts';
 import { readJsonBody } from '../../../shared/http-body.ts';
-import { answerClientError } from '../../../shared/http-client-error.ts';
+import { answerBeforeHandlers } from '../../../shared/http-client-error.ts';
 import { idempotencyKey } from '../../../shared/idempotency-key.ts';
 import { LimitedLog } from '../../../shared/limited-log.ts';
 import { LIMITS, TIMINGS } from '../../../shared/limits.ts';
@@ -74,8 +74,9 @@ export function httpInput(client: FieldClient, host: string, port: number, dataD
   }, onRequest);
   // A request Node's parser refuses (bad chunked encoding, a malformed header, headers past its
   // limit or its time) reaches no route: answered with a code of the registry, as every other
-  // refusal here, rather than Node's bare 400 that named nothing to fix.
-  server.on('clientError', (err: NodeJS.ErrnoException, socket) => answerClientError(err, socket, (code, message) => ({ code, message })));
+  // refusal here, rather than Node's bare 400 that named nothing to fix; and an Expect it does not
+  // know is served as if absent, rather than Node's bare 417.
+  answerBeforeHandlers(server, (code, message) => ({ code, message }), {});
   capConnections(server, LIMITS.localHttpMaxConnections, new LimitedLog(log, { maxPerWindow: LIMITS.localInputBusyLogMaxPerWindow, windowMs: TIMINGS.floodLogIntervalMs, what: 'local HTTP connections refused as busy' }), 'HTTP');
   // Once a body is in, nothing above watches its connection: one whose program reads none of its
   // answers (requests pipelined) is closed once they have been stuck for localInputAnswerStallMs.
