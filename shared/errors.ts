@@ -161,6 +161,12 @@ export const ERRORS = {
     description:
       'Another field client holds FIELD_DATA_DIR (its field-client.lock names it, renewed every 2 s): two on one folder would append to one queue and delete what the other still sends. Stop the other, or give each its own FIELD_DATA_DIR. A lock whose holder is gone (killed, the machine restarted) is taken over at once on the same machine, after 15 s from another.',
   },
+  FIELD_DATA_DIR_UNUSABLE: {
+    http: 500,
+    transient: false,
+    description:
+      'FIELD_DATA_DIR, or its queue folder, is not a folder the field client can read and write (a file in its place, no permission): the client cannot start on it. Said by fieldstream doctor; fix the path, or its owner and permissions.',
+  },
   FIELD_QUEUE_CORRUPT: { http: 500, transient: false, description: 'A damaged record was found in the local queue (e.g. after a power cut); the readable data was kept.' },
   FIELD_QUEUE_WRITE_FAILED: {
     http: 507,

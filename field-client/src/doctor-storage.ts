@@ -1,5 +1,6 @@
-import { existsSync, readdirSync, statfsSync, statSync } from 'node:fs';
+import { accessSync, constants, existsSync, readdirSync, statfsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import type { ErrorCode } from '../../shared/errors.ts';
 import type { FieldClientConfig } from './config.ts';
 import type { CheckResult, Context } from './doctor-context.ts';
 import { rejectedBytes } from './rejected.ts';
@@ -20,6 +21,56 @@ function rejectedCheck(c: FieldClientConfig, bytes: number, held: number | undef
   return { name: 'set aside', level: 'ok', detail: 'nothing refused by the gateway is set aside' };
 }
 
+/** The code of a FIELD_DATA_DIR the client cannot start on. */
+const UNUSABLE: ErrorCode = 'FIELD_DATA_DIR_UNUSABLE';
+const errno = (err: unknown) => (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+const UNUSABLE_HINT = 'FIELD_DATA_DIR must be a folder the client can read and write (or one it can make): fix the path or its owner and permissions; the client stops at its start on it.';
+
+/**
+ * Why the client cannot use FIELD_DATA_DIR (it makes it at its start, then reads and writes in it),
+ * or undefined: a file in its place, or a folder this user cannot read, write or enter. A folder
+ * not there yet is made by the client.
+ */
+function dataDirProblem(dir: string): string | undefined {
+  let st;
+  try {
+    st = statSync(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    return `FIELD_DATA_DIR=${dir} cannot be looked at: ${errno(err)}`;
+  }
+  if (!st.isDirectory()) return `FIELD_DATA_DIR=${dir} is not a folder`;
+  try {
+    accessSync(dir, constants.R_OK | constants.W_OK | constants.X_OK);
+  } catch (err) {
+    return `FIELD_DATA_DIR=${dir} cannot be read and written by this user: ${errno(err)}`;
+  }
+  return undefined;
+}
+
+/**
+ * The bytes of the queue's files, or why they cannot be counted. A file that went away meanwhile
+ * (the running client deletes a segment once sent) counts nothing; it is no failure.
+ */
+function queueBytesOf(queueDir: string): number | { problem: string } {
+  let names: string[];
+  try {
+    names = readdirSync(queueDir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 0;
+    return { problem: `${queueDir} cannot be read: ${errno(err)}` };
+  }
+  let n = 0;
+  for (const name of names) {
+    try {
+      n += statSync(join(queueDir, name)).size;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') return { problem: `${join(queueDir, name)} cannot be read: ${errno(err)}` };
+    }
+  }
+  return n;
+}
+
 /** The device's own side, looked at even when the network steps fail: the queue, what is set aside, free disk. */
 export async function queueAndDisk(ctx: Context): Promise<CheckResult[]> {
   const c = ctx.config as FieldClientConfig;
@@ -33,9 +84,16 @@ export async function queueAndDisk(ctx: Context): Promise<CheckResult[]> {
       .catch(() => undefined);
   }
   const queueDir = join(c.FIELD_DATA_DIR, 'queue');
-  const queueBytes = existsSync(queueDir) ? readdirSync(queueDir).reduce((n, f) => n + statSync(join(queueDir, f)).size, 0) : 0;
+  const dirProblem = dataDirProblem(c.FIELD_DATA_DIR);
+  const measured = queueBytesOf(queueDir);
+  const queueBytes = typeof measured === 'number' ? measured : 0;
   const setAside = rejectedBytes(c.FIELD_DATA_DIR);
-  if (status?.queue) {
+  // The folder unusable, its queue cannot be either: one failure says why, and no free space is
+  // measured for a folder the client cannot write to.
+  const queueProblem = dirProblem ?? (typeof measured === 'number' ? undefined : measured.problem);
+  if (queueProblem !== undefined) {
+    out.push({ name: 'queue', level: 'fail', detail: `${UNUSABLE}: ${queueProblem}`, hint: UNUSABLE_HINT });
+  } else if (status?.queue) {
     const old = status.queue.oldestUnsentAt ? ` — oldest unsent from ${status.queue.oldestUnsentAt}` : '';
     out.push({
       name: 'queue',
@@ -47,6 +105,7 @@ export async function queueAndDisk(ctx: Context): Promise<CheckResult[]> {
     out.push({ name: 'queue', level: 'ok', detail: `${queueBytes} bytes queued in ${queueDir} (${why})` });
   }
   out.push(rejectedCheck(c, setAside, status?.rejected?.held));
+  if (dirProblem !== undefined) return out;
   try {
     const fs = statfsSync(existsSync(c.FIELD_DATA_DIR) ? c.FIELD_DATA_DIR : '/');
     const free = fs.bavail * fs.bsize;

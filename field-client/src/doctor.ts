@@ -1,9 +1,12 @@
 import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { isFieldStreamError } from '../../shared/errors.ts';
+import { readJsonSetting } from '../../shared/config.ts';
+import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
+import { parseSigningKey } from '../../shared/security/message-auth.ts';
 import { TIMINGS } from '../../shared/limits.ts';
 import { createLogger } from '../../shared/logger.ts';
-import { daysUntil } from '../../shared/tls-files.ts';
+import { daysUntil, readPemSetting } from '../../shared/tls-files.ts';
+import { CommandsFileSchema } from './commands-file.ts';
 import { loadFieldClientConfig, type FieldClientConfig } from './config.ts';
 import type { Check, CheckResult, Context } from './doctor-context.ts';
 import { clockSkew, dns, roundTrip, tcp, tlsHandshake, websocket } from './doctor-network.ts';
@@ -69,10 +72,30 @@ async function configuration(ctx: Context): Promise<CheckResult> {
   return { name: 'configuration', level: 'ok', detail: `device ${ctx.config.DEVICE_ID}, ${urls.length > 1 ? `gateways ${urls.join(' ')} (tried in turn)` : `gateway ${urls[0]}`}` };
 }
 
+/**
+ * The command files the client reads at its start, read as it reads them (start.ts): one it cannot
+ * read, or that holds no signing key or no commands file, stops the client there, so it is a
+ * failure here, with the client's code; undefined when they read.
+ */
+function commandFilesProblem(c: FieldClientConfig): CheckResult | undefined {
+  try {
+    if (c.FIELD_SIGNING_KEY_FILE && !parseSigningKey(readPemSetting('FIELD_SIGNING_KEY_FILE', c.FIELD_SIGNING_KEY_FILE))) {
+      throw new FieldStreamError('CONFIG_INVALID', `FIELD_SIGNING_KEY_FILE=${c.FIELD_SIGNING_KEY_FILE} does not hold a key (64 hex digits).`);
+    }
+    if (c.FIELD_COMMANDS_FILE) readJsonSetting('FIELD_COMMANDS_FILE', c.FIELD_COMMANDS_FILE, CommandsFileSchema);
+    return undefined;
+  } catch (err) {
+    const coded = isFieldStreamError(err) ? `${err.code}: ${err.message}` : String(err);
+    return { name: 'commands', level: 'fail', detail: `${coded} (the client stops at its start on it)`, hint: "Point the variable at the file of this device's bundle (signing.key), or at a readable commands file (docs/field-client.md)." };
+  }
+}
+
 /** Commands drive actuators: say when the device would run commands nobody authenticated. */
 async function commandSafety(ctx: Context): Promise<CheckResult> {
   const c = ctx.config as FieldClientConfig;
   const name = 'commands';
+  const unreadable = commandFilesProblem(c);
+  if (unreadable) return unreadable;
   if (!c.FIELD_SIGNING_KEY_FILE) {
     if (c.FIELD_ALLOW_UNSIGNED_COMMANDS) {
       return {

@@ -1,0 +1,118 @@
+import assert from 'node:assert/strict';
+import { execFile, spawnSync } from 'node:child_process';
+import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { runDoctor } from '../../field-client/src/doctor.ts';
+import { freePort } from '../../scripts/local-stack/ports.ts';
+import { makeTestPki, tempDir } from '../helpers/pki.ts';
+
+const REPO = join(import.meta.dirname, '..', '..');
+/** Whether this test can run a command as another user (root, with setpriv): to see a folder it cannot read. */
+const asNobody = process.getuid?.() === 0 && spawnSync('setpriv', ['--version']).status === 0;
+
+/**
+ * `fieldstream doctor` on the files the field client reads at its start besides its certificates:
+ * the signing key, the commands file, FIELD_DATA_DIR and its queue. Each one the client stops on
+ * (CONFIG_FILE_UNREADABLE, CONFIG_INVALID, a data folder it cannot make or read) must be a failed
+ * check naming the code, never "ok", and never a crash with a stack trace.
+ */
+describe('fieldstream doctor: the files the client reads at its start', () => {
+  let pki: ReturnType<typeof makeTestPki>;
+  let tmp: ReturnType<typeof tempDir>;
+  let env: Record<string, string>;
+  before(async () => {
+    pki = makeTestPki(['dev-a']);
+    tmp = tempDir('doctor-local');
+    env = {
+      DEVICE_ID: 'dev-a',
+      GATEWAY_URL: `wss://localhost:${await freePort()}/ws`, // nothing listens: only the local checks matter
+      FIELD_CA_FILE: pki.paths.publicCa,
+      FIELD_CERT_FILE: pki.paths.device('dev-a').cert,
+      FIELD_KEY_FILE: pki.paths.device('dev-a').key,
+      FIELD_DATA_DIR: join(tmp.dir, 'data'),
+      FIELD_HTTP_PORT: 'off',
+    };
+  });
+  after(() => {
+    pki.cleanup();
+    tmp.cleanup();
+  });
+  const check = async (name: string, extra: Record<string, string>) => {
+    const results = await runDoctor({ ...env, ...extra });
+    return { r: results.find((x) => x.name === name), all: JSON.stringify(results) };
+  };
+
+  it('fails the commands check on a signing key the client cannot read or that holds no key, as the client stops on it', async () => {
+    // It said "ok: only commands authenticated for this device run", and the client then refused to start.
+    const notAKey = join(tmp.dir, 'signing.key');
+    writeFileSync(notAKey, 'not a key\n');
+    for (const [path, code] of [[join(tmp.dir, 'missing.key'), 'CONFIG_FILE_UNREADABLE'], [tmp.dir, 'CONFIG_FILE_UNREADABLE'], [notAKey, 'CONFIG_INVALID']] as const) {
+      const { r, all } = await check('commands', { FIELD_SIGNING_KEY_FILE: path });
+      assert.equal(r?.level, 'fail', all);
+      assert.match(r?.detail ?? '', new RegExp(`^${code}: FIELD_SIGNING_KEY_FILE=`), all);
+    }
+    const key = join(tmp.dir, 'good-signing.key');
+    writeFileSync(key, `${'ab'.repeat(32)}\n`);
+    assert.equal((await check('commands', { FIELD_SIGNING_KEY_FILE: key })).r?.level, 'ok');
+  });
+
+  it('fails the commands check on a commands file the client cannot read or that is not one', async () => {
+    const notJson = join(tmp.dir, 'commands.json');
+    writeFileSync(notJson, '{ not json');
+    for (const [path, code] of [[join(tmp.dir, 'missing.json'), 'CONFIG_FILE_UNREADABLE'], [notJson, 'CONFIG_INVALID']] as const) {
+      const { r, all } = await check('commands', { FIELD_COMMANDS_FILE: path });
+      assert.equal(r?.level, 'fail', all);
+      assert.match(r?.detail ?? '', new RegExp(`^${code}: FIELD_COMMANDS_FILE=`), all);
+    }
+  });
+
+  it('fails the queue check when FIELD_DATA_DIR is a file, where the client cannot make its folder', async () => {
+    // It said "0 bytes queued" and "N MiB free in FIELD_DATA_DIR", and the client then stopped at its start.
+    const file = join(tmp.dir, 'a-file');
+    writeFileSync(file, 'x');
+    const results = await runDoctor({ ...env, FIELD_DATA_DIR: file });
+    const all = JSON.stringify(results);
+    const queue = results.find((x) => x.name === 'queue');
+    assert.equal(queue?.level, 'fail', all);
+    assert.match(queue?.detail ?? '', /^FIELD_DATA_DIR_UNUSABLE: FIELD_DATA_DIR=.* is not a folder/, all);
+    assert.ok(!results.some((x) => x.name === 'disk' && x.level === 'ok'), all);
+  });
+
+  it('says a queue folder it cannot read is unusable, rather than crash (in process and as the command an operator runs)', async () => {
+    const dir = join(tmp.dir, 'queue-is-a-file');
+    mkdirSync(dir);
+    writeFileSync(join(dir, 'queue'), 'x');
+    const { r, all } = await check('queue', { FIELD_DATA_DIR: dir });
+    assert.equal(r?.level, 'fail', all);
+    assert.match(r?.detail ?? '', /^FIELD_DATA_DIR_UNUSABLE: .*queue cannot be read: ENOTDIR/, all);
+
+    const out = await new Promise<{ status: number; stdout: string; stderr: string }>((resolve) => {
+      execFile(join(REPO, 'bin', 'fieldstream'), ['doctor'], { cwd: tmp.dir, env: { PATH: process.env.PATH, FIELDSTREAM_ENV_FILE: '/dev/null', ...env, FIELD_DATA_DIR: dir }, timeout: 60_000 }, (err, stdout, stderr) =>
+        resolve({ status: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+      );
+    });
+    assert.equal(out.status, 1, out.stdout + out.stderr);
+    assert.doesNotMatch(out.stderr, /at |Error:/, out.stderr); // no stack trace
+    assert.match(out.stdout, /✖ queue +FIELD_DATA_DIR_UNUSABLE/, out.stdout);
+    assert.match(out.stdout, /✔ set aside|! set aside|✖ set aside/, out.stdout); // the checks after it still ran
+  });
+
+  it("fails the queue check on a FIELD_DATA_DIR this user cannot read or write, rather than count it empty", { skip: asNobody ? false : 'needs root and setpriv, to run the doctor as another user' }, async () => {
+    // Run as another user than the folder's owner: it said "0 bytes queued" and "N MiB free" (the
+    // queue folder looked absent), and exited 0.
+    const dir = join(tmp.dir, 'not-ours');
+    mkdirSync(join(dir, 'queue'), { recursive: true, mode: 0o700 });
+    chmodSync(dir, 0o700);
+    chmodSync(tmp.dir, 0o711); // the folder above may be entered: only FIELD_DATA_DIR's own mode stops the user
+    const out = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', join(REPO, 'bin', 'fieldstream'), 'doctor'], {
+      cwd: '/',
+      env: { PATH: process.env.PATH, FIELDSTREAM_ENV_FILE: '/dev/null', ...env, FIELD_DATA_DIR: dir },
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    assert.equal(out.status, 1, out.stdout + out.stderr);
+    assert.match(out.stdout, /✖ queue +FIELD_DATA_DIR_UNUSABLE: FIELD_DATA_DIR=.* cannot be read and written by this user: EACCES/, out.stdout + out.stderr);
+    assert.doesNotMatch(out.stdout, /✔ disk/, out.stdout);
+  });
+});
