@@ -15,8 +15,19 @@ const TIMEOUT_MS = 10_000;
 /** The WebSocket close code of a connection another one of the same device replaced (GATEWAY_SUPERSEDED). */
 const CLOSE_SUPERSEDED = 4009;
 
+/**
+ * The host of the URL as a socket takes it: an IPv6 address without the brackets URL.hostname keeps
+ * ("[::1]"), as ws connects to it; looked up as a name, it failed every check of a URL the client uses.
+ */
+function hostOf(url: URL): string {
+  return url.hostname.startsWith('[') && url.hostname.endsWith(']') ? url.hostname.slice(1, -1) : url.hostname;
+}
+
+/** host:port as written in a URL, an IPv6 address in brackets. */
+const where = (host: string, port: number) => `${isIP(host) === 6 ? `[${host}]` : host}:${port}`;
+
 export async function dns(ctx: Context): Promise<CheckResult> {
-  const host = (ctx.url as URL).hostname;
+  const host = hostOf(ctx.url as URL);
   if (isIP(host)) return { name: 'dns', level: 'ok', detail: `${host} is an address` };
   try {
     const addrs = await lookup(host, { all: true });
@@ -28,7 +39,7 @@ export async function dns(ctx: Context): Promise<CheckResult> {
 
 function hostPort(ctx: Context): { host: string; port: number } {
   const url = ctx.url as URL;
-  return { host: url.hostname, port: Number(url.port || 443) };
+  return { host: hostOf(url), port: Number(url.port || 443) };
 }
 
 export async function tcp(ctx: Context): Promise<CheckResult> {
@@ -38,11 +49,11 @@ export async function tcp(ctx: Context): Promise<CheckResult> {
     const s = tcpConnect({ host, port, timeout: TIMEOUT_MS });
     s.once('connect', () => {
       s.destroy();
-      resolve({ name: 'tcp', level: 'ok', detail: `${host}:${port} reachable in ${Date.now() - started} ms` });
+      resolve({ name: 'tcp', level: 'ok', detail: `${where(host, port)} reachable in ${Date.now() - started} ms` });
     });
     const fail = (why: string) => {
       s.destroy();
-      resolve({ name: 'tcp', level: 'fail', detail: `cannot reach ${host}:${port}: ${why}`, hint: 'Check the network path and firewalls: the device needs outbound TCP to that port.' });
+      resolve({ name: 'tcp', level: 'fail', detail: `cannot reach ${where(host, port)}: ${why}`, hint: 'Check the network path and firewalls: the device needs outbound TCP to that port.' });
     };
     s.once('timeout', () => fail('timed out'));
     s.once('error', (err: NodeJS.ErrnoException) => fail(err.code ?? err.message));
