@@ -78,8 +78,11 @@ export async function queueAndDisk(ctx: Context): Promise<CheckResult[]> {
   let status:
     | { connection?: { state: string }; queue?: { depth: number; oldestUnsentAt: string | null }; lastAckAt?: string | null; rejected?: { held: number } }
     | undefined;
-  if (c.FIELD_HTTP_PORT !== undefined) {
-    status = await fetch(`http://${c.FIELD_HTTP_HOST}:${c.FIELD_HTTP_PORT}/status`, { signal: AbortSignal.timeout(3000) })
+  if (c.FIELD_HTTP_PORT !== undefined && c.FIELD_HTTP_PORT !== 0) {
+    // An IPv6 address in brackets, as cli.ts writes it: bare, "http://::1:8081" is no URL, and a
+    // client that ran and answered was reported as not answering.
+    const host = c.FIELD_HTTP_HOST.includes(':') ? `[${c.FIELD_HTTP_HOST}]` : c.FIELD_HTTP_HOST;
+    status = await fetch(`http://${host}:${c.FIELD_HTTP_PORT}/status`, { signal: AbortSignal.timeout(3000) })
       .then((r) => r.json() as Promise<typeof status>)
       .catch(() => undefined);
   }
@@ -101,7 +104,12 @@ export async function queueAndDisk(ctx: Context): Promise<CheckResult[]> {
       detail: `client ${status.connection?.state}, ${status.queue.depth} messages queued (${queueBytes} bytes)${old}; last ack ${status.lastAckAt ?? 'never'}`,
     });
   } else {
-    const why = c.FIELD_HTTP_PORT === undefined ? 'FIELD_HTTP_PORT=off: no client status asked for' : "the client's status endpoint is not answering: is it running?";
+    const why =
+      c.FIELD_HTTP_PORT === undefined
+        ? 'FIELD_HTTP_PORT=off: no client status asked for'
+        : c.FIELD_HTTP_PORT === 0
+          ? 'FIELD_HTTP_PORT=0: the client picks its port at its start, so no client status asked for'
+          : "the client's status endpoint is not answering: is it running?";
     out.push({ name: 'queue', level: 'ok', detail: `${queueBytes} bytes queued in ${queueDir} (${why})` });
   }
   out.push(rejectedCheck(c, setAside, status?.rejected?.held));
