@@ -114,6 +114,18 @@ function isFree(held: ReturnType<typeof readLease>): boolean {
   return !held || held.ageMs > TIMINGS.stateLeaseExpiryMs;
 }
 
+/**
+ * Who holds slot `slot` of `root` now, or undefined when it is free (isFree). A lease that cannot be
+ * read is not known to be free (`unreadable`). For a restore (scripts/admin/restore.ts), which must
+ * not write a slot's replay windows under the distributor that holds them in memory.
+ */
+export function slotHolder(root: string, slot: number): { path: string; host?: string; pid?: number; ageMs: number; unreadable?: unknown } | undefined {
+  const path = join(slotDir(root, slot), 'lease.json');
+  const held = readLease(path);
+  if (!held || isFree(held)) return undefined;
+  return { path, host: held.lease?.host, pid: held.lease?.pid, ageMs: held.ageMs, ...(held.unreadable !== undefined ? { unreadable: held.unreadable } : {}) };
+}
+
 /** Claims are serialised by DIR/.claiming (a claim takes milliseconds). */
 function withClaimLock<T>(root: string, fn: () => T): T {
   const lock = join(root, '.claiming');

@@ -10,6 +10,8 @@ import { RESTORE_LEFTOVERS, RestoreWriter } from './restore-write.ts';
 import { markRestoring } from '../../pki/restore-mark.ts';
 import { WINDOWS_FILE } from '../../internal-network/distributor/security/replay-store.ts';
 import { lockCommandState } from '../../internal-network/command-api/state-lock.ts';
+import { slotHolder } from '../../internal-network/distributor/state-lease.ts';
+import { TIMINGS } from '../../shared/limits.ts';
 
 export interface RestoreOptions {
   /** overwrite files that exist with other content */
@@ -212,6 +214,7 @@ export async function restoreBackup(paths: AdminPaths, archive: string, o: Resto
 
   const steps: Step[] = manifest.files.map((f) => ({ f, target: targetOf(paths, f), mode: restoredMode(f) }));
   for (const s of steps) refuseLinkedFolders(paths, s.f);
+  refuseHeldSlots(paths, manifest);
   // The command journal's lock (command-api/state-lock.ts), held while it is written: a command API
   // running on it would go on from the commands it holds, and its next compaction would write the
   // journal again without the restored ones.
@@ -230,6 +233,31 @@ export async function restoreBackup(paths: AdminPaths, archive: string, o: Resto
     }
   } finally {
     journalLock?.release();
+  }
+}
+
+/** The slot of the distributor state folder (state-lease.ts) each file of the archive belongs to. */
+const SLOT_PATH = /^instances\/(\d{1,9})\//;
+
+/**
+ * Refuses, before anything is written, to restore the replay windows of a slot a distributor holds
+ * (its lease renewed within TIMINGS.stateLeaseExpiryMs): it keeps its windows in memory and its
+ * journal open, so it would never read the restored ones, append to a journal renamed away, and at
+ * its next compaction or start leave the restored windows or its own behind. As the command API's
+ * lock keeps a restore off its journal (lockJournal).
+ */
+function refuseHeldSlots(paths: AdminPaths, manifest: Manifest): void {
+  const slots = new Set(manifest.files.filter((f) => f.root === 'distributor-state').map((f) => Number(SLOT_PATH.exec(f.path)?.[1] ?? 1)));
+  for (const slot of [...slots].sort((a, b) => a - b)) {
+    const held = slotHolder(paths.stateDir, slot);
+    if (!held) continue;
+    const who = held.unreadable !== undefined
+      ? `cannot be read (${errnoOf(held.unreadable) ?? String(held.unreadable)}), so it is not known to be free`
+      : `names process ${held.pid ?? '?'} on ${held.host ?? '?'}, renewed ${Math.round(held.ageMs / 1000)} s ago`;
+    throw new FieldStreamError(
+      'BACKUP_STATE_IN_USE',
+      `A distributor holds the replay windows of ${dirname(held.path)}: its lease ${held.path} ${who}. Restored under it, they would never be read, and its own would be lost. Stop the distributors, then restore (a killed one's lease is free ${TIMINGS.stateLeaseExpiryMs / 1000} s after its last renewal); nothing was restored.`,
+    );
   }
 }
 
