@@ -1,7 +1,7 @@
 import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { readJsonSetting } from '../../shared/config.ts';
-import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
+import { FieldStreamError, isFieldStreamError, type ErrorCode } from '../../shared/errors.ts';
 import { parseSigningKey } from '../../shared/security/message-auth.ts';
 import { TIMINGS } from '../../shared/limits.ts';
 import { createLogger } from '../../shared/logger.ts';
@@ -14,7 +14,7 @@ import { queueAndDisk } from './doctor-storage.ts';
 import { gatewayUrls } from './gateway-urls.ts';
 import { notADeviceCertificate } from './device-credentials.ts';
 import { readDeviceToken } from './gateway-connection.ts';
-import { serverIdentityCheck, type ServerCrl } from './server-crl.ts';
+import { revokedSerial, serverIdentityCheck, type ServerCrl } from './server-crl.ts';
 import { ServerCrlSource } from './server-crl-source.ts';
 
 export type { CheckResult } from './doctor-context.ts';
@@ -166,6 +166,9 @@ async function certificates(ctx: Context): Promise<CheckResult[]> {
   return [{ name: 'certificates', level: 'ok', detail: `CN ${cn}, key matches, issued by our CA, valid ${days} more days` }];
 }
 
+/** The gateway's code for a client certificate it finds revoked. */
+const REVOKED: ErrorCode = 'GATEWAY_CERTIFICATE_REVOKED';
+
 /** The CRL the server's certificate is checked against (server-crl.ts), read as the client reads it. */
 async function serverCrl(ctx: Context): Promise<CheckResult> {
   const c = ctx.config as FieldClientConfig;
@@ -180,6 +183,17 @@ async function serverCrl(ctx: Context): Promise<CheckResult> {
   }
   if (!crl) return { name: 'crl', level: 'ok', detail: "no CRL (FIELD_CRL_FILE unset, no ca.crl beside FIELD_CA_FILE): a revoked server certificate is taken" };
   tls.checkServerIdentity = serverIdentityCheck(crl);
+  // The device's own certificate against the same CRL: revoked, the gateway refuses it
+  // (GATEWAY_CERTIFICATE_REVOKED), and "valid N more days" above was no use to the operator.
+  const own = tls.cert !== undefined ? revokedSerial(crl, new X509Certificate(tls.cert).raw) : undefined;
+  if (own !== undefined) {
+    return {
+      name: 'crl',
+      level: 'fail',
+      detail: `${REVOKED}: FIELD_CERT_FILE=${c.FIELD_CERT_FILE} (serial ${own}) is revoked in ${crl.path}: the gateway refuses it`,
+      hint: `A certificate superseded by a renewal: copy the device's new bundle here (fieldstream-admin devices renew ${c.DEVICE_ID} makes one). A device revoked as a whole gets no certificate under that id again.`,
+    };
+  }
   if (crl.notCurrent !== undefined) return { name: 'crl', level: 'warn', detail: `${crl.path} (FIELD_CRL_NOT_CURRENT): ${crl.notCurrent}`, hint };
   return { name: 'crl', level: 'ok', detail: `${crl.path}: ${crl.revoked} certificates revoked, valid until ${crl.nextUpdate?.toISOString() ?? 'no date'}` };
 }

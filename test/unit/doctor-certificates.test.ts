@@ -5,6 +5,7 @@ import { after, before, describe, it } from 'node:test';
 import { runDoctor } from '../../field-client/src/doctor.ts';
 import { freePort } from '../../scripts/local-stack/ports.ts';
 import { makeTestPki } from '../helpers/pki.ts';
+import { revokeDevice } from '../../pki/revocation.ts';
 
 /**
  * `fieldstream doctor`'s certificate check, before any network step: what a device presents must be
@@ -15,7 +16,7 @@ describe('fieldstream doctor: the device certificate', () => {
   let pki: ReturnType<typeof makeTestPki>;
   let url: string;
   before(async () => {
-    pki = makeTestPki(['dev-a']);
+    pki = makeTestPki(['dev-a', 'dev-r']);
     url = `wss://localhost:${await freePort()}/ws`; // nothing listens: only the local checks matter here
   });
   after(() => pki.cleanup());
@@ -56,6 +57,19 @@ describe('fieldstream doctor: the device certificate', () => {
     assert.equal(r?.level, 'fail', JSON.stringify(r));
     assert.match(r?.detail ?? '', /FIELD_CERT_FILE.*CA/, JSON.stringify(r));
     assert.match(r?.hint ?? '', /client\.crt/, JSON.stringify(r));
+  });
+
+  it("fails a device certificate the CA's CRL it holds revokes, rather than call it valid for its remaining days", async () => {
+    // It said "certificates ok: ... valid 729 more days" of a revoked certificate: the gateway
+    // refuses it (GATEWAY_CERTIFICATE_REVOKED), which the doctor only showed once it reached one.
+    revokeDevice(pki.dir, 'dev-r');
+    const results = await doctor({ DEVICE_ID: 'dev-r', FIELD_CERT_FILE: pki.paths.device('dev-r').cert, FIELD_KEY_FILE: pki.paths.device('dev-r').key });
+    const all = JSON.stringify(results);
+    const r = results.find((x) => x.name === 'crl');
+    assert.equal(r?.level, 'fail', all);
+    assert.match(r?.detail ?? '', /^GATEWAY_CERTIFICATE_REVOKED: FIELD_CERT_FILE=.* \(serial [0-9A-F]+\) is revoked in .*ca\.crl/, all);
+    assert.ok(!results.some((x) => x.name === 'tcp'), `no network step for a certificate the gateway refuses: ${all}`);
+    assert.equal((await certificates({}))?.level, 'ok', 'dev-a, not revoked, still passes');
   });
 
   it('names the file that is no certificate, and says what to put there', async () => {
