@@ -331,11 +331,15 @@ apart from it, to restore with --expect-sha256 ${r.sha256}.
   written    ${r.written.length} files; ${r.unchanged.length} were in place already
 ${r.setAside.length > 0 ? `  removed    ${r.setAside.length} replay window file(s) of a newer generation, which a distributor would have read instead\n` : ''}  into       ${paths.certsDir}, ${paths.stateDir}
   journal    ${journal ? paths.commandState : 'none in the archive'}
-${journal && paths.commandStateFrom === 'default' ? journalDefaultNote(paths) : ''}Start (or restart) the distributor and the command API now: they read their state at start.
+${journal && paths.commandStateFrom === 'default' ? journalDefaultNote(paths) : ''}${restartNote(r.manifest.contents['stored-feed-key'] !== undefined)}
 `);
     }
   }
 }
+
+/** What to start after a restore; the console reads the stored-feed key only at its start. */
+const restartNote = (storedFeedKey: boolean): string =>
+  `Start (or restart) the distributor${storedFeedKey ? ', the command API and the console' : ' and the command API'} now: they read their state at start${storedFeedKey ? ' (the console its stored-feed key)' : ''}.`;
 
 const COMPOSE_HINT = `docker-compose.internal.yml keeps it in ${COMPOSE_COMMAND_STATE}`;
 
