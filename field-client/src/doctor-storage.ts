@@ -76,13 +76,15 @@ export async function queueAndDisk(ctx: Context): Promise<CheckResult[]> {
   const c = ctx.config as FieldClientConfig;
   const out: CheckResult[] = [];
   let status:
-    | { connection?: { state: string }; queue?: { depth: number; oldestUnsentAt: string | null }; lastAckAt?: string | null; rejected?: { held: number } }
+    | { deviceId?: string; connection?: { state: string }; queue?: { depth: number; oldestUnsentAt: string | null }; lastAckAt?: string | null; rejected?: { held: number } }
     | undefined;
+  let statusAt = '';
   if (c.FIELD_HTTP_PORT !== undefined && c.FIELD_HTTP_PORT !== 0) {
     // An IPv6 address in brackets, as cli.ts writes it: bare, "http://::1:8081" is no URL, and a
     // client that ran and answered was reported as not answering.
     const host = c.FIELD_HTTP_HOST.includes(':') ? `[${c.FIELD_HTTP_HOST}]` : c.FIELD_HTTP_HOST;
-    status = await fetch(`http://${host}:${c.FIELD_HTTP_PORT}/status`, { signal: AbortSignal.timeout(3000) })
+    statusAt = `${host}:${c.FIELD_HTTP_PORT}`;
+    status = await fetch(`http://${statusAt}/status`, { signal: AbortSignal.timeout(3000) })
       .then((r) => r.json() as Promise<typeof status>)
       .catch(() => undefined);
   }
@@ -94,8 +96,19 @@ export async function queueAndDisk(ctx: Context): Promise<CheckResult[]> {
   // The folder unusable, its queue cannot be either: one failure says why, and no free space is
   // measured for a folder the client cannot write to.
   const queueProblem = dirProblem ?? (typeof measured === 'number' ? undefined : measured.problem);
+  // Another device's client on that port (npm start's simulated device answers on 8081): its queue
+  // and connection are not this device's, nor is what it holds for lack of room.
+  const otherDevice = status?.deviceId !== undefined && status.deviceId !== c.DEVICE_ID ? status.deviceId : undefined;
+  if (otherDevice !== undefined) status = undefined;
   if (queueProblem !== undefined) {
     out.push({ name: 'queue', level: 'fail', detail: `${UNUSABLE}: ${queueProblem}`, hint: UNUSABLE_HINT });
+  } else if (otherDevice !== undefined) {
+    out.push({
+      name: 'queue',
+      level: 'warn',
+      detail: `${queueBytes} bytes queued in ${queueDir}; the client answering at ${statusAt} is device ${otherDevice}, not ${c.DEVICE_ID}: its status is not this device's`,
+      hint: `Set FIELD_HTTP_PORT (and FIELD_HTTP_HOST) to where this device's client listens, or FIELD_HTTP_PORT=off.`,
+    });
   } else if (status?.queue) {
     const old = status.queue.oldestUnsentAt ? ` — oldest unsent from ${status.queue.oldestUnsentAt}` : '';
     out.push({

@@ -12,12 +12,12 @@ import { makeTestPki } from '../helpers/pki.ts';
  * the doctor said the client's status endpoint was not answering ("is it running?") of a client
  * that ran and answered, and left its queue's state out.
  */
-describe('fieldstream doctor: the running client\'s status on an IPv6 address', () => {
+describe('fieldstream doctor: the running client\'s status', () => {
   let pki: ReturnType<typeof makeTestPki>;
   let client: Awaited<ReturnType<typeof startTestFieldClient>>;
   let env: Record<string, string>;
   before(async () => {
-    pki = makeTestPki(['dev-a']);
+    pki = makeTestPki(['dev-a', 'dev-b']);
     const port = String(await freePort());
     const gateway = `wss://localhost:${await freePort()}/ws`; // nothing listens: the client keeps trying
     env = { FIELD_HTTP_HOST: '::1', FIELD_HTTP_PORT: port };
@@ -28,6 +28,18 @@ describe('fieldstream doctor: the running client\'s status on an IPv6 address', 
   after(async () => {
     await client.close();
     pki.cleanup();
+  });
+
+  it("does not report another device's client as this one (npm start's simulated device answers on 8081)", async () => {
+    // It took whatever answered for this device's client: "client connected, N messages queued" of
+    // another device's queue.
+    const d = pki.paths.device('dev-b');
+    const results = await runDoctor({ ...env, DEVICE_ID: 'dev-b', FIELD_CERT_FILE: d.cert, FIELD_KEY_FILE: d.key, FIELD_SIGNING_KEY_FILE: d.signingKey });
+    const queue = results.find((r) => r.name === 'queue');
+    const all = JSON.stringify(results, null, 1);
+    assert.equal(queue?.level, 'warn', all);
+    assert.match(queue?.detail ?? '', /the client answering at \[::1\]:\d+ is device dev-a, not dev-b/, all);
+    assert.doesNotMatch(queue?.detail ?? '', /^client /, all);
   });
 
   it('reads the status of the client that runs there', async () => {
