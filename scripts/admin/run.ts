@@ -11,10 +11,11 @@ import { ERRORS, FieldStreamError, isFieldStreamError, type ErrorCode } from '..
 import { terminalText } from '../../shared/terminal-text.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import { createBackup } from './backup.ts';
+import { hasCaKey, journalDefaultNote, noCaKey, noJournal, noReplayWindows, restartNote } from './backup-text.ts';
 import { deviceDetails, deviceTable } from './device-text.ts';
 import { findDevice, listDevicesDespiteTokens, type DeviceSummary } from './devices.ts';
 import { listDeadLetters, replayDeadLetters } from './dead-letters.ts';
-import { COMPOSE_COMMAND_STATE, REPO_ROOT, resolveAdminPaths, resolveDeadLetterPaths, type AdminPaths } from './paths.ts';
+import { REPO_ROOT, resolveAdminPaths, resolveDeadLetterPaths, type AdminPaths } from './paths.ts';
 import { restoreBackup } from './restore.ts';
 
 /**
@@ -311,7 +312,7 @@ ${CRL_STEPS}
   from     ${paths.certsDir}, ${paths.stateDir}
   journal  ${journal ? paths.commandState : `none: no command journal at ${paths.commandState}`}
   sha256   ${r.sha256}
-${windows ? '' : noReplayWindows(paths)}${journal ? '' : noJournal(paths)}The archive holds private keys${r.manifest.contents.ca ? ' and the CA key' : ''}: keep it where only operators can read it, and its sha256
+${windows ? '' : noReplayWindows(paths)}${journal ? '' : noJournal(paths)}${noCaKey(r.manifest)}The archive holds private keys${hasCaKey(r.manifest) ? ' and the CA key' : ''}: keep it where only operators can read it, and its sha256
 apart from it, to restore with --expect-sha256 ${r.sha256}.
 `);
     }
@@ -335,47 +336,6 @@ ${journal && paths.commandStateFrom === 'default' ? journalDefaultNote(paths) : 
 `);
     }
   }
-}
-
-/** What to start after a restore; the console reads the stored-feed key only at its start. */
-const restartNote = (storedFeedKey: boolean): string =>
-  `Start (or restart) the distributor${storedFeedKey ? ', the command API and the console' : ' and the command API'} now: they read their state at start${storedFeedKey ? ' (the console its stored-feed key)' : ''}.`;
-
-const COMPOSE_HINT = `docker-compose.internal.yml keeps it in ${COMPOSE_COMMAND_STATE}`;
-
-/**
- * What a backup without replay windows says. A distributor that has accepted a message has them,
- * so their absence most often means the state folder is elsewhere (npm run stack keeps it under
- * STACK_DIR): restored without them, the distributor would take once more any message replayed
- * from the last DISTRIBUTOR_MAX_DELAY_S.
- */
-function noReplayWindows(paths: AdminPaths): string {
-  return `No replay windows in ${paths.stateDir}, so the archive holds none: restored from it, the
-distributor would take once more any message a compromised DMZ replays from before the restore
-(up to DISTRIBUTOR_MAX_DELAY_S old). If the distributor keeps its state elsewhere (npm run stack:
-data/stack/distributor-state), back up again with --state-dir DIR or DISTRIBUTOR_STATE_DIR=DIR.
-`;
-}
-
-/** What a backup without a command journal says: where it looked, and how to point it elsewhere. */
-function noJournal(paths: AdminPaths): string {
-  const how =
-    paths.commandStateFrom === 'option' ? 'given by --command-state'
-    : paths.commandStateFrom === 'setting' ? 'COMMAND_STATE_PATH'
-    : paths.commandStateFrom === 'compose' ? `the default of docker-compose.internal.yml`
-    : 'the default, as npm start keeps it';
-  return `No command journal at ${paths.commandState} (${how}), so the archive holds none:
-no command history, no commands waiting for their device. If the command API keeps its journal
-elsewhere (${COMPOSE_HINT}), back up again with --command-state FILE or COMMAND_STATE_PATH=FILE.
-`;
-}
-
-/** What a restore into the default journal path says: a compose host reads another one. */
-function journalDefaultNote(paths: AdminPaths): string {
-  return `The command journal went to ${paths.commandState}, where npm start's command API reads it. ${COMPOSE_HINT}:
-on such a host, restore again with --command-state ${COMPOSE_COMMAND_STATE} (the other files are in place now)
-before starting the command API.
-`;
 }
 
 /** Runs one command line; returns its exit code. */
