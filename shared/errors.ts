@@ -690,7 +690,7 @@ export const ERRORS = {
   CERT_EXPIRED: {
     http: 500,
     transient: false,
-    description: "A service's own certificate (named by the logged setting) has expired; its peers will refuse the TLS handshake. Issue a new one (scripts/generate-certificates.sh DOMAIN --renew) and restart the service.",
+    description: "A service's own certificate (named by the logged setting), or in fieldstream doctor the device's, has expired; its peers will refuse the TLS handshake. Issue a new one (scripts/generate-certificates.sh DOMAIN --renew, scripts/generate-client-cert.sh DEVICE --renew) and restart what reads it.",
   },
   SERVICE_STOP_FORCED: {
     http: 500,

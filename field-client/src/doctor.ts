@@ -19,6 +19,21 @@ import { ServerCrlSource } from './server-crl-source.ts';
 
 export type { CheckResult } from './doctor-context.ts';
 
+/*
+ * The codes a failure line starts with: the one the client stops on at its start for the same
+ * file (CONFIG_*), or the one the gateway refuses the device with, so that an operator can look
+ * each up in docs/errors.md whatever the wording.
+ */
+const REVOKED: ErrorCode = 'GATEWAY_CERTIFICATE_REVOKED';
+const NOT_A_DEVICE: ErrorCode = 'GATEWAY_NOT_A_DEVICE_CERTIFICATE';
+const UNREADABLE: ErrorCode = 'CONFIG_FILE_UNREADABLE';
+const INVALID: ErrorCode = 'CONFIG_INVALID';
+const EXPIRED: ErrorCode = 'CERT_EXPIRED';
+const EXPIRING: ErrorCode = 'CERT_EXPIRING_SOON';
+
+/** An error as a failure line's text: its code first when it has one. */
+const codedText = (err: unknown): string => (isFieldStreamError(err) ? `${err.code}: ${err.message}` : err instanceof Error ? err.message : String(err));
+
 /**
  * `fieldstream doctor`: checks, in order, what a device needs to deliver its data, and says for
  * each failure what to do. A failed step stops the steps that depend on it.
@@ -66,7 +81,7 @@ async function configuration(ctx: Context): Promise<CheckResult> {
   try {
     ctx.config = loadFieldClientConfig(ctx.env);
   } catch (err) {
-    return { name: 'configuration', level: 'fail', detail: isFieldStreamError(err) ? err.message : String(err), hint: 'Fix the named variables in .env (see .env.example).' };
+    return { name: 'configuration', level: 'fail', detail: codedText(err), hint: 'Fix the named variables in .env (see .env.example).' };
   }
   const urls = gatewayUrls(ctx.config.GATEWAY_URL);
   return { name: 'configuration', level: 'ok', detail: `device ${ctx.config.DEVICE_ID}, ${urls.length > 1 ? `gateways ${urls.join(' ')} (tried in turn)` : `gateway ${urls[0]}`}` };
@@ -85,8 +100,7 @@ function commandFilesProblem(c: FieldClientConfig): CheckResult | undefined {
     if (c.FIELD_COMMANDS_FILE) readJsonSetting('FIELD_COMMANDS_FILE', c.FIELD_COMMANDS_FILE, CommandsFileSchema);
     return undefined;
   } catch (err) {
-    const coded = isFieldStreamError(err) ? `${err.code}: ${err.message}` : String(err);
-    return { name: 'commands', level: 'fail', detail: `${coded} (the client stops at its start on it)`, hint: "Point the variable at the file of this device's bundle (signing.key), or at a readable commands file (docs/field-client.md)." };
+    return { name: 'commands', level: 'fail', detail: `${codedText(err)} (the client stops at its start on it)`, hint: "Point the variable at the file of this device's bundle (signing.key), or at a readable commands file (docs/field-client.md)." };
   }
 }
 
@@ -121,7 +135,7 @@ async function certificates(ctx: Context): Promise<CheckResult[]> {
     try {
       files[variable] = readFileSync(path, 'utf8');
     } catch (err) {
-      return [{ name: 'certificates', level: 'fail', detail: `${variable}=${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, hint: 'Unpack the device bundle and point the variable at its file.' }];
+      return [{ name: 'certificates', level: 'fail', detail: `${UNREADABLE}: ${variable}=${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, hint: 'Unpack the device bundle and point the variable at its file.' }];
     }
   }
   // Each file parsed on its own, so that the failure names it and what belongs there.
@@ -129,7 +143,7 @@ async function certificates(ctx: Context): Promise<CheckResult[]> {
     try {
       return new X509Certificate(files[variable] as string);
     } catch (err) {
-      return { name: 'certificates', level: 'fail', detail: `${variable}=${path} is not a PEM certificate: ${(err as Error).message}`, hint: `Point ${variable} at certs/${bundled} of this device's bundle.` };
+      return { name: 'certificates', level: 'fail', detail: `${INVALID}: ${variable}=${path} is not a PEM certificate: ${(err as Error).message}`, hint: `Point ${variable} at certs/${bundled} of this device's bundle.` };
     }
   };
   const cert = parse('FIELD_CERT_FILE', c.FIELD_CERT_FILE, 'client.crt');
@@ -140,34 +154,31 @@ async function certificates(ctx: Context): Promise<CheckResult[]> {
   // and a service's certificate passed, or was answered with "make DEVICE_ID match" its name.
   const notDevice = notADeviceCertificate(cert);
   if (notDevice !== undefined) {
-    return [{ name: 'certificates', level: 'fail', detail: `FIELD_CERT_FILE=${c.FIELD_CERT_FILE} is ${notDevice}: the gateway refuses it (GATEWAY_NOT_A_DEVICE_CERTIFICATE)`, hint: "Point FIELD_CERT_FILE at certs/client.crt of this device's bundle and FIELD_KEY_FILE at its client.key (scripts/generate-client-cert.sh DEVICE_ID issues them)." }];
+    return [{ name: 'certificates', level: 'fail', detail: `${NOT_A_DEVICE}: FIELD_CERT_FILE=${c.FIELD_CERT_FILE} is ${notDevice}: the gateway refuses it`, hint: "Point FIELD_CERT_FILE at certs/client.crt of this device's bundle and FIELD_KEY_FILE at its client.key (scripts/generate-client-cert.sh DEVICE_ID issues them)." }];
   }
   try {
     if (!cert.checkPrivateKey(createPrivateKey(files.FIELD_KEY_FILE as string))) {
-      return [{ name: 'certificates', level: 'fail', detail: 'FIELD_KEY_FILE is not the key of FIELD_CERT_FILE', hint: 'Use the client.key from the same bundle as client.crt.' }];
+      return [{ name: 'certificates', level: 'fail', detail: `${INVALID}: FIELD_KEY_FILE is not the key of FIELD_CERT_FILE`, hint: 'Use the client.key from the same bundle as client.crt.' }];
     }
   } catch (err) {
-    return [{ name: 'certificates', level: 'fail', detail: `FIELD_KEY_FILE=${c.FIELD_KEY_FILE} is not a private key: ${(err as Error).message}`, hint: "Point FIELD_KEY_FILE at certs/client.key of this device's bundle (the same bundle as client.crt)." }];
+    return [{ name: 'certificates', level: 'fail', detail: `${INVALID}: FIELD_KEY_FILE=${c.FIELD_KEY_FILE} is not a private key: ${(err as Error).message}`, hint: "Point FIELD_KEY_FILE at certs/client.key of this device's bundle (the same bundle as client.crt)." }];
   }
   if (!cert.checkIssued(ca) || !cert.verify(ca.publicKey)) {
-    return [{ name: 'certificates', level: 'fail', detail: 'FIELD_CERT_FILE was not issued by the CA in FIELD_CA_FILE', hint: 'Both must come from the same bundle (scripts/generate-client-cert.sh).' }];
+    return [{ name: 'certificates', level: 'fail', detail: `${INVALID}: FIELD_CERT_FILE was not issued by the CA in FIELD_CA_FILE`, hint: 'Both must come from the same bundle (scripts/generate-client-cert.sh).' }];
   }
   const cn = /(?:^|\n)CN=([^\n]+)/.exec(cert.subject)?.[1];
   if (cn !== c.DEVICE_ID) {
-    return [{ name: 'certificates', level: 'fail', detail: `the certificate is for device "${cn}", DEVICE_ID is "${c.DEVICE_ID}"`, hint: 'The gateway takes the device id from the certificate: make DEVICE_ID match it.' }];
+    return [{ name: 'certificates', level: 'fail', detail: `${INVALID}: the certificate is for device "${cn}", DEVICE_ID is "${c.DEVICE_ID}"`, hint: 'The gateway takes the device id from the certificate: make DEVICE_ID match it.' }];
   }
   ctx.tls = { ca: files.FIELD_CA_FILE as string, cert: files.FIELD_CERT_FILE as string, key: files.FIELD_KEY_FILE as string };
   const now = Date.now();
   const notAfter = Date.parse(cert.validTo);
   if (Date.parse(cert.validFrom) > now) return [{ name: 'certificates', level: 'fail', detail: `not valid before ${cert.validFrom}`, hint: 'Check the device clock.' }];
-  if (notAfter < now) return [{ name: 'certificates', level: 'fail', detail: `expired on ${cert.validTo}`, hint: `Issue a new one: scripts/generate-client-cert.sh ${c.DEVICE_ID} --renew` }];
+  if (notAfter < now) return [{ name: 'certificates', level: 'fail', detail: `${EXPIRED}: expired on ${cert.validTo}`, hint: `Issue a new one: scripts/generate-client-cert.sh ${c.DEVICE_ID} --renew` }];
   const days = daysUntil(notAfter, now);
-  if (days < TIMINGS.certWarnDays) return [{ name: 'certificates', level: 'warn', detail: `expires in ${days} days (${cert.validTo})`, hint: `Renew soon: scripts/generate-client-cert.sh ${c.DEVICE_ID} --renew` }];
+  if (days < TIMINGS.certWarnDays) return [{ name: 'certificates', level: 'warn', detail: `${EXPIRING}: expires in ${days} days (${cert.validTo})`, hint: `Renew soon: scripts/generate-client-cert.sh ${c.DEVICE_ID} --renew` }];
   return [{ name: 'certificates', level: 'ok', detail: `CN ${cn}, key matches, issued by our CA, valid ${days} more days` }];
 }
-
-/** The gateway's code for a client certificate it finds revoked. */
-const REVOKED: ErrorCode = 'GATEWAY_CERTIFICATE_REVOKED';
 
 /** The CRL the server's certificate is checked against (server-crl.ts), read as the client reads it. */
 async function serverCrl(ctx: Context): Promise<CheckResult> {
@@ -179,7 +190,7 @@ async function serverCrl(ctx: Context): Promise<CheckResult> {
     // The file's, or the newer one a gateway handed over (FIELD_DATA_DIR/ca.crl), as the client takes it.
     crl = ServerCrlSource.open(c.FIELD_CRL_FILE, c.FIELD_CA_FILE, tls.ca, createLogger('doctor', 'silent'), c.FIELD_DATA_DIR).current();
   } catch (err) {
-    return { name: 'crl', level: 'fail', detail: (err as Error).message, hint };
+    return { name: 'crl', level: 'fail', detail: codedText(err), hint };
   }
   if (!crl) return { name: 'crl', level: 'ok', detail: "no CRL (FIELD_CRL_FILE unset, no ca.crl beside FIELD_CA_FILE): a revoked server certificate is taken" };
   tls.checkServerIdentity = serverIdentityCheck(crl);
@@ -201,17 +212,22 @@ async function serverCrl(ctx: Context): Promise<CheckResult> {
 /** A token device: the CA file, and a token issued to this very DEVICE_ID (read as the client reads it). */
 function tokenCredentials(ctx: Context, c: FieldClientConfig): CheckResult[] {
   let ca: string;
+  const caHint = 'Unpack the device bundle and point the variable at its ca.crt.';
   try {
     ca = readFileSync(c.FIELD_CA_FILE, 'utf8');
+  } catch (err) {
+    return [{ name: 'credentials', level: 'fail', detail: `${UNREADABLE}: FIELD_CA_FILE=${c.FIELD_CA_FILE}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, hint: caHint }];
+  }
+  try {
     new X509Certificate(ca);
   } catch (err) {
-    return [{ name: 'credentials', level: 'fail', detail: `FIELD_CA_FILE=${c.FIELD_CA_FILE}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, hint: 'Unpack the device bundle and point the variable at its ca.crt.' }];
+    return [{ name: 'credentials', level: 'fail', detail: `${INVALID}: FIELD_CA_FILE=${c.FIELD_CA_FILE} is not a PEM certificate: ${(err as Error).message}`, hint: caHint }];
   }
   try {
     ctx.token = readDeviceToken(c.FIELD_TOKEN_FILE as string, c.DEVICE_ID);
   } catch (err) {
     // The message names the file and the device, never the token.
-    return [{ name: 'credentials', level: 'fail', detail: (err as Error).message, hint: 'Use the device.token of this device\'s bundle (fieldstream-admin devices add ID --token).' }];
+    return [{ name: 'credentials', level: 'fail', detail: codedText(err), hint: 'Use the device.token of this device\'s bundle (fieldstream-admin devices add ID --token).' }];
   }
   ctx.tls = { ca };
   return [{ name: 'credentials', level: 'ok', detail: `a device token for ${c.DEVICE_ID} (FIELD_TOKEN_FILE), no client certificate: GATEWAY_URL must be the token route` }];

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { runDoctor } from '../../field-client/src/doctor.ts';
 import { freePort } from '../../scripts/local-stack/ports.ts';
-import { makeTestPki } from '../helpers/pki.ts';
+import { foreignDeviceCert, makeTestPki } from '../helpers/pki.ts';
 import { revokeDevice } from '../../pki/revocation.ts';
 
 /**
@@ -46,7 +46,7 @@ describe('fieldstream doctor: the device certificate', () => {
     for (const deviceId of ['consumer', 'dev-a']) {
       const r = await certificates({ DEVICE_ID: deviceId, FIELD_CERT_FILE: consumer.cert, FIELD_KEY_FILE: consumer.key });
       assert.equal(r?.level, 'fail', JSON.stringify(r));
-      assert.match(r?.detail ?? '', /GATEWAY_NOT_A_DEVICE_CERTIFICATE/, JSON.stringify(r));
+      assert.match(r?.detail ?? '', /^GATEWAY_NOT_A_DEVICE_CERTIFICATE: /, JSON.stringify(r));
       assert.doesNotMatch(r?.hint ?? '', /make DEVICE_ID match/, JSON.stringify(r));
       assert.match(r?.hint ?? '', /client\.crt/, JSON.stringify(r));
     }
@@ -72,6 +72,33 @@ describe('fieldstream doctor: the device certificate', () => {
     assert.equal((await certificates({}))?.level, 'ok', 'dev-a, not revoked, still passes');
   });
 
+  it('starts each failure of the local checks with a code of docs/errors.md: the one the client stops on, or the gateway refuses with', async () => {
+    // The lines said "FIELD_CA_FILE=...: ENOENT", "FIELD_KEY_FILE is not the key of FIELD_CERT_FILE",
+    // "the certificate is for device ...": no code to look up, though the client stops on each with one.
+    const garbage = join(pki.dir, 'garbage.pem');
+    writeFileSync(garbage, 'garbage\n');
+    const foreign = foreignDeviceCert('dev-a');
+    const foreignCa = join(pki.dir, 'foreign-ca.crt');
+    writeFileSync(foreignCa, foreign.ca);
+    const cases: Array<[Record<string, string>, string, RegExp]> = [
+      [{ DEVICE_ID: '' }, 'configuration', /^CONFIG_INVALID: .*DEVICE_ID/],
+      [{ FIELD_CA_FILE: join(pki.dir, 'missing.crt') }, 'certificates', /^CONFIG_FILE_UNREADABLE: FIELD_CA_FILE=.*: ENOENT$/],
+      [{ FIELD_CERT_FILE: pki.dir }, 'certificates', /^CONFIG_FILE_UNREADABLE: FIELD_CERT_FILE=.*: EISDIR$/],
+      [{ FIELD_KEY_FILE: pki.paths.device('dev-r').key }, 'certificates', /^CONFIG_INVALID: FIELD_KEY_FILE is not the key of FIELD_CERT_FILE/],
+      [{ FIELD_CA_FILE: foreignCa }, 'certificates', /^CONFIG_INVALID: FIELD_CERT_FILE was not issued by the CA/],
+      [{ DEVICE_ID: 'dev-other' }, 'certificates', /^CONFIG_INVALID: the certificate is for device "dev-a"/],
+      [{ FIELD_CRL_FILE: garbage }, 'crl', /^CONFIG_INVALID: FIELD_CRL_FILE=/],
+      [{ FIELD_TOKEN_FILE: garbage }, 'credentials', /^CONFIG_INVALID: FIELD_TOKEN_FILE=/],
+      [{ FIELD_TOKEN_FILE: garbage, FIELD_CA_FILE: garbage }, 'credentials', /^CONFIG_INVALID: FIELD_CA_FILE=.* is not a PEM certificate/],
+    ];
+    for (const [env, name, code] of cases) {
+      const results = await doctor(env);
+      const r = results.find((x) => x.level === 'fail');
+      assert.equal(r?.name, name, `${JSON.stringify(env)}: ${JSON.stringify(results)}`);
+      assert.match(r?.detail ?? '', code, `${JSON.stringify(env)}: ${JSON.stringify(r)}`);
+    }
+  });
+
   it('names the file that is no certificate, and says what to put there', async () => {
     // Both certificates were parsed in one step: "not a PEM certificate: ...PEM routines::no start
     // line", with no hint, said nothing of which of the two it was; the key's failure named no file.
@@ -84,7 +111,7 @@ describe('fieldstream doctor: the device certificate', () => {
     ] as const) {
       const r = await certificates({ [variable]: garbage });
       assert.equal(r?.level, 'fail', JSON.stringify(r));
-      assert.ok((r?.detail ?? '').startsWith(`${variable}=${garbage} is not ${what}`), JSON.stringify(r));
+      assert.ok((r?.detail ?? '').startsWith(`CONFIG_INVALID: ${variable}=${garbage} is not ${what}`), JSON.stringify(r));
       assert.match(r?.hint ?? '', file, JSON.stringify(r));
     }
   });
