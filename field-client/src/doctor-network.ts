@@ -1,10 +1,12 @@
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { lookup } from 'node:dns/promises';
 import { connect as tcpConnect, isIP } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import WebSocket from 'ws';
 import { z } from 'zod';
 import { DownlinkFrameSchema, type DownlinkFrame } from '../../shared/contract/downlink.ts';
+import { parseSigningKey, signMessage } from '../../shared/security/message-auth.ts';
 import type { FieldClientConfig } from './config.ts';
 import type { CheckResult, Context } from './doctor-context.ts';
 import { CERT_REVOKED } from './server-crl.ts';
@@ -175,6 +177,8 @@ function closedBeforeAck(ctx: Context, closed: { code: number; reason: string })
 export async function roundTrip(ctx: Context): Promise<CheckResult> {
   const ws = ctx.ws as WebSocket;
   const id = `doctor-${randomBytes(4).toString('hex')}`;
+  const signingKey = deviceSigningKey(ctx.config as FieldClientConfig);
+  const how = signingKey ? 'signed' : 'unsigned: a distributor requiring signatures refuses it';
   const started = Date.now();
   // Closed between the welcome and now (a client of the device took over at once, say).
   if (ctx.closed) return closedBeforeAck(ctx, ctx.closed);
@@ -190,19 +194,35 @@ export async function roundTrip(ctx: Context): Promise<CheckResult> {
       clearTimeout(timer);
       resolve(
         f.type === 'ack'
-          ? { name: 'round trip', level: 'ok', detail: `test event acknowledged in ${Date.now() - started} ms (the DMZ broker has it)` }
+          ? { name: 'round trip', level: 'ok', detail: `test event acknowledged in ${Date.now() - started} ms (the DMZ broker has it; ${how})` }
           : { name: 'round trip', level: 'fail', detail: `${f.code}: ${f.message}` },
       );
     });
-    ws.send(
-      JSON.stringify({
-        deviceId: (ctx.config as FieldClientConfig).DEVICE_ID,
-        dataType: 'event',
-        messageId: id,
-        payload: { eventType: 'fieldstream_doctor', message: 'connectivity check', timestamp: new Date().toISOString() },
-      }),
-    );
+    ws.send(JSON.stringify(testEvent(ctx.config as FieldClientConfig, id, signingKey)));
   });
+}
+
+/**
+ * The round trip's event, signed as the device's client signs (message-auth.ts, version 1) when
+ * the device has a signing key: unsigned, a distributor requiring signatures refused it
+ * (SECURITY_UNSIGNED), and the console showed a security event of the device for each doctor run.
+ * Its identity is an epoch of its own (`doctor-` and 8 random hex digits, sequence number 0), so
+ * it never meets a number of the client's queue in the distributor's replay window.
+ */
+function testEvent(c: FieldClientConfig, messageId: string, key: Buffer | undefined) {
+  const payload = { eventType: 'fieldstream_doctor', message: 'connectivity check', timestamp: new Date().toISOString() };
+  const signed = key ? { seq: 0, auth: signMessage(key, { deviceId: c.DEVICE_ID, dataType: 'event', epoch: `doctor-${randomBytes(4).toString('hex')}`, seq: 0, ts: Date.now(), payload }) } : {};
+  return { deviceId: c.DEVICE_ID, dataType: 'event', messageId, payload, ...signed };
+}
+
+/** The device's signing key, or undefined without one (or one the commands check fails: it says why). */
+function deviceSigningKey(c: FieldClientConfig): Buffer | undefined {
+  if (!c.FIELD_SIGNING_KEY_FILE) return undefined;
+  try {
+    return parseSigningKey(readFileSync(c.FIELD_SIGNING_KEY_FILE, 'utf8'));
+  } catch {
+    return undefined;
+  }
 }
 
 export async function clockSkew(ctx: Context): Promise<CheckResult> {

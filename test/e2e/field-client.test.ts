@@ -315,8 +315,16 @@ describe('the field client: local inputs, files, commands, diagnostics', () => {
       const unsigned = await doctor({ FIELD_ALLOW_UNSIGNED_COMMANDS: 'true' });
       assert.match(unsigned.stdout, /^! commands .*FIELD_ALLOW_UNSIGNED_COMMANDS=true and no FIELD_SIGNING_KEY_FILE/m);
       assert.match(unsigned.stdout, /→ Set FIELD_SIGNING_KEY_FILE/);
+      const doctorEvents = () => fx.points({ measurement: 'events', device: 'dev-doctor' }).length;
+      const before = doctorEvents();
       const signed = await doctor({ FIELD_SIGNING_KEY_FILE: fx.pki.paths.device('dev-doctor').signingKey });
       assert.match(signed.stdout, /^✔ commands .*only commands authenticated for this device run/m);
+      // Its test event is signed with the device's key, as the client signs: stored, where one the
+      // distributor could not verify would be refused (SECURITY_BAD_SIGNATURE), and one unsigned
+      // refused by a distributor requiring signatures (SECURITY_UNSIGNED), a security event each run.
+      assert.match(signed.stdout, /^✔ round trip .*; signed\)/m);
+      await eventually(() => (doctorEvents() > before ? true : undefined), 15_000, "the signed test event stored");
+      assert.deepEqual(fx.points({ measurement: 'security_events', device: 'dev-doctor' }), []);
     });
 
     it('says when another connection of the device took over its connection, and never blames the broker for it', async () => {
