@@ -1,9 +1,10 @@
 import { config as dotenvConfig } from 'dotenv';
 import { z } from 'zod';
-import { readFileSync } from 'node:fs';
+import { closeSync, openSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { FieldStreamError } from './errors.ts';
-import { TIMINGS } from './limits.ts';
+import { LIMITS, TIMINGS } from './limits.ts';
+import { readUpToSync } from './durable-fs.ts';
 
 /**
  * Settings come from the environment only, read once at start-up: `.env` (dotenv) fills in what
@@ -96,13 +97,31 @@ export const setting = {
 };
 
 /** Reads a JSON file named by a setting and checks it against a schema; errors name the setting. */
-export function readJsonSetting<S extends z.ZodType>(variable: string, path: string, schema: S): z.infer<S> {
-  let text: string;
+/**
+ * The text of a file a setting names, read whole up to LIMITS.settingFileMaxBytes: one it cannot
+ * read is CONFIG_FILE_UNREADABLE, one larger (a setting naming /dev/zero read until the process ran
+ * out of memory) CONFIG_INVALID, each naming the setting.
+ */
+export function readSettingFile(variable: string, path: string): string {
+  let data: Buffer;
   try {
-    text = readFileSync(path, 'utf8');
+    const fd = openSync(path, 'r');
+    try {
+      data = readUpToSync(fd, 0, LIMITS.settingFileMaxBytes + 1);
+    } finally {
+      closeSync(fd);
+    }
   } catch (err) {
-    throw new FieldStreamError('CONFIG_FILE_UNREADABLE', `${variable}=${path} cannot be read: ${(err as Error).message}`, { variable, path });
+    throw new FieldStreamError('CONFIG_FILE_UNREADABLE', `${variable}=${path} cannot be read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { variable, path });
   }
+  if (data.length > LIMITS.settingFileMaxBytes) {
+    throw new FieldStreamError('CONFIG_INVALID', `${variable}=${path} is larger than ${LIMITS.settingFileMaxBytes} bytes: not a file this setting takes.`, { variable, path });
+  }
+  return data.toString('utf8');
+}
+
+export function readJsonSetting<S extends z.ZodType>(variable: string, path: string, schema: S): z.infer<S> {
+  const text = readSettingFile(variable, path);
   // Read, but not JSON (a typo, a file cut short): its content is wrong, not its path or permissions.
   let raw: unknown;
   try {

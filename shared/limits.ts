@@ -52,6 +52,11 @@ export const LIMITS = {
    * ids, about 131,000; a command, its params within the command API's apiBodyMaxBytes (64 KiB).
    * Three times the largest, and far below ws's default of 100 MiB on a device with little memory. */
   downlinkFrameMaxBytes: 512 * 1024,
+  /** bytes. Largest file a setting names that a process reads whole (a certificate, a key, a CRL, a
+   * commands or tokens file: the largest legitimate, a device tokens file of 100,000 devices, is
+   * about 20 MiB). A setting pointing at something endless (/dev/zero, a FIFO fed without end) is
+   * refused past it, CONFIG_INVALID, where it ran the process out of memory. */
+  settingFileMaxBytes: 64 * 1024 * 1024,
   /** bytes. Largest file carried inline in one message (base64 expands it by 4/3). */
   fileMaxBytes: 5 * 1024 * 1024,
   /** chunks. Most chunks of one chunked file transfer: at most replayWindowSeqs. A transfer is an

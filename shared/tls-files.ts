@@ -1,19 +1,12 @@
 import { X509Certificate, createPrivateKey } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readSettingFile } from './config.ts';
 import { FieldStreamError } from './errors.ts';
 import { DAY_MS, TIMINGS } from './limits.ts';
 import type { Logger } from './logger.ts';
 
 /** Reads a PEM file named by a setting; a failure names the setting, so the user knows what to fix. */
 export function readPemSetting(variable: string, path: string): string {
-  try {
-    return readFileSync(path, 'utf8');
-  } catch (err) {
-    throw new FieldStreamError('CONFIG_FILE_UNREADABLE', `${variable}=${path} cannot be read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, {
-      variable,
-      path,
-    });
-  }
+  return readSettingFile(variable, path);
 }
 
 /**

@@ -1,5 +1,5 @@
 import { X509Certificate, createPrivateKey } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readPemSetting } from '../../shared/tls-files.ts';
 import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { stampOf } from '../../shared/reloaded-file.ts';
@@ -73,8 +73,8 @@ export class DeviceCredentials {
   private read(): DeviceAuth {
     const f = this.files;
     if ('tokenFile' in f) return { token: readDeviceToken(f.tokenFile, this.deviceId) };
-    const cert = readFileSync(f.certFile, 'utf8');
-    const key = readFileSync(f.keyFile, 'utf8');
+    const cert = readPemSetting('FIELD_CERT_FILE', f.certFile);
+    const key = readPemSetting('FIELD_KEY_FILE', f.keyFile);
     certificateOfDevice(f.certFile, certificateWithItsKey(f, cert, key), this.deviceId);
     return { cert, key };
   }

@@ -1,11 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { lookup } from 'node:dns/promises';
 import { connect as tcpConnect, isIP } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import WebSocket from 'ws';
 import { z } from 'zod';
 import { DownlinkFrameSchema, type DownlinkFrame } from '../../shared/contract/downlink.ts';
+import { readSettingFile } from '../../shared/config.ts';
 import { parseSigningKey, signMessage } from '../../shared/security/message-auth.ts';
 import type { FieldClientConfig } from './config.ts';
 import type { CheckResult, Context } from './doctor-context.ts';
@@ -219,7 +219,7 @@ function testEvent(c: FieldClientConfig, messageId: string, key: Buffer | undefi
 function deviceSigningKey(c: FieldClientConfig): Buffer | undefined {
   if (!c.FIELD_SIGNING_KEY_FILE) return undefined;
   try {
-    return parseSigningKey(readFileSync(c.FIELD_SIGNING_KEY_FILE, 'utf8'));
+    return parseSigningKey(readSettingFile('FIELD_SIGNING_KEY_FILE', c.FIELD_SIGNING_KEY_FILE));
   } catch {
     return undefined;
   }

@@ -1,5 +1,4 @@
 import { createPrivateKey, X509Certificate } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { readJsonSetting } from '../../shared/config.ts';
 import { FieldStreamError, isFieldStreamError, type ErrorCode } from '../../shared/errors.ts';
 import { parseSigningKey } from '../../shared/security/message-auth.ts';
@@ -26,7 +25,6 @@ export type { CheckResult } from './doctor-context.ts';
  */
 const REVOKED: ErrorCode = 'GATEWAY_CERTIFICATE_REVOKED';
 const NOT_A_DEVICE: ErrorCode = 'GATEWAY_NOT_A_DEVICE_CERTIFICATE';
-const UNREADABLE: ErrorCode = 'CONFIG_FILE_UNREADABLE';
 const INVALID: ErrorCode = 'CONFIG_INVALID';
 const EXPIRED: ErrorCode = 'CERT_EXPIRED';
 const EXPIRING: ErrorCode = 'CERT_EXPIRING_SOON';
@@ -133,9 +131,9 @@ async function certificates(ctx: Context): Promise<CheckResult[]> {
   const files: Record<string, string> = {};
   for (const [variable, path] of [['FIELD_CA_FILE', c.FIELD_CA_FILE], ['FIELD_CERT_FILE', c.FIELD_CERT_FILE], ['FIELD_KEY_FILE', c.FIELD_KEY_FILE]] as const) {
     try {
-      files[variable] = readFileSync(path, 'utf8');
+      files[variable] = readPemSetting(variable, path);
     } catch (err) {
-      return [{ name: 'certificates', level: 'fail', detail: `${UNREADABLE}: ${variable}=${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, hint: 'Unpack the device bundle and point the variable at its file.' }];
+      return [{ name: 'certificates', level: 'fail', detail: codedText(err), hint: 'Unpack the device bundle and point the variable at its file.' }];
     }
   }
   // Each file parsed on its own, so that the failure names it and what belongs there.
@@ -214,9 +212,9 @@ function tokenCredentials(ctx: Context, c: FieldClientConfig): CheckResult[] {
   let ca: string;
   const caHint = 'Unpack the device bundle and point the variable at its ca.crt.';
   try {
-    ca = readFileSync(c.FIELD_CA_FILE, 'utf8');
+    ca = readPemSetting('FIELD_CA_FILE', c.FIELD_CA_FILE);
   } catch (err) {
-    return [{ name: 'credentials', level: 'fail', detail: `${UNREADABLE}: FIELD_CA_FILE=${c.FIELD_CA_FILE}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, hint: caHint }];
+    return [{ name: 'credentials', level: 'fail', detail: codedText(err), hint: caHint }];
   }
   try {
     new X509Certificate(ca);

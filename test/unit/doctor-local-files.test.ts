@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { runDoctor } from '../../field-client/src/doctor.ts';
 import { freePort } from '../../scripts/local-stack/ports.ts';
+import { LIMITS } from '../../shared/limits.ts';
 import { makeTestPki, tempDir } from '../helpers/pki.ts';
 
 const REPO = join(import.meta.dirname, '..', '..');
@@ -114,5 +115,21 @@ describe('fieldstream doctor: the files the client reads at its start', () => {
     assert.equal(out.status, 1, out.stdout + out.stderr);
     assert.match(out.stdout, /✖ queue +FIELD_DATA_DIR_UNUSABLE: FIELD_DATA_DIR=.* cannot be read and written by this user: EACCES/, out.stdout + out.stderr);
     assert.doesNotMatch(out.stdout, /✔ disk/, out.stdout);
+  });
+  it('refuses a file setting naming something endless (/dev/zero) as too large, the doctor and the client alike, where both ran out of memory', async () => {
+    for (const [check_, variable] of [['certificates', 'FIELD_CERT_FILE'], ['certificates', 'FIELD_CA_FILE'], ['commands', 'FIELD_SIGNING_KEY_FILE']] as const) {
+      const { r, all } = await check(check_, { [variable]: '/dev/zero' });
+      assert.equal(r?.level, 'fail', all);
+      assert.match(r?.detail ?? '', new RegExp(`^CONFIG_INVALID: ${variable}=/dev/zero is larger than ${LIMITS.settingFileMaxBytes} bytes`), all);
+    }
+    const client = spawnSync(join(REPO, 'node_modules', '.bin', 'tsx'), [join(REPO, 'field-client', 'src', 'main.ts')], {
+      cwd: tmp.dir,
+      env: { PATH: process.env.PATH, FIELDSTREAM_ENV_FILE: '/dev/null', ...env, FIELD_CERT_FILE: '/dev/zero', NODE_OPTIONS: '--max-old-space-size=256' },
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    assert.notEqual(client.status, 0, client.stderr);
+    assert.equal(client.signal, null, `ended by ${client.signal}: ${client.stderr.slice(-500)}`);
+    assert.match(client.stderr, /CONFIG_INVALID[: ].*FIELD_CERT_FILE=\/dev\/zero is larger than/, client.stderr.slice(-2000));
   });
 });
