@@ -214,6 +214,18 @@ export const ERRORS = {
     transient: false,
     description: 'The local HTTP input took another request (another endpoint, target or body) with this Idempotency-Key; nothing was taken. A key names one request: use a new key for a new request.',
   },
+  FIELD_INPUT_KEYS_WRITE_FAILED: {
+    http: 507,
+    transient: true,
+    description:
+      "The field client could not keep an Idempotency-Key answer of its HTTP input on disk (FIELD_DATA_DIR/http-keys.jsonl: a full, read-only or failing disk), or could not rewrite that file. The request was taken and answered; its answer is kept in memory only, so a retry after a restart of the field client would be queued again. A rewrite that failed is tried again at the next answer.",
+  },
+  FIELD_INPUT_KEYS_DAMAGED: {
+    http: 500,
+    transient: false,
+    description:
+      "At its start the field client found lines of the file of its HTTP input's Idempotency-Key answers (FIELD_DATA_DIR/http-keys.jsonl) it cannot read (torn by a power cut, or damaged on the disk), or could not read the file at all: those are skipped, the others read. A retry of a request whose answer was on a line skipped is taken as new (queued again). The file is rewritten without them.",
+  },
   FIELD_STORAGE_FAILED: {
     http: 503,
     transient: true,

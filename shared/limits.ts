@@ -667,6 +667,11 @@ export const LIMITS = {
   /** bytes. Most those answers hold in all (each its key, a digest and its JSON: some 40 bytes per
    * message id, up to localInputMaxItems of them): an answer over it alone is not kept. */
   localInputKeptAnswersMaxBytes: 16 * 1024 * 1024,
+  /** bytes. The file those answers are kept in across restarts (FIELD_DATA_DIR/http-keys.jsonl,
+   * inputs/http-keys-file.ts) is rewritten with the answers kept once it holds more than twice their
+   * bytes plus these, or more than twice localInputKeysKeptMax lines: the lines of answers forgotten
+   * since (expired, or pushed out by newer ones) are dropped. */
+  localInputKeysFileSlackBytes: 1024 * 1024,
   /** values. Most values local programs may report with the health message (battery, signal, ...):
    * each becomes a database field, and the message goes out every interval. */
   healthLocalMaxValues: 32,
@@ -1376,7 +1381,9 @@ export const TIMINGS = {
    * Those beside the field client's lock are judged as its lock is (dataLockExpiryMs). */
   takeOverDebrisMs: 60_000,
   /** milliseconds. How long the local HTTP input keeps a request's answer for its Idempotency-Key
-   * (inputs/http-resends.ts): a retry later than this is taken as a new request. */
+   * (inputs/http-resends.ts): a retry later than this is taken as a new request. Counted on the
+   * machine's monotonic clock, across restarts of the field client too; across a reboot, on the wall
+   * clock, never less than it says (inputs/http-keys-file.ts). */
   localInputKeyKeptMs: 24 * 60 * 60 * 1000,
   /** milliseconds. The field client's local MQTT input: the longest a packet begun may pause (no byte
    * arriving) before its connection is closed. Up to LIMITS.localMqttMaxPacketBytes of a packet is

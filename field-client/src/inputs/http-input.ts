@@ -16,6 +16,7 @@ import { closeStalledConnections } from '../../../shared/stalled-answers.ts';
 import type { Logger } from '../../../shared/logger.ts';
 import type { FieldClient } from '../field-client.ts';
 import type { HealthReporter } from '../health.ts';
+import { KeysFile, takenAnswer } from './http-keys-file.ts';
 import { KeyedRequests, type KeptAnswer } from './http-resends.ts';
 import { guardBody, receiveBody } from './http-upload.ts';
 import { capConnections, type LocalInput } from './input.ts';
@@ -33,7 +34,8 @@ import { READINGS_MAX_CONTAINERS, toLocalValuesUpdate, toSubmissions } from './v
  *   GET  /v1/health       those values and the last health message queued
  *   GET  /status          connection, queue depth, oldest unsent reading, last ack, last health message
  *
- * A POST with an Idempotency-Key is taken once: its retries are answered as it was (http-resends.ts).
+ * A POST with an Idempotency-Key is taken once: its retries are answered as it was (http-resends.ts),
+ * after a restart too (http-keys-file.ts).
  * A request naming a host other than localhost, an IP address, `host` or one of `hostNames`
  * (FIELD_HTTP_HOST_NAMES) is refused, HTTP_HOST_NOT_SERVED (shared/security/host-header.ts).
  */
@@ -107,8 +109,15 @@ export function httpInput(client: FieldClient, host: string, port: number, dataD
         const body = await readJsonBody(req, res, { maxBytes: LIMITS.localInputJsonMaxBytes, tooLarge: 'FIELD_INPUT_INVALID', invalid: 'FIELD_INPUT_INVALID', maxContainers: READINGS_MAX_CONTAINERS, goOn: () => goOn(req, res) });
         const fingerprint = held && requestFingerprint(req, url, JSON.stringify(body));
         if (answeredAsRetry(res, held, fingerprint)) return;
-        const accepted = await client.submitMany(toSubmissions(url.pathname === '/v1/events' ? 'event' : 'timeseries', body));
-        return accept(res, held, fingerprint, { accepted: accepted.length, messageIds: accepted.map((m) => m.messageId) });
+        const items = toSubmissions(url.pathname === '/v1/events' ? 'event' : 'timeseries', body);
+        const numbered = held ? client.queue.nextNumber : 0;
+        const appending = client.submitMany(items);
+        // Numbered by now (submitMany appends before its first await), and not yet written: the
+        // queue's writer goes on only once this code awaits, so their `taking` line is synced
+        // before a byte of them is written (see accept).
+        if (held && client.queue.nextNumber - numbered === items.length) keysFile.numbered(held.key, fingerprint as string, client.queue.epoch, numbered, items.length);
+        const accepted = await appending;
+        return await accept(res, held, fingerprint, takenAnswer(accepted.map((m) => m.messageId)));
       } finally {
         release();
         unhold(held);
@@ -153,7 +162,7 @@ export function httpInput(client: FieldClient, host: string, port: number, dataD
         const fingerprint = digest && requestFingerprint(req, url, digest.digest('hex'));
         if (answeredAsRetry(res, held, fingerprint)) return;
         const m = await client.submitFile(tmp, { filename, contentType, move: true, reservation });
-        return accept(res, held, fingerprint, { accepted: 1, messageIds: [m.messageId], bytes: size });
+        return await accept(res, held, fingerprint, JSON.stringify({ accepted: 1, messageIds: [m.messageId], bytes: size }));
       } finally {
         reservation?.release();
         rmSync(tmp, { force: true });
@@ -178,6 +187,8 @@ export function httpInput(client: FieldClient, host: string, port: number, dataD
   }
 
   const keyed = new KeyedRequests();
+  /** the answers kept on disk, read back at start() */
+  const keysFile = new KeysFile(dataDir, keyed, log, () => client.queue.numberedAtOpen);
 
   /**
    * A POST's Idempotency-Key, if it has one (refused, FIELD_INPUT_INVALID, when malformed), with the
@@ -198,15 +209,39 @@ export function httpInput(client: FieldClient, host: string, port: number, dataD
     return true;
   }
 
-  /** The request was taken (202): answered, and its answer kept for its key's retries. */
-  function accept(res: ServerResponse, held: { key: string } | undefined, fingerprint: string | undefined, body: unknown): void {
-    const text = JSON.stringify(body);
-    if (held) keyed.accepted(held.key, { fingerprint: fingerprint as string, status: 202, text });
+  /**
+   * The request was taken (202): its answer kept for its key's retries, in memory and on disk
+   * (keysFile), then sent. In this order, a SIGKILL (a crash, a power cut) at each instant gives:
+   * - before the queue numbered readings or events (or wrote a file): nothing of it kept, no
+   *   answer; the retry is taken anew, once.
+   * - readings or events numbered, their `taking` line synced (KeysFile.numbered, before the
+   *   queue writes any of them), the answer not yet kept: the next start settles it by the queue
+   *   (http-keys-file.ts): on disk, the retry is answered with their ids, nothing queued again;
+   *   never written, the retry is taken anew, once.
+   * - a file in the queue, its answer not yet kept: no answer; the retry is taken anew, the file
+   *   queued a second time. The one window left: the queue numbers a file only once it is in the
+   *   outbox (files/file-intake.ts), and no producer saw this request answered.
+   * - the answer synced, not yet sent (or lost on its way): the retry after the restart is
+   *   answered as it was, nothing queued again.
+   * So whatever a producer was answered 202 is on disk twice over: in the queue, and as the answer
+   * its retry gets. With FIELD_QUEUE_SYNC at an interval the queue's sync is awaited first
+   * (durable): the answer kept must never outlive the records it names in a power cut, which
+   * would answer the retry as taken and lose the reading.
+   */
+  async function accept(res: ServerResponse, held: { key: string } | undefined, fingerprint: string | undefined, text: string): Promise<void> {
+    if (held) {
+      await client.queue.durable();
+      const entry = keyed.accepted(held.key, { fingerprint: fingerprint as string, status: 202, text });
+      if (entry) keysFile.keep(held.key, entry);
+    }
     sendText(res, 202, text);
   }
 
   function unhold(held: HeldKey | undefined): void {
-    if (held && held.kept === undefined) keyed.released(held.key);
+    if (held && held.kept === undefined) {
+      keyed.released(held.key);
+      keysFile.released(held.key);
+    }
   }
 
   /** bytes of JSON bodies being read or queued now (see holdJson) */
@@ -245,6 +280,7 @@ export function httpInput(client: FieldClient, host: string, port: number, dataD
       // Uploads a stop cut off (a crash, a kill) are partial, answered with no 202, counted nowhere: gone.
       rmSync(incoming, { recursive: true, force: true });
       mkdirSync(incoming, { recursive: true });
+      keysFile.load();
       await new Promise<void>((resolve, reject) => {
         server.once('error', (err) => reject(new FieldStreamError('LISTEN_FAILED', `FIELD_HTTP_PORT: cannot listen on ${host}:${port}: ${err.message}`)));
         server.listen(port, host, () => resolve());

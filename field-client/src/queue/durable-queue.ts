@@ -119,6 +119,7 @@ export class DurableQueue {
   static async open(o: QueueOptions): Promise<DurableQueue> {
     const q = new DurableQueue(o);
     q.recover();
+    q.numberedAtOpen = q.nextSeq;
     // After recovery: the epochs need the first number given from now on.
     q.epochs = QueueEpochs.open(o.dir, { nextSeq: q.nextSeq, watermark: q.book.watermark, boot: bootId(), log: o.log });
     await q.writer.openActive(q.nextSeq);
@@ -188,6 +189,14 @@ export class DurableQueue {
   has(seq: number): boolean {
     return seq < this.nextSeq && this.book.isOpen(seq);
   }
+
+  /** The number the next message appended takes. */
+  get nextNumber(): number {
+    return this.nextSeq;
+  }
+
+  /** The first number given after the open: one an earlier run gave below it was on disk at the open (or committed, or lost to damage), one at or past it never was. */
+  numberedAtOpen = 0;
 
   /** records not yet committed: unsent, in flight and awaiting their receipt */
   get depth(): number {
