@@ -226,6 +226,18 @@ export const ERRORS = {
     description:
       "At its start the field client found lines of the file of its HTTP input's Idempotency-Key answers (FIELD_DATA_DIR/http-keys.jsonl) it cannot read (torn by a power cut, or damaged on the disk), or could not read the file at all: those are skipped, the others read. A retry of a request whose answer was on a line skipped is taken as new (queued again). The file is rewritten without them.",
   },
+  FIELD_INPUT_TAKEN_WRITE_FAILED: {
+    http: 507,
+    transient: true,
+    description:
+      "The field client could not keep a publish its local MQTT input took on disk (FIELD_DATA_DIR/mqtt-taken.jsonl: a full, read-only or failing disk), or sync it. The publish was queued and acknowledged; it is known in memory only, so a copy sent again flagged DUP after a restart of the field client would be queued again.",
+  },
+  FIELD_INPUT_TAKEN_DAMAGED: {
+    http: 500,
+    transient: false,
+    description:
+      "At its start the field client found lines of the file of its local MQTT input's publishes taken (FIELD_DATA_DIR/mqtt-taken.jsonl) it cannot read (torn by a power cut, or damaged on the disk), or could not read the file at all: those are skipped, the others read. A copy sent again of a publish named only by a skipped line is taken as new (queued again). The file is rewritten without them.",
+  },
   FIELD_STORAGE_FAILED: {
     http: 503,
     transient: true,

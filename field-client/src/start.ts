@@ -211,7 +211,7 @@ export async function startFieldClient(config: Readonly<FieldClientConfig>, logg
   const mqtt =
     config.FIELD_MQTT_PORT === undefined
       ? undefined
-      : mqttInput(client, config.FIELD_MQTT_HOST, config.FIELD_MQTT_PORT, config.FIELD_MQTT_TOPIC_PREFIX, log, health, config.FIELD_MQTT_SPARKPLUG ? { groups: config.FIELD_SPARKPLUG_GROUPS, names: sparkplugNames, dataDir: config.FIELD_DATA_DIR, hostId: config.FIELD_SPARKPLUG_HOST_ID } : undefined);
+      : mqttInput(client, config.FIELD_MQTT_HOST, config.FIELD_MQTT_PORT, config.FIELD_MQTT_TOPIC_PREFIX, log, health, config.FIELD_MQTT_SPARKPLUG ? { groups: config.FIELD_SPARKPLUG_GROUPS, names: sparkplugNames, dataDir: config.FIELD_DATA_DIR, hostId: config.FIELD_SPARKPLUG_HOST_ID } : undefined, config.FIELD_DATA_DIR);
   const sparkplug = config.FIELD_SPARKPLUG_URL ? sparkplugInput(client, { ...sparkplugOptions(config, config.FIELD_SPARKPLUG_URL), names: sparkplugNames }, log) : undefined;
   const folder = config.FIELD_WATCH_DIR ? folderInput(client, config.FIELD_WATCH_DIR, config.FIELD_WATCH_INTERVAL_MS, log, { keptFile: join(config.FIELD_DATA_DIR, 'watched-kept.jsonl') }) : undefined;
   const inputs = [http, mqtt, folder, sparkplug].filter((i): i is LocalInput => i !== undefined);

@@ -10,7 +10,8 @@ import type { FieldClient } from '../field-client.ts';
 import type { HealthReporter } from '../health.ts';
 import { capConnections, type LocalInput } from './input.ts';
 import { HeldFilters, HeldPackets, keepNoQos2Payloads, limitPacketSize, partialPacketBytes } from './mqtt-packets.ts';
-import { publishDigest, TakenPublishes } from './mqtt-resends.ts';
+import { keyOf, publishDigest, TakenPublishes } from './mqtt-resends.ts';
+import { TakenFile } from './mqtt-taken-file.ts';
 import type { FieldNames } from './sparkplug/names.ts';
 import { SparkplugSession } from './sparkplug/session.ts';
 import { SessionStore, STORE_DIR } from './sparkplug/store.ts';
@@ -24,7 +25,7 @@ import { parsePayloadJson, READINGS_MAX_CONTAINERS, toLocalValuesUpdate, toSubmi
  * as over HTTP) to PREFIX/health. At QoS 1 the PUBACK
  * is sent only once the message is on disk in the queue (health values: once taken); a reading or
  * event sent again flagged DUP after its PUBACK was lost is acknowledged, not queued a second time
- * (mqtt-resends.ts). Something
+ * (mqtt-resends.ts; after a restart too, given `dataDir`: mqtt-taken-file.ts). Something
  * that is not valid makes the broker close the sensor's connection (MQTT 3.1.1 has no negative
  * PUBACK, §3.3.5) and is logged with FIELD_INPUT_INVALID. Command handlers of type "mqtt" publish
  * here for local programs.
@@ -59,6 +60,8 @@ export function mqttInput(
   health?: HealthReporter,
   /** `dataDir`: where the edge nodes' sessions are saved (sparkplug/store.ts), for what they send again after a restart */
   sparkplug?: { groups: readonly string[]; names?: FieldNames | undefined; dataDir?: string | undefined; hostId?: string | undefined },
+  /** the field client's data folder: the publishes taken are kept there across restarts (mqtt-taken-file.ts) */
+  dataDir?: string,
 ): LocalInput & { publish(topic: string, payload: string): Promise<void>; readonly sparkplug: SparkplugSession | undefined } {
   // A Map, not an object: a topic is the publisher's text, and `constructor` or `__proto__` looked
   // up in an object literal finds its prototype's members, taken for an input's kind.
@@ -78,6 +81,7 @@ export function mqttInput(
   const hungUp = new WeakMap<object, Error>();
   /** readings and events taken at QoS 1 and 2, to tell one sent again (DUP) after a lost PUBACK */
   const taken = new TakenPublishes();
+  const takenFile = dataDir === undefined ? undefined : new TakenFile(dataDir, taken, log, () => client.queue.numberedAtOpen);
   /** the topic filters each connection holds, bounded (LIMITS.localMqttMaxSubscriptions) */
   const filters = new HeldFilters();
   /**
@@ -210,8 +214,19 @@ export function mqttInput(
         return done(coded);
       }
       const take = () => {
-        // done() is what lets aedes send the PUBACK: only after the queue has it on disk.
+        // done() is what lets aedes send the PUBACK: only after the queue has it on disk, and its
+        // line of the publishes taken (written now, numbered and not yet written by the queue:
+        // mqtt-taken-file.ts says what a kill at each instant gives) is synced.
+        const numbered = takenFile ? client.queue.nextNumber : 0;
         const appended = client.submitMany(items);
+        const key = packet.messageId === undefined ? undefined : keyOf(c.id, packet.messageId);
+        const noted = takenFile && digest !== undefined && key !== undefined && client.queue.nextNumber - numbered === items.length ? takenFile.numbered(key, digest, numbered, items.length) : undefined;
+        if (noted) {
+          appended.then(() => takenFile?.settled(key as string, true), () => takenFile?.settled(key as string, false));
+          // Waited for by close() with the append: the PUBACK waits for both.
+          appending.add(noted);
+          void noted.then(() => appending.delete(noted));
+        }
         appending.add(appended);
         void appended.then(
           () => appending.delete(appended),
@@ -219,7 +234,7 @@ export function mqttInput(
         );
         if (digest !== undefined) taken.remember(c.id, packet.messageId, digest, appended.then(() => true, () => false), c);
         appended.then(
-          () => done(null),
+          () => void (noted ?? Promise.resolve()).then(() => done(null)),
           (err: unknown) => {
             refusals.write({ code: isFieldStreamError(err) ? err.code : 'FIELD_INPUT_INVALID', clientId: c.id }, (err as Error).message);
             hungUp.set(c, err as Error);
@@ -302,6 +317,7 @@ export function mqttInput(
       // connects again (sparkplug/session.ts willsLost), else a node that never came back, and its
       // devices, stayed online downstream.
       await session?.willsLost();
+      takenFile?.load();
       closing = false;
       const a = (aedes = await broker());
       if (!keepNoQos2Payloads(a)) log.warn('the persistence of aedes has changed: QoS 2 publishes awaiting their PUBREL are kept with their payloads');
@@ -354,8 +370,8 @@ export function mqttInput(
       const s = server;
       // What is being appended is acknowledged before the connections close (up to
       // TIMINGS.localInputCloseGraceMs): cut off unacknowledged, it was queued all the same, and the
-      // sensor sent it again after the restart (flagged DUP, the memory of what was taken gone with
-      // the process), a second row. Nothing more is taken meanwhile.
+      // sensor sent it again after the restart: flagged DUP it is recognised (mqtt-taken-file.ts),
+      // but mqtt.js sends again without DUP, a second row. Nothing more is taken meanwhile.
       closing = true;
       let timer: NodeJS.Timeout | undefined;
       const grace = new Promise<void>((resolve) => (timer = setTimeout(resolve, TIMINGS.localInputCloseGraceMs)));
@@ -370,6 +386,7 @@ export function mqttInput(
       if (s) await new Promise<void>((resolve) => s.close(() => resolve()));
       if (session) await session.drained();
       await store?.close();
+      await takenFile?.close();
     },
   };
 }

@@ -25,8 +25,8 @@ import { LIMITS } from '../../../shared/limits.ts';
  * What this cannot tell apart: a client reusing an identifier for a publish of the very same bytes
  * (no timestamp, the same values), whose first copy was lost on the way, and then sending it again
  * flagged DUP, is taken for the earlier one. A sensor that sends the time of each reading is never
- * confused so (its bytes differ). Kept in memory only: after a restart of the field client, a copy
- * sent again is queued again.
+ * confused so (its bytes differ). Kept in memory, and, given the field client's data folder, on
+ * disk (mqtt-taken-file.ts): a copy sent again after a restart of the field client is recognised too.
  *
  * Bounded: the last LIMITS.localMqttTakenPublishesMax publishes of all clients, the oldest forgotten
  * first, each some 200 bytes: a client identifier longer than 64 characters (a client chooses it, up
@@ -75,6 +75,21 @@ export class TakenPublishes {
   get size(): number {
     return this.taken.size;
   }
+
+  /**
+   * A publish read back at the start as queued (mqtt-taken-file.ts), by its key (publishKey) and
+   * digest: a copy sent again flagged DUP is acknowledged, not queued again. Read oldest first.
+   */
+  restore(key: string, digest: string): void {
+    this.taken.delete(key);
+    this.taken.set(key, { digest, stored: true, connection: undefined });
+    if (this.taken.size > LIMITS.localMqttTakenPublishesMax) this.taken.delete(this.taken.keys().next().value as string);
+  }
+
+  /** The publishes known queued, oldest first, by key and digest (what a rewrite of the file holds). */
+  *queued(): Generator<[string, string]> {
+    for (const [key, t] of this.taken) if (t.stored === true) yield [key, t.digest];
+  }
 }
 
 /** The digest of a publish's topic and payload (128 bits of SHA-256: a chance match would drop a reading). */
@@ -82,7 +97,8 @@ export function publishDigest(topic: string, payload: Uint8Array | string): stri
   return createHash('sha256').update(topic).update('\0').update(payload).digest('base64').slice(0, 22);
 }
 
-function keyOf(clientId: string, messageId: number): string {
+/** A publish's key: its packet identifier and its client's (a digest past 64 characters). */
+export function keyOf(clientId: string, messageId: number): string {
   const client = clientId.length <= 64 ? `=${clientId}` : `#${createHash('sha256').update(clientId).digest('base64')}`;
   return `${messageId} ${client}`;
 }
