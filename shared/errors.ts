@@ -138,6 +138,12 @@ export const ERRORS = {
     transient: true,
     description: 'The distributor could not claim a slot of DISTRIBUTOR_STATE_DIR, or lost its slot to another distributor; it stops rather than write state another one owns.',
   },
+  DISTRIBUTOR_STATE_UNREADABLE: {
+    http: 500,
+    transient: true,
+    description:
+      'The list of earlier consumer sessions (DISTRIBUTOR_STATE_DIR/consumer-sessions.json, or a free slot\'s in instances/N/) is there but cannot be read (an I/O error, out of descriptors, permissions, a folder in its place). It is left as it is and no session is retired until it can be read: taken for an empty list, it was rewritten without its ids, whose sessions then collected their share of the messages for good.',
+  },
   DISTRIBUTOR_FILE_CHECKSUM: { http: 400, transient: false, description: 'A file reassembled from chunks does not match its SHA-256; it was not stored.' },
   DISTRIBUTOR_FILE_NAME_TAKEN: { http: 409, transient: false, description: "Every name the distributor tries for a device's file holds other content already; it was not stored." },
   DISTRIBUTOR_FILE_MARKER_DAMAGED: {

@@ -189,7 +189,7 @@ export function startDistributor(
         !subscribed ? undefined : retireConsumerSessions({ ...retireVia, base: config.DISTRIBUTOR_CLIENT_ID, maxConsumers: LIMITS.distributorMaxConsumers, liveElsewhere: () => lease.othersLive() }),
       )
     : Promise.resolve(undefined);
-  retirement.catch((err: unknown) => log.error({ err }, 'retiring earlier consumer sessions failed; tried again at the next start'));
+  retirement.catch((err: unknown) => log.error({ code: isFieldStreamError(err) ? err.code : undefined, err }, 'retiring earlier consumer sessions failed; tried again at the next start'));
   // The sessions of a replica gone for good (its slot left free): taken over after the start's own
   // retirement, one look at a time (session-retirement.ts retireFreeSlots).
   const freeSlotsSeen = new Map<number, number>();
@@ -203,7 +203,7 @@ export function startDistributor(
           .then(() => retireFreeSlots({ ...retireVia, stateRoot: config.DISTRIBUTOR_STATE_DIR, lease, graceMs: opts.freeSlots?.graceMs ?? TIMINGS.freeSlotGraceMs, seen: freeSlotsSeen }))
           .then(
             () => undefined,
-            (err: unknown) => log.error({ err }, 'taking over the broker sessions of a replica gone failed; tried again at the next look'),
+            (err: unknown) => log.error({ code: isFieldStreamError(err) ? err.code : undefined, err }, 'taking over the broker sessions of a replica gone failed; tried again at the next look'),
           )
           .finally(() => (freeSlotLook = undefined));
       }, opts.freeSlots?.checkMs ?? TIMINGS.freeSlotCheckMs)

@@ -3,6 +3,7 @@ import { dirname, join } from 'node:path';
 import type { MqttClient } from 'mqtt';
 import { z } from 'zod';
 import { makeDirDurablySync, replaceFileDurablySync } from '../../shared/durable-fs.ts';
+import { FieldStreamError } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { TIMINGS } from '../../shared/limits.ts';
 import { slotDir, type StateLease } from './state-lease.ts';
@@ -294,13 +295,25 @@ function unlessStopping<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
   });
 }
 
-/** The ids `file` lists; [] when it is missing or damaged (said in `log`, when given). */
+/**
+ * The ids `file` lists; [] when it is missing or damaged (said in `log`, when given). One that is
+ * there but cannot be read (EIO, EMFILE, EACCES, a folder in its place) throws
+ * DISTRIBUTOR_STATE_UNREADABLE: taken for an empty list, it was rewritten without the ids it held,
+ * and their sessions, never retired, kept collecting their share of the messages for good.
+ */
 function readState(file: string, log?: Logger): string[] {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
-  } catch {
-    return [];
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return [];
+    throw new FieldStreamError(
+      'DISTRIBUTOR_STATE_UNREADABLE',
+      `The list of earlier consumer sessions (${file}) cannot be read: ${(err as Error).message}. It is left as it is; its sessions are retired once it can be read.`,
+      { path: file },
+      { cause: err },
+    );
   }
   try {
     const parsed = ConsumerSessionsSchema.safeParse(JSON.parse(text));

@@ -1,0 +1,60 @@
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+
+const repo = join(import.meta.dirname, '..', '..');
+
+/**
+ * The list of earlier consumer sessions (DISTRIBUTOR_STATE_DIR/consumer-sessions.json) that cannot
+ * be read is not taken for an empty one: rewritten without the ids it held, their sessions were
+ * never retired, and each kept collecting its share of the messages with nothing taking them.
+ * The distributor runs as `nobody` here and finds root's list unreadable (EACCES), as a failing
+ * disk (EIO) or a process out of descriptors (EMFILE) would have it.
+ */
+describe('the list of earlier consumer sessions', () => {
+  it('that cannot be read is kept as it is, and the retirement fails with a code, rather than the list being rewritten without its ids', async (t) => {
+    if (process.getuid?.() !== 0) return t.skip('needs root, to run the distributor as another user');
+    const readable = spawnSync(process.execPath, ['-e', `require('fs').accessSync(${JSON.stringify(join(repo, 'node_modules', 'tsx', 'package.json'))})`], { uid: 65534, gid: 65534 });
+    if (readable.status !== 0) return t.skip(`the repository (${repo}) is not readable by nobody`);
+    const root = mkdtempSync('/tmp/fieldstream-consumer-sessions-');
+    try {
+      execFileSync('chmod', ['0755', root]);
+      const state = join(root, 'state');
+      mkdirSync(state);
+      execFileSync('chmod', ['0777', state]);
+      const file = join(state, 'consumer-sessions.json');
+      const earlier = `${JSON.stringify({ clientIds: ['distributor-oldhost', 'distributor-oldhost-2'] })}\n`;
+      writeFileSync(file, earlier, { mode: 0o600 });
+      const code = `
+        const { retireConsumerSessions } = await import(${JSON.stringify(join(repo, 'internal-network', 'distributor', 'session-retirement.ts'))});
+        const { createLogger } = await import(${JSON.stringify(join(repo, 'shared', 'logger.ts'))});
+        try {
+          await retireConsumerSessions({
+            stateFile: ${JSON.stringify(file)},
+            current: ['distributor-newhost'],
+            base: 'distributor-newhost',
+            maxConsumers: 1,
+            filters: ['fieldstream/#'],
+            connect: () => { throw new Error('no broker here: nothing may be connected to'); },
+            consume: () => { throw new Error('no broker here'); },
+            signal: new AbortController().signal,
+            log: createLogger('distributor', 'silent'),
+          });
+          console.log('resolved');
+        } catch (err) { console.log(err.code ?? err.message); }`;
+      const out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], {
+        uid: 65534,
+        gid: 65534,
+        cwd: repo,
+        env: { ...process.env, TSX_DISABLE_CACHE: '1', HOME: root },
+        encoding: 'utf8',
+      });
+      assert.equal(out.trim(), 'DISTRIBUTOR_STATE_UNREADABLE');
+      assert.equal(readFileSync(file, 'utf8'), earlier, 'the earlier ids are still listed, for a start that can read them');
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+});
