@@ -142,7 +142,7 @@ export const ERRORS = {
     http: 500,
     transient: true,
     description:
-      'The list of earlier consumer sessions (DISTRIBUTOR_STATE_DIR/consumer-sessions.json, or a free slot\'s in instances/N/) is there but cannot be read (an I/O error, out of descriptors, permissions, a folder in its place). It is left as it is and no session is retired until it can be read: taken for an empty list, it was rewritten without its ids, whose sessions then collected their share of the messages for good.',
+      'A file of DISTRIBUTOR_STATE_DIR is there but cannot be read (an I/O error, out of descriptors, permissions, a folder in its place). A replay windows\' snapshot or journal (replay/windows-N.snap, .log): the distributor does not start, as without it every number it held would be accepted again. The list of earlier consumer sessions (consumer-sessions.json, or a free slot\'s in instances/N/): it is left as it is and no session is retired until it can be read, as taken for an empty list it was rewritten without its ids, whose sessions then collected their share of the messages for good.',
   },
   DISTRIBUTOR_FILE_CHECKSUM: { http: 400, transient: false, description: 'A file reassembled from chunks does not match its SHA-256; it was not stored.' },
   DISTRIBUTOR_FILE_NAME_TAKEN: { http: 409, transient: false, description: "Every name the distributor tries for a device's file holds other content already; it was not stored." },

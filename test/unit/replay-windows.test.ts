@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { appendFileSync, mkdirSync, readdirSync, readFileSync, rmdirSync, statSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { appendFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { crc32 } from 'node:zlib';
@@ -218,6 +218,49 @@ describe('replay windows', () => {
       assert.equal(hostile.check('d', 'e', 1), 'new', 'damaged and invalid files are not trusted, and do not crash');
       hostile.close();
     });
+  });
+
+  it('does not start over a journal or snapshot it cannot read, naming it, rather than forget what it accepted', async (t) => {
+    if (process.getuid?.() !== 0) return t.skip('needs root, to open the windows as another user');
+    const repo = join(import.meta.dirname, '..', '..');
+    const readable = spawnSync(process.execPath, ['-e', `require('fs').accessSync(${JSON.stringify(join(repo, 'node_modules', 'tsx', 'package.json'))})`], { uid: 65534, gid: 65534 });
+    if (readable.status !== 0) return t.skip(`the repository (${repo}) is not readable by nobody`);
+    // Unreadable (EACCES here; an I/O error or a process out of descriptors alike), the files read
+    // as no windows at all: every number accepted came back as new, nothing logged, and the
+    // compactions that followed removed the files for good.
+    const root = mkdtempSync('/tmp/fieldstream-replay-unreadable-');
+    try {
+      execFileSync('chmod', ['0755', root]);
+      const dir = join(root, 'replay');
+      const w = new ReplayWindows(dir);
+      for (const seq of [1, 2, 3]) {
+        w.record('d', 'e', seq);
+        w.persist();
+      }
+      w.close();
+      execFileSync('chmod', ['0777', dir]);
+      const before = files(dir);
+      const code = `
+        const { ReplayWindows } = await import(${JSON.stringify(join(repo, 'internal-network', 'distributor', 'security', 'replay-window.ts'))});
+        try { const w = new ReplayWindows(${JSON.stringify(dir)}); console.log(w.check('d', 'e', 2)); w.close(); }
+        catch (err) { console.log(err.code, err.details?.path); }`;
+      const out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], {
+        uid: 65534,
+        gid: 65534,
+        cwd: repo,
+        env: { ...process.env, TSX_DISABLE_CACHE: '1', HOME: root },
+        encoding: 'utf8',
+      });
+      const [code_, path] = out.trim().split(' ');
+      assert.equal(code_, 'DISTRIBUTOR_STATE_UNREADABLE', out);
+      assert.ok(path?.startsWith(dir), `names the file: ${out}`);
+      assert.deepEqual(files(dir), before, 'nothing removed, nothing begun');
+      const again = new ReplayWindows(dir);
+      assert.equal(again.check('d', 'e', 2), 'seen', 'read once it can be');
+      again.close();
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
   });
 
   it('moves windows of the layout before the journal (two slots per device, and the older .json) into it', () => {

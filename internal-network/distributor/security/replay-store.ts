@@ -1,6 +1,7 @@
 import { closeSync, constants, fstatSync, ftruncateSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { replaceFileDurablySync, writeWholeSync } from '../../../shared/durable-fs.ts';
 import { join } from 'node:path';
+import { FieldStreamError } from '../../../shared/errors.ts';
 import { crc32 } from 'node:zlib';
 import { z } from 'zod';
 import { LIMITS } from '../../../shared/limits.ts';
@@ -89,18 +90,35 @@ function generations(dir: string): Generation[] {
 }
 
 /**
+ * What `read` makes of the file at `path`, undefined when there is none. One that is there but
+ * cannot be read (an I/O error, out of descriptors, permissions, a folder in its place) throws
+ * DISTRIBUTOR_STATE_UNREADABLE, and the distributor does not start: read as no windows, every
+ * number it held came back as new, unsaid, and the compactions that followed removed it for good.
+ * Damage is another matter: a file read whole but torn or garbled is skipped (see above).
+ */
+function readOrAbsent<T>(path: string, read: (path: string) => T): T | undefined {
+  try {
+    return read(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new FieldStreamError(
+      'DISTRIBUTOR_STATE_UNREADABLE',
+      `The replay windows' file ${path} cannot be read: ${(err as Error).message}. The distributor does not start without the numbers it accepted; make it readable, or move it out of the folder to start without what it holds.`,
+      { path },
+      { cause: err },
+    );
+  }
+}
+
+/**
  * A file framed as `MAGIC GENERATION BYTES CRC32\n` then BYTES of JSON (the snapshots here, and the
  * per-device slots of the layout before them): its generation and parsed JSON, or undefined when
  * it is missing, of another kind, torn or damaged. Bytes past BYTES are ignored (slots were
  * written in place over longer ones).
  */
 export function readFramed(path: string, magic: string): { generation: number; json: unknown } | undefined {
-  let data: Buffer;
-  try {
-    data = readFileSync(path);
-  } catch {
-    return undefined;
-  }
+  const data = readOrAbsent(path, (p) => readFileSync(p));
+  if (data === undefined) return undefined;
   const eol = data.indexOf(10);
   if (eol < 0) return undefined;
   const [found, generation, bytes, crc] = data.subarray(0, eol).toString('latin1').split(' ');
@@ -120,12 +138,8 @@ function readSnapshot(path: string): Snapshot | undefined {
 
 /** The journal's intact lines, in order; a damaged one is skipped (see above). */
 function readJournal(path: string): JournalEntry[] {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch {
-    return [];
-  }
+  const text = readOrAbsent(path, (p) => readFileSync(p, 'utf8'));
+  if (text === undefined) return [];
   const out: JournalEntry[] = [];
   let at = 0;
   for (;;) {
