@@ -266,6 +266,11 @@ export const LIMITS = {
    * broker drops the connection, and the MQTT client sends the stored packet again at every
    * reconnect, so one such publish would cut the gateway off its broker for good. */
   brokerPacketMaxBytes: BROKER_PACKET_MAX_BYTES,
+  /** bytes. Longest line of the local store (TIMESERIES_LOCAL_PATH) read back: a point is made of
+   * one message, at most brokerPacketMaxBytes, whose text JSON may write six bytes a character
+   * (\u0000). A longer one is no point of ours (a damaged file without line breaks) and is not
+   * held: read whole, it took the console's memory. */
+  localStoreLineMaxBytes: 6 * BROKER_PACKET_MAX_BYTES,
   /** bytes. The gateway adds the messages of another frame to an envelope only while the envelope
    * and the frame together stay under this (frame sizes are the estimate); a frame alone may be
    * larger, up to frameMaxBytes, so two large frames of two devices never share an envelope past

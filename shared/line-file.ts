@@ -203,42 +203,81 @@ export function* readLinesSync(path: string, maxLineBytes: number, chunkBytes = 
   const fd = openSync(path, 'r');
   try {
     const chunk = Buffer.allocUnsafe(chunkBytes);
-    let parts: Buffer[] = [];
-    let held = 0;
-    let tooLong = false;
+    const lines = new LineSplitter(maxLineBytes);
     for (;;) {
       const n = readSync(fd, chunk, 0, chunkBytes, null);
       if (n === 0) break;
-      const data = chunk.subarray(0, n);
-      for (let at = 0; ; ) {
-        const nl = data.indexOf(0x0a, at);
-        const end = nl === -1 ? n : nl;
-        if (!tooLong && held + (end - at) > maxLineBytes) {
-          tooLong = true;
-          parts = [];
-          held = 0;
-        }
-        if (nl === -1) {
-          // The line goes on in the next chunk: kept (a copy, as the chunk is read into again).
-          if (!tooLong && end > at) {
-            parts.push(Buffer.from(data.subarray(at, end)));
-            held += end - at;
-          }
-          break;
-        }
-        if (tooLong) yield undefined;
-        else if (parts.length === 0) yield data.toString('utf8', at, end);
-        else yield Buffer.concat([...parts, data.subarray(at, end)]).toString('utf8');
-        parts = [];
-        held = 0;
-        tooLong = false;
-        at = nl + 1;
-      }
+      yield* lines.push(chunk.subarray(0, n));
     }
-    if (tooLong) yield undefined;
-    else if (held > 0) yield Buffer.concat(parts).toString('utf8');
+    yield* lines.end();
   } finally {
     closeSync(fd);
+  }
+}
+
+/**
+ * readLinesSync without holding the event loop: for a service that reads a file as it serves (the
+ * console's history from the local store). A line longer than `maxLineBytes` yields `undefined`
+ * and is not held; read with a line reader that holds a line whole (node:readline), a damaged file
+ * without line breaks took all the memory there was.
+ */
+export async function* readLines(path: string, maxLineBytes: number, chunkBytes = 1024 * 1024): AsyncGenerator<string | undefined> {
+  const fh = await open(path, 'r');
+  try {
+    const chunk = Buffer.allocUnsafe(chunkBytes);
+    const lines = new LineSplitter(maxLineBytes);
+    for (;;) {
+      const { bytesRead } = await fh.read(chunk, 0, chunkBytes, null);
+      if (bytesRead === 0) break;
+      yield* lines.push(chunk.subarray(0, bytesRead));
+    }
+    yield* lines.end();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Cuts a file read in chunks into its lines, holding none longer than `maxLineBytes` (readLinesSync). */
+class LineSplitter {
+  /** the line begun in earlier chunks (copies: the chunk is read into again) */
+  private parts: Buffer[] = [];
+  private held = 0;
+  private tooLong = false;
+
+  constructor(private readonly maxLineBytes: number) {}
+
+  /** The lines `data` ends, `undefined` for one too long; taken before `data` is read into again. */
+  *push(data: Buffer): Generator<string | undefined> {
+    for (let at = 0; ; ) {
+      const nl = data.indexOf(0x0a, at);
+      const end = nl === -1 ? data.length : nl;
+      if (!this.tooLong && this.held + (end - at) > this.maxLineBytes) {
+        this.tooLong = true;
+        this.parts = [];
+        this.held = 0;
+      }
+      if (nl === -1) {
+        // The line goes on in the next chunk: kept, unless too long already.
+        if (!this.tooLong && end > at) {
+          this.parts.push(Buffer.from(data.subarray(at, end)));
+          this.held += end - at;
+        }
+        return;
+      }
+      if (this.tooLong) yield undefined;
+      else if (this.parts.length === 0) yield data.toString('utf8', at, end);
+      else yield Buffer.concat([...this.parts, data.subarray(at, end)]).toString('utf8');
+      this.parts = [];
+      this.held = 0;
+      this.tooLong = false;
+      at = nl + 1;
+    }
+  }
+
+  /** The last line, when the file does not end with a newline. */
+  *end(): Generator<string | undefined> {
+    if (this.tooLong) yield undefined;
+    else if (this.held > 0) yield Buffer.concat(this.parts).toString('utf8');
   }
 }
 

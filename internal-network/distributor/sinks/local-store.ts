@@ -1,11 +1,10 @@
-import { createReadStream, readdirSync, readFileSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { z } from 'zod';
 import { ScalarSchema } from '../../../shared/contract/primitives.ts';
-import { DAY_MS } from '../../../shared/limits.ts';
+import { DAY_MS, LIMITS } from '../../../shared/limits.ts';
 import { FieldStreamError } from '../../../shared/errors.ts';
-import { LineFile } from '../../../shared/line-file.ts';
+import { LineFile, readLines, readLinesSync } from '../../../shared/line-file.ts';
 import { ONE_POINT_PER_MESSAGE, POINT_KEY, subMillisecondNs, type StoredPoint } from '../points.ts';
 import type { PointSink } from './sink.ts';
 import { makeDirDurablySync } from '../../../shared/durable-fs.ts';
@@ -107,11 +106,13 @@ export async function* scanLocalStore(dir: string, fromMs: number): AsyncGenerat
   for (const file of dayFiles(dir).filter((f) => f.slice(0, 10) >= firstDay)) yield* scanDayFile(join(dir, file));
 }
 
-/** The points of one day file, line by line; `mayHold`: a cheap look at a line, false for one not worth parsing. */
+/**
+ * The points of one day file, line by line; `mayHold`: a cheap look at a line, false for one not
+ * worth parsing. A line longer than any point (LIMITS.localStoreLineMaxBytes) is skipped unheld.
+ */
 export async function* scanDayFile(path: string, mayHold?: (line: string) => boolean): AsyncGenerator<StoredPoint> {
-  const lines = createInterface({ input: createReadStream(path, 'utf8'), crlfDelay: Infinity });
-  for await (const line of lines) {
-    if (mayHold && !mayHold(line)) continue;
+  for await (const line of readLines(path, LIMITS.localStoreLineMaxBytes)) {
+    if (line === undefined || (mayHold && !mayHold(line))) continue;
     const point = parseStoredLine(line);
     if (point) yield point;
   }
@@ -121,8 +122,8 @@ export async function* scanDayFile(path: string, mayHold?: (line: string) => boo
 export function readLocalStore(dir: string): StoredPoint[] {
   const byKey = new Map<string, StoredPoint>();
   for (const file of dayFiles(dir)) {
-    for (const line of readFileSync(join(dir, file), 'utf8').split('\n')) {
-      const point = parseStoredLine(line);
+    for (const line of readLinesSync(join(dir, file), LIMITS.localStoreLineMaxBytes)) {
+      const point = line === undefined ? undefined : parseStoredLine(line);
       if (!point) continue;
       const key = JSON.stringify([point.measurement, Object.entries(point.tags).sort(), point.time, subMillisecondNs(point)]);
       const existing = byKey.get(key);
