@@ -194,7 +194,7 @@ export const ERRORS = {
   FIELD_STATE_INVALID: {
     http: 500,
     transient: false,
-    description: "A note the field client keeps only to spare work after a restart (the link's measured rate, link-rate.json; the file transfers finished, transfers-finished.jsonl; a file transfer's progress, outgoing/ID.progress, when it cannot be read), or the note beside a file being taken into the outbox (outgoing/ID.accepting), is damaged: what of it is damaged is ignored (the link's rate is measured again; a finished transfer's record read back reports its file missing; a transfer whose progress cannot be read is sent from its first chunk, copies recognised; the damaged note is removed, and its file, if moved in, set aside as ID-unqueued-taking, FIELD_FILE_UNQUEUED). Nothing is lost.",
+    description: "A note the field client keeps only to spare work after a restart (the link's measured rate, link-rate.json; the file transfers finished, transfers-finished.jsonl; a file transfer's progress, outgoing/ID.progress, when it cannot be read), or the note beside a file being taken into the outbox (outgoing/ID.accepting), is damaged: what of it is damaged is ignored (the link's rate is measured again; a finished transfer's record read back reports its file missing; a transfer whose progress cannot be read is sent from its first chunk, copies recognised; the damaged note is removed, something other than a file in its place left where it is, and its file, if moved in, set aside as ID-unqueued-taking, FIELD_FILE_UNQUEUED). Nothing is lost.",
   },
   FIELD_MESSAGE_REFUSED: { http: 400, transient: false, description: 'The gateway refused a queued message permanently; it was set aside in rejected.jsonl.' },
   FIELD_REJECTED_FULL: {

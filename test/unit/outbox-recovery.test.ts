@@ -226,6 +226,27 @@ describe('files taken into the outbox when the client stopped', () => {
     await again.queue.close();
   });
 
+  it('starts over a folder in the place of a note (ID.accepting), said and left where it is, its file set aside', async () => {
+    const d = await device('note-folder');
+    const out = join(d.dir, 'outgoing');
+    const rec = await d.first.outbox.accept(d.source, { move: true });
+    renameSync(join(out, rec.transferId), join(out, `${rec.transferId}.tmp`));
+    const folder = join(out, `${rec.transferId}.accepting`);
+    rmSync(folder, { force: true });
+    mkdirSync(folder);
+    writeFileSync(join(folder, 'kept.txt'), 'what someone put there');
+    await d.first.queue.close();
+
+    const again = await d.open();
+    const logs = new LogCapture();
+    await recoverOutbox(again.outbox, again.queue, logs.logger);
+    assert.equal(readFileSync(join(d.dir, 'rejected', `${rec.transferId}-unqueued-taking`), 'utf8'), d.content.toString(), 'its file set aside whole');
+    const damaged = logs.lines.find((l) => l.code === 'FIELD_STATE_INVALID');
+    assert.equal(damaged?.path, folder);
+    assert.equal(readFileSync(join(folder, 'kept.txt'), 'utf8'), 'what someone put there', 'a folder is not removed, nor what it holds');
+    await again.queue.close();
+  });
+
   it('removes at a start what a crash left beside the files (a progress or note written aside, the progress of a file gone), never what a file needs', async () => {
     const d = await device('strays');
     const out = join(d.dir, 'outgoing');

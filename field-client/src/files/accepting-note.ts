@@ -1,4 +1,4 @@
-import { readdirSync, readFileSync, rmSync } from 'node:fs';
+import { lstatSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { removeFileDurablySync, replaceFileDurablySync } from '../../../shared/durable-fs.ts';
@@ -41,7 +41,8 @@ export function removeNote(dir: string, transferId: string): void {
  * The notes in the outbox folder `dir`, by transfer id; one that cannot be read as a note is removed,
  * logged (FIELD_STATE_INVALID, naming it and what is wrong): its file, if moved in (ID.tmp), is then
  * set aside at this start as one whose note is gone (outbox-recovery.ts, FIELD_FILE_UNQUEUED), and
- * this line says why.
+ * this line says why. Something other than a file in a note's place is said the same way, and left
+ * where it is.
  */
 export function readNotes(dir: string, log: Logger): Map<string, AcceptingNote> {
   const found = new Map<string, AcceptingNote>();
@@ -49,6 +50,18 @@ export function readNotes(dir: string, log: Logger): Map<string, AcceptingNote> 
     if (!f.endsWith(NOTE)) continue;
     const id = f.slice(0, -NOTE.length);
     const path = join(dir, f);
+    // Anything else in a note's place (a folder, a FIFO, a link) is said and left where it is: a
+    // folder failed the removal below and stopped every start with a stack trace, a FIFO held the
+    // read for ever, and neither is ours to remove.
+    const st = lstatSync(path, { throwIfNoEntry: false });
+    if (st === undefined) continue;
+    if (!st.isFile()) {
+      log.warn(
+        { code: 'FIELD_STATE_INVALID', transferId: id, path, err: 'not a regular file' },
+        'something other than a file stands in the place of a note beside a file being taken into the outbox: left where it is, and not read (its file, if moved in, is set aside as one whose note is gone)',
+      );
+      continue;
+    }
     try {
       found.set(id, AcceptingNoteSchema.parse(JSON.parse(readFileSync(path, 'utf8'))));
     } catch (err) {
