@@ -138,6 +138,12 @@ export const ERRORS = {
     transient: true,
     description: 'The distributor could not claim a slot of DISTRIBUTOR_STATE_DIR, or lost its slot to another distributor; it stops rather than write state another one owns.',
   },
+  DISTRIBUTOR_REPLAY_STATE_DAMAGED: {
+    http: 500,
+    transient: false,
+    description:
+      "At the distributor's start, lines of the replay windows' journal that failed their check, or a damaged snapshot, were skipped (the lines after them, and the snapshot before, read instead): the sequence numbers only they held may be accepted once more. An append cut short by a kill is not counted. The distributor runs on.",
+  },
   DISTRIBUTOR_STATE_UNREADABLE: {
     http: 500,
     transient: true,

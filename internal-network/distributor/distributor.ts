@@ -107,7 +107,7 @@ export function startDistributor(
   const sink = new WriteBatcher(selectDistributorSink(config, log), config.DISTRIBUTOR_BATCH_MAX_POINTS, config.DISTRIBUTOR_WRITE_CONCURRENCY, metrics, feed, config.DISTRIBUTOR_MAX_POINT_AGE_DAYS);
   log.info({ timeseries: sink.description, files: config.FILE_STORAGE_PATH }, 'distributor writing');
   // Fenced (state-lease.ts): once another distributor took the slot, no append is acknowledged.
-  const replay = new ReplayWindows(join(lease.dir, 'replay'), { fence: () => lease.assertHeld() });
+  const replay = new ReplayWindows(join(lease.dir, 'replay'), { fence: () => lease.assertHeld(), log: log.child({ subsystem: 'replay' }) });
   const verifier = new MessageVerifier(
     keys,
     replay,

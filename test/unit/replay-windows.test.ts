@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { crc32 } from 'node:zlib';
 import { ReplayWindows, WINDOW } from '../../internal-network/distributor/security/replay-window.ts';
+import { LogCapture } from '../helpers/embedded.ts';
 import { withFileSizeLimit } from '../helpers/file-size-limit.ts';
 import { inTempDir, tempDir } from '../helpers/pki.ts';
 
@@ -195,6 +196,34 @@ describe('replay windows', () => {
     } finally {
       tmp.cleanup();
     }
+  });
+
+  it('says what it skipped as damaged (lines of a journal, a snapshot), not an append cut short', () => {
+    inTempDir('replay-damage-said', (dir) => {
+      const w = new ReplayWindows(dir, { journalMaxBytes: 1 }); // every persist compacts
+      for (const seq of [1, 2, 3]) {
+        w.record('d', 'e', seq);
+        w.persist();
+      }
+      w.close();
+      const byGen = (ext: string) => files(dir).filter((f) => f.endsWith(ext)).sort((a, b) => Number(/\d+/.exec(a)?.[0]) - Number(/\d+/.exec(b)?.[0]));
+      const clean = new LogCapture();
+      new ReplayWindows(dir, { log: clean.logger }).close();
+      assert.deepEqual(clean.codes(), [], 'nothing said of a folder without damage');
+      // The newest snapshot damaged; the journal before it: a line damaged, one whole after it, and an append cut short.
+      const snap = join(dir, byGen('.snap').at(-1) as string);
+      writeFileSync(snap, readFileSync(snap).subarray(0, 20));
+      const log = join(dir, byGen('.log').at(-2) as string);
+      const line = `${crc32('[1,"d","e",7]').toString(16)} [1,"d","e",7]`;
+      writeFileSync(log, `${line.replace('7]', '8]')}\n${line}\n${line.slice(0, 9)}`);
+      const logs = new LogCapture();
+      const after = new ReplayWindows(dir, { log: logs.logger });
+      assert.equal(after.check('d', 'e', 7), 'seen', 'the whole line after the damaged one is read');
+      after.close();
+      const said = logs.lines.find((l) => l.code === 'DISTRIBUTOR_REPLAY_STATE_DAMAGED');
+      assert.equal(said?.lines, 1, 'the damaged line, not the append cut short');
+      assert.deepEqual(said?.snapshots, [snap]);
+    });
   });
 
   it('falls back to the generation before when the newest snapshot is damaged, and never trusts garbage', () => {

@@ -136,8 +136,18 @@ function readSnapshot(path: string): Snapshot | undefined {
   return parsed.success ? parsed.data : undefined;
 }
 
-/** The journal's intact lines, in order; a damaged one is skipped (see above). */
-function readJournal(path: string): JournalEntry[] {
+/** What loading skipped as damaged: snapshots (their paths), and whole journal lines that failed their check. */
+export interface ReplayDamage {
+  snapshots: string[];
+  lines: number;
+}
+
+/**
+ * The journal's intact lines, in order; a damaged one is skipped (see above) and counted in
+ * `damage`. What follows the last newline is not: an append a kill or a power cut cut short, never
+ * acknowledged.
+ */
+function readJournal(path: string, damage: ReplayDamage): JournalEntry[] {
   const text = readOrAbsent(path, (p) => readFileSync(p, 'utf8'));
   if (text === undefined) return [];
   const out: JournalEntry[] = [];
@@ -149,13 +159,17 @@ function readJournal(path: string): JournalEntry[] {
     at = eol + 1;
     const space = line.indexOf(' ');
     const json = line.slice(space + 1);
-    if (space < 1 || crc32(json) !== parseInt(line.slice(0, space), 16)) continue;
+    if (space < 1 || crc32(json) !== parseInt(line.slice(0, space), 16)) {
+      damage.lines++;
+      continue;
+    }
     let parsed: z.infer<typeof JournalLineSchema>;
     try {
       const r = JournalLineSchema.safeParse(JSON.parse(json));
-      if (!r.success) continue;
+      if (!r.success) throw new Error('not a journal line');
       parsed = r.data;
     } catch {
+      damage.lines++;
       continue;
     }
     const [time, deviceId, epoch, ...seqs] = parsed;
@@ -184,20 +198,27 @@ export class ReplayStore {
    * What the folder holds: the newest intact snapshot (undefined when none) and the journal
    * entries to replay over it, oldest first. Call compact() before the first append.
    */
-  load(): { snapshot: Snapshot | undefined; entries: JournalEntry[] } {
+  load(): { snapshot: Snapshot | undefined; entries: JournalEntry[]; damage: ReplayDamage } {
     const gens = generations(this.dir);
     this.generation = gens.at(-1)?.n ?? 0;
+    const damage: ReplayDamage = { snapshots: [], lines: 0 };
+    const readJournals = (from: number) => gens.filter((j) => j.n >= from && j.log).flatMap((j) => readJournal(join(this.dir, `windows-${j.n}.log`), damage));
     for (const g of [...gens].reverse()) {
       if (!g.snap) continue;
-      const snapshot = readSnapshot(join(this.dir, `windows-${g.n}.snap`));
-      if (!snapshot) continue; // damaged: the one before it, with more of the journals
+      const path = join(this.dir, `windows-${g.n}.snap`);
+      const snapshot = readSnapshot(path);
+      if (!snapshot) {
+        // damaged: the one before it, with more of the journals
+        damage.snapshots.push(path);
+        continue;
+      }
       // The journal of the generation before too: a compaction whose snapshot was written but whose
       // journal could not be opened (EMFILE, ENOSPC) goes on appending to that one, acknowledging
       // what it journals there, until a compaction succeeds. Its lines the snapshot holds already
       // change nothing replayed over it (see above).
-      return { snapshot, entries: gens.filter((j) => j.n >= g.n - 1 && j.log).flatMap((j) => readJournal(join(this.dir, `windows-${j.n}.log`))) };
+      return { snapshot, entries: readJournals(g.n - 1), damage };
     }
-    return { snapshot: undefined, entries: gens.filter((j) => j.log).flatMap((j) => readJournal(join(this.dir, `windows-${j.n}.log`))) };
+    return { snapshot: undefined, entries: readJournals(-Infinity), damage };
   }
 
   /**

@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { LIMITS } from '../../../shared/limits.ts';
 import { type JournalEntry, journalLine, readFramed, ReplayStore, type Snapshot, STORED_RUNS_MAX, type StoredWindow } from './replay-store.ts';
 import { makeDirDurablySync } from '../../../shared/durable-fs.ts';
+import type { Logger } from '../../../shared/logger.ts';
 
 /** sequence numbers remembered below the highest seen, per device and epoch */
 export const WINDOW = LIMITS.replayWindowSeqs;
@@ -137,11 +138,18 @@ export class ReplayWindows {
    */
   constructor(
     private readonly dir: string,
-    o: { journalMaxBytes?: number; fence?: () => void } = {},
+    o: { journalMaxBytes?: number; fence?: () => void; log?: Logger } = {},
   ) {
     makeDirDurablySync(dir);
     this.store = new ReplayStore(dir, o.journalMaxBytes, o.fence);
-    const { snapshot, entries } = this.store.load();
+    const { snapshot, entries, damage } = this.store.load();
+    // Said, not only skipped: the numbers a damaged line or snapshot held may be accepted once more.
+    if (damage.lines > 0 || damage.snapshots.length > 0) {
+      o.log?.warn(
+        { code: 'DISTRIBUTOR_REPLAY_STATE_DAMAGED', dir, lines: damage.lines, snapshots: damage.snapshots },
+        "damaged lines or snapshots of the replay windows skipped: the sequence numbers only they held may be accepted once more",
+      );
+    }
     const legacy = snapshot || entries.length > 0 ? [] : this.legacyDevices();
     for (const [deviceId, epochs] of Object.entries(snapshot?.devices ?? {})) {
       this.devices.set(deviceId, new Map(Object.entries(epochs).map(([epoch, w]) => [epoch, windowOf(w)])));
