@@ -13,6 +13,7 @@ import { GatewayAdmission } from '../../internal-network/distributor/security/ga
 import { MessageVerifier } from '../../internal-network/distributor/security/verifier.ts';
 import { ReplayWindows } from '../../internal-network/distributor/security/replay-window.ts';
 import { DeviceKeyRegistry } from '../../internal-network/shared/device-keys.ts';
+import { LogCapture } from '../helpers/embedded.ts';
 import { tempDir } from '../helpers/pki.ts';
 
 const log = createLogger('test', 'silent');
@@ -102,6 +103,20 @@ describe('gateway ids the distributor stores presences under', () => {
     const c = new GatewayAdmission({ ...o, file: old }, log);
     assert.equal(c.size, 2);
     assert.ok(c.admits('gw-old-1') && c.admits('gw-new') && !c.admits('gw-newer'));
+  });
+
+  it('takes no damaged line of its file for an admitted id: skipped and said, the room left to real gateways', () => {
+    const file = join(tmp.dir, 'damaged.txt');
+    const now = 1_000_000;
+    // A block a power cut left as zeros, a line edited by hand, a time that is no number, and an append cut short.
+    writeFileSync(file, `gw-1 ${now - 1000}\n${'\u0000'.repeat(4096)}\nnot a gateway id ${now}\ngw-2 soon\ngw-3\ngw-4 ${now}`);
+    const logs = new LogCapture();
+    const a = new GatewayAdmission({ listed: [], max: 3, file, ttlMs: 10_000, now: () => now }, logs.logger);
+    assert.equal(a.size, 2, 'gw-1 and gw-3 (an earlier version\'s line, without a time)');
+    assert.ok(a.admits('gw-real'), 'the room the damaged lines would have taken is left to a real gateway');
+    const said = logs.lines.find((l) => l.file === file && l.damagedLines !== undefined);
+    assert.equal(said?.damagedLines, 3);
+    assert.ok(!readFileSync(file, 'utf8').includes('\u0000'), 'compacted without them');
   });
 
   it('with DISTRIBUTOR_GATEWAYS admits those listed only', async () => {

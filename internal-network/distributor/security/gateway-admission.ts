@@ -1,4 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
+import { z } from 'zod';
+import { GatewayIdSchema } from '../../../shared/contract/envelope.ts';
 import { replaceFileDurablySync } from '../../../shared/durable-fs.ts';
 import { FieldStreamError } from '../../../shared/errors.ts';
 import { LimitedLog } from '../../../shared/limited-log.ts';
@@ -67,7 +69,7 @@ export class GatewayAdmission {
     if (this.listed.size > 0) return;
     const now = this.now();
     // The most recently heard first, so that a lowered DISTRIBUTOR_MAX_GATEWAYS keeps those.
-    const entries = [...readEntries(o.file, now)].filter(([, at]) => now - at <= this.ttlMs).sort((x, y) => y[1] - x[1]).slice(0, o.max);
+    const entries = [...readEntries(o.file, now, log)].filter(([, at]) => now - at <= this.ttlMs).sort((x, y) => y[1] - x[1]).slice(0, o.max);
     for (const [id, at] of entries) {
       this.heard.set(id, at);
       this.written.set(id, at);
@@ -149,8 +151,18 @@ export class GatewayAdmission {
   }
 }
 
-/** The ids of `file` with when each was last heard from; a line without a time (an earlier version's) counts as heard `now`. */
-function readEntries(file: string, now: number): Map<string, number> {
+/**
+ * A line of the file: a gateway id, a space and when it was last heard from (epoch ms); an earlier
+ * version's has the id alone. Checked, as the file may be damaged (a block a power cut left as
+ * zeros) or edited: taken as it came, any text was an admitted id, holding a place of the bound.
+ */
+const LineSchema = z.union([
+  z.tuple([GatewayIdSchema, z.string().regex(/^\d{1,16}$/).transform(Number)]),
+  z.tuple([GatewayIdSchema]).transform(([id]) => [id, undefined] as const),
+]);
+
+/** The ids of `file` with when each was last heard from; a line without a time (an earlier version's) counts as heard `now`; a damaged one is skipped and said. */
+function readEntries(file: string, now: number, log: Logger): Map<string, number> {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
@@ -163,12 +175,17 @@ function readEntries(file: string, now: number): Map<string, number> {
   const lines = text.split('\n');
   lines.pop();
   const out = new Map<string, number>();
+  let damaged = 0;
   for (const line of lines) {
-    const [id, at] = line.split(' ');
-    if (id === undefined || id === '') continue;
-    const t = at === undefined ? now : Number(at);
-    if (!Number.isFinite(t)) continue;
-    out.set(id, Math.max(out.get(id) ?? 0, Math.min(t, now)));
+    if (line === '') continue;
+    const parsed = LineSchema.safeParse(line.split(' '));
+    if (!parsed.success) {
+      damaged++;
+      continue;
+    }
+    const [id, at] = parsed.data;
+    out.set(id, Math.max(out.get(id) ?? 0, Math.min(at ?? now, now)));
   }
+  if (damaged > 0) log.warn({ file, damagedLines: damaged }, 'damaged lines of the admitted gateway ids skipped, and left out of the file written again now');
   return out;
 }
