@@ -3,7 +3,7 @@ import { dirname, join } from 'node:path';
 import type { MqttClient } from 'mqtt';
 import { z } from 'zod';
 import { makeDirDurablySync, replaceFileDurablySync } from '../../shared/durable-fs.ts';
-import { FieldStreamError } from '../../shared/errors.ts';
+import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { TIMINGS } from '../../shared/limits.ts';
 import { slotDir, type StateLease } from './state-lease.ts';
@@ -225,7 +225,18 @@ export async function retireFreeSlots(o: FreeSlotOptions): Promise<RetirementRes
     const listOf = (dir: string) => join(dir, 'consumer-sessions.json');
     // Looked at without the lock first (quietly: a damaged list is told when taken): most free
     // slots were never used, or were taken over already, and list nothing.
-    if (readState(listOf(slotDir(o.stateRoot, slot))).length === 0) continue;
+    let listed: string[];
+    try {
+      listed = readState(listOf(slotDir(o.stateRoot, slot)));
+    } catch (err) {
+      // Another slot's list that cannot be read holds back that slot only: the others are taken over.
+      o.log.warn(
+        { code: isFieldStreamError(err) ? err.code : undefined, slot, err: (err as Error).message },
+        "cannot read the list of consumer sessions of a free slot: its sessions are taken over once it can be read",
+      );
+      continue;
+    }
+    if (listed.length === 0) continue;
     const moved = o.lease.whileFree(slot, (dir) => {
       const theirs = readState(listOf(dir), o.log);
       if (theirs.length === 0) return [];

@@ -3,6 +3,9 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { retireFreeSlots } from '../../internal-network/distributor/session-retirement.ts';
+import { claimStateSlot, slotDir } from '../../internal-network/distributor/state-lease.ts';
+import { createLogger } from '../../shared/logger.ts';
 
 const repo = join(import.meta.dirname, '..', '..');
 
@@ -54,6 +57,44 @@ describe('the list of earlier consumer sessions', () => {
       assert.equal(out.trim(), 'DISTRIBUTOR_STATE_UNREADABLE');
       assert.equal(readFileSync(file, 'utf8'), earlier, 'the earlier ids are still listed, for a start that can read them');
     } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
+  it("of a free slot that cannot be read holds back that slot only: the other free slots' sessions are taken over", async () => {
+    const root = mkdtempSync('/tmp/fieldstream-free-slots-');
+    const lease = claimStateSlot(root, 'distributor-a', () => undefined);
+    try {
+      // Slot 2: a folder in the place of its list; slot 3: a list of one session.
+      mkdirSync(join(slotDir(root, 2), 'consumer-sessions.json'), { recursive: true });
+      mkdirSync(slotDir(root, 3), { recursive: true });
+      writeFileSync(join(slotDir(root, 3), 'consumer-sessions.json'), `${JSON.stringify({ clientIds: ['distributor-gone-1'] })}\n`);
+      const tried: string[] = [];
+      const result = await retireFreeSlots({
+        stateFile: join(lease.dir, 'consumer-sessions.json'),
+        current: ['distributor-a'],
+        filters: ['fieldstream/#'],
+        stateRoot: root,
+        lease,
+        graceMs: 0,
+        seen: new Map([
+          [2, 0],
+          [3, 0],
+        ]),
+        connect: (id: string) => {
+          tried.push(id);
+          throw new Error('no broker here');
+        },
+        consume: () => {
+          throw new Error('no broker here');
+        },
+        signal: new AbortController().signal,
+        log: createLogger('distributor', 'silent'),
+      });
+      assert.deepEqual(tried, ['distributor-gone-1'], "slot 3's session is taken over");
+      assert.deepEqual(result.failed, ['distributor-gone-1'], 'and, not retired here (no broker), kept for the next start');
+    } finally {
+      lease.release();
       rmSync(root, { recursive: true, force: true });
     }
   });
