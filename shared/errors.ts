@@ -655,6 +655,12 @@ export const ERRORS = {
     transient: false,
     description: 'An append to a file of lines failed (its write or its fsync), and cutting what it wrote back off failed too: some or all of its lines may be in the file, and read back at the next start. Check the volume.',
   },
+  FILE_NOT_REGULAR: {
+    http: 500,
+    transient: false,
+    description:
+      'A file of lines FieldStream keeps (a command journal, the file transfers finished, the watched files kept, the anomaly state, a local store day file) has something other than a regular file in its place: a folder, a FIFO, a device or a link to one. It is not read (a FIFO held the read for ever, a device was read without end); what the reader does then is what it does with a file it cannot read. Move it away.',
+  },
   ROLE_TOKENS_INVALID: {
     http: 500,
     transient: false,

@@ -1,4 +1,4 @@
-import { closeSync, existsSync, fstatSync, fsyncSync, ftruncateSync, openSync, readSync } from 'node:fs';
+import { closeSync, constants, existsSync, fstatSync, fsyncSync, ftruncateSync, openSync, readSync } from 'node:fs';
 import { open, stat, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { makeDirDurablySync, syncDir, syncDirSync, writeWholeSync } from './durable-fs.ts';
@@ -198,10 +198,12 @@ export function appendLinesSync(path: string, lines: string, mode: number, named
  * a file larger than the longest string (512 MiB in V8) or than the memory at hand is read too. A
  * line longer than `maxLineBytes` is not held: it yields `undefined` (damaged, no line of ours). The
  * last line is yielded even without its newline (a torn write; the caller's parser refuses it).
+ * Anything but a regular file in its place is FILE_NOT_REGULAR (see notRegular).
  */
 export function* readLinesSync(path: string, maxLineBytes: number, chunkBytes = 1024 * 1024): Generator<string | undefined> {
-  const fd = openSync(path, 'r');
+  const fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
   try {
+    if (!fstatSync(fd).isFile()) throw notRegular(path);
     const chunk = Buffer.allocUnsafe(chunkBytes);
     const lines = new LineSplitter(maxLineBytes);
     for (;;) {
@@ -222,8 +224,9 @@ export function* readLinesSync(path: string, maxLineBytes: number, chunkBytes = 
  * without line breaks took all the memory there was.
  */
 export async function* readLines(path: string, maxLineBytes: number, chunkBytes = 1024 * 1024): AsyncGenerator<string | undefined> {
-  const fh = await open(path, 'r');
+  const fh = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
   try {
+    if (!(await fh.stat()).isFile()) throw notRegular(path);
     const chunk = Buffer.allocUnsafe(chunkBytes);
     const lines = new LineSplitter(maxLineBytes);
     for (;;) {
@@ -235,6 +238,16 @@ export async function* readLines(path: string, maxLineBytes: number, chunkBytes 
   } finally {
     await fh.close();
   }
+}
+
+/**
+ * The files of lines are all regular files FieldStream writes. Something else in the place of one
+ * is refused: a FIFO held the open, then the read, for ever (opened here without blocking, and
+ * looked at before any read); a link to a device (/dev/zero) was read for ever; a folder failed
+ * with a bare EISDIR that named no path.
+ */
+function notRegular(path: string): FieldStreamError {
+  return new FieldStreamError('FILE_NOT_REGULAR', `${path} is not a regular file (a folder, a FIFO, a device, or a link to one): not read. Move it away.`, { path });
 }
 
 /** Cuts a file read in chunks into its lines, holding none longer than `maxLineBytes` (readLinesSync). */

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, describe, it, mock } from 'node:test';
@@ -142,4 +143,31 @@ describe('files of lines holding acknowledged data', () => {
     assert.ok(raced);
     assert.equal(readFileSync(path, 'utf8'), '{"n":2}\n', 'the line is in the file that has the name');
   });
+});
+
+/**
+ * A file of lines FieldStream keeps (a journal, a list) with something other than a regular file in
+ * its place: a FIFO held the read for ever (the open waits for a writer), so the field client's
+ * start hung on its command journal without a word; a link to /dev/zero was read for ever, a line
+ * without end. Refused at once, with a code.
+ */
+describe('a file of lines read back', () => {
+  const tmp = tempDir('line-file-kinds');
+  after(() => tmp.cleanup());
+  const repo = join(import.meta.dirname, '..', '..');
+
+  for (const kind of ['fifo', 'device', 'folder'] as const) {
+    it(`is refused when a ${kind} stands in its place, rather than waited on or read for ever (the field client's command journal)`, () => {
+      const path = join(tmp.dir, `commands-${kind}.journal`);
+      if (kind === 'fifo') execFileSync('mkfifo', [path]);
+      else if (kind === 'device') symlinkSync('/dev/zero', path);
+      else mkdirSync(path);
+      const code = `
+        const { CommandJournal } = await import(${JSON.stringify(join(repo, 'field-client', 'src', 'command-journal.ts'))});
+        try { new CommandJournal(${JSON.stringify(path)}, 10); console.log('read'); } catch (err) { console.log(err.code); }`;
+      const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], { cwd: repo, encoding: 'utf8', timeout: 20_000 });
+      assert.equal(r.signal, null, `ended by itself, not killed after 20 s: ${r.stderr.slice(-300)}`);
+      assert.equal(r.stdout.trim(), 'FILE_NOT_REGULAR');
+    });
+  }
 });
