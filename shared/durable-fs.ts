@@ -1,6 +1,7 @@
-import { closeSync, constants, fchmodSync, fsyncSync, mkdirSync, openSync, readdirSync, readSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { closeSync, constants, fchmodSync, fstatSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { open, rename } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
+import { FieldStreamError } from './errors.ts';
 
 /**
  * Writes that must survive a power cut, not only a killed process: a file's data reaches the disk
@@ -89,6 +90,26 @@ export function writeWholeSync(fd: number, bytes: Buffer, what: string): void {
     const n = writeSync(fd, bytes, at, bytes.length - at);
     if (n <= 0) throw new Error(`the disk took none of the bytes of ${what}`);
     at += n;
+  }
+}
+
+/**
+ * The whole of the state file at `path` (one FieldStream wrote), as readFileSync reads it, and as
+ * it throws (ENOENT when there is none). Only a regular file is read: opened without blocking and
+ * looked at first, so a FIFO in its place does not hold the open and the read for ever, nor is a
+ * link to a device (/dev/zero) read until the memory runs out: FILE_NOT_REGULAR, naming the path.
+ */
+export function readRegularFileSync(path: string): Buffer;
+export function readRegularFileSync(path: string, encoding: 'utf8'): string;
+export function readRegularFileSync(path: string, encoding?: 'utf8'): Buffer | string {
+  const fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  try {
+    if (!fstatSync(fd).isFile()) {
+      throw new FieldStreamError('FILE_NOT_REGULAR', `${path} is not a regular file (a folder, a FIFO, a device, or a link to one): not read. Move it away.`, { path });
+    }
+    return encoding === undefined ? readFileSync(fd) : readFileSync(fd, encoding);
+  } finally {
+    closeSync(fd);
   }
 }
 

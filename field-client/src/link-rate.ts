@@ -1,6 +1,6 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { z } from 'zod';
-import { removeLeftAsideSync, replaceFileDurablySync } from '../../shared/durable-fs.ts';
+import { readRegularFileSync, removeLeftAsideSync, replaceFileDurablySync } from '../../shared/durable-fs.ts';
 import { TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 
@@ -36,7 +36,7 @@ export class LinkRateNote {
     if (!existsSync(this.path)) return undefined;
     let note: z.infer<typeof LinkRateSchema>;
     try {
-      note = LinkRateSchema.parse(JSON.parse(readFileSync(this.path, 'utf8')));
+      note = LinkRateSchema.parse(JSON.parse(readRegularFileSync(this.path, 'utf8')));
     } catch (err) {
       this.log.warn({ code: 'FIELD_STATE_INVALID', path: this.path, err: (err as Error).message }, "the note of the link's measured rate is damaged: it is measured again");
       return undefined;

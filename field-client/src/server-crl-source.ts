@@ -1,9 +1,8 @@
-import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { FieldStreamError } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { ReloadedFile } from '../../shared/reloaded-file.ts';
-import { makeDirDurablySync, removeLeftAsideSync, replaceFileDurablySync } from '../../shared/durable-fs.ts';
+import { makeDirDurablySync, readRegularFileSync, removeLeftAsideSync, replaceFileDurablySync } from '../../shared/durable-fs.ts';
 import { verifyCrl, type VerifiedCrl } from '../../shared/security/crl.ts';
 import { describedCrl, readServerCrl, type ServerCrl } from './server-crl.ts';
 
@@ -78,7 +77,7 @@ export class ServerCrlSource {
   private readDelivered(): ServerCrl | undefined {
     let bytes: Buffer;
     try {
-      bytes = readFileSync(this.deliveredPath);
+      bytes = readRegularFileSync(this.deliveredPath);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.log.warn({ code: 'FIELD_CRL_RELOAD_REFUSED', crl: this.deliveredPath, err: (err as Error).message }, 'the CRL a gateway handed over earlier cannot be read: not used');
       return undefined;

@@ -1,8 +1,7 @@
-import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { MqttClient } from 'mqtt';
 import { z } from 'zod';
-import { makeDirDurablySync, replaceFileDurablySync } from '../../shared/durable-fs.ts';
+import { makeDirDurablySync, readRegularFileSync, replaceFileDurablySync } from '../../shared/durable-fs.ts';
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { TIMINGS } from '../../shared/limits.ts';
@@ -315,7 +314,7 @@ function unlessStopping<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
 function readState(file: string, log?: Logger): string[] {
   let text: string;
   try {
-    text = readFileSync(file, 'utf8');
+    text = readRegularFileSync(file, 'utf8');
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ENOTDIR') return [];

@@ -1,10 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, lstatSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, renameSync } from 'node:fs';
+import { closeSync, existsSync, lstatSync, openSync, readdirSync, rmSync, statSync, writeFileSync, renameSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { FieldStreamError, isFieldStreamError } from '../../../shared/errors.ts';
 import { LIMITS } from '../../../shared/limits.ts';
-import { makeDirDurablySync, readUpToSync, syncDirSync } from '../../../shared/durable-fs.ts';
+import { makeDirDurablySync, readRegularFileSync, readUpToSync, syncDirSync } from '../../../shared/durable-fs.ts';
 import type { Logger } from '../../../shared/logger.ts';
 import { NOTE, readNotes, removeNote, writeNote, type AcceptingNote } from './accepting-note.ts';
 import { copyNoFollow } from './copy-no-follow.ts';
@@ -253,7 +253,7 @@ export class FileOutbox {
   progress(transferId: string): number {
     const p = join(this.dir, `${transferId}.progress`);
     if (!existsSync(p)) return 0;
-    const n = Number(readFileSync(p, 'utf8'));
+    const n = Number(readRegularFileSync(p, 'utf8'));
     return Number.isInteger(n) && n >= 0 ? n : 0;
   }
 

@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { removeFileDurablySync, removeLeftAsideSync, replaceFileDurablySync } from '../../../shared/durable-fs.ts';
+import { readRegularFileSync, removeFileDurablySync, removeLeftAsideSync, replaceFileDurablySync } from '../../../shared/durable-fs.ts';
 import { FieldStreamError } from '../../../shared/errors.ts';
 import type { Logger } from '../../../shared/logger.ts';
 import type { SeqRanges } from './ack-book.ts';
@@ -292,7 +292,7 @@ export class QueueEpochs {
 function readMeta(path: string): MetaFile {
   let raw: unknown;
   try {
-    raw = JSON.parse(readFileSync(path, 'utf8'));
+    raw = JSON.parse(readRegularFileSync(path, 'utf8'));
   } catch (err) {
     throw new FieldStreamError('FIELD_QUEUE_CORRUPT', `${path} is not JSON: ${(err as Error).message}`);
   }

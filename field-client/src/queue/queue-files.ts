@@ -1,7 +1,7 @@
-import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { removeLeftAsideSync, replaceFileDurablySync } from '../../../shared/durable-fs.ts';
+import { readRegularFileSync, removeLeftAsideSync, replaceFileDurablySync } from '../../../shared/durable-fs.ts';
 import type { Logger } from '../../../shared/logger.ts';
 
 /**
@@ -20,7 +20,7 @@ export function readWatermark(dir: string, log: Logger): number {
   removeLeftAsideSync(path);
   if (!existsSync(path)) return 0;
   try {
-    const ack = AckFile.safeParse(JSON.parse(readFileSync(path, 'utf8')));
+    const ack = AckFile.safeParse(JSON.parse(readRegularFileSync(path, 'utf8')));
     if (ack.success) return ack.data.watermark;
   } catch {
     /* not JSON: as damaged as a wrong shape */

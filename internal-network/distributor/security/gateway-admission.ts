@@ -1,7 +1,7 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { z } from 'zod';
 import { GatewayIdSchema } from '../../../shared/contract/envelope.ts';
-import { replaceFileDurablySync } from '../../../shared/durable-fs.ts';
+import { readRegularFileSync, replaceFileDurablySync } from '../../../shared/durable-fs.ts';
 import { FieldStreamError } from '../../../shared/errors.ts';
 import { LimitedLog } from '../../../shared/limited-log.ts';
 import { appendLinesSync } from '../../../shared/line-file.ts';
@@ -165,7 +165,7 @@ const LineSchema = z.union([
 function readEntries(file: string, now: number, log: Logger): Map<string, number> {
   let text: string;
   try {
-    text = readFileSync(file, 'utf8');
+    text = readRegularFileSync(file, 'utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return new Map();
     throw new FieldStreamError('CONFIG_FILE_UNREADABLE', `The admitted gateway ids (${file}) cannot be read: ${(err as Error).message}`);

@@ -1,5 +1,5 @@
-import { closeSync, constants, fstatSync, ftruncateSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { replaceFileDurablySync, writeWholeSync } from '../../../shared/durable-fs.ts';
+import { closeSync, constants, fstatSync, ftruncateSync, openSync, readdirSync, rmSync } from 'node:fs';
+import { readRegularFileSync, replaceFileDurablySync, writeWholeSync } from '../../../shared/durable-fs.ts';
 import { join } from 'node:path';
 import { FieldStreamError } from '../../../shared/errors.ts';
 import { crc32 } from 'node:zlib';
@@ -91,7 +91,7 @@ function generations(dir: string): Generation[] {
 
 /**
  * What `read` makes of the file at `path`, undefined when there is none. One that is there but
- * cannot be read (an I/O error, out of descriptors, permissions, a folder in its place) throws
+ * cannot be read (an I/O error, out of descriptors, permissions, a folder, a FIFO or a device in its place) throws
  * DISTRIBUTOR_STATE_UNREADABLE, and the distributor does not start: read as no windows, every
  * number it held came back as new, unsaid, and the compactions that followed removed it for good.
  * Damage is another matter: a file read whole but torn or garbled is skipped (see above).
@@ -117,7 +117,7 @@ function readOrAbsent<T>(path: string, read: (path: string) => T): T | undefined
  * written in place over longer ones).
  */
 export function readFramed(path: string, magic: string): { generation: number; json: unknown } | undefined {
-  const data = readOrAbsent(path, (p) => readFileSync(p));
+  const data = readOrAbsent(path, (p) => readRegularFileSync(p));
   if (data === undefined) return undefined;
   const eol = data.indexOf(10);
   if (eol < 0) return undefined;
@@ -148,7 +148,7 @@ export interface ReplayDamage {
  * acknowledged.
  */
 function readJournal(path: string, damage: ReplayDamage): JournalEntry[] {
-  const text = readOrAbsent(path, (p) => readFileSync(p, 'utf8'));
+  const text = readOrAbsent(path, (p) => readRegularFileSync(p, 'utf8'));
   if (text === undefined) return [];
   const out: JournalEntry[] = [];
   let at = 0;

@@ -1,7 +1,7 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { z } from 'zod';
 import { DeviceIdSchema } from '../../../shared/contract/primitives.ts';
-import { replaceFileDurablySync } from '../../../shared/durable-fs.ts';
+import { readRegularFileSync, replaceFileDurablySync } from '../../../shared/durable-fs.ts';
 import { FieldStreamError } from '../../../shared/errors.ts';
 import { LimitedLog } from '../../../shared/limited-log.ts';
 import { appendLinesSync } from '../../../shared/line-file.ts';
@@ -247,7 +247,7 @@ export class TagAdmission {
   private read(now: number): Map<string, number> {
     let text: string;
     try {
-      text = readFileSync(this.o.file, 'utf8');
+      text = readRegularFileSync(this.o.file, 'utf8');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return new Map();
       throw new FieldStreamError('CONFIG_FILE_UNREADABLE', `The admitted ${this.o.tag} values (${this.o.file}) cannot be read: ${(err as Error).message}`);
