@@ -2,6 +2,7 @@ import { closeSync, linkSync, openSync, readFileSync, readdirSync, renameSync, r
 import { basename, dirname, join } from 'node:path';
 import { z } from 'zod';
 import { identityRuns, thisProcess, type ProcessIdentity } from './process-identity.ts';
+import { readRegularFileSync } from './durable-fs.ts';
 
 /**
  * Taking over a file that names a process gone (a lock, a reservation), as a compare-and-swap. Two
@@ -41,12 +42,16 @@ export interface MarkerRules<T> {
 // A marker, or a file written aside, read only for the process that made it.
 const MakerSchema = z.object({ pid: z.number().int().positive(), start: z.string().regex(/^\d{1,20}$/).optional() });
 
-/** The file at `path` as it is now, or undefined when there is none. */
+/**
+ * The file at `path` as it is now, or undefined when there is none. Anything but a regular file in
+ * its place is FILE_NOT_REGULAR (readRegularFileSync): a FIFO held the start that looked at it for
+ * ever, a link to a device was read until the memory ran out.
+ */
 export function lookAt(path: string): SeenFile | undefined {
   for (;;) {
     try {
       const st = statSync(path);
-      const text = readFileSync(path, 'utf8');
+      const text = readRegularFileSync(path, 'utf8');
       // Read between two looks at one file: replaced meanwhile, it is looked at again.
       const after = statSync(path);
       if (after.ino === st.ino && after.dev === st.dev) return { dev: st.dev, ino: st.ino, mtimeMs: st.mtimeMs, text };

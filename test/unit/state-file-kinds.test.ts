@@ -46,5 +46,15 @@ describe('a state file read back whole', () => {
         console.log(readWatermark(${JSON.stringify(dir)}, createLogger('field-client', 'silent')));`);
       assert.deepEqual(r, { out: '0', killed: false });
     });
+
+    it(`a ${kind} in the place of a process lock (the field client's data folder, the command API's journal) stops the start with a code, rather than holding it`, () => {
+      const path = join(tmp.dir, `lock-${++n}`);
+      place(kind, path);
+      const r = run(`
+        const { lockFor } = await import(${JSON.stringify(join(repo, 'shared', 'process-lock.ts'))});
+        const use = { inUse: () => Object.assign(new Error('in use'), { code: 'IN_USE' }), lost: () => new Error('lost') };
+        try { (await lockFor(${JSON.stringify(path)}, use, () => undefined)).release(); console.log('locked'); } catch (err) { console.log(err.code); }`);
+      assert.deepEqual(r, { out: 'FILE_NOT_REGULAR', killed: false });
+    });
   }
 });
