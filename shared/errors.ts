@@ -659,7 +659,7 @@ export const ERRORS = {
     http: 500,
     transient: false,
     description:
-      'A file FieldStream keeps and reads back (a file of lines: a command journal, the file transfers finished, the watched files kept, the anomaly state, a local store day file; or a state file read whole: the queue\'s ack.json and meta.json, link-rate.json, a transfer\'s progress, the CRL a gateway handed over, the replay windows\' files, consumer-sessions.json, the admitted gateway ids and event tag values; a process lock) has something other than a regular file in its place: a folder, a FIFO, a device or a link to one. It is not read (a FIFO held the read for ever, a device was read without end); what the reader does then is what it does with a file it cannot read, under that reader\'s code. Move it away.',
+      'A file FieldStream keeps and reads back (a file of lines: a command journal, the file transfers finished, the watched files kept, the anomaly state, a local store day file; or a state file read whole: the queue\'s ack.json and meta.json, link-rate.json, a transfer\'s progress, the CRL a gateway handed over, the replay windows\' files, consumer-sessions.json, the admitted gateway ids and event tag values; a device\'s signing key, the revoked devices\' list; a process lock) has something other than a regular file in its place: a folder, a FIFO, a device or a link to one. It is not read (a FIFO held the read for ever, a device was read without end); what the reader does then is what it does with a file it cannot read, under that reader\'s code. Move it away.',
   },
   ROLE_TOKENS_INVALID: {
     http: 500,

@@ -1,5 +1,6 @@
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { readRegularFileSync } from '../../shared/durable-fs.ts';
 import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { TIMINGS } from '../../shared/limits.ts';
@@ -94,7 +95,7 @@ export class DeviceKeyRegistry {
     const path = this.revokedFile as string;
     let text: string;
     try {
-      text = readFileSync(path, 'utf8');
+      text = readRegularFileSync(path, 'utf8');
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'ENOENT') {
@@ -167,7 +168,7 @@ export class DeviceKeyRegistry {
     let mtimeMs = 0;
     try {
       mtimeMs = statSync(path).mtimeMs;
-      key = hit && hit.mtimeMs === mtimeMs ? hit.key : parseSigningKey(readFileSync(path, 'utf8'));
+      key = hit && hit.mtimeMs === mtimeMs ? hit.key : parseSigningKey(readRegularFileSync(path, 'utf8'));
     } catch (err) {
       // A key removed (ENOENT) is gone; one that cannot be looked at for a moment (EMFILE, EIO) is
       // the key it was: dropped, every message of the device would be refused as an unknown

@@ -56,5 +56,20 @@ describe('a state file read back whole', () => {
         try { (await lockFor(${JSON.stringify(path)}, use, () => undefined)).release(); console.log('locked'); } catch (err) { console.log(err.code); }`);
       assert.deepEqual(r, { out: 'FILE_NOT_REGULAR', killed: false });
     });
+
+    it(`a ${kind} in the place of a device's signing key is no key: the distributor goes on, rather than waiting on it at the device's first message`, () => {
+      const dir = join(tmp.dir, `keys-${++n}`);
+      mkdirSync(dir);
+      place(kind, join(dir, 'sensor-1.key'));
+      const revoked = join(tmp.dir, `revoked-${n}.txt`);
+      place(kind, revoked);
+      const r = run(`
+        const { DeviceKeyRegistry } = await import(${JSON.stringify(join(repo, 'internal-network', 'shared', 'device-keys.ts'))});
+        let registry;
+        try { registry = new DeviceKeyRegistry(${JSON.stringify(dir)}, ${JSON.stringify(revoked)}); } catch (err) { console.log(err.code); }
+        registry = new DeviceKeyRegistry(${JSON.stringify(dir)});
+        console.log(registry.get('sensor-1') === undefined ? 'no key' : 'a key');`);
+      assert.deepEqual(r, { out: 'CONFIG_FILE_UNREADABLE\nno key', killed: false });
+    });
   }
 });
