@@ -1,12 +1,12 @@
 import { randomUUID } from 'node:crypto';
-import { closeSync, fstatSync, openSync, readFileSync, renameSync, rmSync, statSync, utimesSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, renameSync, rmSync, statSync, utimesSync, writeSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { withDirLock } from '../../shared/dir-lock.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
-import { makeDirDurablySync } from '../../shared/durable-fs.ts';
+import { makeDirDurablySync, readRegularFileSync } from '../../shared/durable-fs.ts';
 
 /**
  * Which part of DISTRIBUTOR_STATE_DIR this distributor owns.
@@ -94,7 +94,8 @@ function readLease(path: string): { lease: Lease | undefined; ageMs: number; unr
   }
   let lease: Lease | undefined;
   try {
-    const parsed = LeaseSchema.safeParse(JSON.parse(readFileSync(path, 'utf8')));
+    // A regular file only: a FIFO put in its place hung every look at the slot.
+    const parsed = LeaseSchema.safeParse(JSON.parse(readRegularFileSync(path, 'utf8')));
     if (parsed.success) lease = parsed.data;
   } catch (err) {
     if (!(err instanceof SyntaxError)) return isGone(err) ? undefined : unreadable(err);

@@ -43,7 +43,7 @@ export function failing<T>(calls: FsCall | FsCall[], where: string | ((path: str
 }
 
 /** fs calls by path a test makes fail (failingByPath). */
-export type FsPathCall = 'statSync' | 'readFileSync' | 'utimesSync';
+export type FsPathCall = 'statSync' | 'openSync' | 'readFileSync' | 'utimesSync';
 
 /**
  * Runs `body` with the named fs calls failing with `code` (EIO by default: a storage hiccup; EMFILE:

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { appendFileSync, existsSync, mkdirSync, readFileSync, readdirSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -314,7 +314,7 @@ describe('the distributor state lease (replicas sharing one DISTRIBUTOR_STATE_DI
       const leaseB = join(tmp.dir, 'instances', '2', 'lease.json');
       // One renewal of a's with its lease file failing to read (EMFILE: out of descriptors), one
       // with it failing to be touched (EIO): a took itself for taken over at the first, and stopped.
-      await failingByPath(['readFileSync'], (p) => p === leaseA, () => new Promise((r) => setTimeout(r, TIMINGS.stateLeaseRenewMs + 500)), 'EMFILE');
+      await failingByPath(['openSync'], (p) => p === leaseA, () => new Promise((r) => setTimeout(r, TIMINGS.stateLeaseRenewMs + 500)), 'EMFILE');
       await failingByPath(['utimesSync'], (p) => p === leaseA, () => new Promise((r) => setTimeout(r, TIMINGS.stateLeaseRenewMs)));
       assert.deepEqual(unreadable.map((e) => (e as NodeJS.ErrnoException).code), ['EMFILE', 'EIO']);
       a.assertHeld();
@@ -331,6 +331,11 @@ describe('the distributor state lease (replicas sharing one DISTRIBUTOR_STATE_DI
         assert.equal(c.slot, 3);
         c.release();
       });
+      // Something other than a lease file in a slot's place (a FIFO, which a plain read waited on
+      // for ever): that slot held, not free, and the look goes on.
+      mkdirSync(join(tmp.dir, 'instances', '4'), { recursive: true });
+      execFileSync('mkfifo', [join(tmp.dir, 'instances', '4', 'lease.json')]);
+      assert.deepEqual(a.freeSlots().filter((slot) => slot === 4), [], 'slot 4 is not taken for free');
       a.release();
       b.release();
     } finally {
