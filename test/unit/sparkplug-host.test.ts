@@ -770,7 +770,7 @@ describe('Sparkplug session: STATE and reorder through the input', () => {
         receiptStats: { receipts: 0, receiptsInvalid: 0, receiptsReplayed: 0, resentForReceipt: 0 },
       },
       connection: { isOpen: true },
-      commands: { stats: { run: 0, refusedByCode: {}, unanswered: 0 } },
+      commands: { stats: { run: 0, refusedByCode: {}, unanswered: 0 }, runningNow: 0, waitingNow: 0 },
       outbox: { bytes: () => 0 },
       certFile: '/nonexistent',
       sparkplug: [session],
