@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
-import { appendFileSync, readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { appendFileSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { ManagedProcess } from '../../scripts/local-stack/process.ts';
 import { freePort } from '../../scripts/local-stack/ports.ts';
+import { recoverOutbox } from '../../field-client/src/files/outbox-recovery.ts';
 import { httpInput } from '../../field-client/src/inputs/http-input.ts';
 import { KEYS_FILE } from '../../field-client/src/inputs/http-keys-file.ts';
 import { fieldClientProcess } from '../helpers/field.ts';
@@ -222,6 +224,118 @@ describe('local HTTP input: a request whose answer a kill cut off after the queu
     } finally {
       await b.input.close();
       await b.d.close();
+    }
+  });
+});
+
+/**
+ * A file's upload with an Idempotency-Key, the field client killed (SIGKILL, its own process) once
+ * the file is moved into the outbox and before its answer is kept: the retry after the restart is
+ * answered with the file the next start queued, not queued a second time. The file is large enough
+ * (256 MiB) that hashing and syncing it in the outbox takes a while, and the kill lands once it is
+ * seen there. The queue numbered a file only once it was in the outbox: nothing noted the upload
+ * before, and the retry queued it again.
+ */
+describe('local HTTP input: a file upload whose answer a SIGKILL cut off after it was moved into the outbox', () => {
+  let pki: ReturnType<typeof makeTestPki>;
+  let work: ReturnType<typeof tempDir>;
+  let client: ManagedProcess;
+  let httpPort = 0;
+  let dataDir = '';
+
+  before(async () => {
+    work = tempDir('local-http-idempotency-file');
+    pki = makeTestPki([DEVICE]);
+    dataDir = join(work.dir, 'field-data');
+    ({ process: client, httpPort } = await fieldClientProcess({
+      paths: pki.paths,
+      deviceId: DEVICE,
+      gatewayUrl: `wss://127.0.0.1:${await freePort()}/ws`,
+      dataDir,
+      logFile: join(work.dir, 'field-client.log'),
+      env: { FIELD_RECONNECT_MAX_MS: '1000' },
+    }));
+    await client.start();
+  });
+  after(async () => {
+    await client?.stop();
+    pki?.cleanup();
+    work?.cleanup();
+  });
+
+  const file = randomBytes(256 * 1024 * 1024);
+  const upload = (key: string, signal?: AbortSignal) =>
+    fetch(`http://127.0.0.1:${httpPort}/v1/files?filename=shot-0001.jpg&contentType=image/jpeg`, { method: 'POST', headers: { 'idempotency-key': `"${key}"` }, body: file, ...(signal ? { signal } : {}) });
+  const depth = async () => ((await (await fetch(`http://127.0.0.1:${httpPort}/status`)).json()) as { queue: { depth: number } }).queue.depth;
+
+  it('is answered after the restart with the file queued, and queued once', async () => {
+    const cut = new AbortController();
+    let answered = false;
+    const first = upload('c1f4e3a0-file-1', cut.signal).then(() => (answered = true), () => undefined);
+    // The file being placed in the outbox (ID.tmp, moved in, being hashed and synced).
+    const outgoing = join(dataDir, 'outgoing');
+    const movedIn = () => readdirSync(outgoing).some((f) => f.endsWith('.tmp') && !f.includes('.accepting'));
+    for (const end = Date.now() + 60_000; !movedIn(); await new Promise((r) => setTimeout(r, 2))) assert.ok(Date.now() < end && !answered, 'the file moved into the outbox');
+    await client.kill();
+    cut.abort();
+    await first;
+    assert.equal(answered, false, 'killed before it was answered');
+    await client.start();
+    assert.equal(await depth(), 1, 'the start queued the file');
+
+    const again = await upload('c1f4e3a0-file-1');
+    const body = (await again.json()) as { accepted?: number; messageIds?: string[]; bytes?: number };
+    assert.equal(again.status, 202, JSON.stringify(body));
+    assert.equal(body.accepted, 1);
+    assert.equal(body.bytes, file.length);
+    assert.equal(await depth(), 1, 'queued once');
+    // Kept from then on: answered the same again, and the key names that file.
+    assert.deepEqual(await (await upload('c1f4e3a0-file-1')).json(), body);
+    const other = await fetch(`http://127.0.0.1:${httpPort}/v1/files?filename=shot-0002.jpg`, { method: 'POST', headers: { 'idempotency-key': '"c1f4e3a0-file-1"' }, body: 'x' });
+    assert.equal(other.status, 422);
+    assert.equal(await depth(), 1);
+  });
+});
+
+/**
+ * The same window later: the file's record written (and synced), its answer waiting for the queue's
+ * sync, which never answers here, then the kill. The next start finds the record (the outbox only
+ * drops the file's note); the retry is answered with it.
+ */
+describe('local HTTP input: a file upload cut off after its record was written', () => {
+  const tmp = tempDir('local-http-idempotency-file-window');
+  after(() => tmp.cleanup());
+
+  it('is answered at the next start with the record the queue holds, and queued once', async () => {
+    const dir = join(tmp.dir, 'recorded');
+    const bytes = randomBytes(10_000);
+    const send = (port: number, key: string, signal?: AbortSignal) =>
+      fetch(`http://127.0.0.1:${port}/v1/files?filename=log.txt`, { method: 'POST', headers: { 'idempotency-key': `"${key}"` }, body: bytes, ...(signal ? { signal } : {}) });
+    const a = await localDevice(dir);
+    const ia = httpInput(a.client, '127.0.0.1', 0, a.dir, a.logs.logger);
+    await ia.start();
+    a.queue.durable = () => new Promise(() => undefined);
+    const cut = new AbortController();
+    const first = send(ia.port as number, 'file-window-1', cut.signal).catch(() => undefined);
+    await until('the file queued', () => a.queue.find(() => true).length === 1);
+    const [queued] = a.queue.find(() => true);
+    cut.abort();
+    await first;
+    // Killed here: the queue unclosed, the request never answered.
+    a.client.stop();
+
+    const b = await localDevice(dir);
+    await recoverOutbox(b.outbox, b.queue, b.logs.logger);
+    const ib = httpInput(b.client, '127.0.0.1', 0, b.dir, b.logs.logger);
+    await ib.start();
+    try {
+      const again = await send(ib.port as number, 'file-window-1');
+      assert.equal(again.status, 202);
+      assert.deepEqual(await again.json(), { accepted: 1, messageIds: [queued?.messageId], bytes: bytes.length });
+      assert.equal(b.queue.depth, 1, 'queued once');
+    } finally {
+      await ib.close();
+      await b.close();
     }
   });
 });

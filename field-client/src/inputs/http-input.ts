@@ -16,7 +16,7 @@ import { closeStalledConnections } from '../../../shared/stalled-answers.ts';
 import type { Logger } from '../../../shared/logger.ts';
 import type { FieldClient } from '../field-client.ts';
 import type { HealthReporter } from '../health.ts';
-import { KeysFile, takenAnswer } from './http-keys-file.ts';
+import { fileAnswer, KeysFile, queuedFiles, takenAnswer } from './http-keys-file.ts';
 import { KeyedRequests, type KeptAnswer } from './http-resends.ts';
 import { guardBody, receiveBody } from './http-upload.ts';
 import { capConnections, type LocalInput } from './input.ts';
@@ -159,10 +159,12 @@ export function httpInput(client: FieldClient, host: string, port: number, dataD
           const more = n + LIMITS.fileRecordRoomBytes - (room?.bytes ?? Infinity);
           if (room && more > 0) client.reserveFileRoom(more, room);
         }, digest);
-        const fingerprint = digest && requestFingerprint(req, url, digest.digest('hex'));
+        const sha256 = digest?.digest('hex');
+        const fingerprint = sha256 === undefined ? undefined : requestFingerprint(req, url, sha256);
         if (answeredAsRetry(res, held, fingerprint)) return;
+        if (held && sha256 !== undefined) keysFile.takingFile(held.key, fingerprint as string, { from: client.queue.nextNumber, sha256, size, filename });
         const m = await client.submitFile(tmp, { filename, contentType, move: true, reservation });
-        return await accept(res, held, fingerprint, JSON.stringify({ accepted: 1, messageIds: [m.messageId], bytes: size }));
+        return await accept(res, held, fingerprint, fileAnswer(m.messageId, size));
       } finally {
         reservation?.release();
         rmSync(tmp, { force: true });
@@ -188,7 +190,7 @@ export function httpInput(client: FieldClient, host: string, port: number, dataD
 
   const keyed = new KeyedRequests();
   /** the answers kept on disk, read back at start() */
-  const keysFile = new KeysFile(dataDir, keyed, log, () => client.queue.numberedAtOpen);
+  const keysFile = new KeysFile(dataDir, keyed, log, () => client.queue.numberedAtOpen, (from) => queuedFiles(client.queue, from));
 
   /**
    * A POST's Idempotency-Key, if it has one (refused, FIELD_INPUT_INVALID, when malformed), with the
@@ -218,9 +220,13 @@ export function httpInput(client: FieldClient, host: string, port: number, dataD
    *   queue writes any of them), the answer not yet kept: the next start settles it by the queue
    *   (http-keys-file.ts): on disk, the retry is answered with their ids, nothing queued again;
    *   never written, the retry is taken anew, once.
-   * - a file in the queue, its answer not yet kept: no answer; the retry is taken anew, the file
-   *   queued a second time. The one window left: the queue numbers a file only once it is in the
-   *   outbox (files/file-intake.ts), and no producer saw this request answered.
+   * - a file's upload, its `takingFile` line synced (KeysFile.takingFile: what it is, before it
+   *   is moved into the outbox, as the queue numbers a file only there), not yet moved: incoming/
+   *   is emptied at the next start, nothing matches the line; the retry is taken anew, once.
+   * - the file moved into the outbox (being placed, or its record written), its answer not yet
+   *   kept: the next start's outbox recovery queues it (its own record, or FIELD_FILE_RECOVERED),
+   *   then the line is settled by the first file record at or past its number with its bytes and
+   *   name (http-keys-file.ts): the retry is answered with it, nothing queued again.
    * - the answer synced, not yet sent (or lost on its way): the retry after the restart is
    *   answered as it was, nothing queued again.
    * So whatever a producer was answered 202 is on disk twice over: in the queue, and as the answer

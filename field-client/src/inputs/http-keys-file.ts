@@ -8,6 +8,9 @@ import { LIMITS, TIMINGS } from '../../../shared/limits.ts';
 import type { Logger } from '../../../shared/logger.ts';
 import { appendLinesSync, readLinesSync } from '../../../shared/line-file.ts';
 import { bootId } from '../../../shared/process-identity.ts';
+import { FileTransferRecordSchema } from '../files/transfer-record.ts';
+import { FILE_TRANSFER } from '../files/transfers.ts';
+import type { DurableQueue } from '../queue/durable-queue.ts';
 import { bootClockMs, type KeptEntry, type KeyedRequests } from './http-resends.ts';
 
 /** The file in FIELD_DATA_DIR that holds the HTTP input's kept answers across restarts. */
@@ -16,6 +19,29 @@ export const KEYS_FILE = 'http-keys.jsonl';
 /** The answer to readings or events taken: what the input sends, and what a request found taken at a start is answered. */
 export function takenAnswer(messageIds: readonly string[]): string {
   return JSON.stringify({ accepted: messageIds.length, messageIds });
+}
+
+/** The answer to a file taken (`bytes` long, queued as `messageId`). */
+export function fileAnswer(messageId: string, bytes: number): string {
+  return JSON.stringify({ accepted: 1, messageIds: [messageId], bytes });
+}
+
+/** What an upload is, to be found in the queue at a start: its bytes' SHA-256 (hex), their number, its name. */
+export interface UploadIdentity {
+  sha256: string;
+  size: number;
+  filename: string;
+}
+
+/** A file record held in the queue (its message id and what its file is), as the file settles uploads by. */
+export type QueuedFile = UploadIdentity & { messageId: string; seq: number };
+
+/** The file records `queue` holds numbered at or past `from`, oldest first: read back from disk, for a start only. */
+export function queuedFiles(queue: Pick<DurableQueue, 'find'>, from: number): QueuedFile[] {
+  return queue.find((m) => m.dataType === FILE_TRANSFER && m.seq >= from).flatMap((m) => {
+    const r = FileTransferRecordSchema.safeParse(m.payload);
+    return r.success ? [{ messageId: m.messageId, seq: m.seq, sha256: r.data.sha256, size: r.data.size, filename: r.data.filename }] : [];
+  });
 }
 
 /**
@@ -31,7 +57,11 @@ const Fingerprint = z.string().min(1).max(128);
  * - an answer given to a request with an Idempotency-Key (its JSON as it was sent);
  * - `taking`: readings or events whose numbers in the queue were just given (the epoch that names
  *   them, the first, how many), written before the queue writes any of them;
+ * - `takingFile`: a file's upload about to be moved into the outbox (what it is, and the queue's
+ *   next number then: its record is numbered at or past it), written before it is moved;
  * - `released`: such a request, not taken after all (the queue refused or failed it).
+ * A file written before `takingFile` was known reads as it did; one with it, read by an older
+ * field client, has those lines skipped as damaged (counted), nothing else.
  */
 const KeyLineSchema = z.union([
   z.object({ key: IdempotencyKeySchema, fingerprint: Fingerprint, status: z.number().int().min(200).max(599), text: z.string().refine((t) => parses(t), 'not JSON'), ...When }),
@@ -41,9 +71,16 @@ const KeyLineSchema = z.union([
     taking: z.object({ epoch: z.string().min(1).max(64), first: z.number().int().positive(), count: z.number().int().positive().max(LIMITS.localInputMaxItems) }),
     ...When,
   }),
+  z.object({
+    key: IdempotencyKeySchema,
+    fingerprint: Fingerprint,
+    takingFile: z.object({ from: z.number().int().nonnegative(), sha256: z.string().regex(/^[0-9a-f]{64}$/), size: z.number().int().nonnegative(), filename: z.string().min(1).max(1024) }),
+    ...When,
+  }),
   z.object({ key: IdempotencyKeySchema, released: z.literal(true) }),
 ]);
-type Taking = { fingerprint: string; epoch: string; first: number; count: number; wall: number; mono: number };
+type TakingFile = UploadIdentity & { from: number };
+type Taking = { fingerprint: string; wall: number; mono: number } & ({ epoch: string; first: number; count: number } | { file: TakingFile });
 
 /**
  * The local HTTP input's kept answers on disk (FIELD_DATA_DIR/http-keys.jsonl, JSON Lines), so that
@@ -61,6 +98,18 @@ type Taking = { fingerprint: string; epoch: string; first: number; count: number
  * (DurableQueue.numberedAtOpen: it was on disk then), answered with the ids those numbers have;
  * else it never reached the disk, and its retry is taken anew. The file is rewritten then, so that
  * what was settled stays settled once the numbers not taken are given again.
+ *
+ * A file's upload is numbered by the queue only once it is in the outbox (files/file-intake.ts),
+ * so it is noted before it is moved there instead, by what it is (`takingFile`: its SHA-256, size
+ * and name, and the queue's next number then), and settled at the start after the outbox's
+ * recovery (start.ts runs it before the inputs): a file moved into the outbox is then queued,
+ * by its own record or by the recovery's (FIELD_FILE_RECOVERED, under a transfer id of its own).
+ * So the first file record numbered at or past that number with the same bytes and name, not
+ * already another kept answer's, is this upload's: its retry is answered with it. None: the kill
+ * came before the move (incoming/ is emptied at the start), and the retry is taken anew. Missed:
+ * an upload of the same bytes and name without a key, taken meanwhile, is taken for one cut off
+ * before its move (one file for the two); and a file the recovery could not queue at this start
+ * (kept in the outbox for the next) is not found, so its retry is taken anew, and it is queued twice.
  *
  * The age of an answer read back, for TIMINGS.localInputKeyKeptMs: in the same boot of the machine
  * (a crash, a kill, an upgrade), by the monotonic clock, which no setting of the wall clock moves.
@@ -93,6 +142,8 @@ export class KeysFile {
     private readonly log: Logger,
     /** DurableQueue.numberedAtOpen */
     private readonly numberedAtOpen: () => number,
+    /** the file records held in the queue numbered at or past `from`, oldest first (read from disk: only at a start) */
+    private readonly queuedFiles: (from: number) => QueuedFile[],
     private readonly mono: () => number = bootClockMs,
   ) {
     this.path = join(dataDir, KEYS_FILE);
@@ -123,6 +174,17 @@ export class KeysFile {
   numbered(key: string, fingerprint: string, epoch: string, first: number, count: number): void {
     const t: Taking = { fingerprint, epoch, first, count, wall: Date.now(), mono: this.mono() };
     if (this.append(key, this.formatTaking(key, t), 'could not keep a request being taken on disk: a kill before its answer is kept would have its retry queued again')) this.taking.set(key, t);
+  }
+
+  /**
+   * A keyed file upload is about to be moved into the outbox (FieldClient.submitFile), `from` the
+   * queue's next number now: its `takingFile` line, synced now, settles it at a start if a kill
+   * comes once it is moved and before its answer is kept (see the class comment). Refused by the
+   * disk: logged, and the upload goes on, as before this line.
+   */
+  takingFile(key: string, fingerprint: string, file: TakingFile): void {
+    const t: Taking = { fingerprint, file, wall: Date.now(), mono: this.mono() };
+    if (this.append(key, this.formatTaking(key, t), 'could not keep a file being taken on disk: a kill before its answer is kept would have its retry queued again')) this.taking.set(key, t);
   }
 
   /**
@@ -201,12 +263,14 @@ export class KeysFile {
       const l = r.data;
       found.delete(l.key);
       if ('taking' in l) found.set(l.key, { fingerprint: l.fingerprint, ...l.taking, wall: l.wall, mono: l.mono, age: ageOf(l) });
+      else if ('takingFile' in l) found.set(l.key, { fingerprint: l.fingerprint, file: l.takingFile, wall: l.wall, mono: l.mono, age: ageOf(l) });
       else if ('text' in l) this.keyed.restore(l.key, { fingerprint: l.fingerprint, status: l.status, text: l.text }, ageOf(l), l.wall);
     }
+    const files = this.filesToSettle(found);
     for (const [key, t] of found) {
-      const onDisk = t.first + t.count - 1 < this.numberedAtOpen();
-      this.log.info({ idempotencyKey: key.slice(0, 64), taken: onDisk }, onDisk ? 'a request cut off by the stop before its answer was kept was queued: its retry is answered with its ids' : 'a request cut off by the stop before its answer was kept never reached the queue: its retry is taken anew');
-      if (onDisk) this.keyed.restore(key, { fingerprint: t.fingerprint, status: 202, text: takenAnswer(Array.from({ length: t.count }, (_, i) => `${t.epoch}.${t.first + i}`)) }, t.age, t.wall);
+      const text = 'file' in t ? files.answer(t.file) : t.first + t.count - 1 < this.numberedAtOpen() ? takenAnswer(Array.from({ length: t.count }, (_, i) => `${t.epoch}.${t.first + i}`)) : undefined;
+      this.log.info({ idempotencyKey: key.slice(0, 64), taken: text !== undefined }, text !== undefined ? 'a request cut off by the stop before its answer was kept was queued: its retry is answered with its ids' : 'a request cut off by the stop before its answer was kept never reached the queue: its retry is taken anew');
+      if (text !== undefined) this.keyed.restore(key, { fingerprint: t.fingerprint, status: 202, text }, t.age, t.wall);
     }
     if (this.damaged === 0 && found.size === 0 && !this.overBound()) return undefined;
     try {
@@ -215,6 +279,26 @@ export class KeysFile {
     } catch (err) {
       return err as Error;
     }
+  }
+
+  /**
+   * The answers of the file uploads among `found` (see the class comment): each the first file
+   * record at or past its number with its bytes and name, that no kept answer, nor an upload
+   * settled before it, names. The queue is read only when there is an upload to settle.
+   */
+  private filesToSettle(found: ReadonlyMap<string, Taking>): { answer: (f: TakingFile) => string | undefined } {
+    const uploads = [...found.values()].flatMap((t) => ('file' in t ? [t.file] : []));
+    if (uploads.length === 0) return { answer: () => undefined };
+    const queued = this.queuedFiles(Math.min(...uploads.map((f) => f.from)));
+    const named = new Set(this.keyed.entries().flatMap(([, e]) => messageIdsOf(e.text)));
+    return {
+      answer: (f) => {
+        const m = queued.find((q) => q.seq >= f.from && !named.has(q.messageId) && q.sha256 === f.sha256 && q.size === f.size && q.filename === f.filename);
+        if (!m) return undefined;
+        named.add(m.messageId);
+        return fileAnswer(m.messageId, m.size);
+      },
+    };
   }
 
   private overBound(): boolean {
@@ -238,7 +322,8 @@ export class KeysFile {
   }
 
   private formatTaking(key: string, t: Taking): string {
-    return JSON.stringify({ key, fingerprint: t.fingerprint, taking: { epoch: t.epoch, first: t.first, count: t.count }, ...this.when(t.wall, t.mono) });
+    const what = 'file' in t ? { takingFile: t.file } : { taking: { epoch: t.epoch, first: t.first, count: t.count } };
+    return JSON.stringify({ key, fingerprint: t.fingerprint, ...what, ...this.when(t.wall, t.mono) });
   }
 
   private when(wall: number, mono: number): { wall: number; boot?: string; mono: number } {
@@ -252,6 +337,12 @@ function parseJson(text: string): unknown {
   } catch {
     return undefined;
   }
+}
+
+/** The message ids a kept answer names (none when it names none). */
+function messageIdsOf(text: string): string[] {
+  const ids = (parseJson(text) as { messageIds?: unknown } | undefined)?.messageIds;
+  return Array.isArray(ids) ? ids.filter((id): id is string => typeof id === 'string') : [];
 }
 
 function parses(text: string): boolean {
