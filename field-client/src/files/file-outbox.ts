@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, lstatSync, openSync, readdirSync, rmSync, statSync, writeFileSync, renameSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { basename, join } from 'node:path';
+import { z } from 'zod';
 import { FieldStreamError, isFieldStreamError } from '../../../shared/errors.ts';
 import { LIMITS } from '../../../shared/limits.ts';
 import { makeDirDurablySync, readRegularFileSync, readUpToSync, syncDirSync } from '../../../shared/durable-fs.ts';
@@ -12,6 +13,13 @@ import { FileRoom, type Reservation } from './file-room.ts';
 import { finishLeaving, moveBack, moveIn } from './source-moves.ts';
 import { growing, hashPrefix } from './taking-steps.ts';
 import { chunkBytesFor, type FileTransferRecord } from './transfer-record.ts';
+
+/** A transfer's progress file as saveProgress writes it: String(chunks), a non-negative safe integer. */
+const ProgressSchema = z
+  .string()
+  .regex(/^(0|[1-9][0-9]{0,15})$/)
+  .transform(Number)
+  .pipe(z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER));
 
 /** A new transfer id: `f`, the time in base 36, 12 random hex digits (FileTransferSchema's rule). */
 function newTransferId(): string {
@@ -218,7 +226,7 @@ export class FileOutbox {
     const tmp = join(this.dir, `${id}.tmp`); // hashed and synced again: the same steps either way
     writeNote(this.dir, id, note);
     renameSync(from, tmp);
-    rmSync(join(this.dir, `${transferId}.progress`), { force: true });
+    this.dropProgress(transferId);
     this.accepted(transferId); // durably: the folder synced, the rename with it
     return this.place(id, note, tmp);
   }
@@ -249,18 +257,41 @@ export class FileOutbox {
     }
   }
 
-  /** chunks acknowledged in order so far */
+  /**
+   * Chunks acknowledged in order so far (0: none saved). Read only as saveProgress writes it:
+   * Number() took '1e3' or ' 12 ' (edited by hand, or damaged) for a count, and chunks never sent
+   * were skipped. Damaged: FIELD_STATE_INVALID; something other than a file in its place:
+   * FILE_NOT_REGULAR (a FIFO is not waited on). Either way the caller sends from the first chunk.
+   */
   progress(transferId: string): number {
     const p = join(this.dir, `${transferId}.progress`);
     if (!existsSync(p)) return 0;
-    const n = Number(readRegularFileSync(p, 'utf8'));
-    return Number.isInteger(n) && n >= 0 ? n : 0;
+    const text = readRegularFileSync(p, 'utf8');
+    const n = ProgressSchema.safeParse(text);
+    if (!n.success) throw new FieldStreamError('FIELD_STATE_INVALID', `${p}: ${JSON.stringify(text.slice(0, 40))} is not a count of chunks`, { path: p });
+    return n.data;
   }
 
   saveProgress(transferId: string, chunks: number): void {
     const p = join(this.dir, `${transferId}.progress`);
     writeFileSync(`${p}.tmp`, String(chunks));
-    renameSync(`${p}.tmp`, p);
+    try {
+      renameSync(`${p}.tmp`, p);
+    } catch (err) {
+      // Not over a folder in its place (EISDIR): the file aside goes, not left to the next start.
+      rmSync(`${p}.tmp`, { force: true });
+      throw err;
+    }
+  }
+
+  /**
+   * Removes a transfer's progress. A folder in its place is not the client's (saveProgress cannot
+   * rename over it, progress() does not read it): it is left for its operator rather than failing
+   * the removal of the file it sits beside (FIELD_FILE_NOT_REMOVED, the file kept until a restart).
+   */
+  private dropProgress(transferId: string): void {
+    const p = join(this.dir, `${transferId}.progress`);
+    if (lstatSync(p, { throwIfNoEntry: false })?.isDirectory() !== true) rmSync(p, { force: true });
   }
 
   has(transferId: string): boolean {
@@ -278,7 +309,7 @@ export class FileOutbox {
       // Gone, or its size unreadable: removed all the same (the callers' policy), its size unsaid.
     }
     rmSync(path, { force: true });
-    rmSync(join(this.dir, `${transferId}.progress`), { force: true });
+    this.dropProgress(transferId);
     return bytes;
   }
 
@@ -355,7 +386,7 @@ export class FileOutbox {
     renameSync(join(this.dir, from), target);
     this.measured = undefined;
     syncDirSync(dir);
-    rmSync(join(this.dir, `${transferId}.progress`), { force: true });
+    this.dropProgress(transferId);
     syncDirSync(this.dir);
     return target;
   }
