@@ -114,6 +114,23 @@ export function readRegularFileSync(path: string, encoding?: 'utf8'): Buffer | s
 }
 
 /**
+ * readRegularFileSync without blocking the event loop: the file at `path` read whole, as readFile
+ * reads it and throws (ENOENT), only if it is a regular file. Read with readFile, a FIFO in its place
+ * held the open, one of libuv's few threads with it, and the caller (a consumer of the broker) for ever.
+ */
+export async function readRegularFile(path: string): Promise<Buffer> {
+  const fh = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  try {
+    if (!(await fh.stat()).isFile()) {
+      throw new FieldStreamError('FILE_NOT_REGULAR', `${path} is not a regular file (a folder, a FIFO, a device, or a link to one): not read. Move it away.`, { path });
+    }
+    return await fh.readFile();
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
  * Up to `n` bytes of the file open as `fd` from `pos` (fewer only where the file ends): read(2) may
  * return fewer bytes than asked before the end, so it is read on until it has them or reads none.
  */

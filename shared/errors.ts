@@ -156,7 +156,7 @@ export const ERRORS = {
     http: 500,
     transient: false,
     description:
-      "A chunked transfer's marker in the file storage (its stored file's record, .partial/DEVICE/ID.done.json, or its verdict, .failed/DEVICE/ID.json) is not what it should be: damaged, or edited by hand. The chunk was not stored; it is kept whole as a dead letter.",
+      "A chunked transfer's marker in the file storage (its stored file's record, .partial/DEVICE/ID.done.json, or its verdict, .failed/DEVICE/ID.json) is not what it should be: damaged, or edited by hand; or a folder or a FIFO stands in the place of a marker or of a chunk received (.partial/DEVICE/ID/N.chunk, at the join). The chunk was not stored; it is kept whole as a dead letter.",
   },
   DISTRIBUTOR_FILE_TRANSFER_REUSED: {
     http: 409,
@@ -659,7 +659,7 @@ export const ERRORS = {
     http: 500,
     transient: false,
     description:
-      'A file FieldStream keeps and reads back (a file of lines: a command journal, the file transfers finished, the watched files kept, the anomaly state, a local store day file; or a state file read whole: the queue\'s ack.json and meta.json, link-rate.json, a transfer\'s progress, the CRL a gateway handed over, the replay windows\' files, consumer-sessions.json, the admitted gateway ids and event tag values; a device\'s signing key, the revoked devices\' list; a process lock) has something other than a regular file in its place: a folder, a FIFO, a device or a link to one. It is not read (a FIFO held the read for ever, a device was read without end); what the reader does then is what it does with a file it cannot read, under that reader\'s code. Move it away.',
+      'A file FieldStream keeps and reads back (a file of lines: a command journal, the file transfers finished, the watched files kept, the anomaly state, a local store day file; or a state file read whole: the queue\'s ack.json and meta.json, link-rate.json, a transfer\'s progress, the CRL a gateway handed over, the replay windows\' files, consumer-sessions.json, the file storage\'s transfer markers and chunks, the admitted gateway ids and event tag values; a device\'s signing key, the revoked devices\' list; a process lock) has something other than a regular file in its place: a folder, a FIFO, a device or a link to one. It is not read (a FIFO held the read for ever, a device was read without end); what the reader does then is what it does with a file it cannot read, under that reader\'s code. Move it away.',
   },
   ROLE_TOKENS_INVALID: {
     http: 500,

@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
-import { link, readFile, unlink } from 'node:fs/promises';
+import { link, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { z } from 'zod';
-import { syncDir } from '../../shared/durable-fs.ts';
-import { FieldStreamError } from '../../shared/errors.ts';
+import { readRegularFile, syncDir } from '../../shared/durable-fs.ts';
+import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
 import { io, writeTemp } from './file-io.ts';
 import { StoredFileInfoSchema, type StoredFileInfo } from './points.ts';
 
@@ -18,16 +18,20 @@ export function readDone(marker: string): Promise<StoredFileInfo | undefined> {
  * A marker file read back and checked (`what` it should be), or undefined when there is none.
  * One that cannot be read is DISTRIBUTOR_WRITE_FAILED (retried: a failing disk may answer later).
  * One read whole that is not what it should be (edited by hand, damaged on disk: a marker is linked
- * into place only once written and fsync'ed) is DISTRIBUTOR_FILE_MARKER_DAMAGED, final: it reads
+ * into place only once written and fsync'ed), or something other than a file in its place (opened
+ * without blocking: a FIFO is not waited on), is DISTRIBUTOR_FILE_MARKER_DAMAGED, final: it reads
  * the same at every retry, and retried, each chunk of the transfer stalled its consumer connection
  * for good. Its chunk is then kept whole as a dead letter, and receipted.
  */
 async function readMarker<T>(marker: string, schema: z.ZodType<T>, what: string): Promise<T | undefined> {
   let text: string;
   try {
-    text = await readFile(marker, 'utf8');
+    text = (await readRegularFile(marker)).toString('utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    // A folder or a FIFO in its place reads the same at every retry (a FIFO held the read for ever):
+    // damaged, as a marker edited by hand.
+    if (isFieldStreamError(err, 'FILE_NOT_REGULAR')) throw new FieldStreamError('DISTRIBUTOR_FILE_MARKER_DAMAGED', `${marker} is not a file (a folder, a FIFO, a device): not read. The chunk is kept whole as a dead letter; move it away, then replay it.`, { path: marker });
     throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `Cannot read ${marker}: ${(err as Error).message}`, { path: marker }, { cause: err });
   }
   try {

@@ -1,11 +1,11 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { constants } from 'node:fs';
-import { mkdir, open, readFile, rename, rm, unlink } from 'node:fs/promises';
+import { mkdir, open, rename, rm, unlink } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { FilePayload, FileTransfer } from '../../shared/contract/payloads.ts';
 import { unsafeFilenameReason } from '../../shared/contract/filename.ts';
 import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
-import { syncDir } from '../../shared/durable-fs.ts';
+import { readRegularFile, syncDir } from '../../shared/durable-fs.ts';
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
 import { LIMITS } from '../../shared/limits.ts';
 import { ChunksPresent } from './chunks-present.ts';
@@ -273,12 +273,17 @@ export class FileStore {
     const tmp = join(partial, `.incoming-${randomUUID()}`);
     let complete = true;
     let passed: { index: number; bytes: number } | undefined;
+    let notRegular: string | undefined;
     try {
       const fh = await open(tmp, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o640);
       try {
         for (let i = 0; i < count; i++) {
-          const chunk = await readFile(join(partial, `${i}.chunk`)).catch((err: NodeJS.ErrnoException) => {
+          const chunkPath = join(partial, `${i}.chunk`);
+          const chunk = await readRegularFile(chunkPath).catch((err: NodeJS.ErrnoException) => {
             if (err.code === 'ENOENT') return undefined;
+            // Put there by hand (a FIFO held the read, and the consumer, for ever): the same at every
+            // retry, so final, as a damaged marker: the completing chunk is kept as a dead letter.
+            if (isFieldStreamError(err, 'FILE_NOT_REGULAR')) notRegular = chunkPath;
             throw err;
           });
           if (!chunk) {
@@ -302,6 +307,9 @@ export class FileStore {
       }
     } catch (err) {
       await unlink(tmp).catch(() => undefined);
+      if (notRegular !== undefined) {
+        throw new FieldStreamError('DISTRIBUTOR_FILE_MARKER_DAMAGED', `${notRegular} is not a file (a folder, a FIFO, a device): the transfer cannot be joined. The chunk is kept whole as a dead letter; put the chunk right, then replay it.`, { path: notRegular });
+      }
       throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `Cannot join the chunks of ${partial} into ${tmp}: ${(err as Error).message}`, { path: partial }, { cause: err });
     }
     if (!complete || passed) {
