@@ -764,6 +764,14 @@ export const ERRORS = {
     transient: false,
     description: 'The request names a host (its Host header) this server does not answer to: a page whose name was rebound to our address (DNS rebinding). Use localhost, an IP address, or a name the server\'s settings list.',
   },
+  // RFC 9110 §8.4.1: a content coding the server does not decode is answered 415. Read as if plain,
+  // a gzip body was refused as "not JSON" (the client sent after its JSON), and a plain one so
+  // labelled taken.
+  HTTP_CONTENT_ENCODING_UNSUPPORTED: {
+    http: 415,
+    transient: false,
+    description: 'The request body is sent with a Content-Encoding (gzip, br, deflate, ...) the server does not decode: nothing was read or done. Send the body as it is, with no Content-Encoding (or identity).',
+  },
   HTTP_REQUEST_ABORTED: { http: 400, transient: true, description: 'The client closed the connection before its request body was in; nothing was done and no answer was sent.' },
   MQTT_PACKET_TOO_LARGE: {
     http: 500,

@@ -67,6 +67,19 @@ export async function readJsonBody(
   }
 }
 
+/**
+ * Refuses a request whose body is sent with a content coding other than `identity` (RFC 9110
+ * §8.4.1: 415), before a byte of it is read: none of FieldStream's JSON APIs decodes one, and read
+ * as if plain a gzip body was refused as "not JSON" and a plain one so labelled taken. The body is
+ * not read, so the connection closes once answered (as readJsonBody's refusals, above).
+ */
+export function refuseContentCoding(req: IncomingMessage, res: ServerResponse): void {
+  const coding = req.headers['content-encoding'];
+  if (coding === undefined || coding.split(',').every((c) => /^\s*(identity)?\s*$/i.test(c))) return;
+  res.shouldKeepAlive = false;
+  throw new FieldStreamError('HTTP_CONTENT_ENCODING_UNSUPPORTED', `The body is sent with Content-Encoding ${JSON.stringify(coding.slice(0, 64))}, which this server does not decode: send it as it is (no Content-Encoding).`);
+}
+
 /** Refuses bytes that are not UTF-8 rather than replacing them. */
 const UTF8 = new TextDecoder('utf-8', { fatal: true });
 

@@ -5,7 +5,7 @@ import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
 import { hostRefusal } from '../../shared/host-required.ts';
 import { listenFailed } from '../../shared/listen-failed.ts';
 import { terminalText } from '../../shared/terminal-text.ts';
-import { readJsonBody } from '../../shared/http-body.ts';
+import { readJsonBody, refuseContentCoding } from '../../shared/http-body.ts';
 import { idempotencyKey } from '../../shared/idempotency-key.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
@@ -366,5 +366,6 @@ async function readJson(req: IncomingMessage, res: ServerResponse): Promise<unkn
   if (type !== 'application/json') {
     throw new FieldStreamError('API_INVALID_BODY', 'Send the body as application/json.');
   }
+  refuseContentCoding(req, res);
   return readJsonBody(req, res, { maxBytes: LIMITS.apiBodyMaxBytes, tooLarge: 'API_BODY_TOO_LARGE', invalid: 'API_INVALID_BODY' });
 }

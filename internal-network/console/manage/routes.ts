@@ -281,8 +281,9 @@ function managementError(err: unknown): FieldStreamError {
     const mapped = (FROM_CONSOLE as Partial<Record<ErrorCode, { code: ErrorCode; message?: string }>>)[err.code];
     if (mapped) return new FieldStreamError(mapped.code, mapped.message ?? err.message, err.details);
     // Any other console code reaching here is a fault of this API's (it answers MANAGE_* codes only,
-    // and the command API's refusals above).
-    return err.code.startsWith('MANAGE_') ? err : new FieldStreamError('MANAGE_INTERNAL', undefined, undefined, { cause: err });
+    // the command API's refusals above, and the protocol's HTTP_* codes).
+    // HTTP_* codes are the protocol's, answered alike by every server (a Content-Encoding refused).
+    return err.code.startsWith('MANAGE_') || err.code.startsWith('HTTP_') ? err : new FieldStreamError('MANAGE_INTERNAL', undefined, undefined, { cause: err });
   }
   const e = err as { code?: string; statusCode?: number; message?: string };
   // fastify's own refusals of a request: a body that is not JSON, too large, of another media type.

@@ -11,6 +11,7 @@ import fastifyStatic from '@fastify/static';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { ERRORS, FieldStreamError, isFieldStreamError, type ErrorCode } from '../../../shared/errors.ts';
 import { hostRefusal } from '../../../shared/host-required.ts';
+import { refuseContentCoding } from '../../../shared/http-body.ts';
 import { listenFailed } from '../../../shared/listen-failed.ts';
 import { terminalText } from '../../../shared/terminal-text.ts';
 import { CONSOLE, TIMINGS } from '../../../shared/limits.ts';
@@ -155,6 +156,10 @@ export async function startWebServer(o: WebOptions): Promise<{ app: FastifyInsta
   });
 
   app.setErrorHandler((err, req, reply) => sendError(err, req, reply, o.logger));
+  // Before fastify's parser reads the body (it does not decode one): 415, every JSON API alike.
+  app.addHook('onRequest', async (req, reply) => {
+    if (req.method !== 'GET' && req.method !== 'HEAD') refuseContentCoding(req.raw, reply.raw);
+  });
   app.setNotFoundHandler((_req, reply) => {
     // An error like any other (sendError): kept by no cache.
     void reply.status(404).header('cache-control', 'no-store').send({ error: { code: 'CONSOLE_NOT_FOUND', message: 'No such page or resource.' } });
