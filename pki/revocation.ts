@@ -1,13 +1,13 @@
 import { X509Certificate } from 'node:crypto';
-import { closeSync, existsSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, constants, existsSync, fstatSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { z } from 'zod';
-import { replaceFileDurablySync } from '../shared/durable-fs.ts';
+import { readUpToSync, replaceFileDurablySync } from '../shared/durable-fs.ts';
 import { DeviceIdSchema } from '../shared/contract/primitives.ts';
 import { FieldStreamError } from '../shared/errors.ts';
 import { withPkiLock } from './pki-lock.ts';
-import { TIMINGS } from '../shared/limits.ts';
-import { appendLinesSync, closeFailedOnStderr } from '../shared/line-file.ts';
+import { LIMITS, TIMINGS } from '../shared/limits.ts';
+import { appendLinesSync, closeFailedOnStderr, readLinesSync } from '../shared/line-file.ts';
 import { BACKDATE_MINUTES, createCrl } from './certificates.ts';
 import { verifyCrl } from '../shared/security/crl.ts';
 import { pkiPaths } from './layout.ts';
@@ -56,19 +56,41 @@ const RevokedRecordSchema = IssuedRecordSchema.extend({ revokedAt: z.string() })
  */
 function appendRecords(path: string, lines: string, schema: z.ZodType): void {
   if (existsSync(path)) {
-    const text = readFileSync(path, 'utf8');
-    const end = text.lastIndexOf('\n') + 1;
-    if (end < text.length && !parseRecord(text.slice(end), schema).success) {
-      const fd = openSync(path, 'r+');
-      try {
-        ftruncateSync(fd, Buffer.byteLength(text.slice(0, end), 'utf8'));
+    const fd = openSync(path, constants.O_RDWR | constants.O_NONBLOCK);
+    try {
+      if (!fstatSync(fd).isFile()) throw new FieldStreamError('FILE_NOT_REGULAR', `${path} is not a regular file (a folder, a FIFO, a device, or a link to one): not read. Move it away.`, { path });
+      // Only its end is read (read whole, a log damaged into an endless line ran the tool out of
+      // memory): a torn append is shorter than a record, so an end longer than
+      // LIMITS.pkiLogLineMaxBytes without a line break is damage, not cut off on a guess.
+      const { size } = fstatSync(fd);
+      const tail = readUpToSync(fd, Math.max(0, size - LIMITS.pkiLogLineMaxBytes - 1), Math.min(size, LIMITS.pkiLogLineMaxBytes + 1));
+      const end = tail.lastIndexOf(0x0a) + 1;
+      if (end === 0 && size > LIMITS.pkiLogLineMaxBytes) throw tooLong(path);
+      if (end < tail.length && !parseRecord(tail.toString('utf8', end), schema).success) {
+        ftruncateSync(fd, size - (tail.length - end));
         fsyncSync(fd);
-      } finally {
-        closeSync(fd);
       }
+    } finally {
+      closeSync(fd);
     }
   }
   closeFailedOnStderr(path, appendLinesSync(path, lines, 0o600, new Set()));
+}
+
+/** A line of a CA log longer than any record: damage (CONFIG_INVALID, as any line that is no record). */
+function tooLong(path: string): FieldStreamError {
+  return new FieldStreamError('CONFIG_INVALID', `${path} holds a line longer than ${LIMITS.pkiLogLineMaxBytes} bytes: no record of the CA's (damaged?). Restore the log from a backup.`, { path });
+}
+
+/** Whether the file at `path` is empty or ends with a line break (its last line whole). */
+function endsWithNewline(path: string): boolean {
+  const fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  try {
+    const { size } = fstatSync(fd);
+    return size === 0 || readUpToSync(fd, size - 1, 1)[0] === 0x0a;
+  } finally {
+    closeSync(fd);
+  }
 }
 
 function parseRecord<S extends z.ZodType>(line: string, schema: S) {
@@ -98,7 +120,15 @@ export function caLogProblem(text: string, log: 'issued' | 'revoked'): string | 
 function readLines<S extends z.ZodType>(path: string, schema: S): z.infer<S>[] {
   if (!existsSync(path)) return [];
   const parse = (l: string) => parseRecord(l, schema);
-  const lines = readFileSync(path, 'utf8').split('\n');
+  // A line at a time, none held longer than LIMITS.pkiLogLineMaxBytes (undefined), never the whole
+  // log: read whole, one damaged into an endless line ran the tools out of memory. The last line is
+  // yielded without its newline too; '' stands for the end after a final newline, as split gave.
+  const lines: string[] = [];
+  for (const line of readLinesSync(path, LIMITS.pkiLogLineMaxBytes)) {
+    if (line === undefined) throw tooLong(path);
+    lines.push(line);
+  }
+  if (endsWithNewline(path)) lines.push('');
   // What follows the last newline ('' when the file ends with one) is an append that never finished
   // (a full disk, a kill: appendLinesSync writes a record and its newline at once, and the next
   // append cuts such an end off first: appendRecords). Its operation reported no success, so it is

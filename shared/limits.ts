@@ -57,6 +57,10 @@ export const LIMITS = {
    * about 20 MiB). A setting pointing at something endless (/dev/zero, a FIFO fed without end) is
    * refused past it, CONFIG_INVALID, where it ran the process out of memory. */
   settingFileMaxBytes: 64 * 1024 * 1024,
+  /** bytes. Longest line of the CA's logs (ca/issued.jsonl, ca/revoked.jsonl) read back: a record is
+   * a name, a serial, a date and a subject, a few hundred bytes. A longer one is no record (a damaged
+   * log) and is not held: read whole, a log damaged into one endless line ran the tools out of memory. */
+  pkiLogLineMaxBytes: 64 * 1024,
   /** bytes. Largest file carried inline in one message (base64 expands it by 4/3). */
   fileMaxBytes: 5 * 1024 * 1024,
   /** chunks. Most chunks of one chunked file transfer: at most replayWindowSeqs. A transfer is an

@@ -9,7 +9,8 @@ import { supersededOf } from '../../pki/superseded.ts';
 import { deviceAuth, tokenEntry, tokenStanding, type TokensFile } from '../../shared/security/device-token.ts';
 import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
 import { isFieldStreamError, type FieldStreamError } from '../../shared/errors.ts';
-import { DAY_MS } from '../../shared/limits.ts';
+import { DAY_MS, LIMITS } from '../../shared/limits.ts';
+import { readLinesSync } from '../../shared/line-file.ts';
 
 /**
  * The fleet as the certificates folder knows it (pki/layout.ts): a device is any id with a
@@ -76,8 +77,10 @@ export type DeviceSummary = z.infer<typeof DeviceSummarySchema>;
 function readLog<S extends z.ZodType>(path: string, schema: S): z.infer<S>[] {
   if (!existsSync(path)) return [];
   const out: z.infer<S>[] = [];
-  for (const line of readFileSync(path, 'utf8').split('\n')) {
-    if (!line.trim()) continue;
+  // A line at a time, none held longer than LIMITS.pkiLogLineMaxBytes (undefined: skipped, no
+  // record): read whole, a log damaged into an endless line ran the listing out of memory.
+  for (const line of readLinesSync(path, LIMITS.pkiLogLineMaxBytes)) {
+    if (line === undefined || !line.trim()) continue;
     let value: unknown;
     try {
       value = JSON.parse(line);
