@@ -100,6 +100,20 @@ function markError(root: string, mark: Mark | 'damaged'): FieldStreamError {
   );
 }
 
+/**
+ * The restore mark in `dir` (any folder a restore marks, scripts/admin/restore-marks.ts): none, one
+ * of a restore that may still run, or one of a killed restore (or damaged).
+ */
+export function restoreMarkIn(dir: string): 'none' | 'running' | 'killed' {
+  const mark = readMark(dir);
+  return mark === undefined ? 'none' : mayRun(mark) ? 'running' : 'killed';
+}
+
+/** The text of this process's restore mark: who, where, since when. */
+export function restoreMarkText(): string {
+  return JSON.stringify({ pid: process.pid, host: hostname(), startedAt: new Date().toISOString(), boot: bootId(), procStart: processStart(process.pid) }) + '\n';
+}
+
 /** Throws PKI_RESTORE_RUNNING when a restore's mark is on `root`; called under the admin commands' locks. */
 export function refuseWhileRestoring(root: string): void {
   const mark = readMark(root);
@@ -136,7 +150,7 @@ export function markRestoring(root: string, onWait?: (lock: string) => void): ()
       locked(p.tokensLock, () => {
         const mark = readMark(root);
         if (mark !== undefined && mayRun(mark)) throw markError(root, mark);
-        replaceFileDurablySync(p.restoreMark, JSON.stringify({ pid: process.pid, host: hostname(), startedAt: new Date().toISOString(), boot: bootId(), procStart: processStart(process.pid) }) + '\n', 0o600);
+        replaceFileDurablySync(p.restoreMark, restoreMarkText(), 0o600);
       }),
     );
   } catch (err) {

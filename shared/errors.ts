@@ -676,6 +676,12 @@ export const ERRORS = {
     transient: true,
     description: 'A restore (fieldstream-admin restore) is writing the certificates folder, or was killed while it did; nothing was changed: run the command again once the restore is done (a killed one: run that restore again, which finishes it).',
   },
+  RESTORE_INCOMPLETE: {
+    http: 503,
+    transient: false,
+    description:
+      "A service found the mark `.restore-running` of a restore (fieldstream-admin restore) in a folder it reads (its state folder, the command journal's folder, the device keys' folder): a restore is writing it, or was killed while it did, and what it holds may be part the backup's and part not (replay windows partly restored, device keys of two times). The service does not start on it. Run the restore again to its end (fieldstream-admin restore ARCHIVE, with --force if the first run needed it), which removes the marks; then start the service.",
+  },
   PKI_DMZ_ANCHOR_MISSING: {
     http: 409,
     transient: false,

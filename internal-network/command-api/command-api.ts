@@ -1,3 +1,4 @@
+import { dirname } from 'node:path';
 import type { MqttClient } from 'mqtt';
 import { RESPONSE_FILTER } from '../../shared/acl.ts';
 import { TOPIC_FILTERS } from '../../shared/contract/topics.ts';
@@ -22,6 +23,7 @@ import { postgresConnection, postgresEnabled } from '../shared/postgres-settings
 import { PostgresResponses, type ResponseLedger } from './stored-responses.ts';
 import { InfluxResponses } from './influx-responses.ts';
 import { lockCommandState } from './state-lock.ts';
+import { refuseHalfRestored } from '../../shared/restore-marks.ts';
 import type { FieldStreamError } from '../../shared/errors.ts';
 
 export interface CommandApi {
@@ -50,6 +52,12 @@ export async function startCommandApi(
     void (api?.close() ?? Promise.resolve()).finally(() => opts.onStateLost?.(err));
   });
   try {
+    // Under the lock, which a restore holds while it writes the journal: its mark, if there, is of
+    // one killed midway (shared/restore-marks.ts).
+    refuseHalfRestored([
+      { setting: 'COMMAND_STATE_PATH', dir: dirname(config.COMMAND_STATE_PATH) },
+      { setting: 'COMMAND_DEVICE_KEYS_DIR', dir: config.COMMAND_DEVICE_KEYS_DIR },
+    ]);
     api = await start(config, log, opts);
   } catch (err) {
     stateLock.release();

@@ -1,3 +1,4 @@
+import { refuseHalfRestored } from '../../shared/restore-marks.ts';
 import type { MqttClient } from 'mqtt';
 import { isFieldStreamError } from '../../shared/errors.ts';
 import { CONSOLE, LIMITS, TIMINGS } from '../../shared/limits.ts';
@@ -58,6 +59,8 @@ export const CONSOLE_MEASUREMENTS = { state: 'device_state', anomalies: 'anomali
  */
 export async function startConsole(config: Readonly<ConsoleConfig>, logger: Logger, opts: { scorer?: ReadingScorer | undefined; processMetrics?: boolean } = {}): Promise<OperatorConsole> {
   const log = logger.child({ component: 'console' });
+  // Its device registry and stored-feed key, half restored, would list devices of two times.
+  refuseHalfRestored([{ setting: 'CONSOLE_DEVICE_KEYS_DIR', dir: config.CONSOLE_DEVICE_KEYS_DIR }]);
   // Read before anything is started: without the key no message of the feed could be taken (CONFIG_*).
   const feed = new StoredFeedReader(readStoredFeedKey('CONSOLE_STORED_FEED_KEY_FILE', config.CONSOLE_STORED_FEED_KEY_FILE));
   // The registry: every device with a key is listed, and the revoked ones flagged, as they change

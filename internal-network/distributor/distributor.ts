@@ -18,6 +18,7 @@ import { WriteBatcher } from './write-batcher.ts';
 import { DeviceKeyRegistry } from '../shared/device-keys.ts';
 import { ReplayWindows } from './security/replay-window.ts';
 import { claimStateSlot } from './state-lease.ts';
+import { refuseHalfRestored } from '../../shared/restore-marks.ts';
 import { MessageVerifier } from './security/verifier.ts';
 import { join } from 'node:path';
 import type { PointSink } from './sinks/sink.ts';
@@ -84,6 +85,17 @@ export function startDistributor(
     log.error({ code: err.code, err: err.message }, 'lost the state folder to another distributor; stopping');
     void distributor.close().finally(() => opts.onStateLost?.(err));
   }, (path, err) => log.warn({ path, err: err instanceof Error ? err.message : undefined }, 'could not read or renew the state folder\'s lease this time; trying again at the next renewal'));
+  // After the slot is claimed: a restore checks the slots after it marks the folders, so either it
+  // sees this claim and refuses, or its mark is seen here (shared/restore-marks.ts).
+  try {
+    refuseHalfRestored([
+      { setting: 'DISTRIBUTOR_STATE_DIR', dir: config.DISTRIBUTOR_STATE_DIR },
+      { setting: 'DISTRIBUTOR_DEVICE_KEYS_DIR', dir: config.DISTRIBUTOR_DEVICE_KEYS_DIR },
+    ]);
+  } catch (err) {
+    lease.release();
+    throw err;
+  }
   if (lease.slot > 1) log.info({ slot: lease.slot, dir: lease.dir }, 'state kept in its own slot of the shared state folder');
   const served = config.DISTRIBUTOR_METRICS_PORT !== undefined;
   const metrics = new DistributorMetrics(new ServiceMetrics('distributor', { processMetrics: served && opts.processMetrics !== false, counting: served }));

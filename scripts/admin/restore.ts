@@ -8,6 +8,7 @@ import { archiveName, contentProblem, isContentChecked, isPrivateDir, type Manif
 import { readArchiveOnce, unpackFiles, verifyArchive } from './restore-archive.ts';
 import { RESTORE_LEFTOVERS, RestoreWriter } from './restore-write.ts';
 import { markRestoring } from '../../pki/restore-mark.ts';
+import { foldersToMark, markFolders } from './restore-marks.ts';
 import { WINDOWS_FILE } from '../../internal-network/distributor/security/replay-store.ts';
 import { lockCommandState } from '../../internal-network/command-api/state-lock.ts';
 import { slotHolder } from '../../internal-network/distributor/state-lease.ts';
@@ -31,6 +32,8 @@ export interface RestoreOptions {
    * certificate commands do meanwhile.
    */
   whileMarked?: () => void | Promise<void>;
+  /** Called after each file is written. For tests: a restore killed midway (SIGKILL). */
+  afterWrite?: (target: string, count: number) => void;
 }
 
 export interface RestoreResult {
@@ -225,8 +228,22 @@ export async function restoreBackup(paths: AdminPaths, archive: string, o: Resto
     const unmark = manifest.files.some((f) => f.root === 'certs') ? markCertsDir(paths.certsDir, o.onWait) : () => undefined;
     let halfRestored = false;
     try {
-      await o.whileMarked?.();
-      return await writeSteps(paths, bytes, manifest, steps, o, () => (halfRestored = true));
+      // The folders the services read, marked before anything is written (restore-marks.ts); and a
+      // distributor that took a slot since the check above, before seeing the mark, refuses the
+      // restore now: one that takes it from here on sees the mark and does not start.
+      const marks = markFolders(paths, foldersToMark(paths, manifest));
+      let result: RestoreResult;
+      try {
+        refuseHeldSlots(paths, manifest);
+        await o.whileMarked?.();
+        result = await writeSteps(paths, bytes, manifest, steps, o, () => (halfRestored = true));
+      } catch (err) {
+        // Kept by a restore that could not put back what it wrote: the services refuse to start.
+        if (!halfRestored) marks.undone();
+        throw err;
+      }
+      marks.completed();
+      return result;
     } finally {
       // Kept by a restore that could not put back what it wrote: the commands refuse until it is run again.
       if (!halfRestored) unmark();
@@ -329,6 +346,7 @@ async function writeSteps(paths: AdminPaths, bytes: Buffer, manifest: Manifest, 
       writer.mkdirs(dirname(s.target), privateDirsOf(paths, f));
       writer.replace(s.target, data, s.mode);
       written.push(s.target);
+      o.afterWrite?.(s.target, written.length);
     });
     if (written.length !== toWrite.size) throw new Error(`${toWrite.size - written.length} file(s) of the manifest were not found on the second reading`);
     for (const file of newer) writer.remove(file);

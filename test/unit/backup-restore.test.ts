@@ -371,8 +371,11 @@ describe('backup and restore', () => {
     mkdirSync(dirname(target.commandState), { recursive: true });
     writeFileSync(join(target.certsDir, 'ca.crt'), 'the CA certificate before\n');
     writeFileSync(target.commandState, 'the journal before\n');
-    // A file where the folder of the device keys goes: the write fails there (ENOTDIR), after the CA's files.
-    const obstacle = join(target.certsDir, 'internal', 'device-keys');
+    // A file where the folder of the DMZ's revoked serials goes: the write fails there (ENOTDIR),
+    // after the CA's files. (One where the device keys' folder goes fails before any write: the
+    // restore marks that folder first, restore-marks.ts.)
+    mkdirSync(join(target.certsDir, 'dmz'), { recursive: true });
+    const obstacle = join(target.certsDir, 'dmz', 'revocation');
     writeFileSync(obstacle, 'in the way');
     const before = filesBelow(top).map((f) => [f, readFileSync(join(top, f), 'utf8')]);
     await assert.rejects(restoreBackup(target, archive, { force: true }), (err) => {
@@ -381,7 +384,8 @@ describe('backup and restore', () => {
       return true;
     });
     assert.deepEqual(filesBelow(top).map((f) => [f, readFileSync(join(top, f), 'utf8')]), before, 'as it was: the same files, the same content, nothing left beside them');
-    assert.deepEqual(readdirSync(target.certsDir).sort(), ['ca.crt', 'internal'], 'the folders it made are gone');
+    assert.deepEqual(readdirSync(target.certsDir).sort(), ['ca.crt', 'dmz', 'internal'], 'the folders it made are gone');
+    assert.deepEqual(readdirSync(join(target.certsDir, 'internal')), [], 'its marks too');
     rmSync(obstacle);
     const r = await restoreBackup(target, archive, { force: true });
     assert.equal(r.written.length, manifest.files.length);
@@ -393,11 +397,17 @@ describe('backup and restore', () => {
     const docker = ['ca.crt', 'ca.crl', 'internal/revoked-devices.txt', 'internal/stored-feed.key'];
     const target = cleanTarget();
     for (const f of docker) mkdirSync(join(target.certsDir, f), { recursive: true });
-    // A failure after them (a file where the device keys' folder goes): each folder is back as it was.
+    // A failure after the first of them (a file where the DMZ's revoked serials' folder goes): each folder is back as it was.
+    mkdirSync(join(target.certsDir, 'dmz'));
+    writeFileSync(join(target.certsDir, 'dmz', 'revocation'), 'in the way');
+    await refusedWith('BACKUP_WRITE_FAILED', restoreBackup(target, archive, { force: true }));
+    for (const f of docker) assert.deepEqual([statSync(join(target.certsDir, f)).isDirectory(), readdirSync(join(target.certsDir, f))], [true, []], f);
+    // A file where the device keys' folder goes: refused before anything is written (it is marked first).
     writeFileSync(join(target.certsDir, 'internal', 'device-keys'), 'in the way');
     await refusedWith('BACKUP_WRITE_FAILED', restoreBackup(target, archive, { force: true }));
     for (const f of docker) assert.deepEqual([statSync(join(target.certsDir, f)).isDirectory(), readdirSync(join(target.certsDir, f))], [true, []], f);
     rmSync(join(target.certsDir, 'internal', 'device-keys'));
+    rmSync(join(target.certsDir, 'dmz', 'revocation'));
     // No --force needed: an empty folder holds no state to lose.
     const r = await restoreBackup(target, archive);
     assert.equal(r.written.length, manifest.files.length);
