@@ -5,7 +5,8 @@ import { startFieldClient, type RunningFieldClient, type StartOptions } from '..
 import { join } from 'node:path';
 import { ManagedProcess } from '../../scripts/local-stack/process.ts';
 import { freePort } from '../../scripts/local-stack/ports.ts';
-import { tempDir } from './pki.ts';
+import { after, before } from 'node:test';
+import { makeTestPki, tempDir } from './pki.ts';
 import { REPO_ROOT } from './stack.ts';
 
 /** A field client in this process with its own data folder; local inputs off unless asked for. */
@@ -96,4 +97,35 @@ export async function fieldClientProcess(o: {
     ...(o.netns ? { netns: o.netns } : {}),
   });
   return { process: process_, httpPort };
+}
+
+/**
+ * For a describe block: a field client process (fieldClientProcess) with a test PKI and a work
+ * folder of its own, started before its tests and stopped, its folders removed, after them; nothing
+ * listens at its gateway's address, so what it queues stays in its queue. The fields are set once
+ * `before` ran.
+ */
+export function isolatedFieldClient(name: string, deviceId: string, env: (ports: { mqttPort: number }) => Record<string, string> = () => ({})) {
+  const c = { pki: undefined as unknown as ReturnType<typeof makeTestPki>, work: undefined as unknown as ReturnType<typeof tempDir>, client: undefined as unknown as ManagedProcess, httpPort: 0, mqttPort: 0, dataDir: '' };
+  before(async () => {
+    c.work = tempDir(name);
+    c.pki = makeTestPki([deviceId]);
+    c.dataDir = join(c.work.dir, 'field-data');
+    c.mqttPort = await freePort();
+    ({ process: c.client, httpPort: c.httpPort } = await fieldClientProcess({
+      paths: c.pki.paths,
+      deviceId,
+      gatewayUrl: `wss://127.0.0.1:${await freePort()}/ws`,
+      dataDir: c.dataDir,
+      logFile: join(c.work.dir, 'field-client.log'),
+      env: { FIELD_RECONNECT_MAX_MS: '1000', ...env({ mqttPort: c.mqttPort }) },
+    }));
+    await c.client.start();
+  });
+  after(async () => {
+    await c.client?.stop();
+    c.pki?.cleanup();
+    c.work?.cleanup();
+  });
+  return c;
 }

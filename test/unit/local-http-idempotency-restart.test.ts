@@ -2,15 +2,13 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { appendFileSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
-import type { ManagedProcess } from '../../scripts/local-stack/process.ts';
-import { freePort } from '../../scripts/local-stack/ports.ts';
+import { after, describe, it } from 'node:test';
 import { recoverOutbox } from '../../field-client/src/files/outbox-recovery.ts';
 import { httpInput } from '../../field-client/src/inputs/http-input.ts';
 import { KEYS_FILE } from '../../field-client/src/inputs/http-keys-file.ts';
-import { fieldClientProcess } from '../helpers/field.ts';
+import { isolatedFieldClient } from '../helpers/field.ts';
 import { localDevice } from '../helpers/local-device.ts';
-import { makeTestPki, tempDir } from '../helpers/pki.ts';
+import { tempDir } from '../helpers/pki.ts';
 import { until } from '../helpers/processes.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 
@@ -25,41 +23,17 @@ const DEVICE = 'dev-keys-restart';
  * process and the retry was a second row.
  */
 describe('local HTTP input: Idempotency-Key answers outlive a SIGKILL of the field client', () => {
-  let pki: ReturnType<typeof makeTestPki>;
-  let work: ReturnType<typeof tempDir>;
-  let client: ManagedProcess;
-  let httpPort = 0;
-  let dataDir = '';
-
-  before(async () => {
-    work = tempDir('local-http-idempotency-restart');
-    pki = makeTestPki([DEVICE]);
-    dataDir = join(work.dir, 'field-data');
-    ({ process: client, httpPort } = await fieldClientProcess({
-      paths: pki.paths,
-      deviceId: DEVICE,
-      gatewayUrl: `wss://127.0.0.1:${await freePort()}/ws`,
-      dataDir,
-      logFile: join(work.dir, 'field-client.log'),
-      env: { FIELD_RECONNECT_MAX_MS: '1000' },
-    }));
-    await client.start();
-  });
-  after(async () => {
-    await client?.stop();
-    pki?.cleanup();
-    work?.cleanup();
-  });
+  const f = isolatedFieldClient('local-http-idempotency-restart', DEVICE);
 
   const post = async (path: string, body: string, key?: string) => {
-    const res = await fetch(`http://127.0.0.1:${httpPort}${path}`, {
+    const res = await fetch(`http://127.0.0.1:${f.httpPort}${path}`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', ...(key ? { 'idempotency-key': `"${key}"` } : {}) },
       body,
     });
     return { status: res.status, body: (await res.json()) as { code?: string; messageIds?: string[]; accepted?: number } };
   };
-  const depth = async () => ((await (await fetch(`http://127.0.0.1:${httpPort}/status`)).json()) as { queue: { depth: number } }).queue.depth;
+  const depth = async () => ((await (await fetch(`http://127.0.0.1:${f.httpPort}/status`)).json()) as { queue: { depth: number } }).queue.depth;
 
   it('a request sent again after a SIGKILL and a restart is answered as it was (the same message ids), and queued once', async () => {
     // No timestamp: queued again, the copy would be a point of its own, stamped as it was queued.
@@ -71,8 +45,8 @@ describe('local HTTP input: Idempotency-Key answers outlive a SIGKILL of the fie
     assert.equal(event.status, 202, JSON.stringify(event.body));
     assert.equal(await depth(), 3);
 
-    await client.kill();
-    await client.start();
+    await f.client.kill();
+    await f.client.start();
 
     const again = await post('/v1/timeseries', readings, 'c1f4e3a0-restart-1');
     assert.equal(again.status, 202, JSON.stringify(again.body));
@@ -89,26 +63,26 @@ describe('local HTTP input: Idempotency-Key answers outlive a SIGKILL of the fie
     const before = await post('/v1/events', '{"eventType": "valve_open"}', 'c1f4e3a0-restart-3');
     assert.equal(before.status, 202, JSON.stringify(before.body));
     const queued = await depth();
-    await client.kill();
-    const file = join(dataDir, KEYS_FILE);
+    await f.client.kill();
+    const file = join(f.dataDir, KEYS_FILE);
     // A torn line (a power cut in the middle of an append), a line of the wrong shape, bytes that are no text.
     appendFileSync(file, '{"key":"torn","fingerprint":"x","status":202,"te');
     appendFileSync(file, '\n{"key":"c1f4e3a0-restart-3","fingerprint":7}\n');
     appendFileSync(file, Buffer.from([0xff, 0xfe, 0x00, 0x0a]));
-    await client.start();
+    await f.client.start();
 
     assert.deepEqual(await post('/v1/events', '{"eventType": "valve_open"}', 'c1f4e3a0-restart-3'), before, 'the line before the damage is read');
     assert.deepEqual((await post('/v1/timeseries', '[{"temperature": 21.5}, {"humidity": 40}]', 'c1f4e3a0-restart-1')).status, 202);
     assert.equal(await depth(), queued, 'nothing queued again');
-    const log = readFileSync(join(work.dir, 'field-client.log'), 'utf8');
+    const log = readFileSync(join(f.work.dir, 'field-client.log'), 'utf8');
     const said = log.split('\n').filter((l) => l.includes('FIELD_INPUT_KEYS_DAMAGED'));
     assert.equal(said.length, 1, 'said once, at the start');
     assert.equal((JSON.parse(said[0] as string) as { lines: number }).lines, 3);
     // Taken anew after the damage, and remembered.
     const fresh = await post('/v1/events', '{"eventType": "valve_closed"}', 'c1f4e3a0-restart-4');
     assert.equal(fresh.status, 202);
-    await client.kill();
-    await client.start();
+    await f.client.kill();
+    await f.client.start();
     assert.deepEqual(await post('/v1/events', '{"eventType": "valve_closed"}', 'c1f4e3a0-restart-4'), fresh);
     assert.equal(await depth(), queued + 1);
   });
@@ -237,50 +211,26 @@ describe('local HTTP input: a request whose answer a kill cut off after the queu
  * before, and the retry queued it again.
  */
 describe('local HTTP input: a file upload whose answer a SIGKILL cut off after it was moved into the outbox', () => {
-  let pki: ReturnType<typeof makeTestPki>;
-  let work: ReturnType<typeof tempDir>;
-  let client: ManagedProcess;
-  let httpPort = 0;
-  let dataDir = '';
-
-  before(async () => {
-    work = tempDir('local-http-idempotency-file');
-    pki = makeTestPki([DEVICE]);
-    dataDir = join(work.dir, 'field-data');
-    ({ process: client, httpPort } = await fieldClientProcess({
-      paths: pki.paths,
-      deviceId: DEVICE,
-      gatewayUrl: `wss://127.0.0.1:${await freePort()}/ws`,
-      dataDir,
-      logFile: join(work.dir, 'field-client.log'),
-      env: { FIELD_RECONNECT_MAX_MS: '1000' },
-    }));
-    await client.start();
-  });
-  after(async () => {
-    await client?.stop();
-    pki?.cleanup();
-    work?.cleanup();
-  });
+  const f = isolatedFieldClient('local-http-idempotency-file', DEVICE);
 
   const file = randomBytes(256 * 1024 * 1024);
   const upload = (key: string, signal?: AbortSignal) =>
-    fetch(`http://127.0.0.1:${httpPort}/v1/files?filename=shot-0001.jpg&contentType=image/jpeg`, { method: 'POST', headers: { 'idempotency-key': `"${key}"` }, body: file, ...(signal ? { signal } : {}) });
-  const depth = async () => ((await (await fetch(`http://127.0.0.1:${httpPort}/status`)).json()) as { queue: { depth: number } }).queue.depth;
+    fetch(`http://127.0.0.1:${f.httpPort}/v1/files?filename=shot-0001.jpg&contentType=image/jpeg`, { method: 'POST', headers: { 'idempotency-key': `"${key}"` }, body: file, ...(signal ? { signal } : {}) });
+  const depth = async () => ((await (await fetch(`http://127.0.0.1:${f.httpPort}/status`)).json()) as { queue: { depth: number } }).queue.depth;
 
   it('is answered after the restart with the file queued, and queued once', async () => {
     const cut = new AbortController();
     let answered = false;
     const first = upload('c1f4e3a0-file-1', cut.signal).then(() => (answered = true), () => undefined);
     // The file being placed in the outbox (ID.tmp, moved in, being hashed and synced).
-    const outgoing = join(dataDir, 'outgoing');
+    const outgoing = join(f.dataDir, 'outgoing');
     const movedIn = () => readdirSync(outgoing).some((f) => f.endsWith('.tmp') && !f.includes('.accepting'));
     for (const end = Date.now() + 60_000; !movedIn(); await new Promise((r) => setTimeout(r, 2))) assert.ok(Date.now() < end && !answered, 'the file moved into the outbox');
-    await client.kill();
+    await f.client.kill();
     cut.abort();
     await first;
     assert.equal(answered, false, 'killed before it was answered');
-    await client.start();
+    await f.client.start();
     assert.equal(await depth(), 1, 'the start queued the file');
 
     const again = await upload('c1f4e3a0-file-1');
@@ -291,7 +241,7 @@ describe('local HTTP input: a file upload whose answer a SIGKILL cut off after i
     assert.equal(await depth(), 1, 'queued once');
     // Kept from then on: answered the same again, and the key names that file.
     assert.deepEqual(await (await upload('c1f4e3a0-file-1')).json(), body);
-    const other = await fetch(`http://127.0.0.1:${httpPort}/v1/files?filename=shot-0002.jpg`, { method: 'POST', headers: { 'idempotency-key': '"c1f4e3a0-file-1"' }, body: 'x' });
+    const other = await fetch(`http://127.0.0.1:${f.httpPort}/v1/files?filename=shot-0002.jpg`, { method: 'POST', headers: { 'idempotency-key': '"c1f4e3a0-file-1"' }, body: 'x' });
     assert.equal(other.status, 422);
     assert.equal(await depth(), 1);
   });

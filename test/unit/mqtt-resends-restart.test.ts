@@ -3,16 +3,14 @@ import { once } from 'node:events';
 import { appendFileSync, readFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import mqttPacket, { type Packet } from 'mqtt-packet';
-import type { ManagedProcess } from '../../scripts/local-stack/process.ts';
-import { freePort } from '../../scripts/local-stack/ports.ts';
 import { mqttInput } from '../../field-client/src/inputs/mqtt-input.ts';
 import { publishDigest } from '../../field-client/src/inputs/mqtt-resends.ts';
 import { TAKEN_FILE } from '../../field-client/src/inputs/mqtt-taken-file.ts';
-import { fieldClientProcess } from '../helpers/field.ts';
+import { isolatedFieldClient } from '../helpers/field.ts';
 import { localDevice } from '../helpers/local-device.ts';
-import { makeTestPki, tempDir } from '../helpers/pki.ts';
+import { tempDir } from '../helpers/pki.ts';
 import { until } from '../helpers/processes.ts';
 import { LIMITS } from '../../shared/limits.ts';
 
@@ -53,54 +51,28 @@ async function sensor(port: number, clientId: string) {
  * it queued stays in its queue (its depth in /status). Kept in memory only, the copy was a second row.
  */
 describe('local MQTT input: a publish sent again (DUP) after a SIGKILL of the field client', () => {
-  let pki: ReturnType<typeof makeTestPki>;
-  let work: ReturnType<typeof tempDir>;
-  let client: ManagedProcess;
-  let httpPort = 0;
-  let mqttPort = 0;
-  let dataDir = '';
+  const f = isolatedFieldClient('mqtt-resends-restart', DEVICE, ({ mqttPort }) => ({ FIELD_MQTT_HOST: '127.0.0.1', FIELD_MQTT_PORT: String(mqttPort) }));
 
-  before(async () => {
-    work = tempDir('mqtt-resends-restart');
-    pki = makeTestPki([DEVICE]);
-    dataDir = join(work.dir, 'field-data');
-    mqttPort = await freePort();
-    ({ process: client, httpPort } = await fieldClientProcess({
-      paths: pki.paths,
-      deviceId: DEVICE,
-      gatewayUrl: `wss://127.0.0.1:${await freePort()}/ws`,
-      dataDir,
-      logFile: join(work.dir, 'field-client.log'),
-      env: { FIELD_MQTT_HOST: '127.0.0.1', FIELD_MQTT_PORT: String(mqttPort), FIELD_RECONNECT_MAX_MS: '1000' },
-    }));
-    await client.start();
-  });
-  after(async () => {
-    await client?.stop();
-    pki?.cleanup();
-    work?.cleanup();
-  });
-
-  const depth = async () => ((await (await fetch(`http://127.0.0.1:${httpPort}/status`)).json()) as { queue: { depth: number } }).queue.depth;
+  const depth = async () => ((await (await fetch(`http://127.0.0.1:${f.httpPort}/status`)).json()) as { queue: { depth: number } }).queue.depth;
 
   it('is acknowledged and queued once; a new publish, or a DUP of other bytes, is taken', async () => {
     // No timestamp: queued again, the copy would be a point of its own, stamped as it was queued.
-    const a = await sensor(mqttPort, 'sensor-7');
+    const a = await sensor(f.mqttPort, 'sensor-7');
     await a.publish(7, '{"temperature": 21.5}', false);
     await a.publish(8, '[{"temperature": 21.6}, {"humidity": 40}]', false);
     assert.equal(await depth(), 3);
-    await client.kill();
+    await f.client.kill();
     a.end();
-    await client.start();
+    await f.client.start();
 
-    const b = await sensor(mqttPort, 'sensor-7');
+    const b = await sensor(f.mqttPort, 'sensor-7');
     try {
       await b.publish(7, '{"temperature": 21.5}', true);
       await b.publish(8, '[{"temperature": 21.6}, {"humidity": 40}]', true);
       assert.equal(await depth(), 3, 'the copies sent again acknowledged, not queued');
       // Another client's identifier 7, a DUP of other bytes (its first copy lost on the way), and a
       // new publish reusing the identifier: each taken.
-      const other = await sensor(mqttPort, 'sensor-8');
+      const other = await sensor(f.mqttPort, 'sensor-8');
       await other.publish(7, '{"temperature": 21.5}', true);
       other.end();
       await b.publish(7, '{"temperature": 30}', true);
@@ -112,21 +84,21 @@ describe('local MQTT input: a publish sent again (DUP) after a SIGKILL of the fi
   });
 
   it('a damaged record file at the start: its damaged lines skipped and counted, the others kept, the client up', async () => {
-    const a = await sensor(mqttPort, 'sensor-9');
+    const a = await sensor(f.mqttPort, 'sensor-9');
     await a.publish(9, '{"rain_mm": 0.2}', false);
     const queued = await depth();
-    await client.kill();
+    await f.client.kill();
     a.end();
-    appendFileSync(join(dataDir, TAKEN_FILE), '{"key":"9 =torn","digest":"abc","tak');
-    appendFileSync(join(dataDir, TAKEN_FILE), '\n{"key":"9 =sensor-9","digest":7,"taken":true}\n');
-    appendFileSync(join(dataDir, TAKEN_FILE), Buffer.from([0xff, 0xfe, 0x00, 0x0a]));
-    await client.start();
+    appendFileSync(join(f.dataDir, TAKEN_FILE), '{"key":"9 =torn","digest":"abc","tak');
+    appendFileSync(join(f.dataDir, TAKEN_FILE), '\n{"key":"9 =sensor-9","digest":7,"taken":true}\n');
+    appendFileSync(join(f.dataDir, TAKEN_FILE), Buffer.from([0xff, 0xfe, 0x00, 0x0a]));
+    await f.client.start();
 
-    const b = await sensor(mqttPort, 'sensor-9');
+    const b = await sensor(f.mqttPort, 'sensor-9');
     try {
       await b.publish(9, '{"rain_mm": 0.2}', true);
       assert.equal(await depth(), queued, 'the line before the damage is read: not queued again');
-      const said = readFileSync(join(work.dir, 'field-client.log'), 'utf8').split('\n').filter((l) => l.includes('FIELD_INPUT_TAKEN_DAMAGED'));
+      const said = readFileSync(join(f.work.dir, 'field-client.log'), 'utf8').split('\n').filter((l) => l.includes('FIELD_INPUT_TAKEN_DAMAGED'));
       assert.equal(said.length, 1, 'said once, at the start');
       assert.equal((JSON.parse(said[0] as string) as { lines: number }).lines, 3);
     } finally {
