@@ -1,5 +1,5 @@
 import { accessSync, constants, existsSync, readdirSync, statfsSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import type { ErrorCode } from '../../shared/errors.ts';
 import type { FieldClientConfig } from './config.ts';
 import type { CheckResult, Context } from './doctor-context.ts';
@@ -128,7 +128,7 @@ export async function queueAndDisk(ctx: Context): Promise<CheckResult[]> {
   out.push(rejectedCheck(c, setAside, status?.rejected?.held));
   if (dirProblem !== undefined) return out;
   try {
-    const fs = statfsSync(existsSync(c.FIELD_DATA_DIR) ? c.FIELD_DATA_DIR : '/');
+    const fs = statfsSync(nearestExisting(c.FIELD_DATA_DIR));
     const free = fs.bavail * fs.bsize;
     // What is set aside counts against the same cap, so the queue may grow only into the rest.
     const room = c.FIELD_QUEUE_MAX_BYTES - queueBytes - setAside;
@@ -140,4 +140,15 @@ export async function queueAndDisk(ctx: Context): Promise<CheckResult[]> {
     out.push({ name: 'disk', level: 'warn', detail: `cannot measure free space: ${(err as Error).message}` });
   }
   return out;
+}
+
+/**
+ * The folder itself, or the nearest folder above it that exists: where the client will make it, so
+ * the file system its queue will fill. Measured as "/" before, a data folder not made yet on a disk
+ * of its own (an SD card's /var, a /data mount) was judged by the root file system's free space.
+ */
+function nearestExisting(path: string): string {
+  let p = resolve(path);
+  while (!existsSync(p) && dirname(p) !== p) p = dirname(p);
+  return p;
 }

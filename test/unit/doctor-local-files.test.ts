@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile, spawnSync } from 'node:child_process';
-import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, statfsSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { runDoctor } from '../../field-client/src/doctor.ts';
@@ -10,6 +10,14 @@ import { makeTestPki, tempDir } from '../helpers/pki.ts';
 
 const REPO = join(import.meta.dirname, '..', '..');
 /** Whether this test can run a command as another user (root, with setpriv): to see a folder it cannot read. */
+/** Whether /dev/shm is a file system other than / (a tmpfs): where a folder's free space differs from the root's. */
+const separateFs = () => {
+  try {
+    return statSync('/dev/shm').dev !== statSync('/').dev;
+  } catch {
+    return false;
+  }
+};
 const asNobody = process.getuid?.() === 0 && spawnSync('setpriv', ['--version']).status === 0;
 
 /**
@@ -131,5 +139,14 @@ describe('fieldstream doctor: the files the client reads at its start', () => {
     assert.notEqual(client.status, 0, client.stderr);
     assert.equal(client.signal, null, `ended by ${client.signal}: ${client.stderr.slice(-500)}`);
     assert.match(client.stderr, /CONFIG_INVALID[: ].*FIELD_CERT_FILE=\/dev\/zero is larger than/, client.stderr.slice(-2000));
+  });
+  it('measures the free space of the file system a data folder not made yet will be made on, not of /', { skip: separateFs() ? false : 'needs /dev/shm on a file system of its own' }, async () => {
+    const dir = join('/dev/shm', `fieldstream-doctor-${process.pid}`, 'not-yet', 'data');
+    const { r, all } = await check('disk', { FIELD_DATA_DIR: dir });
+    const freeMib = (path: string) => ((s) => (s.bavail * s.bsize) / 1048576)(statfsSync(path));
+    const got = Number(/^(\d+) MiB free/.exec(r?.detail ?? '')?.[1]);
+    // Within 64 MiB of /dev/shm's (other programs write there meanwhile), and not the root's.
+    assert.ok(Math.abs(got - freeMib('/dev/shm')) <= 64, `${got} MiB, /dev/shm has ${freeMib('/dev/shm')}: ${all}`);
+    if (Math.abs(freeMib('/') - freeMib('/dev/shm')) > 256) assert.ok(Math.abs(got - freeMib('/')) > 128, `${got} MiB is the root's: ${all}`);
   });
 });
