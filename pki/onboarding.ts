@@ -1,7 +1,7 @@
 import { X509Certificate } from 'node:crypto';
 import { existsSync, readFileSync, renameSync, statSync, chmodSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { makeDirDurablySync, removeFileDurablySync, replaceFileDurablySync } from '../shared/durable-fs.ts';
+import { makeDirDurablySync, readRegularFileSync, removeFileDurablySync, replaceFileDurablySync } from '../shared/durable-fs.ts';
 import { FieldStreamError } from '../shared/errors.ts';
 import { createCertificateAuthority, issueCertificate, type KeyAndCert } from './certificates.ts';
 import { anchoredCertificate, hasOwnAnchor, oneShotCa, withNamesOf, type AnchoredCertificate } from './dmz-anchor.ts';
@@ -79,8 +79,11 @@ export function writeKeyAndCert(paths: { cert: string; key: string }, kc: KeyAnd
  */
 export function readRevokedDevices(root: string): Set<string> {
   const path = pkiPaths(root).revokedDevices;
-  if (statSync(path, { throwIfNoEntry: false })?.isFile() !== true) return new Set();
-  return new Set(readFileSync(path, 'utf8').split('\n').map((l) => l.trim()).filter(Boolean));
+  // None: nothing revoked. Something other than a file in its place (a FIFO, a link to a device) is
+  // refused (FILE_NOT_REGULAR), never read as an empty list: that would take every revoked device
+  // for a valid one (devices list, renew, add).
+  if (!existsSync(path)) return new Set();
+  return new Set(readRegularFileSync(path, 'utf8').split('\n').map((l) => l.trim()).filter(Boolean));
 }
 
 export function isRevoked(root: string, deviceId: string): boolean {

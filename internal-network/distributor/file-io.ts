@@ -61,7 +61,11 @@ export async function exists(path: string): Promise<boolean> {
 export async function holds(path: string, sha256: string, size: number): Promise<boolean | undefined> {
   let found: number;
   try {
-    found = (await stat(path)).size;
+    const s = await stat(path);
+    // Something other than a file under the name (a FIFO, a folder, a device) holds no content: the
+    // name is taken. A FIFO of size 0, read for an empty file's hash, waited for ever.
+    if (!s.isFile()) return false;
+    found = s.size;
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `Cannot look at ${path}: ${(err as Error).message}`, { path }, { cause: err });
@@ -71,12 +75,17 @@ export async function holds(path: string, sha256: string, size: number): Promise
   return hash === undefined ? undefined : hash === sha256;
 }
 
+/** What hashOf gives for something other than a file: equal to no SHA-256. */
+const NOT_A_FILE = 'not a regular file';
+
 /** SHA-256 of a file, read in a stream (files can be large); undefined when it does not exist. */
 async function hashOf(path: string): Promise<string | undefined> {
   const h = createHash('sha256');
   try {
-    const fh = await open(path, 'r');
+    // Never waiting on a FIFO put in its place since the look above.
+    const fh = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
     try {
+      if (!(await fh.stat()).isFile()) return NOT_A_FILE;
       for await (const chunk of fh.createReadStream({ highWaterMark: 1024 * 1024 })) h.update(chunk as Buffer);
     } finally {
       await fh.close().catch(() => undefined);

@@ -48,6 +48,19 @@ describe('file storage: something other than a file in the place of a marker or 
   const store = new FileStore(root);
   after(() => tmp.cleanup());
 
+  it("a FIFO under the name of an empty file sent whole is a name taken, the file stored beside it; never read for a hash held for ever", async () => {
+    mkdirSync(join(root, 'dev-empty'), { recursive: true });
+    const fifo = join(root, 'dev-empty', 'empty.txt');
+    execFileSync('mkfifo', [fifo]);
+    try {
+      const stored = await within(store.store('dev-empty', { filename: 'empty.txt', data: '' }), 'the empty file stored');
+      assert.notEqual(stored.path, 'dev-empty/empty.txt', `stored beside the FIFO: ${JSON.stringify(stored)}`);
+      assert.equal(stored.size, 0);
+    } finally {
+      release(fifo);
+    }
+  });
+
   for (const kind of ['FIFO', 'folder'] as const) {
     const make = (p: string) => (kind === 'FIFO' ? execFileSync('mkfifo', [p]) : mkdirSync(p));
 

@@ -71,5 +71,15 @@ describe('a state file read back whole', () => {
         console.log(registry.get('sensor-1') === undefined ? 'no key' : 'a key');`);
       assert.deepEqual(r, { out: 'CONFIG_FILE_UNREADABLE\nno key', killed: false });
     });
+
+    it(`a ${kind} in the place of the CA's list of revoked devices is refused by the tooling, never read as a list of none (every revoked device taken for a valid one)`, () => {
+      const root = join(tmp.dir, `certs-${++n}`);
+      mkdirSync(join(root, 'internal'), { recursive: true });
+      place(kind, join(root, 'internal', 'revoked-devices.txt'));
+      const r = run(`
+        const { readRevokedDevices } = await import(${JSON.stringify(join(repo, 'pki', 'onboarding.ts'))});
+        try { console.log([...readRevokedDevices(${JSON.stringify(root)})].length, 'revoked'); } catch (err) { console.log(err.code); }`);
+      assert.deepEqual(r, { out: 'FILE_NOT_REGULAR', killed: false });
+    });
   }
 });
