@@ -79,10 +79,12 @@ export function writeKeyAndCert(paths: { cert: string; key: string }, kc: KeyAnd
  */
 export function readRevokedDevices(root: string): Set<string> {
   const path = pkiPaths(root).revokedDevices;
-  // None: nothing revoked. Something other than a file in its place (a FIFO, a link to a device) is
-  // refused (FILE_NOT_REGULAR), never read as an empty list: that would take every revoked device
-  // for a valid one (devices list, renew, add).
-  if (!existsSync(path)) return new Set();
+  // None: nothing revoked; nor in a folder in its place, which Docker makes for a bind-mounted file
+  // missing on a compose host, as the services read it. Anything else not a file (a FIFO, a link to
+  // a device) is refused (FILE_NOT_REGULAR), never read as an empty list: that would take every
+  // revoked device for a valid one (devices list, renew, add).
+  const kind = statSync(path, { throwIfNoEntry: false });
+  if (kind === undefined || kind.isDirectory()) return new Set();
   return new Set(readRegularFileSync(path, 'utf8').split('\n').map((l) => l.trim()).filter(Boolean));
 }
 

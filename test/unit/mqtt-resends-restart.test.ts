@@ -19,8 +19,20 @@ const TOPIC = 'fieldstream/local/timeseries';
 
 /** A sensor as its own bytes: CONNECT, then QoS 1 publishes whose DUP flag and packet identifier it chooses. */
 async function sensor(port: number, clientId: string) {
-  const socket: Socket = connect(port, '127.0.0.1');
-  await once(socket, 'connect');
+  // The client is ready once its HTTP input listens (ManagedProcess's ready port); its MQTT input
+  // opens in the same start, a moment later or sooner: connection refused until then.
+  let socket: Socket | undefined;
+  for (const deadline = Date.now() + 15_000; socket === undefined; ) {
+    const s = connect(port, '127.0.0.1');
+    try {
+      await once(s, 'connect');
+      socket = s;
+    } catch (err) {
+      s.destroy();
+      if ((err as NodeJS.ErrnoException).code !== 'ECONNREFUSED' || Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
   const parser = mqttPacket.parser({ protocolVersion: 4 });
   const got: Packet[] = [];
   parser.on('packet', (p: Packet) => got.push(p));
