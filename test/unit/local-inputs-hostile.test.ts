@@ -719,7 +719,7 @@ describe('local inputs: a hostile or broken producer', () => {
     }
   });
 
-  it('HTTP: a body sent with a content coding (Content-Encoding: gzip) is refused, rather than a compressed file stored as the file it names', async () => {
+  it('HTTP: a body sent with a content coding (Content-Encoding: gzip) is refused 415 HTTP_CONTENT_ENCODING_UNSUPPORTED (the code of every other FieldStream API), rather than a compressed file stored as the file it names', async () => {
     const { d, port, end } = await withHttpInput('http-content-coding');
     try {
       const csv = Buffer.from('time,level\n1,2\n');
@@ -732,8 +732,8 @@ describe('local inputs: a hostile or broken producer', () => {
         for (const coding of ['gzip', 'br', 'gzip, identity']) {
           const res = await fetch(`http://127.0.0.1:${port}${path}`, { method: 'POST', headers: { 'content-type': type, 'content-encoding': coding }, body });
           const answer = (await res.json()) as { code?: string; message?: string };
-          assert.equal(res.status, 400, `${path} (${coding}): taken, as ${JSON.stringify(d.queue.find(() => true).map((m) => m.payload))}`);
-          assert.equal(answer.code, 'FIELD_INPUT_INVALID');
+          assert.equal(res.status, 415, `${path} (${coding}): taken, as ${JSON.stringify(d.queue.find(() => true).map((m) => m.payload))}`);
+          assert.equal(answer.code, 'HTTP_CONTENT_ENCODING_UNSUPPORTED');
           assert.match(answer.message ?? '', /Content-Encoding/);
         }
       }

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { unsafeFilenameReason } from '../../../shared/contract/filename.ts';
 import { FilePayloadSchema } from '../../../shared/contract/payloads.ts';
 import { FieldStreamError, isFieldStreamError } from '../../../shared/errors.ts';
-import { readJsonBody } from '../../../shared/http-body.ts';
+import { readJsonBody, refuseContentCoding } from '../../../shared/http-body.ts';
 import { answerBeforeHandlers } from '../../../shared/http-client-error.ts';
 import { idempotencyKey } from '../../../shared/idempotency-key.ts';
 import { LimitedLog } from '../../../shared/limited-log.ts';
@@ -97,7 +97,9 @@ export function httpInput(client: FieldClient, host: string, port: number, dataD
     // fromBrowser let it read /status and /v1/health.
     refuseUnservedHost(req, served, 'FIELD_HTTP_HOST_NAMES');
     fromBrowser(req);
-    if (req.method === 'POST' || req.method === 'PUT') refuseContentCoding(req);
+    // A body in a content coding (gzip) is refused (415) before it is read: the input does not decode
+    // bodies, and a gzipped file was stored, answered 202 and delivered as its compressed bytes.
+    if (req.method === 'POST' || req.method === 'PUT') refuseContentCoding(req, res);
     if (req.method === 'GET' && url.pathname === '/status') return send(res, 200, { ...client.status(), health: health?.status() ?? null });
     if (url.pathname === '/v1/health') return healthRoute(req, res);
     if (req.method !== 'POST') throw new FieldStreamError('FIELD_INPUT_INVALID', 'Use POST /v1/timeseries, /v1/events, /v1/files, PUT /v1/health or GET /status.');
@@ -343,23 +345,6 @@ function fromBrowser(req: IncomingMessage): void {
   throw new FieldStreamError(
     'FIELD_INPUT_FROM_BROWSER',
     `A web page's request (Origin ${JSON.stringify((req.headers.origin ?? '').slice(0, 256))}, Sec-Fetch-Site ${JSON.stringify(String(site ?? '').slice(0, 64))}) is not taken: the local input is for programs on the device.`,
-  );
-}
-
-/**
- * Refuses (FIELD_INPUT_INVALID) a body sent with a content coding (`Content-Encoding: gzip`, `br`,
- * RFC 9110 §8.4), before any of it is read: the input takes bodies as they are, so a gzipped file
- * was stored, answered 202 and delivered as its compressed bytes under the name and type of the
- * file it was; a gzipped reading was refused as not UTF-8, which said nothing of why.
- * `identity` (no coding at all) is taken.
- */
-function refuseContentCoding(req: IncomingMessage): void {
-  const coding = req.headers['content-encoding'];
-  if (coding === undefined) return;
-  if (coding.split(',').every((c) => /^\s*(identity)?\s*$/i.test(c))) return;
-  throw new FieldStreamError(
-    'FIELD_INPUT_INVALID',
-    `The body is sent with Content-Encoding ${JSON.stringify(coding.slice(0, 64))}, which the input does not decode: send it as it is (no Content-Encoding); a file is stored as the bytes sent.`,
   );
 }
 
