@@ -12,7 +12,8 @@ import { isRevoked, loadCa, readPkiMeta, VALIDITY_DAYS, writeKeyAndCert } from '
 import { refuseChangedCa } from './restore-mark.ts';
 import { readIssuedRecords, serialOf, underRevocationLock } from './revocation.ts';
 import { checkRevocationLogs, revokeSupersededLocked } from './superseded.ts';
-import { refuseTokenDevice } from './device-tokens.ts';
+import { readTokensFile, refuseTokenDevice } from './device-tokens.ts';
+import { refuseCaseTwin } from './device-id-twins.ts';
 
 /*
  * A device's certificate, signing key and bundle: what `generate-client-cert.sh` and
@@ -55,6 +56,9 @@ export function issueDeviceCertificate(root: string, deviceId: string, options: 
     // certificate check: a device left with both (a certificate issued before this check) is told
     // of its token, not sent to --renew, which would refuse it for the token.
     refuseTokenDevice(root, deviceId);
+    // Before the certificate check: on a case-insensitive file system a twin's certificate answers
+    // for this id's ("exists"; and --renew would overwrite it).
+    refuseCaseTwin(root, deviceId, Object.keys(readTokensFile(root).devices));
     if (existsSync(paths.cert) && !options.renew) {
       throw new FieldStreamError('PKI_CERT_EXISTS', `Device ${deviceId} already has a certificate (${paths.cert}); pass --renew to issue a new one.`);
     }

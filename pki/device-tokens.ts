@@ -12,6 +12,7 @@ import { isRevoked, readPkiMeta } from './onboarding.ts';
 import { ensureSigningKey, packDeviceBundle } from './device-bundle.ts';
 import { underRevocationLock } from './revocation.ts';
 import { refuseWhileRestoring } from './restore-mark.ts';
+import { refuseCaseTwin } from './device-id-twins.ts';
 
 /**
  * Device tokens on the operator's machine (shared/security/device-token.ts has the format).
@@ -81,6 +82,7 @@ export async function issueDeviceToken(root: string, deviceId: string, options: 
     const current = tokenEntry(tokens.devices, deviceId);
     if (current?.state === 'revoked') throw new FieldStreamError('PKI_DEVICE_REVOKED', `The token of device ${deviceId} was revoked; onboard it under a new id.`);
     if (current && !options.renew) throw new FieldStreamError('PKI_CERT_EXISTS', `Device ${deviceId} already has a token; pass --renew (devices renew ID --token) to replace it.`);
+    refuseCaseTwin(root, deviceId, Object.keys(tokens.devices));
     // Under the revocation lock, which issuing a certificate takes too: one issued meanwhile is seen.
     // After the revocation: a revoked device is answered as revoked, whatever it holds.
     if (!options.renew) refuseCertificateDevice(root, deviceId);
