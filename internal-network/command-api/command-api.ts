@@ -104,6 +104,7 @@ async function start(config: Readonly<CommandApiConfig>, log: Logger, opts: { pr
       allowUnsigned: config.COMMAND_ALLOW_UNSIGNED,
     },
     ledger,
+    { ...(config.COMMAND_RESEND_UNANSWERED_S === 'off' ? {} : { unansweredMs: config.COMMAND_RESEND_UNANSWERED_S * 1000 }) },
   );
   const served = config.COMMAND_API_METRICS_PORT !== undefined;
   const metrics = new CommandApiMetrics(

@@ -29,6 +29,13 @@ const CommandApiSettings = z.object({
    * command was signed with an expiry the device refuses as stale, and one past a Date's range was
    * journaled and sent, then answered 500 (and listed by no GET again). */
   COMMAND_DEFAULT_TTL_S: z.coerce.number().int().min(1).max(LIMITS.commandMaxTtlS).default(DAY_S),
+  /** seconds after which a command sent and not answered is sent again while its device is online
+   * ("off": only at the device's next presence, which a gateway publishes once a day to a device
+   * that stays connected). The device may have put it off (FIELD_COMMANDS_WAITING_FULL,
+   * FIELD_QUEUE_FULL) running nothing; it answers each command id once. */
+  COMMAND_RESEND_UNANSWERED_S: z
+    .union([z.literal('off'), z.coerce.number().int().min(1).max(DAY_S)])
+    .default(60),
   /** The internal registry of device signing keys (DIR/DEVICE_ID.key; the distributor's DISTRIBUTOR_DEVICE_KEYS_DIR):
    * every command is authenticated with its device's key, so the DMZ cannot forge one. */
   COMMAND_DEVICE_KEYS_DIR: z.string().default('certs/internal/device-keys'),

@@ -35,6 +35,13 @@ export interface CommandSigning {
   allowUnsigned: boolean;
 }
 
+/** How the dispatcher sends again what is not answered. */
+export interface ResendPolicy {
+  /** COMMAND_RESEND_UNANSWERED_S, in milliseconds: a command `sent` this long ago, unanswered, whose
+   * device was last said online, is sent again (off: only at the device's next presence) */
+  unansweredMs?: number;
+}
+
 export class CommandDispatcher {
   private readonly sweep: NodeJS.Timeout;
   private closed = false;
@@ -42,6 +49,12 @@ export class CommandDispatcher {
   private sweeping = false;
   /** devices whose waiting commands were resent lately: when, and the resend put off till later */
   private readonly resent = new Map<string, { at: number; later?: NodeJS.Timeout }>();
+  /**
+   * Devices last said `online`: their unanswered commands are sent again each `unansweredMs`
+   * (resendUnanswered). Only devices with a registered key or a command waiting, so the ids a
+   * compromised DMZ invents add nothing. Left at an `offline`.
+   */
+  private readonly online = new Set<string>();
   private readonly believed: BelievedResponses;
   /** the look-ups of the responses the distributor stored (with a ledger) */
   private readonly reconciler: Reconciler | undefined;
@@ -59,6 +72,7 @@ export class CommandDispatcher {
      * receipted, let its own go. Without it, such a command ended `expired` although it ran.
      */
     ledger?: ResponseLedger,
+    private readonly resend: ResendPolicy = {},
   ) {
     this.believed = new BelievedResponses(signing.keys, signing.allowUnsigned, log);
     this.reconciler = ledger
@@ -235,7 +249,10 @@ export class CommandDispatcher {
         // of ids the DMZ invented (internal-network/distributor/presence-clearer.ts). Not a fault.
         if (payload.length === 0) return;
         const status = parseEnvelope(StatusEnvelopeSchema, payload);
-        if (status.state === 'online') this.redeliver(where.deviceId);
+        if (status.state === 'online') {
+          if (this.resend.unansweredMs !== undefined && this.signing.keys.has(where.deviceId)) this.online.add(where.deviceId);
+          this.redeliver(where.deviceId);
+        } else this.online.delete(where.deviceId);
         return;
       }
       if (where.kind !== 'uplink' || where.dataType !== 'response') return;
@@ -307,8 +324,37 @@ export class CommandDispatcher {
     }
     // Remembered only for a device something was resent to: presences of devices with nothing
     // waiting (any id the DMZ makes up) cost no memory.
-    if (sent > 0) this.resent.set(deviceId, { at: now });
-    else this.resent.delete(deviceId);
+    if (sent > 0) {
+      this.resent.set(deviceId, { at: now });
+      if (this.resend.unansweredMs !== undefined) this.online.add(deviceId);
+    } else this.resent.delete(deviceId);
+  }
+
+  /**
+   * Sends again each command `sent` at least `unansweredMs` ago, unanswered, to a device last said
+   * online (at each sweep). The device may have put it off, running nothing of it: too many of its
+   * commands waited (FIELD_COMMANDS_WAITING_FULL), its queue had no room for answers
+   * (FIELD_QUEUE_FULL), it was stopping; or the way lost it. Any of these waited for the device's
+   * next presence, which a gateway publishes once a day to a device that stays connected: the
+   * command expired unrun beside a device online all along. The device answers a command id once,
+   * and a copy of one it runs or holds gets nothing (field-client/src/commands.ts), so a resend
+   * cannot run anything twice. Not journaled, as no resend is (publish).
+   */
+  private resendUnanswered(): void {
+    const after = this.resend.unansweredMs;
+    if (after === undefined) return;
+    const now = Date.now();
+    for (const deviceId of [...this.online]) {
+      let waiting = 0;
+      for (const r of this.store.waitingFor(deviceId)) {
+        if (r.expiresAt <= now || (r.state !== 'queued' && r.state !== 'sent')) continue;
+        waiting++;
+        if (r.state === 'sent' && r.sentAt !== undefined && now - r.sentAt >= after) this.publish(r);
+      }
+      // Kept while its key is registered (a command issued later is resent too); else only while
+      // something of it waits (COMMAND_ALLOW_UNSIGNED's keyless devices).
+      if (waiting === 0 && !this.signing.keys.has(deviceId)) this.online.delete(deviceId);
+    }
   }
 
   /** Drops the devices whose interval has passed and that have no resend put off (at each sweep). */
@@ -319,6 +365,7 @@ export class CommandDispatcher {
 
   private expire(): void {
     this.forgetResends();
+    this.resendUnanswered();
     const now = Date.now();
     // An accepted command too: a device that accepted it and never finished (crashed, or lost
     // its answer) would otherwise keep it waiting, and counted against commandMaxLive, for ever.

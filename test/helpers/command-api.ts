@@ -12,7 +12,7 @@ import { Credentials, sha256Hex, type Principal } from '../../internal-network/s
  * The command API as embedded/pipeline.ts starts it, on a broker of the test's own over mutual TLS
  * (its `internal/command-api` certificate), its journal in `dir`, no metrics server.
  */
-export function startTestCommandApi(o: { brokerUrl: string; pki: ReturnType<typeof makeTestPki>; dir: string; token: string; clientId: string; log: Logger }): Promise<CommandApi> {
+export function startTestCommandApi(o: { brokerUrl: string; pki: ReturnType<typeof makeTestPki>; dir: string; token: string; clientId: string; log: Logger; env?: Record<string, string> }): Promise<CommandApi> {
   const p = o.pki.paths;
   return startCommandApi(
     loadCommandApiConfig({
@@ -28,6 +28,7 @@ export function startTestCommandApi(o: { brokerUrl: string; pki: ReturnType<type
       COMMAND_DEVICE_KEYS_DIR: join(o.pki.dir, 'internal', 'device-keys'),
       COMMAND_REVOKED_DEVICES_FILE: join(o.pki.dir, 'internal', 'revoked-devices.txt'),
       COMMAND_API_METRICS_PORT: 'off',
+      ...o.env,
     }),
     o.log,
     { processMetrics: false },
