@@ -164,6 +164,12 @@ export const ERRORS = {
     description:
       "A chunk declares a file (its size and SHA-256) other than the one its transfer id already stored: the device used a transfer id again for other content. The chunk was not stored; it is kept whole as a dead letter.",
   },
+  DISTRIBUTOR_FILE_TRANSFERS_OPEN: {
+    http: 429,
+    transient: true,
+    description:
+      'A chunk would open a file transfer while its device has LIMITS.fileOpenTransfersPerDeviceMax transfers unfinished in the file storage. The chunk was neither stored nor receipted; the device keeps the file and sends it again later.',
+  },
   // -- Field client ---------------------------------------------------------------------------------
   FIELD_QUEUE_FULL: { http: 507, transient: true, description: 'The local queue is full (FIELD_QUEUE_MAX_BYTES) and its policy is to refuse new data.' },
   FIELD_QUEUE_DROPPED_OLDEST: { http: 507, transient: false, description: 'The local queue was full; its oldest segment was dropped to make room (policy drop-oldest), with what it held that was not yet committed.' },

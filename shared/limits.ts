@@ -80,6 +80,21 @@ export const LIMITS = {
    * chunk's arrival does not list its folder (internal-network/distributor/chunks-present.ts). Past
    * it the least recently used is forgotten: its next chunk lists its folder once again. */
   fileStoreChunkIndexTransfersMax: 1_000,
+  /** transfers. Most chunked file transfers one device may have unfinished in the distributor's file
+   * storage (folders of chunks in FILE_STORAGE_PATH/.partial/DEVICE/ without a done marker), counted
+   * there, so across distributors sharing the storage. Receipted chunks are kept until their transfer
+   * ends, and the sweep never removes them: without a bound a device (hostile, or faulty) opening
+   * transfers of up to fileTransferMaxBytes each and sending part of each filled the storage for every
+   * device. A chunk that would open one more is neither stored nor receipted
+   * (DISTRIBUTOR_FILE_TRANSFERS_OPEN); its device keeps the file and sends the chunk again later.
+   * The field client runs fieldFileTransfersMax at once: 64 leaves room for transfers a device gave
+   * up on (its outbox lost) and for distributors opening some at the same instant. Bytes are bounded
+   * only through it: at most 64 × fileTransferMaxBytes (640 GiB) per device. */
+  fileOpenTransfersPerDeviceMax: 64,
+  /** devices. Most devices a distributor remembers as found at fileOpenTransfersPerDeviceMax (each
+   * with its folder's modification time), so that their chunks sent again are refused without a
+   * listing of the folder each (TIMINGS.fileOpenTransfersRecheckMs); past it all are forgotten. */
+  fileOpenTransfersRefusedDevicesMax: 10_000,
   /** messages. Largest batch in one frame. */
   batchMaxMessages: BATCH_MAX_MESSAGES,
   /** fields. Most fields in one time-series reading, and in one event (its own keys included). */
@@ -1322,6 +1337,13 @@ export const TIMINGS = {
    * nothing anyway: it is never the only copy of anything receipted, and its writer fails its
    * rename or link and the message is retried. */
   fileTempStaleMs: 6 * 60 * 60_000,
+  /** milliseconds. How long a device found at LIMITS.fileOpenTransfersPerDeviceMax unfinished
+   * transfers is refused again without its folder in .partial/ listed, while that folder's
+   * modification time is unchanged (no transfer opened, finished or moved meanwhile): each listing
+   * reads every done marker the device ever left there, and a device sending refused chunks without
+   * end had each cost one. A change the time cannot show (within the file system's timestamp
+   * granularity of the listing) delays the device's next transfer by this long at most. */
+  fileOpenTransfersRecheckMs: 10_000,
   /** milliseconds. The distributor sweeps its file storage at start and this often after (file-store.ts, sweep). */
   fileStorageSweepMs: 60 * 60_000,
   /** milliseconds. A distributor renews its lease on its slot of DISTRIBUTOR_STATE_DIR this often;

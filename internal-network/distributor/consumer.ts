@@ -92,6 +92,8 @@ export class Consumer {
   private readonly fullLog: LimitedLog;
   private readonly tooLargeLog: LimitedLog;
   private readonly invalidLog: LimitedLog;
+  /** chunks refused while their devices have as many transfers unfinished as they may (DISTRIBUTOR_FILE_TRANSFERS_OPEN) */
+  private readonly deferredLog: LimitedLog;
   /** the lines of failures retried (a store down or stalled, a disk full): every consumer meets them at each attempt */
   private readonly retryLogs: RetryLogs;
   /** epoch ms at which the message in progress was taken from the broker (undefined: none) */
@@ -117,6 +119,7 @@ export class Consumer {
     this.fullLog = flood('error', 'messages left unacknowledged while the dead-letter folder is full');
     this.tooLargeLog = flood('error', 'messages left unacknowledged whose dead letter is larger than the folder may hold');
     this.invalidLog = flood('error', 'invalid payloads kept as dead-letter excerpts');
+    this.deferredLog = flood('warn', 'file chunks not taken while their devices have as many transfers unfinished as they may');
     this.retryLogs = retries ?? retryLogs(log);
     // mqtt.js hands the broker's PINGRESPs over only after the message in progress: the connection
     // is judged by the bytes its socket reads instead, and pinged from there (broker-liveness.ts).
@@ -167,6 +170,8 @@ export class Consumer {
       try {
         const done = await this.handler.handle(topic, payload, taken, retained);
         for (const r of done.receipts ?? []) this.receipts?.add(r);
+        // A device a chunk at a time (each sent again after its receipt is overdue): lines bounded, the metric counts each.
+        for (const err of done.deferred ?? []) this.deferredLog.write({ code: err.code, ...err.details }, err.message);
         // What was refused for good (the message, or sections of a gateway's envelope): kept before
         // the message is acknowledged; copies of each held until it is, or given up (a stop).
         try {

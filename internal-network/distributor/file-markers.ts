@@ -5,6 +5,7 @@ import { z } from 'zod';
 import { readRegularFile, syncDir } from '../../shared/durable-fs.ts';
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
 import { io, writeTemp } from './file-io.ts';
+import type { FileTransfer } from '../../shared/contract/payloads.ts';
 import { StoredFileInfoSchema, type StoredFileInfo } from './points.ts';
 
 /** The markers of chunked transfers in the file storage: a stored file's record (done), a verdict (failed). */
@@ -102,4 +103,22 @@ async function createMarker<T>(marker: string, content: T, read: (marker: string
   }
   await io(dir, () => syncDir(dir));
   return content;
+}
+
+/**
+ * `done`, the record of the file transfer `t.id` stored, when it is the file `t` declares (its size
+ * and SHA-256, which every chunk carries); DISTRIBUTOR_FILE_TRANSFER_REUSED otherwise. The done
+ * marker is found by the transfer id alone, and a device may send other content under an id it
+ * used before (one restored from a backup, or faulty): answered with the record, each chunk of the
+ * new file was receipted as stored, and its device deleted a file the storage never held. Refused
+ * for good instead, each chunk is kept whole as a dead letter and receipted. The earlier file's own
+ * chunks, delivered again, match and are answered with its record as before.
+ */
+export function sameFile(deviceId: string, t: Pick<FileTransfer, 'id' | 'size' | 'sha256'>, done: StoredFileInfo): StoredFileInfo {
+  if (done.sha256 === t.sha256 && done.size === t.size) return done;
+  throw new FieldStreamError(
+    'DISTRIBUTOR_FILE_TRANSFER_REUSED',
+    `File transfer ${t.id} from ${deviceId} declares ${t.size} bytes with SHA-256 ${t.sha256}, but that transfer id stored other content already (${done.path}: ${done.size} bytes, SHA-256 ${done.sha256}). The device used the id again; this chunk is not stored, and is kept whole as a dead letter.`,
+    { transferId: t.id, size: t.size, sha256: t.sha256, storedPath: done.path, storedSize: done.size, storedSha256: done.sha256 },
+  );
 }

@@ -1,5 +1,5 @@
 import type { EnvelopeOf } from '../../shared/contract/envelope.ts';
-import type { FieldStreamError } from '../../shared/errors.ts';
+import { isFieldStreamError, type FieldStreamError } from '../../shared/errors.ts';
 import type { FileStore } from './file-store.ts';
 import { filePoint, transferKey, type StoredFileInfo, type StoredPoint } from './points.ts';
 
@@ -24,16 +24,35 @@ export interface FileToStore {
  * Each other file is stored still: the gateway joins a device's files and chunks into one envelope,
  * which goes whole to the dead letters and is receipted, so a file after the refused one was deleted
  * by its device unstored (a chunk of a transfer that then never completed).
+ *
+ * `openTransfers`: the bound on a device's unfinished transfers applies (open-transfers.ts; the
+ * dead-letter replay gives none: a letter is the only copy of what it holds). A chunk it refuses
+ * is in `deferred` (its index in `files`, with the refusal) when `deferrable` says its device is told
+ * by receipts what is stored, and keeps it until then: stored nowhere, it must get none. Any other
+ * (signed alone, or unsigned: its device let it go at the gateway's ack) is `refused`, kept whole as
+ * a dead letter with its envelope.
  */
-export async function storeFiles(store: FileStore, files: readonly FileToStore[], final: (err: unknown) => err is FieldStreamError): Promise<{ points: StoredPoint[]; refused?: FieldStreamError }> {
+export async function storeFiles(
+  store: FileStore,
+  files: readonly FileToStore[],
+  final: (err: unknown) => err is FieldStreamError,
+  openTransfers?: { deferrable: (index: number) => boolean },
+): Promise<{ points: StoredPoint[]; refused?: FieldStreamError; deferred?: Array<{ index: number; error: FieldStreamError }> }> {
   const points: StoredPoint[] = [];
   let refused: FieldStreamError | undefined;
-  for (const f of files) {
+  const deferred: Array<{ index: number; error: FieldStreamError }> = [];
+  for (const [index, f] of files.entries()) {
     const { transfer } = f.message.payload;
     let stored: StoredFileInfo | undefined;
     try {
-      stored = transfer ? await store.storeChunk(f.deviceId, { ...f.message.payload, transfer }, f.receivedAt) : await store.store(f.deviceId, f.message.payload);
+      stored = transfer
+        ? await store.storeChunk(f.deviceId, { ...f.message.payload, transfer }, f.receivedAt, { bounded: openTransfers !== undefined })
+        : await store.store(f.deviceId, f.message.payload);
     } catch (err) {
+      if (isFieldStreamError(err, 'DISTRIBUTOR_FILE_TRANSFERS_OPEN') && openTransfers?.deferrable(index)) {
+        deferred.push({ index, error: err });
+        continue;
+      }
       if (!final(err)) throw err;
       refused ??= err;
       continue;
@@ -49,5 +68,5 @@ export async function storeFiles(store: FileStore, files: readonly FileToStore[]
     // when the device gave none), so a later chunk does not make a second row at its own arrival.
     if (stored) points.push(filePoint(f.deviceId, f.receivedAt, stored, transfer ? transferKey(transfer.id) : f.key));
   }
-  return refused ? { points, refused } : { points };
+  return { points, ...(refused ? { refused } : {}), ...(deferred.length > 0 ? { deferred } : {}) };
 }

@@ -10,31 +10,14 @@ import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
 import { LIMITS } from '../../shared/limits.ts';
 import { ChunksPresent } from './chunks-present.ts';
 import { checkSize, entries, exists, ifGone, io, linkChunk, writeTemp } from './file-io.ts';
-import { createDoneMarker, createFailedMarker, readDone, readFailed, type FailedTransfer } from './file-markers.ts';
+import { createDoneMarker, createFailedMarker, readDone, readFailed, sameFile, type FailedTransfer } from './file-markers.ts';
 import { placeFile } from './file-placement.ts';
+import { OpenTransfers } from './open-transfers.ts';
 import { sweepFiles, type FileStoreSweep } from './file-sweep.ts';
 import { StorageReadiness } from './storage-readiness.ts';
 import type { StoredFileInfo } from './points.ts';
 
 export type { FileStoreSweep } from './file-sweep.ts';
-
-/**
- * `done`, the record of the file transfer `t.id` stored, when it is the file `t` declares (its size
- * and SHA-256, which every chunk carries); DISTRIBUTOR_FILE_TRANSFER_REUSED otherwise. The done
- * marker is found by the transfer id alone, and a device may send other content under an id it
- * used before (one restored from a backup, or faulty): answered with the record, each chunk of the
- * new file was receipted as stored, and its device deleted a file the storage never held. Refused
- * for good instead, each chunk is kept whole as a dead letter and receipted. The earlier file's own
- * chunks, delivered again, match and are answered with its record as before.
- */
-function sameFile(deviceId: string, t: Pick<FileTransfer, 'id' | 'size' | 'sha256'>, done: StoredFileInfo): StoredFileInfo {
-  if (done.sha256 === t.sha256 && done.size === t.size) return done;
-  throw new FieldStreamError(
-    'DISTRIBUTOR_FILE_TRANSFER_REUSED',
-    `File transfer ${t.id} from ${deviceId} declares ${t.size} bytes with SHA-256 ${t.sha256}, but that transfer id stored other content already (${done.path}: ${done.size} bytes, SHA-256 ${done.sha256}). The device used the id again; this chunk is not stored, and is kept whole as a dead letter.`,
-    { transferId: t.id, size: t.size, sha256: t.sha256, storedPath: done.path, storedSize: done.size, storedSha256: done.sha256 },
-  );
-}
 
 /**
  * Files from devices, stored as ROOT/DEVICE_ID/FILENAME.
@@ -60,8 +43,12 @@ export class FileStore {
   /** the /readyz check `files`: the writes' verdict and a look at the folder */
   private readonly readiness: StorageReadiness;
 
-  constructor(root: string) {
+  /** the bound on a device's unfinished transfers */
+  private readonly openTransfers: OpenTransfers;
+
+  constructor(root: string, o: { openTransfersMax?: number } = {}) {
     this.root = resolve(root);
+    this.openTransfers = new OpenTransfers(o.openTransfersMax);
     this.readiness = new StorageReadiness(this.root);
   }
 
@@ -103,13 +90,18 @@ export class FileStore {
    * later (a resend, a replay), or completing it at the same time, then gives the
    * record the same time, so it is the one row (PostgreSQL's key holds the time) and the one point,
    * not one more at each chunk's own arrival.
+   *
+   * A chunk that would open a transfer (no folder of chunks for it yet) while its device has
+   * as many unfinished as it may is DISTRIBUTOR_FILE_TRANSFERS_OPEN, and nothing of it is written
+   * (open-transfers.ts); chunks of transfers open are taken whatever their number. `bounded: false`
+   * (the dead-letter replay: a letter is the only copy of chunks receipted) takes it all the same.
    */
-  async storeChunk(deviceId: string, payload: FilePayload & { transfer: FileTransfer }, receivedAt?: number): Promise<StoredFileInfo | undefined> {
-    return this.readiness.track(() => this.storeChunkUntracked(deviceId, payload, receivedAt));
+  async storeChunk(deviceId: string, payload: FilePayload & { transfer: FileTransfer }, receivedAt?: number, o: { bounded?: boolean } = {}): Promise<StoredFileInfo | undefined> {
+    return this.readiness.track(() => this.storeChunkUntracked(deviceId, payload, receivedAt, o.bounded ?? true));
   }
 
   /** `wrote`: the chunk was written (not answered from the transfer's done marker) */
-  private async storeChunkUntracked(deviceId: string, payload: FilePayload & { transfer: FileTransfer }, receivedAt: number | undefined): Promise<{ result: StoredFileInfo | undefined; wrote: boolean }> {
+  private async storeChunkUntracked(deviceId: string, payload: FilePayload & { transfer: FileTransfer }, receivedAt: number | undefined, bounded: boolean): Promise<{ result: StoredFileInfo | undefined; wrote: boolean }> {
     const dir = await this.deviceDir(deviceId, payload.filename);
     const t = payload.transfer;
     const partial = this.partialDir(deviceId, t.id);
@@ -118,6 +110,9 @@ export class FileStore {
     if (done) return { result: sameFile(deviceId, t, done), wrote: false };
     const failed = await readFailed(this.failedMarker(deviceId, t.id));
     if (failed) throw await this.failedAgain(deviceId, t.id, partial, failed);
+    // After the markers: a chunk of a transfer finished is answered, never refused. Before anything is
+    // written: a refused chunk leaves nothing behind.
+    if (bounded && !(await exists(partial))) await this.openTransfers.mayOpen(dirname(partial), deviceId, t.id);
     try {
       return { result: await this.addChunk(dir, deviceId, partial, doneMarker, payload, receivedAt), wrote: true };
     } catch (err) {
@@ -233,6 +228,7 @@ export class FileStore {
     const info = await createDoneMarker(doneMarker, placed.timestamp === undefined && receivedAt !== undefined ? { ...placed, timestamp: receivedAt } : placed);
     await io(partial, () => rm(partial, { recursive: true, force: true }));
     this.present.forget(partial);
+    this.openTransfers.forget(dirname(partial));
     return info;
   }
 
@@ -351,6 +347,7 @@ export class FileStore {
       const taken = named === undefined || (await exists(named));
       const aside = taken ? this.asideName(deviceId, id) : named;
       this.present.forget(partial);
+      this.openTransfers.forget(dirname(partial));
       // Gone meanwhile (ENOENT): another consumer answering a chunk of the same transfer moved it
       // aside first. Not a fault of the storage (ready()), and the verdict stands as it is.
       const moved = await io(aside, () => rename(partial, aside).then(() => true, ifGone));

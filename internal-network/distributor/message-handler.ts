@@ -19,7 +19,7 @@ import { dataPoints, readingPoints, type StoredPoint } from './points.ts';
 import { storeFiles } from './file-records.ts';
 import type { PointSink } from './sinks/sink.ts';
 import { devicePresencePoint, gatewayPresencePoint, gatewayReportPoints, isRetainablePresence } from './dmz-word-points.ts';
-import type { MessageVerifier, Verdict } from './security/verifier.ts';
+import type { MessageVerifier, SignedId, Verdict } from './security/verifier.ts';
 import { LIMITS } from '../../shared/limits.ts';
 import type { ReceiptRequest } from './receipts.ts';
 import { DistributorMetrics } from './metrics.ts';
@@ -69,6 +69,11 @@ export interface Handled {
    * other sections are written). Each holds copies of its messages until its release.
    */
   deadLetters?: DeadLetterRequest[];
+  /**
+   * Chunks neither stored nor receipted (DISTRIBUTOR_FILE_TRANSFERS_OPEN: their device has as many
+   * transfers unfinished as it may), for the caller's log; their devices send them again later.
+   */
+  deferred?: FieldStreamError[];
 }
 
 /**
@@ -213,8 +218,9 @@ export class MessageHandler {
     for (let first = this.verifier.copyInFlight(env); first !== undefined; first = this.verifier.copyInFlight(env)) await first;
     const verdict = this.verifier.check(env);
     let points: StoredPoint[];
+    let deferred: FieldStreamError[] = [];
     try {
-      const filed = verdict.accepted ? await this.pointsOf(verdict.accepted, verdict.keys) : { points: [] };
+      const filed = verdict.accepted ? await this.pointsOf(verdict.accepted, verdict.keys, verdict.receiptIds) : { points: [] };
       points = filed.points;
       if (filed.refused) {
         // The envelope goes whole to the dead letters, and every message of it is receipted: the
@@ -224,6 +230,11 @@ export class MessageHandler {
         throw filed.refused;
       }
       await this.sink.write(joined(points, verdict.events));
+      if (filed.deferred) {
+        // Not stored: no receipt, and not recorded, so the device's copy sent later is taken as new.
+        verdict.withhold(filed.deferred.map((d) => verdict.receiptIds[d.index] as SignedId));
+        deferred = filed.deferred.map((d) => d.error);
+      }
       verdict.commit();
     } catch (err) {
       // Refused for good (the database, a file's checksum): kept as a dead letter by the caller, its
@@ -234,12 +245,15 @@ export class MessageHandler {
       throw err;
     }
     verdict.release();
-    this.count(env.dataType, points.length, verdict);
-    return {
+    this.count(env.dataType, points.length, verdict, deferred.length);
+    if (deferred.length > 0) this.metrics.fileChunksDeferred.inc(deferred.length);
+    const handled: Handled = {
       points: points.length,
-      files: verdict.accepted?.dataType === 'file' ? verdict.accepted.messages.length : 0,
+      files: verdict.accepted?.dataType === 'file' ? verdict.accepted.messages.length - deferred.length : 0,
       receipts: [{ gatewayId: env.gatewayId, deviceId: env.deviceId, ids: verdict.receipts }],
     };
+    if (deferred.length > 0) handled.deferred = deferred;
+    return handled;
   }
 
   /**
@@ -268,7 +282,7 @@ export class MessageHandler {
       const results = await Promise.allSettled(sections.map((s) => s.written));
       const unreachable = results.find((r) => r.status === 'rejected' && !isFieldStreamError(r.reason, 'DISTRIBUTOR_WRITE_REJECTED'));
       if (unreachable?.status === 'rejected') throw unreachable.reason;
-      const handled: Required<Handled> = { points: 0, files: 0, receipts: [], deadLetters: [] };
+      const handled: Required<Omit<Handled, 'deferred'>> = { points: 0, files: 0, receipts: [], deadLetters: [] };
       sections.forEach(({ own, verdict, points }, i) => {
         const result = results[i];
         if (result?.status === 'rejected') {
@@ -309,9 +323,9 @@ export class MessageHandler {
   }
 
   /** Counted once the writes succeeded, so a write retried is not counted twice. */
-  private count(dataType: UplinkEnvelope['dataType'], points: number, verdict: Pick<Verdict, 'accepted' | 'sentAt' | 'events' | 'tallied'>): void {
+  private count(dataType: UplinkEnvelope['dataType'], points: number, verdict: Pick<Verdict, 'accepted' | 'sentAt' | 'events' | 'tallied'>, notWritten = 0): void {
     const m = this.metrics;
-    if (verdict.accepted) m.messages(dataType, verdict.accepted.messages.length);
+    if (verdict.accepted) m.messages(dataType, verdict.accepted.messages.length - notWritten);
     if (points > 0) m.points.inc(points);
     for (const e of verdict.events) this.countRefusal(e.tags.reason ?? 'unknown');
     for (const r of verdict.tallied) this.countRefusal(r.reason);
@@ -383,7 +397,11 @@ export class MessageHandler {
    * `keys`: each message's key, in its order (Verdict.keys). `refused`: the first file the storage
    * refused for good (its checksum, its name), the envelope's other files stored all the same.
    */
-  private async pointsOf(env: UplinkEnvelope, keys: readonly string[]): Promise<{ points: StoredPoint[]; refused?: FieldStreamError }> {
+  private async pointsOf(
+    env: UplinkEnvelope,
+    keys: readonly string[],
+    receiptIds: ReadonlyArray<SignedId | undefined>,
+  ): Promise<{ points: StoredPoint[]; refused?: FieldStreamError; deferred?: Array<{ index: number; error: FieldStreamError }> }> {
     if (env.dataType !== 'file') {
       const points = dataPoints(env, keys);
       if (env.dataType === 'event' && this.eventTags !== undefined) boundEventTags(points, this.eventTags, (tag) => this.metrics.eventTagsOverflow.labels(tag).inc());
@@ -391,7 +409,9 @@ export class MessageHandler {
     }
     // Files first, then their records; the envelope's other files stored beside one refused (file-records.ts).
     const files = env.messages.map((message, i) => ({ deviceId: env.deviceId, message, receivedAt: message.receivedAt ?? env.receivedAt, key: keys[i] }));
-    return storeFiles(this.files, files, isFinal);
+    // The bound on a device's unfinished transfers: a chunk it refuses waits on its device when that
+    // keeps it until its receipt (signed as a group); any other is kept as a dead letter.
+    return storeFiles(this.files, files, isFinal, { deferrable: (i) => receiptIds[i] !== undefined });
   }
 }
 

@@ -31,6 +31,7 @@ export class DistributorMetrics {
   readonly gatewayUnlisted;
   readonly eventTagsOverflow;
   readonly duplicates;
+  readonly fileChunksDeferred;
   readonly batchPoints;
   readonly oldestInProgress;
   readonly receipts;
@@ -89,6 +90,10 @@ export class DistributorMetrics {
     // Both at 0 from the start: increase() of a series that appears at its first overflow sees nothing.
     for (const tag of ['event_type', 'severity']) this.eventTagsOverflow.labels(tag).inc(0);
     this.duplicates = metrics.counter('distributor_duplicates_total', 'Copies of device messages written before (a device resending after a lost ack or receipt), not written again.');
+    this.fileChunksDeferred = metrics.counter(
+      'distributor_file_chunks_deferred_total',
+      "Chunks of file transfers neither stored nor receipted because each would open a transfer while its device had LIMITS.fileOpenTransfersPerDeviceMax unfinished (DISTRIBUTOR_FILE_TRANSFERS_OPEN); the device keeps the file and sends them again.",
+    );
     this.batchPoints = metrics.histogram('distributor_batch_points', 'Points per database request.', [], BATCH_POINTS_BUCKETS);
     this.oldestInProgress = metrics.gauge('distributor_oldest_in_progress_seconds', 'Age of the oldest message taken from the broker and not yet written (0: none in progress).', [], function () {
       const since = self.live.oldestStartedAt();

@@ -71,6 +71,17 @@ export interface Verdict {
    */
   receipts: SignedId[];
   /**
+   * Each accepted message's identity when it gets a receipt (signed as a group), in its order;
+   * undefined for one that gets none: its device does not wait for one to let it go.
+   */
+  receiptIds: Array<SignedId | undefined>;
+  /**
+   * Takes accepted messages that were not stored, and that their devices keep until their receipt,
+   * out of the receipts and of what commit records: a copy sent again later is then new, not a
+   * duplicate (receipted unstored). Call before commit.
+   */
+  withhold(ids: readonly SignedId[]): void;
+  /**
    * Records the accepted sequence numbers, and counts the tallied refusals; call once their writes succeeded. With `persist: false`
    * they are journalled at the next {@link MessageVerifier.persist} (one append for the sections of
    * a gateway's envelope, before the envelope is acknowledged).
@@ -92,6 +103,7 @@ class CheckedVerdict implements Verdict {
     readonly events: StoredPoint[],
     readonly tallied: TalliedRefusal[],
     readonly receipts: SignedId[],
+    readonly receiptIds: Array<SignedId | undefined>,
     private readonly tally: RefusalTally,
     private readonly replay: ReplayWindows,
     private readonly deviceId: string,
@@ -103,6 +115,15 @@ class CheckedVerdict implements Verdict {
 
   release(): void {
     this.claim.release();
+  }
+
+  withhold(ids: readonly SignedId[]): void {
+    const held = (r: SignedId) => ids.some((i) => i.epoch === r.epoch && i.seq === r.seq);
+    for (const list of [this.receipts, this.toRecord]) {
+      const kept = list.filter((r) => !held(r));
+      list.length = 0;
+      list.push(...kept);
+    }
   }
 
   commit(o = { persist: true }): void {
@@ -179,6 +200,7 @@ export class MessageVerifier {
     const keys: string[] = [];
     const toRecord: SignedId[] = [];
     const receipts: SignedId[] = [];
+    const receiptIds: Array<SignedId | undefined> = [];
     const inThisEnvelope = new Set<string>();
     const revoked = this.keys.isRevoked(env.deviceId);
     const key = revoked ? undefined : this.keys.get(env.deviceId);
@@ -200,6 +222,7 @@ export class MessageVerifier {
         else {
           this.stats.unsigned++;
           keep.push(m);
+          receiptIds.push(undefined);
           sentAt.push(m.receivedAt ?? env.receivedAt);
           keys.push(uplinkKey(m.messageId));
         }
@@ -274,15 +297,18 @@ export class MessageVerifier {
         }
         this.stats.verified++;
         inThisEnvelope.add(id);
-        toRecord.push({ epoch: auth.epoch, seq });
-        if (auth.v === 2) receipts.push({ epoch: auth.epoch, seq });
+        // One object for the three lists: this loop runs for every reading.
+        const signedId = { epoch: auth.epoch, seq };
+        toRecord.push(signedId);
+        if (auth.v === 2) receipts.push(signedId);
+        receiptIds.push(auth.v === 2 ? signedId : undefined);
         keep.push(message);
         sentAt.push(auth.ts);
         keys.push(uplinkKey(message.messageId, { epoch: auth.epoch, seq }));
       }
     }
     return new CheckedVerdict(
-      keep.length > 0 ? ({ ...env, messages: keep } as UplinkEnvelope) : undefined, sentAt, keys, events, tallied, receipts, this.tally, this.replay, env.deviceId, toRecord,
+      keep.length > 0 ? ({ ...env, messages: keep } as UplinkEnvelope) : undefined, sentAt, keys, events, tallied, receipts, receiptIds, this.tally, this.replay, env.deviceId, toRecord,
       this.inFlight.claim(env.deviceId, toRecord),
     );
   }
