@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { z } from 'zod';
@@ -20,6 +20,7 @@ import { promtoolTestRules, scrapedSeries } from '../helpers/promtool.ts';
  */
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+const repoRoot = join(import.meta.dirname, '..', '..');
 /** The distributor as the internal Prometheus scrapes it. */
 const INSTANCE = '172.18.0.7:9465';
 /** Prometheus's humanizePercentage of a fraction (Go's %.4g: 4 significant digits, no trailing zeros). */
@@ -177,5 +178,38 @@ ${series}    alert_rule_test:
     } finally {
       tmp.cleanup();
     }
+  });
+});
+
+describe("monitoring: a device's file transfers refused for too many unfinished (promtool test rules)", () => {
+  it('FieldStreamFileTransfersRefused fires once a chunk is refused (DISTRIBUTOR_FILE_TRANSFERS_OPEN), from the counter the distributor exposes', async () => {
+    const metrics = new DistributorMetrics();
+    const before = await metrics.metrics.registry.metrics();
+    assert.equal(parseExposition(before).get('fieldstream_distributor_file_chunks_deferred_total{service="distributor"}'), 0, 'exposed at 0 from the start, so the first refusal shows');
+    metrics.fileChunksDeferred.inc(3);
+    const after = await metrics.metrics.registry.metrics();
+    const series = scrapedSeries(
+      [
+        { text: before, times: 20 },
+        { text: after, times: 20 },
+      ],
+      ['fieldstream_distributor_file_chunks_deferred_total'],
+    ).replaceAll('service="distributor"', `instance="${INSTANCE}",service="distributor"`);
+    const description = /alert: FieldStreamFileTransfersRefused\n[\s\S]*?description: "([^"]*)"/.exec(readFileSync(join(repoRoot, 'monitoring', 'prometheus', 'alerts.yml'), 'utf8'))?.[1];
+    assert.ok(description);
+    promtoolTestRules(`  - interval: 15s
+    input_series:
+${series}    alert_rule_test:
+      - eval_time: 4m
+        alertname: FieldStreamFileTransfersRefused
+        exp_alerts: []
+      - eval_time: 7m
+        alertname: FieldStreamFileTransfersRefused
+        exp_alerts:
+          - exp_labels: {severity: warning, instance: "${INSTANCE}"}
+            exp_annotations:
+              summary: "The distributor ${INSTANCE} refuses file transfers of a device with too many unfinished"
+              description: ${JSON.stringify(description.replace('{{ $value | humanize }}', '3'))}
+`);
   });
 });
