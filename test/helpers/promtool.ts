@@ -1,11 +1,18 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseExposition as parseSamples } from './exposition.ts';
 import { tempDir } from './pki.ts';
 
 const mon = join(import.meta.dirname, '..', '..', 'monitoring');
+
+/** The description of alert `name` in the shipped alerts.yml, as written (its template unexpanded). */
+export function alertDescription(name: string): string {
+  const found = new RegExp(`alert: ${name}\n[\\s\\S]*?description: "([^"]*)"`).exec(readFileSync(join(mon, 'prometheus', 'alerts.yml'), 'utf8'))?.[1];
+  assert.ok(found, `alerts.yml has no alert ${name} with a description`);
+  return found;
+}
 
 /**
  * `promtool test rules` (Prometheus's unit tests of rules: input series, then the alerts expected at

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { z } from 'zod';
@@ -11,7 +11,7 @@ import { TIMINGS } from '../../shared/limits.ts';
 import { parseExposition } from '../helpers/exposition.ts';
 import { fullDiskSkip, moduleUrl, runOnSmallDisk } from '../helpers/full-disk.ts';
 import { tempDir } from '../helpers/pki.ts';
-import { promtoolTestRules, scrapedSeries } from '../helpers/promtool.ts';
+import { alertDescription, promtoolTestRules, scrapedSeries } from '../helpers/promtool.ts';
 
 /**
  * The alerts of alerts.yml on the durable stores filling (the distributor's bounded dead-letter
@@ -20,7 +20,6 @@ import { promtoolTestRules, scrapedSeries } from '../helpers/promtool.ts';
  */
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-const repoRoot = join(import.meta.dirname, '..', '..');
 /** The distributor as the internal Prometheus scrapes it. */
 const INSTANCE = '172.18.0.7:9465';
 /** Prometheus's humanizePercentage of a fraction (Go's %.4g: 4 significant digits, no trailing zeros). */
@@ -195,8 +194,7 @@ describe("monitoring: a device's file transfers refused for too many unfinished 
       ],
       ['fieldstream_distributor_file_chunks_deferred_total'],
     ).replaceAll('service="distributor"', `instance="${INSTANCE}",service="distributor"`);
-    const description = /alert: FieldStreamFileTransfersRefused\n[\s\S]*?description: "([^"]*)"/.exec(readFileSync(join(repoRoot, 'monitoring', 'prometheus', 'alerts.yml'), 'utf8'))?.[1];
-    assert.ok(description);
+    const description = alertDescription('FieldStreamFileTransfersRefused');
     promtoolTestRules(`  - interval: 15s
     input_series:
 ${series}    alert_rule_test:

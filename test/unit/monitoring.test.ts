@@ -38,7 +38,7 @@ import { createLogger } from '../../shared/logger.ts';
 import { parseExposition as parseSamples } from '../helpers/exposition.ts';
 import { withFileSizeLimit } from '../helpers/file-size-limit.ts';
 import { storedPresences } from '../helpers/stored-presences.ts';
-import { promtoolTestRules, scrapedSeries } from '../helpers/promtool.ts';
+import { alertDescription, promtoolTestRules, scrapedSeries } from '../helpers/promtool.ts';
 import { tempDir } from '../helpers/pki.ts';
 import { TestPrometheus } from '../helpers/prometheus.ts';
 import { eventually } from '../helpers/ws-device.ts';
@@ -684,8 +684,7 @@ ${series}    alert_rule_test:
 fieldstream_bridge_up{bridge="fieldstream-bridge",service="broker-exporter"} ${up}
 `;
     const series = scrapedSeries([{ text: at(1), times: 20 }, { text: at(0), times: 20 }], ['fieldstream_bridge_connected']);
-    const description = /alert: FieldStreamBridgeDown\n[\s\S]*?description: "([^"]*)"/.exec(readFileSync(join(mon, 'prometheus', 'alerts.yml'), 'utf8'))?.[1];
-    assert.ok(description);
+    const description = alertDescription('FieldStreamBridgeDown');
     promtoolTestRules(`  - interval: 15s
     input_series:
 ${series}    alert_rule_test:
@@ -938,8 +937,7 @@ ${series}    alert_rule_test:
       await q.close();
       assert.equal(parseSamples(failed).get('fieldstream_field_write_failed_total{service="field-client"}'), 3);
       const series = fieldSeries([{ text: started, times: 20 }, { text: failed, times: 40 }], '10.9.0.7:9467', ['fieldstream_field_write_failed_total', 'fieldstream_field_refused_total']);
-      const description = /alert: FieldStreamFieldQueueWriteFailed\n[\s\S]*?description: "([^"]*)"/.exec(readFileSync(join(mon, 'prometheus', 'alerts.yml'), 'utf8'))?.[1];
-      assert.ok(description);
+      const description = alertDescription('FieldStreamFieldQueueWriteFailed');
       promtoolTestRules(`  - interval: 15s
     input_series:
 ${series}    alert_rule_test:
