@@ -3,7 +3,7 @@ import type { ResponsePayload } from '../../shared/contract/payloads.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { CommandLogs } from './command-logs.ts';
-import type { CommandAnswer } from './commands.ts';
+import type { CommandAnswer } from './command-types.ts';
 
 /** What queueAnswer needs of CommandHandlers (commands.ts). */
 export interface AnswerHost {

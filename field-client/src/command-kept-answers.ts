@@ -2,7 +2,7 @@ import { ResponsePayloadSchema, type ResponsePayload } from '../../shared/contra
 import type { LimitedLog } from '../../shared/limited-log.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { KeptAnswerSchema, type CommandJournal, type KeptAnswer } from './command-journal.ts';
-import type { CommandAnswer } from './commands.ts';
+import type { CommandAnswer } from './command-types.ts';
 import type { QueuedMessage } from './queue/durable-queue.ts';
 
 /** What KeptAnswers needs of CommandHandlers (commands.ts). */

@@ -5,7 +5,7 @@ import type { Logger } from '../../shared/logger.ts';
 import { bootId, processStart, runningGroups } from '../../shared/process-identity.ts';
 import type { CommandJournal, KeptAnswer } from './command-journal.ts';
 import { keepable } from './command-outcome.ts';
-import type { CommandAnswer } from './commands.ts';
+import type { CommandAnswer } from './command-types.ts';
 
 /**
  * An exec command's program runs in a process group of its own (commands-file.ts), which a client

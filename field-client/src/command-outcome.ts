@@ -1,7 +1,7 @@
 import { FieldStreamError, type ErrorCode } from '../../shared/errors.ts';
 import { KeptAnswerSchema, type KeptAnswer } from './command-journal.ts';
 import type { CommandSlots } from './command-slots.ts';
-import type { CommandAnswer, CommandOutcome } from './commands.ts';
+import type { CommandAnswer, CommandOutcome } from './command-types.ts';
 
 // The answers commands.ts gives: from what a handler returned or threw, and for a journal that refused a line.
 

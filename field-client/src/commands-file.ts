@@ -6,7 +6,7 @@ import { holdsMoreValuesThan } from '../../shared/contract/json-bound.ts';
 import type { ResponsePayload } from '../../shared/contract/payloads.ts';
 import { FieldStreamError } from '../../shared/errors.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
-import type { CommandHandler, CommandOutcome } from './commands.ts';
+import type { CommandHandler, CommandOutcome } from './command-types.ts';
 
 /** FIELD_COMMANDS_FILE: what each command name does on this device. */
 export const CommandsFileSchema = z.record(

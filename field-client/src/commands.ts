@@ -1,36 +1,26 @@
 import type { CommandFrame } from '../../shared/contract/downlink.ts';
 import type { ResponsePayload } from '../../shared/contract/payloads.ts';
 import { answerTestCommand, TEST_COMMAND } from '../../shared/contract/test-command.ts';
-import { ERRORS, type ErrorCode } from '../../shared/errors.ts';
+import type { ErrorCode } from '../../shared/errors.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
+import { answerBeforeStart, countRefused, type AdmissionHost } from './command-admission.ts';
 import { checkCommand, type CommandGuardOptions } from './command-guard.ts';
-import { CommandJournal, type KeptAnswer } from './command-journal.ts';
+import { CommandJournal } from './command-journal.ts';
 import { KeptAnswers } from './command-kept-answers.ts';
 import { endOrphans, recordProgram } from './command-orphans.ts';
 import { queueAnswer } from './command-answer.ts';
 import { CommandLogs, logJournalTroubles } from './command-logs.ts';
-import { heldFull, journalFailed, keepable, notRunStopping, OUTCOME_UNKNOWN, thrownText, UNANSWERED, waitingFull } from './command-outcome.ts';
+import { notRunStopping, thrownText, waitingFull } from './command-outcome.ts';
+import { recordAnswer, recordAnswered, recordOutcome, recordStarted } from './command-records.ts';
 import { CommandSlots } from './command-slots.ts';
+import type { CommandAnswer, CommandHandler, CommandOutcome } from './command-types.ts';
 import { fileHandlers, type CommandsFile } from './commands-file.ts';
 import type { QueuedMessage } from './queue/durable-queue.ts';
 
-export type CommandOutcome = Pick<ResponsePayload, 'status' | 'result'>;
-/**
- * `stopping` aborts when the field client stops (CommandHandlers.stop): a handler that can, ends what
- * it runs (commands-file.ts). `spawned`: a handler that starts a program in a process group of its
- * own says so at once with its pid, recorded in the journal (command-orphans.ts).
- */
-export type CommandHandler = (params: unknown, frame: CommandFrame, stopping: AbortSignal, spawned: (pid: number) => void) => Promise<CommandOutcome> | CommandOutcome;
 
 /** command ids remembered (and journaled); the journal file is rewritten when it holds twice as many lines */
 const REMEMBERED = 10_000;
-
-/** What to answer; `code` says why a command was refused without being run; `unanswered`: refused,
- * and no answer goes through the queue (see CommandHandlers); `deferred`: not run and not answered
- * now, for the reason in `code` and `result`: its next delivery is; `timestamp`: when the answer was
- * decided (kept with it, so that an answer queued again says the same). */
-export type CommandAnswer = CommandOutcome & { code?: ErrorCode; unanswered?: true; deferred?: true; timestamp?: KeptAnswer['timestamp'] };
 
 /**
  * Runs commands and guarantees one answer per command id, across reconnects and restarts: each id
@@ -72,6 +62,8 @@ export class CommandHandlers {
   private readonly logs = new CommandLogs();
   /** the journal's refusal of a program's record (spawned), not yet logged */
   private programRecordFailure: Error | undefined;
+  /** what answerBeforeStart reads and counts (command-admission.ts) */
+  private readonly admission: AdmissionHost;
 
   constructor(
     private readonly guard: CommandGuardOptions,
@@ -83,15 +75,16 @@ export class CommandHandlers {
   ) {
     this.journal = new CommandJournal(journal, remembered);
     this.slots = new CommandSlots(slots.concurrency, slots.waitingMax);
+    this.admission = { guard: this.guard, journal: this.journal, stats: this.stats };
     this.kept = new KeptAnswers({
       journal: this.journal,
       answering: this.answering,
-      record: (id, issuedAt, answer) => this.record(id, issuedAt, answer),
+      record: (id, issuedAt, answer) => recordAnswer(this.journal, id, issuedAt, answer),
       answered: (id) => this.answered(id),
       notAnsweredLog: (log, level) => this.logs.notAnswered(log, level),
     });
     // Every device answers the management API's test event by itself (it changes nothing here);
-    // like any command it runs only once authenticated and fresh (checkCommand, below).
+    // like any command it runs only once authenticated and fresh (checkCommand: command-admission.ts).
     this.register(TEST_COMMAND, (params, frame) => answerTestCommand(params, frame.issuedAt));
   }
 
@@ -154,11 +147,11 @@ export class CommandHandlers {
 
   private async runInTurn(frame: CommandFrame, now: number, ticket: number): Promise<CommandAnswer | undefined> {
     if (this.running.has(frame.commandId) || this.slots.isWaiting(frame.commandId)) return undefined;
-    const answer = this.beforeStart(frame, now);
+    const answer = answerBeforeStart(this.admission, frame, now);
     if (answer) return answer;
     const handler = this.handlers.get(frame.command);
     // Runs nothing: no slot to wait for.
-    if (!handler) return this.started(frame) ?? this.done(frame, { status: 'rejected', result: `unknown command "${frame.command}"` });
+    if (!handler) return this.started(frame) ?? recordOutcome(this.journal, frame, { status: 'rejected', result: `unknown command "${frame.command}"` });
     const notNow = await this.takeSlot(frame, now, ticket);
     if (notNow) return notNow;
     // stop() called meanwhile (while it waited, or as it was handed the slot): started now, it would be cut off at once.
@@ -177,44 +170,11 @@ export class CommandHandlers {
         // next delivery, as interrupted by a restart, which it was not.
         outcome = { status: 'failed', result: thrownText(err) };
       }
-      return this.done(frame, outcome);
+      return recordOutcome(this.journal, frame, outcome);
     } finally {
       this.running.delete(frame.commandId);
       this.slots.release();
     }
-  }
-
-  /**
-   * What is answered instead of running the command — a refusal, a kept answer, an interrupted run,
-   * "not now" — or undefined when it may start. Nothing is journaled when it may.
-   */
-  private beforeStart(frame: CommandFrame, now: number): CommandAnswer | undefined {
-    const refused = checkCommand(frame, this.guard, now) ?? this.replayed(frame);
-    if (refused) {
-      this.countRefused(refused);
-      const answer = { status: 'rejected' as const, result: { code: refused, message: ERRORS[refused].description }, code: refused };
-      // Stale and future-dated commands are authenticated only when the device holds a key. An id
-      // the journal knows was answered (or run) before; one issued at or before its floor may be
-      // one it forgot.
-      if (UNANSWERED.has(refused) || !this.guard.key || this.journal.get(frame.commandId) || frame.issuedAt <= this.journal.floor) {
-        this.stats.unanswered++;
-        return { ...answer, unanswered: true };
-      }
-      // Journaled as its answer, like a command run, before it is queued: the command API takes
-      // "rejected" as final, so this id must never run afterwards, also once the device's clock is
-      // right again (set by NTP after a boot without one) and the command is delivered again (sent
-      // again while the answer was on its way, or replayed by the DMZ), and after a restart.
-      if (this.journal.held >= LIMITS.fieldCommandAnswersHeldMax) return heldFull(this.journal.held);
-      const kept = this.record(frame.commandId, frame.issuedAt, keepable(answer, new Date().toISOString()));
-      return kept.deferred ? kept : { ...kept, code: refused };
-    }
-    const seen = this.journal.get(frame.commandId);
-    // Answered before but not known to be in the queue: the same answer again.
-    if (seen?.state === 'done') return seen.unsynced ? this.record(frame.commandId, seen.issuedAt, seen.answer) : seen.answer;
-    // Seen before but never answered: the client died while it ran. Never run a command twice.
-    if (seen?.state === 'started') return this.done(frame, { status: 'failed', result: OUTCOME_UNKNOWN });
-    if (this.journal.held >= LIMITS.fieldCommandAnswersHeldMax) return heldFull(this.journal.held);
-    return undefined;
   }
 
   /**
@@ -240,7 +200,7 @@ export class CommandHandlers {
     let answer: CommandAnswer | undefined;
     let checked = false;
     try {
-      answer = this.beforeStart(frame, now + (Date.now() - waitedFrom));
+      answer = answerBeforeStart(this.admission, frame, now + (Date.now() - waitedFrom));
       checked = true;
     } finally {
       // Not to run (or the check threw): the slot goes on to the next waiting.
@@ -251,14 +211,9 @@ export class CommandHandlers {
 
   /** Journals `frame` as started (synced) and counts it run; or, when the journal refuses the line, what to answer. */
   private started(frame: CommandFrame): CommandAnswer | undefined {
-    try {
-      this.journal.write(frame.commandId, { state: 'started', issuedAt: frame.issuedAt });
-    } catch (err) {
-      // Never run without "started" on disk: delivered again after a restart, it would run twice.
-      return journalFailed(err, 'not run: the journal cannot record that it started; its next delivery runs it');
-    }
-    this.stats.run++;
-    return undefined;
+    const refused = recordStarted(this.journal, frame);
+    if (!refused) this.stats.run++;
+    return refused;
   }
 
   /**
@@ -266,33 +221,12 @@ export class CommandHandlers {
    * running, and answers their commands (command-orphans.ts). Never rejects.
    */
   endOrphans(log: Logger): Promise<void> {
-    return endOrphans({ journal: this.journal, record: (id, issuedAt, answer) => this.record(id, issuedAt, answer) }, log);
+    return endOrphans({ journal: this.journal, record: (id, issuedAt, answer) => recordAnswer(this.journal, id, issuedAt, answer) }, log);
   }
 
   /** Program records of the journal read at the start that failed their schema: their command ids (CommandJournal.damagedPrograms). */
   get journalDamagedPrograms(): readonly string[] {
     return this.journal.damagedPrograms;
-  }
-
-  /** Journals `outcome` as the command's answer (synced before it is queued), and returns it. */
-  private done(frame: CommandFrame, outcome: CommandOutcome): CommandAnswer {
-    return this.record(frame.commandId, frame.issuedAt, keepable(outcome, new Date().toISOString()));
-  }
-
-  /**
-   * Journals `answer` and returns it. When the journal refuses the line (a full or read-only disk),
-   * the answer is kept in memory and not queued: on disk the command is still "started", and a
-   * restart would answer it "failed", contradicting an answer already queued. Its next delivery
-   * tries the journal again, and answers it once the line is written.
-   */
-  private record(commandId: string, issuedAt: number, answer: KeptAnswer): CommandAnswer {
-    try {
-      this.journal.write(commandId, { state: 'done', issuedAt, answer });
-      return answer;
-    } catch (err) {
-      this.journal.remember(commandId, { state: 'done', issuedAt, answer, unsynced: true });
-      return journalFailed(err, 'not answered now: the journal cannot record its answer (kept in memory); its next delivery answers it');
-    }
   }
 
   /**
@@ -373,7 +307,7 @@ export class CommandHandlers {
     if (!this.answering.has(frame.commandId)) return false;
     // Counted as what it is, unanswered: as once the answer is queued, a replay of the id (a copy
     // of a refused one counts as its refusal, a forgery as its own).
-    this.countRefused(checkCommand(frame, this.guard, Date.now()) ?? 'FIELD_COMMAND_REPLAYED');
+    countRefused(this.stats, checkCommand(frame, this.guard, Date.now()) ?? 'FIELD_COMMAND_REPLAYED');
     this.stats.unanswered++;
     this.logs.copy(log).write({ commandId: frame.commandId.slice(0, 128) }, 'command delivered again while it is answered; its answer follows');
     return true;
@@ -402,27 +336,7 @@ export class CommandHandlers {
    */
   answered(commandId: string): boolean {
     if (this.kept.droppedWhileQueued.delete(commandId)) return false;
-    const seen = this.journal.get(commandId);
-    if (!seen) return true;
-    const entry = { state: 'answered' as const, issuedAt: seen.issuedAt };
-    try {
-      this.journal.write(commandId, entry);
-    } catch (err) {
-      this.journal.remember(commandId, entry);
-      throw err;
-    }
+    recordAnswered(this.journal, commandId);
     return true;
-  }
-
-  private countRefused(code: ErrorCode): void {
-    this.stats.refused++;
-    this.stats.refusedByCode[code] = (this.stats.refusedByCode[code] ?? 0) + 1;
-  }
-
-  private replayed(frame: CommandFrame): ErrorCode | undefined {
-    const seen = this.journal.get(frame.commandId);
-    if (seen?.state === 'answered') return 'FIELD_COMMAND_REPLAYED';
-    if (!seen && frame.issuedAt <= this.journal.floor) return 'FIELD_COMMAND_REPLAYED';
-    return undefined;
   }
 }

@@ -4,7 +4,8 @@ import { describe, it } from 'node:test';
 import type { CommandFrame } from '../../shared/contract/downlink.ts';
 import type { ResponsePayload } from '../../shared/contract/payloads.ts';
 import { createLogger } from '../../shared/logger.ts';
-import { CommandHandlers, type CommandHandler } from '../../field-client/src/commands.ts';
+import type { CommandHandler } from '../../field-client/src/command-types.ts';
+import { CommandHandlers } from '../../field-client/src/commands.ts';
 import { tempDir } from '../helpers/pki.ts';
 
 // What a handler registered in code (CommandHandlers.register) may do wrong: the command is still
