@@ -1,20 +1,20 @@
-import { createHash, randomUUID } from 'node:crypto';
-import { constants } from 'node:fs';
-import { mkdir, open, rename, rm, unlink } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { rename, rm, unlink } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { FilePayload, FileTransfer } from '../../shared/contract/payloads.ts';
 import { unsafeFilenameReason } from '../../shared/contract/filename.ts';
 import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
-import { readRegularFile, syncDir } from '../../shared/durable-fs.ts';
+import { syncDir } from '../../shared/durable-fs.ts';
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
-import { LIMITS } from '../../shared/limits.ts';
+import { joinChunks } from './chunk-join.ts';
 import { ChunksPresent } from './chunks-present.ts';
-import { checkSize, entries, exists, ifGone, io, linkChunk, writeTemp } from './file-io.ts';
+import { entries, exists, ifGone, io, linkChunk, writeTemp } from './file-io.ts';
 import { createDoneMarker, createFailedMarker, readDone, readFailed, sameFile, type FailedTransfer } from './file-markers.ts';
 import { placeFile } from './file-placement.ts';
 import { OpenTransfers } from './open-transfers.ts';
 import { sweepFiles, type FileStoreSweep } from './file-sweep.ts';
 import { StorageReadiness } from './storage-readiness.ts';
+import { SyncedDirs } from './synced-dirs.ts';
 import type { StoredFileInfo } from './points.ts';
 
 export type { FileStoreSweep } from './file-sweep.ts';
@@ -35,8 +35,8 @@ export type { FileStoreSweep } from './file-sweep.ts';
  */
 export class FileStore {
   private readonly root: string;
-  /** folders whose chain of parents this process has synced (makeDir) */
-  private readonly dirsSynced = new Set<string>();
+  /** folders made so that a power cut leaves them (synced-dirs.ts) */
+  private readonly dirs: SyncedDirs;
   /** the chunks of transfers in progress this process knows are there */
   private readonly present = new ChunksPresent();
 
@@ -50,6 +50,7 @@ export class FileStore {
     this.root = resolve(root);
     this.openTransfers = new OpenTransfers(o.openTransfersMax);
     this.readiness = new StorageReadiness(this.root);
+    this.dirs = new SyncedDirs(this.root);
   }
 
   /** Whether file storage can take a file, for the distributor's /readyz (StorageReadiness). */
@@ -189,7 +190,7 @@ export class FileStore {
     }
     if (!known.complete) return undefined;
 
-    const joined = await this.joinChunks(partial, t.count, t.size);
+    const joined = await joinChunks(partial, t.count, t.size);
     if (!joined) {
       // A chunk known present is gone: the transfer completed or set aside elsewhere meanwhile (the
       // markers answer), or its folder moved away by hand: listed again at the retry.
@@ -252,70 +253,6 @@ export class FileStore {
   }
 
   /**
-   * Joins the chunks in order into one temporary file, hashing as it goes: one chunk in memory at a
-   * time. undefined when a chunk is missing (another consumer completed the transfer); `passed` (the
-   * join removed) as soon as the chunks hold more than the `declared` size: they can never pass the
-   * check, and joined whole first, chunks each no larger than a small file declared, but many (up to
-   * the contract's count), made a temporary file as large as all of them.
-   *
-   * The join is made in the chunks' own folder (linked from there to its name, on the same file
-   * system): a distributor killed while joining leaves its copy, as large as the whole file, where
-   * the transfer's end removes it, the folder going once the file is stored or set aside with its
-   * verdict, rather than in the device's folder until a sweep finds it stale.
-   */
-  private async joinChunks(partial: string, count: number, declared: number): Promise<{ tmp: string; sha256: string; size: number } | { passed: { index: number; bytes: number } } | undefined> {
-    const hash = createHash('sha256');
-    let size = 0;
-    const tmp = join(partial, `.incoming-${randomUUID()}`);
-    let complete = true;
-    let passed: { index: number; bytes: number } | undefined;
-    let notRegular: string | undefined;
-    try {
-      const fh = await open(tmp, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o640);
-      try {
-        for (let i = 0; i < count; i++) {
-          const chunkPath = join(partial, `${i}.chunk`);
-          const chunk = await readRegularFile(chunkPath).catch((err: NodeJS.ErrnoException) => {
-            if (err.code === 'ENOENT') return undefined;
-            // Put there by hand (a FIFO held the read, and the consumer, for ever): the same at every
-            // retry, so final, as a damaged marker: the completing chunk is kept as a dead letter.
-            if (isFieldStreamError(err, 'FILE_NOT_REGULAR')) notRegular = chunkPath;
-            throw err;
-          });
-          if (!chunk) {
-            complete = false;
-            break;
-          }
-          if (size + chunk.length > declared) {
-            passed = { index: i, bytes: size + chunk.length };
-            break;
-          }
-          hash.update(chunk);
-          size += chunk.length;
-          await fh.writeFile(chunk); // writes on after a short write(2), until all of it is in or the disk errs
-        }
-        if (complete && !passed) {
-          await fh.sync();
-          await checkSize(fh, size);
-        }
-      } finally {
-        await fh.close();
-      }
-    } catch (err) {
-      await unlink(tmp).catch(() => undefined);
-      if (notRegular !== undefined) {
-        throw new FieldStreamError('DISTRIBUTOR_FILE_MARKER_DAMAGED', `${notRegular} is not a file (a folder, a FIFO, a device): the transfer cannot be joined. The chunk is kept whole as a dead letter; put the chunk right, then replay it.`, { path: notRegular });
-      }
-      throw new FieldStreamError('DISTRIBUTOR_WRITE_FAILED', `Cannot join the chunks of ${partial} into ${tmp}: ${(err as Error).message}`, { path: partial }, { cause: err });
-    }
-    if (!complete || passed) {
-      await unlink(tmp).catch(() => undefined);
-      return passed ? { passed } : undefined;
-    }
-    return { tmp, sha256: hash.digest('hex'), size };
-  }
-
-  /**
    * Fails a transfer for good: its failed marker written (durably, and only if there is none yet:
    * consumers failing it at once agree on the first verdict), then its chunks, as they came, moved
    * to ROOT/.failed/DEVICE/ID-TIME/. Returns the error to throw, the marker's. A kill between the
@@ -370,32 +307,9 @@ export class FileStore {
     return join(this.root, '.failed', deviceId, `${id}-${new Date().toISOString().replace(/[-:]/g, '')}`);
   }
 
-  /**
-   * mkdir -p whose folders survive a power cut: each new entry's parent is synced. A folder found
-   * already there may have been made by a process killed before it synced its parent, so a level
-   * this process has not synced the entry of yet, up to the storage root (and the root's own), has
-   * its parent synced too, made now or not; a level it has synced (remembered) ends the walk.
-   *
-   * The levels are remembered only once the whole walk is done: remembered as each was synced, a
-   * folder was taken as durable by another consumer (the next chunk of a transfer just begun) while
-   * its parent's entry was still being synced, and its chunk receipted in a folder a power cut could
-   * still take away. Meanwhile the other consumer walks the levels itself.
-   */
-  private async makeDir(dir: string): Promise<void> {
-    const first = await io(dir, () => mkdir(dir, { recursive: true }));
-    if (first === undefined && this.dirsSynced.has(dir)) return;
-    const synced: string[] = [];
-    for (let d = dir; ; d = dirname(d)) {
-      const madeNow = first !== undefined && d.length >= first.length; // `first` and what is under it
-      if (!madeNow && (this.dirsSynced.has(d) || d.length < this.root.length)) break;
-      const parent = dirname(d);
-      await io(parent, () => syncDir(parent));
-      synced.push(d);
-      if (parent === d) break;
-    }
-    // Bounded: one entry per transfer otherwise; forgetting them costs a few syncs again, nothing more.
-    if (this.dirsSynced.size + synced.length > LIMITS.fileStoreSyncedDirsMax) this.dirsSynced.clear();
-    for (const d of synced) this.dirsSynced.add(d);
+  /** mkdir -p whose folders survive a power cut (SyncedDirs.make). */
+  private makeDir(dir: string): Promise<void> {
+    return this.dirs.make(dir);
   }
 
   private async deviceDir(deviceId: string, filename: string): Promise<string> {
