@@ -1,4 +1,3 @@
-import { EventPayloadSchema, TimeseriesPayloadSchema } from '../../../../shared/contract/payloads.ts';
 import { FieldStreamError, isFieldStreamError, type ErrorCode } from '../../../../shared/errors.ts';
 import { LimitedLog } from '../../../../shared/limited-log.ts';
 import { LIMITS, TIMINGS } from '../../../../shared/limits.ts';
@@ -9,10 +8,12 @@ import { SessionAppends } from './appends.ts';
 import { key, SparkplugHost, type HostOutcome, type Via } from './host.ts';
 import { digestOf } from './duplicates.ts';
 import { FieldNames } from './names.ts';
-import { decodePayload, rebirthCommand } from './payload.ts';
+import { SessionOutcomes } from './outcomes.ts';
+import { decodePayload } from './payload.ts';
 import { PeerHosts, type StatePayload } from './state.ts';
+import { ownStateUnreadable, takeState, type StateTaker } from './state-messages.ts';
 import type { SessionStore } from './store.ts';
-import { formatTopic, ncmdTopic, parseTopic, stateHostId, type SparkplugTopic } from './topic.ts';
+import { parseTopic, stateHostId } from './topic.ts';
 
 /** What the Sparkplug input did since the client started (the field client's /metrics shows it). */
 export interface SparkplugStats {
@@ -70,7 +71,7 @@ export interface SparkplugSessionOptions {
  * durable queue (in batches, appends.ts), a rebirth request sent back when asked for. Shared by the input that subscribes
  * to a plant's broker (sparkplug-input.ts) and the local MQTT input (mqtt-input.ts).
  *
- * It also keeps the other host applications' STATE (state.ts) and, with a reorder timeout, holds
+ * It also keeps the other host applications' STATE (state.ts, state-messages.ts) and, with a reorder timeout, holds
  * messages that arrived ahead of their seq until the missing ones come (reorder.ts): one timer
  * per session, armed for the earliest reorder deadline.
  *
@@ -90,17 +91,19 @@ export class SparkplugSession {
   private unwatch: (() => void) | undefined;
   /** the batches its readings and events go to the queue in (appends.ts) */
   private readonly appends: SessionAppends;
-  /** refusals, logged at most LIMITS.sparkplugLogMaxPerWindow per TIMINGS.sparkplugLogWindowMs */
-  private readonly refusalLog: LimitedLog;
+  /** what the host state machine's outcomes and the refusals become: counts, log lines, rebirths, items (outcomes.ts) */
+  private readonly outcomes: SessionOutcomes;
+  /** what the STATE messages it takes need of it (state-messages.ts) */
+  private readonly states: StateTaker;
 
   constructor(
     client: Pick<FieldClient, 'submitMany'>,
     /** sends bytes to a topic on the broker the message came from */
-    private readonly publish: (topic: string, payload: Uint8Array) => void,
+    publish: (topic: string, payload: Uint8Array) => void,
     private readonly log: Logger,
     /** group ids to follow; empty: every group */
     private readonly groups: readonly string[] = [],
-    private readonly options: SparkplugSessionOptions = {},
+    options: SparkplugSessionOptions = {},
   ) {
     const names = options.names ?? new FieldNames();
     this.host = new SparkplugHost({
@@ -123,8 +126,11 @@ export class SparkplugSession {
       );
     }
     this.peers = new PeerHosts(options.hostId);
-    this.refusalLog = new LimitedLog(log, { maxPerWindow: LIMITS.sparkplugLogMaxPerWindow, windowMs: TIMINGS.sparkplugLogWindowMs, what: 'Sparkplug refusals' });
-    this.appends = new SessionAppends({ client, host: this.host, store: options.store, stats: this.stats, refusalLog: this.refusalLog });
+    // Refusals, logged at most LIMITS.sparkplugLogMaxPerWindow per TIMINGS.sparkplugLogWindowMs.
+    const refusalLog = new LimitedLog(log, { maxPerWindow: LIMITS.sparkplugLogMaxPerWindow, windowMs: TIMINGS.sparkplugLogWindowMs, what: 'Sparkplug refusals' });
+    this.outcomes = new SessionOutcomes({ stats: this.stats, publish, log, refusalLog });
+    this.states = { peers: this.peers, stats: this.stats, log, outcomes: this.outcomes, options };
+    this.appends = new SessionAppends({ client, host: this.host, store: options.store, stats: this.stats, refusalLog });
     // After the appends: what it restores renames (names.ts), and the watch above tells them.
     options.store?.load(this.host, Date.now());
   }
@@ -143,16 +149,16 @@ export class SparkplugSession {
       this.stats.messages++;
       // Unread, it is no STATE: not an empty one either, which would forget its host.
       if (unread) {
-        this.refuse(new FieldStreamError('SPARKPLUG_STATE_INVALID', unread.message), topic);
-        this.ownStateUnreadable(stateHostId(topic) as string);
+        this.outcomes.refuse(new FieldStreamError('SPARKPLUG_STATE_INVALID', unread.message), topic);
+        ownStateUnreadable(this.states, stateHostId(topic) as string);
         return Promise.resolve();
       }
-      this.onState(stateHostId(topic) as string, topic, bytes, now);
+      takeState(this.states, stateHostId(topic) as string, topic, bytes, now);
       return Promise.resolve();
     }
     if (t === undefined) {
       this.stats.messages++;
-      this.refuse(new FieldStreamError('SPARKPLUG_TOPIC_INVALID', `not a Sparkplug B topic: ${topic.slice(0, 200)}`), topic);
+      this.outcomes.refuse(new FieldStreamError('SPARKPLUG_TOPIC_INVALID', `not a Sparkplug B topic: ${topic.slice(0, 200)}`), topic);
       return Promise.resolve();
     }
     if (t.type === 'NCMD' || t.type === 'DCMD') return Promise.resolve();
@@ -161,7 +167,7 @@ export class SparkplugSession {
       // spBv1.0/ topic, and what an edge node of another group published there was acknowledged and
       // dropped with no trace. Refused (acknowledged: sent again it is refused the same), counted, logged.
       this.stats.messages++;
-      this.refuse(new FieldStreamError('SPARKPLUG_GROUP_NOT_FOLLOWED', `group ${t.group.slice(0, 200)} is not one of FIELD_SPARKPLUG_GROUPS (${this.groups.join(',').slice(0, 200)}): not stored`), topic);
+      this.outcomes.refuse(new FieldStreamError('SPARKPLUG_GROUP_NOT_FOLLOWED', `group ${t.group.slice(0, 200)} is not one of FIELD_SPARKPLUG_GROUPS (${this.groups.join(',').slice(0, 200)}): not stored`), topic);
       return Promise.resolve();
     }
     this.stats.messages++;
@@ -188,11 +194,11 @@ export class SparkplugSession {
       if (t.type !== 'NDATA' && t.type !== 'DDATA') this.appends.mayRename(k);
     } catch (err) {
       // Whatever went wrong with one message, the next is taken: the input never stops on input.
-      this.refuse(isFieldStreamError(err) ? err : new FieldStreamError('SPARKPLUG_PAYLOAD_INVALID', `not taken: ${(err as Error).message}`), topic);
+      this.outcomes.refuse(isFieldStreamError(err) ? err : new FieldStreamError('SPARKPLUG_PAYLOAD_INVALID', `not taken: ${(err as Error).message}`), topic);
       return Promise.resolve();
     }
     const items: Submission[] = [];
-    this.apply(t, topic, outcome, now, items, true);
+    this.outcomes.apply(t, topic, outcome, now, items, true);
     this.arm();
     // A duplicate (SPARKPLUG_DUPLICATE) carries nothing: it is acknowledged only with, and undone
     // with, the messages of its edge node still waiting for the queue (appends.ts), one of which it may be.
@@ -214,7 +220,7 @@ export class SparkplugSession {
     const items: Submission[] = [];
     for (const { group, edge, out } of this.host.expire(now)) {
       // Not a message of its own: what the timeout discarded is counted in `out.dropped`.
-      this.apply({ group, edge }, `spBv1.0/${group}/+/${edge}`, out, now, items, false);
+      this.outcomes.apply({ group, edge }, `spBv1.0/${group}/+/${edge}`, out, now, items, false);
     }
     this.arm();
     return this.appends.submit(items, 'spBv1.0/+/+/+');
@@ -250,7 +256,7 @@ export class SparkplugSession {
     const queued = lost.map(({ group, edge, out }) => {
       const items: Submission[] = [];
       const topic = `spBv1.0/${group}/NDEATH/${edge}`;
-      this.apply({ group, edge }, topic, out, now, items, false);
+      this.outcomes.apply({ group, edge }, topic, out, now, items, false);
       return this.appends.submit(items, topic, out.undo && { edge: key(group, edge), undo: out.undo }).catch(() => undefined);
     });
     await Promise.all(queued);
@@ -263,55 +269,6 @@ export class SparkplugSession {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     this.timerAt = undefined;
-  }
-
-  /**
-   * One outcome of the host state machine (and those of the held messages it let through): counted,
-   * logged, rebirth sent, its items added. `ofMessage`: the outcome is a message's (counted accepted
-   * unless refused or held), not a reorder timeout's.
-   */
-  private apply(t: Pick<SparkplugTopic, 'group' | 'edge'>, topic: string, outcome: HostOutcome, now: number, items: Submission[], ofMessage: boolean): void {
-    this.stats.metricsSkipped += outcome.skipped;
-    if (outcome.rebirth) {
-      this.stats.rebirthsRequested++;
-      this.publish(ncmdTopic(t.group, t.edge), rebirthCommand(now));
-      this.log.info({ group: t.group, edgeNode: t.edge }, 'Sparkplug rebirth requested');
-    }
-    if (outcome.refused) this.refuse(outcome.refused, topic);
-    for (const c of outcome.collisions ?? []) {
-      // Not a refusal: every value is kept, under the names the log line gives (names.ts). A sample
-      // of the metrics (LIMITS.sparkplugCollisionSampleMetrics) and their count: the line does not
-      // grow with the number sharing the name.
-      this.stats.fieldNameCollisions++;
-      const named = c.metrics.map((m) => `${[m.group, m.edge, ...(m.device === undefined ? [] : [m.device])].join('/')} metric ${m.metric} → ${m.field ?? '(skipped)'}`);
-      const more = c.count > c.metrics.length ? `; ${c.count - c.metrics.length} more` : '';
-      this.refusalLog.write(
-        { code: 'SPARKPLUG_FIELD_NAME_COLLISION', topic: topic.slice(0, 200), field: c.field, count: c.count, metrics: c.metrics },
-        `Sparkplug metrics share the field name ${c.field} (${c.count} metrics): ${named.join('; ').slice(0, 1000)}${more}`,
-      );
-    }
-    if (outcome.dropped) {
-      const { code, count, message } = outcome.dropped;
-      this.stats.refusedByCode[code] = (this.stats.refusedByCode[code] ?? 0) + count;
-      this.refusalLog.write({ code, topic: topic.slice(0, 200) }, message);
-    }
-    try {
-      // Checked as the gateway will check them: what it would refuse never enters the queue.
-      const mine = [
-        ...outcome.readings.map((r) => ({ dataType: 'timeseries' as const, payload: checked(TimeseriesPayloadSchema, r) })),
-        ...outcome.events.map((e) => ({ dataType: 'event' as const, payload: checked(EventPayloadSchema, e) })),
-      ];
-      items.push(...mine);
-      this.stats.readings += outcome.readings.length;
-      this.stats.events += outcome.events.length;
-      if (ofMessage && !outcome.held && !outcome.refused) this.stats.accepted++;
-    } catch (err) {
-      this.refuse(isFieldStreamError(err) ? err : new FieldStreamError('SPARKPLUG_PAYLOAD_INVALID', `not taken: ${(err as Error).message}`), topic);
-    }
-    for (const r of outcome.released) {
-      this.stats.reordered++;
-      this.apply(r.topic, formatTopic(r.topic), r.out, now, items, true);
-    }
   }
 
 
@@ -333,74 +290,10 @@ export class SparkplugSession {
     this.timer.unref();
   }
 
-  /**
-   * Our own retained STATE replaced by one that is not a STATE (a 2.2 host's `OFFLINE` under our id,
-   * other JSON, a packet too large to read): edge nodes waiting for their primary host read it as not
-   * online and keep away while it stays. Answered as ours delivered offline or removed is (onState).
-   */
-  private ownStateUnreadable(hostId: string): void {
-    if (hostId === this.options.hostId) this.options.onOwnOffline?.(undefined);
-  }
-
-  /** A host application's STATE (§5.3 / "Sparkplug Host Application Session Establishment"). */
-  private onState(hostId: string, topic: string, bytes: Uint8Array, now: number): void {
-    let r;
-    try {
-      r = this.peers.handle(hostId, bytes, now);
-    } catch (err) {
-      this.refuse(isFieldStreamError(err) ? err : new FieldStreamError('SPARKPLUG_STATE_INVALID', (err as Error).message), topic);
-      this.ownStateUnreadable(hostId);
-      return;
-    }
-    this.stats.accepted++;
-    switch (r.kind) {
-      case 'own':
-        // tck-id-message-flow-hid-sparkplug-state-message-delivered: our own STATE delivered as
-        // offline (the will of an older connection, retained after our birth) must be answered
-        // at once with online=true, or edge nodes waiting for their primary host stay away.
-        if (!r.state.online) this.options.onOwnOffline?.(r.state);
-        return;
-      case 'changed':
-        this.log.info(
-          { hostId, online: r.current.online, timestamp: r.current.timestamp, ...(r.previous ? { wasOnline: r.previous.online } : {}) },
-          `Sparkplug host application ${hostId} is ${r.current.online ? 'online' : 'offline'}`,
-        );
-        return;
-      case 'older':
-        this.log.debug({ hostId, timestamp: r.timestamp, last: r.last }, 'Sparkplug STATE older than the last one of its host ignored');
-        return;
-      case 'cleared':
-        this.log.info({ hostId }, `Sparkplug host application ${hostId}: its retained STATE was removed`);
-        // Ours removed (someone's empty retained publish on our topic): an edge node connecting from
-        // now on finds no STATE of its primary host and waits for it before its NBIRTH
-        // (tck-id-operational-behavior-edge-node-birth-sequence-wait), for as long as we stay
-        // connected. Answered as our STATE delivered offline is (case 'own').
-        if (hostId === this.options.hostId) this.options.onOwnOffline?.(undefined);
-        return;
-      case 'full':
-        this.stats.peerHostsNotKept++;
-        return;
-      case 'same':
-        return;
-    }
-  }
-
   /** Resolves once everything taken so far is in the queue (or refused by it); never rejects. */
   drained(): Promise<void> {
     return this.appends.drained();
   }
-
-  private refuse(err: FieldStreamError, topic: string): void {
-    this.stats.refusedByCode[err.code] = (this.stats.refusedByCode[err.code] ?? 0) + 1;
-    this.refusalLog.write({ code: err.code, topic: topic.slice(0, 200) }, err.message);
-  }
-
-}
-
-function checked<T>(schema: { safeParse(v: unknown): { success: true; data: T } | { success: false; error: { issues: Array<{ message: string }> } } }, value: unknown): T {
-  const r = schema.safeParse(value);
-  if (r.success) return r.data;
-  throw new FieldStreamError('SPARKPLUG_PAYLOAD_INVALID', `not storable: ${r.error.issues[0]?.message ?? 'invalid'}`);
 }
 
 /** The fields a message's metrics went to (HostOutcome.used), with those of the held messages it let through. */
