@@ -1,14 +1,13 @@
 import { AckBook, type SeqRanges } from './ack-book.ts';
-import { makeRoom, type CapacityHost } from './capacity.ts';
-import { FieldStreamError } from '../../../shared/errors.ts';
 import { bootId } from '../../../shared/process-identity.ts';
 import { QueueEpochs } from './queue-epochs.ts';
 import { TAIL_CACHE_BYTES, type OutgoingMessage, type QueuedMessage, type QueueItem, type QueueOptions, type Segment } from './queue-types.ts';
-import { recoverSegments } from './recovery.ts';
+import { recoverQueue } from './recovery.ts';
 import { SegmentWriter } from './segment-writer.ts';
 import type { EncodedBatch } from './batch-encoder.ts';
 import { admit, type AdmissionHost } from './queue-admission.ts';
 import { QueueCommits } from './queue-commits.ts';
+import { QueueRoom } from './queue-room.ts';
 import { readHeld } from './held-records.ts';
 import { SendCursor } from './send-cursor.ts';
 import { markCleanStop, newEpochAtNextStart } from './stop-marks.ts';
@@ -22,11 +21,11 @@ export type { FullPolicy, OutgoingMessage, QueuedMessage, QueueItem, QueueOption
 /**
  * The field client's store-and-forward queue on disk. This class ties its parts together:
  *
- * - recovery.ts: after a crash, a torn or corrupt tail is cut off where the last good record ends,
- *   and counted; everything before it is kept. Everything above the committed watermark of
- *   ack.json (written at most 200 ms after a commit) is sent again: records that awaited their
- *   receipt, and the few committed since that write or out of order. The internal side's replay
- *   window makes those copies harmless.
+ * - recovery.ts: at the open (recoverQueue), after a crash, a torn or corrupt tail is cut off
+ *   where the last good record ends, and counted; everything before it is kept. Everything above
+ *   the committed watermark of ack.json (written at most 200 ms after a commit) is sent again:
+ *   records that awaited their receipt, and the few committed since that write or out of order.
+ *   The internal side's replay window makes those copies harmless.
  * - segment-writer.ts: every accepted message is appended to a segment file (records with a CRC-32
  *   each) and, with the default sync policy, fsync'ed before `append` resolves. Appends arriving
  *   while a write is in flight share the next write and fsync (segment-syncs.ts, which also seals
@@ -43,9 +42,9 @@ export type { FullPolicy, OutgoingMessage, QueuedMessage, QueueItem, QueueOption
  *   what it holds and refuses new data (FIELD_QUEUE_WRITE_FAILED) until the epoch is saved, tried
  *   again at each append.
  * - capacity.ts: the size on disk is bounded (maxBytes), together with what shares that bound
- *   (shareCapacity: the refused messages the field client set aside). When full, the queue either
- *   refuses new data (FIELD_QUEUE_FULL, counted in `refused`) or drops its oldest segment (counted
- *   in `dropped`).
+ *   (shareCapacity: the refused messages the field client set aside; queue-room.ts keeps what
+ *   shares it and who is told of drops). When full, the queue either refuses new data
+ *   (FIELD_QUEUE_FULL, counted in `refused`) or drops its oldest segment (counted in `dropped`).
  * - queue-admission.ts decides on each append (drain-only, encoding, room); queue-commits.ts takes
  *   records out on acks and receipts and deletes the segments left with none; stop-marks.ts writes
  *   what a stop leaves for the next start.
@@ -56,16 +55,13 @@ export class DurableQueue {
   private readonly book: AckBook;
   private readonly writer: SegmentWriter;
   private readonly cursor: SendCursor;
-  private readonly capacity: CapacityHost;
+  /** the bound on disk, and what shares it or is told of drops (queue-room.ts) */
+  private readonly room: QueueRoom;
   private readonly mark: WatermarkWriter;
   private readonly commits: QueueCommits;
   private readonly admission: AdmissionHost;
   private closed = false;
   private epochs!: QueueEpochs;
-  /** bytes held elsewhere that count against maxBytes too (see shareCapacity) */
-  private sharedBytes: () => number = () => 0;
-  /** told of the records drop-oldest drops (see onDrop) */
-  private dropListener: ((dropped: QueuedMessage[]) => void) | undefined;
   /** acked: the gateway's acks; committed: records gone for good (by an ack without receipts, else by a receipt) */
   readonly stats = { appended: 0, acked: 0, committed: 0, dropped: 0, refused: 0, writeFailed: 0, corruptTails: 0, corruptRecords: 0, lastAckAt: 0 };
 
@@ -86,21 +82,17 @@ export class DurableQueue {
       // May throw: the writer then refuses what comes until the next start is told (segment-writer.ts, mend).
       () => this.epochs.newEpochAtNextStart(),
     );
-    this.capacity = {
+    this.room = new QueueRoom({
+      o,
       segments: this.segments,
+      book: this.book,
+      cursor: this.cursor,
+      mark: this.mark,
+      stats: this.stats,
       activeSegment: () => this.writer.activeSegment,
-      // What the capacity rule bounds: the segments and what shares their limit.
-      bytesOnDisk: () => this.bytesOnDisk + this.sharedBytes(),
-      dropRecords: (seg) => {
-        // Read before they are forgotten (the segment is deleted next): only with a listener.
-        const dropped = this.dropListener ? [...this.held((s) => s === seg)] : [];
-        const lost = this.book.dropThrough(seg.firstSeq, seg.lastSeq);
-        if (dropped.length > 0) this.dropListener?.(dropped);
-        this.cursor.leave(seg);
-        return lost;
-      },
-      dropped: () => this.mark.write(),
-    };
+      bytesOnDisk: () => this.bytesOnDisk,
+      held: (look) => this.held(look),
+    });
     this.commits = new QueueCommits({
       segments: this.segments,
       book: this.book,
@@ -113,12 +105,12 @@ export class DurableQueue {
       closed: () => this.closed,
       now: () => this.now(),
     });
-    this.admission = { o, capacity: this.capacity, stats: this.stats, epochs: () => this.epochs, sharedBytes: () => this.sharedBytes(), bytesOnDisk: () => this.bytesOnDisk };
+    this.admission = { o, capacity: this.room.capacity, stats: this.stats, epochs: () => this.epochs, sharedBytes: () => this.room.sharedBytes(), bytesOnDisk: () => this.bytesOnDisk };
   }
 
   static async open(o: QueueOptions): Promise<DurableQueue> {
     const q = new DurableQueue(o);
-    q.recover();
+    recoverQueue({ o, segments: q.segments, stats: q.stats, book: q.book, mark: q.mark, commits: q.commits, numbered: (next) => (q.nextSeq = next) });
     q.numberedAtOpen = q.nextSeq;
     // After recovery: the epochs need the first number given from now on.
     q.epochs = QueueEpochs.open(o.dir, { nextSeq: q.nextSeq, watermark: q.book.watermark, boot: bootId(), log: o.log });
@@ -132,7 +124,7 @@ export class DurableQueue {
    * A full queue refuses, or drops its oldest, to keep segments and these within maxBytes.
    */
   shareCapacity(bytes: () => number): void {
-    this.sharedBytes = bytes;
+    this.room.sharedBytes = bytes;
   }
 
   /**
@@ -143,7 +135,7 @@ export class DurableQueue {
    * before the segment is deleted: what it syncs is on disk before the records are gone.
    */
   onDrop(listener: (dropped: QueuedMessage[]) => void): void {
-    this.dropListener = listener;
+    this.room.dropListener = listener;
   }
 
   /** the epoch of the messages accepted from now on: a message's id is `EPOCH.SEQ` (queue-epochs.ts) */
@@ -164,25 +156,6 @@ export class DurableQueue {
   /** The numbers `epoch` names, inclusive (undefined: not an epoch of this queue). */
   epochRange(epoch: string): readonly [number, number] | undefined {
     return this.epochs.range(epoch);
-  }
-
-  private recover(): void {
-    const { segments, corruptTails, lost, gaps } = recoverSegments(this.o.dir, this.o.log);
-    this.segments.push(...segments);
-    this.stats.corruptTails += corruptTails;
-    const last = segments[segments.length - 1];
-    const first = segments[0];
-    if (first) this.book.raiseWatermark(first.firstSeq - 1);
-    // Never below the epochs meta.json names (QueueEpochs.committedFloor): ack.json lost or damaged.
-    const floor = QueueEpochs.committedFloor(this.o.dir);
-    if (floor > this.book.watermark) {
-      this.o.log.info({ watermark: floor, fromAckFile: this.mark.written }, 'the committed watermark is raised to where the oldest epoch remembered begins: every number below it was committed');
-      this.book.raiseWatermark(floor);
-    }
-    this.nextSeq = Math.max(this.book.watermark + 1, last ? last.lastSeq + 1 : 1);
-    this.commits.forget(lost);
-    this.book.commitRanges(gaps, this.nextSeq);
-    this.commits.deleteCommittedSegments();
   }
 
   /** true while the record `seq` is held: numbered, not committed, not dropped */
@@ -253,6 +226,11 @@ export class DurableQueue {
     return this.o.sync.mode === 'always' ? Promise.resolve() : this.writer.syncedNow();
   }
 
+  /** FIELD_QUEUE_FULL_POLICY is drop-oldest: room is made by dropping the oldest data */
+  get dropsOldest(): boolean {
+    return this.o.fullPolicy === 'drop-oldest';
+  }
+
   /**
    * Room for `bytes` more held outside the segments (a file being taken into the outbox, counted
    * there): true when they fit within maxBytes, with what shares it. Under drop-oldest the oldest
@@ -260,17 +238,8 @@ export class DurableQueue {
    * that readings, each taking it from the oldest, never left it. FIELD_QUEUE_WRITE_FAILED when a
    * segment could not be deleted.
    */
-  /** FIELD_QUEUE_FULL_POLICY is drop-oldest: room is made by dropping the oldest data */
-  get dropsOldest(): boolean {
-    return this.o.fullPolicy === 'drop-oldest';
-  }
-
   makeRoomFor(bytes: number): boolean {
-    try {
-      return makeRoom(this.capacity, this.o, bytes, this.stats);
-    } catch (err) {
-      throw new FieldStreamError('FIELD_QUEUE_WRITE_FAILED', `The queue could not delete its oldest segment to make room: ${(err as Error).message}`, {}, { cause: err });
-    }
+    return this.room.makeRoomFor(bytes);
   }
 
   /**

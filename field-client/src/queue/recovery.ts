@@ -1,7 +1,8 @@
 import { readdirSync, statSync, truncateSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from '../../../shared/logger.ts';
-import type { SeqRanges } from './ack-book.ts';
+import type { AckBook, SeqRanges } from './ack-book.ts';
+import { QueueEpochs } from './queue-epochs.ts';
 import { SEGMENT_RE } from './queue-files.ts';
 import { parseQueuedRecord, type Segment } from './queue-types.ts';
 import { SegmentReader } from './segment-reader.ts';
@@ -140,3 +141,40 @@ function seqOf(body: Buffer): number | undefined {
   return 'corrupt' in r ? undefined : r.seq;
 }
 
+/** What recoverQueue needs of the queue (durable-queue.ts). */
+export interface RecoveryHost {
+  readonly o: { dir: string; log: Logger };
+  readonly segments: Segment[];
+  readonly stats: { corruptTails: number };
+  readonly book: AckBook;
+  /** the committed watermark ack.json holds */
+  readonly mark: { readonly written: number };
+  readonly commits: { forget(ranges: SeqRanges): void; deleteCommittedSegments(): void };
+  /** sets the number the next message appended takes */
+  numbered(nextSeq: number): void;
+}
+
+/**
+ * At the queue's open: its segments recovered (recoverSegments), its committed watermark raised to
+ * what they and the epochs show, the number the next message takes set, what is lost or was never
+ * answered forgotten, and the segments left with no record held deleted.
+ */
+export function recoverQueue(q: RecoveryHost): void {
+  const { segments, corruptTails, lost, gaps } = recoverSegments(q.o.dir, q.o.log);
+  q.segments.push(...segments);
+  q.stats.corruptTails += corruptTails;
+  const last = segments[segments.length - 1];
+  const first = segments[0];
+  if (first) q.book.raiseWatermark(first.firstSeq - 1);
+  // Never below the epochs meta.json names (QueueEpochs.committedFloor): ack.json lost or damaged.
+  const floor = QueueEpochs.committedFloor(q.o.dir);
+  if (floor > q.book.watermark) {
+    q.o.log.info({ watermark: floor, fromAckFile: q.mark.written }, 'the committed watermark is raised to where the oldest epoch remembered begins: every number below it was committed');
+    q.book.raiseWatermark(floor);
+  }
+  const nextSeq = Math.max(q.book.watermark + 1, last ? last.lastSeq + 1 : 1);
+  q.numbered(nextSeq);
+  q.commits.forget(lost);
+  q.book.commitRanges(gaps, nextSeq);
+  q.commits.deleteCommittedSegments();
+}
