@@ -3,7 +3,7 @@ import { readPemSetting } from '../../shared/tls-files.ts';
 import { DeviceIdSchema } from '../../shared/contract/primitives.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { stampOf } from '../../shared/reloaded-file.ts';
-import { readDeviceToken } from './gateway-connection.ts';
+import { readDeviceToken } from './device-token-file.ts';
 
 /** What the device presents to the gateway: its certificate and key, or its device token. */
 export type DeviceAuth = { cert: string; key: string } | { token: string };

@@ -12,7 +12,7 @@ import { clockSkew, dns, roundTrip, tcp, tlsHandshake, websocket } from './docto
 import { queueAndDisk } from './doctor-storage.ts';
 import { gatewayUrls } from './gateway-urls.ts';
 import { notADeviceCertificate } from './device-credentials.ts';
-import { readDeviceToken } from './gateway-connection.ts';
+import { readDeviceToken } from './device-token-file.ts';
 import { revokedSerial, serverIdentityCheck, type ServerCrl } from './server-crl.ts';
 import { ServerCrlSource } from './server-crl-source.ts';
 

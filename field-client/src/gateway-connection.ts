@@ -1,13 +1,12 @@
 import { EventEmitter } from 'node:events';
-import { readFileSync } from 'node:fs';
 import type { TLSSocket } from 'node:tls';
 import WebSocket, { type ClientOptions } from 'ws';
 import { CRL_HEADER, DownlinkFrameSchema, type CrlFrame, type DownlinkFrame } from '../../shared/contract/downlink.ts';
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
-import { parseToken } from '../../shared/security/device-token.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import type { LimitedLog } from '../../shared/limited-log.ts';
 import type { Logger } from '../../shared/logger.ts';
+import { GatewayLiveness } from './gateway-liveness.ts';
 import { gatewayUrls } from './gateway-urls.ts';
 import { gatewayLog, gatewayText } from './gateway-log.ts';
 import { CERT_REVOKED, revokedSerial, serverIdentityCheck, type ServerCrl } from './server-crl.ts';
@@ -61,19 +60,8 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
   private failures = 0;
   private stopped = false;
   private retryTimer: NodeJS.Timeout | undefined;
-  /** the liveness check (see checkLife), armed for its next deadline */
-  private lifeTimer: NodeJS.Timeout | undefined;
-  /**
-   * when the lifeTimer fires. These three are on this process's monotonic clock (performance.now()),
-   * not the wall clock: the device's clock set back while a frame awaited its answer (NTP stepping
-   * a device that booted with its clock ahead) put the deadline off by the step, and a dead path
-   * (no FIN, no RST) was kept for that long, an hour for an hour, with everything queued behind it.
-   */
-  private lifeTimerAt = Infinity;
-  /** the last sign of life from the gateway: the opening, a frame, a ping (performance.now()) */
-  private heardAt = 0;
-  /** the first frame sent since the last sign of life (performance.now(); undefined: none since) */
-  private sentSince: number | undefined;
+  /** whether the gateway still shows signs of life (gateway-liveness.ts) */
+  private readonly liveness: GatewayLiveness;
   private healthyTimer: NodeJS.Timeout | undefined;
   /** canSend() said no since the last 'drain': the next write that brings the buffer under the bound emits one */
   private full = false;
@@ -90,6 +78,7 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
     this.urls = gatewayUrls(options.url);
     if (this.urls.length === 0) throw new FieldStreamError('CONFIG_INVALID', 'GATEWAY_URL lists no URL');
     this.gatewayLog = gatewayLog(log);
+    this.liveness = new GatewayLiveness(options, log, () => this.ws?.terminate());
   }
 
   /** the URL of the current connection, or of the next attempt */
@@ -135,12 +124,7 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
 
   send(text: string): void {
     const ws = this.ws;
-    if (this.sentSince === undefined && ws) {
-      // An answer is due now: the liveness check comes no later than its deadline.
-      this.sentSince = performance.now();
-      const due = this.sentSince + this.answerTimeoutMs;
-      if (due < this.lifeTimerAt) this.armLife(due);
-    }
+    if (ws) this.liveness.sent();
     // The callback runs once this frame left ws's buffer for the kernel (or the socket closed).
     ws?.send(text, () => {
       if (this.full && this.ws === ws && ws.readyState === WebSocket.OPEN && ws.bufferedAmount < LIMITS.fieldSendBufferMaxBytes) {
@@ -172,7 +156,7 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
     clearInterval(this.crlTimer);
     this.crlTimer = undefined;
     clearTimeout(this.retryTimer);
-    this.disarmLife();
+    this.liveness.disarm();
     clearTimeout(this.healthyTimer);
     const ws = this.ws;
     if (!ws || ws.readyState === WebSocket.CLOSED) return;
@@ -226,11 +210,11 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
       this.healthyTimer = setTimeout(() => (this.failures = 0), this.options.healthyAfterMs ?? TIMINGS.gatewayHealthyAfterMs);
       this.healthyTimer.unref();
       this.log.info({ url }, 'connected to gateway');
-      this.touch();
+      this.liveness.touch();
       this.emit('open');
     });
     ws.on('message', (data, isBinary) => {
-      this.touch();
+      this.liveness.touch();
       if (isBinary) return;
       let frame: DownlinkFrame;
       try {
@@ -253,7 +237,7 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
       }
       this.emit('frame', frame);
     });
-    ws.on('ping', () => this.touch());
+    ws.on('ping', () => this.liveness.touch());
     ws.on('unexpected-response', (_req, res) => {
       this.log.warn({ url, status: res.statusCode, reason: res.statusMessage }, 'gateway refused the WebSocket upgrade');
       // With a listener for this event ws leaves the attempt to it (lib/websocket.js: it aborts only
@@ -278,7 +262,7 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
       this.log.warn({ url, err: err.message }, 'gateway connection error');
     });
     ws.on('close', (code, reason) => {
-      this.disarmLife();
+      this.liveness.disarm();
       clearTimeout(this.healthyTimer);
       if (this.ws === ws) this.ws = undefined;
       this.emit('close');
@@ -323,54 +307,6 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
     if (taken) this.recheckCrl();
   }
 
-  /** A sign of life from the gateway. Called per frame: only notes the time (no timer is touched). */
-  private touch(): void {
-    this.heardAt = performance.now();
-    this.sentSince = undefined;
-    if (!this.lifeTimer) this.armLife(this.heardAt + this.options.idleTimeoutMs);
-  }
-
-  private get answerTimeoutMs(): number {
-    return this.options.answerTimeoutMs ?? TIMINGS.answerTimeoutMs;
-  }
-
-  /**
-   * The connection is presumed dead (and dropped, so that the next URL is tried) when the gateway
-   * showed no sign of life for idleTimeoutMs, or for answerTimeoutMs since a frame was sent. A live
-   * gateway answers every frame (an ack, or an error within LIMITS.publishTimeoutMs) and pings
-   * every TIMINGS.heartbeatMs whatever it does, so a device that is sending learns of a dead path
-   * (a DMZ server whose power went: no FIN, no RST) in well under the idle timeout, and an idle one
-   * costs no traffic of its own. One timer, moved only when a deadline comes earlier.
-   */
-  private checkLife(): void {
-    this.lifeTimer = undefined;
-    const now = performance.now();
-    const idleAt = this.heardAt + this.options.idleTimeoutMs;
-    const answerAt = this.sentSince !== undefined ? this.sentSince + this.answerTimeoutMs : Infinity;
-    if (now < Math.min(idleAt, answerAt)) {
-      this.armLife(Math.min(idleAt, answerAt));
-      return;
-    }
-    const silentMs = now - this.heardAt;
-    if (answerAt <= now) this.log.warn({ code: 'FIELD_GATEWAY_SILENT', silentMs, sentAgoMs: now - (this.sentSince as number) }, 'the gateway answered nothing sent to it; reconnecting');
-    else this.log.warn({ code: 'FIELD_GATEWAY_SILENT', silentMs }, 'no sign of life from the gateway; reconnecting');
-    this.ws?.terminate();
-  }
-
-  private armLife(at: number): void {
-    clearTimeout(this.lifeTimer);
-    this.lifeTimerAt = at;
-    this.lifeTimer = setTimeout(() => this.checkLife(), Math.max(0, at - performance.now()));
-    this.lifeTimer.unref();
-  }
-
-  private disarmLife(): void {
-    clearTimeout(this.lifeTimer);
-    this.lifeTimer = undefined;
-    this.lifeTimerAt = Infinity;
-    this.sentSince = undefined;
-  }
-
   private backoff(): number {
     // One step per full round of the URLs: after a lost connection every other server is tried
     // within reconnectInitialMs each before the delay starts to grow.
@@ -378,26 +314,4 @@ export class GatewayConnection extends EventEmitter<{ open: []; close: []; frame
     const cap = Math.min(this.options.reconnectMaxMs, this.options.reconnectInitialMs * 2 ** Math.min(round, 20));
     return Math.max(TIMINGS.reconnectMinMs, Math.floor(Math.random() * cap));
   }
-}
-
-/**
- * The device token from FIELD_TOKEN_FILE: one line, a token issued to this very DEVICE_ID. A
- * mistake is reported without the token's text.
- */
-export function readDeviceToken(path: string, deviceId: string): string {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (err) {
-    // As every file a setting names (shared/tls-files.ts): the file, not its content, is what to fix.
-    throw new FieldStreamError('CONFIG_FILE_UNREADABLE', `FIELD_TOKEN_FILE=${path} cannot be read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, {
-      variable: 'FIELD_TOKEN_FILE',
-      path,
-    });
-  }
-  const token = text.trim();
-  const parsed = parseToken(token);
-  if (!parsed) throw new FieldStreamError('CONFIG_INVALID', `FIELD_TOKEN_FILE=${path} does not hold a device token (fst1.<device id>.<secret>).`);
-  if (parsed.deviceId !== deviceId) throw new FieldStreamError('CONFIG_INVALID', `FIELD_TOKEN_FILE=${path} holds the token of device ${parsed.deviceId}, not of DEVICE_ID=${deviceId}.`);
-  return token;
 }

@@ -13,7 +13,7 @@ import { deviceEnvFile } from '../../pki/device-bundle.ts';
 import { pkiPaths, SERVICE_CERTS } from '../../pki/layout.ts';
 import { revokeDevice } from '../../pki/revocation.ts';
 import { runAdmin, EXIT } from '../../scripts/admin/run.ts';
-import { readDeviceToken } from '../../field-client/src/gateway-connection.ts';
+import { readDeviceToken } from '../../field-client/src/device-token-file.ts';
 import { isFieldStreamError } from '../../shared/errors.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import { makeTestPki } from '../helpers/pki.ts';
