@@ -3,20 +3,20 @@ import {
   GatewayPresenceSchema,
   GatewaySecurityReportSchema,
   parseEnvelope,
-  sectionEnvelope,
   StatusEnvelopeSchema,
   UplinkEnvelopeSchema,
   uplinkEnvelopeMaxValues,
-  type GatewayEnvelope,
   type StatusEnvelope,
   type UplinkEnvelope,
 } from '../../shared/contract/envelope.ts';
-import { parseTopic, TOPIC_ROOT, uplinkTopic } from '../../shared/contract/topics.ts';
+import { parseTopic, TOPIC_ROOT } from '../../shared/contract/topics.ts';
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
 import type { FileStore } from './file-store.ts';
 import { boundEventTags, type EventTagAdmissions } from './event-tags.ts';
-import { dataPoints, readingPoints, type StoredPoint } from './points.ts';
+import { dataPoints, joined, type StoredPoint } from './points.ts';
 import { storeFiles } from './file-records.ts';
+import { deadLetterReceipts } from './dead-letter-receipts.ts';
+import { gatewayReadings, type ReadingsHost } from './gateway-readings.ts';
 import type { PointSink } from './sinks/sink.ts';
 import { devicePresencePoint, gatewayPresencePoint, gatewayReportPoints, isRetainablePresence } from './dmz-word-points.ts';
 import type { MessageVerifier, SignedId, Verdict } from './security/verifier.ts';
@@ -84,6 +84,8 @@ export interface Handled {
 export class MessageHandler {
   /** counts of refusals whose write failed, written again with the next (flushSecurityTally) */
   private unwrittenTally: StoredPoint[] = [];
+  /** what a gateway's envelope of many devices' readings needs of it (gateway-readings.ts) */
+  private readonly readings: ReadingsHost;
 
   constructor(
     private readonly sink: PointSink,
@@ -98,7 +100,9 @@ export class MessageHandler {
     private readonly retainedClears?: Pick<PresenceClearer, 'clear'>,
     /** bounds the event tag values devices choose (event-tags.ts; none: any value is a tag value, as before) */
     private readonly eventTags?: EventTagAdmissions,
-  ) {}
+  ) {
+    this.readings = { verifier, sink, count: (dataType, points, verdict) => this.count(dataType, points, verdict) };
+  }
 
   /**
    * Whether a retained message on `topic` holding `payload` may stay on the internal broker: only a
@@ -206,7 +210,7 @@ export class MessageHandler {
       if (report.dropped > 0) this.metrics.gatewayUnlisted.inc(report.dropped);
       return { points: points.length, files: 0 };
     }
-    if (where.kind === 'gatewayUplink') return this.gatewayReadings(where.gatewayId, parseEnvelope(GatewayEnvelopeSchema, payload));
+    if (where.kind === 'gatewayUplink') return gatewayReadings(this.readings, where.gatewayId, parseEnvelope(GatewayEnvelopeSchema, payload));
     if (where.kind !== 'uplink') throw new FieldStreamError('CONTRACT_INVALID_TOPIC', `Unexpected topic ${topic}`);
     const env = parseEnvelope(UplinkEnvelopeSchema, payload, uplinkEnvelopeMaxValues(where.dataType));
     // The topic is what the broker's ACL checked; the envelope must agree with it.
@@ -256,64 +260,6 @@ export class MessageHandler {
     return handled;
   }
 
-  /**
-   * A gateway's envelope of many devices' readings: each device's section is checked exactly as
-   * that device's own envelope would be (its key, its replay window) and written as a write of its
-   * own; the write batcher sends them in one request, and splits it should the database refuse it
-   * as bad data, so one device's bad reading (a field that changed type) cannot take the other
-   * devices' readings to the dead-letter folder: its section alone goes there. A section's replay
-   * window records it only once its write succeeded. Should the database be unreachable, the whole
-   * envelope is retried (what was written is written again, the same points).
-   */
-  private async gatewayReadings(topicGatewayId: string, env: GatewayEnvelope): Promise<Handled> {
-    // The topic is what the broker's ACL checked; the envelope must agree with it.
-    if (env.gatewayId !== topicGatewayId) throw new FieldStreamError('CONTRACT_INVALID_ENVELOPE', `Envelope of gateway ${env.gatewayId} arrived on the topic of ${topicGatewayId}`);
-    const owns = env.devices.map((section) => sectionEnvelope(env, section));
-    // A section copying messages being written waits for that write (security/writes-in-flight.ts).
-    for (let first = this.copyInFlight(owns); first !== undefined; first = this.copyInFlight(owns)) await first;
-    const sections = owns.map((own) => {
-      const verdict = this.verifier.check(own);
-      const points = verdict.accepted?.dataType === 'timeseries' ? readingPoints(verdict.accepted, verdict.keys) : [];
-      return { own, verdict, points, written: this.sink.write(joined(points, verdict.events)) };
-    });
-    // the verdicts of sections to be kept as dead letters: released by the caller (DeadLetterRequest.release)
-    const kept = new Set<Verdict>();
-    try {
-      const results = await Promise.allSettled(sections.map((s) => s.written));
-      const unreachable = results.find((r) => r.status === 'rejected' && !isFieldStreamError(r.reason, 'DISTRIBUTOR_WRITE_REJECTED'));
-      if (unreachable?.status === 'rejected') throw unreachable.reason;
-      const handled: Required<Omit<Handled, 'deferred'>> = { points: 0, files: 0, receipts: [], deadLetters: [] };
-      sections.forEach(({ own, verdict, points }, i) => {
-        const result = results[i];
-        if (result?.status === 'rejected') {
-          kept.add(verdict);
-          handled.deadLetters.push({ topic: uplinkTopic(own.deviceId, 'timeseries'), payload: Buffer.from(JSON.stringify(own)), error: result.reason as FieldStreamError, release: () => verdict.release() });
-          return;
-        }
-        verdict.commit({ persist: false });
-        this.count('timeseries', points.length, verdict);
-        handled.points += points.length;
-        if (verdict.receipts.length > 0) handled.receipts.push({ gatewayId: env.gatewayId, deviceId: own.deviceId, ids: verdict.receipts });
-      });
-      this.verifier.persist();
-      return handled;
-    } catch (err) {
-      kept.clear(); // nothing handed over: the envelope is retried
-      throw err;
-    } finally {
-      for (const { verdict } of sections) if (!kept.has(verdict)) verdict.release();
-    }
-  }
-
-  /** The first of the sections' copyInFlight (MessageVerifier), if any. */
-  private copyInFlight(owns: readonly UplinkEnvelope[]): Promise<void> | undefined {
-    for (const own of owns) {
-      const first = this.verifier.copyInFlight(own);
-      if (first !== undefined) return first;
-    }
-    return undefined;
-  }
-
   /** A device's or a gateway's presence: one point, counted as a status message once written. */
   private async presencePoint(point: StoredPoint): Promise<Handled> {
     await this.sink.write([point]);
@@ -361,36 +307,11 @@ export class MessageHandler {
   }
 
   /**
-   * For a message kept whole as a dead letter: the receipt of its messages whose signature is
-   * intact (they are durable in the dead-letter folder now), and those messages recorded in their
-   * devices' replay windows, so that a copy is answered as a duplicate rather than kept again
-   * (MessageVerifier.recordKept). None when it is not a valid envelope: then nothing in it can be
-   * trusted to name a device's message.
+   * For a message kept whole as a dead letter: the receipts of its messages whose signature is
+   * intact, those messages recorded in their devices' replay windows (dead-letter-receipts.ts).
    */
   deadLetterReceipts(topic: string, payload: Buffer): ReceiptRequest[] {
-    let receipts: ReceiptRequest[];
-    try {
-      const where = parseTopic(topic);
-      if (where.kind === 'gatewayUplink') {
-        const env = parseEnvelope(GatewayEnvelopeSchema, payload);
-        if (env.gatewayId !== where.gatewayId) return [];
-        receipts = env.devices.map((section) => ({ gatewayId: env.gatewayId, deviceId: section.deviceId, ids: this.verifier.recordKept(sectionEnvelope(env, section)) }));
-      } else {
-        if (where.kind !== 'uplink') return [];
-        const env = parseEnvelope(UplinkEnvelopeSchema, payload, uplinkEnvelopeMaxValues(where.dataType));
-        if (env.deviceId !== where.deviceId || env.dataType !== where.dataType) return [];
-        receipts = [{ gatewayId: env.gatewayId, deviceId: env.deviceId, ids: this.verifier.recordKept(env) }];
-      }
-    } catch {
-      return [];
-    }
-    try {
-      this.verifier.persist();
-    } catch {
-      // The letter is durable whatever becomes of this: its receipts go. What was recorded stays in
-      // memory and is journalled with the next persist (ReplayWindows keeps what an append refused).
-    }
-    return receipts;
+    return deadLetterReceipts(this.verifier, topic, payload);
   }
 
   /**
@@ -413,10 +334,4 @@ export class MessageHandler {
     // keeps it until its receipt (signed as a group); any other is kept as a dead letter.
     return storeFiles(this.files, files, isFinal, { deferrable: (i) => receiptIds[i] !== undefined });
   }
-}
-
-/** A message's points and its security events as one write; no copy when one of them is empty (the usual case). */
-function joined(points: StoredPoint[], events: StoredPoint[]): StoredPoint[] {
-  if (events.length === 0) return points;
-  return points.length === 0 ? events : [...points, ...events];
 }

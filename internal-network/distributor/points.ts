@@ -287,3 +287,9 @@ export function dataPoints(env: Exclude<UplinkEnvelope, EnvelopeOf<'file'>>, key
       return healthPoints(env, keys);
   }
 }
+
+/** A message's points and its security events as one write; no copy when one of them is empty (the usual case). */
+export function joined(points: StoredPoint[], events: StoredPoint[]): StoredPoint[] {
+  if (events.length === 0) return points;
+  return points.length === 0 ? events : [...points, ...events];
+}
