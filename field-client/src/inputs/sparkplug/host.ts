@@ -7,7 +7,8 @@ import type { Previous } from './previous.ts';
 import { bdSeqIfAny, duplicate, key, type HostOptions, type HostOutcome, type NodeSession, type Via } from './host-types.ts';
 import { NodeLifecycle } from './lifecycle.ts';
 import type { SparkplugPayload } from './payload.ts';
-import { BOUND_CODES, RebirthRequests } from './rebirth.ts';
+import { RebirthRequests } from './rebirth.ts';
+import { refuse, type RefusalHost } from './refused.ts';
 import { emptyOutcome, ReorderBuffers } from './reorder.ts';
 import type { SparkplugTopic } from './topic.ts';
 import { Resends } from './resend.ts';
@@ -53,8 +54,9 @@ export type { HeldMessage, HostOptions, HostOutcome, NodeSession, Via } from './
  * Split along its concerns: the types it shares (host-types.ts), the births and deaths of edge node
  * sessions (lifecycle.ts), the messages within a session, in seq order (sequenced.ts), what it holds
  * in memory and its bounds, the field names and the previous sessions (held.ts), undoing a message
- * (undo.ts), the reorder buffers (reorder.ts), the rebirth requests (rebirth.ts), the digests of
- * what was read (duplicates.ts) and the NBIRTHs refused, bounds between sessions (boundaries.ts).
+ * (undo.ts), the reorder buffers (reorder.ts), the rebirth requests (rebirth.ts) and what a refused
+ * message asks of them (refused.ts), the digests of what was read (duplicates.ts) and the NBIRTHs
+ * refused, bounds between sessions (boundaries.ts).
  */
 export class SparkplugHost {
   private readonly sessions = new Map<string, NodeSession>();
@@ -70,6 +72,8 @@ export class SparkplugHost {
   private readonly sequenced: SequencedMessages;
   /** NBIRTH, NDEATH: an edge node's sessions born and dead (lifecycle.ts) */
   private readonly lifecycle: NodeLifecycle;
+  /** what a refused message needs of it (refused.ts) */
+  private readonly refusals: RefusalHost;
 
   constructor(private readonly options: HostOptions) {
     this.held = new HeldDefinitions(this.sessions, {
@@ -118,6 +122,7 @@ export class SparkplugHost {
       maxEdgeNodes: this.maxEdgeNodes,
       resends: options.resends === true,
     });
+    this.refusals = { sessions: this.sessions, reorder: this.reorder, rebirths: this.rebirths };
   }
 
   /** Edge nodes followed at most: a publisher inventing edge node ids cannot grow this without bound. */
@@ -346,32 +351,7 @@ export class SparkplugHost {
       }
     } catch (err) {
       if (!(err instanceof FieldStreamError)) throw err;
-      out.readings = [];
-      out.refused = err;
-      // A metric its birth did not declare: that birth no longer describes what the edge node sends
-      // (one was missed, or its aliases changed), so its data is refused until the NBIRTH the
-      // rebirth request brings, as after a gap, rather than resolved against it.
-      const unknown = err.code === 'SPARKPLUG_UNKNOWN_METRIC';
-      if (unknown) this.markStale(t, out);
-      const k = key(t.group, t.edge);
-      const s = this.sessions.get(k);
-      const bound = (t.type === 'NBIRTH' || t.type === 'DBIRTH') && BOUND_CODES.includes(err.code);
-      // The same data after the same birth again (the metric still not declared) is a refusal in a
-      // row too: a rebirth fixes it once, if a birth was missed, not when the edge node sends them so.
-      if (bound || birthRefused(t, err) || unknown) this.rebirths.refused(k, now, bound, unknown ? s : undefined);
-      // Whatever the birth declared no longer describes what the edge node sends: ask again (§5.12,
-      // NCMD Node Control/Rebirth). A birth refused for what it holds (birthRefused) asks too: the
-      // old definitions were dropped with it. A birth past a bound does not: it would come back the
-      // same. Births refused in a row, data naming a metric its birth did not declare after each
-      // birth, and the data refused as not born after them (unless a gap made its session stale
-      // since), ask less and less often (rebirth.ts). A DDEATH of a device not born needs no birth;
-      // one that is a gap does, as any message: its session is stale, and unasked its edge node
-      // (quiet after its device died, say) was asked only by its next message, refused meanwhile.
-      if (unknown || err.code === 'SPARKPLUG_SEQ_GAP' || (err.code === 'SPARKPLUG_NOT_BORN' && t.type !== 'DDEATH') || birthRefused(t, err)) {
-        const notBornAfter = err.code === 'SPARKPLUG_NOT_BORN' && (s?.stale !== true || this.rebirths.staleAfterRefused(k, s));
-        const afterRefused = birthRefused(t, err) || unknown || notBornAfter;
-        if (!(afterRefused && this.rebirths.heldOff(k, now))) this.rebirths.ask(t.group, t.edge, now, err.message, out);
-      }
+      refuse(this.refusals, t, err, now, out);
     } finally {
       this.recountAfter(t, out);
     }
@@ -382,20 +362,4 @@ export class SparkplugHost {
   private recountAfter(t: SparkplugTopic, out: HostOutcome): void {
     if (t.type === 'NBIRTH' || t.type === 'NDEATH' || t.type === 'DBIRTH' || t.type === 'DDEATH') this.held.recount(key(t.group, t.edge), out);
   }
-
-  private markStale(t: SparkplugTopic, out: HostOutcome): void {
-    const k = key(t.group, t.edge);
-    const s = this.sessions.get(k);
-    if (!s) return;
-    s.stale = true;
-    this.reorder.drop(k, 'SPARKPLUG_SEQ_GAP', `held messages of ${t.group}/${t.edge} discarded: it named a metric its birth did not declare`, out);
-  }
 }
-
-/** A birth refused for what it holds (not for a bound, nor out of its session's order, nor read already). */
-function birthRefused(t: SparkplugTopic, err: FieldStreamError): boolean {
-  if (t.type !== 'NBIRTH' && t.type !== 'DBIRTH') return false;
-  return !['SPARKPLUG_SEQ_GAP', 'SPARKPLUG_NOT_BORN', 'SPARKPLUG_DUPLICATE', ...BOUND_CODES].includes(err.code);
-}
-
-
