@@ -10,6 +10,7 @@ import { signCommand } from '../../shared/security/command-auth.ts';
 import type { DeviceKeyRegistry } from '../shared/device-keys.ts';
 import { BelievedResponses, type Response } from './believed-responses.ts';
 import { Reconciler } from './reconciler.ts';
+import { Resends, type ResendPolicy } from './resends.ts';
 import { isFinal, type CommandRecord } from './schemas.ts';
 import type { CommandStore } from './store.ts';
 import type { ResponseLedger } from './stored-responses.ts';
@@ -35,26 +36,13 @@ export interface CommandSigning {
   allowUnsigned: boolean;
 }
 
-/** How the dispatcher sends again what is not answered. */
-export interface ResendPolicy {
-  /** COMMAND_RESEND_UNANSWERED_S, in milliseconds: a command `sent` this long ago, unanswered, whose
-   * device was last said online, is sent again (off: only at the device's next presence) */
-  unansweredMs?: number;
-}
-
 export class CommandDispatcher {
   private readonly sweep: NodeJS.Timeout;
   private closed = false;
   /** whether a sweep's look-up of stored responses runs */
   private sweeping = false;
-  /** devices whose waiting commands were resent lately: when, and the resend put off till later */
-  private readonly resent = new Map<string, { at: number; later?: NodeJS.Timeout }>();
-  /**
-   * Devices last said `online`: their unanswered commands are sent again each `unansweredMs`
-   * (resendUnanswered). Only devices with a registered key or a command waiting, so the ids a
-   * compromised DMZ invents add nothing. Left at an `offline`.
-   */
-  private readonly online = new Set<string>();
+  /** what is sent again at a device's presence, and while it stays online */
+  private readonly resends: Resends;
   private readonly believed: BelievedResponses;
   /** the look-ups of the responses the distributor stored (with a ledger) */
   private readonly reconciler: Reconciler | undefined;
@@ -72,8 +60,9 @@ export class CommandDispatcher {
      * receipted, let its own go. Without it, such a command ended `expired` although it ran.
      */
     ledger?: ResponseLedger,
-    private readonly resend: ResendPolicy = {},
+    resend: ResendPolicy = {},
   ) {
+    this.resends = new Resends(store, signing.keys, resend, (r) => this.publish(r));
     this.believed = new BelievedResponses(signing.keys, signing.allowUnsigned, log);
     this.reconciler = ledger
       ? new Reconciler(ledger, store, signing.keys, signing.allowUnsigned, log, (record, response) => this.answer(record, response), () => this.closed)
@@ -162,8 +151,7 @@ export class CommandDispatcher {
   close(): void {
     this.closed = true;
     clearInterval(this.sweep);
-    for (const r of this.resent.values()) clearTimeout(r.later);
-    this.resent.clear();
+    this.resends.close();
   }
 
   /**
@@ -249,10 +237,8 @@ export class CommandDispatcher {
         // of ids the DMZ invented (internal-network/distributor/presence-clearer.ts). Not a fault.
         if (payload.length === 0) return;
         const status = parseEnvelope(StatusEnvelopeSchema, payload);
-        if (status.state === 'online') {
-          if (this.resend.unansweredMs !== undefined && this.signing.keys.has(where.deviceId)) this.online.add(where.deviceId);
-          this.redeliver(where.deviceId);
-        } else this.online.delete(where.deviceId);
+        if (status.state === 'online') this.resends.online(where.deviceId);
+        else this.resends.offline(where.deviceId);
         return;
       }
       if (where.kind !== 'uplink' || where.dataType !== 'response') return;
@@ -300,72 +286,8 @@ export class CommandDispatcher {
     return true;
   }
 
-  /** The device's waiting commands only: a status for each device of a gateway that reconnects (ten
-   * thousand at once) went through every command kept (up to 100,000) each. */
-  private redeliver(deviceId: string): void {
-    const now = performance.now();
-    const last = this.resent.get(deviceId);
-    if (last && now - last.at < TIMINGS.commandRedeliverMinIntervalMs) {
-      // Once per interval at most (a presence flood from the DMZ resends nothing more), and never
-      // dropped: a device that really came back within it gets its commands when it has passed.
-      last.later ??= setTimeout(() => {
-        last.later = undefined;
-        if (!this.closed) this.redeliver(deviceId);
-      }, TIMINGS.commandRedeliverMinIntervalMs - (now - last.at));
-      return;
-    }
-    const wall = Date.now();
-    let sent = 0;
-    for (const r of this.store.waitingFor(deviceId)) {
-      if ((r.state === 'queued' || r.state === 'sent') && r.expiresAt > wall) {
-        this.publish(r);
-        sent++;
-      }
-    }
-    // Remembered only for a device something was resent to: presences of devices with nothing
-    // waiting (any id the DMZ makes up) cost no memory.
-    if (sent > 0) {
-      this.resent.set(deviceId, { at: now });
-      if (this.resend.unansweredMs !== undefined) this.online.add(deviceId);
-    } else this.resent.delete(deviceId);
-  }
-
-  /**
-   * Sends again each command `sent` at least `unansweredMs` ago, unanswered, to a device last said
-   * online (at each sweep). The device may have put it off, running nothing of it: too many of its
-   * commands waited (FIELD_COMMANDS_WAITING_FULL), its queue had no room for answers
-   * (FIELD_QUEUE_FULL), it was stopping; or the way lost it. Any of these waited for the device's
-   * next presence, which a gateway publishes once a day to a device that stays connected: the
-   * command expired unrun beside a device online all along. The device answers a command id once,
-   * and a copy of one it runs or holds gets nothing (field-client/src/commands.ts), so a resend
-   * cannot run anything twice. Not journaled, as no resend is (publish).
-   */
-  private resendUnanswered(): void {
-    const after = this.resend.unansweredMs;
-    if (after === undefined) return;
-    const now = Date.now();
-    for (const deviceId of [...this.online]) {
-      let waiting = 0;
-      for (const r of this.store.waitingFor(deviceId)) {
-        if (r.expiresAt <= now || (r.state !== 'queued' && r.state !== 'sent')) continue;
-        waiting++;
-        if (r.state === 'sent' && r.sentAt !== undefined && now - r.sentAt >= after) this.publish(r);
-      }
-      // Kept while its key is registered (a command issued later is resent too); else only while
-      // something of it waits (COMMAND_ALLOW_UNSIGNED's keyless devices).
-      if (waiting === 0 && !this.signing.keys.has(deviceId)) this.online.delete(deviceId);
-    }
-  }
-
-  /** Drops the devices whose interval has passed and that have no resend put off (at each sweep). */
-  private forgetResends(): void {
-    const now = performance.now();
-    for (const [id, r] of this.resent) if (!r.later && now - r.at >= TIMINGS.commandRedeliverMinIntervalMs) this.resent.delete(id);
-  }
-
   private expire(): void {
-    this.forgetResends();
-    this.resendUnanswered();
+    this.resends.sweep();
     const now = Date.now();
     // An accepted command too: a device that accepted it and never finished (crashed, or lost
     // its answer) would otherwise keep it waiting, and counted against commandMaxLive, for ever.
