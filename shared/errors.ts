@@ -686,7 +686,7 @@ export const ERRORS = {
     http: 503,
     transient: false,
     description:
-      "A service found the mark `.restore-running` of a restore (fieldstream-admin restore) in a folder it reads (its state folder, the command journal's folder, the device keys' folder): a restore is writing it, or was killed while it did, and what it holds may be part the backup's and part not (replay windows partly restored, device keys of two times). The service does not start on it. Run the restore again to its end (fieldstream-admin restore ARCHIVE, with --force if the first run needed it), which removes the marks; then start the service.",
+      "A service found the mark `.restore-running` of a restore (fieldstream-admin restore) in a folder it reads (its state folder, the command journal's folder, the device keys' folder): a restore is writing it, or was killed while it did, and what it holds may be part the backup's and part not (replay windows partly restored, device keys of two times). The service does not start on it, and fieldstream-admin backup writes no archive of it (it would hold that mix as if it were whole). Run the restore again to its end (fieldstream-admin restore ARCHIVE, with --force if the first run needed it), which removes the marks; then start the service, or back up.",
   },
   PKI_DMZ_ANCHOR_MISSING: {
     http: 409,

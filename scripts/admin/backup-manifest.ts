@@ -5,6 +5,7 @@ import { TokensFileSchema } from '../../shared/security/device-token.ts';
 import { PkiMetaSchema } from '../../pki/onboarding.ts';
 import { caLogProblem, CrlNumberSchema } from '../../pki/revocation.ts';
 import { LIMITS } from '../../shared/limits.ts';
+import { RESTORE_MARK_NAME } from '../../shared/restore-marks.ts';
 
 /**
  * What a FieldStream backup archive holds, and how each file is named in it.
@@ -75,6 +76,9 @@ export function isSafeRelativePath(path: string): boolean {
   return path.split('/').every((s) => s !== '' && s !== '.' && s !== '..');
 }
 
+/** Whether `path` names a restore's mark (shared/restore-marks.ts), in any folder. */
+export const isRestoreMark = (path: string): boolean => posix.basename(path) === RESTORE_MARK_NAME;
+
 export function archiveName(f: { root: Root; path: string }): string {
   return `${FILES_PREFIX}${f.root}/${f.path}`;
 }
@@ -100,7 +104,9 @@ export function classify(root: Root, path: string): Kind | undefined {
   // The distributor's state folder holds its replay windows (replay/windows-N.snap and .log) and the
   // ids of its earlier broker sessions.
   // Not the leases of its slots (state-lease.ts): restored with a fresh time, one would look held.
-  if (root === 'distributor-state') return /\.tmp(-|$)/.test(path) || /(^|\/)(lease\.json|\.claiming)(\/|$)/.test(path) ? undefined : 'replay-windows';
+  // Nor a restore's mark (shared/restore-marks.ts): it says the folder is half restored, and a
+  // backup refuses such a folder (RESTORE_INCOMPLETE); restored, it would keep the services down.
+  if (root === 'distributor-state') return /\.tmp(-|$)/.test(path) || /(^|\/)(lease\.json|\.claiming)(\/|$)/.test(path) || isRestoreMark(path) ? undefined : 'replay-windows';
   if (CA_FILES.has(path)) return 'ca';
   if (REVOCATION_FILES.has(path)) return 'revocations';
   // The device tokens' hashes and marks of revocation (pki/device-tokens.ts): without them a token

@@ -10,6 +10,8 @@ import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import { withDirLock } from '../../shared/dir-lock.ts';
 import { refuseWhileRestoring } from '../../pki/restore-mark.ts';
 import type { AdminPaths } from './paths.ts';
+import { refuseHalfRestored } from '../../shared/restore-marks.ts';
+import { markableFolders } from './restore-marks.ts';
 import {
   archiveName,
   BACKUP_FORMAT,
@@ -179,6 +181,25 @@ function underPkiLocks<T>(certsDir: string, fn: () => T, onWait?: (lock: string)
   );
 }
 
+/**
+ * Refuses (RESTORE_INCOMPLETE) when a folder a restore writes and the services read holds a
+ * restore's mark (shared/restore-marks.ts): a restore is writing it, or was killed while it did, and
+ * an archive of it would hold part of one state and part of another as if it were whole. The
+ * certificates folder's own mark is looked for under its locks (underPkiLocks).
+ */
+function refuseHalfRestoredFolders(paths: AdminPaths): void {
+  // The certificates folder's mark first: when a restore writes it (or was killed), it says which
+  // (PKI_RESTORE_RUNNING), where the device keys' folder's mark in it could only say RESTORE_INCOMPLETE.
+  let certsFolder = false;
+  try {
+    certsFolder = statSync(paths.certsDir).isDirectory();
+  } catch {
+    // none, or not readable: the backup's reading of it says so
+  }
+  if (certsFolder) refuseWhileRestoring(paths.certsDir);
+  refuseHalfRestored(markableFolders(paths), { notDone: 'No archive was written', then: 'then back up' });
+}
+
 /** One tar entry of a regular file: a pax header first when its name does not fit ustar's fields. */
 export function tarEntry(path: string, mode: number, mtime: Date, data: Buffer): Buffer {
   // No owner (as tar's `portable`): no user or group name or id of this machine in the archive.
@@ -218,6 +239,7 @@ export interface BackupResult {
  */
 export async function createBackup(paths: AdminPaths, out: string, o: { force?: boolean; now?: Date; onWait?: (lock: string) => void } = {}): Promise<BackupResult> {
   if (existsSync(out) && !o.force) throw new FieldStreamError('BACKUP_EXISTS', `${out} exists already; pass --force to replace it.`);
+  refuseHalfRestoredFolders(paths);
   // The certificates folder is listed and read whole between two changes of the admin commands'
   // (see underPkiLocks); the other roots are read file by file below, as the services change them.
   const { sources, certs } = underPkiLocks(paths.certsDir, () => {
@@ -265,6 +287,8 @@ export async function createBackup(paths: AdminPaths, out: string, o: { force?: 
     gzip.destroy();
   }
   if (compressed > LIMITS.backupArchiveMaxBytes) throw tooLarge();
+  // Again once everything is read: a restore that began to write these folders meanwhile.
+  refuseHalfRestoredFolders(paths);
   if (files.length === 0) throw new FieldStreamError('BACKUP_EMPTY', `Every file to back up went away while it was read.`);
 
   const contents = Object.fromEntries(KINDS.map((k) => [k, files.filter((f) => f.kind === k).length]).filter(([, n]) => (n as number) > 0));

@@ -9,6 +9,7 @@ import {
   BACKUP_VERSION,
   classify,
   FILES_PREFIX,
+  isRestoreMark,
   isSafeRelativePath,
   MANIFEST_NAME,
   ManifestHeadSchema,
@@ -134,6 +135,10 @@ export function parseManifest(raw: Buffer): Manifest {
   const named = new Set<string>();
   for (const f of parsed.data.files) {
     if (!isSafeRelativePath(f.path)) throw new FieldStreamError('BACKUP_UNSAFE_PATH', `The manifest names ${JSON.stringify(f.path)}, outside its folder.`);
+    if (isRestoreMark(f.path)) {
+      // What a backup of a folder a restore had left half restored held (before backups refused one).
+      throw new FieldStreamError('BACKUP_INVALID', `The archive holds a restore's mark (${f.root}/${f.path}): it was taken of a folder a restore was writing, or had left half restored when killed, so its files may be part of two states. Nothing was restored: restore an archive taken before that restore, or after it was run to its end.`);
+    }
     if (classify(f.root, f.path) !== f.kind) {
       throw new FieldStreamError('BACKUP_INVALID', `The manifest names ${f.root}/${f.path} as ${f.kind}; a backup never holds that file as that.`);
     }

@@ -37,9 +37,18 @@ export function foldersToMark(paths: AdminPaths, manifest: Manifest): string[] {
   ].map((d) => resolve(d));
 }
 
+/** Every folder a restore may have marked, whatever its archive held, each with the setting it is of. */
+export function markableFolders(paths: AdminPaths): Array<{ setting: string; dir: string }> {
+  return [
+    { setting: 'the device keys of CERTS_DIR', dir: resolve(deviceKeysDirOf(paths.certsDir)) },
+    { setting: 'DISTRIBUTOR_STATE_DIR', dir: resolve(paths.stateDir) },
+    { setting: "COMMAND_STATE_PATH's folder", dir: resolve(dirname(paths.commandState)) },
+  ];
+}
+
 /** Every folder a restore may have marked, whatever its archive held. */
 function everyMarkable(paths: AdminPaths): string[] {
-  return [deviceKeysDirOf(paths.certsDir), paths.stateDir, dirname(paths.commandState)].map((d) => resolve(d));
+  return markableFolders(paths).map((f) => f.dir);
 }
 
 export interface FolderMarks {
