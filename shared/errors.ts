@@ -844,7 +844,7 @@ export const ERRORS = {
       "A distributor holds a slot of the state folder whose replay windows the archive holds (its lease.json renewed within 15 s): restored under it, they would never be read, and its own would be lost. Nothing was restored; stop the distributors, then restore.",
   },
   BACKUP_UNREADABLE: { http: 500, transient: false, description: 'A folder or file to back up, or the archive to restore, could not be read (permissions, an I/O error, a path through a file); the message names it; nothing was written.' },
-  BACKUP_TOO_LARGE: { http: 413, transient: false, description: 'The backup would be larger than a restore reads (LIMITS.backupArchiveMaxBytes, backupMaxBytes, backupMaxFiles), or the archive to restore declares more; nothing was written.' },
+  BACKUP_TOO_LARGE: { http: 413, transient: false, description: 'The backup would be larger than a restore reads (LIMITS.backupArchiveMaxBytes, its manifest counted, backupMaxBytes, backupMaxFiles, backupManifestMaxBytes), or the archive to restore declares more; nothing was written.' },
   BACKUP_WRITE_FAILED: { http: 500, transient: false, description: 'The archive or a restored file could not be written (disk full, permissions, a path through a file): a backup leaves no archive; a restore puts back every file it had replaced or added.' },
 } as const satisfies Record<string, ErrorSpec>;
 

@@ -714,7 +714,8 @@ export const LIMITS = {
   /** bytes. Most bytes a restore unpacks from one archive (16 GiB): a damaged or hostile archive
    * (a gzip bomb) cannot fill the disk of the internal server. */
   backupMaxBytes: 16 * 1024 * 1024 * 1024,
-  /** bytes. Largest manifest of a backup archive, read into memory (about 200 bytes per file). */
+  /** bytes. Largest manifest of a backup archive, read into memory (about 200 bytes per file).
+   * The backup counts it as the restore does (scripts/admin/backup-bounds.ts). */
   backupManifestMaxBytes: 512 * 1024 * 1024,
   /** bytes. Largest backup archive (1 GiB), and largest single file in one. A backup builds the
    * archive in memory (no plaintext copy of a key on disk); a restore reads it whole into memory

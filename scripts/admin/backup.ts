@@ -6,7 +6,8 @@ import { createGzip, gzipSync } from 'node:zlib';
 import * as tar from 'tar';
 import { makeDirDurablySync, processRuns, syncDirSync, writeWholeSync } from '../../shared/durable-fs.ts';
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
-import { LIMITS, TIMINGS } from '../../shared/limits.ts';
+import { TIMINGS } from '../../shared/limits.ts';
+import { BACKUP_BOUNDS, type BackupBounds } from './backup-bounds.ts';
 import { withDirLock } from '../../shared/dir-lock.ts';
 import { refuseWhileRestoring } from '../../pki/restore-mark.ts';
 import type { AdminPaths } from './paths.ts';
@@ -130,7 +131,7 @@ export function collectSources(paths: AdminPaths): Source[] {
  * and the mode is that file's, not of one renamed over it since). Undefined when it went away since
  * it was listed (a file the services replace); any other failure is BACKUP_UNREADABLE.
  */
-function readSource(file: string): { data: Buffer; mode: number; mtime: Date } | undefined {
+function readSource(file: string, bounds: BackupBounds): { data: Buffer; mode: number; mtime: Date } | undefined {
   let fd: number;
   try {
     // O_NOFOLLOW: a link put there since the listing is not followed; O_NONBLOCK: nor does a FIFO block.
@@ -142,7 +143,7 @@ function readSource(file: string): { data: Buffer; mode: number; mtime: Date } |
   try {
     const st = fstatSync(fd);
     if (!st.isFile()) throw unreadable(file, new Error('no longer a regular file'));
-    if (st.size > LIMITS.backupArchiveMaxBytes) throw new FieldStreamError('BACKUP_TOO_LARGE', `${file} is larger than ${LIMITS.backupArchiveMaxBytes} bytes, more than a restore reads.`);
+    if (st.size > bounds.archiveMaxBytes) throw new FieldStreamError('BACKUP_TOO_LARGE', `${file} is larger than ${bounds.archiveMaxBytes} bytes, more than a restore reads.`);
     return { data: readFileSync(fd), mode: st.mode & 0o777, mtime: st.mtime };
   } catch (err) {
     if (isFieldStreamError(err)) throw err;
@@ -237,19 +238,21 @@ export interface BackupResult {
  * under that name. What a killed backup leaves beside it (FILE.tmp-PID, its own mode 0600) is
  * removed by the next backup to the same name.
  */
-export async function createBackup(paths: AdminPaths, out: string, o: { force?: boolean; now?: Date; onWait?: (lock: string) => void } = {}): Promise<BackupResult> {
+export async function createBackup(paths: AdminPaths, out: string, o: { force?: boolean; now?: Date; onWait?: (lock: string) => void; bounds?: BackupBounds } = {}): Promise<BackupResult> {
+  // those of shared/limits.ts unless given (for tests): the restore's own (backup-bounds.ts)
+  const bounds = o.bounds ?? BACKUP_BOUNDS;
   if (existsSync(out) && !o.force) throw new FieldStreamError('BACKUP_EXISTS', `${out} exists already; pass --force to replace it.`);
   refuseHalfRestoredFolders(paths);
   // The certificates folder is listed and read whole between two changes of the admin commands'
   // (see underPkiLocks); the other roots are read file by file below, as the services change them.
   const { sources, certs } = underPkiLocks(paths.certsDir, () => {
     const listed = collectSources(paths);
-    return { sources: listed, certs: new Map(listed.filter((s) => s.root === 'certs').map((s) => [s, readSource(s.file)])) };
+    return { sources: listed, certs: new Map(listed.filter((s) => s.root === 'certs').map((s) => [s, readSource(s.file, bounds)])) };
   }, o.onWait);
   if (sources.length === 0) {
     throw new FieldStreamError('BACKUP_EMPTY', `Nothing to back up in ${paths.certsDir}, ${paths.stateDir} or ${paths.commandState}.`);
   }
-  if (sources.length > LIMITS.backupMaxFiles) throw new FieldStreamError('BACKUP_TOO_LARGE', `${sources.length} files to back up; a restore takes at most ${LIMITS.backupMaxFiles}.`);
+  if (sources.length > bounds.maxFiles) throw new FieldStreamError('BACKUP_TOO_LARGE', `${sources.length} files to back up; a restore takes at most ${bounds.maxFiles}.`);
   const created = o.now ?? new Date();
 
   const gzip = createGzip();
@@ -259,24 +262,29 @@ export async function createBackup(paths: AdminPaths, out: string, o: { force?: 
     body.push(c);
     compressed += c.length;
   });
-  const tooLarge = () => new FieldStreamError('BACKUP_TOO_LARGE', `The archive would be larger than ${LIMITS.backupArchiveMaxBytes} bytes, more than a restore reads.`);
+  const tooLarge = () => new FieldStreamError('BACKUP_TOO_LARGE', `The archive would be larger than ${bounds.archiveMaxBytes} bytes, more than a restore reads.`);
+  // What the archive decompresses to (every tar block), which a restore bounds too.
+  let unpacked = TAR_END.length;
+  const unpacksTooLarge = () => new FieldStreamError('BACKUP_TOO_LARGE', `The archive would unpack to more than ${bounds.unpackedMaxBytes} bytes, more than a restore unpacks.`);
   const add = async (bytes: Buffer) => {
+    unpacked += bytes.length;
+    if (unpacked > bounds.unpackedMaxBytes) throw unpacksTooLarge();
     // Waits for the compressor, so that at most one file is held uncompressed at a time.
     if (!gzip.write(bytes)) await once(gzip, 'drain');
-    if (compressed > LIMITS.backupArchiveMaxBytes) throw tooLarge();
+    if (compressed > bounds.archiveMaxBytes) throw tooLarge();
   };
   const files: ManifestFile[] = [];
   let total = 0;
   try {
     for (const s of sources) {
-      const read = s.root === 'certs' ? certs.get(s) : readSource(s.file);
+      const read = s.root === 'certs' ? certs.get(s) : readSource(s.file, bounds);
       if (!read) continue;
       const problem = contentProblem(s.root, s.path, read.data);
       if (problem !== undefined) {
         throw new FieldStreamError('BACKUP_UNREADABLE', `${s.file} is damaged (${problem}): a restore of it would stop every later revocation; mend it (docs/operations.md) and back up again. Nothing was written.`);
       }
       total += read.data.length;
-      if (total > LIMITS.backupMaxBytes) throw new FieldStreamError('BACKUP_TOO_LARGE', `The files to back up hold more than ${LIMITS.backupMaxBytes} bytes, more than a restore unpacks.`);
+      if (total > bounds.filesMaxBytes) throw new FieldStreamError('BACKUP_TOO_LARGE', `The files to back up hold more than ${bounds.filesMaxBytes} bytes, more than a restore unpacks.`);
       files.push({ root: s.root, path: s.path, kind: s.kind, size: read.data.length, mode: read.mode, sha256: createHash('sha256').update(read.data).digest('hex') });
       // the archive's header carries the mode too; it is never less than readable by its owner
       await add(tarEntry(archiveName(s), read.mode | 0o400, read.mtime, read.data));
@@ -286,7 +294,7 @@ export async function createBackup(paths: AdminPaths, out: string, o: { force?: 
   } finally {
     gzip.destroy();
   }
-  if (compressed > LIMITS.backupArchiveMaxBytes) throw tooLarge();
+  if (compressed > bounds.archiveMaxBytes) throw tooLarge();
   // Again once everything is read: a restore that began to write these folders meanwhile.
   refuseHalfRestoredFolders(paths);
   if (files.length === 0) throw new FieldStreamError('BACKUP_EMPTY', `Every file to back up went away while it was read.`);
@@ -300,7 +308,17 @@ export async function createBackup(paths: AdminPaths, out: string, o: { force?: 
     contents,
     files,
   };
-  const head = gzipSync(tarEntry(MANIFEST_NAME, 0o600, created, Buffer.from(JSON.stringify(manifest, null, 1) + '\n', 'utf8')));
+  // The manifest counts against the bounds as the restore counts it: its own size, its entry in
+  // what the archive unpacks to, its gzip member in the archive's size. Counted for the files
+  // alone, an archive just within them was written and then refused by every restore.
+  const manifestBytes = Buffer.from(JSON.stringify(manifest, null, 1) + '\n', 'utf8');
+  if (manifestBytes.length > bounds.manifestMaxBytes) {
+    throw new FieldStreamError('BACKUP_TOO_LARGE', `The manifest of ${files.length} files would be ${manifestBytes.length} bytes, more than the ${bounds.manifestMaxBytes} a restore reads.`);
+  }
+  const manifestEntry = tarEntry(MANIFEST_NAME, 0o600, created, manifestBytes);
+  if (unpacked + manifestEntry.length > bounds.unpackedMaxBytes) throw unpacksTooLarge();
+  const head = gzipSync(manifestEntry);
+  if (head.length + compressed > bounds.archiveMaxBytes) throw tooLarge();
   const archive = [head, ...body];
   return { file: writeArchive(out, archive), manifest, sha256: archive.reduce((h, c) => h.update(c), createHash('sha256')).digest('hex') };
 }

@@ -2,7 +2,7 @@ import { createHash, type Hash } from 'node:crypto';
 import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
 import * as tar from 'tar';
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
-import { LIMITS } from '../../shared/limits.ts';
+import { BACKUP_BOUNDS, type BackupBounds } from './backup-bounds.ts';
 import { errnoOf } from './backup.ts';
 import {
   archiveName,
@@ -28,10 +28,10 @@ import {
  * (--expect-sha256) and unpacks these bytes, twice (check, then write), and never opens the file
  * again: whoever can replace the file meanwhile cannot make it unpack other bytes than those
  * hashed. Reading it whole into memory is the simplest way to that, bounded by
- * LIMITS.backupArchiveMaxBytes (a backup never writes a larger one); it also leaves no copy of the
+ * `bounds.archiveMaxBytes` (a backup never writes a larger one); it also leaves no copy of the
  * keys on disk (in /tmp or elsewhere) for a killed restore to leave behind.
  */
-export function readArchiveOnce(archive: string): Buffer {
+export function readArchiveOnce(archive: string, bounds: BackupBounds = BACKUP_BOUNDS): Buffer {
   let fd: number;
   try {
     fd = openSync(archive, constants.O_RDONLY | constants.O_NONBLOCK);
@@ -42,8 +42,8 @@ export function readArchiveOnce(archive: string): Buffer {
   try {
     const st = fstatSync(fd);
     if (!st.isFile()) throw new FieldStreamError('BACKUP_INVALID', `${archive} is not a regular file; nothing was restored.`);
-    if (st.size > LIMITS.backupArchiveMaxBytes) {
-      throw new FieldStreamError('BACKUP_TOO_LARGE', `${archive} holds ${st.size} bytes; a backup archive holds at most ${LIMITS.backupArchiveMaxBytes}. Nothing was restored.`);
+    if (st.size > bounds.archiveMaxBytes) {
+      throw new FieldStreamError('BACKUP_TOO_LARGE', `${archive} holds ${st.size} bytes; a backup archive holds at most ${bounds.archiveMaxBytes}. Nothing was restored.`);
     }
     // What the file held at this read: a file growing meanwhile is read up to its size at the fstat.
     const bytes = Buffer.allocUnsafe(st.size);
@@ -74,10 +74,10 @@ interface EntrySink {
  * tar's own bomb guard (a compression ratio above 1000) would refuse a real backup of many empty
  * replay windows; the ratio set here bounds the whole decompressed stream instead (the buffer is
  * given whole, so the ratio is that of everything decompressed to the archive's size) to what a
- * backup within the limits can hold: its files, a header and padding per file, and its manifest.
+ * backup within the bounds can hold (`bounds.unpackedMaxBytes`, which the backup checks too).
  */
-export async function scanArchive(bytes: Buffer, onEntry: (entry: tar.ReadEntry) => EntrySink | undefined): Promise<void> {
-  const maxDecompressed = LIMITS.backupMaxBytes + LIMITS.backupMaxFiles * 4 * 512 + LIMITS.backupManifestMaxBytes;
+export async function scanArchive(bytes: Buffer, onEntry: (entry: tar.ReadEntry) => EntrySink | undefined, bounds: BackupBounds = BACKUP_BOUNDS): Promise<void> {
+  const maxDecompressed = bounds.unpackedMaxBytes;
   const parser = new tar.Parser({ strict: true, maxDecompressionRatio: maxDecompressed / Math.max(bytes.length, 1) });
   let failed: unknown;
   const guard = (fn: () => void) => {
@@ -114,7 +114,7 @@ export async function scanArchive(bytes: Buffer, onEntry: (entry: tar.ReadEntry)
 }
 
 /** The manifest, from the bytes of manifest.json, against its schema, the paths and the limits. */
-export function parseManifest(raw: Buffer): Manifest {
+export function parseManifest(raw: Buffer, bounds: BackupBounds = BACKUP_BOUNDS): Manifest {
   let value: unknown;
   try {
     value = JSON.parse(raw.toString('utf8'));
@@ -131,6 +131,7 @@ export function parseManifest(raw: Buffer): Manifest {
     const i = parsed.error.issues[0];
     throw new FieldStreamError('BACKUP_INVALID', `${MANIFEST_NAME} is not valid: ${i ? `${i.path.join('.')}: ${i.message}` : 'invalid'}.`);
   }
+  if (parsed.data.files.length > bounds.maxFiles) throw new FieldStreamError('BACKUP_TOO_LARGE', `The manifest names ${parsed.data.files.length} files; a backup holds at most ${bounds.maxFiles}.`);
   let total = 0;
   const named = new Set<string>();
   for (const f of parsed.data.files) {
@@ -145,10 +146,10 @@ export function parseManifest(raw: Buffer): Manifest {
     const name = archiveName(f);
     if (named.has(name)) throw new FieldStreamError('BACKUP_INVALID', `The manifest names ${name} twice.`);
     named.add(name);
-    if (f.size > LIMITS.backupArchiveMaxBytes) throw new FieldStreamError('BACKUP_TOO_LARGE', `The manifest gives ${name} ${f.size} bytes; a backup holds no file over ${LIMITS.backupArchiveMaxBytes}.`);
+    if (f.size > bounds.archiveMaxBytes) throw new FieldStreamError('BACKUP_TOO_LARGE', `The manifest gives ${name} ${f.size} bytes; a backup holds no file over ${bounds.archiveMaxBytes}.`);
     total += f.size;
   }
-  if (total > LIMITS.backupMaxBytes) throw new FieldStreamError('BACKUP_TOO_LARGE', `The manifest's files hold ${total} bytes; a backup holds at most ${LIMITS.backupMaxBytes}.`);
+  if (total > bounds.filesMaxBytes) throw new FieldStreamError('BACKUP_TOO_LARGE', `The manifest's files hold ${total} bytes; a backup holds at most ${bounds.filesMaxBytes}.`);
   return parsed.data;
 }
 
@@ -187,9 +188,9 @@ function checkedFile(f: ManifestFile, name: string, declared: number, sink?: { d
  * plain file or folder (no link, device or other), below files/, named by the manifest and once
  * only, of the declared size the manifest gives (before its content is read), its content never
  * past that size and of the manifest's sha256; every file of the manifest present; at most
- * LIMITS.backupMaxFiles folders.
+ * `bounds.maxFiles` folders.
  */
-export async function verifyArchive(bytes: Buffer): Promise<Manifest> {
+export async function verifyArchive(bytes: Buffer, bounds: BackupBounds = BACKUP_BOUNDS): Promise<Manifest> {
   let manifest: Manifest | undefined;
   const expected = new Map<string, ManifestFile>();
   const seen = new Set<string>();
@@ -199,7 +200,7 @@ export async function verifyArchive(bytes: Buffer): Promise<Manifest> {
     const plain = name.endsWith('/') && entry.type === 'Directory' ? name.slice(0, -1) : name;
     if (!isSafeRelativePath(plain)) throw new FieldStreamError('BACKUP_UNSAFE_PATH', `The archive holds an entry named ${JSON.stringify(name)}, outside its folder.`);
     if (entry.type === 'Directory') {
-      if (++folders > LIMITS.backupMaxFiles) throw new FieldStreamError('BACKUP_TOO_LARGE', `The archive holds more than ${LIMITS.backupMaxFiles} folders.`);
+      if (++folders > bounds.maxFiles) throw new FieldStreamError('BACKUP_TOO_LARGE', `The archive holds more than ${bounds.maxFiles} folders.`);
       if (entry.size !== 0) throw new FieldStreamError('BACKUP_INVALID', `The folder ${JSON.stringify(name)} of the archive has content.`);
       return undefined;
     }
@@ -209,7 +210,7 @@ export async function verifyArchive(bytes: Buffer): Promise<Manifest> {
     const declared = entry.size ?? 0;
     if (plain === MANIFEST_NAME) {
       if (manifest) throw new FieldStreamError('BACKUP_INVALID', `The archive holds ${JSON.stringify(name)} twice.`);
-      if (declared > LIMITS.backupManifestMaxBytes) throw new FieldStreamError('BACKUP_INVALID', `The manifest is larger than ${LIMITS.backupManifestMaxBytes} bytes.`);
+      if (declared > bounds.manifestMaxBytes) throw new FieldStreamError('BACKUP_INVALID', `The manifest is larger than ${bounds.manifestMaxBytes} bytes.`);
       const chunks: Buffer[] = [];
       let size = 0;
       return {
@@ -219,7 +220,7 @@ export async function verifyArchive(bytes: Buffer): Promise<Manifest> {
           chunks.push(Buffer.from(c)); // a copy: the parser's buffers are not ours to keep
         },
         end() {
-          manifest = parseManifest(Buffer.concat(chunks));
+          manifest = parseManifest(Buffer.concat(chunks), bounds);
           for (const f of manifest.files) expected.set(archiveName(f), f);
         },
       };
@@ -231,7 +232,7 @@ export async function verifyArchive(bytes: Buffer): Promise<Manifest> {
     const f = expected.get(plain);
     if (!f) throw new FieldStreamError('BACKUP_TAMPERED', `The archive holds files the manifest does not name: ${plain}.`);
     return checkedFile(f, plain, declared);
-  });
+  }, bounds);
   if (!manifest) throw new FieldStreamError('BACKUP_INVALID', `The archive has no ${MANIFEST_NAME}: it is not a FieldStream backup.`);
   const missing = [...expected.keys()].filter((n) => !seen.has(n));
   if (missing.length > 0) throw new FieldStreamError('BACKUP_TAMPERED', `${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ` and ${missing.length - 5} more` : ''} in the manifest but not in the archive.`);
@@ -243,7 +244,7 @@ export async function verifyArchive(bytes: Buffer): Promise<Manifest> {
  * each file's content is gathered in memory (at most its manifest size), checked again against the
  * manifest, and handed to `write`; a throw of `write` stops the unpacking and is thrown.
  */
-export async function unpackFiles(bytes: Buffer, wanted: Map<string, ManifestFile>, write: (f: ManifestFile, data: Buffer) => void): Promise<void> {
+export async function unpackFiles(bytes: Buffer, wanted: Map<string, ManifestFile>, write: (f: ManifestFile, data: Buffer) => void, bounds: BackupBounds = BACKUP_BOUNDS): Promise<void> {
   await scanArchive(bytes, (entry) => {
     const f = wanted.get(entry.path);
     if (!f || entry.type === 'Directory') return undefined;
@@ -253,5 +254,5 @@ export async function unpackFiles(bytes: Buffer, wanted: Map<string, ManifestFil
       data: (c) => void (at += c.copy(data, at)),
       done: () => write(f, data),
     });
-  });
+  }, bounds);
 }

@@ -6,6 +6,7 @@ import type { AdminPaths } from './paths.ts';
 import { errnoOf, removeStaleTemps } from './backup.ts';
 import { archiveName, contentProblem, isContentChecked, isPrivateDir, type Manifest, type ManifestFile } from './backup-manifest.ts';
 import { readArchiveOnce, unpackFiles, verifyArchive } from './restore-archive.ts';
+import { BACKUP_BOUNDS, type BackupBounds } from './backup-bounds.ts';
 import { RESTORE_LEFTOVERS, RestoreWriter } from './restore-write.ts';
 import { markRestoring } from '../../pki/restore-mark.ts';
 import { foldersToMark, markFolders } from './restore-marks.ts';
@@ -34,6 +35,8 @@ export interface RestoreOptions {
   whileMarked?: () => void | Promise<void>;
   /** Called after each file is written. For tests: a restore killed midway (SIGKILL). */
   afterWrite?: (target: string, count: number) => void;
+  /** The bounds the archive is checked against (those of shared/limits.ts unless given: for tests). */
+  bounds?: BackupBounds;
 }
 
 export interface RestoreResult {
@@ -62,12 +65,12 @@ export function targetOf(paths: AdminPaths, f: Pick<ManifestFile, 'root' | 'path
  * manifest's, but the manifest is the archive's own word. Written, every later revocation, issue or
  * `devices` command stopped on them (contentProblem).
  */
-async function refuseDamagedContent(bytes: Buffer, manifest: Manifest): Promise<void> {
+async function refuseDamagedContent(bytes: Buffer, manifest: Manifest, bounds: BackupBounds): Promise<void> {
   const checked = new Map(manifest.files.filter((f) => isContentChecked(f.root, f.path)).map((f) => [archiveName(f), f]));
   await unpackFiles(bytes, checked, (f, data) => {
     const problem = contentProblem(f.root, f.path, data);
     if (problem !== undefined) throw new FieldStreamError('BACKUP_INVALID', `${f.root}/${f.path} in the archive is damaged (${problem}); nothing was restored.`);
-  });
+  }, bounds);
 }
 
 /**
@@ -204,7 +207,8 @@ function inPlace(s: Step): boolean | 'absent' {
  *    refuse meanwhile, and the one at work when the mark is made finishes first.
  */
 export async function restoreBackup(paths: AdminPaths, archive: string, o: RestoreOptions = {}): Promise<RestoreResult> {
-  const bytes = readArchiveOnce(archive);
+  const bounds = o.bounds ?? BACKUP_BOUNDS;
+  const bytes = readArchiveOnce(archive, bounds);
   if (o.expectSha256 !== undefined) {
     const actual = createHash('sha256').update(bytes).digest('hex');
     if (actual !== o.expectSha256.toLowerCase()) {
@@ -212,8 +216,8 @@ export async function restoreBackup(paths: AdminPaths, archive: string, o: Resto
     }
   }
   await o.afterRead?.();
-  const manifest = await verifyArchive(bytes);
-  await refuseDamagedContent(bytes, manifest);
+  const manifest = await verifyArchive(bytes, bounds);
+  await refuseDamagedContent(bytes, manifest, bounds);
 
   const steps: Step[] = manifest.files.map((f) => ({ f, target: targetOf(paths, f), mode: restoredMode(f) }));
   for (const s of steps) refuseLinkedFolders(paths, s.f);
@@ -347,7 +351,7 @@ async function writeSteps(paths: AdminPaths, bytes: Buffer, manifest: Manifest, 
       writer.replace(s.target, data, s.mode);
       written.push(s.target);
       o.afterWrite?.(s.target, written.length);
-    });
+    }, o.bounds);
     if (written.length !== toWrite.size) throw new Error(`${toWrite.size - written.length} file(s) of the manifest were not found on the second reading`);
     for (const file of newer) writer.remove(file);
   } catch (err) {
