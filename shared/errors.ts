@@ -831,6 +831,12 @@ export const ERRORS = {
     description: 'A letter was written into the stores on replay, but its record could not be appended to replayed.jsonl (the dead-letter folder read-only, full or immutable); the replay stops there, saying what it did. Run it again once the folder takes writes: that letter is written again, the same points and rows.',
   },
   BACKUP_EXISTS: { http: 409, transient: false, description: 'The backup archive to write exists already; nothing was written (--force replaces it).' },
+  BACKUP_OUTPUT_IN_SOURCE: {
+    http: 400,
+    transient: false,
+    description:
+      'The archive would be written inside a folder the backup reads (the certificates folder, the state folder) or over the command journal, or the state folder holds a backup archive already (taken as state, each backup would hold the ones before it); nothing was written: write the archive elsewhere, move an old one out.',
+  },
   BACKUP_EMPTY: { http: 404, transient: false, description: 'Nothing to back up was found at the paths given (certificates folder, distributor state, command journal).' },
   BACKUP_NOT_FOUND: { http: 404, transient: false, description: 'The backup archive to restore does not exist.' },
   BACKUP_INVALID: { http: 400, transient: false, description: 'The file is not a FieldStream backup: not a gzip tar archive, no valid manifest, an unsupported version, or an unexpected entry; nothing was restored.' },

@@ -13,6 +13,7 @@ import { refuseWhileRestoring } from '../../pki/restore-mark.ts';
 import type { AdminPaths } from './paths.ts';
 import { refuseHalfRestored } from '../../shared/restore-marks.ts';
 import { markableFolders } from './restore-marks.ts';
+import { refuseArchiveAsState, refuseOutputInSource } from './backup-output.ts';
 import {
   archiveName,
   BACKUP_FORMAT,
@@ -241,6 +242,8 @@ export interface BackupResult {
 export async function createBackup(paths: AdminPaths, out: string, o: { force?: boolean; now?: Date; onWait?: (lock: string) => void; bounds?: BackupBounds } = {}): Promise<BackupResult> {
   // those of shared/limits.ts unless given (for tests): the restore's own (backup-bounds.ts)
   const bounds = o.bounds ?? BACKUP_BOUNDS;
+  // before BACKUP_EXISTS: --force would not make such a path right
+  refuseOutputInSource(paths, out);
   if (existsSync(out) && !o.force) throw new FieldStreamError('BACKUP_EXISTS', `${out} exists already; pass --force to replace it.`);
   refuseHalfRestoredFolders(paths);
   // The certificates folder is listed and read whole between two changes of the admin commands'
@@ -279,6 +282,7 @@ export async function createBackup(paths: AdminPaths, out: string, o: { force?: 
     for (const s of sources) {
       const read = s.root === 'certs' ? certs.get(s) : readSource(s.file, bounds);
       if (!read) continue;
+      if (s.root === 'distributor-state') refuseArchiveAsState(s.file, paths.stateDir, read.data);
       const problem = contentProblem(s.root, s.path, read.data);
       if (problem !== undefined) {
         throw new FieldStreamError('BACKUP_UNREADABLE', `${s.file} is damaged (${problem}): a restore of it would stop every later revocation; mend it (docs/operations.md) and back up again. Nothing was written.`);

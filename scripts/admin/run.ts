@@ -68,6 +68,7 @@ export function exitCodeFor(code: ErrorCode): number {
   switch (code) {
     case 'ADMIN_USAGE':
     case 'PKI_INVALID_NAME':
+    case 'BACKUP_OUTPUT_IN_SOURCE':
       return EXIT.usage;
     case 'ADMIN_UNKNOWN_DEVICE':
     case 'DEAD_LETTERS_NOT_FOUND':
