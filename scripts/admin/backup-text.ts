@@ -48,3 +48,17 @@ on such a host, restore again with --command-state ${COMPOSE_COMMAND_STATE} (the
 before starting the command API.
 `;
 }
+
+/**
+ * What a restore says of the folders another restore, killed, left half restored and this archive
+ * held nothing of: their marks stay, and the services that read them do not start.
+ */
+export function stillHalfRestoredNote(dirs: readonly string[]): string {
+  if (dirs.length === 0) return '';
+  const one = dirs.length === 1;
+  return `${dirs.map((d) => `  still half restored  ${d}\n`).join('')}A restore killed earlier was writing ${one ? 'this folder' : 'these folders'}, and this archive holds nothing of ${one ? 'it' : 'them'}:
+${one ? 'its mark stays' : 'their marks stay'}, and the services that read ${one ? 'it' : 'them'} do not start (RESTORE_INCOMPLETE; the admin commands refuse
+a marked certificates folder, PKI_RESTORE_RUNNING). Run that restore again to its end
+(fieldstream-admin restore ARCHIVE), or restore an archive that holds ${one ? 'it' : 'them'}.
+`;
+}

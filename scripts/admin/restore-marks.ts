@@ -14,7 +14,8 @@ import type { Manifest } from './backup-manifest.ts';
  * Each mark is written durably (fsynced, its folder fsynced) into every such folder before the
  * restore's first write anywhere, and the marks are removed, each durably, only after its last
  * write. So, killed at any instant from the first mark on, every folder the restore was to write
- * that a service reads holds a mark until a later restore completes: a mark made and nothing
+ * that a service reads holds a mark until a later restore that writes that folder completes (one
+ * of an archive without it leaves the mark, and says so): a mark made and nothing
  * written yet is a needless stop that the next run clears; a mark removed after every file was
  * written is a folder that is whole.
  */
@@ -46,13 +47,17 @@ export function markableFolders(paths: AdminPaths): Array<{ setting: string; dir
   ];
 }
 
-/** Every folder a restore may have marked, whatever its archive held. */
-function everyMarkable(paths: AdminPaths): string[] {
-  return markableFolders(paths).map((f) => f.dir);
+/**
+ * The folders that hold a restore's mark (the certificates folder's own among them): after a
+ * restore completed, those another restore, killed, left half restored, which this one's archive
+ * held nothing of.
+ */
+export function halfRestoredFolders(paths: AdminPaths): string[] {
+  return [resolve(paths.certsDir), ...markableFolders(paths).map((f) => f.dir)].filter((dir) => restoreMarkIn(dir) !== 'none');
 }
 
 export interface FolderMarks {
-  /** Done: takes away this restore's marks and those of killed restores in every folder a restore marks. */
+  /** Done: takes away the marks of the folders this restore wrote (a killed restore's there too). */
   completed(): void;
   /**
    * Nothing written, or all put back: takes away the marks this restore made in a folder that had
@@ -107,10 +112,10 @@ export function markFolders(paths: AdminPaths, dirs: readonly string[]): FolderM
     throw new FieldStreamError('BACKUP_WRITE_FAILED', `Cannot mark ${dirs.join(', ')} as being restored (${code}); nothing was restored.`, undefined, { cause: err });
   }
   return {
+    // Only the folders this restore wrote: a killed restore's mark in a folder this one did not
+    // write (an archive without it) still tells of a folder half restored, and stays.
     completed: () => {
-      for (const dir of everyMarkable(paths)) {
-        if (dirs.includes(dir) ? true : restoreMarkIn(dir) === 'killed') removeFileDurablySync(join(dir, RESTORE_MARK_NAME));
-      }
+      for (const dir of dirs) removeFileDurablySync(join(dir, RESTORE_MARK_NAME));
     },
     undone: clean,
   };

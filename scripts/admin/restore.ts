@@ -9,7 +9,7 @@ import { readArchiveOnce, unpackFiles, verifyArchive } from './restore-archive.t
 import { BACKUP_BOUNDS, type BackupBounds } from './backup-bounds.ts';
 import { RESTORE_LEFTOVERS, RestoreWriter } from './restore-write.ts';
 import { markRestoring } from '../../pki/restore-mark.ts';
-import { foldersToMark, markFolders } from './restore-marks.ts';
+import { foldersToMark, halfRestoredFolders, markFolders } from './restore-marks.ts';
 import { WINDOWS_FILE } from '../../internal-network/distributor/security/replay-store.ts';
 import { lockCommandState } from '../../internal-network/command-api/state-lock.ts';
 import { slotHolder } from '../../internal-network/distributor/state-lease.ts';
@@ -47,7 +47,15 @@ export interface RestoreResult {
   unchanged: string[];
   /** replay window files of a newer generation than the archive's, removed (with `force`; newerGenerations) */
   setAside: string[];
+  /**
+   * Folders still marked once this restore is done: another restore, killed, left them half
+   * restored, and this archive held nothing of them (restore-marks.ts, halfRestoredFolders).
+   */
+  stillHalfRestored: string[];
 }
+
+/** What the writing of a restore gives; what is found after it is added by restoreBackup. */
+type Written = Omit<RestoreResult, 'stillHalfRestored'>;
 
 /** Where a file of the archive goes in this installation; never outside its root. */
 export function targetOf(paths: AdminPaths, f: Pick<ManifestFile, 'root' | 'path'>): string {
@@ -218,7 +226,12 @@ export async function restoreBackup(paths: AdminPaths, archive: string, o: Resto
   await o.afterRead?.();
   const manifest = await verifyArchive(bytes, bounds);
   await refuseDamagedContent(bytes, manifest, bounds);
+  const result = await restoreMarked(paths, bytes, manifest, o);
+  return { ...result, stillHalfRestored: halfRestoredFolders(paths) };
+}
 
+/** Steps 2 (the installation) and 3 of restoreBackup, under the journal's lock and the restore's marks. */
+async function restoreMarked(paths: AdminPaths, bytes: Buffer, manifest: Manifest, o: RestoreOptions): Promise<Written> {
   const steps: Step[] = manifest.files.map((f) => ({ f, target: targetOf(paths, f), mode: restoredMode(f) }));
   for (const s of steps) refuseLinkedFolders(paths, s.f);
   refuseHeldSlots(paths, manifest);
@@ -236,7 +249,7 @@ export async function restoreBackup(paths: AdminPaths, archive: string, o: Resto
       // distributor that took a slot since the check above, before seeing the mark, refuses the
       // restore now: one that takes it from here on sees the mark and does not start.
       const marks = markFolders(paths, foldersToMark(paths, manifest));
-      let result: RestoreResult;
+      let result: Written;
       try {
         refuseHeldSlots(paths, manifest);
         await o.whileMarked?.();
@@ -303,7 +316,7 @@ function markCertsDir(certsDir: string, onWait?: (lock: string) => void): () => 
 }
 
 /** The restore's comparison and writing (step 3 of restoreBackup), the certificates folder marked. */
-async function writeSteps(paths: AdminPaths, bytes: Buffer, manifest: Manifest, steps: Step[], o: RestoreOptions, halfRestored: () => void): Promise<RestoreResult> {
+async function writeSteps(paths: AdminPaths, bytes: Buffer, manifest: Manifest, steps: Step[], o: RestoreOptions, halfRestored: () => void): Promise<Written> {
   const unchanged: Step[] = [];
   const conflicts: string[] = [];
   for (const s of steps) {

@@ -11,7 +11,7 @@ import { ERRORS, FieldStreamError, isFieldStreamError, type ErrorCode } from '..
 import { terminalText } from '../../shared/terminal-text.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import { createBackup } from './backup.ts';
-import { hasCaKey, journalDefaultNote, noCaKey, noJournal, noReplayWindows, restartNote } from './backup-text.ts';
+import { hasCaKey, journalDefaultNote, noCaKey, noJournal, noReplayWindows, restartNote, stillHalfRestoredNote } from './backup-text.ts';
 import { deviceDetails, deviceTable } from './device-text.ts';
 import { findDevice, listDevicesDespiteTokens, type DeviceSummary } from './devices.ts';
 import { listDeadLetters, replayDeadLetters } from './dead-letters.ts';
@@ -333,7 +333,7 @@ apart from it, to restore with --expect-sha256 ${r.sha256}.
   written    ${r.written.length} files; ${r.unchanged.length} were in place already
 ${r.setAside.length > 0 ? `  removed    ${r.setAside.length} replay window file(s) of a newer generation, which a distributor would have read instead\n` : ''}  into       ${paths.certsDir}, ${paths.stateDir}
   journal    ${journal ? paths.commandState : 'none in the archive'}
-${journal && paths.commandStateFrom === 'default' ? journalDefaultNote(paths) : ''}${restartNote(r.manifest.contents['stored-feed-key'] !== undefined)}
+${journal && paths.commandStateFrom === 'default' ? journalDefaultNote(paths) : ''}${stillHalfRestoredNote(r.stillHalfRestored)}${restartNote(r.manifest.contents['stored-feed-key'] !== undefined)}
 `);
     }
   }

@@ -1,6 +1,4 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -10,6 +8,7 @@ import { createBackup, tarEntry } from '../../scripts/admin/backup.ts';
 import type { AdminPaths } from '../../scripts/admin/paths.ts';
 import { restoreBackup } from '../../scripts/admin/restore.ts';
 import { isFieldStreamError, type ErrorCode } from '../../shared/errors.ts';
+import { killedRestore } from '../helpers/killed-restore.ts';
 import { tempDir } from '../helpers/pki.ts';
 
 /**
@@ -46,25 +45,10 @@ describe('a backup of folders a killed restore left half restored', () => {
     return caught as Error;
   }
 
-  /** The restore of the archive onto `target` in a process of its own, SIGKILLed after its `killAt`-th file written. */
-  async function killedRestore(target: AdminPaths, killAt: number): Promise<void> {
-    const url = new URL('../../scripts/admin/restore.ts', import.meta.url).href;
-    const code = `const { restoreBackup } = await import(${JSON.stringify(url)});
-      await restoreBackup(JSON.parse(process.env.TARGET), process.env.ARCHIVE, { afterWrite: (_, n) => { if (n === Number(process.env.KILL_AT)) process.kill(process.pid, 'SIGKILL'); } });`;
-    const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), '--input-type=module', '-e', code], {
-      env: { ...process.env, TARGET: JSON.stringify(target), ARCHIVE: archive, KILL_AT: String(killAt) },
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    let err = '';
-    child.stderr.on('data', (b: Buffer) => (err += b.toString()));
-    const [status, signal] = (await once(child, 'exit')) as [number | null, NodeJS.Signals | null];
-    assert.equal(signal, 'SIGKILL', `the restore was not killed (exit ${status}): ${err}`);
-  }
-
   it('refuses (RESTORE_INCOMPLETE) naming the folder and what to do, writes no archive; backs up once the restore is run to its end', { timeout: 60_000 }, async () => {
     const dir = join(work.dir, 'killed');
     const target: AdminPaths = { certsDir: join(dir, 'certs'), stateDir: join(dir, 'state'), commandState: join(dir, 'command-api', 'commands.jsonl') };
-    await killedRestore(target, 1);
+    await killedRestore(target, archive, 1);
     assert.ok(existsSync(join(target.stateDir, '.restore-running')), 'the killed restore left its mark');
 
     const out = join(work.dir, 'of-half-restored.tar.gz');
