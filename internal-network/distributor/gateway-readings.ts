@@ -3,7 +3,8 @@ import { uplinkTopic } from '../../shared/contract/topics.ts';
 import { FieldStreamError, isFieldStreamError } from '../../shared/errors.ts';
 import type { Handled } from './message-handler.ts';
 import { joined, readingPoints } from './points.ts';
-import type { MessageVerifier, Verdict } from './security/verifier.ts';
+import type { MessageVerifier } from './security/verifier.ts';
+import type { Verdict } from './security/verdict.ts';
 import type { PointSink } from './sinks/sink.ts';
 
 /** What gatewayReadings needs of the message handler (message-handler.ts). */

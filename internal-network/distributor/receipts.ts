@@ -5,7 +5,7 @@ import { LimitedLog } from '../../shared/limited-log.ts';
 import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { signReceipt, toRanges } from '../../shared/security/receipt-auth.ts';
-import type { SignedId } from './security/verifier.ts';
+import type { SignedId } from './security/verdict.ts';
 import { ConnectedRoundRobin } from './connected-clients.ts';
 
 /** What one handled MQTT message lets the distributor tell its device. */
