@@ -17,8 +17,11 @@ export interface ResendPolicy {
  * the first (dispatcher.ts), not journaled; the device answers a command id once.
  */
 export class Resends {
-  /** devices whose waiting commands were resent lately: when, and the resend put off till later */
-  private readonly resent = new Map<string, { at: number; later?: NodeJS.Timeout }>();
+  /**
+   * devices whose waiting commands were resent lately: when, the resend put off till later, and
+   * whether the device was said offline since that resend was put off
+   */
+  private readonly resent = new Map<string, { at: number; later?: NodeJS.Timeout; offline?: boolean }>();
   /**
    * Devices last said `online`: their unanswered commands are sent again each `unansweredMs`
    * (sweep). Only devices with a registered key or a command waiting, so the ids a compromised DMZ
@@ -37,12 +40,18 @@ export class Resends {
   /** The device's presence says `online`: its waiting commands are sent again. */
   online(deviceId: string): void {
     if (this.policy.unansweredMs !== undefined && this.keys.has(deviceId)) this.onlineIds.add(deviceId);
+    const last = this.resent.get(deviceId);
+    if (last) last.offline = false;
     this.redeliver(deviceId);
   }
 
   /** The device's presence says `offline`: nothing more is sent again to it before it is back. */
   offline(deviceId: string): void {
     this.onlineIds.delete(deviceId);
+    // A resend put off still goes (it serves a presence that came), but no longer makes the device
+    // followed as online: it was said offline after that presence.
+    const last = this.resent.get(deviceId);
+    if (last?.later) last.offline = true;
   }
 
   /** At each sweep of the dispatcher. */
@@ -58,8 +67,9 @@ export class Resends {
   }
 
   /** The device's waiting commands only: a status for each device of a gateway that reconnects (ten
-   * thousand at once) went through every command kept (up to 100,000) each. */
-  private redeliver(deviceId: string): void {
+   * thousand at once) went through every command kept (up to 100,000) each. `follow`: the device is
+   * followed as online from then on (false for a resend put off past an `offline`). */
+  private redeliver(deviceId: string, follow = true): void {
     const now = performance.now();
     const last = this.resent.get(deviceId);
     if (last && now - last.at < TIMINGS.commandRedeliverMinIntervalMs) {
@@ -67,7 +77,7 @@ export class Resends {
       // dropped: a device that really came back within it gets its commands when it has passed.
       last.later ??= setTimeout(() => {
         last.later = undefined;
-        if (!this.closed) this.redeliver(deviceId);
+        if (!this.closed) this.redeliver(deviceId, last.offline !== true);
       }, TIMINGS.commandRedeliverMinIntervalMs - (now - last.at));
       return;
     }
@@ -80,10 +90,12 @@ export class Resends {
       }
     }
     // Remembered only for a device something was resent to: presences of devices with nothing
-    // waiting (any id the DMZ makes up) cost no memory.
+    // waiting (any id the DMZ makes up) cost no memory. Followed as online unless it was said
+    // offline after the presence this resend serves (`follow`): else a resend put off past an
+    // `offline` had its commands sent again every unansweredMs to a device said offline.
     if (sent > 0) {
       this.resent.set(deviceId, { at: now });
-      if (this.policy.unansweredMs !== undefined) this.onlineIds.add(deviceId);
+      if (follow && this.policy.unansweredMs !== undefined) this.onlineIds.add(deviceId);
     } else this.resent.delete(deviceId);
   }
 

@@ -80,6 +80,21 @@ describe('a command not answered while its device stays online', () => {
     assert.equal(handed.length, atOffline, 'sent again to a device said offline');
   });
 
+  it('is not sent again once its device is said offline after presences close together, the resend they put off included', async () => {
+    const d = dmz as MqttClient;
+    // The command of the test above, still sent and not answered, its device said offline.
+    // Two presences within TIMINGS.commandRedeliverMinIntervalMs: the second puts a resend off until
+    // the interval has passed. The device is said offline before that: the resend put off may still
+    // go (it serves a presence that came), but the device must not be followed as online from then on.
+    await d.publishAsync(statusTopic(DEVICE), presence('online'), { qos: 1 });
+    await d.publishAsync(statusTopic(DEVICE), presence('online'), { qos: 1 });
+    await d.publishAsync(statusTopic(DEVICE), presence('offline'), { qos: 1 });
+    await sleep(300);
+    const atOffline = handed.length;
+    await sleep(TIMINGS.commandRedeliverMinIntervalMs + twoSweeps);
+    assert.ok(handed.length - atOffline <= 1, `sent again ${handed.length - atOffline} times to a device said offline`);
+  });
+
   it('takes "off" (only at a presence) and refuses what is not 1 to 86400 seconds', () => {
     const base = { COMMAND_API_TOKEN: token, MQTT_URL: 'mqtts://127.0.0.1:1' };
     assert.equal(loadCommandApiConfig({ ...base }).COMMAND_RESEND_UNANSWERED_S, 60);
