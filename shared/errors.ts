@@ -114,6 +114,11 @@ export const ERRORS = {
     transient: false,
     description: 'The database refused the data permanently; it was kept in the dead-letter folder.',
   },
+  DISTRIBUTOR_POSTGRES_TRANSACTION_SHRUNK: {
+    http: 503,
+    transient: true,
+    description: 'PostgreSQL transactions were past POSTGRES_TIMEOUT_MS and were written again in halves; the following ones are smaller, growing back as they commit in time.',
+  },
 
   DISTRIBUTOR_DEAD_LETTERS_FULL: {
     http: 507,

@@ -348,8 +348,23 @@ export const LIMITS = {
    * the write failed ("Invalid string length") and was retried for ever. 5,000 readings of a few
    * fields (a few hundred bytes a row) are about 1 MiB, one transaction as before; 5,000 of
    * LIMITS.readingMaxFields fields (38 MB) took 2 s in one (measured, PostgreSQL 15), so a part of
-   * 16 MiB stays well inside POSTGRES_TIMEOUT_MS. */
+   * 16 MiB stays well inside POSTGRES_TIMEOUT_MS. A server slower than that gets less: the sink
+   * halves a transaction past the timeout and writes less for a while (postgresTransactionMinBytes). */
   postgresTransactionMaxBytes: 16 * 1024 * 1024,
+  /** bytes. The least the sink's transaction size goes down to after statement timeouts (the size
+   * it remembers: sinks/postgres/sink.ts). A transaction past POSTGRES_TIMEOUT_MS (SQLSTATE 57014) is
+   * written again in halves of its rows, down to one row, and the size for the following
+   * transactions becomes half of its COPY text, not below this: about ten readings of a few fields,
+   * where the transaction's round trips (three at least) cost more than its rows. A database that
+   * cannot take that much within the timeout is failing rather than slow; the halving of each
+   * transaction past the timeout still goes down to one row. */
+  postgresTransactionMinBytes: 4 * 1024,
+  /** transactions. Committed in a row within the timeout, each of at least half the size in force,
+   * after which that size doubles again, up to postgresTransactionMaxBytes (sinks/postgres/sink.ts).
+   * A size that timed out comes back after this many transactions at half of it: a database still
+   * too slow for it costs one timeout (and its halving) every this many transactions, not every
+   * second one; from postgresTransactionMinBytes the full size is back after 12 doublings. */
+  postgresTransactionGrowAfter: 8,
   /** fields. Most fields (measurement and field name) whose type the distributor, and the
    * console's writer, keep to (internal-network/distributor/sinks/field-types.ts): about 100 bytes
    * each. Devices choose their field names; past it, the types of further fields are not kept to. */

@@ -116,7 +116,7 @@ export function startDistributor(
     feedKey !== undefined
       ? new StoredFeedPublisher(clients, { source: config.DISTRIBUTOR_CLIENT_ID, key: feedKey }, log.child({ subsystem: 'feed' }), { published: metrics.feedPoints, dropped: metrics.feedDropped })
       : undefined;
-  const sink = new WriteBatcher(selectDistributorSink(config, log), config.DISTRIBUTOR_BATCH_MAX_POINTS, config.DISTRIBUTOR_WRITE_CONCURRENCY, metrics, feed, config.DISTRIBUTOR_MAX_POINT_AGE_DAYS);
+  const sink = new WriteBatcher(selectDistributorSink(config, log, { statementTimeouts: metrics.postgresStatementTimeouts, transactionMaxBytes: metrics.postgresTransactionMaxBytes }), config.DISTRIBUTOR_BATCH_MAX_POINTS, config.DISTRIBUTOR_WRITE_CONCURRENCY, metrics, feed, config.DISTRIBUTOR_MAX_POINT_AGE_DAYS);
   log.info({ timeseries: sink.description, files: config.FILE_STORAGE_PATH }, 'distributor writing');
   // Fenced (state-lease.ts): once another distributor took the slot, no append is acknowledged.
   const replay = new ReplayWindows(join(lease.dir, 'replay'), { fence: () => lease.assertHeld(), log: log.child({ subsystem: 'replay' }) });

@@ -33,6 +33,8 @@ export class DistributorMetrics {
   readonly duplicates;
   readonly fileChunksDeferred;
   readonly batchPoints;
+  readonly postgresStatementTimeouts;
+  readonly postgresTransactionMaxBytes;
   readonly oldestInProgress;
   readonly receipts;
   readonly presencesCleared;
@@ -95,6 +97,16 @@ export class DistributorMetrics {
       "Chunks of file transfers neither stored nor receipted because each would open a transfer while its device had LIMITS.fileOpenTransfersPerDeviceMax unfinished (DISTRIBUTOR_FILE_TRANSFERS_OPEN); the device keeps the file and sends them again.",
     );
     this.batchPoints = metrics.histogram('distributor_batch_points', 'Points per database request.', [], BATCH_POINTS_BUCKETS);
+    // Set and counted by the PostgreSQL sink (sinks/postgres/sink.ts PostgresSinkMetrics).
+    this.postgresStatementTimeouts = metrics.counter(
+      'distributor_postgres_statement_timeouts_total',
+      'PostgreSQL write transactions past POSTGRES_TIMEOUT_MS (SQLSTATE 57014), each written again in halves of its rows (one row alone: the write failed, retried).',
+    );
+    this.postgresStatementTimeouts.inc(0);
+    this.postgresTransactionMaxBytes = metrics.gauge(
+      'distributor_postgres_transaction_max_bytes',
+      'Most COPY text the PostgreSQL sink puts in one transaction now: LIMITS.postgresTransactionMaxBytes, halved after a transaction past POSTGRES_TIMEOUT_MS, doubled again after transactions that commit in time (0: PostgreSQL not written).',
+    );
     this.oldestInProgress = metrics.gauge('distributor_oldest_in_progress_seconds', 'Age of the oldest message taken from the broker and not yet written (0: none in progress).', [], function () {
       const since = self.live.oldestStartedAt();
       this.set(since === undefined ? 0 : Math.max(0, (Date.now() - since) / 1000));

@@ -8,7 +8,7 @@ import { FieldStreamError } from '../../shared/errors.ts';
 import { POINT_KEY, readingPoints, uplinkKey, type StoredPoint } from '../../internal-network/distributor/points.ts';
 import fc from 'fast-check';
 import { copyField, copyRows, copyText } from '../../internal-network/distributor/sinks/postgres/copy.ts';
-import { fallbackKey, tableStatements, TABLES, toTableBatches, toTransactions, type TableStatements } from '../../internal-network/distributor/sinks/postgres/rows.ts';
+import { fallbackKey, halves, tableStatements, TABLES, toTableBatches, toTransactions, transactionBytes, type TableStatements } from '../../internal-network/distributor/sinks/postgres/rows.ts';
 import { MIGRATIONS, SCHEMA_VERSION } from '../../internal-network/distributor/sinks/postgres/schema.ts';
 import { checkPostgresSettings, poolConfig, postgresConnection, postgresEnabled, postgresSettings } from '../../internal-network/distributor/sinks/postgres/settings.ts';
 import { TIMINGS } from '../../shared/limits.ts';
@@ -177,6 +177,32 @@ describe('PostgreSQL rows', () => {
     assert.deepEqual(whole.map((b) => b.table), ['events', 'readings']);
     assert.equal(transactions.flat().filter((b) => b.table === 'events').map((b) => b.text).join(''), whole[0]?.text);
     assert.equal(transactions.flat().filter((b) => b.table === 'readings').map((b) => b.text).join(''), whole[1]?.text);
+  });
+
+  it("halves a transaction's rows across its tables (for one past the statement timeout), every row and its key in exactly one half, in order", () => {
+    const statements = new Map<string, TableStatements>();
+    // A newline inside a value is escaped in COPY text: it never cuts a row.
+    const r = (n: number): StoredPoint => ({ measurement: 'readings', tags: { device: 'd1' }, fields: { t: n, s: 'a\nb' }, time: n, [POINT_KEY]: `s:e:${n}` });
+    const e = (n: number): StoredPoint => ({ measurement: 'events', tags: { device: 'd1', event_type: 'door' }, fields: { message: `m${n}` }, time: n, [POINT_KEY]: `s:e:${n}` });
+    const pts = [r(1), e(2), r(3), e(4), r(5), r(6), r(7)];
+    const [whole] = toTransactions('fs', pts, statements).transactions;
+    assert.deepEqual(whole?.map((b) => [b.table, b.rows]), [['readings', 5], ['events', 2]]);
+    const [first, second] = halves(whole ?? []);
+    // 7 rows: the first half has 4, all of readings; the second the last reading and both events.
+    assert.deepEqual(first.map((b) => [b.table, b.rows]), [['readings', 4]]);
+    assert.deepEqual(second.map((b) => [b.table, b.rows]), [['readings', 1], ['events', 2]]);
+    assert.deepEqual(first[0]?.keys, [['d1', 'd1', 'd1', 'd1'], [1, 3, 5, 6], ['s:e:1', 's:e:3', 's:e:5', 's:e:6']]);
+    assert.deepEqual(second[0]?.keys, [['d1'], [7], ['s:e:7']]);
+    assert.equal((first[0]?.text ?? '') + (second[0]?.text ?? ''), whole?.[0]?.text);
+    assert.equal(transactionBytes(first) + transactionBytes(second), transactionBytes(whole ?? []));
+    // Down to one row: halving two rows of two tables gives a table each.
+    const [a, b] = halves(second.slice(1));
+    assert.deepEqual([a.map((x) => [x.table, x.rows, x.text]), b.map((x) => [x.table, x.rows, x.text])], [
+      [['events', 1, 'd1\t2\ts:e:2\tdoor\t\\N\tm2\t{}\n']],
+      [['events', 1, 'd1\t4\ts:e:4\tdoor\t\\N\tm4\t{}\n']],
+    ]);
+    const [one, none] = halves(halves(second)[1]);
+    assert.equal(one.reduce((n, x) => n + x.rows, 0) + none.reduce((n, x) => n + x.rows, 0), 1);
   });
 
   it('copies into a temporary staging table, then inserts from it skipping only a row of the same primary key (a copy), times as exact milliseconds after the epoch', () => {

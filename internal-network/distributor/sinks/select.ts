@@ -2,7 +2,7 @@ import type { InfluxSettings } from '../../shared/influx-settings.ts';
 import type { Logger } from '../../../shared/logger.ts';
 import { FanoutSink } from './fanout.ts';
 import { postgresConnection, postgresEnabled, type PostgresSettings } from './postgres/settings.ts';
-import { PostgresSink } from './postgres/sink.ts';
+import { PostgresSink, type PostgresSinkMetrics } from './postgres/sink.ts';
 import { InfluxV1Sink } from './influx-v1.ts';
 import { InfluxV2Sink } from './influx-v2.ts';
 import { LocalPointStore } from './local-store.ts';
@@ -44,8 +44,8 @@ export function selectSink(c: InfluxSettings, log: Logger, measurements: readonl
  * PGHOST is; both at once through a FanoutSink (a write is done when both have it). With neither,
  * the local store, as before.
  */
-export function selectDistributorSink(c: InfluxSettings & PostgresSettings, log: Logger): PointSink {
+export function selectDistributorSink(c: InfluxSettings & PostgresSettings, log: Logger, postgresMetrics?: PostgresSinkMetrics): PointSink {
   if (!postgresEnabled(c)) return selectSink(c, log, Object.values(MEASUREMENTS));
-  const postgres = new PostgresSink(postgresConnection(c), log.child({ subsystem: 'postgres' }));
+  const postgres = new PostgresSink(postgresConnection(c), log.child({ subsystem: 'postgres' }), postgresMetrics);
   return c.INFLUXDB_URL ? new FanoutSink([selectSink(c, log, Object.values(MEASUREMENTS)), postgres]) : postgres;
 }

@@ -303,3 +303,40 @@ export function toTransactions(schema: string, points: readonly StoredPoint[], s
   close();
   return { transactions, unknown };
 }
+
+/** The COPY text of a transaction's tables, in bytes (UTF-8, as sent). */
+export function transactionBytes(batches: readonly TableBatch[]): number {
+  let bytes = 0;
+  for (const b of batches) bytes += Buffer.byteLength(b.text, 'utf8');
+  return bytes;
+}
+
+/** Rows `from` to `to` (not included) of a table's batch: its text is one line per row (copy.ts escapes a newline in a value). */
+function sliceBatch(b: TableBatch, lines: readonly string[], from: number, to: number): TableBatch {
+  return { ...b, text: lines.slice(from, to).join(''), rows: to - from, keys: b.keys.map((k) => k.slice(from, to)) };
+}
+
+/**
+ * A transaction of two rows or more as two, its rows halved in order across its tables (the first
+ * has the odd row): the sink writes each half alone when the whole was past the statement timeout
+ * (sink.ts). Each row is in exactly one half, its key beside it.
+ */
+export function halves(batches: readonly TableBatch[]): [TableBatch[], TableBatch[]] {
+  let left = Math.ceil(batches.reduce((n, b) => n + b.rows, 0) / 2);
+  const first: TableBatch[] = [];
+  const second: TableBatch[] = [];
+  for (const b of batches) {
+    if (left >= b.rows) {
+      if (b.rows > 0) first.push(b);
+      left -= b.rows;
+    } else if (left === 0) {
+      second.push(b);
+    } else {
+      const lines = b.text.split(/(?<=\n)/);
+      first.push(sliceBatch(b, lines, 0, left));
+      second.push(sliceBatch(b, lines, left, b.rows));
+      left = 0;
+    }
+  }
+  return [first, second];
+}

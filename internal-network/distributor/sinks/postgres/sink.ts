@@ -8,7 +8,8 @@ import type { StoredPoint } from '../../points.ts';
 import type { PointSink } from '../sink.ts';
 import { migrate } from './schema.ts';
 import { createPool } from '../../../shared/postgres-pool.ts';
-import { toTransactions, type TableBatch, type TableStatements } from './rows.ts';
+import { LIMITS } from '../../../../shared/limits.ts';
+import { halves, toTransactions, transactionBytes, type TableBatch, type TableStatements } from './rows.ts';
 import { poolConfig, type PostgresConnection } from './settings.ts';
 
 /**
@@ -30,6 +31,15 @@ const REJECTING_CLASSES = new Set(['22', '23', '54']);
  */
 const SCHEMA_GONE = new Set(['42P01', '3F000']);
 
+/** SQLSTATE 57014, query_canceled: a statement past the transaction's statement_timeout (or one an operator cancelled). */
+const STATEMENT_TIMEOUT = '57014';
+
+/** Where the sink's transaction size and its timeouts are shown (metrics.ts); optional, as outside the distributor. */
+export interface PostgresSinkMetrics {
+  statementTimeouts: { inc(n?: number): void };
+  transactionMaxBytes: { set(value: number): void };
+}
+
 /**
  * The transaction's COMMIT answered only once its WAL is flushed, whatever the DBA set for the role,
  * the database or the server. With synchronous_commit = off (a common tuning for ingest), COMMIT is
@@ -49,7 +59,8 @@ export function isRejection(err: unknown): boolean {
 
 /**
  * The PostgreSQL sink (docs/postgres.md). Each write is one transaction (several past
- * LIMITS.postgresTransactionMaxBytes of rows): per table, the batch's rows COPYed into a temporary
+ * LIMITS.postgresTransactionMaxBytes of rows, or past the smaller size kept after statement
+ * timeouts: {@link PostgresSink.fitted}): per table, the batch's rows COPYed into a temporary
  * staging table, then one `INSERT … SELECT … ON CONFLICT (primary key) DO NOTHING` from it (rows.ts), so a
  * message delivered again writes nothing and each transaction is all or nothing.
  * The schema is made or migrated before the first write (and again after a failed attempt, or after
@@ -63,13 +74,21 @@ export class PostgresSink implements PointSink {
   /** a write found a table missing: the next migration makes what is missing (schema.ts migrate) */
   private repair = false;
   private readonly statements = new Map<string, TableStatements>();
-  readonly stats = { transactions: 0, rows: 0 };
+  /**
+   * transactions: committed; rows: in them; timeouts: transactions past the statement timeout;
+   * transactionMaxBytes: the most COPY text the next transaction carries (see {@link fitted}).
+   */
+  readonly stats = { transactions: 0, rows: 0, timeouts: 0, transactionMaxBytes: LIMITS.postgresTransactionMaxBytes };
+  /** transactions committed in a row, each of at least half the size in force, since it last changed */
+  private fitting = 0;
 
   constructor(
     private readonly connection: PostgresConnection,
     private readonly log: Logger,
+    private readonly metrics?: PostgresSinkMetrics,
   ) {
     this.description = connection.description;
+    metrics?.transactionMaxBytes.set(this.stats.transactionMaxBytes);
     // A statement past the timeout ends with SQLSTATE 57014, retried: set in each transaction
     // (SET LOCAL), as poolConfig says why.
     this.pool = createPool({
@@ -84,16 +103,92 @@ export class PostgresSink implements PointSink {
   }
 
   /**
-   * One transaction per LIMITS.postgresTransactionMaxBytes of COPY text (rows.ts toTransactions),
-   * one after another. A transaction committed stays when a later one fails: the write fails and is
-   * retried whole, and the rows already there are skipped (ON CONFLICT DO NOTHING).
+   * One transaction per stats.transactionMaxBytes of COPY text (rows.ts toTransactions; at most
+   * LIMITS.postgresTransactionMaxBytes), one after another. A transaction committed stays when a
+   * later one fails: the write fails and is retried whole, and the rows already there are skipped
+   * (ON CONFLICT DO NOTHING).
    */
   async write(points: readonly StoredPoint[]): Promise<void> {
     if (points.length === 0) return;
-    const { transactions, unknown } = toTransactions(this.connection.schema, points, this.statements);
+    const from = this.stats.transactionMaxBytes;
+    const { transactions, unknown } = toTransactions(this.connection.schema, points, this.statements, from);
     if (unknown.length > 0) throw new FieldStreamError('DISTRIBUTOR_WRITE_REJECTED', `PostgreSQL has no table for measurement ${unknown[0]}`);
     await this.schemaReady();
-    for (const batches of transactions) await this.transaction(batches);
+    const seen = { timeouts: 0, shrunk: false };
+    try {
+      for (const batches of transactions) await this.fitted(batches, seen);
+    } finally {
+      // One line per write that lowered the size, however many halves it took.
+      if (seen.shrunk) {
+        this.log.warn(
+          { code: 'DISTRIBUTOR_POSTGRES_TRANSACTION_SHRUNK', maxBytes: this.stats.transactionMaxBytes, previousMaxBytes: from, timeouts: seen.timeouts, timeoutMs: this.connection.timeoutMs },
+          `PostgreSQL: ${seen.timeouts} transaction(s) past POSTGRES_TIMEOUT_MS (${this.connection.timeoutMs} ms) were written again in halves; transactions now carry at most ${this.stats.transactionMaxBytes} bytes of rows (was ${from}), growing back as they commit in time`,
+        );
+      }
+    }
+  }
+
+  /**
+   * A transaction, and when it is past the statement timeout (SQLSTATE 57014) its rows again in two
+   * halves (rows.ts halves), each halved again while it times out, down to one row. A transaction
+   * that always takes longer than POSTGRES_TIMEOUT_MS (a slow server, many indexes, a heavy trigger,
+   * the backlog after an outage) was retried whole for ever, and nothing was written; halves commit.
+   * Each half is a transaction like any other: one committed before a later one fails stays, the
+   * write is retried whole, and its rows are skipped then (ON CONFLICT DO NOTHING).
+   * One row alone past the timeout fails the write (DISTRIBUTOR_WRITE_FAILED, retried, never a dead
+   * letter: the database is too slow, the data is not at fault).
+   *
+   * The size for the following transactions (stats.transactionMaxBytes) becomes half of one that
+   * timed out, down to LIMITS.postgresTransactionMinBytes, and doubles again (up to
+   * LIMITS.postgresTransactionMaxBytes) after LIMITS.postgresTransactionGrowAfter transactions in a
+   * row commit within the timeout, each of at least half of it (a small one says nothing about it).
+   *
+   * Only the server's 57014 is halved: the client's own timeout (twice POSTGRES_TIMEOUT_MS,
+   * poolConfig) fires only when the server did not answer even with that, a server gone or frozen,
+   * which halves would wait for again, each at twice the timeout.
+   */
+  private async fitted(batches: readonly TableBatch[], seen: { timeouts: number; shrunk: boolean }): Promise<void> {
+    const bytes = transactionBytes(batches);
+    try {
+      await this.transaction(batches);
+    } catch (err) {
+      if (!isFieldStreamError(err) || err.details?.sqlstate !== STATEMENT_TIMEOUT) throw err;
+      this.stats.timeouts++;
+      seen.timeouts++;
+      this.metrics?.statementTimeouts.inc();
+      this.fitting = 0;
+      const rows = batches.reduce((n, b) => n + b.rows, 0);
+      if (rows <= 1) {
+        const table = batches[0]?.table;
+        throw new FieldStreamError(
+          'DISTRIBUTOR_WRITE_FAILED',
+          `PostgreSQL: one row alone (${this.connection.schema}.${table}, ${bytes} bytes) is past POSTGRES_TIMEOUT_MS (${this.connection.timeoutMs} ms, SQLSTATE 57014) after its transaction was halved down to it: the database is too slow for it (its load, a trigger, its indexes); retried, never set aside`,
+          { sqlstate: STATEMENT_TIMEOUT, table, rows, bytes },
+          { cause: err },
+        );
+      }
+      // Never up: a half of a transaction made before the size went down (by this write, or by
+      // another one at the same time) may be larger than the size now.
+      const smaller = Math.max(LIMITS.postgresTransactionMinBytes, Math.floor(bytes / 2));
+      if (smaller < this.stats.transactionMaxBytes) {
+        this.setLimit(smaller);
+        seen.shrunk = true;
+      }
+      const [first, second] = halves(batches);
+      await this.fitted(first, seen);
+      await this.fitted(second, seen);
+      return;
+    }
+    const limit = this.stats.transactionMaxBytes;
+    if (limit < LIMITS.postgresTransactionMaxBytes && bytes * 2 >= limit && ++this.fitting >= LIMITS.postgresTransactionGrowAfter) {
+      this.setLimit(Math.min(LIMITS.postgresTransactionMaxBytes, limit * 2));
+    }
+  }
+
+  private setLimit(bytes: number): void {
+    this.stats.transactionMaxBytes = bytes;
+    this.fitting = 0;
+    this.metrics?.transactionMaxBytes.set(bytes);
   }
 
   private async transaction(batches: readonly TableBatch[]): Promise<void> {
