@@ -1245,10 +1245,10 @@ export const TIMINGS = {
 
   // -- Housekeeping -----------------------------------------------------------------------------
   /** milliseconds. A SIGINT/SIGTERM this soon after the one that began a stop is a copy of it, not a
-   * second Ctrl-C (shared/service.ts): the terminal signals the whole process group (npm, tsx and
-   * the service) at one key press, and npm and tsx each pass theirs on as well, within milliseconds
-   * (tsx after waiting 30 ms to see whether the service got one). Long enough for those copies on a
-   * loaded machine, short against a person pressing Ctrl-C again at a stop that hangs. */
+   * second Ctrl-C (shared/service.ts): the terminal signals the whole process group (npm and the
+   * service) at one key press, and npm passes its own on as well, within milliseconds (so does tsx's
+   * command line, for a service run under it by hand). Long enough for those copies on a loaded
+   * machine, short against a person pressing Ctrl-C again at a stop that hangs. */
   stopSignalCopyMs: 1_000,
   /** milliseconds. Each service with process metrics sets a timer this often and records how late
    * it fired (`fieldstream_event_loop_delay_seconds`, shared/metrics/event-loop.ts): often enough

@@ -13,7 +13,7 @@ const FORCED_EXIT_STATUS = { SIGINT: 130, SIGTERM: 143 } as const;
  * not answering) ends at once, with status 130 (SIGINT) or 143 (SIGTERM). That is safe: nothing a
  * service acknowledged depends on its stop finishing, since it must survive SIGKILL at any instant.
  * A second one, not a copy of the first: one within TIMINGS.stopSignalCopyMs of it is the same
- * Ctrl-C, passed on by npm or tsx.
+ * Ctrl-C, passed on by npm (or tsx's command line, for a service run under it by hand).
  */
 export function runService<C>(name: string, loadConfig: () => C, start: (config: C) => Promise<{ close(): Promise<void> }>): void {
   let config: C;
@@ -28,7 +28,7 @@ export function runService<C>(name: string, loadConfig: () => C, start: (config:
       const stop = (signal: keyof typeof FORCED_EXIT_STATUS) => {
         if (stoppingSince !== undefined) {
           // One Ctrl-C arrives more than once: from the terminal, to every process of the group,
-          // and again from npm and tsx, which pass on the one each got. Only a later one is a second.
+          // and again from npm (and tsx's command line), which pass on the one each got. Only a later one is a second.
           if (performance.now() - stoppingSince < TIMINGS.stopSignalCopyMs) return;
           // Written synchronously: process.exit does not wait for an asynchronous destination.
           createLogger(name, 'info', pino.destination({ dest: 1, sync: true })).warn(

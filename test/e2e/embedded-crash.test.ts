@@ -481,8 +481,8 @@ describe('npm start (embedded) stopped with SIGTERM to npm', () => {
 });
 
 /**
- * Ctrl-C in the terminal signals the whole foreground process group: npm, tsx and the pipeline
- * each get one SIGINT, and npm and tsx pass theirs on as well. One key press reached the pipeline
+ * Ctrl-C in the terminal signals the whole foreground process group: npm and the pipeline (and tsx,
+ * when npm start ran under its command line) each get one SIGINT, and npm and tsx pass theirs on as well. One key press reached the pipeline
  * two or three times within milliseconds, and it took the copies for a second Ctrl-C: the stop was
  * forced (SERVICE_STOP_FORCED, exit 130) every time, never clean.
  */
