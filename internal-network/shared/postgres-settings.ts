@@ -144,8 +144,8 @@ export interface PostgresConnection {
 
 /**
  * What every pool of ours takes from the connection (node-postgres PoolConfig): where, who, TLS,
- * and the timeouts. The client gives up past twice `timeoutMs`, for a server that no longer
- * answers at all. The server's own statement timeout (SQLSTATE 57014 past `timeoutMs`) is set in
+ * and the timeouts. The client gives up past twice `timeoutMs` (a query of one statement:
+ * clientTimeoutMs), for a server that no longer answers at all. The server's own statement timeout (SQLSTATE 57014 past `timeoutMs`) is set in
  * each transaction (SET LOCAL: the sink's writes, postgres-read.ts's reads), never as a startup
  * parameter: PgBouncer refuses a connection that sends one ("unsupported startup parameter:
  * statement_timeout", 08P01), so behind it nothing ever reached the database; and a session SET
@@ -160,8 +160,21 @@ export function poolConfig(c: PostgresConnection): PoolConfig {
     ...(c.password !== undefined ? { password: c.password } : {}),
     ssl: c.ssl,
     connectionTimeoutMillis: c.timeoutMs,
-    query_timeout: c.timeoutMs * 2,
+    query_timeout: clientTimeoutMs(c.timeoutMs),
   };
+}
+
+/**
+ * milliseconds: how long the client waits for the answer to a query of `statements` statements,
+ * each of which the server bounds by statement_timeout (`timeoutMs`) on its own (PostgreSQL 13 and
+ * later time each statement of a simple query apart): the server's bound for them all, and
+ * `timeoutMs` more. Twice `timeoutMs` for one statement. Waiting less for a query of several, the
+ * client gave up first on one whose statements each took less than the timeout (the sink's
+ * INSERTs of a transaction of several tables, sent together): no SQLSTATE, so never written in
+ * halves, and retried whole for ever. At most TIMINGS.timerMaxMs: a Node timer past it fires at once.
+ */
+export function clientTimeoutMs(timeoutMs: number, statements = 1): number {
+  return Math.min(TIMINGS.timerMaxMs, (statements + 1) * timeoutMs);
 }
 
 /**

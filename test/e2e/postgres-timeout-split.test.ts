@@ -6,7 +6,7 @@ import { tempDir } from '../helpers/pki.ts';
 import { captureLogs } from '../helpers/gateway-fixture.ts';
 import { isFieldStreamError } from '../../shared/errors.ts';
 import { LIMITS } from '../../shared/limits.ts';
-import { POINT_KEY, type StoredPoint } from '../../internal-network/distributor/points.ts';
+import { POINT_KEY, RESPONSE_COMMAND_FIELD, type StoredPoint } from '../../internal-network/distributor/points.ts';
 import { PostgresSink } from '../../internal-network/distributor/sinks/postgres/sink.ts';
 import { postgresConnection } from '../../internal-network/distributor/sinks/postgres/settings.ts';
 import { DistributorMetrics } from '../../internal-network/distributor/metrics.ts';
@@ -39,9 +39,9 @@ describe('the PostgreSQL sink when a transaction is always past its statement ti
   const work = tempDir('pgsplit');
   let db: Postgres;
   const sinks: PostgresSink[] = [];
-  const sink = (user: string, log = captureLogs(), metrics?: DistributorMetrics) => {
+  const sink = (user: string, log = captureLogs(), metrics?: DistributorMetrics, timeoutMs = TIMEOUT_MS) => {
     const s = new PostgresSink(
-      postgresConnection({ POSTGRES_URL: `postgres://${user}:${PASSWORD}@127.0.0.1:${db.port}/${user}`, POSTGRES_SSL: 'disable', POSTGRES_SCHEMA: 'fieldstream', POSTGRES_POOL_SIZE: 2, POSTGRES_TIMEOUT_MS: TIMEOUT_MS }),
+      postgresConnection({ POSTGRES_URL: `postgres://${user}:${PASSWORD}@127.0.0.1:${db.port}/${user}`, POSTGRES_SSL: 'disable', POSTGRES_SCHEMA: 'fieldstream', POSTGRES_POOL_SIZE: 2, POSTGRES_TIMEOUT_MS: timeoutMs }),
       log.logger,
       metrics && { statementTimeouts: metrics.postgresStatementTimeouts, transactionMaxBytes: metrics.postgresTransactionMaxBytes },
     );
@@ -157,5 +157,27 @@ describe('the PostgreSQL sink when a transaction is always past its statement ti
     await db.psql('DROP TRIGGER slow_readings ON fieldstream.readings', 'rowrole');
     await s.write(batch);
     assert.equal(await rows('rowrole', "SELECT count(*) || '/' || count(DISTINCT message_key) FROM fieldstream.readings WHERE device = 'r'"), '8/8');
+  });
+
+  it('writes a transaction of several tables whose INSERTs are each within the timeout, however long they take together', async () => {
+    await db.createUser('tablesrole', PASSWORD);
+    // 1 s: each INSERT below takes 0.6 s, well within it; the four of them, in one query with the
+    // COMMIT, take 2.4 s, past twice it (the client's bound for a query of one statement).
+    const { sink: s } = sink('tablesrole', captureLogs(), undefined, 1000);
+    await s.write([reading('warm', 'w:1', 0)]);
+    const tables = ['readings', 'device_health', 'events', 'command_responses'];
+    for (const t of tables) await slow('tablesrole', t, 0.6);
+    const t0 = 1_767_225_600_000;
+    const batch: StoredPoint[] = [
+      reading('m', 'm:1', 1),
+      { measurement: 'device_health', tags: { device: 'm' }, fields: { battery: 80 }, time: t0 + 2, [POINT_KEY]: 'm:2' },
+      event('m', 'm:3', 3),
+      { measurement: 'command_responses', tags: { device: 'm', status: 'ok' }, fields: { [RESPONSE_COMMAND_FIELD]: 'c-1', result: 'done' }, time: t0 + 4, [POINT_KEY]: 'm:4' },
+    ];
+    // Before, the client gave the query up at twice POSTGRES_TIMEOUT_MS (no SQLSTATE: never halved),
+    // and the transaction was retried whole at the same size for ever.
+    await s.write(batch);
+    for (const t of tables) assert.equal(await rows('tablesrole', `SELECT count(*) FROM fieldstream.${t} WHERE device = 'm'`), '1', t);
+    assert.equal(s.stats.timeouts, 0);
   });
 });

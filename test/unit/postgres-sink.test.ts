@@ -10,7 +10,7 @@ import fc from 'fast-check';
 import { copyField, copyRows, copyText } from '../../internal-network/distributor/sinks/postgres/copy.ts';
 import { fallbackKey, halves, tableStatements, TABLES, toTableBatches, toTransactions, transactionBytes, type TableStatements } from '../../internal-network/distributor/sinks/postgres/rows.ts';
 import { MIGRATIONS, SCHEMA_VERSION } from '../../internal-network/distributor/sinks/postgres/schema.ts';
-import { checkPostgresSettings, poolConfig, postgresConnection, postgresEnabled, postgresSettings } from '../../internal-network/distributor/sinks/postgres/settings.ts';
+import { checkPostgresSettings, clientTimeoutMs, poolConfig, postgresConnection, postgresEnabled, postgresSettings } from '../../internal-network/distributor/sinks/postgres/settings.ts';
 import { TIMINGS } from '../../shared/limits.ts';
 import { isRejection } from '../../internal-network/distributor/sinks/postgres/sink.ts';
 import { parseEnvelope, UplinkEnvelopeSchema, type EnvelopeOf } from '../../shared/contract/envelope.ts';
@@ -104,6 +104,9 @@ describe('PostgreSQL settings', () => {
     for (const ms of [2 ** 30, 2_000_000_000, 3_000_000_000]) assert.equal(accepted(ms), false, String(ms));
     assert.equal(accepted(TIMINGS.postgresTimeoutMaxMs), true);
     assert.equal(poolConfig(postgresConnection(settings({ PGHOST: 'db', POSTGRES_TIMEOUT_MS: String(TIMINGS.postgresTimeoutMaxMs) }))).query_timeout, 2 ** 31 - 2);
+    // A query of several statements (a transaction's INSERTs and its COMMIT): one timeout more per statement, never past a timer's most.
+    assert.equal(clientTimeoutMs(1000, 5), 6000);
+    assert.equal(clientTimeoutMs(TIMINGS.postgresTimeoutMaxMs, 9), TIMINGS.timerMaxMs);
   });
 
   it('refuses a URL whose user, password or database is not valid percent-encoding, without showing it', () => {

@@ -10,7 +10,7 @@ import { migrate } from './schema.ts';
 import { createPool } from '../../../shared/postgres-pool.ts';
 import { LIMITS } from '../../../../shared/limits.ts';
 import { halves, toTransactions, transactionBytes, type TableBatch, type TableStatements } from './rows.ts';
-import { poolConfig, type PostgresConnection } from './settings.ts';
+import { clientTimeoutMs, poolConfig, type PostgresConnection } from './settings.ts';
 
 /**
  * SQLSTATE classes that blame the data itself (PostgreSQL docs, Appendix A): 22 data exception
@@ -143,9 +143,9 @@ export class PostgresSink implements PointSink {
    * LIMITS.postgresTransactionMaxBytes) after LIMITS.postgresTransactionGrowAfter transactions in a
    * row commit within the timeout, each of at least half of it (a small one says nothing about it).
    *
-   * Only the server's 57014 is halved: the client's own timeout (twice POSTGRES_TIMEOUT_MS,
-   * poolConfig) fires only when the server did not answer even with that, a server gone or frozen,
-   * which halves would wait for again, each at twice the timeout.
+   * Only the server's 57014 is halved: the client's own timeout (POSTGRES_TIMEOUT_MS past the
+   * server's bound for the statements of the query, clientTimeoutMs) fires only when the server did
+   * not answer even with that, a server gone or frozen, which halves would wait for again.
    */
   private async fitted(batches: readonly TableBatch[], seen: { timeouts: number; shrunk: boolean }): Promise<void> {
     const bytes = transactionBytes(batches);
@@ -205,7 +205,15 @@ export class PostgresSink implements PointSink {
       // query (a statement that fails ends it: the COMMIT after it is never run).
       await client.query(['BEGIN', `SET LOCAL statement_timeout = ${Math.trunc(this.connection.timeoutMs)}`, DURABLE_COMMIT, ...batches.map((b) => b.statements.stage)].join(';\n'));
       for (const b of batches) await pipeline(Readable.from([Buffer.from(b.text)]), client.query(copyFrom(b.statements.copy)));
-      const results = await client.query([...batches.map((b) => b.statements.insert), 'COMMIT'].join(';\n'));
+      // The client waits as long as the server may take for each INSERT and the COMMIT, timed
+      // apart (clientTimeoutMs): at twice POSTGRES_TIMEOUT_MS, a transaction of several tables
+      // each within the timeout was given up here, without the 57014 that halves it (fitted).
+      // (node-postgres reads query_timeout from a query's config too; its types leave it out.)
+      const inserts: pg.QueryConfig & { query_timeout: number } = {
+        text: [...batches.map((b) => b.statements.insert), 'COMMIT'].join(';\n'),
+        query_timeout: clientTimeoutMs(this.connection.timeoutMs, batches.length + 1),
+      };
+      const results = await client.query(inserts);
       this.stats.transactions++;
       for (const b of batches) this.stats.rows += b.rows;
       await this.verify(client, batches, results as unknown as pg.QueryResult | pg.QueryResult[]);
