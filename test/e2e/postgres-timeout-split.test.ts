@@ -94,8 +94,13 @@ describe('the PostgreSQL sink when a transaction is always past its statement ti
     assert.equal(scraped.get('fieldstream_distributor_postgres_transaction_max_bytes{service="distributor"}'), after1.transactionMaxBytes);
     assert.equal(scraped.get('fieldstream_distributor_postgres_statement_timeouts_total{service="distributor"}'), after1.timeouts);
 
-    // The next batch starts at the smaller size: no timeout, nothing logged about it.
-    const next = Array.from({ length: 40 }, (_, i) => reading('n', `n:${i}`, i));
+    // The next batch starts at the smaller size: no timeout, nothing logged about it. Its rows are
+    // of about 1 KB: the size kept (at most half of the 40 readings of 250 bytes that took 0.6 s, so
+    // at most 4.9 KB) holds four of them, 60 ms of the trigger's sleep, far within the timeout on a
+    // loaded machine; the batch in one transaction (the size not kept) takes 0.6 s, past it. Rows of
+    // 250 bytes filled it with 16 (0.24 s): a stall of 0.16 s timed one out.
+    const BIG = 'x'.repeat(1000);
+    const next = Array.from({ length: 40 }, (_, i): StoredPoint => ({ ...reading('n', `n:${i}`, i), fields: { v: i, pad: BIG } }));
     await s.write(next);
     assert.equal(s.stats.timeouts, after1.timeouts, 'the next write does not time out first');
     assert.equal(lines.filter((l) => l.code === 'DISTRIBUTOR_POSTGRES_TRANSACTION_SHRUNK').length, 1);
