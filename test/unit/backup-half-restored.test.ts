@@ -7,9 +7,9 @@ import { ReplayWindows } from '../../internal-network/distributor/security/repla
 import { createBackup, tarEntry } from '../../scripts/admin/backup.ts';
 import type { AdminPaths } from '../../scripts/admin/paths.ts';
 import { restoreBackup } from '../../scripts/admin/restore.ts';
-import { isFieldStreamError, type ErrorCode } from '../../shared/errors.ts';
 import { killedRestore } from '../helpers/killed-restore.ts';
 import { tempDir } from '../helpers/pki.ts';
+import { refusedWith } from '../helpers/coded.ts';
 
 /**
  * A restore killed midway leaves its marks (.restore-running) in the folders it was writing, some
@@ -34,16 +34,6 @@ describe('a backup of folders a killed restore left half restored', () => {
   });
   after(() => work.cleanup());
 
-  async function refusedWith(code: ErrorCode, p: Promise<unknown>): Promise<Error> {
-    let caught: Error | undefined;
-    await assert.rejects(p, (err) => {
-      assert.ok(isFieldStreamError(err), String(err));
-      assert.equal(err.code, code, err.message);
-      caught = err;
-      return true;
-    });
-    return caught as Error;
-  }
 
   it('refuses (RESTORE_INCOMPLETE) naming the folder and what to do, writes no archive; backs up once the restore is run to its end', { timeout: 60_000 }, async () => {
     const dir = join(work.dir, 'killed');

@@ -6,8 +6,8 @@ import { ReplayWindows } from '../../internal-network/distributor/security/repla
 import { createBackup } from '../../scripts/admin/backup.ts';
 import type { AdminPaths } from '../../scripts/admin/paths.ts';
 import { EXIT, runAdmin } from '../../scripts/admin/run.ts';
-import { isFieldStreamError, type ErrorCode } from '../../shared/errors.ts';
 import { tempDir } from '../helpers/pki.ts';
+import { refusedWith } from '../helpers/coded.ts';
 
 /**
  * An archive written into a folder the backup reads was taken into the next backup as state (every
@@ -31,16 +31,6 @@ describe('a backup archive written where the backup reads', () => {
   });
   after(() => work.cleanup());
 
-  async function refusedWith(code: ErrorCode, p: Promise<unknown>): Promise<Error> {
-    let caught: Error | undefined;
-    await assert.rejects(p, (err) => {
-      assert.ok(isFieldStreamError(err), String(err));
-      assert.equal(err.code, code, err.message);
-      caught = err;
-      return true;
-    });
-    return caught as Error;
-  }
 
   it('inside the state folder, the certificates folder or a folder below them: refused naming the folder, no archive written', async () => {
     for (const [out, folder] of [

@@ -13,13 +13,14 @@ import { ReplayWindows } from '../../internal-network/distributor/security/repla
 import { isRevoked } from '../../pki/onboarding.ts';
 import { issueDeviceCertificate } from '../../pki/device-bundle.ts';
 import { revokeDevice } from '../../pki/revocation.ts';
-import { isFieldStreamError, type ErrorCode } from '../../shared/errors.ts';
+import { isFieldStreamError } from '../../shared/errors.ts';
 import { LIMITS } from '../../shared/limits.ts';
 import { createBackup } from '../../scripts/admin/backup.ts';
 import { ManifestSchema, type Manifest } from '../../scripts/admin/backup-manifest.ts';
 import { resolveAdminPaths, type AdminPaths } from '../../scripts/admin/paths.ts';
 import { restoreBackup } from '../../scripts/admin/restore.ts';
 import { EXIT, runAdmin } from '../../scripts/admin/run.ts';
+import { refusedWith } from '../helpers/coded.ts';
 
 /**
  * Backup and restore of the state the internal server cannot lose: what an archive holds (its
@@ -65,13 +66,6 @@ function filesBelow(dir: string, prefix = ''): string[] {
     .sort();
 }
 
-async function refusedWith(code: ErrorCode, p: Promise<unknown>): Promise<void> {
-  await assert.rejects(p, (err) => {
-    assert.ok(isFieldStreamError(err), String(err));
-    assert.equal(err.code, code, err.message);
-    return true;
-  });
-}
 
 describe('backup and restore', () => {
   const pki = makeTestPki(['dev-a', 'dev-b']);
