@@ -546,6 +546,13 @@ export const LIMITS = {
    * more are refused with API_COMMANDS_FULL until some finish or expire. Half the record cap, so
    * the finished ones always leave room and a waiting command is never forgotten. */
   commandMaxLive: 50_000,
+  /** commands. Most of one device's unanswered commands sent again at each COMMAND_RESEND_UNANSWERED_S
+   * while it is online, the oldest first (command-api/resends.ts): a field client holds at most
+   * FIELD_COMMANDS_CONCURRENCY (≤ 64) running and fieldCommandsWaitingMax (100) waiting, and puts
+   * off the rest, so a device with thousands waiting was sent them all again every interval to run
+   * none of the younger ones. The younger are sent again once the older are answered or expired
+   * (and all of them at each presence). */
+  commandResendPerDeviceMax: 128,
   /** commands. Most the command API looks up in one statement among the responses the distributor
    * stored (command-api/stored-responses.ts): a row each, without its result, which is read alone. */
   commandReconcileBatch: 1000,

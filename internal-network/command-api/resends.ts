@@ -1,4 +1,4 @@
-import { TIMINGS } from '../../shared/limits.ts';
+import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import type { DeviceKeyRegistry } from '../shared/device-keys.ts';
 import type { CommandRecord } from './schemas.ts';
 import type { CommandStore } from './store.ts';
@@ -114,10 +114,13 @@ export class Resends {
     if (after === undefined) return;
     const now = Date.now();
     for (const deviceId of [...this.onlineIds]) {
-      let waiting = 0;
-      for (const r of this.store.waitingFor(deviceId)) {
-        if (r.expiresAt <= now || (r.state !== 'queued' && r.state !== 'sent')) continue;
-        waiting++;
+      const live = [...this.store.waitingFor(deviceId)].filter((r) => r.expiresAt > now && (r.state === 'queued' || r.state === 'sent'));
+      const waiting = live.length;
+      // The oldest LIMITS.commandResendPerDeviceMax only, as many as a device can hold; it runs them
+      // in the order they arrive. By when they were issued: the store's order changes as commands
+      // are noted (a resend moves one to the end), and the younger would pass the older.
+      if (waiting > LIMITS.commandResendPerDeviceMax) live.sort((x, y) => x.issuedAt - y.issuedAt);
+      for (const r of live.slice(0, LIMITS.commandResendPerDeviceMax)) {
         if (r.state === 'sent' && r.sentAt !== undefined && now - r.sentAt >= after) this.publish(r);
       }
       // Kept while its key is registered (a command issued later is resent too); else only while

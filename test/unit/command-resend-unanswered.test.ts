@@ -4,7 +4,7 @@ import mqtt, { type MqttClient } from 'mqtt';
 import type { CommandApi } from '../../internal-network/command-api/command-api.ts';
 import { loadCommandApiConfig } from '../../internal-network/command-api/config.ts';
 import { commandTopic, statusTopic } from '../../shared/contract/topics.ts';
-import { TIMINGS } from '../../shared/limits.ts';
+import { LIMITS, TIMINGS } from '../../shared/limits.ts';
 import type { ManagedProcess } from '../../scripts/local-stack/process.ts';
 import { issueTestCommand, startTestCommandApi, testCommandState } from '../helpers/command-api.ts';
 import { LogCapture } from '../helpers/embedded.ts';
@@ -13,6 +13,8 @@ import { startMosquitto } from '../helpers/sparkplug.ts';
 import { eventually } from '../helpers/ws-device.ts';
 
 const DEVICE = 'valve-1';
+/** a device with more commands waiting than it can hold */
+const BUSY = 'valve-2';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
@@ -24,7 +26,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  * side (presences, the commands it is handed) on its plain listener.
  */
 describe('a command not answered while its device stays online', () => {
-  const pki = makeTestPki([DEVICE]);
+  const pki = makeTestPki([DEVICE, BUSY]);
   const work = tempDir('command-resend-unanswered');
   const logs = new LogCapture();
   const token = 'resend-unanswered-test-token-0123456789';
@@ -32,15 +34,18 @@ describe('a command not answered while its device stays online', () => {
   let api: CommandApi | undefined;
   let dmz: MqttClient | undefined;
   const handed: number[] = [];
+  /** the command ids handed to the DMZ for BUSY, in order */
+  const busyHanded: string[] = [];
 
   before(async () => {
     const p = pki.paths;
     broker = await startMosquitto(work.dir, { ca: p.publicCa, cert: p.service('internal/mosquitto').cert, key: p.service('internal/mosquitto').key });
     api = await startTestCommandApi({ brokerUrl: broker.tlsUrl ?? '', pki, dir: work.dir, token, clientId: 'command-api-resend', log: logs.logger, env: { COMMAND_RESEND_UNANSWERED_S: '1' } });
     dmz = await mqtt.connectAsync(broker.url, { clientId: 'dmz-resend', protocolVersion: 5 });
-    await dmz.subscribeAsync(commandTopic(DEVICE), { qos: 1 });
-    dmz.on('message', (topic) => {
+    await dmz.subscribeAsync([commandTopic(DEVICE), commandTopic(BUSY)], { qos: 1 });
+    dmz.on('message', (topic, payload) => {
       if (topic === commandTopic(DEVICE)) handed.push(performance.now());
+      if (topic === commandTopic(BUSY)) busyHanded.push((JSON.parse(payload.toString()) as { commandId: string }).commandId);
     });
   });
   after(async () => {
@@ -93,6 +98,24 @@ describe('a command not answered while its device stays online', () => {
     const atOffline = handed.length;
     await sleep(TIMINGS.commandRedeliverMinIntervalMs + twoSweeps);
     assert.ok(handed.length - atOffline <= 1, `sent again ${handed.length - atOffline} times to a device said offline`);
+  });
+
+  it('sends again only the oldest LIMITS.commandResendPerDeviceMax of a device that has more waiting, all of them at its presence', async () => {
+    const a = api as CommandApi;
+    const d = dmz as MqttClient;
+    const max = LIMITS.commandResendPerDeviceMax;
+    const ids: string[] = [];
+    for (let i = 0; i < max + 3; i++) ids.push(await issueTestCommand(a.port, token, { deviceId: BUSY, command: 'open', params: { i }, ttlSeconds: 3600 }));
+    await eventually(() => (busyHanded.length === ids.length ? true : undefined), 20_000, 'every command handed to the DMZ once');
+    // Its presence: every one sent again, the youngest included.
+    await d.publishAsync(statusTopic(BUSY), presence('online'), { qos: 1 });
+    await eventually(() => (busyHanded.length === 2 * ids.length ? true : undefined), 10_000, 'every command sent again at the presence');
+    // Then, unanswered: the oldest `max` again, never the youngest three.
+    await eventually(() => (busyHanded.length >= 2 * ids.length + max ? true : undefined), 2 * twoSweeps, 'the resend of the unanswered');
+    await sleep(TIMINGS.commandExpirySweepMs + 500);
+    const again = busyHanded.slice(2 * ids.length);
+    assert.deepEqual(new Set(again), new Set(ids.slice(0, max)), 'sent again: the oldest, and only them');
+    await d.publishAsync(statusTopic(BUSY), presence('offline'), { qos: 1 });
   });
 
   it('takes "off" (only at a presence) and refuses what is not 1 to 86400 seconds', () => {
