@@ -62,7 +62,7 @@ export const DistributorConfigSchema = z
     DISTRIBUTOR_MAX_GATEWAYS: z.coerce.number().int().min(1).max(1_000_000).default(LIMITS.distributorMaxGateways),
     /** the replay windows live here; keep it on persistent storage */
     DISTRIBUTOR_STATE_DIR: z.string().default('./data/distributor-state'),
-    /** A file touched every 10 s (TIMINGS.healthFileIntervalMs) while connected and subscribed, for container health checks. */
+    /** A file touched every 10 s (TIMINGS.healthFileIntervalMs) while connected, once subscribed (or taking its session's messages), for container health checks. */
     DISTRIBUTOR_HEALTH_FILE: z.string().optional(),
     /** "on": publish what was written on the stored feed (fieldstream/v1/internal/stored) for the operator console. */
     DISTRIBUTOR_FEED: z.enum(['on', 'off']).default('on'),

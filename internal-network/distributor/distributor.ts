@@ -172,7 +172,14 @@ export function startDistributor(
     );
     clients.push(mqtt);
     consumers.push(new Consumer(mqtt, handler, deadLetters, { initialMs: TIMINGS.distributorRetryInitialMs, maxMs: config.DISTRIBUTOR_RETRY_MAX_MS }, receipts, log, metrics.deadLetters, metrics.deadLettersNotKept, retries));
-    subscribed.push(subscribeOnEveryConnect(mqtt, filters, config.MQTT_PROTOCOL_VERSION === 5 ? { qos: 1, rap: true } : { qos: 1 }, clog).ready);
+    const subscription = subscribeOnEveryConnect(mqtt, filters, config.MQTT_PROTOCOL_VERSION === 5 ? { qos: 1, rap: true } : { qos: 1 }, clog).ready;
+    // Or a message delivered before the SUBACK: the broker sends what the persistent session held
+    // at once, and mqtt.js reads packets in order, each after the one before was handled, so with
+    // the message's PUBACK waiting for its write (a database down at the start) the SUBACK behind
+    // it waited too, and `ready` (the "subscribed" line, the health file) with it, until the
+    // database came back. The session's subscription delivered it: this consumer takes messages.
+    const delivered = new Promise<void>((resolve) => mqtt.once('message', () => resolve()));
+    subscribed.push(Promise.race([subscription, delivered]));
   }
   const ready = Promise.all(subscribed).then(() => log.info({ filters, consumers: count }, 'subscribed'));
   // Sessions of consumers that no longer run still collect their share of the shared subscription:
