@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { retireFreeSlots } from '../../internal-network/distributor/session-retirement.ts';
 import { claimStateSlot, slotDir } from '../../internal-network/distributor/state-lease.ts';
 import { createLogger } from '../../shared/logger.ts';
+import { cannotRunAsNobody } from '../helpers/as-nobody.ts';
 
 const repo = join(import.meta.dirname, '..', '..');
 
@@ -18,9 +19,8 @@ const repo = join(import.meta.dirname, '..', '..');
  */
 describe('the list of earlier consumer sessions', () => {
   it('that cannot be read is kept as it is, and the retirement fails with a code, rather than the list being rewritten without its ids', async (t) => {
-    if (process.getuid?.() !== 0) return t.skip('needs root, to run the distributor as another user');
-    const readable = spawnSync(process.execPath, ['-e', `require('fs').accessSync(${JSON.stringify(join(repo, 'node_modules', 'tsx', 'package.json'))})`], { uid: 65534, gid: 65534 });
-    if (readable.status !== 0) return t.skip(`the repository (${repo}) is not readable by nobody`);
+    const cannot = cannotRunAsNobody('the distributor');
+    if (cannot) return t.skip(cannot);
     const root = mkdtempSync('/tmp/fieldstream-consumer-sessions-');
     try {
       execFileSync('chmod', ['0755', root]);

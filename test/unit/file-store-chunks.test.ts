@@ -11,6 +11,7 @@ import { parseUplinkFrame } from '../../shared/contract/uplink.ts';
 import { FieldStreamError, type ErrorCode } from '../../shared/errors.ts';
 import { TIMINGS } from '../../shared/limits.ts';
 import { tempDir } from '../helpers/pki.ts';
+import { cannotRunAsNobody } from '../helpers/as-nobody.ts';
 
 /**
  * Chunked files in the distributor's file storage: what a hostile or unlucky sequence of chunks
@@ -627,10 +628,9 @@ describe('file storage: the sweep of what killed distributors leave', () => {
   });
 
   it("a folder it may not list (the root-owned lost+found of a disk mounted as the storage) is left alone, and the rest is swept", async (t) => {
-    if (process.getuid?.() !== 0) return t.skip('needs root, to run the sweep as another user');
+    const cannot = cannotRunAsNobody('the sweep');
+    if (cannot) return t.skip(cannot);
     const repo = join(import.meta.dirname, '..', '..');
-    const readable = spawnSync(process.execPath, ['-e', `require('fs').accessSync(${JSON.stringify(join(repo, 'node_modules', 'tsx', 'package.json'))})`], { uid: 65534, gid: 65534 });
-    if (readable.status !== 0) return t.skip(`the repository (${repo}) is not readable by nobody`);
     // The distributor runs as a user of its own (the image's `node`); mkfs makes lost+found, 0700 root's.
     const top = fs.mkdtempSync('/tmp/fieldstream-sweep-unreadable-');
     try {

@@ -20,6 +20,7 @@ import { startTestFieldClient } from '../helpers/field.ts';
 import { makeTestPki, tempDir } from '../helpers/pki.ts';
 import { RogueGateway } from '../helpers/rogue-gateway.ts';
 import { eventually } from '../helpers/ws-device.ts';
+import { cannotRunAsNobody } from '../helpers/as-nobody.ts';
 
 /**
  * A file moved into the field client's outbox (from the watched folder, or the HTTP input's upload)
@@ -422,10 +423,8 @@ describe('the outbox takes regular files only', () => {
 
 describe('the outbox moves only what it can read', () => {
   it("leaves another user's file it cannot read where it was, rather than moving it out and never sending it", async (t) => {
-    if (process.getuid?.() !== 0) return t.skip('needs root, to run the outbox as another user');
-    const repo = join(import.meta.dirname, '..', '..');
-    const readable = spawnSync(process.execPath, ['-e', `require('fs').accessSync(${JSON.stringify(join(repo, 'node_modules', 'tsx', 'package.json'))})`], { uid: 65534, gid: 65534 });
-    if (readable.status !== 0) return t.skip(`the repository (${repo}) is not readable by nobody`);
+    const cannot = cannotRunAsNobody('the outbox');
+    if (cannot) return t.skip(cannot);
     // A folder others may write (a producer's drop folder): the outbox runs as `nobody`, a producer
     // (root here) leaves a 0600 file of its own. A rename needs only the folder's write access.
     const root = mkdtempSync('/tmp/fieldstream-outbox-unreadable-');
